@@ -1,0 +1,1 @@
+"""The Lambda: S3 notifications in, one Celery chain per new file out."""

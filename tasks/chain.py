@@ -1,0 +1,57 @@
+"""The one place that builds a file's chain, used by the Lambda, the CLI and
+``tasks.rescore``. Tasks are referenced by NAME only, so this module (and the
+Lambda that imports it) needs no worker code.
+
+Success path:  tasks.launch -> tasks.score -> tasks.upload -> tasks.teardown
+A step that gives up starts the failure tail instead (see :func:`failure_tail`):
+                tasks.upload (publishes the .error) -> tasks.teardown
+so teardown runs whether the file succeeded or failed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, chain, signature
+from celery.canvas import Signature
+
+from tasks.job import STEPS, Job, task_id
+
+
+def _step(app: Celery | None, job: Job, step: str, args: tuple[Any, ...] = ()) -> Signature:
+    return signature(f"tasks.{step}", args=args, task_id=task_id(job.run_id, step), app=app)
+
+
+def build_chain(job: Job, app: Celery | None = None) -> Any:
+    """launch -> score -> upload -> teardown, with deterministic task ids."""
+    first, *rest = STEPS
+    return chain(
+        _step(app, job, first, (job.to_dict(),)),
+        *(_step(app, job, s) for s in rest),
+        app=app,
+    )
+
+
+def failure_tail(job: Job, failed_step: str, app: Celery | None = None) -> Any:
+    """What must still run after ``failed_step`` gave up on ``job`` (job.failure set).
+
+    launch/score failed   -> upload (writes .error) -> teardown
+    upload failed         -> upload once more for the .error, unless it was already
+                             publishing an .error -> teardown
+    teardown failed       -> nothing (the periodic reaper removes what is left)
+    """
+    if failed_step == "teardown":
+        return None
+    if failed_step == "upload" and job.failure is not None and job.failure.step == "upload":
+        return _step(app, job, "teardown", (job.to_dict(),))
+    return chain(
+        _step(app, job, "upload", (job.to_dict(),)),
+        _step(app, job, "teardown"),
+        app=app,
+    )
+
+
+def enqueue(app: Celery, job: Job) -> str:
+    """Send the chain for ``job``; returns the id of its first task."""
+    build_chain(job, app).apply_async()
+    return task_id(job.run_id, STEPS[0])

@@ -1,0 +1,60 @@
+"""The ``.error`` file: what a data modeller reads when a file could not be scored."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+
+from tasks.job import Failure
+from tasks.redact import redact
+from tasks.s3uri import S3Uri
+
+
+def rerun_commands(source: S3Uri, model_image: str | None = None) -> list[str]:
+    """Shell lines that rerun a file (both ask a worker to run ``tasks.rescore``)."""
+    args = shlex.quote(json.dumps([str(source)]))
+    celery = f"celery -A workers.app call tasks.rescore --args {args}"
+    cli = f"scorefleet rerun {shlex.quote(str(source))}"
+    if model_image:
+        celery += " --kwargs " + shlex.quote(json.dumps({"model_image": model_image}))
+        cli += f" --model-image {shlex.quote(model_image)}"
+    return [celery, cli]
+
+
+def render(
+    *,
+    source: S3Uri,
+    version: str | None,
+    model_image: str,
+    k8s_cluster: str,
+    k8s_namespace: str,
+    pipeline_id: str,
+    failure: Failure,
+) -> str:
+    """Plain text, short, without tracebacks or credentials."""
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    attempts = "" if failure.attempts <= 1 else f" (after {failure.attempts} attempts)"
+    celery_cmd, cli_cmd = rerun_commands(source)
+    lines = [
+        f"scorefleet could not score {source}",
+        "",
+        f"failed step:  {failure.step}{attempts}",
+        f"error:        {failure.kind}: {failure.message}",
+        "",
+        f"input:        {source}" + (f"  (version {version})" if version else ""),
+        f"model image:  {model_image or '(none)'}",
+        f"cluster:      {k8s_cluster}   namespace: {k8s_namespace}",
+        f"pipeline id:  {pipeline_id}",
+        f"time (UTC):   {when}",
+        "",
+        "To rerun this file once the cause is fixed (re-uploading it works too):",
+        f"  {celery_cmd}",
+        f"  {cli_cmd}",
+        "To rerun it with another model image, add:  "
+        + '--kwargs \'{"model_image": "<image>"}\'  (or --model-image <image>)',
+    ]
+    if failure.model_logs.strip():
+        lines += ["", "Last lines the model wrote:", ""]
+        lines += ["  " + line for line in failure.model_logs.rstrip().splitlines()]
+    return redact("\n".join(lines) + "\n")

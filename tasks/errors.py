@@ -1,0 +1,127 @@
+"""Failure classes and the one rule that sorts any exception into retry or give up.
+
+* :class:`PermanentError` and its subclasses: retrying cannot help (bad input, a
+  disallowed image, a model that answers the wrong number of rows). The file gets
+  its ``.error`` at once.
+* :class:`TransientError`, connection errors, HTTP 5xx, throttling: retried with
+  exponential backoff and jitter, a bounded number of times, then ``.error``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+
+
+class PipelineError(Exception):
+    """Base of the errors the pipeline raises on purpose; ``str()`` is shown to users."""
+
+    transient = False
+    kind = "Error"
+
+    def __init__(self, message: str, *, model_logs: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.model_logs = model_logs
+
+
+class PermanentError(PipelineError):
+    kind = "Error"
+
+
+class BadInput(PermanentError):
+    kind = "BadInput"
+
+
+class Rejected(PermanentError):
+    """The file was refused before any work: disallowed image, bad tags, wrong place."""
+
+    kind = "Rejected"
+
+
+class ModelError(PermanentError):
+    """The model failed in a way retrying cannot fix (crash at start, 4xx, wrong rows)."""
+
+    kind = "ModelError"
+
+
+class TransientError(PipelineError):
+    transient = True
+    kind = "Transient"
+
+
+class ModelUnavailable(TransientError):
+    """The model did not answer (connection refused/reset, timeout, 5xx, 429)."""
+
+    kind = "ModelUnavailable"
+
+
+# S3 / SQS error codes worth retrying.
+RETRYABLE_AWS_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "SlowDown",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "RequestLimitExceeded",
+        "OperationAborted",
+    }
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Would retrying the step plausibly succeed?"""
+    if isinstance(exc, PipelineError):
+        return exc.transient
+    transient_attr = getattr(exc, "transient", None)
+    if isinstance(transient_attr, bool):
+        return transient_attr
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return err.get("Code") in RETRYABLE_AWS_CODES or int(status or 0) >= 500
+    if isinstance(exc, BotoConnectionError | HTTPClientError):
+        return True
+    if isinstance(exc, BotoCoreError):
+        return False
+    return isinstance(
+        exc, ConnectionError | TimeoutError | socket.timeout | http.client.HTTPException
+    ) or _is_urllib3_transient(exc)
+
+
+def _is_urllib3_transient(exc: BaseException) -> bool:
+    try:
+        from urllib3.exceptions import HTTPError
+    except ImportError:  # pragma: no cover - urllib3 always comes with botocore
+        return False
+    return isinstance(exc, HTTPError)
+
+
+def describe(exc: BaseException) -> tuple[str, str]:
+    """(kind, message) for a user-facing report, without tracebacks."""
+    if isinstance(exc, PipelineError):
+        return exc.kind, exc.message
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        op = exc.operation_name
+        return "AWSError", f"{op} failed: {err.get('Code', '?')}: {err.get('Message', '')}".strip()
+    name = f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins.")
+    return "InternalError", f"{name}: {exc}" if str(exc) else name

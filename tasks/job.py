@@ -1,0 +1,106 @@
+"""The job: everything the chain knows about one file, passed from step to step.
+
+A :class:`Job` travels as the JSON-serialisable return value of each step
+(launch -> score -> upload -> teardown). Steps add to it; none removes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks.s3uri import S3Uri
+
+STEPS = ("launch", "score", "upload", "teardown")
+
+
+def pipeline_id(
+    bucket: str, key: str, version_id: str | None, etag: str | None, sequencer: str | None = None
+) -> str:
+    """Deterministic id of one version of one object.
+
+    The same file version always gets the same id (so duplicate notifications map to
+    one pipeline); a new version of the same key gets a new one. Without versioning,
+    the ETag plus the event's sequencer identify one upload (so re-uploading the same
+    bytes is a new upload, while a duplicated notification is not). DNS-1123 safe, so
+    it can name a pod.
+    """
+    identity = version_id or f"etag:{(etag or '').strip(chr(34))}:{sequencer or ''}"
+    digest = hashlib.sha256(f"{bucket}\n{key}\n{identity}".encode()).hexdigest()
+    return "sf-" + digest[:20]
+
+
+def rerun_id(pid: str) -> str:
+    """A fresh run id for a manual rerun of pipeline ``pid`` (also DNS-1123 safe)."""
+    return f"{pid}-r{int(time.time())}{secrets.token_hex(2)}"
+
+
+def task_id(run_id: str, step: str) -> str:
+    return f"{run_id}-{step}"
+
+
+@dataclass
+class Failure:
+    """Why a file could not be scored, as recorded by the step that gave up."""
+
+    step: str
+    kind: str  # short class name shown to the data modeller, e.g. "BadInput"
+    message: str
+    attempts: int = 1
+    model_logs: str = ""
+
+
+@dataclass
+class Job:
+    # --- identity of the source file (set at enqueue) ---
+    pipeline_id: str
+    run_id: str
+    bucket: str
+    key: str
+    version_id: str | None
+    etag: str | None
+    size: int | None
+    sequencer: str | None
+    # --- what to run it with (tags or fallbacks) ---
+    model_image: str
+    k8s_cluster: str
+    k8s_namespace: str
+    # --- bookkeeping ---
+    enqueued_at: float = field(default_factory=time.time)
+    force: bool = False
+    # --- filled in by the steps ---
+    launch_started_at: float | None = None
+    model_ready_at: float | None = None
+    endpoint: str | None = None
+    handle: dict[str, Any] = field(default_factory=dict)
+    staging_key: str | None = None
+    rows: int | None = None
+    score_seconds: float | None = None
+    published: str | None = None
+    failure: Failure | None = None
+    skipped: str | None = None
+
+    @property
+    def source(self) -> S3Uri:
+        return S3Uri(self.bucket, self.key)
+
+    @property
+    def model_start_ms(self) -> int | None:
+        if self.launch_started_at is None or self.model_ready_at is None:
+            return None
+        return round((self.model_ready_at - self.launch_started_at) * 1000)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        if values.get("failure") is not None:
+            values["failure"] = Failure(**values["failure"])
+        return cls(**values)

@@ -1,0 +1,161 @@
+"""Run records in S3: one small JSON object per pipeline, updated with conditional
+writes (``If-None-Match`` / ``If-Match``), so duplicate deliveries of the same file
+version are scored once and a superseded run never publishes.
+
+Record ``<state prefix>runs/<pipeline id>.json``::
+
+    {"run_id": ..., "state": "running" | "published" | "failed",
+     "owner": <SQS message id of the launch that claimed it>,
+     "lease_until": <epoch seconds>, "updated": <epoch seconds>, "outcome": <s3 uri>}
+
+A running record whose lease expired belongs to a worker that died: the next
+delivery takes it over. Steps renew the lease as they go.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from tasks.job import Job
+from tasks.s3io import S3Client, error_code
+from tasks.s3uri import S3Uri
+from tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_CAS_ATTEMPTS = 8
+
+
+class Claim(enum.Enum):
+    CLAIMED = "claimed"  # this delivery runs the file
+    RUNNING_ELSEWHERE = "running elsewhere"  # a duplicate: another delivery is on it
+    DONE = "done"  # already published for this version
+
+
+@dataclass
+class Record:
+    data: dict[str, Any]
+    etag: str
+
+    @property
+    def state(self) -> str:
+        return str(self.data.get("state", ""))
+
+    @property
+    def run_id(self) -> str:
+        return str(self.data.get("run_id", ""))
+
+
+def record_location(settings: Settings, pipeline_id: str) -> S3Uri:
+    return settings.state_uri.join(f"runs/{pipeline_id}.json")
+
+
+def staging_location(settings: Settings, run_id: str) -> S3Uri:
+    return settings.state_uri.join(f"staging/{run_id}.scoreout.part")
+
+
+def _is_precondition_failure(exc: ClientError) -> bool:
+    return error_code(exc) in {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+
+
+class Ledger:
+    def __init__(self, settings: Settings, s3: S3Client) -> None:
+        self.settings = settings
+        self.s3 = s3
+
+    # ------------------------------------------------------------ primitives
+    def get(self, pipeline_id: str) -> Record | None:
+        loc = record_location(self.settings, pipeline_id)
+        try:
+            resp = self.s3.get_object(Bucket=loc.bucket, Key=loc.key)
+        except ClientError as exc:
+            if error_code(exc) in {"NoSuchKey", "404"}:
+                return None
+            raise
+        return Record(json.loads(resp["Body"].read()), resp["ETag"])
+
+    def _put(self, pipeline_id: str, data: dict[str, Any], *, if_match: str | None) -> bool:
+        """Conditional write; False if someone else wrote first."""
+        loc = record_location(self.settings, pipeline_id)
+        cond = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}
+        data = {**data, "updated": time.time()}
+        try:
+            self.s3.put_object(
+                Bucket=loc.bucket,
+                Key=loc.key,
+                Body=json.dumps(data).encode(),
+                ContentType="application/json",
+                **cond,  # type: ignore[arg-type]
+            )
+        except ClientError as exc:
+            if _is_precondition_failure(exc):
+                return False
+            raise
+        return True
+
+    # ------------------------------------------------------------ operations
+    def claim(
+        self, job: Job, owner: str, lease_seconds: float, *, continuing: bool = False
+    ) -> Claim:
+        """Decide whether this delivery of ``job`` runs it.
+
+        ``owner`` identifies the delivery (the SQS message id: shared by redeliveries
+        of one message, different for a duplicate notification). ``continuing`` is
+        true for a retry of this run's own launch, which keeps its claim.
+        """
+        mine = {
+            "run_id": job.run_id,
+            "state": "running",
+            "owner": owner,
+            "lease_until": time.time() + lease_seconds,
+            "source": str(job.source),
+        }
+        for _ in range(_CAS_ATTEMPTS):
+            rec = self.get(job.pipeline_id)
+            if rec is None:
+                if self._put(job.pipeline_id, mine, if_match=None):
+                    return Claim.CLAIMED
+                continue
+            if not job.force:
+                if rec.state in {"published", "failed"}:
+                    return Claim.DONE
+                ours = rec.run_id == job.run_id and rec.state == "running"
+                same_delivery = ours and (continuing or rec.data.get("owner") == owner)
+                lease_active = float(rec.data.get("lease_until", 0)) > time.time()
+                if lease_active and not same_delivery:
+                    return Claim.RUNNING_ELSEWHERE
+            elif rec.run_id == job.run_id and rec.state in {"published", "failed"}:
+                return Claim.DONE  # a redelivery of a forced run that already finished
+            if self._put(job.pipeline_id, mine, if_match=rec.etag):
+                if rec.state == "running" and rec.run_id != job.run_id:
+                    log.warning("run %s takes over from run %s", job.run_id, rec.run_id)
+                return Claim.CLAIMED
+        raise RuntimeError(f"could not claim {job.pipeline_id}: too much contention")
+
+    def renew(self, job: Job, lease_seconds: float) -> bool:
+        """Extend this run's lease; False if another run has superseded it."""
+        return self._update(job, {"lease_until": time.time() + lease_seconds})
+
+    def finish(self, job: Job, state: str, outcome: str | None) -> bool:
+        return self._update(job, {"state": state, "outcome": outcome, "lease_until": 0})
+
+    def is_current(self, job: Job) -> bool:
+        rec = self.get(job.pipeline_id)
+        return rec is None or rec.run_id == job.run_id
+
+    def _update(self, job: Job, changes: dict[str, Any]) -> bool:
+        for _ in range(_CAS_ATTEMPTS):
+            rec = self.get(job.pipeline_id)
+            if rec is not None and rec.run_id != job.run_id:
+                return False
+            data = {**(rec.data if rec else {"run_id": job.run_id}), **changes}
+            if self._put(job.pipeline_id, data, if_match=rec.etag if rec else None):
+                return True
+        raise RuntimeError(f"could not update the run record of {job.pipeline_id}")

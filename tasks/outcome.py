@@ -1,0 +1,95 @@
+"""Publishing a file's outcome: ``<name>.scoreout`` or ``<name>.error``, never both.
+
+The latest run for a key wins: publishing one outcome removes the other, so a
+file that failed and was fixed by a rerun does not keep its stale ``.error``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from tasks import errordoc
+from tasks.job import Failure, Job
+from tasks.s3io import S3Client, delete_quietly, publish_copy, put_text, sanitize_tag_value
+from tasks.s3uri import ERROR_SUFFIX, SCOREOUT_SUFFIX, S3Uri, output_uri
+from tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def scoreout_location(settings: Settings, source: S3Uri) -> S3Uri:
+    return output_uri(settings.input_uri, settings.output_uri, source, SCOREOUT_SUFFIX)
+
+
+def error_location(settings: Settings, source: S3Uri) -> S3Uri:
+    return output_uri(settings.input_uri, settings.error_uri, source, ERROR_SUFFIX)
+
+
+def error_location_or_none(settings: Settings, source: S3Uri) -> S3Uri | None:
+    """Where a rejected file's ``.error`` goes; ``None`` when the file is not under
+    the input prefix (then there is no sensible place: it is only logged)."""
+    if not settings.input_uri.contains(source):
+        return None
+    return error_location(settings, source)
+
+
+def _common_tags(job: Job) -> dict[str, object]:
+    tags: dict[str, object] = {
+        "model_image": sanitize_tag_value(job.model_image or "none"),
+        "k8s_cluster": sanitize_tag_value(job.k8s_cluster),
+        "k8s_namespace": sanitize_tag_value(job.k8s_namespace),
+        "pipeline_id": job.run_id,
+    }
+    start = job.launch_started_at or job.enqueued_at
+    tags["duration_ms"] = max(0, round((time.time() - start) * 1000))
+    return tags
+
+
+def _metadata(job: Job) -> dict[str, str]:
+    meta = {
+        "source-uri": sanitize_tag_value(str(job.source))[:1024],
+        "source-version": job.version_id or "",
+        "source-etag": job.etag or "",
+        "pipeline-id": job.pipeline_id,
+        "run-id": job.run_id,
+    }
+    if job.model_start_ms is not None:
+        meta["model-start-ms"] = str(job.model_start_ms)
+    if job.score_seconds is not None:
+        meta["score-ms"] = str(round(job.score_seconds * 1000))
+    return {k: v for k, v in meta.items() if v}
+
+
+def publish_scoreout(settings: Settings, s3: S3Client, job: Job, staging: S3Uri) -> S3Uri:
+    dest = scoreout_location(settings, job.source)
+    tags = _common_tags(job)
+    tags["rows"] = job.rows or 0
+    publish_copy(s3, staging, dest, tags=tags, metadata=_metadata(job))
+    delete_quietly(s3, error_location(settings, job.source))
+    return dest
+
+
+def publish_error(settings: Settings, s3: S3Client, job: Job, failure: Failure) -> S3Uri | None:
+    dest = error_location_or_none(settings, job.source)
+    if dest is None:
+        log.error(
+            "not scoring %s: %s (no .error written: outside the input prefix)",
+            job.source,
+            failure.message,
+        )
+        return None
+    text = errordoc.render(
+        source=job.source,
+        version=job.version_id,
+        model_image=job.model_image,
+        k8s_cluster=job.k8s_cluster,
+        k8s_namespace=job.k8s_namespace,
+        pipeline_id=job.run_id,
+        failure=failure,
+    )
+    tags = _common_tags(job)
+    tags["error_step"] = failure.step
+    put_text(s3, dest, text, tags=tags, metadata=_metadata(job))
+    delete_quietly(s3, scoreout_location(settings, job.source))
+    return dest

@@ -1,0 +1,295 @@
+"""All S3 I/O: clients, tags, streaming reads, multipart writes, atomic publishing.
+
+Endpoints come from boto3's own configuration (``AWS_ENDPOINT_URL`` /
+``AWS_ENDPOINT_URL_S3`` point it at the local emulator), credentials from the
+default chain (IRSA on EKS). Nothing here holds a whole object in memory.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import threading
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from tasks.errors import BadInput
+from tasks.s3uri import S3Uri
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client as S3Client  # noqa: PLC0414 - re-export
+else:
+    S3Client = Any
+
+log = logging.getLogger(__name__)
+
+#: Part size of multipart uploads (S3 minimum is 5 MiB except for the last part).
+PART_SIZE = 8 * 1024 * 1024
+#: Objects up to this size are published with a single CopyObject (atomic with tags).
+SINGLE_COPY_LIMIT = 5 * 1024**3
+
+#: Old tag names still accepted on input objects, mapped to the current ones.
+TAG_ALIASES = {
+    "modelimagename": "model_image",
+    "k8scluster": "k8s_cluster",
+    "k8snamespace": "k8s_namespace",
+}
+
+
+@functools.cache
+def client(region: str | None = None) -> S3Client:
+    """One thread-safe S3 client per process (and region)."""
+    cfg = Config(
+        region_name=region,
+        retries={"mode": "standard", "max_attempts": 5},
+        max_pool_connections=32,
+        connect_timeout=10,
+        read_timeout=60,
+    )
+    return boto3.client("s3", config=cfg)
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def version_args(version_id: str | None) -> dict[str, Any]:
+    return {"VersionId": version_id} if version_id else {}
+
+
+# ------------------------------------------------------------------------ tags
+def encode_tags(tags: Mapping[str, object]) -> str:
+    """URL-encoded ``k=v&k=v`` form used by PutObject/CopyObject ``Tagging``."""
+    return urllib.parse.urlencode({k: str(v) for k, v in tags.items()})
+
+
+def sanitize_tag_value(value: str) -> str:
+    """S3 tag values allow letters, digits, spaces and ``+ - = . _ : / @`` (max 256)."""
+    allowed = set("+-=._:/@ ")
+    return "".join(c if c.isalnum() or c in allowed else "_" for c in value)[:256]
+
+
+def read_tags(s3: S3Client, bucket: str, key: str, version_id: str | None) -> dict[str, str]:
+    """Object tags with the old names mapped to the new ones (new names win)."""
+    resp = s3.get_object_tagging(Bucket=bucket, Key=key, **version_args(version_id))
+    raw = {t["Key"].strip(): t["Value"].strip() for t in resp.get("TagSet", [])}
+    tags: dict[str, str] = {}
+    for old, new in TAG_ALIASES.items():
+        if raw.get(old):
+            tags[new] = raw[old]
+    tags.update({k: v for k, v in raw.items() if k not in TAG_ALIASES and v})
+    return tags
+
+
+# ----------------------------------------------------------------------- reads
+def head(s3: S3Client, uri: S3Uri, version_id: str | None = None) -> dict[str, Any] | None:
+    try:
+        return dict(s3.head_object(Bucket=uri.bucket, Key=uri.key, **version_args(version_id)))
+    except ClientError as exc:
+        if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
+            return None
+        raise
+
+
+@dataclass
+class SourceStream:
+    chunks: Iterator[bytes]
+    content_length: int
+    content_encoding: str
+
+
+def open_source(
+    s3: S3Client,
+    uri: S3Uri,
+    version_id: str | None,
+    etag: str | None,
+    chunk_size: int = 1024 * 1024,
+) -> SourceStream:
+    """Stream one exact version of the input (by version id, else by ETag)."""
+    kwargs: dict[str, Any] = version_args(version_id)
+    if not version_id and etag:
+        kwargs["IfMatch"] = etag if etag.startswith('"') else f'"{etag}"'
+    try:
+        resp = s3.get_object(Bucket=uri.bucket, Key=uri.key, **kwargs)
+    except ClientError as exc:
+        code = error_code(exc)
+        if code in {"NoSuchKey", "NoSuchVersion", "404"}:
+            raise BadInput(f"{uri} no longer exists (deleted before it could be scored)") from exc
+        if code in {"PreconditionFailed", "412"}:
+            raise BadInput(
+                f"{uri} was overwritten after it was queued; the newer version is scored on its own"
+            ) from exc
+        raise
+    body = resp["Body"]
+    return SourceStream(
+        chunks=body.iter_chunks(chunk_size),
+        content_length=int(resp.get("ContentLength", 0)),
+        content_encoding=str(resp.get("ContentEncoding", "") or ""),
+    )
+
+
+# ---------------------------------------------------------------------- writes
+class MultipartWriter:
+    """Stream bytes into a multipart upload; parts go up on a background thread.
+
+    Memory is bounded by ``PART_SIZE`` times (1 filling + ``max_pending`` queued +
+    1 in flight). Nothing is visible at the destination until :meth:`complete`;
+    :meth:`abort` (also on ``with`` exit with an exception) discards everything.
+    """
+
+    def __init__(
+        self,
+        s3: S3Client,
+        dest: S3Uri,
+        *,
+        content_type: str = "text/csv",
+        part_size: int = PART_SIZE,
+        max_pending: int = 2,
+    ) -> None:
+        self.s3 = s3
+        self.dest = dest
+        self.part_size = part_size
+        self.bytes_written = 0
+        self._buf = bytearray()
+        self._parts: list[dict[str, Any]] = []
+        self._parts_sent = 0
+        self._error: BaseException | None = None
+        self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(max_pending)
+        resp = s3.create_multipart_upload(
+            Bucket=dest.bucket, Key=dest.key, ContentType=content_type
+        )
+        self.upload_id = resp["UploadId"]
+        self._thread = threading.Thread(target=self._upload_loop, daemon=True, name="s3-parts")
+        self._thread.start()
+
+    def _upload_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue  # drain without uploading after a failure
+            number, data = item
+            try:
+                resp = self.s3.upload_part(
+                    Bucket=self.dest.bucket,
+                    Key=self.dest.key,
+                    UploadId=self.upload_id,
+                    PartNumber=number,
+                    Body=data,
+                )
+                self._parts.append({"PartNumber": number, "ETag": resp["ETag"]})
+            except BaseException as exc:  # surfaced to the writer thread
+                self._error = exc
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _send(self, data: bytes) -> None:
+        self._parts_sent += 1
+        self._queue.put((self._parts_sent, data))  # blocks while max_pending wait: backpressure
+        self._check()
+
+    def write(self, data: bytes) -> None:
+        self._check()
+        self._buf += data
+        self.bytes_written += len(data)
+        while len(self._buf) >= self.part_size:
+            self._send(bytes(self._buf[: self.part_size]))
+            del self._buf[: self.part_size]
+
+    def complete(self) -> None:
+        if self._buf or self._parts_sent == 0:  # the last part may be small (or empty)
+            self._send(bytes(self._buf))
+            self._buf.clear()
+        self._queue.put(None)
+        self._thread.join()
+        self._check()
+        parts = sorted(self._parts, key=lambda p: p["PartNumber"])
+        self.s3.complete_multipart_upload(
+            Bucket=self.dest.bucket,
+            Key=self.dest.key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+        )
+
+    def abort(self) -> None:
+        if self._error is None:
+            self._error = RuntimeError("aborted")
+        self._queue.put(None)
+        self._thread.join(timeout=60)
+        try:
+            self.s3.abort_multipart_upload(
+                Bucket=self.dest.bucket, Key=self.dest.key, UploadId=self.upload_id
+            )
+        except ClientError as exc:  # the lifecycle rule reaps it anyway
+            log.warning("could not abort multipart upload of %s: %s", self.dest, exc)
+
+    def __enter__(self) -> MultipartWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def publish_copy(
+    s3: S3Client,
+    staging: S3Uri,
+    dest: S3Uri,
+    *,
+    tags: Mapping[str, object],
+    metadata: Mapping[str, str],
+    content_type: str = "text/csv",
+) -> None:
+    """Make ``dest`` appear in one step, already tagged: a server-side copy of the
+    completed staging object. Up to 5 GiB that is a single atomic CopyObject."""
+    s3.copy(
+        {"Bucket": staging.bucket, "Key": staging.key},
+        dest.bucket,
+        dest.key,
+        ExtraArgs={
+            "Tagging": encode_tags(tags),
+            "TaggingDirective": "REPLACE",
+            "Metadata": dict(metadata),
+            "MetadataDirective": "REPLACE",
+            "ContentType": content_type,
+        },
+        Config=TransferConfig(multipart_threshold=SINGLE_COPY_LIMIT, max_concurrency=4),
+    )
+
+
+def put_text(
+    s3: S3Client,
+    dest: S3Uri,
+    text: str,
+    *,
+    tags: Mapping[str, object],
+    metadata: Mapping[str, str] | None = None,
+    content_type: str = "text/plain; charset=utf-8",
+) -> None:
+    """A small object written in one PUT (atomic), with its tags."""
+    s3.put_object(
+        Bucket=dest.bucket,
+        Key=dest.key,
+        Body=text.encode("utf-8"),
+        ContentType=content_type,
+        Tagging=encode_tags(tags),
+        Metadata=dict(metadata or {}),
+    )
+
+
+def delete_quietly(s3: S3Client, uri: S3Uri) -> None:
+    try:
+        s3.delete_object(Bucket=uri.bucket, Key=uri.key)
+    except ClientError as exc:
+        log.warning("could not delete %s: %s", uri, exc)

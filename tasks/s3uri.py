@@ -1,0 +1,53 @@
+"""S3 locations: parsing ``s3://bucket/key`` and mapping inputs to their outputs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Bucket names: 3-63 chars, lowercase letters, digits, dots and hyphens.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+SCOREOUT_SUFFIX = ".scoreout"
+ERROR_SUFFIX = ".error"
+
+
+@dataclass(frozen=True, order=True)
+class S3Uri:
+    bucket: str
+    key: str = ""
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Uri:
+        if not uri.startswith("s3://"):
+            raise ValueError("must start with s3://")
+        bucket, _, key = uri[5:].partition("/")
+        if not _BUCKET.match(bucket):
+            raise ValueError(f"{bucket!r} is not a valid S3 bucket name")
+        return cls(bucket, key)
+
+    def as_prefix(self) -> S3Uri:
+        """The same location as a 'folder': empty (whole bucket) or ending with '/'."""
+        if self.key and not self.key.endswith("/"):
+            return S3Uri(self.bucket, self.key + "/")
+        return self
+
+    def contains(self, other: S3Uri) -> bool:
+        """True if ``other`` (a key or a prefix) lies under this prefix."""
+        return self.bucket == other.bucket and other.key.startswith(self.key)
+
+    def relative(self, other: S3Uri) -> str:
+        if not self.contains(other):
+            raise ValueError(f"{other} is not under {self}")
+        return other.key[len(self.key) :]
+
+    def join(self, relative: str) -> S3Uri:
+        return S3Uri(self.bucket, self.key + relative)
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def output_uri(input_prefix: S3Uri, output_prefix: S3Uri, source: S3Uri, suffix: str) -> S3Uri:
+    """``<output prefix>/<path of source relative to the input prefix><suffix>``."""
+    return output_prefix.join(input_prefix.relative(source) + suffix)

@@ -1,0 +1,380 @@
+"""The Celery tasks of the pipeline (loaded by ``workers.app``; the Lambda never
+imports this module).
+
+``tasks.launch -> tasks.score -> tasks.upload -> tasks.teardown`` for each file,
+``tasks.rescore`` to rerun a file by hand, ``tasks.reap`` for what a dead worker
+left behind.
+
+Every step runs through :meth:`PipelineStep.run_step`, the single place where
+failures are sorted: a transient failure is retried (the retry waits in SQS as a
+delayed message, not in worker memory) with exponential backoff and full jitter,
+up to ``SCOREFLEET_RETRY_MAX`` times; a permanent one, or the last retry, records
+the failure on the job and starts the failure tail (upload the ``.error``, then
+teardown). If even that cannot be enqueued, the message is handed back to SQS,
+so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from celery import Task, shared_task
+from celery.exceptions import Reject, Retry
+
+from tasks import logctx, outcome, s3io
+from tasks.chain import enqueue, failure_tail
+from tasks.errors import ModelUnavailable, PipelineError, Rejected, describe, is_transient
+from tasks.job import Failure, Job, rerun_id
+from tasks.ledger import Claim, staging_location
+from tasks.s3uri import S3Uri
+from tasks.submission import job_for_object, validate
+from workers import runtime
+from workers.csvbatch import maybe_gunzip
+from workers.protocol import InvocationsClient
+from workers.scoring import score_stream
+
+log = logging.getLogger(__name__)
+
+
+class StepFailed(Exception):
+    """A step gave up on its file; the failure tail (``.error``, teardown) is queued."""
+
+
+def backoff_delay(retries: int) -> int:
+    """Exponential backoff with full jitter, in whole seconds (SQS DelaySeconds)."""
+    s = runtime.settings()
+    cap = min(s.retry_backoff_max, s.retry_backoff * 2**retries)
+    return max(1, round(random.uniform(cap / 2, cap)))
+
+
+def delivery_id(task: Task) -> str:
+    """The SQS MessageId of the message being processed (unique per delivery of a
+    message, shared by its redeliveries); a random id outside SQS."""
+    props = getattr(task.request, "properties", None) or {}
+    msg = (props.get("delivery_info") or {}).get("sqs_message") or {}
+    return str(msg.get("MessageId") or f"nosqs-{uuid.uuid4()}")
+
+
+class PipelineStep(Task):
+    """Base of launch/score/upload/teardown."""
+
+    #: No Celery-level autoretry: run_step decides.
+    max_retries = None
+    #: Keep "succeeded: <result>" log lines short; the job is in the step's own logs.
+    resultrepr_maxsize = 160
+    acks_late = True
+    reject_on_worker_lost = True
+
+    def run_step(self, step: str, payload: dict[str, Any], body: Callable[[Job], Job]) -> Any:
+        job = Job.from_dict(payload)
+        with logctx.bind(job.run_id, str(job.source)):
+            try:
+                return body(job).to_dict()
+            except Exception as exc:
+                self._retry_or_give_up(step, job, exc)
+                raise  # unreachable: _retry_or_give_up always raises
+
+    def _retry_or_give_up(self, step: str, job: Job, exc: Exception) -> None:
+        s = runtime.settings()
+        retries = int(self.request.retries or 0)
+        kind, message = describe(exc)
+        if is_transient(exc) and retries < s.retry_max:
+            delay = backoff_delay(retries)
+            log.warning(
+                "%s failed (%s: %s); retry %d of %d in %ds",
+                step,
+                kind,
+                message,
+                retries + 1,
+                s.retry_max,
+                delay,
+            )
+            try:
+                # countdown=0: no ETA (held in worker memory); SQS holds it instead.
+                raise self.retry(exc=exc, countdown=0, max_retries=s.retry_max, delay_seconds=delay)
+            except Retry:
+                raise
+            except Exception as publish_exc:
+                log.error(
+                    "could not schedule the retry (%s); handing the message back", publish_exc
+                )
+                raise Reject(publish_exc, requeue=True) from exc
+        if not isinstance(exc, PipelineError):
+            log.error("%s failed with an unexpected error", step, exc_info=exc)
+        job.failure = job.failure or Failure(
+            step=step,
+            kind=kind,
+            message=message,
+            attempts=retries + 1,
+            model_logs=getattr(exc, "model_logs", "") or "",
+        )
+        tail = failure_tail(job, step, app=self.app)
+        if tail is not None:
+            try:
+                tail.apply_async()
+            except Exception as publish_exc:
+                log.error(
+                    "could not queue the failure handling (%s); handing the message back",
+                    publish_exc,
+                )
+                raise Reject(publish_exc, requeue=True) from exc
+        log.warning("%s gave up: %s: %s", step, kind, message)
+        raise StepFailed(f"{kind}: {message}") from exc
+
+
+class LeaseKeeper:
+    """Renews this run's lease in the ledger while a long step works."""
+
+    def __init__(self, job: Job, every: float) -> None:
+        self.job = job
+        self.every = every
+        self.superseded = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="lease")
+
+    def _loop(self) -> None:
+        s = runtime.settings()
+        while not self._stop.wait(self.every):
+            try:
+                if not runtime.ledger().renew(self.job, s.visibility_timeout):
+                    self.superseded = True
+            except Exception as exc:  # a missed renewal is not fatal; the next may work
+                log.warning("could not renew the lease: %s", exc)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+# ---------------------------------------------------------------------- steps
+@shared_task(name="tasks.launch", bind=True, base=PipelineStep)
+def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
+    """Claim the file (duplicates stop here) and start its model container."""
+
+    def body(j: Job) -> Job:
+        s = runtime.settings()
+        claim = runtime.ledger().claim(
+            j, delivery_id(self), s.visibility_timeout, continuing=self.request.retries > 0
+        )
+        if claim is not Claim.CLAIMED:
+            log.info("not running %s again: %s", j.source, claim.value)
+            self.request.chain = None  # the other delivery (or the finished run) owns it
+            j.skipped = claim.value
+            return j
+        validate(s, j)
+        spec = s.model_spec(j.model_image)
+        j.launch_started_at = j.launch_started_at or time.time()
+        ep = runtime.backend().launch(j, spec)
+        j.endpoint, j.handle, j.model_ready_at = ep.url, ep.handle, time.time()
+        log.info("model %s ready at %s after %d ms", j.model_image, ep.url, j.model_start_ms)
+        return j
+
+    return self.run_step("launch", job, body)
+
+
+@shared_task(name="tasks.score", bind=True, base=PipelineStep)
+def score(self: PipelineStep, job: dict[str, Any]) -> Any:
+    """Stream the file through the model into a staging object."""
+
+    def body(j: Job) -> Job:
+        if j.skipped:
+            return j
+        s = runtime.settings()
+        spec = s.model_spec(j.model_image)
+        client = _ready_client(j, spec)
+        staging = staging_location(s, j.run_id)
+        source = s3io.open_source(runtime.s3(), j.source, j.version_id, j.etag)
+        try:
+            with (
+                LeaseKeeper(j, every=max(5.0, s.visibility_timeout / 4)) as lease,
+                s3io.MultipartWriter(runtime.s3(), staging) as sink,
+            ):
+                stats = score_stream(
+                    maybe_gunzip(source.chunks, source.content_encoding),
+                    client,
+                    sink,
+                    max_bytes=s.max_payload_bytes,
+                    max_in_flight=s.max_in_flight,
+                    header_mode=s.csv_header,
+                    send_header=spec.send_header,
+                    total_bytes=source.content_length,
+                )
+                if lease.superseded:
+                    raise Rejected("a newer run of this file took over; this run stops")
+                sink.complete()
+        finally:
+            client.close()
+        j.staging_key, j.rows, j.score_seconds = staging.key, stats.rows, stats.seconds
+        log.info(
+            "scored %d rows in %d mini-batches in %.2fs", stats.rows, stats.batches, stats.seconds
+        )
+        return j
+
+    return self.run_step("score", job, body)
+
+
+def _ready_client(j: Job, spec: Any) -> InvocationsClient:
+    """A client for the run's model; starts the model again if it has died."""
+    s = runtime.settings()
+    client = InvocationsClient(
+        j.endpoint or "http://127.0.0.1:1",
+        timeout=s.model_timeout,
+        pool_size=s.max_in_flight,
+        response_header=spec.response_header,
+    )
+    if j.endpoint and client.ping():
+        return client
+    client.close()
+    backend = runtime.backend()
+    if j.endpoint and backend.is_alive(j):
+        raise ModelUnavailable("the model is running but does not answer GET /ping")
+    log.warning("the model of this run is gone; starting it again")
+    ep = backend.launch(j, spec)
+    j.endpoint, j.handle = ep.url, ep.handle
+    return InvocationsClient(
+        ep.url,
+        timeout=s.model_timeout,
+        pool_size=s.max_in_flight,
+        response_header=spec.response_header,
+    )
+
+
+@shared_task(name="tasks.upload", bind=True, base=PipelineStep)
+def upload(self: PipelineStep, job: dict[str, Any]) -> Any:
+    """Publish ``<name>.scoreout`` (or ``<name>.error`` if the job failed)."""
+
+    def body(j: Job) -> Job:
+        s, s3, ledger = runtime.settings(), runtime.s3(), runtime.ledger()
+        staging = S3Uri(s.state_uri.bucket, j.staging_key) if j.staging_key else None
+        if j.failure is not None:
+            if not j.failure.model_logs and j.failure.step in {"launch", "score"}:
+                try:
+                    j.failure.model_logs = runtime.backend().logs(j, s.model_log_lines)
+                except Exception as exc:
+                    log.warning("could not read the model's logs: %s", exc)
+            if ledger.is_current(j):
+                dest = outcome.publish_error(s, s3, j, j.failure)
+                ledger.finish(j, "failed", str(dest) if dest else None)
+                j.published = str(dest) if dest else None
+                log.warning("published %s", dest)
+        elif not j.skipped and staging is not None:
+            if ledger.is_current(j):
+                dest = outcome.publish_scoreout(s, s3, j, staging)
+                ledger.finish(j, "published", str(dest))
+                j.published = str(dest)
+                log.info("published %s (%d rows)", dest, j.rows or 0)
+            else:
+                log.warning("a newer run of this file took over; not publishing")
+                j.skipped = "superseded"
+        if staging is not None:
+            s3io.delete_quietly(s3, staging)
+        return j
+
+    return self.run_step("upload", job, body)
+
+
+@shared_task(name="tasks.teardown", bind=True, base=PipelineStep)
+def teardown(self: PipelineStep, job: dict[str, Any]) -> Any:
+    """Remove the run's model container (runs after success and failure alike)."""
+
+    def body(j: Job) -> Job:
+        removed = runtime.backend().teardown(j)
+        total = time.time() - (j.launch_started_at or j.enqueued_at)
+        log.info(
+            "done: %s; model stopped: %s; %.0f ms since launch (model start %s ms), "
+            "%.0f ms since enqueue",
+            j.published or j.skipped or "nothing published",
+            removed,
+            total * 1000,
+            j.model_start_ms,
+            (time.time() - j.enqueued_at) * 1000,
+        )
+        return j
+
+    return self.run_step("teardown", job, body)
+
+
+# --------------------------------------------------------------- operations
+@shared_task(name="tasks.rescore", bind=True, acks_late=True, max_retries=5)
+def rescore(
+    self: Task,
+    uri: str,
+    model_image: str | None = None,
+    k8s_cluster: str | None = None,
+    k8s_namespace: str | None = None,
+    force: bool = True,
+) -> dict[str, Any]:
+    """Rerun a file by hand: ``celery -A workers.app call tasks.rescore --args '["s3://b/k"]'``.
+
+    Uses the object's current version and tags; keyword arguments override the tags.
+    ``force`` (default) scores it even if it was already scored.
+    """
+    s, s3 = runtime.settings(), runtime.s3()
+    try:
+        source = S3Uri.parse(uri)
+    except ValueError as exc:
+        raise Rejected(f"{uri!r} is not an s3:// URI: {exc}") from exc
+    with logctx.bind("-", uri):
+        try:
+            head = s3io.head(s3, source)
+        except Exception as exc:
+            if is_transient(exc):
+                raise self.retry(exc=exc, countdown=backoff_delay(self.request.retries)) from exc
+            raise
+        if head is None:
+            raise Rejected(f"{uri} does not exist")
+        pid_job = job_for_object(
+            s,
+            s3,
+            source,
+            version_id=head.get("VersionId"),
+            etag=str(head.get("ETag", "")),
+            size=int(head.get("ContentLength", 0)),
+            overrides={
+                "model_image": model_image,
+                "k8s_cluster": k8s_cluster,
+                "k8s_namespace": k8s_namespace,
+            },
+            force=force,
+        )
+        if force:
+            pid_job.run_id = rerun_id(pid_job.pipeline_id)
+        try:
+            validate(s, pid_job)
+        except Rejected as exc:
+            dest = outcome.publish_error(
+                s, s3, pid_job, Failure(step="enqueue", kind=exc.kind, message=exc.message)
+            )
+            log.warning("rerun refused: %s (%s)", exc.message, dest)
+            return {"run_id": pid_job.run_id, "rejected": exc.message, "error_file": str(dest)}
+        first = enqueue(self.app, pid_job)
+        log.info("rerun of %s queued as %s with %s", uri, pid_job.run_id, pid_job.model_image)
+        return {"run_id": pid_job.run_id, "first_task": first, "model_image": pid_job.model_image}
+
+
+@shared_task(name="tasks.reap", bind=True, ignore_result=True)
+def reap(self: Task) -> list[str]:
+    """Remove model containers of finished runs and those older than the bound."""
+    s = runtime.settings()
+    ledger = runtime.ledger()
+
+    def is_finished(run_id: str) -> bool:
+        rec = ledger.get(run_id[: len("sf-") + 20])
+        return rec is not None and (rec.run_id != run_id or rec.state in {"published", "failed"})
+
+    removed = runtime.backend().reap(s.reap_max_age, is_finished)
+    if removed:
+        log.warning(
+            "reaper removed %d model container(s) left behind: %s", len(removed), ", ".join(removed)
+        )
+    return removed

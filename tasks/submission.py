@@ -1,0 +1,104 @@
+"""From an S3 object to a validated :class:`~tasks.job.Job` (shared by the Lambda,
+``tasks.rescore`` and the CLI): read tags, apply fallbacks, refuse what must not run."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from tasks.errors import Rejected
+from tasks.job import Job, pipeline_id
+from tasks.s3io import S3Client, read_tags
+from tasks.s3uri import S3Uri
+from tasks.settings import DNS1123_LABEL, Settings
+
+# A container image reference: [registry[:port]/]path[:tag][@digest] (no spaces, no shell).
+IMAGE_REF = re.compile(
+    r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def build_job(
+    settings: Settings,
+    source: S3Uri,
+    tags: Mapping[str, str],
+    *,
+    version_id: str | None,
+    etag: str | None,
+    size: int | None,
+    sequencer: str | None = None,
+    run_id: str | None = None,
+    force: bool = False,
+) -> Job:
+    """A job from the object's identity and tags, with the configured fallbacks
+    for missing tags. Not validated: see :func:`validate`."""
+    pid = pipeline_id(source.bucket, source.key, version_id, etag, sequencer)
+    return Job(
+        pipeline_id=pid,
+        run_id=run_id or pid,
+        bucket=source.bucket,
+        key=source.key,
+        version_id=version_id,
+        etag=etag.strip('"') if etag else None,
+        size=size,
+        sequencer=sequencer,
+        model_image=tags.get("model_image") or settings.default_model_image,
+        k8s_cluster=tags.get("k8s_cluster") or settings.default_k8s_cluster,
+        k8s_namespace=tags.get("k8s_namespace") or settings.default_k8s_namespace,
+        force=force,
+    )
+
+
+def validate(settings: Settings, job: Job) -> None:
+    """Raise :class:`Rejected` with a message a data modeller can act on."""
+    if not settings.input_uri.contains(job.source):
+        raise Rejected(f"{job.source} is not under the input location {settings.input_uri}")
+    image = job.model_image
+    if not image:
+        raise Rejected(
+            "no model image: tag the file with model_image=<image> "
+            "(or ask the operators to set SCOREFLEET_DEFAULT_MODEL_IMAGE)"
+        )
+    if not IMAGE_REF.match(image):
+        raise Rejected(f"model_image {image!r} is not a valid container image reference")
+    if not settings.image_allowed(image):
+        allowed = ", ".join(settings.allowed_image_prefixes)
+        raise Rejected(f"model image {image!r} is not allowed here (allowed prefixes: {allowed})")
+    if not DNS1123_LABEL.match(job.k8s_namespace):
+        raise Rejected(
+            f"k8s_namespace {job.k8s_namespace!r} is not a valid namespace name "
+            "(lowercase letters, digits and '-', at most 63 characters)"
+        )
+    if not CLUSTER_NAME.match(job.k8s_cluster):
+        raise Rejected(f"k8s_cluster {job.k8s_cluster!r} is not a valid cluster name")
+
+
+def job_for_object(
+    settings: Settings,
+    s3: S3Client,
+    source: S3Uri,
+    *,
+    version_id: str | None,
+    etag: str | None,
+    size: int | None,
+    sequencer: str | None = None,
+    overrides: Mapping[str, str | None] | None = None,
+    run_id: str | None = None,
+    force: bool = False,
+) -> Job:
+    """Read the object's tags and build its job (overrides win over tags)."""
+    tags = read_tags(s3, source.bucket, source.key, version_id)
+    tags.update({k: v for k, v in (overrides or {}).items() if v})
+    return build_job(
+        settings,
+        source,
+        tags,
+        version_id=version_id,
+        etag=etag,
+        size=size,
+        sequencer=sequencer,
+        run_id=run_id,
+        force=force,
+    )

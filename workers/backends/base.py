@@ -1,0 +1,44 @@
+"""What a launch backend does: start one model container per run, tell whether it
+is alive, hand out its logs, remove it, and reap what dead workers left behind."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tasks.job import Job
+from tasks.settings import ModelSpec
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str  # base URL of the model's HTTP server, e.g. http://10.0.3.7:8080
+    handle: dict[str, Any] = field(default_factory=dict)  # backend details, JSON-safe
+
+
+class LaunchBackend(Protocol):
+    name: str
+
+    def launch(self, job: Job, spec: ModelSpec) -> Endpoint:
+        """Start (or adopt, if this run already has one) the model container and
+        return once it answers ``GET /ping``. Raises ModelError when it cannot start,
+        a TransientError when trying again later may help."""
+        ...
+
+    def is_alive(self, job: Job) -> bool:
+        """Is this run's container still running?"""
+        ...
+
+    def logs(self, job: Job, lines: int) -> str:
+        """The container's last ``lines`` log lines ('' if none)."""
+        ...
+
+    def teardown(self, job: Job) -> bool:
+        """Remove this run's container; idempotent. True if something was removed."""
+        ...
+
+    def reap(self, max_age: float, is_finished: Callable[[str], bool]) -> list[str]:
+        """Remove containers older than ``max_age`` seconds or whose run is finished
+        (``is_finished(run_id)``); return the run ids removed."""
+        ...

@@ -1,0 +1,252 @@
+"""The ``local`` launch backend: a model "image" is a command run as a process.
+
+The model catalog maps an image name to a command template with a ``{port}``
+placeholder (``{python}`` is this interpreter, ``{host}`` the loopback
+address)::
+
+    {"scorefleet/iris:1": {"command": "{python} serve.py --host {host} --port {port}"}}
+
+Each run gets its own process on a free loopback port, in its own session (so the
+whole process group can be stopped), with a minimal environment: the worker's
+credentials are not passed on. A record per run under ``STATE_DIR/local/<run id>/``
+(pid, start time, port, log file) lets any worker on the machine tear it down and
+the reaper find what a killed worker left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tasks.errors import ModelError
+from tasks.job import Job
+from tasks.settings import ModelSpec
+from workers.backends.base import Endpoint
+from workers.protocol import InvocationsClient
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+#: Environment variables a model process inherits (nothing secret).
+PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "SYSTEMROOT")
+STOP_GRACE_SECONDS = 5.0
+LOG_TAIL_BYTES = 64 * 1024
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def tail(path: Path, lines: int) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - LOG_TAIL_BYTES))
+            data = f.read()
+    except FileNotFoundError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:]) if lines > 0 else ""
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, state_dir: Path, launch_timeout: float, log_lines: int = 40) -> None:
+        self.root = state_dir / "local"
+        self.launch_timeout = launch_timeout
+        self.log_lines = log_lines
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------- records
+    def _dir(self, run_id: str) -> Path:
+        return self.root / run_id
+
+    def _record(self, run_id: str) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads((self._dir(run_id) / "record.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return data
+
+    def _process(self, rec: dict[str, Any] | None) -> psutil.Process | None:
+        """The record's process if it is still the same one and running."""
+        if not rec:
+            return None
+        try:
+            p = psutil.Process(int(rec["pid"]))
+            if abs(p.create_time() - float(rec["create_time"])) > 1.0:
+                return None  # pid reused by something else
+            if p.status() == psutil.STATUS_ZOMBIE:
+                self._reap_children()
+                return None
+        except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError, ValueError):
+            return None
+        return p
+
+    def _reap_children(self) -> None:
+        with self._lock:
+            for pid, popen in list(self._children.items()):
+                if popen.poll() is not None:
+                    del self._children[pid]
+
+    # ------------------------------------------------------------------ launch
+    def launch(self, job: Job, spec: ModelSpec) -> Endpoint:
+        self._reap_children()
+        rec = self._record(job.run_id)
+        proc = self._process(rec)
+        if rec and proc:
+            log.info("adopting the model process %s of this run", rec["pid"])
+            return self._wait_ready(job, rec, proc)
+        if rec:
+            self.teardown(job)  # a dead one from an earlier attempt
+        if not spec.command:
+            raise ModelError(
+                f"no local command is configured for image {spec.image!r}: "
+                "add it to SCOREFLEET_MODEL_CATALOG"
+            )
+        port = free_port()
+        argv = shlex.split(spec.command.format(port=port, python=sys.executable, host=HOST))
+        env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+        env.update({str(k): str(v) for k, v in dict(spec.extra.get("env", {})).items()})
+        run_dir = self._dir(job.run_id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log_path = run_dir / "model.log"
+        with log_path.open("ab") as out:
+            try:
+                popen = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                    cwd=spec.extra.get("cwd") or None,
+                )
+            except OSError as exc:
+                raise ModelError(f"could not start the model command {argv[0]!r}: {exc}") from exc
+        with self._lock:
+            self._children[popen.pid] = popen
+        proc = psutil.Process(popen.pid)
+        rec = {
+            "pid": popen.pid,
+            "create_time": proc.create_time(),
+            "port": port,
+            "image": spec.image,
+            "started": time.time(),
+            "source": str(job.source),
+        }
+        tmp = run_dir / "record.json.tmp"
+        tmp.write_text(json.dumps(rec))
+        tmp.replace(run_dir / "record.json")
+        log.info("started model %s as pid %d on port %d", spec.image, popen.pid, port)
+        return self._wait_ready(job, rec, proc)
+
+    def _wait_ready(self, job: Job, rec: dict[str, Any], proc: psutil.Process) -> Endpoint:
+        url = f"http://{HOST}:{rec['port']}"
+        client = InvocationsClient(url, timeout=2.0, pool_size=1)
+        deadline = time.monotonic() + self.launch_timeout
+        delay = 0.02
+        try:
+            while True:
+                if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
+                    self._reap_children()
+                    code = self._exit_code(int(rec["pid"]))
+                    raise ModelError(
+                        f"the model exited{code} before it answered GET /ping",
+                        model_logs=self.logs(job, self.log_lines),
+                    )
+                if client.ping(timeout=1.0):
+                    return Endpoint(url=url, handle={"pid": rec["pid"], "port": rec["port"]})
+                if time.monotonic() > deadline:
+                    raise ModelError(
+                        f"the model did not answer GET /ping within {self.launch_timeout:g}s",
+                        model_logs=self.logs(job, self.log_lines),
+                    )
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.25)
+        finally:
+            client.close()
+
+    def _exit_code(self, pid: int) -> str:
+        popen = self._children.get(pid)
+        if popen is not None and popen.returncode is not None:
+            rc = popen.returncode
+            return f" with code {rc}" if rc >= 0 else f" on signal {signal.Signals(-rc).name}"
+        return ""
+
+    # --------------------------------------------------------------- queries
+    def is_alive(self, job: Job) -> bool:
+        return self._process(self._record(job.run_id)) is not None
+
+    def logs(self, job: Job, lines: int) -> str:
+        return tail(self._dir(job.run_id) / "model.log", lines)
+
+    # -------------------------------------------------------------- teardown
+    def teardown(self, job: Job) -> bool:
+        return self._remove(job.run_id)
+
+    def _remove(self, run_id: str) -> bool:
+        run_dir = self._dir(run_id)
+        if not run_dir.exists():
+            return False
+        proc = self._process(self._record(run_id))
+        if proc is not None:
+            stop_tree(proc)
+            log.info("stopped model process %d of run %s", proc.pid, run_id)
+        self._reap_children()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return True
+
+    def reap(self, max_age: float, is_finished: Callable[[str], bool]) -> list[str]:
+        removed: list[str] = []
+        if not self.root.exists():
+            return removed
+        now = time.time()
+        for run_dir in self.root.iterdir():
+            rec = self._record(run_dir.name)
+            started = float(rec.get("started", 0)) if rec else run_dir.stat().st_mtime
+            if (now - started > max_age or is_finished(run_dir.name)) and self._remove(
+                run_dir.name
+            ):
+                removed.append(run_dir.name)
+        return removed
+
+    def stop_all(self) -> list[str]:
+        """Stop every model process this state directory knows (local stack shutdown)."""
+        return self.reap(0, lambda _run: True)
+
+
+def stop_tree(proc: psutil.Process, grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM a process and all its descendants, SIGKILL what is left after ``grace``."""
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(alive, timeout=grace)

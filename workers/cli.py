@@ -1,0 +1,297 @@
+"""``scorefleet``: run the local stack, submit files, rerun them, check configuration.
+
+Commands other than ``up`` read their settings from the environment; when
+``SCOREFLEET_INPUT_URI`` is not set they load ``.scorefleet/stack.env``, which
+``scorefleet up`` writes, so they work against the local stack out of the box.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+DEFAULT_STATE = Path(".scorefleet")
+
+
+def _load_env_file(path: Path) -> None:
+    """Apply ``export K=V`` lines (as written by ``scorefleet up``) to os.environ."""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line.startswith("export "):
+            continue
+        name, _, value = line[len("export ") :].partition("=")
+        os.environ.setdefault(name, shlex.split(value)[0] if value else "")
+
+
+def _settings(env_file: Path | None) -> Any:
+    from tasks.settings import ConfigError, load
+
+    candidate = env_file or DEFAULT_STATE / "stack.env"
+    if env_file or ("SCOREFLEET_INPUT_URI" not in os.environ and candidate.exists()):
+        if not candidate.exists():
+            raise click.ClickException(f"{candidate} does not exist")
+        _load_env_file(candidate)
+    try:
+        return load()
+    except ConfigError as exc:
+        hint = "" if candidate.exists() else "\n(start the local stack with `scorefleet up` first)"
+        raise click.ClickException(f"{exc}{hint}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Score files in S3 with containerized models: one model container per file."""
+
+
+# ------------------------------------------------------------------------- up
+@main.command()
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_STATE,
+    show_default=True,
+    help="logs, stack.env and model process records",
+)
+@click.option("--workers", default=1, show_default=True, help="Celery worker processes")
+@click.option("--concurrency", default=4, show_default=True, help="files in parallel per worker")
+@click.option("--port", default=0, help="port of the S3/SQS/SNS emulator (default: a free one)")
+@click.option("--flower-port", default=5555, show_default=True, help="0 picks a free port")
+@click.option("--no-flower", is_flag=True, help="do not start Flower")
+@click.option("--demo", is_flag=True, help="drop examples/iris.csv in once the stack is up")
+@click.option("--exit-after-demo", is_flag=True, help="stop the stack once the demo file is done")
+def up(
+    state_dir: Path,
+    workers: int,
+    concurrency: int,
+    port: int,
+    flower_port: int,
+    no_flower: bool,
+    demo: bool,
+    exit_after_demo: bool,
+) -> None:
+    """Run the whole system locally (emulated S3/SQS/SNS, Lambda bridge, worker, Flower).
+
+    Ctrl-C stops every process it started.
+    """
+    from workers.localstack import LocalStack, free_port
+
+    if flower_port and not no_flower and not _port_free(flower_port):
+        flower_port = free_port()
+    stack = LocalStack(
+        state_dir.resolve(),
+        workers=workers,
+        concurrency=concurrency,
+        flower=not no_flower,
+        moto_port=port,
+        flower_port=flower_port,
+    )
+    stopping = False
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        click.echo("starting the local stack ...")
+        stack.start()
+        stack.wait_worker_ready()
+        _print_next_steps(stack)
+        if demo or exit_after_demo:
+            ok = _run_demo(stack)
+            if exit_after_demo:
+                raise SystemExit(0 if ok else 1)
+        while True:
+            for p in stack.procs:
+                if p.popen.poll() is not None:
+                    raise click.ClickException(f"{p.name} exited unexpectedly; see {p.log_path}")
+            time.sleep(1)
+    except KeyboardInterrupt:
+        click.echo("\nstopping ...")
+    finally:
+        stack.stop()
+        click.echo("stopped every process the local stack started.")
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _print_next_steps(stack: Any) -> None:
+    from workers.localstack import BUCKET, IRIS_IMAGE
+
+    env_file = stack.state_dir / "stack.env"
+    flower = f"http://127.0.0.1:{stack.flower_port}" if stack.flower else "(not started)"
+    click.echo(f"""
+scorefleet local stack is up.
+  S3/SQS/SNS emulator  {stack.endpoint}
+  input                s3://{BUCKET}/in/      outputs  s3://{BUCKET}/out/
+  Flower               {flower}
+  logs                 {stack.state_dir / "logs"}
+
+Score a file (in another shell, from this directory):
+  scorefleet submit examples/iris.csv --model-image {IRIS_IMAGE} --wait 60
+or with the aws CLI:
+  source {env_file}
+  aws s3api put-object --bucket {BUCKET} --key in/iris.csv --body examples/iris.csv \\
+      --tagging 'model_image={IRIS_IMAGE}'
+  aws s3 cp s3://{BUCKET}/out/iris.csv.scoreout -
+Rerun a file:
+  source {env_file}; celery -A workers.app call tasks.rescore --args '["s3://{BUCKET}/in/iris.csv"]'
+  scorefleet rerun s3://{BUCKET}/in/iris.csv
+
+Ctrl-C stops everything.
+""")
+
+
+def _run_demo(stack: Any) -> bool:
+    from workers.localstack import IRIS_IMAGE
+
+    demo_file = Path(__file__).resolve().parents[1] / "examples" / "iris.csv"
+    click.echo(f"demo: submitting {demo_file.name} ...")
+    settings = _settings(stack.state_dir / "stack.env")
+    return _submit_and_wait(
+        settings, demo_file, f"demo/{demo_file.name}", {"model_image": IRIS_IMAGE}, wait=120
+    )
+
+
+# --------------------------------------------------------------------- submit
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model-image", help="tag model_image (default: the configured fallback)")
+@click.option("--cluster", help="tag k8s_cluster")
+@click.option("--namespace", help="tag k8s_namespace")
+@click.option("--key", help="path under the input prefix (default: the file name)")
+@click.option("--wait", default=0, help="seconds to wait for the outcome (0: do not wait)")
+@click.option("--env-file", type=click.Path(path_type=Path), help="export-style settings file")
+def submit(
+    file: Path,
+    model_image: str | None,
+    cluster: str | None,
+    namespace: str | None,
+    key: str | None,
+    wait: int,
+    env_file: Path | None,
+) -> None:
+    """Upload FILE to the input prefix with its tags (the notification does the rest)."""
+    settings = _settings(env_file)
+    tags = {"model_image": model_image, "k8s_cluster": cluster, "k8s_namespace": namespace}
+    ok = _submit_and_wait(
+        settings, file, key or file.name, {k: v for k, v in tags.items() if v}, wait=wait
+    )
+    if not ok:
+        raise SystemExit(1)
+
+
+def _submit_and_wait(
+    settings: Any, file: Path, rel_key: str, tags: dict[str, str], wait: int
+) -> bool:
+    from tasks import outcome, s3io
+
+    s3 = s3io.client(settings.aws_region)
+    source = settings.input_uri.join(rel_key)
+    scoreout = outcome.scoreout_location(settings, source)
+    error = outcome.error_location(settings, source)
+    started = time.time()
+    s3.upload_file(
+        str(file),
+        source.bucket,
+        source.key,
+        ExtraArgs={"Tagging": s3io.encode_tags(tags)} if tags else None,
+    )
+    shown = " ".join(f"{k}={v}" for k, v in tags.items())
+    click.echo(f"uploaded {source}" + (f" (tags: {shown})" if tags else ""))
+    if not wait:
+        click.echo(f"the outcome will be {scoreout} (or {error})")
+        return True
+    deadline = started + wait
+    while time.time() < deadline:
+        for dest, good in ((scoreout, True), (error, False)):
+            meta = s3io.head(s3, dest)
+            if meta and meta["LastModified"].timestamp() >= started - 1:
+                secs = time.time() - started
+                click.echo(f"{'scored' if good else 'FAILED'} in {secs:.1f}s: {dest}")
+                body = s3.get_object(Bucket=dest.bucket, Key=dest.key)["Body"]
+                head = body.read(2000).decode("utf-8", errors="replace")
+                body.close()
+                click.echo("\n".join(head.splitlines()[: 6 if good else 40]))
+                return good
+        time.sleep(0.25)
+    click.echo(f"no outcome after {wait}s; look at the worker logs", err=True)
+    return False
+
+
+# ---------------------------------------------------------------------- rerun
+@main.command()
+@click.argument("uri")
+@click.option("--model-image", help="score with this image instead of the tagged one")
+@click.option("--cluster", help="override k8s_cluster")
+@click.option("--namespace", help="override k8s_namespace")
+@click.option("--no-force", is_flag=True, help="skip the file if it was already scored")
+@click.option("--env-file", type=click.Path(path_type=Path), help="export-style settings file")
+def rerun(
+    uri: str,
+    model_image: str | None,
+    cluster: str | None,
+    namespace: str | None,
+    no_force: bool,
+    env_file: Path | None,
+) -> None:
+    """Rerun a file: sends tasks.rescore, like `celery -A workers.app call tasks.rescore`."""
+    from tasks.celeryconf import make_app
+    from tasks.s3uri import S3Uri
+
+    settings = _settings(env_file)
+    try:
+        S3Uri.parse(uri)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="URI") from None
+    app = make_app(settings)
+    kwargs = {
+        "model_image": model_image,
+        "k8s_cluster": cluster,
+        "k8s_namespace": namespace,
+        "force": not no_force,
+    }
+    result = app.send_task(
+        "tasks.rescore", args=[uri], kwargs={k: v for k, v in kwargs.items() if v is not None}
+    )
+    click.echo(f"rerun requested: tasks.rescore[{result.id}] for {uri}")
+
+
+# --------------------------------------------------------------------- config
+@main.command()
+@click.option("--markdown", is_flag=True, help="print the configuration reference table")
+@click.option("--env-file", type=click.Path(path_type=Path), help="export-style settings file")
+def config(markdown: bool, env_file: Path | None) -> None:
+    """Check the configuration in the environment (or print the reference)."""
+    from tasks.redact import redact
+    from tasks.settings import describe_markdown
+
+    if markdown:
+        click.echo(describe_markdown(), nl=False)
+        return
+    settings = _settings(env_file)
+    for name, value in sorted(vars(settings).items()):
+        click.echo(redact(f"{name:24} {value}"))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Split a streamed CSV file into line-aligned mini-batches of bounded size.
+
+The input arrives as byte chunks (from S3) and leaves as :class:`Batch` objects
+whose payload, header included, never exceeds ``max_bytes`` (SageMaker's
+MaxPayloadInMB idea). Records are never split: a newline inside a quoted field
+is not a record boundary. Along the way the input is checked for what a model
+would choke on or silently mis-score: empty file, header without rows, bytes that
+are not UTF-8, an unterminated quoted field, a single record larger than a batch.
+Blank lines are dropped; a UTF-8 byte-order mark is removed; gzip input is
+decompressed on the fly.
+
+Memory: one batch plus one chunk, whatever the file size.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from tasks.errors import BadInput
+
+BOM = b"\xef\xbb\xbf"
+GZIP_MAGIC = b"\x1f\x8b"
+_SNIFF_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Batch:
+    index: int  # 0-based batch number
+    first_row: int  # 1-based number of its first data row in the file
+    rows: int
+    data: bytes  # the records, each ending with a newline; no header
+
+    @property
+    def last_row(self) -> int:
+        return self.first_row + self.rows - 1
+
+
+def maybe_gunzip(chunks: Iterable[bytes], content_encoding: str = "") -> Iterator[bytes]:
+    """Pass chunks through, decompressing them if the stream is gzip."""
+    it = iter(chunks)
+    first = b""
+    for chunk in it:
+        first = chunk
+        if chunk:
+            break
+    if not (first.startswith(GZIP_MAGIC) or content_encoding.lower() == "gzip"):
+        if first:
+            yield first
+        yield from it
+        return
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        for chunk in _chain_first(first, it):
+            out = d.decompress(chunk)
+            if out:
+                yield out
+        tail = d.flush()
+        if tail:
+            yield tail
+    except zlib.error as exc:
+        raise BadInput(f"the file looks gzip-compressed but cannot be decompressed: {exc}") from exc
+    if not d.eof:
+        raise BadInput("the gzip-compressed file is truncated")
+
+
+def _chain_first(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest
+
+
+def _looks_numeric(field: str) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
+
+
+def detect_header(first: bytes, sample: bytes) -> bool:
+    """Guess whether ``first`` (the first record) is a header row.
+
+    A row with no numeric field above rows that have numeric fields is a header;
+    otherwise ask :class:`csv.Sniffer`. Operators can pin the answer with
+    ``SCOREFLEET_CSV_HEADER=present|absent``.
+    """
+    text = first.decode("utf-8", errors="replace").rstrip("\r\n")
+    try:
+        fields = next(csv.reader([text]), [])
+    except csv.Error:
+        fields = text.split(",")
+    if any(_looks_numeric(f) for f in fields if f.strip()):
+        return False
+    rest = sample[len(first) :].decode("utf-8", errors="replace")
+    lines = [line for line in rest.splitlines()[:5] if line.strip()]
+    try:
+        if any(any(_looks_numeric(f) for f in row) for row in csv.reader(lines)):
+            return True
+    except csv.Error:
+        pass
+    try:
+        return csv.Sniffer().has_header(sample.decode("utf-8", errors="replace"))
+    except csv.Error:
+        return bool(fields)
+
+
+class CsvBatcher:
+    """Iterate over :class:`Batch` objects; :attr:`header` is known after the first."""
+
+    def __init__(
+        self,
+        chunks: Iterable[bytes],
+        max_bytes: int,
+        *,
+        header_mode: str = "auto",
+        send_header: bool = True,
+    ) -> None:
+        self._chunks = iter(chunks)
+        self.max_bytes = max_bytes
+        self.header_mode = header_mode
+        self.send_header = send_header
+        self.header: bytes | None = None  # the header record, with its newline
+        self.rows = 0
+        self.bytes_in = 0  # bytes consumed from the (decompressed) stream so far
+        self._buf = bytearray()
+        self._eof = False
+
+    # ------------------------------------------------------------------ input
+    def _fill(self, want: int) -> None:
+        while len(self._buf) < want and not self._eof:
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                self._eof = True
+                return
+            self._buf += chunk
+            self.bytes_in += len(chunk)
+
+    # ------------------------------------------------------------ boundaries
+    def _scan(self, limit: int) -> tuple[int, int, bool]:
+        """Find the last record boundary at or before ``limit`` in the buffer.
+
+        Returns (cut, records, has_blank): ``cut`` is the index just past the last
+        complete record's newline (0 if none), ``records`` how many newline-ended
+        records lie before it (blank ones included), ``has_blank`` whether one of
+        them is blank.
+        """
+        buf = self._buf
+        end = min(limit, len(buf))
+        if buf.find(b'"', 0, end) < 0:  # fast path: no quoting at all
+            cut = buf.rfind(b"\n", 0, end) + 1
+            if cut == 0:
+                return 0, 0, False
+            view = bytes(buf[:cut])
+            blank = view.startswith((b"\n", b"\r\n")) or b"\n\n" in view or b"\n\r\n" in view
+            return cut, view.count(b"\n"), blank
+        # quote-aware: a newline ends a record only when the quotes before it pair up
+        pos, cut, records, blank, in_quotes = 0, 0, 0, False, False
+        while True:
+            nl = buf.find(b"\n", pos, end)
+            if nl < 0:
+                return cut, records, blank
+            if buf.count(b'"', pos, nl) % 2:
+                in_quotes = not in_quotes
+            if not in_quotes:
+                if nl == cut or (nl == cut + 1 and buf[cut] == 0x0D):
+                    blank = True
+                records += 1
+                cut = nl + 1
+            pos = nl + 1
+
+    def _first_record_end(self) -> int:
+        """Index just past the first record's newline (0 if not in the buffer yet)."""
+        buf, pos, in_quotes = self._buf, 0, False
+        while (nl := buf.find(b"\n", pos)) >= 0:
+            if buf.count(b'"', pos, nl) % 2:
+                in_quotes = not in_quotes
+            if not in_quotes:
+                return nl + 1
+            pos = nl + 1
+        return 0
+
+    @staticmethod
+    def _drop_blank(data: bytes) -> tuple[bytes, int]:
+        """Remove blank records; returns (data, number of records left)."""
+        out = io.BytesIO()
+        kept = 0
+        in_quotes = False
+        start = 0
+        while start < len(data):
+            nl = data.index(b"\n", start)
+            line = data[start : nl + 1]
+            if line.count(b'"') % 2:
+                in_quotes = not in_quotes
+                out.write(line)
+            elif in_quotes or line.strip(b"\r\n"):
+                out.write(line)
+                if not in_quotes:
+                    kept += 1
+            start = nl + 1
+        return out.getvalue(), kept
+
+    def _check_utf8(self, data: bytes, first_row: int) -> None:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            row = first_row + data.count(b"\n", 0, exc.start)
+            raise BadInput(
+                f"data row {row} is not valid UTF-8 (byte 0x{data[exc.start]:02x}); "
+                "save the file as UTF-8 (CSV UTF-8 in spreadsheet programs)"
+            ) from exc
+
+    # ------------------------------------------------------------------ header
+    def _read_header(self) -> None:
+        self._fill(_SNIFF_BYTES)
+        if self._buf.startswith(BOM):
+            del self._buf[: len(BOM)]
+        while self._buf and self._buf[0] in b"\r\n":  # leading blank lines
+            del self._buf[:1]
+            if not self._buf:
+                self._fill(_SNIFF_BYTES)
+        if not self._buf.strip():
+            raise BadInput("the file is empty")
+        cut = self._first_record_end()
+        while cut == 0 and not self._eof:
+            self._fill(len(self._buf) + _SNIFF_BYTES)
+            cut = self._first_record_end()
+            if cut == 0 and len(self._buf) > self.max_bytes:
+                raise BadInput(self._too_big_message(1))
+        if cut == 0:  # a single record without a final newline
+            self._buf += b"\n"
+            cut = len(self._buf)
+        first = bytes(self._buf[:cut])
+        if self.header_mode == "present":
+            has_header = True
+        elif self.header_mode == "absent":
+            has_header = False
+        else:
+            has_header = detect_header(first, bytes(self._buf[:_SNIFF_BYTES]))
+        if has_header:
+            self._check_utf8(first, 0)
+            self.header = first if first.endswith(b"\n") else first + b"\n"
+            del self._buf[:cut]
+
+    def _too_big_message(self, row: int) -> str:
+        mb = self.max_bytes / (1024 * 1024)
+        return (
+            f"data row {row} (with the header) is larger than the largest mini-batch "
+            f"({mb:g} MB, SCOREFLEET_MAX_PAYLOAD_MB) or never ends (an unterminated quote?)"
+        )
+
+    # -------------------------------------------------------------------- loop
+    def __iter__(self) -> Iterator[Batch]:
+        self._read_header()
+        header_len = len(self.header) if (self.header and self.send_header) else 0
+        room = self.max_bytes - header_len
+        if room <= 0:
+            raise BadInput("the header row alone is larger than the largest mini-batch")
+        index = 0
+        while True:
+            self._fill(room + 1)
+            if not self._buf:
+                break
+            cut, records, blank = self._scan(room)
+            if cut == 0:
+                if self._eof and len(self._buf) <= room:
+                    if self._buf.count(b'"') % 2:
+                        raise BadInput(
+                            f"data row {self.rows + 1} has a quoted field that never ends"
+                        )
+                    self._buf += b"\n"  # last record without a newline
+                    continue
+                raise BadInput(self._too_big_message(self.rows + 1))
+            data = bytes(self._buf[:cut])
+            del self._buf[:cut]
+            if blank:
+                data, records = self._drop_blank(data)
+                if not records:
+                    continue
+            first_row = self.rows + 1
+            self._check_utf8(data, first_row)
+            self.rows += records
+            yield Batch(index=index, first_row=first_row, rows=records, data=data)
+            index += 1
+        if self.rows == 0:
+            raise BadInput(
+                "the file has a header row but no data rows"
+                if self.header
+                else "the file has no data rows"
+            )
+
+    def payload(self, batch: Batch) -> bytes:
+        """What is sent to the model for ``batch`` (header first when configured)."""
+        if self.header and self.send_header:
+            return self.header + batch.data
+        return batch.data
