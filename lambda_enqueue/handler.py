@@ -49,12 +49,12 @@ def runtime() -> Runtime:
     global _runtime  # noqa: PLW0603 - one per Lambda container, reused across invocations
     if _runtime is None:
         settings = load()  # ConfigError names every bad variable
-        _setup_logging(settings.log_level)
+        setup_logging(settings.log_level)
         _runtime = Runtime(settings, s3io.client(settings.aws_region), make_app(settings))
     return _runtime
 
 
-def _setup_logging(level: str) -> None:
+def setup_logging(level: str) -> None:
     root = logging.getLogger("scorefleet")
     root.setLevel(level)
     if not root.handlers:
@@ -125,7 +125,13 @@ def _handle_item(rt: Runtime, item: Item, counts: Counts) -> None:
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    rt = runtime()
+    """The Lambda entry point."""
+    return handle(event, runtime())
+
+
+def handle(event: dict[str, Any], rt: Runtime) -> dict[str, Any]:
+    """Process one invocation's event with the given runtime (the local bridge and
+    the tests pass their own)."""
     try:
         items, from_sqs = decode(event)
     except (UnknownEvent, KeyError, TypeError, ValueError) as exc:

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 
 from tasks import errordoc
 from tasks.job import Failure, Job
-from tasks.s3io import S3Client, delete_quietly, publish_copy, put_text, sanitize_tag_value
+from tasks.s3io import (
+    S3Client,
+    delete_quietly,
+    head,
+    publish_copy,
+    put_text,
+    sanitize_tag_value,
+)
 from tasks.s3uri import ERROR_SUFFIX, SCOREOUT_SUFFIX, S3Uri, output_uri
 from tasks.settings import Settings
 
@@ -48,7 +56,8 @@ def _common_tags(job: Job) -> dict[str, object]:
 
 def _metadata(job: Job) -> dict[str, str]:
     meta = {
-        "source-uri": sanitize_tag_value(str(job.source))[:1024],
+        # S3 metadata is ASCII only: the URI is percent-encoded
+        "source-uri": urllib.parse.quote(str(job.source), safe=":/")[:1024],
         "source-version": job.version_id or "",
         "source-etag": job.etag or "",
         "pipeline-id": job.pipeline_id,
@@ -59,6 +68,17 @@ def _metadata(job: Job) -> dict[str, str]:
     if job.score_seconds is not None:
         meta["score-ms"] = str(round(job.score_seconds * 1000))
     return {k: v for k, v in meta.items() if v}
+
+
+def already_scored(settings: Settings, s3: S3Client, job: Job) -> bool:
+    """Is there a ``.scoreout`` made from this very version of the source?"""
+    meta = head(s3, scoreout_location(settings, job.source))
+    if meta is None:
+        return False
+    m = meta.get("Metadata", {})
+    if job.version_id:
+        return bool(m.get("source-version") == job.version_id)
+    return bool(job.etag and m.get("source-etag") == job.etag)
 
 
 def publish_scoreout(settings: Settings, s3: S3Client, job: Job, staging: S3Uri) -> S3Uri:

@@ -349,6 +349,9 @@ def rescore(
         )
         if force:
             pid_job.run_id = rerun_id(pid_job.pipeline_id)
+        elif outcome.already_scored(s, s3, pid_job):
+            log.info("%s was already scored for this version; not rerunning it", uri)
+            return {"run_id": pid_job.run_id, "skipped": "already scored"}
         try:
             validate(s, pid_job)
         except Rejected as exc:

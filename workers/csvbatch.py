@@ -187,19 +187,17 @@ class CsvBatcher:
     def _drop_blank(data: bytes) -> tuple[bytes, int]:
         """Remove blank records; returns (data, number of records left)."""
         out = io.BytesIO()
-        kept = 0
-        in_quotes = False
-        start = 0
+        kept, start, in_quotes = 0, 0, False
         while start < len(data):
             nl = data.index(b"\n", start)
             line = data[start : nl + 1]
+            starts_inside = in_quotes
             if line.count(b'"') % 2:
                 in_quotes = not in_quotes
-                out.write(line)
-            elif in_quotes or line.strip(b"\r\n"):
+            if starts_inside or line.strip(b"\r\n"):
                 out.write(line)
                 if not in_quotes:
-                    kept += 1
+                    kept += 1  # this line ends a record
             start = nl + 1
         return out.getvalue(), kept
 

@@ -180,20 +180,34 @@ class Bridge(threading.Thread):
     ``lambda_enqueue.handler.handler`` with up to 10 records, delete the records it
     did not report in ``batchItemFailures``."""
 
-    def __init__(self, endpoint: str, queue_url: str) -> None:
+    def __init__(self, endpoint: str, queue_url: str, env: Mapping[str, str]) -> None:
         super().__init__(daemon=True, name="s3-lambda-bridge")
         self.sqs = emulator_client("sqs", endpoint)
+        self.endpoint = endpoint
+        self.env = dict(env)
         self.queue_url = queue_url
         self.stopping = threading.Event()
         self.invocations = 0
         self.errors = 0
 
-    def run(self) -> None:
-        from lambda_enqueue.handler import handler
+    def lambda_runtime(self) -> Any:
+        """The Lambda's runtime, configured from the stack's environment (not from
+        this process's), with clients pointed at the emulator."""
+        from lambda_enqueue.handler import Runtime
+        from tasks.celeryconf import make_app
+        from tasks.settings import load
 
+        settings = load(self.env)
+        return Runtime(settings, emulator_client("s3", self.endpoint), make_app(settings))
+
+    def run(self) -> None:
+        from lambda_enqueue.handler import handle, setup_logging
+
+        rt = self.lambda_runtime()
+        setup_logging(rt.settings.log_level)
         while not self.stopping.is_set():
             try:
-                self.poll_once(handler, wait=1)
+                self.poll_once(lambda event, _ctx: handle(event, rt), wait=1)
             except Exception:
                 self.errors += 1
                 log.exception("bridge: invocation failed; SQS will deliver the records again")
@@ -278,13 +292,12 @@ class LocalStack:
             self.endpoint, self.state_dir, catalog=self.catalog, extra=self.extra_env
         )
         self.write_env_file()
-        os.environ.update(self.env)  # the bridge runs the Lambda handler in this process
         for i in range(self.workers):
             self.start_worker(i)
         if self.flower:
             self.flower_port = self.flower_port or free_port()
             self._spawn("flower", ["flower", f"--port={self.flower_port}", "--address=127.0.0.1"])
-        self.bridge = Bridge(self.endpoint, self.urls["events_url"])
+        self.bridge = Bridge(self.endpoint, self.urls["events_url"], self.env)
         self.bridge.start()
         return self
 

@@ -169,8 +169,8 @@ class LocalBackend:
         try:
             while True:
                 if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
-                    self._reap_children()
                     code = self._exit_code(int(rec["pid"]))
+                    self._reap_children()
                     raise ModelError(
                         f"the model exited{code} before it answered GET /ping",
                         model_logs=self.logs(job, self.log_lines),
@@ -189,7 +189,7 @@ class LocalBackend:
 
     def _exit_code(self, pid: int) -> str:
         popen = self._children.get(pid)
-        if popen is not None and popen.returncode is not None:
+        if popen is not None and popen.poll() is not None:
             rc = popen.returncode
             return f" with code {rc}" if rc >= 0 else f" on signal {signal.Signals(-rc).name}"
         return ""
@@ -245,8 +245,25 @@ def stop_tree(proc: psutil.Process, grace: float = STOP_GRACE_SECONDS) -> None:
     for p in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.terminate()
-    _, alive = psutil.wait_procs(procs, timeout=grace)
+    alive = _wait_gone(procs, grace)
     for p in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
-    psutil.wait_procs(alive, timeout=grace)
+    _wait_gone(alive, grace)
+
+
+def _running(p: psutil.Process) -> bool:
+    """Running and not a zombie (a zombie has exited; only its parent can reap it)."""
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if _running(p)]
+    while alive and time.monotonic() < deadline:
+        _, still = psutil.wait_procs(alive, timeout=0.05)  # also reaps our own children
+        alive = [p for p in still if _running(p)]
+    return alive

@@ -1,0 +1,101 @@
+"""A misbehaving model server for tests (stdlib only, starts in ~50 ms).
+
+    python tests/fakemodel.py --port N --mode MODE
+
+Modes:
+  ok          one result row per input row: "<row number>,<field count>"
+  crash       prints a line with a planted secret and exits 3 before listening
+  fail-once   answers HTTP 500 to the first /invocations, then behaves like ok
+  few-rows    answers one row fewer than it was sent
+  never-ready listens, but /ping always answers 503
+  slow        like ok, but sleeps --delay seconds per request
+  json        like ok, but answers {"predictions": [...]} as JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+STATE = {"calls": 0}
+LOCK = threading.Lock()
+
+
+def data_lines(body: bytes) -> list[bytes]:
+    lines = [ln for ln in body.split(b"\n") if ln.strip(b"\r")]
+    if lines and not lines[0][:1].isdigit() and lines[0][:1] not in (b"-", b"."):
+        lines = lines[1:]  # header
+    return lines
+
+
+class Handler(BaseHTTPRequestHandler):
+    mode = "ok"
+    delay = 0.0
+
+    def log_message(self, format: str, *args: object) -> None:
+        sys.stderr.write("fakemodel: " + (format % args) + "\n")
+
+    def _send(self, status: int, body: bytes, ctype: str = "text/csv") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if self.path != "/ping":
+            self._send(404, b"not found", "text/plain")
+        elif self.mode == "never-ready":
+            self._send(503, b"warming up forever", "text/plain")
+        else:
+            self._send(200, b"ok", "text/plain")
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with LOCK:
+            STATE["calls"] += 1
+            calls = STATE["calls"]
+        if self.mode == "fail-once" and calls == 1:
+            self._send(500, b"transient model failure (first call)", "text/plain")
+            return
+        if self.mode == "slow":
+            time.sleep(self.delay)
+        lines = data_lines(body)
+        if self.mode == "few-rows":
+            lines = lines[:-1]
+        if self.mode == "json":
+            preds = [[i, ln.count(b",") + 1] for i, ln in enumerate(lines, 1)]
+            self._send(200, json.dumps({"predictions": preds}).encode(), "application/json")
+            return
+        out = b"".join(b"%d,%d\n" % (i, ln.count(b",") + 1) for i, ln in enumerate(lines, 1))
+        self._send(200, out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--mode", default="ok")
+    ap.add_argument("--delay", type=float, default=0.0)
+    args = ap.parse_args()
+    if args.mode == "crash":
+        secret = os.environ.get("FAKEMODEL_SECRET", "")
+        print(f"loading weights with password={secret or 'hunter2-secret'}", flush=True)
+        print("fatal: weights file is corrupt", file=sys.stderr, flush=True)
+        return 3
+    Handler.mode = args.mode
+    Handler.delay = args.delay
+    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    server.daemon_threads = True
+    print(f"fakemodel {args.mode} listening on {args.port}", flush=True)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

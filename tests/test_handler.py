@@ -1,0 +1,212 @@
+"""The Lambda handler against moto: S3 for tags and .error files, SQS as the broker."""
+
+import base64
+import json
+
+import pytest
+
+from lambda_enqueue import handler as lam
+from tasks.celeryconf import make_app
+from tasks.job import pipeline_id
+from tasks.settings import load
+from tests.conftest import base_env
+from workers.localstack import emulator_client
+
+
+@pytest.fixture
+def env(moto_endpoint, bucket):
+    return base_env(moto_endpoint, bucket)
+
+
+@pytest.fixture
+def rt(env, moto_endpoint):
+    settings = load(env)
+    return lam.Runtime(settings, emulator_client("s3", moto_endpoint), make_app(settings))
+
+
+@pytest.fixture
+def s3(moto_endpoint):
+    return emulator_client("s3", moto_endpoint)
+
+
+def sent_tasks(moto_endpoint, queue):
+    """Decode every Celery message on the queue: (task name, task id, args, chain names)."""
+    sqs = emulator_client("sqs", moto_endpoint)
+    try:
+        url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    except sqs.exceptions.QueueDoesNotExist:
+        return []  # nothing was ever sent
+    out = []
+    while True:
+        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+            "Messages", []
+        )
+        if not msgs:
+            return out
+        for m in msgs:
+            env = json.loads(base64.b64decode(m["Body"]))
+            body = json.loads(base64.b64decode(env["body"]))
+            args, _kwargs, embed = body
+            chain = [s["task"] for s in reversed(embed.get("chain") or [])]
+            out.append((env["headers"]["task"], env["headers"]["id"], args, chain))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
+
+def s3_event(bucket, key, etag="e1", event="ObjectCreated:Put", sequencer="00A"):
+    from urllib.parse import quote_plus
+
+    return {
+        "Records": [
+            {
+                "eventSource": "aws:s3",
+                "eventName": event,
+                "s3": {
+                    "bucket": {"name": bucket},
+                    "object": {
+                        "key": quote_plus(key),
+                        "size": 3,
+                        "eTag": etag,
+                        "sequencer": sequencer,
+                    },
+                },
+            }
+        ]
+    }
+
+
+def test_enqueues_chain_by_name_with_fallbacks_and_deterministic_id(
+    rt, s3, bucket, moto_endpoint, env
+):
+    key = "in/2026/q3 report+final é.csv"
+    s3.put_object(Bucket=bucket, Key=key, Body=b"a\n1\n", Tagging="k8s_namespace=team-a")
+    etag = s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+    result = lam.handle(s3_event(bucket, key, etag), rt)
+    assert result == {"enqueued": 1, "rejected": 0, "ignored": 0}
+    ((name, task_id, args, chain),) = sent_tasks(moto_endpoint, env["SCOREFLEET_QUEUE"])
+    pid = pipeline_id(bucket, key, None, etag, "00A")
+    assert name == "tasks.launch" and task_id == f"{pid}-launch"
+    assert chain == ["tasks.score", "tasks.upload", "tasks.teardown"]
+    job = args[0]
+    assert job["key"] == key and job["model_image"] == "test/ok:1"  # fallback image
+    assert job["k8s_namespace"] == "team-a" and job["k8s_cluster"] == "default"
+
+
+def test_disallowed_image_gets_error_file_and_nothing_is_enqueued(
+    rt, s3, bucket, moto_endpoint, env
+):
+    s3.put_object(
+        Bucket=bucket, Key="in/x.csv", Body=b"a\n1\n", Tagging="model_image=evil%2Fminer%3A1"
+    )
+    result = lam.handle(s3_event(bucket, "in/x.csv"), rt)
+    assert result["rejected"] == 1 and sent_tasks(moto_endpoint, env["SCOREFLEET_QUEUE"]) == []
+    text = s3.get_object(Bucket=bucket, Key="out/x.csv.error")["Body"].read().decode()
+    assert "evil/miner:1" in text and "not allowed" in text and "tasks.rescore" in text
+
+
+@pytest.mark.parametrize(
+    ("tags", "needle"),
+    [
+        ("model_image=test%2Fok%3A1&k8s_namespace=Bad_NS", "not a valid namespace"),
+        ("model_image=test%2FOK+now%3A1", "not a valid container image"),
+    ],
+)
+def test_bad_tags_are_rejected(rt, s3, bucket, tags, needle):
+    s3.put_object(Bucket=bucket, Key="in/y.csv", Body=b"a\n1\n", Tagging=tags)
+    assert lam.handle(s3_event(bucket, "in/y.csv"), rt)["rejected"] == 1
+    assert needle in s3.get_object(Bucket=bucket, Key="out/y.csv.error")["Body"].read().decode()
+
+
+def test_outputs_deletes_test_events_and_folders_are_ignored(rt, s3, bucket, moto_endpoint, env):
+    events = [
+        s3_event(bucket, "out/a.csv.scoreout"),
+        s3_event(bucket, "scorefleet-state/runs/x.json"),
+        s3_event(bucket, "in/a.csv", event="ObjectRemoved:Delete"),
+        s3_event(bucket, "in/folder/"),
+        s3_event(bucket, "elsewhere/a.csv"),
+        {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": bucket},
+    ]
+    for ev in events:
+        assert lam.handle(ev, rt)["enqueued"] == 0
+    assert sent_tasks(moto_endpoint, env["SCOREFLEET_QUEUE"]) == []
+
+
+class FlakyTags:
+    """A real S3 client whose tag reads fail (S3 InternalError) for one key."""
+
+    def __init__(self, client, key):
+        self.client, self.key = client, key
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def get_object_tagging(self, **kw):
+        from botocore.exceptions import ClientError
+
+        if kw["Key"] == self.key:
+            raise ClientError(
+                {
+                    "Error": {"Code": "InternalError", "Message": "try again"},
+                    "ResponseMetadata": {"HTTPStatusCode": 500},
+                },
+                "GetObjectTagging",
+            )
+        return self.client.get_object_tagging(**kw)
+
+
+def test_sqs_batch_reports_only_failed_records(rt, s3, bucket):
+    for key in ("in/ok.csv", "in/flaky.csv"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"a\n1\n")
+    rt = lam.Runtime(rt.settings, FlakyTags(s3, "in/flaky.csv"), rt.app)
+
+    def rec(mid, key):
+        return {
+            "eventSource": "aws:sqs",
+            "messageId": mid,
+            "body": json.dumps(s3_event(bucket, key)),
+        }
+
+    result = lam.handle(
+        {
+            "Records": [
+                rec("good", "in/ok.csv"),
+                rec("flaky", "in/flaky.csv"),
+                rec("gone", "in/deleted.csv"),
+            ]
+        },
+        rt,
+    )
+    assert result["batchItemFailures"] == [{"itemIdentifier": "flaky"}]
+    assert result["enqueued"] == 1 and result["ignored"] == 1
+
+
+def test_direct_invocation_raises_so_lambda_retries(rt, s3, bucket):
+    s3.put_object(Bucket=bucket, Key="in/flaky.csv", Body=b"a\n1\n")
+    rt = lam.Runtime(rt.settings, FlakyTags(s3, "in/flaky.csv"), rt.app)
+    with pytest.raises(Exception, match="InternalError"):
+        lam.handle(s3_event(bucket, "in/flaky.csv"), rt)
+
+
+def test_unreadable_direct_event_is_logged_not_retried(rt):
+    assert lam.handle({"nonsense": True}, rt)["ignored"] == 1
+
+
+def test_handler_entry_point_validates_configuration(monkeypatch):
+    monkeypatch.setattr(lam, "_runtime", None)
+    for k in ("SCOREFLEET_INPUT_URI", "SCOREFLEET_OUTPUT_URI", "SCOREFLEET_ALLOWED_IMAGE_PREFIXES"):
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(ValueError, match="SCOREFLEET_INPUT_URI is required"):
+        lam.handler({"Records": []}, None)
+
+
+def test_lambda_imports_no_worker_or_kubernetes_code():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lambda_enqueue.handler; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('workers', 'kubernetes', 'psutil', 'flower') or m == 'tasks.steps']; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,137 @@
+"""The local launch backend with real processes."""
+
+import os
+import sys
+import time
+
+import psutil
+import pytest
+
+from tasks.errors import ModelError
+from tasks.job import Job
+from tasks.settings import ModelSpec
+from tests.conftest import FAKEMODEL
+from workers.backends.local import LocalBackend
+from workers.protocol import InvocationsClient
+
+
+def job(run_id="sf-00000000000000000001"):
+    return Job(
+        pipeline_id=run_id[:23],
+        run_id=run_id,
+        bucket="b",
+        key="in/k",
+        version_id=None,
+        etag="e",
+        size=1,
+        sequencer=None,
+        model_image="test/x",
+        k8s_cluster="c",
+        k8s_namespace="n",
+    )
+
+
+def spec(mode, *extra):
+    cmd = f"{{python}} {FAKEMODEL} --host {{host}} --port {{port}} --mode {mode} {' '.join(extra)}"
+    return ModelSpec(image=f"test/{mode}", command=cmd)
+
+
+@pytest.fixture
+def backend(tmp_path):
+    b = LocalBackend(tmp_path, launch_timeout=5, log_lines=10)
+    yield b
+    b.stop_all()
+
+
+def test_launch_score_teardown(backend):
+    j = job()
+    ep = backend.launch(j, spec("ok"))
+    client = InvocationsClient(ep.url, timeout=5, pool_size=1)
+    assert client.invoke(b"a\n1\n2\n", 1, 2).rows == 2
+    client.close()
+    pid = ep.handle["pid"]
+    assert backend.is_alive(j) and "listening" in backend.logs(j, 5)
+    # adopting: a second launch for the same run returns the same process
+    assert backend.launch(j, spec("ok")).handle["pid"] == pid
+    assert backend.teardown(j) is True
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert backend.teardown(j) is False  # idempotent
+
+
+def test_model_that_crashes_at_start(backend, monkeypatch):
+    monkeypatch.setenv("FAKEMODEL_SECRET", "should-not-reach-the-model")
+    j = job()
+    with pytest.raises(ModelError, match="exited with code 3 before it answered") as err:
+        backend.launch(j, spec("crash"))
+    assert "weights file is corrupt" in err.value.model_logs
+    # the worker's environment is not passed to the model
+    assert "should-not-reach-the-model" not in err.value.model_logs
+    assert backend.teardown(j)
+
+
+def test_model_that_never_gets_ready(tmp_path):
+    backend = LocalBackend(tmp_path, launch_timeout=1.5)
+    j = job()
+    t0 = time.monotonic()
+    with pytest.raises(ModelError, match=r"did not answer GET /ping within 1\.5s") as err:
+        backend.launch(j, spec("never-ready"))
+    assert time.monotonic() - t0 < 5
+    assert "listening" in err.value.model_logs
+    assert backend.teardown(j) and not backend.is_alive(j)
+
+
+def test_unknown_command(backend):
+    with pytest.raises(ModelError, match="no local command is configured"):
+        backend.launch(job(), ModelSpec(image="test/unknown"))
+
+
+def test_teardown_stops_children_too(backend, tmp_path):
+    # a model whose server runs as a grandchild in its own session
+    script = tmp_path / "wrapper.py"
+    script.write_text(
+        "import os, subprocess, sys\n"
+        f"p = subprocess.Popen([sys.executable, {str(FAKEMODEL)!r}, '--port', sys.argv[1], '--mode', 'ok'],"
+        " start_new_session=True)\n"
+        "p.wait()\n"
+    )
+    j = job()
+    ep = backend.launch(j, ModelSpec(image="t/w", command=f"{{python}} {script} {{port}}"))
+    parent = psutil.Process(ep.handle["pid"])
+    kids = parent.children(recursive=True)
+    assert kids
+    backend.teardown(j)
+    time.sleep(0.2)
+    for p in [parent, *kids]:
+        assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+
+
+def test_reaper_removes_old_and_finished_runs(backend):
+    a, b, c = (
+        job("sf-0000000000000000000a"),
+        job("sf-0000000000000000000b"),
+        job("sf-0000000000000000000c"),
+    )
+    for j in (a, b, c):
+        backend.launch(j, spec("ok"))
+    removed = backend.reap(3600, lambda run: run == b.run_id)
+    assert removed == [b.run_id]
+    assert backend.is_alive(a) and not backend.is_alive(b) and backend.is_alive(c)
+    assert sorted(backend.reap(0, lambda run: False)) == sorted([a.run_id, c.run_id])
+
+
+def test_another_process_can_tear_down(backend, tmp_path):
+    """Teardown may run in another worker process: it only needs the state dir."""
+    j = job()
+    pid = backend.launch(j, spec("ok")).handle["pid"]
+    code = (
+        f"import sys; sys.path.insert(0, {os.getcwd()!r}); from pathlib import Path; "
+        "from workers.backends.local import LocalBackend; from tests.test_local_backend import job; "
+        f"print(LocalBackend(Path({str(tmp_path)!r}), 5).teardown(job()))"
+    )
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+    time.sleep(0.1)
+    backend._reap_children()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

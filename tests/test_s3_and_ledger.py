@@ -1,0 +1,107 @@
+"""S3 I/O and the run ledger against moto over HTTP."""
+
+import pytest
+
+from tasks.job import Job
+from tasks.ledger import Claim, Ledger
+from tasks.s3io import MultipartWriter, publish_copy, read_tags
+from tasks.s3uri import S3Uri
+from tasks.settings import load
+from tests.conftest import base_env
+from workers.localstack import emulator_client
+
+
+@pytest.fixture
+def s3(moto_endpoint):
+    return emulator_client("s3", moto_endpoint)
+
+
+def test_multipart_writer_streams_parts_and_publishes_atomically(s3, bucket):
+    dest = S3Uri(bucket, "staging/x.part")
+    chunks = [bytes([65 + i % 26]) * 1_000_003 for i in range(13)]
+    with MultipartWriter(s3, dest, part_size=5 * 1024 * 1024) as w:
+        for c in chunks:
+            w.write(c)
+        assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="staging/")
+        w.complete()
+    assert s3.get_object(Bucket=bucket, Key=dest.key)["Body"].read() == b"".join(chunks)
+    final = S3Uri(bucket, "out/x.scoreout")
+    publish_copy(s3, dest, final, tags={"rows": 13, "model_image": "reg/m:1"}, metadata={"a": "b"})
+    head = s3.head_object(Bucket=bucket, Key=final.key)
+    assert head["ContentLength"] == sum(map(len, chunks)) and head["Metadata"] == {"a": "b"}
+    assert read_tags(s3, bucket, final.key, None) == {"rows": "13", "model_image": "reg/m:1"}
+
+
+def test_empty_output_and_abort(s3, bucket):
+    with MultipartWriter(s3, S3Uri(bucket, "e")) as w:
+        w.complete()
+    assert s3.get_object(Bucket=bucket, Key="e")["Body"].read() == b""
+    with pytest.raises(RuntimeError), MultipartWriter(s3, S3Uri(bucket, "f")) as w:
+        w.write(b"partial")
+        raise RuntimeError("scoring failed")
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="f")
+
+
+def test_old_tag_names_are_accepted(s3, bucket):
+    s3.put_object(
+        Bucket=bucket,
+        Key="in/a",
+        Body=b"x",
+        Tagging="modelimagename=old%2Fimg&k8snamespace=ns1&model_image=new%2Fimg",
+    )
+    assert read_tags(s3, bucket, "in/a", None) == {"model_image": "new/img", "k8s_namespace": "ns1"}
+
+
+def make_job(bucket, run_id="sf-0000000000000000000a", force=False):
+    return Job(
+        pipeline_id="sf-0000000000000000000a",
+        run_id=run_id,
+        bucket=bucket,
+        key="in/a.csv",
+        version_id=None,
+        etag="e",
+        size=1,
+        sequencer=None,
+        model_image="test/ok:1",
+        k8s_cluster="c",
+        k8s_namespace="n",
+        force=force,
+    )
+
+
+def test_ledger_claims(moto_endpoint, bucket, s3):
+    ledger = Ledger(load(base_env(moto_endpoint, bucket)), s3)
+    job = make_job(bucket)
+    assert ledger.claim(job, "msg-1", 60) is Claim.CLAIMED
+    # a duplicate notification (another message) while it runs
+    assert ledger.claim(job, "msg-2", 60) is Claim.RUNNING_ELSEWHERE
+    # a redelivery of the same message (its worker died) takes over
+    assert ledger.claim(job, "msg-1", 60) is Claim.CLAIMED
+    # the launch's own retry (a new message) keeps the claim
+    assert ledger.claim(job, "msg-3", 60, continuing=True) is Claim.CLAIMED
+    assert ledger.finish(job, "published", "s3://x")
+    assert ledger.claim(job, "msg-4", 60) is Claim.DONE
+    # a forced rerun takes over and supersedes the old run
+    rerun = make_job(bucket, run_id="sf-0000000000000000000a-r1", force=True)
+    assert ledger.claim(rerun, "msg-5", 60) is Claim.CLAIMED
+    assert not ledger.is_current(job) and ledger.is_current(rerun)
+    assert not ledger.renew(job, 60) and ledger.renew(rerun, 60)
+
+
+def test_expired_lease_is_taken_over(moto_endpoint, bucket, s3):
+    ledger = Ledger(load(base_env(moto_endpoint, bucket)), s3)
+    job = make_job(bucket)
+    assert ledger.claim(job, "msg-1", -1) is Claim.CLAIMED  # lease already expired
+    assert ledger.claim(job, "msg-2", 60) is Claim.CLAIMED
+    assert ledger.get(job.pipeline_id).data["owner"] == "msg-2"
+
+
+def test_concurrent_claims_have_one_winner(moto_endpoint, bucket, s3):
+    from concurrent.futures import ThreadPoolExecutor
+
+    ledger = Ledger(load(base_env(moto_endpoint, bucket)), s3)
+    job = make_job(bucket)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: ledger.claim(job, f"m{i}", 60), range(8)))
+    assert results.count(Claim.CLAIMED) == 1

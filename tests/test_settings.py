@@ -1,0 +1,93 @@
+from pathlib import Path
+
+import pytest
+
+from tasks.settings import ConfigError, describe_markdown, load
+
+BASE = {
+    "SCOREFLEET_INPUT_URI": "s3://data/in",
+    "SCOREFLEET_OUTPUT_URI": "s3://data/out/",
+    "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": "123.dkr.ecr.eu-west-1.amazonaws.com/models/",
+}
+
+
+def test_defaults_and_normalisation():
+    s = load(BASE)
+    assert str(s.input_uri) == "s3://data/in/"
+    assert str(s.error_uri) == "s3://data/out/"  # defaults to the output prefix
+    assert str(s.state_uri) == "s3://data/scorefleet-state/"
+    assert s.max_payload_bytes == 6 * 1024 * 1024
+    assert s.broker_tls is True and s.launch_backend == "local"
+    assert s.default_k8s_namespace == "scoring"
+
+
+def test_missing_required_variables_are_all_named():
+    with pytest.raises(ConfigError) as err:
+        load({})
+    text = str(err.value)
+    for name in (
+        "SCOREFLEET_INPUT_URI",
+        "SCOREFLEET_OUTPUT_URI",
+        "SCOREFLEET_ALLOWED_IMAGE_PREFIXES",
+    ):
+        assert name in text
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "needle"),
+    [
+        ("SCOREFLEET_INPUT_URI", "data/in", "must start with s3://"),
+        ("SCOREFLEET_OUTPUT_URI", "s3://Bad_Bucket/x", "not a valid S3 bucket name"),
+        ("SCOREFLEET_MAX_IN_FLIGHT", "zero", "is not an integer"),
+        ("SCOREFLEET_MAX_IN_FLIGHT", "0", "allowed range"),
+        ("SCOREFLEET_BROKER_TLS", "maybe", "true or false"),
+        ("SCOREFLEET_LAUNCH_BACKEND", "docker", "one of local, kubernetes"),
+        ("SCOREFLEET_CSV_HEADER", "sometimes", "auto, present, absent"),
+        ("SCOREFLEET_DEFAULT_K8S_NAMESPACE", "Not_A_Namespace", "DNS-1123"),
+        ("SCOREFLEET_QUEUE", "has spaces", "valid SQS queue name"),
+        ("SCOREFLEET_MODEL_CATALOG", '{"img": {"command": "serve --port 80"}}', "{port}"),
+        ("SCOREFLEET_MODEL_CATALOG", "/no/such/catalog.json", "no such file"),
+        ("SCOREFLEET_RETRY_BACKOFF_MAX", "3600", "allowed range"),
+    ],
+)
+def test_bad_values_name_the_variable(name, value, needle):
+    with pytest.raises(ConfigError) as err:
+        load({**BASE, name: value})
+    problems = err.value.problems
+    assert len(problems) == 1, problems
+    assert name.removeprefix("SCOREFLEET_") in problems[0]
+    assert needle in problems[0]
+
+
+def test_output_inside_input_is_refused():
+    with pytest.raises(ConfigError, match="would be scored again"):
+        load({**BASE, "SCOREFLEET_OUTPUT_URI": "s3://data/in/out/"})
+
+
+def test_model_catalog_lookup(tmp_path: Path):
+    cat = tmp_path / "catalog.json"
+    cat.write_text(
+        '{"reg/iris:1": {"command": "x --port {port}", "response_header": true},'
+        ' "reg/*": {"send_header": false, "cpu": "2"}, "*": {"port": 9000}}'
+    )
+    s = load({**BASE, "SCOREFLEET_MODEL_CATALOG": str(cat)})
+    exact = s.model_spec("reg/iris:1")
+    assert exact.command == "x --port {port}" and exact.response_header and exact.send_header
+    pattern = s.model_spec("reg/other:2")
+    assert pattern.send_header is False and pattern.extra == {"cpu": "2"}
+    assert s.model_spec("elsewhere/x").port == 9000
+
+
+def test_allowed_prefixes():
+    s = load({**BASE, "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": "a/, b/"})
+    assert s.image_allowed("a/x:1") and s.image_allowed("b/y")
+    assert not s.image_allowed("c/a/x")
+    assert load({**BASE, "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": "*"}).image_allowed("anything")
+
+
+def test_configuration_docs_match_the_code():
+    doc = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+    assert describe_markdown() in doc.read_text(), (
+        "docs/configuration.md is out of date: regenerate the table with "
+        "`scorefleet config --markdown`"
+    )
