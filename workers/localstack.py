@@ -50,6 +50,12 @@ CREDENTIALS = {
 }
 
 
+#: glibc malloc settings for workers: buffers of several MB are mmapped and
+#: returned to the OS when freed (instead of the dynamic threshold letting them
+#: pile up in per-thread arenas), so RSS stays flat whatever the file size.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_ARENA_MAX": "2"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -97,6 +103,7 @@ def stack_env(
         "SCOREFLEET_STATE_DIR": str(state_dir),
         "SCOREFLEET_VISIBILITY_TIMEOUT": "600",
         "SCOREFLEET_MODEL_CATALOG": json.dumps(catalog if catalog is not None else iris_catalog()),
+        **MALLOC_ENV,
     }
     env.update(extra or {})
     return env

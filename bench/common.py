@@ -1,0 +1,94 @@
+"""Helpers shared by the benchmarks: a local stack, generated inputs, timing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+
+from tasks.s3io import encode_tags
+from workers.localstack import BUCKET, IRIS_IMAGE, LocalStack, emulator_client
+
+REPO = Path(__file__).resolve().parents[1]
+HEADER = "sepal_length,sepal_width,petal_length,petal_width\n"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
+
+
+def iris_like_csv(path: Path, size_bytes: int, seed: int = 7) -> int:
+    """Write an iris-shaped CSV of about ``size_bytes``; returns the row count."""
+    rnd = random.Random(seed)
+    rows = 0
+    block = []
+    with path.open("w") as f:
+        f.write(HEADER)
+        written = len(HEADER)
+        while written < size_bytes:
+            block.clear()
+            for _ in range(10_000):
+                block.append(
+                    f"{rnd.uniform(4, 8):.1f},{rnd.uniform(2, 4.5):.1f},"
+                    f"{rnd.uniform(1, 7):.1f},{rnd.uniform(0.1, 2.5):.1f}\n"
+                )
+            text = "".join(block)
+            f.write(text)
+            written += len(text)
+            rows += len(block)
+    return rows
+
+
+@contextlib.contextmanager
+def local_stack(**kw) -> Iterator[LocalStack]:
+    state = Path(tempfile.mkdtemp(prefix="scorefleet-bench-"))
+    stack = LocalStack(state, flower=False, **kw)
+    stack.start()
+    try:
+        stack.wait_worker_ready()
+        yield stack
+    finally:
+        stack.stop()
+
+
+class Client:
+    def __init__(self, stack: LocalStack) -> None:
+        self.stack = stack
+        self.s3 = emulator_client("s3", stack.endpoint)
+
+    def drop(self, key: str, path: Path, image: str = IRIS_IMAGE) -> float:
+        self.s3.upload_file(
+            str(path),
+            BUCKET,
+            f"in/{key}",
+            ExtraArgs={"Tagging": encode_tags({"model_image": image})},
+        )
+        return time.perf_counter()
+
+    def wait(self, key: str, timeout: float = 3600, poll: float = 0.02) -> tuple[str, float, dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for suffix in (".scoreout", ".error"):
+                try:
+                    head = self.s3.head_object(Bucket=BUCKET, Key=f"out/{key}{suffix}")
+                except self.s3.exceptions.ClientError:
+                    continue
+                return suffix, time.perf_counter(), head
+            time.sleep(poll)
+        raise TimeoutError(key)
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
