@@ -289,6 +289,14 @@ class LocalStack:
         return f"http://127.0.0.1:{self.moto_port}"
 
     def start(self) -> LocalStack:
+        """Start everything; if any part fails, stop what was started and re-raise."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> LocalStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
         self.moto_port = self.moto_port or free_port()
