@@ -44,6 +44,9 @@ def test_catalog() -> dict[str, Any]:
             "test/json:1": fake("json"),
             "test/crash:1": fake("crash"),
             "test/flaky:1": fake("fail-once"),
+            # 3 failures exhaust the client's 3 attempts: the score task itself retries
+            "test/flaky-task:1": fake("fail-n", "--fails", "3"),
+            "test/always-500:1": fake("fail-n", "--fails", "1000"),
             "test/few-rows:1": fake("few-rows"),
             "test/never-ready:1": fake("never-ready"),
             "test/slow:1": fake("slow", "--delay", "0.5"),

@@ -6,6 +6,7 @@ Modes:
   ok          one result row per input row: "<row number>,<field count>"
   crash       prints a line with a planted secret and exits 3 before listening
   fail-once   answers HTTP 500 to the first /invocations, then behaves like ok
+  fail-n      answers HTTP 500 to the first --fails /invocations, then behaves like ok
   few-rows    answers one row fewer than it was sent
   never-ready listens, but /ping always answers 503
   slow        like ok, but sleeps --delay seconds per request
@@ -36,6 +37,7 @@ def data_lines(body: bytes) -> list[bytes]:
 class Handler(BaseHTTPRequestHandler):
     mode = "ok"
     delay = 0.0
+    fails = 0
 
     def log_message(self, format: str, *args: object) -> None:
         sys.stderr.write("fakemodel: " + (format % args) + "\n")
@@ -60,8 +62,10 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             STATE["calls"] += 1
             calls = STATE["calls"]
-        if self.mode == "fail-once" and calls == 1:
-            self._send(500, b"transient model failure (first call)", "text/plain")
+        if (self.mode == "fail-once" and calls == 1) or (
+            self.mode == "fail-n" and calls <= self.fails
+        ):
+            self._send(500, b"transient model failure (call %d)" % calls, "text/plain")
             return
         if self.mode == "slow":
             time.sleep(self.delay)
@@ -82,6 +86,7 @@ def main() -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--mode", default="ok")
     ap.add_argument("--delay", type=float, default=0.0)
+    ap.add_argument("--fails", type=int, default=0)
     args = ap.parse_args()
     if args.mode == "crash":
         secret = os.environ.get("FAKEMODEL_SECRET", "")
@@ -90,6 +95,7 @@ def main() -> int:
         return 3
     Handler.mode = args.mode
     Handler.delay = args.delay
+    Handler.fails = args.fails
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     print(f"fakemodel {args.mode} listening on {args.port}", flush=True)

@@ -43,6 +43,8 @@ SCENARIOS: dict[str, tuple[bytes, dict[str, str] | None]] = {
     "never-ready.csv": (numeric_csv(5), {"model_image": "test/never-ready:1"}),
     "flaky.csv": (numeric_csv(5), {"model_image": "test/flaky:1"}),
     "few-rows.csv": (numeric_csv(5), {"model_image": "test/few-rows:1"}),
+    "flaky-task.csv": (numeric_csv(5), {"model_image": "test/flaky-task:1"}),
+    "always-500.csv": (numeric_csv(5), {"model_image": "test/always-500:1"}),
     "empty.csv": (b"", {"model_image": "test/ok:1"}),
     "header-only.csv": (b"a,b,c\n", {"model_image": "test/ok:1"}),
     "unterminated-quote.csv": (b'a,b\n1,"oops\n2,3\n', {"model_image": "test/ok:1"}),
@@ -136,6 +138,26 @@ def test_http_500_once_is_retried(outcomes, dropped):
     suffix, body, _ = outcomes.wait("flaky.csv")
     assert suffix == ".scoreout", body.decode()
     assert len(body.decode().splitlines()) == 5
+
+
+def test_persistent_5xx_retries_the_step_through_sqs(outcomes, dropped, stack):
+    """The model fails more often than the client retries: the score task is
+    retried as a delayed SQS message and then succeeds."""
+    suffix, body, _ = outcomes.wait("flaky-task.csv")
+    assert suffix == ".scoreout", body.decode()
+    log = (stack.state_dir / "logs" / "worker0.log").read_text()
+    assert re.search(
+        r"in/flaky-task.csv\] tasks.steps: score failed \(ModelUnavailable: .*HTTP 500.*\); "
+        r"retry 1 of 2 in \d+s",
+        log,
+    )
+
+
+def test_retries_are_bounded_then_error(outcomes, dropped):
+    text = expect_error(
+        outcomes, "always-500.csv", "score", "(after 3 attempts)", "ModelUnavailable", "HTTP 500"
+    )
+    assert "transient model failure" in text
 
 
 def test_too_few_rows_publishes_nothing(outcomes, dropped):
