@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tasks.job import Job
 from workers.localstack import (
     BUCKET,
     CREDENTIALS,
@@ -29,6 +30,25 @@ from workers.localstack import (
 
 TESTS = Path(__file__).resolve().parent
 FAKEMODEL = TESTS / "fakemodel.py"
+
+
+def make_job(run_id: str = "sf-00000000000000000001", bucket: str = "b", **fields: Any) -> Job:
+    """A job for unit tests (pipeline id = the first 23 characters of the run id)."""
+    values: dict[str, Any] = {
+        "pipeline_id": run_id[:23],
+        "run_id": run_id,
+        "bucket": bucket,
+        "key": "in/a.csv",
+        "version_id": None,
+        "etag": "e",
+        "size": 1,
+        "sequencer": None,
+        "model_image": "test/ok:1",
+        "k8s_cluster": "c",
+        "k8s_namespace": "n",
+    }
+    values.update(fields)
+    return Job(**values)
 
 
 def fake(mode: str, *extra: str) -> dict[str, Any]:

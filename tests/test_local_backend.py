@@ -8,27 +8,14 @@ import psutil
 import pytest
 
 from tasks.errors import ModelError
-from tasks.job import Job
 from tasks.settings import ModelSpec
-from tests.conftest import FAKEMODEL
+from tests.conftest import FAKEMODEL, make_job
 from workers.backends.local import LocalBackend
 from workers.protocol import InvocationsClient
 
 
 def job(run_id="sf-00000000000000000001"):
-    return Job(
-        pipeline_id=run_id[:23],
-        run_id=run_id,
-        bucket="b",
-        key="in/k",
-        version_id=None,
-        etag="e",
-        size=1,
-        sequencer=None,
-        model_image="test/x",
-        k8s_cluster="c",
-        k8s_namespace="n",
-    )
+    return make_job(run_id, model_image="test/x")
 
 
 def spec(mode, *extra):

@@ -2,12 +2,11 @@
 
 import pytest
 
-from tasks.job import Job
 from tasks.ledger import Claim, Ledger
 from tasks.s3io import MultipartWriter, publish_copy, read_tags
 from tasks.s3uri import S3Uri
 from tasks.settings import load
-from tests.conftest import base_env
+from tests.conftest import base_env, make_job
 from workers.localstack import emulator_client
 
 
@@ -53,26 +52,13 @@ def test_old_tag_names_are_accepted(s3, bucket):
     assert read_tags(s3, bucket, "in/a", None) == {"model_image": "new/img", "k8s_namespace": "ns1"}
 
 
-def make_job(bucket, run_id="sf-0000000000000000000a", force=False):
-    return Job(
-        pipeline_id="sf-0000000000000000000a",
-        run_id=run_id,
-        bucket=bucket,
-        key="in/a.csv",
-        version_id=None,
-        etag="e",
-        size=1,
-        sequencer=None,
-        model_image="test/ok:1",
-        k8s_cluster="c",
-        k8s_namespace="n",
-        force=force,
-    )
+def job_for(bucket, run_id="sf-0000000000000000000a", force=False):
+    return make_job(run_id, bucket, force=force)
 
 
 def test_ledger_claims(moto_endpoint, bucket, s3):
     ledger = Ledger(load(base_env(moto_endpoint, bucket)), s3)
-    job = make_job(bucket)
+    job = job_for(bucket)
     assert ledger.claim(job, "msg-1", 60) is Claim.CLAIMED
     # a duplicate notification (another message) while it runs
     assert ledger.claim(job, "msg-2", 60) is Claim.RUNNING_ELSEWHERE
@@ -83,7 +69,7 @@ def test_ledger_claims(moto_endpoint, bucket, s3):
     assert ledger.finish(job, "published", "s3://x")
     assert ledger.claim(job, "msg-4", 60) is Claim.DONE
     # a forced rerun takes over and supersedes the old run
-    rerun = make_job(bucket, run_id="sf-0000000000000000000a-r1", force=True)
+    rerun = job_for(bucket, run_id="sf-0000000000000000000a-r1", force=True)
     assert ledger.claim(rerun, "msg-5", 60) is Claim.CLAIMED
     assert not ledger.is_current(job) and ledger.is_current(rerun)
     assert not ledger.renew(job, 60) and ledger.renew(rerun, 60)
@@ -91,7 +77,7 @@ def test_ledger_claims(moto_endpoint, bucket, s3):
 
 def test_expired_lease_is_taken_over(moto_endpoint, bucket, s3):
     ledger = Ledger(load(base_env(moto_endpoint, bucket)), s3)
-    job = make_job(bucket)
+    job = job_for(bucket)
     assert ledger.claim(job, "msg-1", -1) is Claim.CLAIMED  # lease already expired
     assert ledger.claim(job, "msg-2", 60) is Claim.CLAIMED
     assert ledger.get(job.pipeline_id).data["owner"] == "msg-2"
@@ -101,7 +87,7 @@ def test_concurrent_claims_have_one_winner(moto_endpoint, bucket, s3):
     from concurrent.futures import ThreadPoolExecutor
 
     ledger = Ledger(load(base_env(moto_endpoint, bucket)), s3)
-    job = make_job(bucket)
+    job = job_for(bucket)
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda i: ledger.claim(job, f"m{i}", 60), range(8)))
     assert results.count(Claim.CLAIMED) == 1

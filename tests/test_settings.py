@@ -100,7 +100,13 @@ def test_worker_refuses_to_start_with_a_bad_configuration():
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCOREFLEET_")}
     env.update({**BASE, "SCOREFLEET_MAX_PAYLOAD_MB": "lots"})
-    proc = subprocess.run([sys.executable, "-m", "celery", "-A", "workers.app", "worker"],
-                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "workers.app", "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode != 0
     assert "SCOREFLEET_MAX_PAYLOAD_MB='lots' is not a number" in proc.stderr
