@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 _CAS_ATTEMPTS = 8
 
+#: States of a run that is over: a new delivery of the same version does not rerun it.
+FINISHED_STATES = frozenset({"published", "failed", "superseded"})
+
 
 class Claim(enum.Enum):
     CLAIMED = "claimed"  # this delivery runs the file
@@ -124,14 +127,14 @@ class Ledger:
                     return Claim.CLAIMED
                 continue
             if not job.force:
-                if rec.state in {"published", "failed"}:
+                if rec.state in FINISHED_STATES:
                     return Claim.DONE
                 ours = rec.run_id == job.run_id and rec.state == "running"
                 same_delivery = ours and (continuing or rec.data.get("owner") == owner)
                 lease_active = float(rec.data.get("lease_until", 0)) > time.time()
                 if lease_active and not same_delivery:
                     return Claim.RUNNING_ELSEWHERE
-            elif rec.run_id == job.run_id and rec.state in {"published", "failed"}:
+            elif rec.run_id == job.run_id and rec.state in FINISHED_STATES:
                 return Claim.DONE  # a redelivery of a forced run that already finished
             if self._put(job.pipeline_id, mine, if_match=rec.etag):
                 if rec.state == "running" and rec.run_id != job.run_id:
@@ -141,18 +144,25 @@ class Ledger:
 
     def renew(self, job: Job, lease_seconds: float) -> bool:
         """Extend this run's lease; False if another run has superseded it."""
-        return self._update(job, {"lease_until": time.time() + lease_seconds})
+        return self._update(job, {"lease_until": time.time() + lease_seconds}, create=False)
 
     def finish(self, job: Job, state: str, outcome: str | None) -> bool:
         return self._update(job, {"state": state, "outcome": outcome, "lease_until": 0})
+
+    def is_finished(self, run_id: str) -> bool:
+        """Is the run over (or superseded by another run of its file)? For the reaper."""
+        rec = self.get(run_id[: len("sf-") + 20])
+        return rec is not None and (rec.run_id != run_id or rec.state in FINISHED_STATES)
 
     def is_current(self, job: Job) -> bool:
         rec = self.get(job.pipeline_id)
         return rec is None or rec.run_id == job.run_id
 
-    def _update(self, job: Job, changes: dict[str, Any]) -> bool:
+    def _update(self, job: Job, changes: dict[str, Any], *, create: bool = True) -> bool:
         for _ in range(_CAS_ATTEMPTS):
             rec = self.get(job.pipeline_id)
+            if rec is None and not create:
+                return True  # nothing to renew (not claimed yet): not superseded either
             if rec is not None and rec.run_id != job.run_id:
                 return False
             data = {**(rec.data if rec else {"run_id": job.run_id}), **changes}

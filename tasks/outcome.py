@@ -81,11 +81,34 @@ def already_scored(settings: Settings, s3: S3Client, job: Job) -> bool:
     return bool(job.etag and m.get("source-etag") == job.etag)
 
 
+def newer_source(s3: S3Client, job: Job) -> str | None:
+    """If the source object has been replaced since this job was queued, say by what
+    (its outcome is then the newer version's to publish); ``None`` otherwise, also
+    when the source has been deleted."""
+    current = head(s3, job.source)
+    if current is None:
+        return None
+    if job.version_id:
+        version = current.get("VersionId")
+        return None if version in (None, job.version_id) else f"version {version}"
+    etag = str(current.get("ETag", "")).strip('"')
+    return None if not job.etag or etag == job.etag else f"ETag {etag}"
+
+
+def _published_by(s3: S3Client, dest: S3Uri, job: Job) -> bool:
+    """Did this very run already publish ``dest`` (a redelivered upload)?"""
+    meta = head(s3, dest)
+    return meta is not None and meta.get("Metadata", {}).get("run-id") == job.run_id
+
+
 def publish_scoreout(settings: Settings, s3: S3Client, job: Job, staging: S3Uri) -> S3Uri:
     dest = scoreout_location(settings, job.source)
-    tags = _common_tags(job)
-    tags["rows"] = job.rows or 0
-    publish_copy(s3, staging, dest, tags=tags, metadata=_metadata(job))
+    if _published_by(s3, dest, job):
+        log.info("%s was already published by this run", dest)
+    else:
+        tags = _common_tags(job)
+        tags["rows"] = job.rows or 0
+        publish_copy(s3, staging, dest, tags=tags, metadata=_metadata(job))
     delete_quietly(s3, error_location(settings, job.source))
     return dest
 
@@ -108,8 +131,11 @@ def publish_error(settings: Settings, s3: S3Client, job: Job, failure: Failure) 
         pipeline_id=job.run_id,
         failure=failure,
     )
-    tags = _common_tags(job)
-    tags["error_step"] = failure.step
-    put_text(s3, dest, text, tags=tags, metadata=_metadata(job))
+    if _published_by(s3, dest, job):
+        log.info("%s was already published by this run", dest)
+    else:
+        tags = _common_tags(job)
+        tags["error_step"] = failure.step
+        put_text(s3, dest, text, tags=tags, metadata=_metadata(job))
     delete_quietly(s3, scoreout_location(settings, job.source))
     return dest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -10,6 +11,8 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
 SCOREOUT_SUFFIX = ".scoreout"
 ERROR_SUFFIX = ".error"
+#: S3's limit on the length of a key, in UTF-8 bytes.
+MAX_KEY_BYTES = 1024
 
 
 @dataclass(frozen=True, order=True)
@@ -49,5 +52,18 @@ class S3Uri:
 
 
 def output_uri(input_prefix: S3Uri, output_prefix: S3Uri, source: S3Uri, suffix: str) -> S3Uri:
-    """``<output prefix>/<path of source relative to the input prefix><suffix>``."""
-    return output_prefix.join(input_prefix.relative(source) + suffix)
+    """``<output prefix>/<path of source relative to the input prefix><suffix>``.
+
+    When that would exceed S3's 1,024-byte key limit (a long input key under a
+    longer output prefix), the relative path is cut short and ``~<16 hex digits of
+    its SHA-256>`` keeps the name unique and deterministic; the output's metadata
+    still names the full source URI.
+    """
+    rel = input_prefix.relative(source)
+    key = output_prefix.key + rel + suffix
+    if len(key.encode()) <= MAX_KEY_BYTES:
+        return S3Uri(output_prefix.bucket, key)
+    tail = "~" + hashlib.sha256(rel.encode()).hexdigest()[:16] + suffix
+    room = MAX_KEY_BYTES - len((output_prefix.key + tail).encode())
+    head = rel.encode()[: max(0, room)].decode("utf-8", errors="ignore")
+    return S3Uri(output_prefix.bucket, output_prefix.key + head + tail)

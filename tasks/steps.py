@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from tasks.s3uri import S3Uri
 from tasks.submission import job_for_object, validate
 from workers import runtime
 from workers.csvbatch import maybe_gunzip
+from workers.heartbeat import Heartbeat
 from workers.protocol import InvocationsClient
 from workers.scoring import score_stream
 
@@ -71,11 +71,28 @@ class PipelineStep(Task):
     acks_late = True
     reject_on_worker_lost = True
 
-    def run_step(self, step: str, payload: dict[str, Any], body: Callable[[Job], Job]) -> Any:
+    def run_step(
+        self,
+        step: str,
+        payload: dict[str, Any],
+        body: Callable[[Job, Heartbeat], Job],
+        *,
+        lease: bool = False,
+    ) -> Any:
+        """Run ``body`` under a heartbeat (SQS visibility, and the run's lease when
+        ``lease``), sorting any failure into retry or give up."""
         job = Job.from_dict(payload)
+        s = runtime.settings()
         with logctx.bind(job.run_id, str(job.source)):
             try:
-                return body(job).to_dict()
+                with Heartbeat(
+                    job=job,
+                    request=self.request,
+                    visibility_timeout=s.visibility_timeout,
+                    region=s.aws_region,
+                    ledger=runtime.ledger() if lease else None,
+                ) as hb:
+                    return body(job, hb).to_dict()
             except Exception as exc:
                 self._retry_or_give_up(step, job, exc)
                 raise  # unreachable: _retry_or_give_up always raises
@@ -128,40 +145,12 @@ class PipelineStep(Task):
         raise StepFailed(f"{kind}: {message}") from exc
 
 
-class LeaseKeeper:
-    """Renews this run's lease in the ledger while a long step works."""
-
-    def __init__(self, job: Job, every: float) -> None:
-        self.job = job
-        self.every = every
-        self.superseded = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="lease")
-
-    def _loop(self) -> None:
-        s = runtime.settings()
-        while not self._stop.wait(self.every):
-            try:
-                if not runtime.ledger().renew(self.job, s.visibility_timeout):
-                    self.superseded = True
-            except Exception as exc:  # a missed renewal is not fatal; the next may work
-                log.warning("could not renew the lease: %s", exc)
-
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
 # ---------------------------------------------------------------------- steps
 @shared_task(name="tasks.launch", bind=True, base=PipelineStep)
 def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
     """Claim the file (duplicates stop here) and start its model container."""
 
-    def body(j: Job) -> Job:
+    def body(j: Job, hb: Heartbeat) -> Job:
         s = runtime.settings()
         claim = runtime.ledger().claim(
             j, delivery_id(self), s.visibility_timeout, continuing=self.request.retries > 0
@@ -171,6 +160,13 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
             self.request.chain = None  # the other delivery (or the finished run) owns it
             j.skipped = claim.value
             return j
+        if not j.force and outcome.already_scored(s, runtime.s3(), j):
+            dest = outcome.scoreout_location(s, j.source)
+            log.info("not running %s again: %s was made from this version", j.source, dest)
+            runtime.ledger().finish(j, "published", str(dest))
+            self.request.chain = None
+            j.skipped = "already scored"
+            return j
         validate(s, j)
         spec = s.model_spec(j.model_image)
         j.launch_started_at = j.launch_started_at or time.time()
@@ -179,14 +175,14 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
         log.info("model %s ready at %s after %d ms", j.model_image, ep.url, j.model_start_ms)
         return j
 
-    return self.run_step("launch", job, body)
+    return self.run_step("launch", job, body, lease=True)
 
 
 @shared_task(name="tasks.score", bind=True, base=PipelineStep)
 def score(self: PipelineStep, job: dict[str, Any]) -> Any:
     """Stream the file through the model into a staging object."""
 
-    def body(j: Job) -> Job:
+    def body(j: Job, hb: Heartbeat) -> Job:
         if j.skipped:
             return j
         s = runtime.settings()
@@ -195,10 +191,7 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
         staging = staging_location(s, j.run_id)
         source = s3io.open_source(runtime.s3(), j.source, j.version_id, j.etag)
         try:
-            with (
-                LeaseKeeper(j, every=max(5.0, s.visibility_timeout / 4)) as lease,
-                s3io.MultipartWriter(runtime.s3(), staging) as sink,
-            ):
+            with s3io.MultipartWriter(runtime.s3(), staging) as sink:
                 stats = score_stream(
                     maybe_gunzip(source.chunks, source.content_encoding),
                     client,
@@ -209,8 +202,11 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
                     send_header=spec.send_header,
                     total_bytes=source.content_length,
                 )
-                if lease.superseded:
-                    raise Rejected("a newer run of this file took over; this run stops")
+                if hb.superseded:
+                    sink.abort()
+                    log.warning("a newer run of this file took over; this run stops")
+                    j.skipped = "superseded"
+                    return j
                 sink.complete()
         finally:
             client.close()
@@ -220,7 +216,7 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
         )
         return j
 
-    return self.run_step("score", job, body)
+    return self.run_step("score", job, body, lease=True)
 
 
 def _ready_client(j: Job, spec: Any) -> InvocationsClient:
@@ -251,31 +247,41 @@ def _ready_client(j: Job, spec: Any) -> InvocationsClient:
 
 @shared_task(name="tasks.upload", bind=True, base=PipelineStep)
 def upload(self: PipelineStep, job: dict[str, Any]) -> Any:
-    """Publish ``<name>.scoreout`` (or ``<name>.error`` if the job failed)."""
+    """Publish ``<name>.scoreout`` (or ``<name>.error`` if the job failed), once.
 
-    def body(j: Job) -> Job:
+    Idempotent: a redelivered upload finds its own output already there and does
+    not publish it again. A run that was superseded (a forced rerun took over) or
+    whose source has since been replaced by a newer version publishes nothing:
+    the newer run publishes its own outcome.
+    """
+
+    def body(j: Job, hb: Heartbeat) -> Job:
         s, s3, ledger = runtime.settings(), runtime.s3(), runtime.ledger()
         staging = S3Uri(s.state_uri.bucket, j.staging_key) if j.staging_key else None
-        if j.failure is not None:
+        if j.skipped:
+            pass
+        elif not ledger.is_current(j):
+            log.warning("a newer run of this file took over; not publishing")
+            j.skipped = "superseded"
+        elif (newer := outcome.newer_source(s3, j)) is not None:
+            log.warning("not publishing: the file was replaced since (%s)", newer)
+            ledger.finish(j, "superseded", None)
+            j.skipped = "source replaced"
+        elif j.failure is not None:
             if not j.failure.model_logs and j.failure.step in {"launch", "score"}:
                 try:
                     j.failure.model_logs = runtime.backend().logs(j, s.model_log_lines)
                 except Exception as exc:
                     log.warning("could not read the model's logs: %s", exc)
-            if ledger.is_current(j):
-                dest = outcome.publish_error(s, s3, j, j.failure)
-                ledger.finish(j, "failed", str(dest) if dest else None)
-                j.published = str(dest) if dest else None
-                log.warning("published %s", dest)
-        elif not j.skipped and staging is not None:
-            if ledger.is_current(j):
-                dest = outcome.publish_scoreout(s, s3, j, staging)
-                ledger.finish(j, "published", str(dest))
-                j.published = str(dest)
-                log.info("published %s (%d rows)", dest, j.rows or 0)
-            else:
-                log.warning("a newer run of this file took over; not publishing")
-                j.skipped = "superseded"
+            dest = outcome.publish_error(s, s3, j, j.failure)
+            ledger.finish(j, "failed", str(dest) if dest else None)
+            j.published = str(dest) if dest else None
+            log.warning("published %s", dest)
+        elif staging is not None:
+            dest = outcome.publish_scoreout(s, s3, j, staging)
+            ledger.finish(j, "published", str(dest))
+            j.published = str(dest)
+            log.info("published %s (%d rows)", dest, j.rows or 0)
         if staging is not None:
             s3io.delete_quietly(s3, staging)
         return j
@@ -287,7 +293,7 @@ def upload(self: PipelineStep, job: dict[str, Any]) -> Any:
 def teardown(self: PipelineStep, job: dict[str, Any]) -> Any:
     """Remove the run's model container (runs after success and failure alike)."""
 
-    def body(j: Job) -> Job:
+    def body(j: Job, hb: Heartbeat) -> Job:
         removed = runtime.backend().teardown(j)
         total = time.time() - (j.launch_started_at or j.enqueued_at)
         log.info(
@@ -369,13 +375,7 @@ def rescore(
 def reap(self: Task) -> list[str]:
     """Remove model containers of finished runs and those older than the bound."""
     s = runtime.settings()
-    ledger = runtime.ledger()
-
-    def is_finished(run_id: str) -> bool:
-        rec = ledger.get(run_id[: len("sf-") + 20])
-        return rec is not None and (rec.run_id != run_id or rec.state in {"published", "failed"})
-
-    removed = runtime.backend().reap(s.reap_max_age, is_finished)
+    removed = runtime.backend().reap(s.reap_max_age, runtime.ledger().is_finished)
     if removed:
         log.warning(
             "reaper removed %d model container(s) left behind: %s", len(removed), ", ".join(removed)

@@ -106,3 +106,14 @@ def test_output_mapping():
         )
         == "s3://out/x/b/c.csv.scoreout"
     )
+
+
+def test_outputs_of_very_long_keys_stay_within_the_s3_limit():
+    rel = "d/" + "é" * 300 + "x" * 410 + ".csv"  # 1,016 bytes: fits S3 as an input key, not with the output prefix
+    src = S3Uri("in", "input/" + rel)
+    out = output_uri(S3Uri("in", "input/"), S3Uri("out", "results/"), src, ".scoreout")
+    err = output_uri(S3Uri("in", "input/"), S3Uri("out", "results/"), src, ".error")
+    assert len(out.key.encode()) <= 1024 and len(err.key.encode()) <= 1024
+    assert out.key.startswith("results/d/éé") and out.key.endswith(".scoreout")
+    assert out.key.rsplit("~", 1)[1][:16] == err.key.rsplit("~", 1)[1][:16]
+    assert out == output_uri(S3Uri("in", "input/"), S3Uri("out", "results/"), src, ".scoreout")
