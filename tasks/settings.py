@@ -101,6 +101,12 @@ VARIABLES: tuple[Variable, ...] = (
         "ListQueues/CreateQueue permission is needed",
     ),
     Variable(
+        "DEAD_LETTER_QUEUE",
+        "",
+        "name or URL of the task queue's dead-letter queue, for `scorefleet dlq` (default: "
+        "<QUEUE>-dlq)",
+    ),
+    Variable(
         "VISIBILITY_TIMEOUT",
         "1800",
         "SQS visibility timeout in seconds; must match the queue's own setting",
@@ -239,6 +245,7 @@ class Settings:
     aws_region: str
     queue: str
     queue_url: str
+    dead_letter_queue: str
     visibility_timeout: int
     default_model_image: str
     default_k8s_cluster: str
@@ -417,6 +424,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         aws_region=region,
         queue=r.convert("QUEUE", _queue_name, "a valid SQS queue name"),
         queue_url=r.raw("QUEUE_URL"),
+        dead_letter_queue=r.raw("DEAD_LETTER_QUEUE"),
         visibility_timeout=r.number("VISIBILITY_TIMEOUT", 30, 43200),
         default_model_image=r.raw("DEFAULT_MODEL_IMAGE"),
         default_k8s_cluster=r.convert("DEFAULT_K8S_CLUSTER", _name, "a cluster name"),
@@ -444,6 +452,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     if settings_kwargs["log_level"]:
         settings_kwargs["log_level"] = settings_kwargs["log_level"].upper()
 
+    if not settings_kwargs["dead_letter_queue"] and settings_kwargs["queue"]:
+        settings_kwargs["dead_letter_queue"] = settings_kwargs["queue"] + "-dlq"
     queue_url = settings_kwargs["queue_url"]
     if queue_url and not queue_url.startswith(("https://", "http://")):
         r.problems.append(f"{PREFIX}QUEUE_URL must be an http(s) SQS queue URL")

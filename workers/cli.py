@@ -276,6 +276,50 @@ def rerun(
     click.echo(f"rerun requested: tasks.rescore[{result.id}] for {uri}")
 
 
+# ------------------------------------------------------------------------ dlq
+@main.group()
+def dlq() -> None:
+    """The dead-letter queue: messages SQS gave up on after too many receives."""
+
+
+@dlq.command("list")
+@click.option("--max", "limit", default=100, show_default=True, help="at most this many")
+@click.option("--env-file", type=click.Path(path_type=Path), help="export-style settings file")
+def dlq_list(limit: int, env_file: Path | None) -> None:
+    """Show the messages in the dead-letter queue (they stay there)."""
+    from workers.dlq import DeadLetterQueue, age
+
+    letters = DeadLetterQueue(_settings(env_file)).list(limit)
+    if not letters:
+        click.echo("the dead-letter queue is empty")
+        return
+    click.echo(f"{'message id':38} {'receives':>8} {'age':>6}  {'task':16} subject")
+    for d in letters:
+        click.echo(
+            f"{d.message_id:38} {d.receive_count:8d} {age(d.sent_at):>6}  {d.task:16} {d.subject}"
+        )
+    click.echo(f"{len(letters)} message(s); `scorefleet dlq redrive --all` sends them back")
+
+
+@dlq.command("redrive")
+@click.argument("message_ids", nargs=-1)
+@click.option("--all", "redrive_all", is_flag=True, help="every message in the queue")
+@click.option("--env-file", type=click.Path(path_type=Path), help="export-style settings file")
+def dlq_redrive(message_ids: tuple[str, ...], redrive_all: bool, env_file: Path | None) -> None:
+    """Send dead letters back to the task queue (fix the cause first)."""
+    from workers.dlq import DeadLetterQueue
+
+    if not message_ids and not redrive_all:
+        raise click.UsageError("give message ids (see `scorefleet dlq list`) or --all")
+    moved = DeadLetterQueue(_settings(env_file)).redrive(None if redrive_all else set(message_ids))
+    for d in moved:
+        click.echo(f"sent back {d.message_id} ({d.task} {d.subject})")
+    missing = set(message_ids) - {d.message_id for d in moved}
+    if missing:
+        raise click.ClickException("not found in the dead-letter queue: " + ", ".join(missing))
+    click.echo(f"{len(moved)} message(s) sent back to the task queue")
+
+
 # --------------------------------------------------------------------- config
 @main.command()
 @click.option("--markdown", is_flag=True, help="print the configuration reference table")
