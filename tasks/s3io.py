@@ -242,6 +242,17 @@ class MultipartWriter:
             self.abort()
 
 
+def abort_uploads(s3: S3Client, dest: S3Uri) -> int:
+    """Abort unfinished multipart uploads to exactly ``dest``; returns how many."""
+    resp = s3.list_multipart_uploads(Bucket=dest.bucket, Prefix=dest.key)
+    n = 0
+    for up in resp.get("Uploads", []):
+        if up["Key"] == dest.key:
+            s3.abort_multipart_upload(Bucket=dest.bucket, Key=dest.key, UploadId=up["UploadId"])
+            n += 1
+    return n
+
+
 def publish_copy(
     s3: S3Client,
     staging: S3Uri,

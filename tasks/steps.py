@@ -189,6 +189,7 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
         spec = s.model_spec(j.model_image)
         client = _ready_client(j, spec)
         staging = staging_location(s, j.run_id)
+        s3io.abort_uploads(runtime.s3(), staging)  # of an earlier attempt whose worker died
         source = s3io.open_source(runtime.s3(), j.source, j.version_id, j.etag)
         try:
             with s3io.MultipartWriter(runtime.s3(), staging) as sink:

@@ -11,11 +11,14 @@ Modes:
   never-ready listens, but /ping always answers 503
   slow        like ok, but sleeps --delay seconds per request
   json        like ok, but answers {"predictions": [...]} as JSON
+  hash        one row per input row: "<12 hex of sha1(row)>,<field count>" (the same
+              whatever the batching; honours --delay)
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -32,6 +35,12 @@ def data_lines(body: bytes) -> list[bytes]:
     if lines and not lines[0][:1].isdigit() and lines[0][:1] not in (b"-", b"."):
         lines = lines[1:]  # header
     return lines
+
+
+def hash_row(line: bytes) -> bytes:
+    """The 'hash' model's answer for one input row."""
+    line = line.rstrip(b"\r")
+    return b"%s,%d\n" % (hashlib.sha1(line).hexdigest()[:12].encode(), line.count(b",") + 1)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -67,7 +76,7 @@ class Handler(BaseHTTPRequestHandler):
         ):
             self._send(500, b"transient model failure (call %d)" % calls, "text/plain")
             return
-        if self.mode == "slow":
+        if self.mode in ("slow", "hash"):
             time.sleep(self.delay)
         lines = data_lines(body)
         if self.mode == "few-rows":
@@ -75,6 +84,10 @@ class Handler(BaseHTTPRequestHandler):
         if self.mode == "json":
             preds = [[i, ln.count(b",") + 1] for i, ln in enumerate(lines, 1)]
             self._send(200, json.dumps({"predictions": preds}).encode(), "application/json")
+            return
+        if self.mode == "hash":
+            out = b"".join(hash_row(ln) for ln in lines)
+            self._send(200, out)
             return
         out = b"".join(b"%d,%d\n" % (i, ln.count(b",") + 1) for i, ln in enumerate(lines, 1))
         self._send(200, out)

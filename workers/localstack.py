@@ -302,7 +302,9 @@ class LocalStack:
         self.moto_port = self.moto_port or free_port()
         moto = start_moto(self.moto_port, self.state_dir / "logs" / "moto.log")
         self.procs.append(Proc("moto", moto, self.state_dir / "logs" / "moto.log"))
-        self.urls = provision(self.endpoint)
+        self.urls = provision(
+            self.endpoint, int(self.extra_env.get("SCOREFLEET_VISIBILITY_TIMEOUT", "600"))
+        )
         self.env = stack_env(
             self.endpoint, self.state_dir, catalog=self.catalog, extra=self.extra_env
         )
