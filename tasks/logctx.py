@@ -3,7 +3,8 @@
 ``with bind(job.run_id, str(job.source)): ...`` puts the pipeline id and the S3
 URI into every record logged inside (per thread/task, via contextvars);
 :class:`ContextFilter` exposes them to formatters as ``%(pipeline)s`` and
-``%(s3_uri)s`` and masks credentials in the message.
+``%(s3_uri)s``; :class:`RedactingFormatter` masks credentials in everything a
+handler writes, tracebacks included.
 """
 
 from __future__ import annotations
@@ -35,15 +36,18 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.pipeline = _pipeline.get()
         record.s3_uri = _uri.get()
-        if record.args:
-            record.msg = record.getMessage()
-            record.args = None
-        record.msg = redact(str(record.msg))
         return True
 
 
+class RedactingFormatter(logging.Formatter):
+    """Masks credentials in the whole formatted record, tracebacks included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
 def install(handler: logging.Handler, fmt: str = FORMAT) -> None:
-    """Give a handler our filter and format (idempotent)."""
+    """Give a handler our filter and our redacting format (idempotent)."""
     if not any(isinstance(f, ContextFilter) for f in handler.filters):
         handler.addFilter(ContextFilter())
-    handler.setFormatter(logging.Formatter(fmt))
+    handler.setFormatter(RedactingFormatter(fmt))

@@ -29,6 +29,7 @@ from workers.localstack import (
 )
 
 TESTS = Path(__file__).resolve().parent
+PLANTED_ENV_SECRETS = ("planted-db-password-9431", "planted-api-token-7719")
 FAKEMODEL = TESTS / "fakemodel.py"
 
 
@@ -68,8 +69,10 @@ def test_catalog() -> dict[str, Any]:
             "test/flaky-task:1": fake("fail-n", "--fails", "3"),
             "test/always-500:1": fake("fail-n", "--fails", "1000"),
             "test/few-rows:1": fake("few-rows"),
-            "test/never-ready:1": fake("never-ready"),
+            "test/never-ready:1": {**fake("never-ready"), "launch_timeout": 4},
             "test/slow:1": fake("slow", "--delay", "0.5"),
+            "test/hash:1": fake("hash"),
+            "test/leaky:1": fake("leak400"),
         }
     )
     return catalog
@@ -125,12 +128,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         catalog=test_catalog(),
         extra_env={
             "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": "scorefleet-examples/,test/",
-            "SCOREFLEET_LAUNCH_TIMEOUT": "4",
+            "SCOREFLEET_LAUNCH_TIMEOUT": "60",
             "SCOREFLEET_RETRY_BACKOFF": "1",
             "SCOREFLEET_RETRY_BACKOFF_MAX": "2",
             "SCOREFLEET_RETRY_MAX": "2",
             "SCOREFLEET_MAX_PAYLOAD_MB": "0.05",
             "FAKEMODEL_SECRET": "sekr1t-planted-value",
+            # credentials planted in the workers' environment: they must never show up
+            # in an .error file or a log line (tests/test_bad_input_corpus.py)
+            "DB_PASSWORD": PLANTED_ENV_SECRETS[0],
+            "API_TOKEN": PLANTED_ENV_SECRETS[1],
         },
     )
     st.start()

@@ -9,6 +9,7 @@ Modes:
   fail-n      answers HTTP 500 to the first --fails /invocations, then behaves like ok
   few-rows    answers one row fewer than it was sent
   never-ready listens, but /ping always answers 503
+  leak400     answers HTTP 400 with credentials in the body
   slow        like ok, but sleeps --delay seconds per request
   json        like ok, but answers {"predictions": [...]} as JSON
   hash        one row per input row: "<12 hex of sha1(row)>,<field count>" (the same
@@ -18,7 +19,9 @@ Modes:
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
+import io
 import json
 import os
 import sys
@@ -27,20 +30,25 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 STATE = {"calls": 0}
+#: Credentials a careless model writes to its output (the tests check they never
+#: reach an .error file or a log line).
+LEAKED_KEY_ID = "AKIAQWERTYUIOPASDFGH"
+LEAKED_SECRET = "wJalrXUtnFEMIK7MDENGbPxRfiCYzzPLANTED"
 LOCK = threading.Lock()
 
 
-def data_lines(body: bytes) -> list[bytes]:
-    lines = [ln for ln in body.split(b"\n") if ln.strip(b"\r")]
-    if lines and not lines[0][:1].isdigit() and lines[0][:1] not in (b"-", b"."):
-        lines = lines[1:]  # header
-    return lines
+def records(body: bytes) -> list[list[str]]:
+    """The CSV records of a request (quoted newlines respected), header dropped."""
+    rows = [r for r in csv.reader(io.StringIO(body.decode("utf-8"), newline="")) if r]
+    if rows and rows[0] and not rows[0][0][:1].isdigit() and rows[0][0][:1] not in ("-", "."):
+        rows = rows[1:]  # header
+    return rows
 
 
-def hash_row(line: bytes) -> bytes:
-    """The 'hash' model's answer for one input row."""
-    line = line.rstrip(b"\r")
-    return b"%s,%d\n" % (hashlib.sha1(line).hexdigest()[:12].encode(), line.count(b",") + 1)
+def hash_row(fields: list[str]) -> bytes:
+    """The 'hash' model's answer for one input record."""
+    digest = hashlib.sha1("\x1f".join(fields).encode()).hexdigest()[:12]
+    return f"{digest},{len(fields)}\n".encode()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -76,21 +84,23 @@ class Handler(BaseHTTPRequestHandler):
         ):
             self._send(500, b"transient model failure (call %d)" % calls, "text/plain")
             return
+        if self.mode == "leak400":
+            msg = f"bad row; connecting with token={LEAKED_SECRET} as {LEAKED_KEY_ID}"
+            self._send(400, msg.encode(), "text/plain")
+            return
         if self.mode in ("slow", "hash"):
             time.sleep(self.delay)
-        lines = data_lines(body)
+        rows = records(body)
         if self.mode == "few-rows":
-            lines = lines[:-1]
+            rows = rows[:-1]
         if self.mode == "json":
-            preds = [[i, ln.count(b",") + 1] for i, ln in enumerate(lines, 1)]
+            preds = [[i, len(r)] for i, r in enumerate(rows, 1)]
             self._send(200, json.dumps({"predictions": preds}).encode(), "application/json")
             return
         if self.mode == "hash":
-            out = b"".join(hash_row(ln) for ln in lines)
-            self._send(200, out)
+            self._send(200, b"".join(hash_row(r) for r in rows))
             return
-        out = b"".join(b"%d,%d\n" % (i, ln.count(b",") + 1) for i, ln in enumerate(lines, 1))
-        self._send(200, out)
+        self._send(200, b"".join(b"%d,%d\n" % (i, len(r)) for i, r in enumerate(rows, 1)))
 
 
 def main() -> int:
@@ -104,6 +114,7 @@ def main() -> int:
     if args.mode == "crash":
         secret = os.environ.get("FAKEMODEL_SECRET", "")
         print(f"loading weights with password={secret or 'hunter2-secret'}", flush=True)
+        print(f"using key {LEAKED_KEY_ID} / aws_secret_access_key={LEAKED_SECRET}", flush=True)
         print("fatal: weights file is corrupt", file=sys.stderr, flush=True)
         return 3
     Handler.mode = args.mode

@@ -154,6 +154,7 @@ class LocalBackend:
             "image": spec.image,
             "started": time.time(),
             "source": str(job.source),
+            "launch_timeout": float(spec.extra.get("launch_timeout", self.launch_timeout)),
         }
         tmp = run_dir / "record.json.tmp"
         tmp.write_text(json.dumps(rec))
@@ -164,7 +165,8 @@ class LocalBackend:
     def _wait_ready(self, job: Job, rec: dict[str, Any], proc: psutil.Process) -> Endpoint:
         url = f"http://{HOST}:{rec['port']}"
         client = InvocationsClient(url, timeout=2.0, pool_size=1)
-        deadline = time.monotonic() + self.launch_timeout
+        limit = float(rec.get("launch_timeout", self.launch_timeout))
+        deadline = time.monotonic() + limit
         delay = 0.02
         try:
             while True:
@@ -179,7 +181,7 @@ class LocalBackend:
                     return Endpoint(url=url, handle={"pid": rec["pid"], "port": rec["port"]})
                 if time.monotonic() > deadline:
                     raise ModelError(
-                        f"the model did not answer GET /ping within {self.launch_timeout:g}s",
+                        f"the model did not answer GET /ping within {limit:g}s",
                         model_logs=self.logs(job, self.log_lines),
                     )
                 time.sleep(delay)

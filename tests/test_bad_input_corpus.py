@@ -1,0 +1,280 @@
+"""Issue 6's bad-input corpus on the local stack: every case ends in a correct
+.scoreout or a clear .error (or, for events that are not new input files, in
+nothing at all), the worker keeps running, and no credential leaks."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from dataclasses import dataclass
+from urllib.parse import quote_plus
+
+import pytest
+
+from tasks.s3io import encode_tags
+from tasks.s3uri import ERROR_SUFFIX, SCOREOUT_SUFFIX, S3Uri, output_uri
+from tests.conftest import PLANTED_ENV_SECRETS, Outcomes
+from tests.fakemodel import LEAKED_KEY_ID, LEAKED_SECRET, hash_row, records
+from workers.localstack import BUCKET, IRIS_IMAGE, emulator_client
+
+pytestmark = pytest.mark.slow
+
+HASH = {"model_image": "test/hash:1"}
+IRIS = {"model_image": IRIS_IMAGE}
+LONG_NAME = "long/" + "k" * (1024 - len("in/long/") - len(".csv")) + ".csv"  # a 1,024-byte key
+
+
+@dataclass
+class Case:
+    key: str
+    body: bytes
+    tags: dict[str, str] | None
+    expect: str  # "scoreout" (content = the hash model's answer), "rows:N", or "error:<needle>"
+
+
+def hashed(body: bytes) -> bytes:
+    return b"".join(hash_row(r) for r in records(body))
+
+
+CASES = [
+    Case(
+        "c/crlf-quoted-newlines.csv",
+        b'a,b\r\n1,"two\r\nlines"\r\n2,"say ""hi"""\r\n3,x',
+        HASH,
+        "scoreout",
+    ),
+    Case("c/utf8-bom.csv", "\ufeffa,b\n1,été\n2,ü\n".encode(), HASH, "scoreout"),
+    Case("c/only-bom.csv", "\ufeff".encode(), HASH, "error:the file is empty"),
+    Case("c/blank-lines-only.csv", b"\n\r\n\n", HASH, "error:the file is empty"),
+    Case("c/header-crlf-only.csv", b"a,b\r\n\r\n", HASH, "error:header row but no data rows"),
+    Case("c/no-final-newline.csv", b"a,b\r\n1,2\r\n3,4", HASH, "scoreout"),
+    Case("c/blank-lines-between.csv", b"a,b\n\n1,2\n\n\n3,4\n\n", HASH, "scoreout"),
+    Case(
+        "c/five-mb-line.csv",
+        b"a,b\n1," + b"9" * 5_000_000 + b"\n",
+        HASH,
+        "error:larger than the largest mini-batch",
+    ),
+    Case(
+        "c/gzip.csv.gz",
+        gzip.compress(b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(3000))),
+        HASH,
+        "rows:3000",
+    ),
+    Case("c/truncated.csv.gz", gzip.compress(b"a,b\n1,2\n" * 500)[:-30], HASH, "error:truncated"),
+    Case("c/binary.csv", bytes(range(256)) * 4, HASH, "error:not valid UTF-8"),
+    Case(
+        "c/cp1252.csv",
+        "a,b\n1,\u201cquoted\u201d\n".encode("cp1252"),
+        HASH,
+        "error:not valid UTF-8",
+    ),
+    Case(LONG_NAME, b"a,b\n1,2\n", HASH, "scoreout"),
+    # S3 itself refuses '&' in tag values (PutObject fails: the file never arrives);
+    # '=' and unicode are allowed there and must be refused by us
+    Case(
+        "c/tag-equals.csv",
+        b"a,b\n1,2\n",
+        {**HASH, "k8s_namespace": "a=b"},
+        "error:not a valid namespace",
+    ),
+    Case("c/key with & and = ü.csv", b"a,b\n1,2\n", HASH, "scoreout"),
+    Case(
+        "c/tag-unicode-image.csv",
+        b"a,b\n1,2\n",
+        {"model_image": "test/mödel:1"},
+        "error:not a valid container image",
+    ),
+    Case(
+        "c/tag-cluster.csv",
+        b"a,b\n1,2\n",
+        {**HASH, "k8s_cluster": "blue=grün"},
+        "error:not a valid cluster name",
+    ),
+    Case(
+        "c/namespace-too-long.csv",
+        b"a,b\n1,2\n",
+        {**HASH, "k8s_namespace": "n" * 64},
+        "error:not a valid namespace",
+    ),
+    Case(
+        "c/namespace-upper.csv",
+        b"a,b\n1,2\n",
+        {**HASH, "k8s_namespace": "Scoring"},
+        "error:not a valid namespace",
+    ),
+    Case(
+        "c/iris-ragged.csv",
+        b"sepal_length,sepal_width,petal_length,petal_width\n5.1,3.5,1.4\n",
+        IRIS,
+        "error:expected 4 columns",
+    ),
+    Case(
+        "c/iris-text.csv",
+        b"sepal_length,sepal_width,petal_length,petal_width\n5.1,abc,1.4,0.2\n",
+        IRIS,
+        "error:non-numeric",
+    ),
+    Case(
+        "c/iris-missing-values.csv",
+        b"sepal_length,sepal_width,petal_length,petal_width\n5.1,,1.4,\n",
+        IRIS,
+        "rows:1",
+    ),
+    Case("c/json-not-csv.csv", b'{"a": 1}\n{"a": 2}\n', IRIS, "error:the model rejected"),
+    Case(
+        "c/leaky-model.csv",
+        b"a,b\n1,2\n",
+        {"model_image": "test/leaky:1"},
+        "error:the model rejected rows 1-1 with HTTP 400",
+    ),
+    Case(
+        "c/crash-leaks.csv",
+        b"a,b\n1,2\n",
+        {"model_image": "test/crash:1"},
+        "error:exited with code 3",
+    ),
+    Case("c/quoted-header.csv", b'"a","b, with comma"\n1,2\n', HASH, "scoreout"),
+    Case(
+        "c/wide.csv",
+        (",".join(f"c{i}" for i in range(2000)) + "\n" + ",".join("1" * 2000) + "\n").encode(),
+        HASH,
+        "scoreout",
+    ),
+]
+
+
+def locations(key: str) -> tuple[str, str]:
+    src = S3Uri(BUCKET, f"in/{key}")
+    ins, outs = S3Uri(BUCKET, "in/"), S3Uri(BUCKET, "out/")
+    return output_uri(ins, outs, src, SCOREOUT_SUFFIX).key, output_uri(
+        ins, outs, src, ERROR_SUFFIX
+    ).key
+
+
+def wait_at(s3, key: str, timeout: float = 90) -> tuple[str, bytes]:
+    good, bad = locations(key)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for suffix, k in (("scoreout", good), ("error", bad)):
+            try:
+                return suffix, s3.get_object(Bucket=BUCKET, Key=k)["Body"].read()
+            except s3.exceptions.NoSuchKey:
+                pass
+        time.sleep(0.1)
+    raise AssertionError(f"no outcome for in/{key}")
+
+
+@pytest.fixture(scope="module")
+def corpus(outcomes: Outcomes) -> dict[str, Case]:
+    for case in CASES:
+        outcomes.put(case.key, case.body, case.tags)
+    return {c.key: c for c in CASES}
+
+
+def test_corpus_is_big_enough():
+    assert len(CASES) + len(SPECIAL_EVENTS) >= 25
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.key[:40] for c in CASES])
+def test_case(outcomes, corpus, case):
+    got, body = wait_at(outcomes.s3, case.key)
+    kind, _, arg = case.expect.partition(":")
+    if kind == "error":
+        assert got == "error", body.decode()[:500]
+        text = body.decode()
+        assert arg in text, text
+        assert "tasks.rescore" in text
+    else:
+        assert got == "scoreout", body.decode()[:2000]
+        if kind == "rows":
+            assert len(body.splitlines()) == int(arg) + (1 if case.tags == IRIS else 0)
+        else:
+            assert body == hashed(case.body.lstrip("\ufeff".encode()))
+
+
+SPECIAL_EVENTS = (
+    "100 records in one notification",
+    "event for the output prefix",
+    "delete event",
+    "folder marker",
+)
+
+
+def test_special_events(outcomes, corpus, stack):
+    """A notification with 100 records (each file also gets its own notification:
+    every file must be scored once), events about outputs, deletions and folder
+    markers (nothing may happen)."""
+    s3, sqs = outcomes.s3, emulator_client("sqs", stack.endpoint)
+    keys = [f"hundred/f{i:03d}.csv" for i in range(100)]
+    for i, key in enumerate(keys):
+        s3.put_object(
+            Bucket=BUCKET, Key=f"in/{key}", Body=b"a,b\n%d,%d\n" % (i, i), Tagging=encode_tags(HASH)
+        )
+
+    def record(key: str, name: str = "ObjectCreated:Put") -> dict:
+        head = s3.head_object(Bucket=BUCKET, Key=key) if name.startswith("ObjectCreated") else {}
+        return {
+            "eventSource": "aws:s3",
+            "eventName": name,
+            "s3": {
+                "bucket": {"name": BUCKET},
+                "object": {
+                    "key": quote_plus(key),
+                    "size": head.get("ContentLength", 0),
+                    "eTag": head.get("ETag", '""').strip('"'),
+                },
+            },
+        }
+
+    send = lambda recs: sqs.send_message(
+        QueueUrl=stack.urls["events_url"],  # noqa: E731
+        MessageBody=json.dumps({"Records": recs}),
+    )
+    send([record(f"in/{k}") for k in keys])
+    s3.put_object(Bucket=BUCKET, Key="out/sneaky.csv", Body=b"a\n1\n", Tagging=encode_tags(HASH))
+    send([record("out/sneaky.csv")])
+    send([record("in/hundred/f000.csv", "ObjectRemoved:Delete")])
+    s3.put_object(Bucket=BUCKET, Key="in/folder/", Body=b"")
+    send([record("in/folder/")])
+    for key in keys:
+        got, body = wait_at(s3, key)
+        assert got == "scoreout", body
+    time.sleep(3)  # let the duplicates (each file was notified twice) run their course
+    for key in keys[:10]:
+        assert outcomes.versions(key + ".scoreout") == 1
+    listing = s3.list_objects_v2(Bucket=BUCKET, Prefix="out/").get("Contents", [])
+    names = [o["Key"] for o in listing]
+    assert not any(n.startswith("out/sneaky") and n != "out/sneaky.csv" for n in names)
+    assert not any("folder" in n for n in names)
+    assert not any(n.startswith("out/out/") for n in names)
+
+
+def test_no_credentials_in_error_files_or_logs(outcomes, corpus, stack):
+    for key in ("c/leaky-model.csv", "c/crash-leaks.csv"):
+        wait_at(outcomes.s3, key)
+    planted = (LEAKED_KEY_ID, LEAKED_SECRET, "hunter2-secret", *PLANTED_ENV_SECRETS)
+    s3 = outcomes.s3
+    for obj in s3.list_objects_v2(Bucket=BUCKET, Prefix="out/").get("Contents", []):
+        if obj["Key"].endswith(".error"):
+            text = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read().decode()
+            for secret in planted:
+                assert secret not in text, (obj["Key"], secret)
+    crash = wait_at(s3, "c/crash-leaks.csv")[1].decode()
+    assert "***" in crash and "weights file is corrupt" in crash  # masked, not dropped
+    for log in (stack.state_dir / "logs").glob("*.log"):
+        if log.name == "moto.log":
+            continue  # the emulator's own request log
+        text = log.read_text()
+        for secret in planted:
+            assert secret not in text, (log.name, secret)
+
+
+def test_worker_keeps_running(outcomes, corpus, stack):
+    for case in CASES:
+        wait_at(outcomes.s3, case.key)
+    workers = [p for p in stack.procs if p.name.startswith("worker")]
+    assert workers and all(p.popen.poll() is None for p in workers)
+    outcomes.put("c/after-corpus.csv", b"a,b\n1,2\n", HASH)
+    assert wait_at(outcomes.s3, "c/after-corpus.csv")[0] == "scoreout"
