@@ -18,6 +18,7 @@ import enum
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +61,15 @@ def record_location(settings: Settings, pipeline_id: str) -> S3Uri:
     return settings.state_uri.join(f"runs/{pipeline_id}.json")
 
 
+def staging_prefix(settings: Settings, run_id: str) -> S3Uri:
+    """Where the attempts of one run stage their results."""
+    return settings.state_uri.join(f"staging/{run_id}/")
+
+
 def staging_location(settings: Settings, run_id: str) -> S3Uri:
-    return settings.state_uri.join(f"staging/{run_id}.scoreout.part")
+    """A staging object of its own for each scoring attempt, so that two attempts of
+    the same run (a redelivery while the first still works) never share an upload."""
+    return staging_prefix(settings, run_id).join(f"{uuid.uuid4().hex[:12]}.scoreout.part")
 
 
 def _is_precondition_failure(exc: ClientError) -> bool:

@@ -11,6 +11,7 @@ import functools
 import logging
 import queue
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -242,14 +243,29 @@ class MultipartWriter:
             self.abort()
 
 
-def abort_uploads(s3: S3Client, dest: S3Uri) -> int:
-    """Abort unfinished multipart uploads to exactly ``dest``; returns how many."""
-    resp = s3.list_multipart_uploads(Bucket=dest.bucket, Prefix=dest.key)
+def abort_stale_uploads(s3: S3Client, prefix: S3Uri, older_than: float) -> int:
+    """Abort unfinished multipart uploads under ``prefix`` started more than
+    ``older_than`` seconds ago (their writer died); returns how many."""
+    resp = s3.list_multipart_uploads(Bucket=prefix.bucket, Prefix=prefix.key)
+    cutoff = time.time() - older_than
     n = 0
     for up in resp.get("Uploads", []):
-        if up["Key"] == dest.key:
-            s3.abort_multipart_upload(Bucket=dest.bucket, Key=dest.key, UploadId=up["UploadId"])
+        if up["Initiated"].timestamp() < cutoff:
+            s3.abort_multipart_upload(Bucket=prefix.bucket, Key=up["Key"], UploadId=up["UploadId"])
             n += 1
+    return n
+
+
+def delete_prefix(s3: S3Client, prefix: S3Uri) -> int:
+    """Delete every object under ``prefix`` (a run's staging objects); returns how many."""
+    n = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=prefix.bucket, Prefix=prefix.key
+    ):
+        keys: list[Any] = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=prefix.bucket, Delete={"Objects": keys, "Quiet": True})
+            n += len(keys)
     return n
 
 

@@ -30,7 +30,7 @@ from tasks import logctx, outcome, s3io
 from tasks.chain import enqueue, failure_tail
 from tasks.errors import ModelUnavailable, PipelineError, Rejected, describe, is_transient
 from tasks.job import Failure, Job, rerun_id
-from tasks.ledger import Claim, staging_location
+from tasks.ledger import Claim, staging_location, staging_prefix
 from tasks.s3uri import S3Uri
 from tasks.submission import job_for_object, validate
 from workers import runtime
@@ -189,7 +189,9 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
         spec = s.model_spec(j.model_image)
         client = _ready_client(j, spec)
         staging = staging_location(s, j.run_id)
-        s3io.abort_uploads(runtime.s3(), staging)  # of an earlier attempt whose worker died
+        # uploads of earlier attempts whose workers died (a live attempt renews its
+        # message's visibility, so anything older than that is dead)
+        s3io.abort_stale_uploads(runtime.s3(), staging_prefix(s, j.run_id), s.visibility_timeout)
         source = s3io.open_source(runtime.s3(), j.source, j.version_id, j.etag)
         try:
             with s3io.MultipartWriter(runtime.s3(), staging) as sink:
@@ -283,8 +285,8 @@ def upload(self: PipelineStep, job: dict[str, Any]) -> Any:
             ledger.finish(j, "published", str(dest))
             j.published = str(dest)
             log.info("published %s (%d rows)", dest, j.rows or 0)
-        if staging is not None:
-            s3io.delete_quietly(s3, staging)
+        if staging is not None:  # this attempt's staging object, and any of a duplicate's
+            s3io.delete_prefix(s3, staging_prefix(s, j.run_id))
         return j
 
     return self.run_step("upload", job, body)

@@ -289,7 +289,7 @@ def dlq_list(limit: int, env_file: Path | None) -> None:
     """Show the messages in the dead-letter queue (they stay there)."""
     from workers.dlq import DeadLetterQueue, age
 
-    letters = DeadLetterQueue(_settings(env_file)).list(limit)
+    letters = DeadLetterQueue(_settings(env_file)).peek(limit)
     if not letters:
         click.echo("the dead-letter queue is empty")
         return

@@ -121,7 +121,7 @@ class DeadLetterQueue:
                 QueueUrl=self.url, ReceiptHandle=d.receipt, VisibilityTimeout=0
             )
 
-    def list(self, limit: int = 100) -> list[DeadLetter]:
+    def peek(self, limit: int = 100) -> list[DeadLetter]:
         """The messages in the DLQ (left there, visible again right after)."""
         letters = list(self._receive_all(limit))
         self._release(letters)

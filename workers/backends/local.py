@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,9 @@ class LocalBackend:
         self.launch_timeout = launch_timeout
         self.log_lines = log_lines
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        # exit codes of reaped children, until a launch reports one (bounded: most
+        # are never asked for: models stopped at teardown)
+        self._exit_codes: OrderedDict[int, int] = OrderedDict()
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------- records
@@ -104,10 +108,15 @@ class LocalBackend:
         return p
 
     def _reap_children(self) -> None:
+        """Wait for model processes of ours that exited (no zombies), keeping their
+        exit codes: another thread's launch may still want to report one."""
         with self._lock:
             for pid, popen in list(self._children.items()):
                 if popen.poll() is not None:
+                    self._exit_codes[pid] = popen.returncode
                     del self._children[pid]
+            while len(self._exit_codes) > 256:
+                self._exit_codes.popitem(last=False)
 
     # ------------------------------------------------------------------ launch
     def launch(self, job: Job, spec: ModelSpec) -> Endpoint:
@@ -172,7 +181,6 @@ class LocalBackend:
             while True:
                 if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
                     code = self._exit_code(int(rec["pid"]))
-                    self._reap_children()
                     raise ModelError(
                         f"the model exited{code} before it answered GET /ping",
                         model_logs=self.logs(job, self.log_lines),
@@ -190,11 +198,12 @@ class LocalBackend:
             client.close()
 
     def _exit_code(self, pid: int) -> str:
-        popen = self._children.get(pid)
-        if popen is not None and popen.poll() is not None:
-            rc = popen.returncode
-            return f" with code {rc}" if rc >= 0 else f" on signal {signal.Signals(-rc).name}"
-        return ""
+        self._reap_children()
+        with self._lock:
+            rc = self._exit_codes.pop(pid, None)
+        if rc is None:
+            return ""
+        return f" with code {rc}" if rc >= 0 else f" on signal {signal.Signals(-rc).name}"
 
     # --------------------------------------------------------------- queries
     def is_alive(self, job: Job) -> bool:
