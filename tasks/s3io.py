@@ -205,8 +205,10 @@ class MultipartWriter:
         self._buf += data
         self.bytes_written += len(data)
         while len(self._buf) >= self.part_size:
-            self._send(bytes(self._buf[: self.part_size]))
+            with memoryview(self._buf) as view:
+                part = bytes(view[: self.part_size])  # one copy, not two
             del self._buf[: self.part_size]
+            self._send(part)
 
     def complete(self) -> None:
         if self._buf or self._parts_sent == 0:  # the last part may be small (or empty)

@@ -39,6 +39,14 @@ class Batch:
         return self.first_row + self.rows - 1
 
 
+def take(buf: bytearray, n: int) -> bytes:
+    """Remove and return the first ``n`` bytes of ``buf``, copying them once."""
+    with memoryview(buf) as view:
+        out = bytes(view[:n])
+    del buf[:n]
+    return out
+
+
 def maybe_gunzip(chunks: Iterable[bytes], content_encoding: str = "") -> Iterator[bytes]:
     """Pass chunks through, decompressing them if the stream is gzip."""
     it = iter(chunks)
@@ -154,9 +162,12 @@ class CsvBatcher:
             cut = buf.rfind(b"\n", 0, end) + 1
             if cut == 0:
                 return 0, 0, False
-            view = bytes(buf[:cut])
-            blank = view.startswith((b"\n", b"\r\n")) or b"\n\n" in view or b"\n\r\n" in view
-            return cut, view.count(b"\n"), blank
+            blank = (
+                buf.startswith((b"\n", b"\r\n"))
+                or buf.find(b"\n\n", 0, cut) >= 0
+                or buf.find(b"\n\r\n", 0, cut) >= 0
+            )
+            return cut, buf.count(b"\n", 0, cut), blank
         # quote-aware: a newline ends a record only when the quotes before it pair up
         pos, cut, records, blank, in_quotes = 0, 0, 0, False, False
         while True:
@@ -272,8 +283,7 @@ class CsvBatcher:
                     self._buf += b"\n"  # last record without a newline
                     continue
                 raise BadInput(self._too_big_message(self.rows + 1))
-            data = bytes(self._buf[:cut])
-            del self._buf[:cut]
+            data = take(self._buf, cut)
             if blank:
                 data, records = self._drop_blank(data)
                 if not records:

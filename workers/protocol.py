@@ -55,6 +55,8 @@ def count_records(data: bytes) -> int:
 
 def _normalise(data: bytes) -> bytes:
     """Drop trailing blank lines and make sure the last row ends with a newline."""
+    if data.endswith(b"\n") and not data.endswith((b"\n\n", b"\n\r\n")):
+        return data  # the usual case: no copy
     data = data.rstrip(b"\r\n")
     return data + b"\n" if data else b""
 

@@ -193,7 +193,7 @@ class LocalBackend:
                         model_logs=self.logs(job, self.log_lines),
                     )
                 time.sleep(delay)
-                delay = min(delay * 1.5, 0.25)
+                delay = min(delay * 1.5, 0.05)
         finally:
             client.close()
 
