@@ -91,3 +91,19 @@ def test_concurrent_claims_have_one_winner(moto_endpoint, bucket, s3):
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda i: ledger.claim(job, f"m{i}", 60), range(8)))
     assert results.count(Claim.CLAIMED) == 1
+
+
+def test_newer_source_is_detected(s3, bucket):
+    from tasks.outcome import newer_source
+
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    v1 = s3.put_object(Bucket=bucket, Key="in/a.csv", Body=b"one")
+    job = make_job("sf-0000000000000000000a", bucket, version_id=v1["VersionId"],
+                   etag=v1["ETag"].strip('"'))
+    unversioned = make_job("sf-0000000000000000000a", bucket, etag=v1["ETag"].strip('"'))
+    assert newer_source(s3, job) is None and newer_source(s3, unversioned) is None
+    v2 = s3.put_object(Bucket=bucket, Key="in/a.csv", Body=b"two")
+    assert newer_source(s3, job) == f"version {v2['VersionId']}"
+    assert newer_source(s3, unversioned) == f"ETag {v2['ETag'].strip(chr(34))}"
+    s3.delete_object(Bucket=bucket, Key="in/a.csv")  # deleted since: still publish
+    assert newer_source(s3, unversioned) is None
