@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import random
 import statistics
 import tempfile
 import time
@@ -18,7 +17,6 @@ from tasks.s3io import encode_tags
 from workers.localstack import BUCKET, IRIS_IMAGE, LocalStack, emulator_client
 
 REPO = Path(__file__).resolve().parents[1]
-HEADER = "sepal_length,sepal_width,petal_length,petal_width\n"
 
 
 def machine() -> str:
@@ -27,28 +25,6 @@ def machine() -> str:
         f"{os.cpu_count()} cores ({cpu}), {psutil.virtual_memory().total / 2**30:.0f} GiB, "
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
     )
-
-
-def iris_like_csv(path: Path, size_bytes: int, seed: int = 7) -> int:
-    """Write an iris-shaped CSV of about ``size_bytes``; returns the row count."""
-    rnd = random.Random(seed)
-    rows = 0
-    block = []
-    with path.open("w") as f:
-        f.write(HEADER)
-        written = len(HEADER)
-        while written < size_bytes:
-            block.clear()
-            for _ in range(10_000):
-                block.append(
-                    f"{rnd.uniform(4, 8):.1f},{rnd.uniform(2, 4.5):.1f},"
-                    f"{rnd.uniform(1, 7):.1f},{rnd.uniform(0.1, 2.5):.1f}\n"
-                )
-            text = "".join(block)
-            f.write(text)
-            written += len(text)
-            rows += len(block)
-    return rows
 
 
 @contextlib.contextmanager

@@ -29,8 +29,13 @@ IMPORT = "import time; t = time.perf_counter(); {stmt}; print(time.perf_counter(
 
 
 def fresh(stmt: str, env: dict[str, str]) -> float:
-    out = subprocess.run([sys.executable, "-c", IMPORT.format(stmt=stmt)], env=env,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", IMPORT.format(stmt=stmt)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(out.stdout)
 
 
@@ -54,7 +59,7 @@ def main() -> None:
         env = {**os.environ, **base_env(endpoint, bucket)}
         imports = [fresh("import lambda_enqueue.handler", env) for _ in range(args.runs)]
         bare = [interpreter(env) for _ in range(args.runs)]
-        code = f"""
+        code = """
 import json, sys, time
 events = json.load(sys.stdin)
 t = time.perf_counter()
@@ -70,26 +75,54 @@ print(json.dumps([t_import] + times))
         events = []
         for i in range(args.events + 1):
             key = f"in/file {i}.csv"
-            s3.put_object(Bucket=bucket, Key=key, Body=b"a\n1\n", Tagging="model_image=test%2Fok%3A1")
+            s3.put_object(
+                Bucket=bucket, Key=key, Body=b"a\n1\n", Tagging="model_image=test%2Fok%3A1"
+            )
             etag = s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
-            events.append({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-                                        "s3": {"bucket": {"name": bucket}, "object": {
-                                            "key": urllib.parse.quote_plus(key), "size": 4,
-                                            "eTag": etag, "sequencer": f"{i:016X}"}}}]})
-        out = subprocess.run([sys.executable, "-c", code], input=json.dumps(events), env=env,
-                             capture_output=True, text=True, check=True)
+            events.append(
+                {
+                    "Records": [
+                        {
+                            "eventSource": "aws:s3",
+                            "eventName": "ObjectCreated:Put",
+                            "s3": {
+                                "bucket": {"name": bucket},
+                                "object": {
+                                    "key": urllib.parse.quote_plus(key),
+                                    "size": 4,
+                                    "eTag": etag,
+                                    "sequencer": f"{i:016X}",
+                                },
+                            },
+                        }
+                    ]
+                }
+            )
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            input=json.dumps(events),
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         timings = json.loads(out.stdout.strip().splitlines()[-1])
     finally:
         stop_process(moto, grace=5)
     cold = statistics.median(imports)
     first, warm = timings[1], timings[2:]
     print(f"machine: {machine()}")
-    print(f"cold import of lambda_enqueue.handler, median of {args.runs}: {cold * 1000:.0f} ms "
-          f"(target < 300 ms: {cold / 0.300:.2f}x of it); a bare interpreter starts in "
-          f"{statistics.median(bare) * 1000:.0f} ms")
+    print(
+        f"cold import of lambda_enqueue.handler, median of {args.runs}: {cold * 1000:.0f} ms "
+        f"(target < 300 ms: {cold / 0.300:.2f}x of it); a bare interpreter starts in "
+        f"{statistics.median(bare) * 1000:.0f} ms"
+    )
     print(f"first invocation (builds the Celery app and AWS clients): {first * 1000:.0f} ms")
-    print(f"warm invocation, one S3 record, median of {len(warm)}: "
-          f"{statistics.median(warm) * 1000:.1f} ms (p95 {sorted(warm)[int(len(warm) * 0.95)] * 1000:.1f} ms)")
+    p95 = sorted(warm)[int(len(warm) * 0.95)]
+    print(
+        f"warm invocation, one S3 record, median of {len(warm)}: "
+        f"{statistics.median(warm) * 1000:.1f} ms (p95 {p95 * 1000:.1f} ms)"
+    )
 
 
 if __name__ == "__main__":

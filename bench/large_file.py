@@ -13,6 +13,7 @@ model over HTTP → emulator). Both include starting Python and the model.
 from __future__ import annotations
 
 import argparse
+import io
 import subprocess
 import sys
 import tempfile
@@ -31,28 +32,51 @@ model = load_or_train(None)
 t1 = time.perf_counter()
 frame = pd.read_csv(sys.argv[1])[FEATURES]
 proba = model.predict_proba(frame.to_numpy())
-out = pd.DataFrame({"label": model.classes_[proba.argmax(axis=1)], "probability": proba.max(axis=1)})
+labels = model.classes_[proba.argmax(axis=1)]
+out = pd.DataFrame({"label": labels, "probability": proba.max(axis=1)})
 out.to_csv(sys.argv[2], index=False, float_format="%.6f")
 print(t1 - t0, time.perf_counter() - t1)
 """
 
 
+#: Bytes per generated row ("5.1,3.5,1.4,0.2\n"), to size files in MB.
+BYTES_PER_ROW = 16
+
+
 def write_rows(path: Path, rows: int, seed: int = 11) -> None:
+    """An iris-shaped CSV of ``rows`` rows (one random block of up to 1M rows, repeated)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    data = np.column_stack([rng.uniform(4, 8, rows), rng.uniform(2, 4.5, rows),
-                            rng.uniform(1, 7, rows), rng.uniform(0.1, 2.5, rows)])
-    with path.open("w") as f:
-        f.write("sepal_length,sepal_width,petal_length,petal_width\n")
-        np.savetxt(f, data, fmt="%.1f", delimiter=",")
+    n = min(rows, 1_000_000)
+    data = np.column_stack(
+        [
+            rng.uniform(4, 8, n),
+            rng.uniform(2, 4.5, n),
+            rng.uniform(1, 7, n),
+            rng.uniform(0.1, 2.5, n),
+        ]
+    )
+    buf = io.StringIO()
+    np.savetxt(buf, data, fmt="%.1f", delimiter=",")
+    block = buf.getvalue().encode()
+    with path.open("wb") as f:
+        f.write(b"sepal_length,sepal_width,petal_length,petal_width\n")
+        for _ in range(rows // n):
+            f.write(block)
+        rest = rows % n
+        if rest:
+            f.write(b"".join(block.splitlines(keepends=True)[:rest]))
 
 
 def baseline(src: Path, dst: Path) -> tuple[float, float]:
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", BASELINE, str(src), str(dst),
-                          str(REPO / "examples" / "iris")],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", BASELINE, str(src), str(dst), str(REPO / "examples" / "iris")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     return time.perf_counter() - t0, float(out[0])
 
 
@@ -69,7 +93,10 @@ def main() -> None:
     size_mb = src.stat().st_size / 1e6
     base = [baseline(src, tmp / "baseline.out") for _ in range(args.runs)]
     pipe, starts = [], []
-    extra = {"SCOREFLEET_MAX_PAYLOAD_MB": args.payload_mb, "SCOREFLEET_MAX_IN_FLIGHT": args.in_flight}
+    extra = {
+        "SCOREFLEET_MAX_PAYLOAD_MB": args.payload_mb,
+        "SCOREFLEET_MAX_IN_FLIGHT": args.in_flight,
+    }
     with local_stack(extra_env=extra) as stack:
         client = Client(stack)
         for i in range(args.runs):
@@ -83,14 +110,22 @@ def main() -> None:
             assert lines == args.rows + 1, lines
     b, p = median([x[0] for x in base]), median(pipe)
     print(f"machine: {machine()}")
-    print(f"input: {args.rows:,} rows, {size_mb:.1f} MB; mini-batches of {args.payload_mb} MB, "
-          f"{args.in_flight} in flight; median of {args.runs}")
-    print(f"  baseline (pandas + predict_proba + to_csv, one process): {b:6.2f} s "
-          f"(of which Python + model start {median([x[1] for x in base]):.2f} s)")
-    print(f"  pipeline (drop -> .scoreout on the local stack):          {p:6.2f} s "
-          f"(of which model start {median(starts):.2f} s)")
-    print(f"  ratio pipeline / baseline: {p / b:.2f}x   "
-          f"throughput {args.rows / p:,.0f} rows/s ({size_mb / p:.1f} MB/s)")
+    print(
+        f"input: {args.rows:,} rows, {size_mb:.1f} MB; mini-batches of {args.payload_mb} MB, "
+        f"{args.in_flight} in flight; median of {args.runs}"
+    )
+    print(
+        f"  baseline (pandas + predict_proba + to_csv, one process): {b:6.2f} s "
+        f"(of which Python + model start {median([x[1] for x in base]):.2f} s)"
+    )
+    print(
+        f"  pipeline (drop -> .scoreout on the local stack):          {p:6.2f} s "
+        f"(of which model start {median(starts):.2f} s)"
+    )
+    print(
+        f"  ratio pipeline / baseline: {p / b:.2f}x   "
+        f"throughput {args.rows / p:,.0f} rows/s ({size_mb / p:.1f} MB/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -5,17 +5,24 @@ before each file (``/proc/<pid>/clear_refs``), so it is exact rather than sample
 the model process is not counted. The baseline is the smallest file of the run:
 the ratio shows whether memory grows with file size.
 
-    python bench/memory.py [--sizes-mb 2,200]
+    python -m bench.memory [--sizes-mb 10,100,1000] [--json results.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import Client, iris_like_csv, local_stack, machine
+from bench.common import Client, local_stack, machine
+from bench.large_file import BYTES_PER_ROW, write_rows
+
+
+def write_iris_rows(path: Path, rows: int) -> int:
+    write_rows(path, rows)
+    return rows
 
 
 def vm_hwm(pid: int) -> int:
@@ -35,7 +42,8 @@ def reset_hwm(pid: int) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes-mb", default="2,200")
+    ap.add_argument("--sizes-mb", default="10,100,1000")
+    ap.add_argument("--json", help="also write the figures to this file (for docs/benchmarks.md)")
     args = ap.parse_args()
     sizes = [float(s) for s in args.sizes_mb.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="scorefleet-mem-"))
@@ -47,7 +55,7 @@ def main() -> None:
         client.wait("warmup.csv")
         for mb in sizes:
             path = tmp / f"iris-{mb:g}mb.csv"
-            rows = iris_like_csv(path, int(mb * 1e6))
+            rows = write_iris_rows(path, int(mb * 1e6 / BYTES_PER_ROW))
             key = path.name
             time.sleep(0.5)
             if not reset_hwm(worker):
@@ -60,6 +68,16 @@ def main() -> None:
             results.append((mb, rows, peak, before, t1 - t0))
             path.unlink()
     base = results[0][2]
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                [
+                    {"mb": mb, "rows": rows, "peak_rss": peak, "idle_rss": before, "seconds": secs}
+                    for mb, rows, peak, before, secs in results
+                ],
+                indent=1,
+            )
+        )
     print(f"machine: {machine()}")
     print("worker peak RSS while scoring (iris model, local stack, 1 file at a time):")
     print(f"  {'input':>9} {'rows':>11} {'peak RSS':>10} {'idle RSS':>10} {'wall':>8}  vs smallest")
