@@ -228,10 +228,11 @@ def test_special_events(outcomes, corpus, stack):
             },
         }
 
-    send = lambda recs: sqs.send_message(
-        QueueUrl=stack.urls["events_url"],  # noqa: E731
-        MessageBody=json.dumps({"Records": recs}),
-    )
+    def send(recs: list) -> None:
+        sqs.send_message(
+            QueueUrl=stack.urls["events_url"], MessageBody=json.dumps({"Records": recs})
+        )
+
     send([record(f"in/{k}") for k in keys])
     s3.put_object(Bucket=BUCKET, Key="out/sneaky.csv", Body=b"a\n1\n", Tagging=encode_tags(HASH))
     send([record("out/sneaky.csv")])

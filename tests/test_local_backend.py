@@ -122,3 +122,15 @@ def test_another_process_can_tear_down(backend, tmp_path):
     time.sleep(0.1)
     backend._reap_children()
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_log_tail_keeps_the_first_lines_of_a_long_log(tmp_path):
+    from workers.backends.local import tail
+
+    log = tmp_path / "model.log"
+    log.write_text("".join(f"line {i}\n" for i in range(1000)))
+    lines = tail(log, 20).splitlines()
+    assert lines[:6] == ["line 0", "line 1", "line 2", "line 3", "line 4", "[...]"]
+    assert lines[6:] == [f"line {i}" for i in range(985, 1000)]
+    log.write_text("only\nthree\nlines\n")
+    assert tail(log, 20) == "only\nthree\nlines"

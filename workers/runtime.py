@@ -7,6 +7,7 @@ task threads (all of them are thread-safe).
 from __future__ import annotations
 
 import functools
+import threading
 
 from tasks import s3io
 from tasks.ledger import Ledger
@@ -23,9 +24,19 @@ def s3() -> s3io.S3Client:
     return s3io.client(settings().aws_region)
 
 
+_backend_lock = threading.Lock()
+
+
 @functools.cache
-def backend() -> LaunchBackend:
+def _make_backend() -> LaunchBackend:
     return make_backend(settings())
+
+
+def backend() -> LaunchBackend:
+    """One backend per process (with its connection pools and tokens), even when the
+    first steps of several threads ask for it at once."""
+    with _backend_lock:
+        return _make_backend()
 
 
 @functools.cache

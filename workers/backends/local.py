@@ -56,16 +56,26 @@ def free_port() -> int:
 
 
 def tail(path: Path, lines: int) -> str:
+    """The log's last ``lines`` lines; when it is longer, its first few lines come
+    first (a model's start-up lines often say why it failed later)."""
+    if lines <= 0:
+        return ""
     try:
         with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - LOG_TAIL_BYTES))
-            data = f.read()
+            size = f.seek(0, os.SEEK_END)
+            f.seek(0)
+            start = f.read(min(size, LOG_TAIL_BYTES)).decode("utf-8", errors="replace")
+            if size > LOG_TAIL_BYTES:
+                f.seek(size - LOG_TAIL_BYTES)
+                end = f.read().decode("utf-8", errors="replace").splitlines()[1:]  # whole lines
+            else:
+                end = start.splitlines()
     except FileNotFoundError:
         return ""
-    text = data.decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:]) if lines > 0 else ""
+    if size <= LOG_TAIL_BYTES and len(end) <= lines:
+        return "\n".join(end)
+    first = start.splitlines()[: min(5, lines // 4)]
+    return "\n".join([*first, "[...]", *end[-(lines - len(first)) :]])
 
 
 class LocalBackend:
