@@ -94,6 +94,10 @@ def is_transient(exc: BaseException) -> bool:
     transient_attr = getattr(exc, "transient", None)
     if isinstance(transient_attr, bool):
         return transient_attr
+    if _is_kubernetes_api_error(exc):
+        # status 0: no HTTP answer (TLS or connection problem)
+        status = int(getattr(exc, "status", 0) or 0)
+        return status in (0, 429) or status >= 500
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -105,6 +109,15 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(
         exc, ConnectionError | TimeoutError | socket.timeout | http.client.HTTPException
     ) or _is_urllib3_transient(exc)
+
+
+def _is_kubernetes_api_error(exc: BaseException) -> bool:
+    """A kubernetes client ApiException, recognised without importing kubernetes
+    (the Lambda imports this module and must not load it)."""
+    return any(
+        c.__name__ == "ApiException" and c.__module__.startswith("kubernetes")
+        for c in type(exc).__mro__
+    )
 
 
 def _is_urllib3_transient(exc: BaseException) -> bool:

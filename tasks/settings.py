@@ -12,6 +12,7 @@ every cold start and must stay small and fast to import.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -146,6 +147,55 @@ VARIABLES: tuple[Variable, ...] = (
         "per-image settings as JSON, or a path to a JSON file (see docs/configuration.md)",
     ),
     Variable(
+        "K8S_CLUSTERS",
+        "",
+        "kubernetes backend: the clusters a k8s_cluster tag may name, as JSON or a path to a "
+        "JSON file (see docs/kubernetes.md); empty: DEFAULT_K8S_CLUSTER is the worker's own "
+        "cluster (in-cluster config)",
+    ),
+    Variable(
+        "K8S_RESOURCES",
+        '{"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}}',
+        "kubernetes backend: resources of a model container as JSON, as in a pod spec "
+        "(catalog key resources overrides it per image)",
+    ),
+    Variable(
+        "K8S_NODE_SELECTOR",
+        "",
+        'kubernetes backend: nodeSelector of model pods as JSON, e.g. {"workload": "scoring"} '
+        "(catalog key node_selector overrides it per image)",
+    ),
+    Variable(
+        "K8S_TOLERATIONS",
+        "",
+        "kubernetes backend: tolerations of model pods as a JSON list, as in a pod spec "
+        "(catalog key tolerations overrides it per image)",
+    ),
+    Variable(
+        "K8S_IMAGE_PULL_SECRETS",
+        "",
+        "kubernetes backend: comma-separated Secret names for pulling model images (none "
+        "needed for ECR with the nodes' IAM role; catalog key image_pull_secrets overrides it)",
+    ),
+    Variable(
+        "K8S_SERVICE_ACCOUNT",
+        "",
+        "kubernetes backend: service account of model pods (default: the namespace's "
+        "default); its token is never mounted",
+    ),
+    Variable(
+        "K8S_ACTIVE_DEADLINE",
+        "21600",
+        "kubernetes backend: activeDeadlineSeconds of a model pod, the last-resort bound on "
+        "its life",
+    ),
+    Variable(
+        "K8S_UNSCHEDULABLE_TIMEOUT",
+        "120",
+        "kubernetes backend: seconds a model pod may stay unschedulable before its launch "
+        "is retried later (counted as a transient failure)",
+    ),
+    Variable(
         "MAX_PAYLOAD_MB",
         "6",
         "upper bound of one mini-batch sent to the model, in MB (SageMaker MaxPayloadInMB)",
@@ -212,6 +262,24 @@ VARIABLES: tuple[Variable, ...] = (
         "INFO",
         "log level of workers and the Lambda",
     ),
+    Variable(
+        "EVENTS",
+        "true",
+        "workers send Celery events and answer remote control over SNS fanout, for Flower and "
+        "celery events/inspect (docs/flower.md); false: no SNS is used",
+    ),
+    Variable(
+        "MONITOR_IDLE",
+        "900",
+        "seconds after which the sweeper (beat) deletes an event, reply or control queue whose "
+        "Flower, celery events/inspect or worker stopped refreshing it",
+    ),
+    Variable(
+        "FLOWER_UNAUTHENTICATED",
+        "false",
+        "true lets Flower start without FLOWER_BASIC_AUTH (or OAuth), on a loopback address "
+        "only: for the local stack, never in production",
+    ),
 )
 
 _BY_NAME = {v.name: v for v in VARIABLES}
@@ -253,6 +321,14 @@ class Settings:
     allowed_image_prefixes: tuple[str, ...]
     launch_backend: str
     model_catalog: Mapping[str, Mapping[str, Any]]
+    k8s_clusters: Mapping[str, Mapping[str, Any]]
+    k8s_resources: Mapping[str, Any]
+    k8s_node_selector: Mapping[str, str]
+    k8s_tolerations: tuple[Mapping[str, Any], ...]
+    k8s_image_pull_secrets: tuple[str, ...]
+    k8s_service_account: str
+    k8s_active_deadline: int
+    k8s_unschedulable_timeout: float
     max_payload_bytes: int
     max_in_flight: int
     model_timeout: float
@@ -266,6 +342,9 @@ class Settings:
     reap_max_age: float
     state_dir: Path
     log_level: str
+    events: bool = True
+    monitor_idle: int = 900
+    flower_unauthenticated: bool = False
 
     # ----------------------------------------------------------------- queries
     def image_allowed(self, image: str) -> bool:
@@ -378,7 +457,201 @@ def _catalog(value: str) -> dict[str, dict[str, Any]]:
         cmd = entry.get("command")
         if cmd is not None and (not isinstance(cmd, str) or "{port}" not in cmd):
             raise ValueError(f"{image}: command must be a string with a {{port}} placeholder")
+        for key, check in _K8S_CATALOG_CHECKS.items():
+            if key in entry:
+                try:
+                    check(entry[key])
+                except ValueError as exc:
+                    raise ValueError(f"{image}: {key}: {exc}") from None
     return data
+
+
+# ------------------------------------------------------------------ kubernetes
+#: Same rule as tasks.submission.CLUSTER_NAME (the k8s_cluster tag).
+_CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+#: DNS-1123 subdomain: names of Secrets and ServiceAccounts.
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+#: A Kubernetes resource quantity: 500m, 2Gi, 1.5, 1e3, ...
+_QUANTITY = re.compile(r"^[+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[numkMGTPE]|[KMGTPE]i)?$")
+_AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_LOOPBACK_HTTP = re.compile(r"^http://(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost)(:\d+)?/?$")
+_CLUSTER_MODES = ("in_cluster", "kubeconfig", "endpoint")
+_CLUSTER_KEYS = {
+    "in_cluster": set(),
+    "kubeconfig": {"context"},
+    "endpoint": {"ca_data", "ca_file", "eks_cluster_name", "region"},
+}
+
+
+def _json_or_file(value: str) -> Any:
+    text = value
+    if not value.lstrip().startswith(("{", "[")):
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ValueError(f"no such file: {path}")
+        text = path.read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def _k8s_clusters(value: str) -> dict[str, dict[str, Any]]:
+    if not value:
+        return {}
+    data = _json_or_file(value)
+    if (
+        not isinstance(data, dict)
+        or not data
+        or not all(isinstance(v, dict) for v in data.values())
+    ):
+        raise ValueError('expected a JSON object {"<cluster name>": {...}, ...}')
+    for name, entry in data.items():
+        try:
+            _check_cluster(entry)
+        except ValueError as exc:
+            raise ValueError(f"cluster {name!r}: {exc}") from None
+        if not _CLUSTER_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid cluster name")
+    return data
+
+
+def _check_cluster(entry: dict[str, Any]) -> None:
+    modes = [m for m in _CLUSTER_MODES if entry.get(m)]
+    if len(modes) != 1:
+        raise ValueError('give exactly one of "in_cluster": true, "kubeconfig" or "endpoint"')
+    mode = modes[0]
+    allowed = {mode, "namespaces", *_CLUSTER_KEYS[mode]}
+    unknown = sorted(set(entry) - allowed)
+    if unknown:
+        raise ValueError(f"unexpected keys {unknown} with {mode!r} (allowed: {sorted(allowed)})")
+    if mode == "in_cluster" and entry["in_cluster"] is not True:
+        raise ValueError('"in_cluster" must be true')
+    if mode == "kubeconfig":
+        path = Path(str(entry["kubeconfig"])).expanduser()
+        if not path.is_file():
+            raise ValueError(f"kubeconfig: no such file: {path}")
+        if not isinstance(entry.get("context", ""), str):
+            raise ValueError("context must be a string")
+    if mode == "endpoint":
+        _check_endpoint(entry)
+    namespaces = entry.get("namespaces")
+    if namespaces is not None and (
+        not isinstance(namespaces, list)
+        or not namespaces
+        or not all(isinstance(n, str) and DNS1123_LABEL.match(n) for n in namespaces)
+    ):
+        raise ValueError("namespaces must be a non-empty list of namespace names")
+
+
+def _check_endpoint(entry: dict[str, Any]) -> None:
+    endpoint = entry["endpoint"]
+    if not isinstance(endpoint, str) or not (
+        endpoint.startswith("https://") or _LOOPBACK_HTTP.match(endpoint)
+    ):
+        raise ValueError("endpoint must be an https:// URL (http:// only for a loopback emulator)")
+    if not isinstance(entry.get("eks_cluster_name"), str) or not entry["eks_cluster_name"]:
+        raise ValueError("eks_cluster_name is required with endpoint (the token is made for it)")
+    if "ca_data" in entry and "ca_file" in entry:
+        raise ValueError("give ca_data or ca_file, not both")
+    if endpoint.startswith("https://") and not (entry.get("ca_data") or entry.get("ca_file")):
+        raise ValueError("ca_data or ca_file is required with an https endpoint")
+    if "ca_data" in entry:
+        try:
+            pem = base64.b64decode(str(entry["ca_data"]), validate=True)
+        except ValueError:
+            pem = b""
+        if b"-----BEGIN CERTIFICATE-----" not in pem:
+            raise ValueError(
+                "ca_data must be a base64-encoded PEM certificate (as in a kubeconfig)"
+            )
+    if "ca_file" in entry and not Path(str(entry["ca_file"])).expanduser().is_file():
+        raise ValueError(f"ca_file: no such file: {entry['ca_file']}")
+    region = entry.get("region")
+    if region is not None and not (isinstance(region, str) and _AWS_REGION.match(region)):
+        raise ValueError(f"region {region!r} is not an AWS region")
+
+
+def _check_resources(obj: Any) -> dict[str, Any]:
+    if not isinstance(obj, dict) or set(obj) - {"requests", "limits"}:
+        raise ValueError('expected {"requests": {...}, "limits": {...}}')
+    for part, quantities in obj.items():
+        if not isinstance(quantities, dict):
+            raise ValueError(f"{part} must be an object")
+        for resource, q in quantities.items():
+            if isinstance(q, bool) or not isinstance(q, str | int | float):
+                raise ValueError(f"{part}.{resource}: {q!r} is not a quantity")
+            if not _QUANTITY.match(str(q)):
+                raise ValueError(f"{part}.{resource}: {q!r} is not a quantity (e.g. 500m, 2Gi)")
+    return obj
+
+
+def _check_string_map(obj: Any) -> dict[str, str]:
+    if not isinstance(obj, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in obj.items()
+    ):
+        raise ValueError('expected an object of strings, e.g. {"workload": "scoring"}')
+    return obj
+
+
+def _check_tolerations(obj: Any) -> list[dict[str, Any]]:
+    keys = {"key", "operator", "value", "effect", "tolerationSeconds"}
+    if not isinstance(obj, list) or not all(isinstance(t, dict) for t in obj):
+        raise ValueError("expected a list of tolerations")
+    for t in obj:
+        if set(t) - keys:
+            raise ValueError(f"unexpected keys {sorted(set(t) - keys)} (allowed: {sorted(keys)})")
+        if t.get("operator", "Equal") not in {"Equal", "Exists"}:
+            raise ValueError("operator must be Equal or Exists")
+        if t.get("effect", "") not in {"", "NoSchedule", "PreferNoSchedule", "NoExecute"}:
+            raise ValueError("effect must be NoSchedule, PreferNoSchedule or NoExecute")
+    return obj
+
+
+def _check_names(obj: Any) -> list[str]:
+    if not isinstance(obj, list) or not all(
+        isinstance(n, str) and DNS1123_SUBDOMAIN.match(n) for n in obj
+    ):
+        raise ValueError("expected a list of Secret names")
+    return obj
+
+
+def _check_name(obj: Any) -> str:
+    if not isinstance(obj, str) or not (obj == "" or DNS1123_SUBDOMAIN.match(obj)):
+        raise ValueError("must be a DNS-1123 name (lowercase letters, digits, '-', '.')")
+    return obj
+
+
+def _check_args(obj: Any) -> list[str]:
+    if not isinstance(obj, list) or not all(isinstance(a, str) for a in obj):
+        raise ValueError('expected a list of strings, e.g. ["serve"]')
+    return obj
+
+
+def _check_uid(obj: Any) -> int:
+    if isinstance(obj, bool) or not isinstance(obj, int) or not 1 <= obj <= 2**31 - 1:
+        raise ValueError("expected a non-root user id (a positive integer)")
+    return obj
+
+
+#: Per-image kubernetes settings a model catalog entry may carry.
+_K8S_CATALOG_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "resources": _check_resources,
+    "node_selector": _check_string_map,
+    "tolerations": _check_tolerations,
+    "image_pull_secrets": _check_names,
+    "service_account": _check_name,
+    "args": _check_args,
+    "run_as_user": _check_uid,
+}
+
+
+def _json_setting(check: Callable[[Any], Any], empty: Any) -> Callable[[str], Any]:
+    def parse(value: str) -> Any:
+        return check(json.loads(value)) if value else empty
+
+    return parse
+
+
+def _name_list(value: str) -> tuple[str, ...]:
+    return tuple(_check_names([n.strip() for n in value.split(",") if n.strip()]))
 
 
 def _prefixes(value: str) -> tuple[str, ...]:
@@ -432,6 +705,20 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         allowed_image_prefixes=r.convert("ALLOWED_IMAGE_PREFIXES", _prefixes, "a list of prefixes"),
         launch_backend=r.convert("LAUNCH_BACKEND", _choice("local", "kubernetes"), "a backend"),
         model_catalog=r.convert("MODEL_CATALOG", _catalog, "a model catalog"),
+        k8s_clusters=r.convert("K8S_CLUSTERS", _k8s_clusters, "a cluster map"),
+        k8s_resources=r.convert(
+            "K8S_RESOURCES", _json_setting(_check_resources, {}), "a resources object"
+        ),
+        k8s_node_selector=r.convert(
+            "K8S_NODE_SELECTOR", _json_setting(_check_string_map, {}), "a node selector"
+        ),
+        k8s_tolerations=r.convert(
+            "K8S_TOLERATIONS", _json_setting(_check_tolerations, []), "a list of tolerations"
+        ),
+        k8s_image_pull_secrets=r.convert("K8S_IMAGE_PULL_SECRETS", _name_list, "a list of names"),
+        k8s_service_account=r.convert("K8S_SERVICE_ACCOUNT", _check_name, "a service account"),
+        k8s_active_deadline=r.number("K8S_ACTIVE_DEADLINE", 60, 7 * 86400),
+        k8s_unschedulable_timeout=r.number("K8S_UNSCHEDULABLE_TIMEOUT", 1, 3600, integer=False),
         max_payload_bytes=None,
         max_in_flight=r.number("MAX_IN_FLIGHT", 1, 64),
         model_timeout=r.number("MODEL_TIMEOUT", 1, 3600, integer=False),
@@ -445,6 +732,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         reap_max_age=r.number("REAP_MAX_AGE", 60, 7 * 86400, integer=False),
         state_dir=state_dir,
         log_level=r.convert("LOG_LEVEL", _choice("debug", "info", "warning", "error"), "a level"),
+        events=r.convert("EVENTS", _bool, "true or false"),
+        monitor_idle=r.number("MONITOR_IDLE", 60, 7 * 86400),
+        flower_unauthenticated=r.convert("FLOWER_UNAUTHENTICATED", _bool, "true or false"),
     )
     payload_mb = r.number("MAX_PAYLOAD_MB", 0.01, 100, integer=False)
     if payload_mb is not None:
@@ -466,9 +756,39 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
                     "outputs written there would be scored again"
                 )
 
+    if settings_kwargs["k8s_tolerations"] is not None:
+        settings_kwargs["k8s_tolerations"] = tuple(settings_kwargs["k8s_tolerations"])
+    _check_k8s_defaults(settings_kwargs, r.problems)
+
     if r.problems:
         raise ConfigError(r.problems)
     return Settings(**settings_kwargs)
+
+
+def _check_k8s_defaults(kw: dict[str, Any], problems: list[str]) -> None:
+    """No K8S_CLUSTERS: the default cluster is the worker's own. With the kubernetes
+    backend, the default cluster (and namespace) must be among the configured ones."""
+    clusters, cluster = kw["k8s_clusters"], kw["default_k8s_cluster"]
+    if clusters is None or cluster is None:
+        return
+    if not clusters:
+        kw["k8s_clusters"] = {cluster: {"in_cluster": True}}
+        return
+    if kw["launch_backend"] != "kubernetes":
+        return
+    if cluster not in clusters:
+        problems.append(
+            f"{PREFIX}DEFAULT_K8S_CLUSTER={cluster!r} is not one of the clusters in "
+            f"{PREFIX}K8S_CLUSTERS ({', '.join(sorted(clusters))})"
+        )
+        return
+    namespaces = clusters[cluster].get("namespaces")
+    namespace = kw["default_k8s_namespace"]
+    if namespaces and namespace and namespace not in namespaces:
+        problems.append(
+            f"{PREFIX}DEFAULT_K8S_NAMESPACE={namespace!r} is not among the namespaces of "
+            f"cluster {cluster!r} in {PREFIX}K8S_CLUSTERS ({', '.join(namespaces)})"
+        )
 
 
 _SQS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,75}(\.fifo)?$")

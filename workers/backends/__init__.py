@@ -1,4 +1,8 @@
-"""Launch backends: ``local`` (a process per file) and ``kubernetes`` (a pod per file)."""
+"""Launch backends: ``local`` (a process per file) and ``kubernetes`` (a pod per file).
+
+Each backend is imported only when it is chosen: the kubernetes client is never
+loaded by a process that does not use it (and never by the Lambda).
+"""
 
 from __future__ import annotations
 
@@ -13,4 +17,8 @@ def make_backend(settings: Settings) -> LaunchBackend:
         from workers.backends.local import LocalBackend
 
         return LocalBackend(settings.state_dir, settings.launch_timeout, settings.model_log_lines)
-    raise NotImplementedError(f"launch backend {settings.launch_backend!r} is not available yet")
+    if settings.launch_backend == "kubernetes":
+        from workers.backends.kubernetes import KubernetesBackend
+
+        return KubernetesBackend(settings)
+    raise NotImplementedError(f"launch backend {settings.launch_backend!r} is not available")

@@ -1,0 +1,881 @@
+"""The ``kubernetes`` launch backend: one pod per file, always torn down.
+
+A run's pod is named after its run id (so the same file version always maps to
+the same pod, and an AlreadyExists on launch means another attempt of this run
+made it: it is adopted, not duplicated). Scoring reaches the pod directly at
+``http://<pod IP>:<container port>``: the workers run in the cluster (or in a
+peered VPC), so no per-file Service or Ingress is needed.
+
+API calls per file on the happy path: one create, one watch, one delete. Launch
+does not poll: it watches the one pod (``fieldSelector=metadata.name=<pod>``) and
+decides on each event. The watch's socket read timeout is kept equal to the time
+left before the deadline that currently applies (the launch timeout, or the
+unschedulable timeout while the scheduler cannot place the pod), so a quiet pod
+wakes the worker exactly when a deadline passes, with no second call.
+
+Failures are sorted from the pod status (:func:`pod_state`):
+
+* ``ErrImagePull`` / ``ImagePullBackOff`` / ``InvalidImageName`` -> permanent
+  (:class:`ImagePullError`), within seconds;
+* ``OOMKilled``, ``CrashLoopBackOff`` or any exit before the pod was ready ->
+  permanent :class:`~tasks.errors.ModelError` with the container's last log lines;
+* unschedulable for longer than ``SCOREFLEET_K8S_UNSCHEDULABLE_TIMEOUT`` ->
+  :class:`PodUnschedulable`, transient: the pod stays Pending (so the cluster
+  autoscaler keeps working on it) and the step is retried later, then ``.error``;
+* API answers 429/5xx and connection errors -> transient
+  :class:`KubernetesApiError`; other 4xx -> permanent, with a hint (RBAC, ...).
+
+Clusters (``SCOREFLEET_K8S_CLUSTERS``): the worker's own through in-cluster
+config, another EKS cluster through its endpoint and CA with a token made like
+``aws eks get-token`` (:mod:`workers.eks_token`), or a kubeconfig (development
+and tests). Every API call goes through :class:`CountingApiClient`, so
+:attr:`KubernetesBackend.calls` knows how many calls of each verb were made.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+from urllib.parse import parse_qs, urlsplit
+
+import pydantic
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+from kubernetes.watch.watch import iter_resp_lines
+
+from tasks.errors import ModelError, PermanentError, PipelineError, Rejected, TransientError
+from tasks.job import Job
+from tasks.settings import DNS1123_LABEL, ModelSpec, Settings
+from workers.backends.base import Endpoint
+from workers.eks_token import EksTokenSource
+from workers.protocol import InvocationsClient
+
+log = logging.getLogger(__name__)
+
+CONTAINER = "model"
+FLEET_LABEL = "scorefleet.io/fleet"
+RUN_LABEL = "scorefleet.io/run-id"
+PIPELINE_LABEL = "scorefleet.io/pipeline-id"
+WORKER_LABEL = "scorefleet.io/worker"
+RUN_ANNOTATION = "scorefleet.io/run-id"
+SOURCE_ANNOTATION = "scorefleet.io/source"
+IMAGE_ANNOTATION = "scorefleet.io/image"
+USER_AGENT = "scorefleet-worker (kubernetes-python)"
+
+#: (connect, read) seconds for every call but the watch.
+API_TIMEOUT = (5.0, 30.0)
+CONNECT_TIMEOUT = 5.0
+LOG_LIMIT_BYTES = 64 * 1024
+#: A watch that keeps ending early (a proxy cutting streams) stops being retried.
+MAX_WATCHES = 20
+TERMINATION_GRACE_SECONDS = 10
+
+IMAGE_PULL_REASONS = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+)
+CREATE_FAILURE_REASONS = frozenset(
+    {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+)
+
+
+# --------------------------------------------------------------------- errors
+class KubernetesApiError(PipelineError):
+    """A call to the Kubernetes API failed (transient: 429, 5xx, no answer)."""
+
+    kind = "KubernetesError"
+
+    def __init__(self, message: str, *, status: int, transient: bool) -> None:
+        super().__init__(message)
+        self.status = status
+        self.transient = transient
+
+
+class ImagePullError(ModelError):
+    """The model image cannot be pulled (missing, misspelt, no access)."""
+
+    kind = "ImagePullError"
+
+
+class PodUnschedulable(TransientError):
+    """No node can take the pod (yet); the launch is retried later."""
+
+    kind = "Unschedulable"
+
+
+class ClusterConfigError(PermanentError):
+    """The worker cannot set up a client for a configured cluster."""
+
+    kind = "ClusterError"
+
+
+_HINTS = {
+    401: "the cluster does not accept the worker's credentials (on EKS: give the worker's "
+    "IAM role an access entry in that cluster)",
+    403: "the worker may not do this: bind it to the Role in docs/kubernetes.md in this namespace",
+    404: "does the namespace exist in this cluster?",
+    422: "the cluster refused the pod spec: check the SCOREFLEET_K8S_* settings and the "
+    "model catalog entry",
+}
+
+
+def api_error(exc: ApiException, what: str, cluster: str) -> KubernetesApiError:
+    """Sort an API error: 429, 5xx and no HTTP answer are transient, the rest permanent."""
+    status = int(exc.status or 0)
+    detail = str(exc.reason or "")
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        detail = json.loads(exc.body or "{}").get("message") or detail
+    hint = _HINTS.get(status, "")
+    message = f"{what} on cluster {cluster!r} failed: HTTP {status}: {detail}".rstrip(": ")
+    return KubernetesApiError(
+        f"{message} ({hint})" if hint else message,
+        status=status,
+        transient=status in (0, 429) or status >= 500,
+    )
+
+
+@contextlib.contextmanager
+def translated(what: str, cluster: str) -> Iterator[None]:
+    """Turn client errors into pipeline errors with a message a user can act on."""
+    try:
+        yield
+    except ApiException as exc:
+        raise api_error(exc, what, cluster) from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise KubernetesApiError(
+            f"cannot reach the Kubernetes API of cluster {cluster!r} to {what}: {exc}",
+            status=0,
+            transient=True,
+        ) from exc
+
+
+# ---------------------------------------------------------------- API calls
+def api_verb(method: str, url: str) -> str:
+    """``"create pods"``, ``"watch pods"``, ``"get pods/log"``, ... for one request."""
+    parts = urlsplit(url)
+    segments = [s for s in parts.path.split("/") if s]
+    rest = segments[2:] if segments[:1] == ["api"] else segments[3:]
+    if rest[:1] == ["namespaces"] and len(rest) >= 3:
+        rest = rest[2:]
+    plural, name, sub = [*rest, "", "", ""][:3]
+    resource = f"{plural}/{sub}" if sub else plural or parts.path
+    method = method.upper()
+    if method == "GET":
+        watch = parse_qs(parts.query).get("watch", [""])[0].lower() in {"true", "1"}
+        verb = "watch" if watch else "get" if name else "list"
+    else:
+        verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(
+            method, method.lower()
+        )
+    return f"{verb} {resource}"
+
+
+class ApiCallCounter:
+    """Thread-safe count of Kubernetes API requests by verb and resource."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, verb: str) -> None:
+        with self._lock:
+            self._counts[verb] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def since(self, before: Mapping[str, int]) -> dict[str, int]:
+        """Calls made after ``before`` (an earlier snapshot)."""
+        now = self.snapshot()
+        return {k: v - before.get(k, 0) for k, v in now.items() if v - before.get(k, 0)}
+
+
+class CountingApiClient(k8s.ApiClient):
+    """The client's single request path, counted."""
+
+    def __init__(self, configuration: k8s.Configuration, counter: ApiCallCounter) -> None:
+        super().__init__(configuration)
+        self.counter = counter
+        self.user_agent = USER_AGENT
+
+    def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        self.counter.add(api_verb(method, url))
+        return super().call_api(method, url, *args, **kwargs)
+
+
+# ------------------------------------------------------------- pod identity
+def pod_name(run_id: str) -> str:
+    """DNS-1123 label from the run id; deterministic (run ids are already valid)."""
+    base = re.sub(r"[^a-z0-9-]+", "-", run_id.lower()).strip("-")
+    if base == run_id and DNS1123_LABEL.match(base):
+        return base
+    digest = hashlib.sha256(run_id.encode()).hexdigest()[:10]
+    return f"{base[:52].strip('-') or 'sf'}-{digest}"
+
+
+def label_value(value: str) -> str:
+    """A valid label value (at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends)."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", value)[:63]
+    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", cleaned)
+
+
+def worker_identity() -> str:
+    """The worker's pod name on Kubernetes (HOSTNAME), else the host name."""
+    return label_value(os.environ.get("HOSTNAME") or socket.gethostname()) or "unknown"
+
+
+def _quantities(resources: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """Quantities as strings (JSON numbers are accepted in the configuration)."""
+    return {part: {k: str(v) for k, v in q.items()} for part, q in resources.items()}
+
+
+def pod_manifest(
+    job: Job, spec: ModelSpec, settings: Settings, *, fleet: str, worker: str
+) -> dict[str, Any]:
+    """The pod of one run. Catalog entry keys override the SCOREFLEET_K8S_* defaults."""
+    extra = spec.extra
+    port = spec.port
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": spec.image,
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "resources": _quantities(extra.get("resources", settings.k8s_resources)),
+        "readinessProbe": {
+            "httpGet": {"path": "/ping", "port": port},
+            "periodSeconds": 2,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "privileged": False,
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if extra.get("args"):
+        container["args"] = list(extra["args"])
+    if extra.get("env"):
+        env = dict(extra["env"]).items()
+        container["env"] = [{"name": str(k), "value": str(v)} for k, v in env]
+    if extra.get("run_as_user"):
+        container["securityContext"]["runAsUser"] = int(extra["run_as_user"])
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "restartPolicy": "Always",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "activeDeadlineSeconds": int(settings.k8s_active_deadline),
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+    }
+    node_selector = extra.get("node_selector", settings.k8s_node_selector)
+    if node_selector:
+        pod_spec["nodeSelector"] = dict(node_selector)
+    tolerations = extra.get("tolerations", settings.k8s_tolerations)
+    if tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in tolerations]
+    secrets = extra.get("image_pull_secrets", settings.k8s_image_pull_secrets)
+    if secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s} for s in secrets]
+    service_account = extra.get("service_account", settings.k8s_service_account)
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
+    annotations = {
+        SOURCE_ANNOTATION: str(job.source),
+        IMAGE_ANNOTATION: spec.image,
+        RUN_ANNOTATION: job.run_id,
+    }
+    if job.version_id:
+        annotations["scorefleet.io/source-version"] = job.version_id
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(job.run_id),
+            "namespace": job.k8s_namespace,
+            "labels": {
+                "app.kubernetes.io/name": "scorefleet-model",
+                "app.kubernetes.io/component": "model",
+                "app.kubernetes.io/managed-by": "scorefleet",
+                FLEET_LABEL: fleet,
+                RUN_LABEL: label_value(job.run_id),
+                PIPELINE_LABEL: label_value(job.pipeline_id),
+                WORKER_LABEL: worker,
+            },
+            "annotations": annotations,
+        },
+        "spec": pod_spec,
+    }
+
+
+# --------------------------------------------------------------- pod status
+@dataclass(frozen=True)
+class PodState:
+    """What one look at a pod says, for the launch decision."""
+
+    ready: bool = False
+    #: the scheduler's message while no node can take the pod
+    unschedulable: str | None = None
+    #: why the launch failed (None: not failed, or not yet)
+    failure: str | None = None
+    #: "pull", "start", "crash" (logs wanted) or "transient"
+    failure_class: str = ""
+    #: read the logs of the current container or of the previous (restarted) one
+    previous_logs: bool = False
+    #: the model container has started at least once (it may have logs)
+    started: bool = False
+    summary: str = ""
+
+
+def _exit_text(term: Mapping[str, Any]) -> str:
+    code = term.get("exitCode")
+    text = f" with code {code}" if code is not None else ""
+    reason = term.get("reason")
+    if reason and reason not in {"Error", "Completed"}:
+        text += f" ({reason})"
+    return text
+
+
+def pod_state(pod: Mapping[str, Any], image: str) -> PodState:
+    """Sort a pod (as JSON) into ready / failed (how) / still starting."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    if meta.get("deletionTimestamp"):
+        return PodState(failure="the pod is being deleted", failure_class="transient")
+    phase = status.get("phase") or "Pending"
+    statuses = status.get("containerStatuses") or []
+    cs = next((c for c in statuses if c.get("name") == CONTAINER), statuses[0] if statuses else {})
+    state, last = cs.get("state") or {}, cs.get("lastState") or {}
+    waiting = state.get("waiting") or {}
+    term, last_term = state.get("terminated"), last.get("terminated")
+    reason, message = waiting.get("reason"), waiting.get("message") or ""
+    started = bool(state.get("running") or term or last_term)
+    if reason in IMAGE_PULL_REASONS:
+        return PodState(
+            failure=f"image {image} could not be pulled: {reason}: {message or 'no details'}",
+            failure_class="pull",
+        )
+    if reason in CREATE_FAILURE_REASONS:
+        return PodState(
+            failure=f"the model container could not be started: {reason}: {message}",
+            failure_class="start",
+        )
+    dead = term or last_term
+    if dead and dead.get("reason") == "OOMKilled":
+        limit = ((pod.get("spec") or {}).get("containers") or [{}])[0]
+        memory = ((limit.get("resources") or {}).get("limits") or {}).get("memory", "none")
+        return PodState(
+            failure="the model was killed for running out of memory (OOMKilled, memory "
+            f"limit {memory})",
+            failure_class="crash",
+            previous_logs=not term,
+            started=True,
+        )
+    if reason == "CrashLoopBackOff":
+        return PodState(
+            failure="the model keeps crashing (CrashLoopBackOff): it exited"
+            f"{_exit_text(last_term or {})}",
+            failure_class="crash",
+            previous_logs=True,
+            started=True,
+        )
+    if dead:
+        return PodState(
+            failure=f"the model exited{_exit_text(dead)} before it was ready (GET /ping)",
+            failure_class="crash",
+            previous_logs=not term,
+            started=True,
+        )
+    if phase in {"Failed", "Succeeded"}:
+        why = status.get("reason") or phase
+        return PodState(
+            failure=f"the pod {phase.lower()} before it was ready ({why}): "
+            f"{status.get('message') or 'no details'}",
+            failure_class="transient" if why == "Evicted" else "crash",
+            started=started,
+        )
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    ready = (conditions.get("Ready") or {}).get("status") == "True" and bool(status.get("podIP"))
+    scheduled = conditions.get("PodScheduled") or {}
+    unschedulable = None
+    if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+        unschedulable = scheduled.get("message") or "no node can take the pod"
+    if unschedulable:
+        summary = f"unschedulable: {unschedulable}"
+    elif reason:
+        summary = f"pod {phase}, container waiting: {reason}"
+    elif state.get("running"):
+        summary = "the model is running but GET /ping does not answer 200 yet"
+    else:
+        summary = f"pod {phase}"
+    return PodState(
+        ready=ready,
+        unschedulable=unschedulable,
+        started=started,
+        summary=summary,
+    )
+
+
+def _set_read_timeout(resp: Any, seconds: float) -> None:
+    """Move the read deadline of a streaming response (the watch) to ``seconds`` from now."""
+    sock = getattr(getattr(resp, "connection", None), "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.settimeout(max(0.05, seconds))
+
+
+def _created_at(pod: Mapping[str, Any]) -> float | None:
+    stamp = (pod.get("metadata") or {}).get("creationTimestamp")
+    if not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+# ------------------------------------------------------------------ clusters
+class PodsApi:
+    """The pod calls the backend makes, on JSON. (The typed client methods do not
+    describe raw answers, ``_preload_content=False``, which skip building models.)"""
+
+    def __init__(self, core: k8s.CoreV1Api) -> None:
+        self._core: Any = core
+
+    def create(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:  # the client checks the body against its V1Pod model first
+            resp = self._core.create_namespaced_pod(
+                ns, body, _preload_content=False, _request_timeout=API_TIMEOUT
+            )
+        except pydantic.ValidationError as exc:
+            raise ClusterConfigError(f"the pod spec is not valid: {exc}") from exc
+        return cast(dict[str, Any], json.loads(resp.data))
+
+    def watch(
+        self, ns: str, name: str, *, resource_version: str | None, timeout: int, read: float
+    ) -> urllib3.BaseHTTPResponse:
+        """A watch of one pod; the caller reads the stream and closes it."""
+        return cast(
+            urllib3.BaseHTTPResponse,
+            self._core.list_namespaced_pod(
+                ns,
+                field_selector=f"metadata.name={name}",
+                watch=True,
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=timeout,
+                _preload_content=False,
+                _request_timeout=(CONNECT_TIMEOUT, read),
+            ),
+        )
+
+    def read(self, ns: str, name: str) -> dict[str, Any]:
+        resp = self._core.read_namespaced_pod(
+            name, ns, _preload_content=False, _request_timeout=API_TIMEOUT
+        )
+        return cast(dict[str, Any], json.loads(resp.data))
+
+    def read_log(self, ns: str, name: str, *, lines: int, previous: bool) -> bytes:
+        resp = self._core.read_namespaced_pod_log(
+            name,
+            ns,
+            container=CONTAINER,
+            tail_lines=lines,
+            previous=previous,
+            limit_bytes=LOG_LIMIT_BYTES,
+            _preload_content=False,
+            _request_timeout=API_TIMEOUT,
+        )
+        return bytes(resp.data)
+
+    def delete(self, ns: str, name: str) -> None:
+        self._core.delete_namespaced_pod(
+            name, ns, _preload_content=False, _request_timeout=API_TIMEOUT
+        )
+
+    def list(self, ns: str, label_selector: str) -> list[dict[str, Any]]:
+        resp = self._core.list_namespaced_pod(
+            ns, label_selector=label_selector, _preload_content=False, _request_timeout=API_TIMEOUT
+        )
+        return cast(list[dict[str, Any]], json.loads(resp.data).get("items") or [])
+
+
+@dataclass
+class Cluster:
+    name: str
+    api: PodsApi
+    #: the namespaces pods may run in (empty: any the RBAC allows)
+    namespaces: tuple[str, ...]
+
+
+def cluster_configuration(name: str, entry: Mapping[str, Any], region: str) -> k8s.Configuration:
+    """A client configuration for one entry of SCOREFLEET_K8S_CLUSTERS."""
+    cfg = k8s.Configuration()
+    try:
+        if entry.get("in_cluster"):
+            k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        elif entry.get("kubeconfig"):
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=os.path.expanduser(str(entry["kubeconfig"])),
+                context=entry.get("context") or None,
+                client_configuration=cfg,
+                persist_config=False,
+            )
+        else:
+            cfg.host = str(entry["endpoint"]).rstrip("/")
+            if entry.get("ca_file"):
+                cfg.ssl_ca_cert = os.path.expanduser(str(entry["ca_file"]))
+            elif entry.get("ca_data"):
+                cfg.ca_cert_data = base64.b64decode(str(entry["ca_data"])).decode("ascii")
+            tokens = EksTokenSource(str(entry["eks_cluster_name"]), entry.get("region") or region)
+            cfg.api_key = {"BearerToken": ""}
+            cfg.api_key_prefix = {"BearerToken": "Bearer"}
+
+            def refresh(c: k8s.Configuration) -> None:
+                c.api_key["BearerToken"] = tokens.token()
+
+            cast(Any, cfg).refresh_api_key_hook = refresh  # typed as None in the client
+    except (ConfigException, OSError, ValueError) as exc:
+        raise ClusterConfigError(f"cannot set up a client for cluster {name!r}: {exc}") from exc
+    # connection errors: two quick retries in urllib3; never a replay of a sent request
+    cfg.retries = urllib3.Retry(
+        total=2, connect=2, read=0, redirect=0, status=0, other=0, backoff_factor=0.2
+    )
+    cfg.connection_pool_maxsize = 32
+    return cfg
+
+
+# ------------------------------------------------------------------- backend
+class KubernetesBackend:
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        worker: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clusters_config = dict(settings.k8s_clusters)
+        self.launch_timeout = float(settings.launch_timeout)
+        self.unschedulable_timeout = float(settings.k8s_unschedulable_timeout)
+        self.log_lines = settings.model_log_lines
+        self.fleet = label_value(settings.queue) or "scorefleet"
+        self.worker = worker or worker_identity()
+        self.calls = ApiCallCounter()
+        self._clusters: dict[str, Cluster] = {}
+        self._lock = threading.Lock()
+
+    # --------------------------------------------------------------- clusters
+    def cluster(self, name: str) -> Cluster:
+        """The client of a configured cluster; an unknown name is refused at once."""
+        with self._lock:
+            if name in self._clusters:
+                return self._clusters[name]
+            entry = self.clusters_config.get(name)
+            if entry is None:
+                known = ", ".join(sorted(self.clusters_config)) or "none"
+                raise Rejected(
+                    f"k8s_cluster {name!r} is not a configured cluster (configured: {known}); "
+                    "fix the file's k8s_cluster tag or add the cluster to SCOREFLEET_K8S_CLUSTERS"
+                )
+            cfg = cluster_configuration(name, entry, self.settings.aws_region)
+            api = PodsApi(k8s.CoreV1Api(CountingApiClient(cfg, self.calls)))
+            cluster = Cluster(name, api, tuple(entry.get("namespaces") or ()))
+            self._clusters[name] = cluster
+            return cluster
+
+    def _target(self, job: Job) -> tuple[Cluster, str, str]:
+        cluster = self.cluster(job.k8s_cluster)
+        ns = job.k8s_namespace
+        if cluster.namespaces and ns not in cluster.namespaces:
+            raise Rejected(
+                f"k8s_namespace {ns!r} is not enabled for cluster {cluster.name!r} "
+                f"(namespaces: {', '.join(cluster.namespaces)})"
+            )
+        return cluster, ns, pod_name(job.run_id)
+
+    # ----------------------------------------------------------------- launch
+    def launch(self, job: Job, spec: ModelSpec) -> Endpoint:
+        cluster, ns, name = self._target(job)
+        manifest = pod_manifest(job, spec, self.settings, fleet=self.fleet, worker=self.worker)
+        created: dict[str, Any] | None = None
+        try:
+            with translated(f"create pod {ns}/{name}", cluster.name):
+                try:
+                    created = cluster.api.create(ns, manifest)
+                    log.info("created pod %s/%s (%s) on %s", ns, name, spec.image, cluster.name)
+                except ApiException as exc:
+                    if exc.status != 409:
+                        raise
+                    log.info("adopting pod %s/%s of this run on %s", ns, name, cluster.name)
+        except KubernetesApiError as exc:
+            if exc.status == 403:
+                raise Rejected(exc.message) from exc
+            raise
+        # the catalog may give an image more time (large models load slowly)
+        launch_timeout = float(spec.extra.get("launch_timeout", self.launch_timeout))
+        pod = self._wait_ready(cluster, ns, name, spec, created, launch_timeout)
+        ip = str(pod["status"]["podIP"])
+        host = f"[{ip}]" if ":" in ip else ip
+        url = f"http://{host}:{spec.port}"
+        self._check_reachable(url, ns, name)
+        return Endpoint(
+            url=url,
+            handle={
+                "cluster": cluster.name,
+                "namespace": ns,
+                "pod": name,
+                "pod_ip": ip,
+                "port": spec.port,
+                "node": (pod.get("spec") or {}).get("nodeName"),
+            },
+        )
+
+    def _wait_ready(
+        self,
+        cluster: Cluster,
+        ns: str,
+        name: str,
+        spec: ModelSpec,
+        created: dict[str, Any] | None,
+        launch_timeout: float,
+    ) -> dict[str, Any]:
+        """Watch the pod until it is Ready; raise as soon as it cannot become so."""
+        clock = time.monotonic
+        launch_deadline = clock() + launch_timeout
+        unschedulable_deadline: float | None = None
+        last = PodState(summary="no status yet")
+
+        def ready(pod: dict[str, Any]) -> bool:
+            nonlocal last, launch_deadline, unschedulable_deadline
+            last = pod_state(pod, spec.image)
+            if last.failure:
+                raise self._failure(cluster, ns, name, last)
+            if last.ready:
+                return True
+            now = clock()
+            if last.unschedulable and unschedulable_deadline is None:
+                log.warning("pod %s/%s is unschedulable: %s", ns, name, last.unschedulable)
+                unschedulable_deadline = now + self.unschedulable_timeout
+            elif not last.unschedulable and unschedulable_deadline is not None:
+                unschedulable_deadline = None  # scheduled after all: the launch clock restarts
+                launch_deadline = max(launch_deadline, now + launch_timeout)
+            return False
+
+        def deadline() -> float:
+            return unschedulable_deadline if unschedulable_deadline is not None else launch_deadline
+
+        if created is not None and ready(created):
+            return created
+        rv = ((created or {}).get("metadata") or {}).get("resourceVersion")
+        # the server ends the watch by itself at the latest possible deadline
+        server_timeout = math.ceil(launch_timeout + self.unschedulable_timeout) + 5
+        for _ in range(MAX_WATCHES):
+            remaining = deadline() - clock()
+            if remaining <= 0:
+                raise self._timeout(cluster, ns, name, last, launch_timeout)
+            opened, events = clock(), 0
+            with translated(f"watch pod {ns}/{name}", cluster.name):
+                resp = cluster.api.watch(
+                    ns, name, resource_version=rv, timeout=server_timeout, read=remaining + 0.5
+                )
+            try:
+                for line in iter_resp_lines(resp):  # type: ignore[no-untyped-call]
+                    event = json.loads(line) if line.strip() else {}
+                    events += 1
+                    kind, obj = event.get("type"), event.get("object") or {}
+                    meta = obj.get("metadata") or {}
+                    if kind == "ERROR":
+                        if obj.get("code") == 410:  # our resourceVersion is too old
+                            rv = None
+                            break
+                        code = int(obj.get("code") or 500)
+                        raise KubernetesApiError(
+                            f"watching pod {ns}/{name} on cluster {cluster.name!r} failed: "
+                            f"{obj.get('message') or obj.get('reason')}",
+                            status=code,
+                            transient=code == 429 or code >= 500,
+                        )
+                    rv = meta.get("resourceVersion") or rv
+                    if kind in {"ADDED", "MODIFIED", "DELETED"} and meta.get("name") == name:
+                        if kind == "DELETED":
+                            raise TransientError(
+                                f"pod {ns}/{name} was deleted before the model was ready"
+                            )
+                        if ready(obj):
+                            return obj
+                    _set_read_timeout(resp, deadline() - clock())
+            except urllib3.exceptions.ReadTimeoutError:
+                pass  # a deadline passed (checked above) or the stream went quiet
+            except (urllib3.exceptions.ProtocolError, OSError) as exc:
+                log.info("the watch of pod %s/%s ended (%s); watching again", ns, name, exc)
+            except ValueError as exc:
+                log.warning("unreadable watch event for pod %s/%s: %s", ns, name, exc)
+            finally:
+                resp.close()
+                resp.release_conn()
+            if not events and clock() - opened < 1.0 and deadline() > clock() + 1.0:
+                time.sleep(1.0)  # a stream that ends at once, empty: do not hammer the server
+        raise TransientError(f"the watch of pod {ns}/{name} kept ending early")
+
+    def _failure(self, cluster: Cluster, ns: str, name: str, state: PodState) -> PipelineError:
+        message = str(state.failure)
+        if state.failure_class == "pull":
+            return ImagePullError(message)
+        if state.failure_class == "transient":
+            return TransientError(f"pod {ns}/{name}: {message}")
+        logs = ""
+        if state.started:
+            logs = self._read_logs(cluster, ns, name, self.log_lines, previous=state.previous_logs)
+        return ModelError(message, model_logs=logs)
+
+    def _timeout(
+        self, cluster: Cluster, ns: str, name: str, state: PodState, launch_timeout: float
+    ) -> PipelineError:
+        if state.unschedulable:
+            return PodUnschedulable(
+                f"pod {ns}/{name} could not be scheduled within "
+                f"{self.unschedulable_timeout:g}s: {state.unschedulable}"
+            )
+        logs = self._read_logs(cluster, ns, name, self.log_lines) if state.started else ""
+        return ModelError(
+            f"the model did not become ready within {launch_timeout:g}s ({state.summary})",
+            model_logs=logs,
+        )
+
+    def _check_reachable(self, url: str, ns: str, name: str) -> None:
+        client = InvocationsClient(url, timeout=5.0, pool_size=1)
+        try:
+            if not client.ping(timeout=5.0):
+                raise TransientError(
+                    f"pod {ns}/{name} is Ready but the worker cannot reach {url}/ping "
+                    "(is a NetworkPolicy in the way?)"
+                )
+        finally:
+            client.close()
+
+    # ---------------------------------------------------------------- queries
+    def is_alive(self, job: Job) -> bool:
+        try:
+            cluster, ns, name = self._target(job)
+        except Rejected:
+            return False
+        with translated(f"read pod {ns}/{name}", cluster.name):
+            try:
+                pod = cluster.api.read(ns, name)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                raise
+        state = pod_state(pod, job.model_image)
+        return not state.failure and (pod.get("status") or {}).get("phase") == "Running"
+
+    def logs(self, job: Job, lines: int) -> str:
+        try:
+            cluster, ns, name = self._target(job)
+        except Rejected:
+            return ""
+        return self._read_logs(cluster, ns, name, lines)
+
+    def _read_logs(
+        self, cluster: Cluster, ns: str, name: str, lines: int, *, previous: bool = False
+    ) -> str:
+        if lines <= 0:
+            return ""
+        try:
+            with translated(f"read the logs of pod {ns}/{name}", cluster.name):
+                data = cluster.api.read_log(ns, name, lines=lines, previous=previous)
+        except PipelineError as exc:
+            log.info("no logs from pod %s/%s: %s", ns, name, exc)
+            return ""
+        text = data.decode("utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    # --------------------------------------------------------------- teardown
+    def teardown(self, job: Job) -> bool:
+        try:
+            cluster, ns, name = self._target(job)
+        except Rejected:
+            return False  # the launch was refused too: nothing was made
+        if not DNS1123_LABEL.match(ns):
+            return False
+        return self._delete(cluster, ns, name)
+
+    def _delete(self, cluster: Cluster, ns: str, name: str) -> bool:
+        with translated(f"delete pod {ns}/{name}", cluster.name):
+            try:
+                cluster.api.delete(ns, name)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                if exc.status == 403:  # could not have been created there either
+                    log.warning("may not delete pods in %s on %s: %s", ns, cluster.name, exc)
+                    return False
+                raise
+        log.info("deleted pod %s/%s on cluster %s", ns, name, cluster.name)
+        return True
+
+    def reap(self, max_age: float, is_finished: Callable[[str], bool]) -> list[str]:
+        """Delete this fleet's pods whose run is finished or that are older than
+        ``max_age``, in every namespace the reaper knows of: one list call per
+        cluster and namespace."""
+        removed: list[str] = []
+        now = time.time()
+        for cluster_name, entry in self.clusters_config.items():
+            namespaces = entry.get("namespaces") or [self.settings.default_k8s_namespace]
+            for ns in namespaces:
+                try:
+                    cluster = self.cluster(cluster_name)
+                    removed += self._reap_namespace(cluster, ns, now, max_age, is_finished)
+                except PipelineError as exc:
+                    log.warning("reaper: skipped %s on cluster %s: %s", ns, cluster_name, exc)
+        return removed
+
+    def _reap_namespace(
+        self,
+        cluster: Cluster,
+        ns: str,
+        now: float,
+        max_age: float,
+        is_finished: Callable[[str], bool],
+    ) -> list[str]:
+        with translated(f"list pods in {ns}", cluster.name):
+            pods = cluster.api.list(ns, label_selector=f"{FLEET_LABEL}={self.fleet}")
+        removed: list[str] = []
+        for pod in pods:
+            meta = pod.get("metadata") or {}
+            labels, notes = meta.get("labels") or {}, meta.get("annotations") or {}
+            run_id = notes.get(RUN_ANNOTATION) or labels.get(RUN_LABEL)
+            if labels.get(FLEET_LABEL) != self.fleet or not run_id or not meta.get("name"):
+                continue  # not ours, whatever the server's selector said
+            created = _created_at(pod)
+            try:
+                old = created is not None and now - created > max_age
+                if not (old or is_finished(run_id)):
+                    continue
+            except Exception as exc:
+                log.warning("reaper: cannot tell whether run %s is finished: %s", run_id, exc)
+                continue
+            if self._delete(cluster, ns, str(meta["name"])):
+                removed.append(run_id)
+        return removed
