@@ -59,6 +59,14 @@ class TransientError(PipelineError):
     kind = "Transient"
 
 
+class AtCapacity(TransientError):
+    """No room for another model container right now (the live-model limit, or a
+    namespace's ResourceQuota). The launch waits its turn in the queue: it is put
+    back with a short delay, and this does not count against its retries."""
+
+    kind = "AtCapacity"
+
+
 class ModelUnavailable(TransientError):
     """The model did not answer (connection refused/reset, timeout, 5xx, 429)."""
 

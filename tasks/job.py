@@ -72,6 +72,8 @@ class Job:
     # --- bookkeeping ---
     enqueued_at: float = field(default_factory=time.time)
     force: bool = False
+    #: the delivery that claimed the file (a launch waiting its turn keeps its claim)
+    claim_owner: str | None = None
     # --- filled in by the steps ---
     launch_started_at: float | None = None
     model_ready_at: float | None = None
@@ -81,6 +83,9 @@ class Job:
     rows: int | None = None
     score_seconds: float | None = None
     published: str | None = None
+    #: when the last step finished, and the total time spent between steps
+    step_done_at: float | None = None
+    waited: float = 0.0
     failure: Failure | None = None
     skipped: str | None = None
 

@@ -65,6 +65,8 @@ def _metadata(job: Job) -> dict[str, str]:
     }
     if job.model_start_ms is not None:
         meta["model-start-ms"] = str(job.model_start_ms)
+    # time between steps: queue hops, and waiting for a free worker slot in a busy fleet
+    meta["wait-ms"] = str(round(job.waited * 1000))
     if job.score_seconds is not None:
         meta["score-ms"] = str(round(job.score_seconds * 1000))
     return {k: v for k, v in meta.items() if v}

@@ -196,6 +196,24 @@ VARIABLES: tuple[Variable, ...] = (
         "is retried later (counted as a transient failure)",
     ),
     Variable(
+        "MAX_LIVE_MODELS",
+        "0",
+        "local backend: at most this many model processes on the machine at once (running or "
+        "warm); a launch beyond it waits its turn in the queue. 0: no limit (kubernetes: use a "
+        "ResourceQuota, which launches also wait for)",
+    ),
+    Variable(
+        "WARM_IDLE_SECONDS",
+        "0",
+        "warm mode (opt-in): keep a model container alive this many seconds after its file "
+        "and reuse it for the next file of the same image; 0: a fresh container per file",
+    ),
+    Variable(
+        "WARM_MAX_PER_IMAGE",
+        "4",
+        "warm mode: at most this many idle containers kept per image (and cluster/namespace)",
+    ),
+    Variable(
         "MAX_PAYLOAD_MB",
         "6",
         "upper bound of one mini-batch sent to the model, in MB (SageMaker MaxPayloadInMB)",
@@ -329,6 +347,9 @@ class Settings:
     k8s_service_account: str
     k8s_active_deadline: int
     k8s_unschedulable_timeout: float
+    max_live_models: int
+    warm_idle_seconds: float
+    warm_max_per_image: int
     max_payload_bytes: int
     max_in_flight: int
     model_timeout: float
@@ -720,6 +741,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         k8s_active_deadline=r.number("K8S_ACTIVE_DEADLINE", 60, 7 * 86400),
         k8s_unschedulable_timeout=r.number("K8S_UNSCHEDULABLE_TIMEOUT", 1, 3600, integer=False),
         max_payload_bytes=None,
+        max_live_models=r.number("MAX_LIVE_MODELS", 0, 10000),
+        warm_idle_seconds=r.number("WARM_IDLE_SECONDS", 0, 86400, integer=False),
+        warm_max_per_image=r.number("WARM_MAX_PER_IMAGE", 1, 100),
         max_in_flight=r.number("MAX_IN_FLIGHT", 1, 64),
         model_timeout=r.number("MODEL_TIMEOUT", 1, 3600, integer=False),
         launch_timeout=r.number("LAUNCH_TIMEOUT", 1, 3600, integer=False),

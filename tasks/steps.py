@@ -28,7 +28,14 @@ from celery.exceptions import Reject, Retry
 
 from tasks import logctx, outcome, s3io
 from tasks.chain import enqueue, failure_tail
-from tasks.errors import ModelUnavailable, PipelineError, Rejected, describe, is_transient
+from tasks.errors import (
+    AtCapacity,
+    ModelUnavailable,
+    PipelineError,
+    Rejected,
+    describe,
+    is_transient,
+)
 from tasks.job import Failure, Job, rerun_id
 from tasks.ledger import Claim, staging_location, staging_prefix
 from tasks.s3uri import S3Uri
@@ -83,6 +90,9 @@ class PipelineStep(Task):
         ``lease``), sorting any failure into retry or give up."""
         job = Job.from_dict(payload)
         s = runtime.settings()
+        # time spent between steps: queue hops, and waiting for a free worker slot
+        gap = max(0.0, time.time() - (job.step_done_at or job.enqueued_at))
+        job.waited += gap
         with logctx.bind(job.run_id, str(job.source)):
             try:
                 with Heartbeat(
@@ -92,10 +102,36 @@ class PipelineStep(Task):
                     region=s.aws_region,
                     ledger=runtime.ledger() if lease else None,
                 ) as hb:
-                    return body(job, hb).to_dict()
+                    done = body(job, hb)
+                done.step_done_at = time.time()
+                return done.to_dict()
+            except AtCapacity as exc:
+                job.waited -= gap  # counted again when the step runs after its wait
+                self._wait_turn(job, exc)
+                raise  # unreachable: _wait_turn always raises
             except Exception as exc:
                 self._retry_or_give_up(step, job, exc)
                 raise  # unreachable: _retry_or_give_up always raises
+
+    def _wait_turn(self, job: Job, exc: AtCapacity) -> None:
+        """Put this step back in the queue for a moment, its retries untouched: files
+        already running finish first (their next steps are in the queue meanwhile).
+        The job goes back as it is now, so a launch keeps the claim it made."""
+        delay = random.randint(1, 3)
+        log.info("no room for another model (%s); waiting %ds in the queue", exc.message, delay)
+        job.launch_started_at = None
+        try:
+            sig = self.signature_from_request(
+                self.request,
+                args=(job.to_dict(),),
+                countdown=0,
+                retries=self.request.retries,
+                delay_seconds=delay,
+            )
+            sig.apply_async()
+        except Exception as publish_exc:
+            raise Reject(publish_exc, requeue=True) from exc
+        raise Retry(str(exc), exc=exc, when=delay, sig=sig)
 
     def _retry_or_give_up(self, step: str, job: Job, exc: Exception) -> None:
         s = runtime.settings()
@@ -152,14 +188,16 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
 
     def body(j: Job, hb: Heartbeat) -> Job:
         s = runtime.settings()
+        owner = j.claim_owner or delivery_id(self)
         claim = runtime.ledger().claim(
-            j, delivery_id(self), s.visibility_timeout, continuing=self.request.retries > 0
+            j, owner, s.visibility_timeout, continuing=self.request.retries > 0
         )
         if claim is not Claim.CLAIMED:
             log.info("not running %s again: %s", j.source, claim.value)
             self.request.chain = None  # the other delivery (or the finished run) owns it
             j.skipped = claim.value
             return j
+        j.claim_owner = owner  # kept if the launch has to wait its turn
         if not j.force and outcome.already_scored(s, runtime.s3(), j):
             dest = outcome.scoreout_location(s, j.source)
             log.info("not running %s again: %s was made from this version", j.source, dest)
@@ -217,6 +255,14 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
         log.info(
             "scored %d rows in %d mini-batches in %.2fs", stats.rows, stats.batches, stats.seconds
         )
+        # The model is not needed any more: release it now (stop it, or park it in warm
+        # mode) rather than after publishing. tasks.teardown still runs, and finds
+        # nothing left to do.
+        try:
+            runtime.backend().teardown(j)
+            j.handle["released"] = True
+        except Exception as exc:  # teardown will try again
+            log.warning("could not release the model early: %s", exc)
         return j
 
     return self.run_step("score", job, body, lease=True)
@@ -297,13 +343,12 @@ def teardown(self: PipelineStep, job: dict[str, Any]) -> Any:
     """Remove the run's model container (runs after success and failure alike)."""
 
     def body(j: Job, hb: Heartbeat) -> Job:
-        removed = runtime.backend().teardown(j)
+        removed = False if j.handle.get("released") else runtime.backend().teardown(j)
         total = time.time() - (j.launch_started_at or j.enqueued_at)
         log.info(
-            "done: %s; model stopped: %s; %.0f ms since launch (model start %s ms), "
-            "%.0f ms since enqueue",
+            "done: %s; model %s; %.0f ms since launch (model start %s ms), %.0f ms since enqueue",
             j.published or j.skipped or "nothing published",
-            removed,
+            "released after scoring" if j.handle.get("released") else f"stopped: {removed}",
             total * 1000,
             j.model_start_ms,
             (time.time() - j.enqueued_at) * 1000,

@@ -109,7 +109,9 @@ def test_output_mapping():
 
 
 def test_outputs_of_very_long_keys_stay_within_the_s3_limit():
-    rel = "d/" + "é" * 300 + "x" * 410 + ".csv"  # 1,016 bytes: fits S3 as an input key, not with the output prefix
+    rel = (
+        "d/" + "é" * 300 + "x" * 410 + ".csv"
+    )  # 1,016 bytes: fits S3 as an input key, not with the output prefix
     src = S3Uri("in", "input/" + rel)
     out = output_uri(S3Uri("in", "input/"), S3Uri("out", "results/"), src, ".scoreout")
     err = output_uri(S3Uri("in", "input/"), S3Uri("out", "results/"), src, ".error")

@@ -8,6 +8,7 @@ import psutil
 import pytest
 
 from tasks.errors import ModelError
+from tasks.job import Failure
 from tasks.settings import ModelSpec
 from tests.conftest import FAKEMODEL, make_job
 from workers.backends.local import LocalBackend
@@ -134,3 +135,63 @@ def test_log_tail_keeps_the_first_lines_of_a_long_log(tmp_path):
     assert lines[6:] == [f"line {i}" for i in range(985, 1000)]
     log.write_text("only\nthree\nlines\n")
     assert tail(log, 20) == "only\nthree\nlines"
+
+
+@pytest.fixture
+def warm_backend(tmp_path):
+    b = LocalBackend(tmp_path, launch_timeout=5, warm_idle=30, warm_max=2)
+    yield b
+    b.stop_all()
+
+
+def test_warm_mode_reuses_a_healthy_model_of_the_same_image(warm_backend):
+    a, b, c = (
+        job("sf-0000000000000000000a"),
+        job("sf-0000000000000000000b"),
+        job("sf-0000000000000000000c"),
+    )
+    first = warm_backend.launch(a, spec("ok"))
+    assert warm_backend.teardown(a)  # parked, not stopped
+    assert psutil.pid_exists(first.handle["pid"])
+    second = warm_backend.launch(b, spec("ok"))
+    assert second.handle["pid"] == first.handle["pid"] and second.handle.get("warm")
+    assert "now scores" in warm_backend.logs(b, 5)
+    # another image never gets it
+    other = warm_backend.launch(c, spec("hash"))
+    assert other.handle["pid"] != first.handle["pid"]
+    # a failed run's model is stopped, not parked
+    b.failure = Failure(step="score", kind="ModelError", message="wrong rows")
+    warm_backend.teardown(b)
+    assert (
+        not psutil.pid_exists(first.handle["pid"])
+        or psutil.Process(first.handle["pid"]).status() == psutil.STATUS_ZOMBIE
+    )
+
+
+def test_warm_models_expire_and_dead_ones_are_not_reused(warm_backend):
+    a, b = job("sf-0000000000000000000a"), job("sf-0000000000000000000b")
+    pid = warm_backend.launch(a, spec("ok")).handle["pid"]
+    warm_backend.teardown(a)
+    os.kill(pid, 9)  # the parked model dies while idle
+    time.sleep(0.2)
+    fresh = warm_backend.launch(b, spec("ok"))
+    assert fresh.handle["pid"] != pid and not fresh.handle.get("warm")
+    warm_backend.teardown(b)
+    assert warm_backend.reap(3600, lambda run: False) == []  # not idle long enough
+    warm_backend.warm_idle = 0.01
+    time.sleep(0.05)
+    assert warm_backend.reap(3600, lambda run: False) == [b.run_id]
+    assert not warm_backend.is_alive(b)
+
+
+def test_concurrent_launches_never_share_a_warm_model(warm_backend):
+    from concurrent.futures import ThreadPoolExecutor
+
+    first = job("sf-0000000000000000000a")
+    warm_backend.launch(first, spec("ok"))
+    warm_backend.teardown(first)
+    jobs = [job(f"sf-00000000000000000{i:03d}") for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        eps = list(pool.map(lambda j: warm_backend.launch(j, spec("ok")), jobs))
+    assert sum(1 for e in eps if e.handle.get("warm")) == 1
+    assert len({e.handle["pid"] for e in eps}) == 4

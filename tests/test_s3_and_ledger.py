@@ -98,8 +98,9 @@ def test_newer_source_is_detected(s3, bucket):
 
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     v1 = s3.put_object(Bucket=bucket, Key="in/a.csv", Body=b"one")
-    job = make_job("sf-0000000000000000000a", bucket, version_id=v1["VersionId"],
-                   etag=v1["ETag"].strip('"'))
+    job = make_job(
+        "sf-0000000000000000000a", bucket, version_id=v1["VersionId"], etag=v1["ETag"].strip('"')
+    )
     unversioned = make_job("sf-0000000000000000000a", bucket, etag=v1["ETag"].strip('"'))
     assert newer_source(s3, job) is None and newer_source(s3, unversioned) is None
     v2 = s3.put_object(Bucket=bucket, Key="in/a.csv", Body=b"two")

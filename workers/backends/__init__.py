@@ -16,7 +16,14 @@ def make_backend(settings: Settings) -> LaunchBackend:
     if settings.launch_backend == "local":
         from workers.backends.local import LocalBackend
 
-        return LocalBackend(settings.state_dir, settings.launch_timeout, settings.model_log_lines)
+        return LocalBackend(
+            settings.state_dir,
+            settings.launch_timeout,
+            settings.model_log_lines,
+            warm_idle=settings.warm_idle_seconds,
+            warm_max=settings.warm_max_per_image,
+            max_live=settings.max_live_models,
+        )
     if settings.launch_backend == "kubernetes":
         from workers.backends.kubernetes import KubernetesBackend
 

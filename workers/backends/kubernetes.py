@@ -60,7 +60,14 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.watch.watch import iter_resp_lines
 
-from tasks.errors import ModelError, PermanentError, PipelineError, Rejected, TransientError
+from tasks.errors import (
+    AtCapacity,
+    ModelError,
+    PermanentError,
+    PipelineError,
+    Rejected,
+    TransientError,
+)
 from tasks.job import Job
 from tasks.settings import DNS1123_LABEL, ModelSpec, Settings
 from workers.backends.base import Endpoint
@@ -629,6 +636,8 @@ class KubernetesBackend:
                         raise
                     log.info("adopting pod %s/%s of this run on %s", ns, name, cluster.name)
         except KubernetesApiError as exc:
+            if exc.status == 403 and "exceeded quota" in exc.message:
+                raise AtCapacity(exc.message) from exc  # the namespace's ResourceQuota is full
             if exc.status == 403:
                 raise Rejected(exc.message) from exc
             raise

@@ -11,11 +11,19 @@ whole process group can be stopped), with a minimal environment: the worker's
 credentials are not passed on. A record per run under ``STATE_DIR/local/<run id>/``
 (pid, start time, port, log file) lets any worker on the machine tear it down and
 the reaper find what a killed worker left behind.
+
+Warm mode (``SCOREFLEET_WARM_IDLE_SECONDS`` > 0): teardown of a run that succeeded
+parks its healthy model under ``STATE_DIR/local/_warm/<image>/`` instead of
+stopping it; the next launch of the same image claims a parked one by renaming
+its directory (atomic: two claimants cannot get the same model) and skips the
+start. Parked models idle longer than the limit are stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -28,13 +36,13 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from tasks.errors import ModelError
+from tasks.errors import AtCapacity, ModelError
 from tasks.job import Job
 from tasks.settings import ModelSpec
 from workers.backends.base import Endpoint
@@ -47,6 +55,7 @@ HOST = "127.0.0.1"
 PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "SYSTEMROOT")
 STOP_GRACE_SECONDS = 5.0
 LOG_TAIL_BYTES = 64 * 1024
+WARM = "_warm"
 
 
 def free_port() -> int:
@@ -81,26 +90,35 @@ def tail(path: Path, lines: int) -> str:
 class LocalBackend:
     name = "local"
 
-    def __init__(self, state_dir: Path, launch_timeout: float, log_lines: int = 40) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        launch_timeout: float,
+        log_lines: int = 40,
+        *,
+        warm_idle: float = 0.0,
+        warm_max: int = 4,
+        max_live: int = 0,
+    ) -> None:
         self.root = state_dir / "local"
         self.launch_timeout = launch_timeout
         self.log_lines = log_lines
+        self.warm_idle = warm_idle
+        self.warm_max = warm_max
+        self.max_live = max_live
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         # exit codes of reaped children, until a launch reports one (bounded: most
         # are never asked for: models stopped at teardown)
         self._exit_codes: OrderedDict[int, int] = OrderedDict()
         self._lock = threading.Lock()
+        self._capacity_lock = threading.Lock()
 
     # ----------------------------------------------------------------- records
     def _dir(self, run_id: str) -> Path:
         return self.root / run_id
 
     def _record(self, run_id: str) -> dict[str, Any] | None:
-        try:
-            data: dict[str, Any] = json.loads((self._dir(run_id) / "record.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-        return data
+        return _read_record(self._dir(run_id))
 
     def _process(self, rec: dict[str, Any] | None) -> psutil.Process | None:
         """The record's process if it is still the same one and running."""
@@ -137,18 +155,25 @@ class LocalBackend:
             log.info("adopting the model process %s of this run", rec["pid"])
             return self._wait_ready(job, rec, proc)
         if rec:
-            self.teardown(job)  # a dead one from an earlier attempt
+            self._remove(job.run_id)  # a dead one from an earlier attempt
+        if self.warm_idle > 0:
+            self._expire_warm()
+            warm = self._claim_warm(job, spec)
+            if warm is not None:
+                return warm
         if not spec.command:
             raise ModelError(
                 f"no local command is configured for image {spec.image!r}: "
                 "add it to SCOREFLEET_MODEL_CATALOG"
             )
+        run_dir = self._dir(job.run_id)
+        with self._capacity():  # count and reserve a slot in one go
+            self._make_room()
+            run_dir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         argv = shlex.split(spec.command.format(port=port, python=sys.executable, host=HOST))
         env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
         env.update({str(k): str(v) for k, v in dict(spec.extra.get("env", {})).items()})
-        run_dir = self._dir(job.run_id)
-        run_dir.mkdir(parents=True, exist_ok=True)
         log_path = run_dir / "model.log"
         with log_path.open("ab") as out:
             try:
@@ -175,9 +200,7 @@ class LocalBackend:
             "source": str(job.source),
             "launch_timeout": float(spec.extra.get("launch_timeout", self.launch_timeout)),
         }
-        tmp = run_dir / "record.json.tmp"
-        tmp.write_text(json.dumps(rec))
-        tmp.replace(run_dir / "record.json")
+        _write_record(run_dir, rec)
         log.info("started model %s as pid %d on port %d", spec.image, popen.pid, port)
         return self._wait_ready(job, rec, proc)
 
@@ -222,8 +245,128 @@ class LocalBackend:
     def logs(self, job: Job, lines: int) -> str:
         return tail(self._dir(job.run_id) / "model.log", lines)
 
+    def _live(self) -> list[Path]:
+        """Directories of the model processes this machine runs now (warm ones too)."""
+        runs = [p for p in self.root.iterdir() if not p.name.startswith(("_", "."))]
+        warm = self.root / WARM
+        parked = [p for pool in warm.iterdir() for p in pool.iterdir()] if warm.exists() else []
+        return runs + parked
+
+    @contextlib.contextmanager
+    def _capacity(self) -> Iterator[None]:
+        """Serialise capacity decisions between the threads of this worker and the
+        other workers on the machine (an flock on the state directory)."""
+        if not self.max_live:
+            yield
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._capacity_lock, (self.root / ".capacity.lock").open("a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _make_room(self) -> None:
+        """Enforce MAX_LIVE_MODELS: stop idle warm models of other images, or wait."""
+        if not self.max_live or not self.root.exists():
+            return
+        if len(self._live()) < self.max_live:
+            return
+        if self._expire_warm(idle=-1, oldest_only=True):
+            return
+        raise AtCapacity(
+            f"{self.max_live} model processes are running (SCOREFLEET_MAX_LIVE_MODELS)"
+        )
+
+    # -------------------------------------------------------------------- warm
+    def _pool(self, image: str) -> Path:
+        return self.root / WARM / hashlib.sha256(image.encode()).hexdigest()[:16]
+
+    def _claim_warm(self, job: Job, spec: ModelSpec) -> Endpoint | None:
+        """Take over a parked model of this image, if a healthy one is there."""
+        pool = self._pool(spec.image)
+        try:
+            parked = sorted(pool.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+        except FileNotFoundError:
+            return None
+        target = self._dir(job.run_id)
+        for candidate in parked:
+            try:
+                candidate.rename(target)  # atomic: one launch wins each parked model
+            except OSError:
+                continue
+            rec = self._record(job.run_id)
+            proc = self._process(rec)
+            url = f"http://{HOST}:{rec['port']}" if rec else ""
+            if rec is None or proc is None or not _ping(url):
+                self._remove(job.run_id)
+                continue
+            rec.update(started=time.time(), source=str(job.source), serves=rec.get("serves", 1) + 1)
+            rec.pop("parked_at", None)
+            _write_record(target, rec)
+            with (target / "model.log").open("a") as f:
+                f.write(f"---- scorefleet: this model now scores {job.source} ----\n")
+            log.info(
+                "reusing the warm model process %d (file %d it scores)", proc.pid, rec["serves"]
+            )
+            return Endpoint(url=url, handle={"pid": rec["pid"], "port": rec["port"], "warm": True})
+        return None
+
+    def _park(self, job: Job) -> bool:
+        """Keep this run's healthy model for the next file of its image."""
+        rec = self._record(job.run_id)
+        if rec is None or self._process(rec) is None or not _ping(f"http://{HOST}:{rec['port']}"):
+            return False
+        pool = self._pool(str(rec["image"]))
+        pool.mkdir(parents=True, exist_ok=True)
+        if sum(1 for _ in pool.iterdir()) >= self.warm_max:
+            return False
+        rec["parked_at"] = time.time()
+        _write_record(self._dir(job.run_id), rec)
+        try:
+            self._dir(job.run_id).rename(pool / job.run_id)
+        except OSError:
+            return False
+        log.info("parked model process %s warm for %gs", rec["pid"], self.warm_idle)
+        return True
+
+    def _expire_warm(self, idle: float | None = None, *, oldest_only: bool = False) -> list[str]:
+        """Stop parked models idle for longer than ``idle`` (default: the warm limit);
+        with ``oldest_only``, just the one idle the longest."""
+        limit = self.warm_idle if idle is None else idle
+        removed: list[str] = []
+        warm = self.root / WARM
+        if not warm.exists():
+            return removed
+        now = time.time()
+        candidates = sorted(
+            ((_read_record(p), p) for pool in warm.iterdir() for p in pool.iterdir()),
+            key=lambda rp: float((rp[0] or {}).get("parked_at", 0)),
+        )
+        for rec, parked in candidates:
+            if oldest_only and removed:
+                break
+            if rec is not None and now - float(rec.get("parked_at", 0)) <= limit:
+                continue
+            doomed = self.root / f"_expiring-{parked.name}"
+            try:
+                parked.rename(doomed)  # fails if a launch claimed it first
+            except OSError:
+                continue
+            proc = self._process(rec)
+            if proc is not None:
+                stop_tree(proc)
+            shutil.rmtree(doomed, ignore_errors=True)
+            removed.append(parked.name)
+        return removed
+
     # -------------------------------------------------------------- teardown
     def teardown(self, job: Job) -> bool:
+        """Stop the run's model, or park it (warm mode, after a success)."""
+        if self.warm_idle > 0 and job.failure is None and not job.skipped and self._park(job):
+            self._expire_warm()
+            return True
         return self._remove(job.run_id)
 
     def _remove(self, run_id: str) -> bool:
@@ -242,8 +385,12 @@ class LocalBackend:
         removed: list[str] = []
         if not self.root.exists():
             return removed
+        # parked models past the warm limit (all of them if warm mode was switched off)
+        removed += self._expire_warm(idle=None if self.warm_idle > 0 else 0)
         now = time.time()
         for run_dir in self.root.iterdir():
+            if run_dir.name.startswith(("_", ".")):
+                continue  # the warm pool (expired above), the capacity lock
             rec = self._record(run_dir.name)
             started = float(rec.get("started", 0)) if rec else run_dir.stat().st_mtime
             if (now - started > max_age or is_finished(run_dir.name)) and self._remove(
@@ -254,7 +401,29 @@ class LocalBackend:
 
     def stop_all(self) -> list[str]:
         """Stop every model process this state directory knows (local stack shutdown)."""
-        return self.reap(0, lambda _run: True)
+        return self._expire_warm(idle=-1) + self.reap(0, lambda _run: True)
+
+
+def _read_record(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads((run_dir / "record.json").read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+    return data
+
+
+def _write_record(run_dir: Path, rec: dict[str, Any]) -> None:
+    tmp = run_dir / "record.json.tmp"
+    tmp.write_text(json.dumps(rec))
+    tmp.replace(run_dir / "record.json")
+
+
+def _ping(url: str) -> bool:
+    client = InvocationsClient(url, timeout=2.0, pool_size=1)
+    try:
+        return client.ping(timeout=1.0)
+    finally:
+        client.close()
 
 
 def stop_tree(proc: psutil.Process, grace: float = STOP_GRACE_SECONDS) -> None:
