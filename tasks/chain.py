@@ -6,6 +6,11 @@ Success path:  tasks.launch -> tasks.score -> tasks.upload -> tasks.teardown
 A step that gives up starts the failure tail instead (see :func:`failure_tail`):
                 tasks.upload (publishes the .error) -> tasks.teardown
 so teardown runs whether the file succeeded or failed.
+
+Every step carries a short ``argsrepr``/``kwargsrepr`` (what Celery events, and so
+Flower, show instead of the whole job): the file's S3 URI, and the image, cluster,
+namespace and run id as a dict, so that Flower's task list reads one line per step
+per file and can be searched by file name or ``kwargs:model_image=...``.
 """
 
 from __future__ import annotations
@@ -18,8 +23,34 @@ from celery.canvas import Signature
 from tasks.job import STEPS, Job, task_id
 
 
+def describe_job(job: Job | dict[str, Any]) -> dict[str, str]:
+    """``argsrepr``/``kwargsrepr`` of a step of ``job``."""
+    d = job.to_dict() if isinstance(job, Job) else job
+    shown = {
+        "model_image": d.get("model_image"),
+        "k8s_cluster": d.get("k8s_cluster"),
+        "k8s_namespace": d.get("k8s_namespace"),
+        "run_id": d.get("run_id"),
+    }
+    return {"argsrepr": f"s3://{d.get('bucket')}/{d.get('key')}", "kwargsrepr": repr(shown)}
+
+
+def describe_step(task_name: str, payload: dict[str, Any]) -> dict[str, str]:
+    """:func:`describe_job` for a message of a step whose first argument is a job;
+    empty for anything else."""
+    if task_name.removeprefix("tasks.") not in STEPS or not {"bucket", "key"} <= payload.keys():
+        return {}
+    return describe_job(payload)
+
+
 def _step(app: Celery | None, job: Job, step: str, args: tuple[Any, ...] = ()) -> Signature:
-    return signature(f"tasks.{step}", args=args, task_id=task_id(job.run_id, step), app=app)
+    return signature(
+        f"tasks.{step}",
+        args=args,
+        task_id=task_id(job.run_id, step),
+        app=app,
+        **describe_job(job),
+    )
 
 
 def build_chain(job: Job, app: Celery | None = None) -> Any:

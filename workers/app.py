@@ -15,7 +15,9 @@ from celery import signals
 
 from tasks import logctx
 from tasks.celeryconf import make_app
+from tasks.chain import describe_step
 from tasks.settings import ConfigError, load
+from workers import flowerconf, monitor
 
 try:
     settings = load()
@@ -24,12 +26,41 @@ except ConfigError as _exc:
     raise SystemExit(2) from None
 
 app = make_app(settings)
+# Events and remote control over SNS fanout (Flower, celery events/inspect): docs/flower.md
+monitor.configure(app, settings)
 app.conf.update(
-    imports=("tasks.steps",),
+    imports=("tasks.steps", "workers.monitor"),
     beat_schedule={
         "reap-model-containers": {"task": "tasks.reap", "schedule": settings.reap_interval},
+        "sweep-monitor-queues": {
+            "task": "tasks.sweep_monitor_queues",
+            "schedule": max(60.0, settings.monitor_idle / 3),
+        },
     },
 )
+
+
+@signals.import_modules.connect
+def _prepare_flower(sender: Any = None, **kwargs: Any) -> None:
+    """In ``celery flower``: refuse to start unauthenticated, apply our defaults."""
+    if flowerconf.running_flower():
+        mode = flowerconf.prepare(settings)
+        print(f"scorefleet flower: authentication: {mode}", file=sys.stderr)
+
+
+@signals.before_task_publish.connect
+def _describe_step(
+    sender: str | None = None, headers: Any = None, body: Any = None, **_: Any
+) -> None:
+    """Retries of a step keep the short args/kwargs shown by Flower (the S3 URI),
+    which Celery would otherwise recompute from the whole job."""
+    if not isinstance(headers, dict) or not isinstance(body, (list, tuple)) or not body:
+        return
+    args = body[0]
+    if args and isinstance(args[0], dict):
+        shown = describe_step(str(sender or headers.get("task") or ""), args[0])
+        if shown:
+            headers.update(shown)
 
 
 @signals.after_setup_logger.connect

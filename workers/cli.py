@@ -106,6 +106,8 @@ def up(
         click.echo("starting the local stack ...")
         stack.start()
         stack.wait_worker_ready()
+        if stack.flower:
+            stack.wait_flower_ready()
         _print_next_steps(stack)
         if demo or exit_after_demo:
             ok = _run_demo(stack)

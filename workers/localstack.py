@@ -7,7 +7,8 @@ machine, with the production code paths.
 * a bridge that long-polls that queue and calls the real Lambda handler with the
   SQS event Lambda's event source mapping would send (honouring batchItemFailures);
 * a Celery worker (with embedded beat for the reaper) on the ``local`` backend;
-* Flower.
+* Flower (docs/flower.md), events and remote control over the emulator's SNS;
+  without FLOWER_BASIC_AUTH it runs unauthenticated on 127.0.0.1 only.
 
 Everything it starts is stopped again by PID on exit; logs go to the state dir.
 """
@@ -103,6 +104,8 @@ def stack_env(
         "SCOREFLEET_STATE_DIR": str(state_dir),
         "SCOREFLEET_VISIBILITY_TIMEOUT": "600",
         "SCOREFLEET_MODEL_CATALOG": json.dumps(catalog if catalog is not None else iris_catalog()),
+        # Flower listens on 127.0.0.1 here; anywhere else it needs FLOWER_BASIC_AUTH
+        "SCOREFLEET_FLOWER_UNAUTHENTICATED": "true",
         **MALLOC_ENV,
     }
     env.update(extra or {})
@@ -312,8 +315,7 @@ class LocalStack:
         for i in range(self.workers):
             self.start_worker(i)
         if self.flower:
-            self.flower_port = self.flower_port or free_port()
-            self._spawn("flower", ["flower", f"--port={self.flower_port}", "--address=127.0.0.1"])
+            self.start_flower()
         self.bridge = Bridge(self.endpoint, self.urls["events_url"], self.env)
         self.bridge.start()
         return self
@@ -330,10 +332,71 @@ class LocalStack:
             "-l",
             "INFO",
             "-E",
+            # Flower marks a worker offline after two missed heartbeats (20 s);
+            # each one is an SNS publish (Celery's default is every 2 s)
+            "--heartbeat-interval",
+            "10",
         ]
         if self.beat and i == 0:
             args += ["-B", "-s", str(self.state_dir / "celerybeat-schedule")]
         return self._spawn(f"worker{i}", args)
+
+    def start_flower(self) -> Proc:
+        """``celery -A workers.app flower`` on 127.0.0.1, its state kept across restarts."""
+        self.flower_port = self.flower_port or free_port()
+        return self._spawn(
+            "flower",
+            [
+                "flower",
+                f"--port={self.flower_port}",
+                "--address=127.0.0.1",
+                "--persistent=True",
+                f"--db={self.state_dir / 'flower-state'}",
+                "--state_save_interval=60000",
+            ],
+        )
+
+    def restart_worker(self, i: int = 0, timeout: float = 60) -> Proc:
+        """Stop worker ``i`` (warm shutdown) and start it again; wait until ready."""
+        for p in [p for p in self.procs if p.name == f"worker{i}"]:
+            stop_process(p.popen, grace=30)
+            self.procs.remove(p)
+        log_path = self.state_dir / "logs" / f"worker{i}.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        proc = self.start_worker(i)
+        deadline = time.monotonic() + timeout
+        while b" ready." not in log_path.read_bytes()[offset:]:
+            if proc.popen.poll() is not None:
+                raise RuntimeError(f"{proc.name} exited; see {log_path}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{proc.name} not ready after {timeout:g}s; see {log_path}")
+            time.sleep(0.1)
+        return proc
+
+    def stop_flower(self) -> None:
+        for p in [p for p in self.procs if p.name == "flower"]:
+            stop_process(p.popen, grace=10)
+            self.procs.remove(p)
+
+    def wait_flower_ready(self, timeout: float = 60) -> None:
+        """Until Flower serves HTTP and its event queue is subscribed (events sent
+        before that never reach it)."""
+        from workers.monitor import namespace
+
+        deadline = time.monotonic() + timeout
+        wait_http(f"http://127.0.0.1:{self.flower_port}/healthcheck", timeout)
+        sns = emulator_client("sns", self.endpoint)
+        ns = namespace(QUEUE)
+        topic = f"arn:aws:sns:{CREDENTIALS['AWS_REGION']}:123456789012:{ns}-events"
+        while time.monotonic() < deadline:
+            try:
+                subs = sns.list_subscriptions_by_topic(TopicArn=topic).get("Subscriptions", [])
+            except sns.exceptions.NotFoundException:
+                subs = []
+            if any(f":{ns}-ev-" in s.get("Endpoint", "") for s in subs):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"Flower did not subscribe to events within {timeout:g}s")
 
     def _spawn(self, name: str, celery_args: list[str]) -> Proc:
         path = self.state_dir / "logs" / f"{name}.log"
@@ -374,7 +437,7 @@ class LocalStack:
             self.bridge.join(timeout=5)
         # workers first (warm shutdown finishes running steps), moto last
         for p in sorted(self.procs, key=lambda p: p.name == "moto"):
-            stop_process(p.popen, grace=5 if p.name == "flower" else 30)
+            stop_process(p.popen, grace=10 if p.name == "flower" else 30)
         self.procs.clear()
         from workers.backends.local import LocalBackend
 
