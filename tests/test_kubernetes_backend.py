@@ -24,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tasks.errors import ModelError, Rejected, is_transient
 from tasks.settings import ModelSpec, load
+from tasks.job import Failure
 from tests.conftest import make_job
 from tests.k8s_harness import FakeApiServer, FakeKubelet, fake_cluster, k8s_catalog
 from workers.backends import make_backend
@@ -532,3 +533,43 @@ def test_make_backend_loads_kubernetes_only_when_chosen():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
     )
     assert out.stdout.split() == ["LocalBackend", "False"]
+
+
+# ------------------------------------------------------------------ warm mode
+def test_warm_mode_parks_and_reuses_a_pod(cluster):
+    backend = cluster.backend(SCOREFLEET_WARM_IDLE_SECONDS="30")
+    first = new_job("test/ok:1")
+    ep = backend.launch(first, spec(backend, "test/ok:1"))
+    first.endpoint, first.handle = ep.url, ep.handle
+    before = backend.calls.snapshot()
+    assert backend.teardown(first) is True  # parked, not deleted
+    assert first.run_id in cluster.api.pod_names()
+    second = new_job("test/ok:1")
+    again = backend.launch(second, spec(backend, "test/ok:1"))
+    assert again.url == ep.url and again.handle["pod"] == first.run_id and again.handle["warm"]
+    assert backend.calls.since(before) == {"patch pods": 2}  # park + claim: no create, no watch
+    # another image never gets it
+    other = new_job("test/json:1")
+    assert backend.launch(other, spec(backend, "test/json:1")).handle["pod"] == other.run_id
+    backend.teardown(other)
+    # a failed run's pod is deleted, not parked
+    second.endpoint, second.handle = again.url, again.handle
+    second.failure = Failure(step="score", kind="ModelError", message="wrong rows")
+    assert backend.teardown(second) is True
+    assert_gone(cluster, first.run_id)
+
+
+def test_the_reaper_expires_parked_pods(cluster):
+    backend = cluster.backend(SCOREFLEET_WARM_IDLE_SECONDS="30")
+    job = new_job("test/ok:1")
+    ep = backend.launch(job, spec(backend, "test/ok:1"))
+    job.endpoint, job.handle = ep.url, ep.handle
+    assert backend.teardown(job)
+    # a finished run's parked pod stays while it is warm ...
+    assert job.run_id not in backend.reap(3600, lambda run: True)
+    assert job.run_id in cluster.api.pod_names()
+    # ... and goes once idle too long (a beat process: it knows only the labels)
+    reaper = cluster.backend(SCOREFLEET_WARM_IDLE_SECONDS="0.01")
+    time.sleep(1.1)
+    assert job.run_id in reaper.reap(3600, lambda run: False)
+    assert_gone(cluster, job.run_id)

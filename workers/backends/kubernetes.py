@@ -84,6 +84,9 @@ WORKER_LABEL = "scorefleet.io/worker"
 RUN_ANNOTATION = "scorefleet.io/run-id"
 SOURCE_ANNOTATION = "scorefleet.io/source"
 IMAGE_ANNOTATION = "scorefleet.io/image"
+#: warm mode: "idle" on a parked pod waiting for the next file of its image
+WARM_LABEL = "scorefleet.io/warm"
+PARKED_ANNOTATION = "scorefleet.io/parked-at"
 USER_AGENT = "scorefleet-worker (kubernetes-python)"
 
 #: (connect, read) seconds for every call but the watch.
@@ -519,11 +522,33 @@ class PodsApi:
             name, ns, _preload_content=False, _request_timeout=API_TIMEOUT
         )
 
+    def patch(self, ns: str, name: str, body: dict[str, Any]) -> None:
+        """A JSON merge patch (labels and annotations of a warm pod)."""
+        self._core.patch_namespaced_pod(
+            name, ns, body, _preload_content=False, _request_timeout=API_TIMEOUT
+        )
+
     def list(self, ns: str, label_selector: str) -> list[dict[str, Any]]:
         resp = self._core.list_namespaced_pod(
             ns, label_selector=label_selector, _preload_content=False, _request_timeout=API_TIMEOUT
         )
         return cast(list[dict[str, Any]], json.loads(resp.data).get("items") or [])
+
+
+@dataclass
+class ParkedPod:
+    name: str
+    url: str
+    handle: dict[str, Any]
+    parked_at: float
+
+
+def _ping(url: str) -> bool:
+    client = InvocationsClient(url, timeout=2.0, pool_size=1)
+    try:
+        return client.ping(timeout=2.0)
+    finally:
+        client.close()
 
 
 @dataclass
@@ -591,6 +616,10 @@ class KubernetesBackend:
         self.calls = ApiCallCounter()
         self._clusters: dict[str, Cluster] = {}
         self._lock = threading.Lock()
+        # warm mode: the pods this worker parked, per (cluster, namespace, image)
+        self.warm_idle = float(settings.warm_idle_seconds)
+        self.warm_max = int(settings.warm_max_per_image)
+        self._warm: dict[tuple[str, str, str], list[ParkedPod]] = {}
 
     # --------------------------------------------------------------- clusters
     def cluster(self, name: str) -> Cluster:
@@ -619,11 +648,17 @@ class KubernetesBackend:
                 f"k8s_namespace {ns!r} is not enabled for cluster {cluster.name!r} "
                 f"(namespaces: {', '.join(cluster.namespaces)})"
             )
-        return cluster, ns, pod_name(job.run_id)
+        # a warm pod reused by this run keeps the name of the run that created it
+        return cluster, ns, str(job.handle.get("pod") or pod_name(job.run_id))
 
     # ----------------------------------------------------------------- launch
     def launch(self, job: Job, spec: ModelSpec) -> Endpoint:
-        cluster, ns, name = self._target(job)
+        cluster, ns, _ = self._target(job)
+        name = pod_name(job.run_id)  # a pod of its own (not a dead warm one it had)
+        if self.warm_idle > 0 and "pod" not in job.handle:
+            warm = self._claim_warm(job, spec, cluster, ns)
+            if warm is not None:
+                return warm
         manifest = pod_manifest(job, spec, self.settings, fleet=self.fleet, worker=self.worker)
         created: dict[str, Any] | None = None
         try:
@@ -820,14 +855,105 @@ class KubernetesBackend:
         text = data.decode("utf-8", errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
+    # -------------------------------------------------------------------- warm
+    # Warm mode keeps the pods a worker parked in that worker's memory: a worker
+    # reuses only its own (no cross-worker claims, so no race for one pod), and the
+    # labels and annotations it sets let the reaper expire what a dead worker parked.
+    def _claim_warm(self, job: Job, spec: ModelSpec, cluster: Cluster, ns: str) -> Endpoint | None:
+        self._expire_own_warm()
+        key = (cluster.name, ns, spec.image)
+        while True:
+            with self._lock:
+                pool = self._warm.get(key) or []
+                if not pool:
+                    return None
+                parked = pool.pop()  # the most recently parked
+            if not _ping(parked.url):
+                self._delete_quietly(cluster, ns, parked.name)
+                continue
+            with translated(f"claim warm pod {ns}/{parked.name}", cluster.name):
+                cluster.api.patch(
+                    ns,
+                    parked.name,
+                    {
+                        "metadata": {
+                            "labels": {
+                                WARM_LABEL: None,
+                                RUN_LABEL: label_value(job.run_id),
+                                PIPELINE_LABEL: label_value(job.pipeline_id),
+                            },
+                            "annotations": {
+                                PARKED_ANNOTATION: None,
+                                RUN_ANNOTATION: job.run_id,
+                                SOURCE_ANNOTATION: str(job.source),
+                            },
+                        }
+                    },
+                )
+            log.info("reusing warm pod %s/%s for this file", ns, parked.name)
+            return Endpoint(url=parked.url, handle={**parked.handle, "warm": True})
+
+    def _park(self, job: Job) -> bool:
+        """Keep this run's healthy pod for this worker's next file of its image."""
+        pod = job.handle.get("pod")
+        if not pod or not job.endpoint or not _ping(job.endpoint):
+            return False
+        cluster, ns, name = self._target(job)
+        key = (cluster.name, ns, job.model_image)
+        with self._lock:
+            if len(self._warm.get(key) or []) >= self.warm_max:
+                return False
+        now = time.time()
+        with translated(f"park pod {ns}/{name}", cluster.name):
+            cluster.api.patch(
+                ns,
+                name,
+                {
+                    "metadata": {
+                        "labels": {WARM_LABEL: "idle"},
+                        "annotations": {PARKED_ANNOTATION: f"{now:.0f}"},
+                    }
+                },
+            )
+        with self._lock:
+            self._warm.setdefault(key, []).append(
+                ParkedPod(name=name, url=job.endpoint, handle=dict(job.handle), parked_at=now)
+            )
+        log.info("parked pod %s/%s warm for %gs", ns, name, self.warm_idle)
+        return True
+
+    def _expire_own_warm(self) -> None:
+        now = time.time()
+        doomed: list[tuple[str, str, ParkedPod]] = []
+        with self._lock:
+            for (cluster_name, ns, _image), pool in self._warm.items():
+                keep = [p for p in pool if now - p.parked_at <= self.warm_idle]
+                doomed += [(cluster_name, ns, p) for p in pool if p not in keep]
+                pool[:] = keep
+        for cluster_name, ns, parked in doomed:
+            self._delete_quietly(self.cluster(cluster_name), ns, parked.name)
+
+    def _delete_quietly(self, cluster: Cluster, ns: str, name: str) -> None:
+        try:
+            self._delete(cluster, ns, name)
+        except PipelineError as exc:  # the reaper removes it later
+            log.warning("could not delete pod %s/%s: %s", ns, name, exc)
+
     # --------------------------------------------------------------- teardown
     def teardown(self, job: Job) -> bool:
+        """Delete the run's pod, or park it (warm mode, after a success)."""
         try:
             cluster, ns, name = self._target(job)
         except Rejected:
             return False  # the launch was refused too: nothing was made
         if not DNS1123_LABEL.match(ns):
             return False
+        if self.warm_idle > 0 and job.failure is None and not job.skipped:
+            try:
+                if self._park(job):
+                    return True
+            except PipelineError as exc:
+                log.warning("could not park pod %s/%s: %s", ns, name, exc)
         return self._delete(cluster, ns, name)
 
     def _delete(self, cluster: Cluster, ns: str, name: str) -> bool:
@@ -879,9 +1005,14 @@ class KubernetesBackend:
                 continue  # not ours, whatever the server's selector said
             created = _created_at(pod)
             try:
-                old = created is not None and now - created > max_age
-                if not (old or is_finished(run_id)):
-                    continue
+                if labels.get(WARM_LABEL) == "idle":  # parked: expires after the idle limit
+                    parked_at = float(notes.get(PARKED_ANNOTATION) or 0)
+                    if now - parked_at <= self.warm_idle:
+                        continue
+                else:
+                    old = created is not None and now - created > max_age
+                    if not (old or is_finished(run_id)):
+                        continue
             except Exception as exc:
                 log.warning("reaper: cannot tell whether run %s is finished: %s", run_id, exc)
                 continue
