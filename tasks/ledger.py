@@ -154,17 +154,24 @@ class Ledger:
         """Extend this run's lease; False if another run has superseded it."""
         return self._update(job, {"lease_until": time.time() + lease_seconds}, create=False)
 
-    def finish(self, job: Job, state: str, outcome: str | None) -> bool:
-        return self._update(job, {"state": state, "outcome": outcome, "lease_until": 0})
+    def finish(
+        self, job: Job, state: str, outcome: str | None, *, seen: Record | None = None
+    ) -> bool:
+        """Record how the run ended. ``seen``: the record as just read (saves a read
+        when it has not changed since)."""
+        changes = {"state": state, "outcome": outcome, "lease_until": 0}
+        if (
+            seen is not None
+            and seen.run_id == job.run_id
+            and self._put(job.pipeline_id, {**seen.data, **changes}, if_match=seen.etag)
+        ):
+            return True
+        return self._update(job, changes)
 
     def is_finished(self, run_id: str) -> bool:
         """Is the run over (or superseded by another run of its file)? For the reaper."""
         rec = self.get(run_id[: len("sf-") + 20])
         return rec is not None and (rec.run_id != run_id or rec.state in FINISHED_STATES)
-
-    def is_current(self, job: Job) -> bool:
-        rec = self.get(job.pipeline_id)
-        return rec is None or rec.run_id == job.run_id
 
     def _update(self, job: Job, changes: dict[str, Any], *, create: bool = True) -> bool:
         for _ in range(_CAS_ATTEMPTS):

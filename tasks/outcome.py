@@ -67,6 +67,7 @@ def _metadata(job: Job) -> dict[str, str]:
         meta["model-start-ms"] = str(job.model_start_ms)
     # time between steps: queue hops, and waiting for a free worker slot in a busy fleet
     meta["wait-ms"] = str(round(job.waited * 1000))
+    meta["enqueued-at"] = f"{job.enqueued_at:.3f}"
     if job.score_seconds is not None:
         meta["score-ms"] = str(round(job.score_seconds * 1000))
     return {k: v for k, v in meta.items() if v}

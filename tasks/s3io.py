@@ -144,6 +144,8 @@ class MultipartWriter:
     Memory is bounded by ``PART_SIZE`` times (1 filling + ``max_pending`` queued +
     1 in flight). Nothing is visible at the destination until :meth:`complete`;
     :meth:`abort` (also on ``with`` exit with an exception) discards everything.
+    The multipart upload is only started once a first part is full: an output
+    smaller than one part is written with a single PUT (one request, not three).
     """
 
     def __init__(
@@ -164,11 +166,15 @@ class MultipartWriter:
         self._parts_sent = 0
         self._error: BaseException | None = None
         self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(max_pending)
-        resp = s3.create_multipart_upload(
-            Bucket=dest.bucket, Key=dest.key, ContentType=content_type
+        self.content_type = content_type
+        self.upload_id: str | None = None
+        self._thread = threading.Thread(target=self._upload_loop, daemon=True, name="s3-parts")
+
+    def _start(self) -> None:
+        resp = self.s3.create_multipart_upload(
+            Bucket=self.dest.bucket, Key=self.dest.key, ContentType=self.content_type
         )
         self.upload_id = resp["UploadId"]
-        self._thread = threading.Thread(target=self._upload_loop, daemon=True, name="s3-parts")
         self._thread.start()
 
     def _upload_loop(self) -> None:
@@ -183,7 +189,7 @@ class MultipartWriter:
                 resp = self.s3.upload_part(
                     Bucket=self.dest.bucket,
                     Key=self.dest.key,
-                    UploadId=self.upload_id,
+                    UploadId=str(self.upload_id),
                     PartNumber=number,
                     Body=data,
                 )
@@ -196,6 +202,8 @@ class MultipartWriter:
             raise self._error
 
     def _send(self, data: bytes) -> None:
+        if self.upload_id is None:
+            self._start()
         self._parts_sent += 1
         self._queue.put((self._parts_sent, data))  # blocks while max_pending wait: backpressure
         self._check()
@@ -211,7 +219,16 @@ class MultipartWriter:
             self._send(part)
 
     def complete(self) -> None:
-        if self._buf or self._parts_sent == 0:  # the last part may be small (or empty)
+        if self.upload_id is None:  # all of it fits in one part: a single PUT
+            self.s3.put_object(
+                Bucket=self.dest.bucket,
+                Key=self.dest.key,
+                Body=bytes(self._buf),
+                ContentType=self.content_type,
+            )
+            self._buf.clear()
+            return
+        if self._buf:  # the last part may be small
             self._send(bytes(self._buf))
             self._buf.clear()
         self._queue.put(None)
@@ -228,6 +245,8 @@ class MultipartWriter:
     def abort(self) -> None:
         if self._error is None:
             self._error = RuntimeError("aborted")
+        if self.upload_id is None:
+            return  # nothing was sent
         self._queue.put(None)
         self._thread.join(timeout=60)
         try:

@@ -307,14 +307,15 @@ def upload(self: PipelineStep, job: dict[str, Any]) -> Any:
     def body(j: Job, hb: Heartbeat) -> Job:
         s, s3, ledger = runtime.settings(), runtime.s3(), runtime.ledger()
         staging = S3Uri(s.state_uri.bucket, j.staging_key) if j.staging_key else None
+        rec = ledger.get(j.pipeline_id)
         if j.skipped:
             pass
-        elif not ledger.is_current(j):
+        elif rec is not None and rec.run_id != j.run_id:
             log.warning("a newer run of this file took over; not publishing")
             j.skipped = "superseded"
         elif (newer := outcome.newer_source(s3, j)) is not None:
             log.warning("not publishing: the file was replaced since (%s)", newer)
-            ledger.finish(j, "superseded", None)
+            ledger.finish(j, "superseded", None, seen=rec)
             j.skipped = "source replaced"
         elif j.failure is not None:
             if not j.failure.model_logs and j.failure.step in {"launch", "score"}:
@@ -323,12 +324,12 @@ def upload(self: PipelineStep, job: dict[str, Any]) -> Any:
                 except Exception as exc:
                     log.warning("could not read the model's logs: %s", exc)
             dest = outcome.publish_error(s, s3, j, j.failure)
-            ledger.finish(j, "failed", str(dest) if dest else None)
+            ledger.finish(j, "failed", str(dest) if dest else None, seen=rec)
             j.published = str(dest) if dest else None
             log.warning("published %s", dest)
         elif staging is not None:
             dest = outcome.publish_scoreout(s, s3, j, staging)
-            ledger.finish(j, "published", str(dest))
+            ledger.finish(j, "published", str(dest), seen=rec)
             j.published = str(dest)
             log.info("published %s (%d rows)", dest, j.rows or 0)
         if staging is not None:  # this attempt's staging object, and any of a duplicate's

@@ -421,7 +421,7 @@ def _write_record(run_dir: Path, rec: dict[str, Any]) -> None:
 def _ping(url: str) -> bool:
     client = InvocationsClient(url, timeout=2.0, pool_size=1)
     try:
-        return client.ping(timeout=1.0)
+        return client.ping(timeout=3.0)
     finally:
         client.close()
 
