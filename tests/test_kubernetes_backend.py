@@ -23,8 +23,8 @@ from kubernetes.client import V1Pod
 from kubernetes.client.exceptions import ApiException
 
 from tasks.errors import ModelError, Rejected, is_transient
-from tasks.settings import ModelSpec, load
 from tasks.job import Failure
+from tasks.settings import ModelSpec, load
 from tests.conftest import make_job
 from tests.k8s_harness import FakeApiServer, FakeKubelet, fake_cluster, k8s_catalog
 from workers.backends import make_backend
