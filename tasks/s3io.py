@@ -155,7 +155,7 @@ class MultipartWriter:
         *,
         content_type: str = "text/csv",
         part_size: int = PART_SIZE,
-        max_pending: int = 2,
+        max_pending: int = 1,
     ) -> None:
         self.s3 = s3
         self.dest = dest

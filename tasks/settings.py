@@ -215,8 +215,9 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "MAX_PAYLOAD_MB",
-        "6",
-        "upper bound of one mini-batch sent to the model, in MB (SageMaker MaxPayloadInMB)",
+        "1",
+        "upper bound of one mini-batch sent to the model, in MB (like SageMaker's "
+        "MaxPayloadInMB, which allows up to 100); small batches keep several in flight",
     ),
     Variable(
         "MAX_IN_FLIGHT",

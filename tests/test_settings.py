@@ -16,7 +16,7 @@ def test_defaults_and_normalisation():
     assert str(s.input_uri) == "s3://data/in/"
     assert str(s.error_uri) == "s3://data/out/"  # defaults to the output prefix
     assert str(s.state_uri) == "s3://data/scorefleet-state/"
-    assert s.max_payload_bytes == 6 * 1024 * 1024
+    assert s.max_payload_bytes == 1024 * 1024
     assert s.broker_tls is True and s.launch_backend == "local"
     assert s.default_k8s_namespace == "scoring"
 
