@@ -188,10 +188,16 @@ def provision(endpoint: str, visibility_timeout: int = 600) -> dict[str, str]:
 class Bridge(threading.Thread):
     """Plays Lambda's SQS event source mapping: long-poll the S3 events queue, call
     ``lambda_enqueue.handler.handler`` with up to 10 records, delete the records it
-    did not report in ``batchItemFailures``."""
+    did not report in ``batchItemFailures``. Like the mapping, it runs several
+    pollers at once (``concurrency``), each with its own Lambda runtime, as separate
+    Lambda containers would."""
 
-    def __init__(self, endpoint: str, queue_url: str, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, endpoint: str, queue_url: str, env: Mapping[str, str], concurrency: int = 4
+    ) -> None:
         super().__init__(daemon=True, name="s3-lambda-bridge")
+        self.concurrency = concurrency
+        self._count_lock = threading.Lock()
         self.sqs = emulator_client("sqs", endpoint)
         self.endpoint = endpoint
         self.env = dict(env)
@@ -211,15 +217,30 @@ class Bridge(threading.Thread):
         return Runtime(settings, emulator_client("s3", self.endpoint), make_app(settings))
 
     def run(self) -> None:
-        from lambda_enqueue.handler import handle, setup_logging
+        from lambda_enqueue.handler import setup_logging
+        from tasks.settings import load
 
-        rt = self.lambda_runtime()
-        setup_logging(rt.settings.log_level)
+        setup_logging(load(self.env).log_level)
+        pollers = [
+            threading.Thread(target=self._poll_loop, daemon=True, name=f"s3-lambda-bridge-{i}")
+            for i in range(1, self.concurrency)
+        ]
+        for t in pollers:
+            t.start()
+        self._poll_loop()
+        for t in pollers:
+            t.join(timeout=5)
+
+    def _poll_loop(self) -> None:
+        from lambda_enqueue.handler import handle
+
+        rt = self.lambda_runtime()  # one per poller: a Lambda container each
         while not self.stopping.is_set():
             try:
                 self.poll_once(lambda event, _ctx: handle(event, rt), wait=1)
             except Exception:
-                self.errors += 1
+                with self._count_lock:
+                    self.errors += 1
                 log.exception("bridge: invocation failed; SQS will deliver the records again")
                 self.stopping.wait(1)
 
@@ -235,7 +256,8 @@ class Bridge(threading.Thread):
             return 0
         event = {"Records": [_sqs_record(m, self.queue_url) for m in messages]}
         result = handler(event, None) or {}
-        self.invocations += 1
+        with self._count_lock:
+            self.invocations += 1
         failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
         done = [m for m in messages if m["MessageId"] not in failed]
         if done:
@@ -308,8 +330,14 @@ class LocalStack:
         self.urls = provision(
             self.endpoint, int(self.extra_env.get("SCOREFLEET_VISIBILITY_TIMEOUT", "600"))
         )
+        # one machine: at most one model per file slot, so a burst of files is
+        # scored a few at a time instead of starting every model at once
+        limit = {"SCOREFLEET_MAX_LIVE_MODELS": str(self.workers * self.concurrency)}
         self.env = stack_env(
-            self.endpoint, self.state_dir, catalog=self.catalog, extra=self.extra_env
+            self.endpoint,
+            self.state_dir,
+            catalog=self.catalog,
+            extra={**limit, **self.extra_env},
         )
         self.write_env_file()
         for i in range(self.workers):

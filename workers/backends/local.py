@@ -247,7 +247,7 @@ class LocalBackend:
 
     def _live(self) -> list[Path]:
         """Directories of the model processes this machine runs now (warm ones too)."""
-        runs = [p for p in self.root.iterdir() if not p.name.startswith(("_", "."))]
+        runs = [p for p in self.root.iterdir() if not p.name.startswith("_")]
         warm = self.root / WARM
         parked = [p for pool in warm.iterdir() for p in pool.iterdir()] if warm.exists() else []
         return runs + parked
@@ -260,7 +260,7 @@ class LocalBackend:
             yield
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        with self._capacity_lock, (self.root / ".capacity.lock").open("a") as f:
+        with self._capacity_lock, (self.root.parent / "local-capacity.lock").open("a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 yield
@@ -389,8 +389,8 @@ class LocalBackend:
         removed += self._expire_warm(idle=None if self.warm_idle > 0 else 0)
         now = time.time()
         for run_dir in self.root.iterdir():
-            if run_dir.name.startswith(("_", ".")):
-                continue  # the warm pool (expired above), the capacity lock
+            if run_dir.name.startswith("_"):
+                continue  # the warm pool (expired above)
             rec = self._record(run_dir.name)
             started = float(rec.get("started", 0)) if rec else run_dir.stat().st_mtime
             if (now - started > max_age or is_finished(run_dir.name)) and self._remove(
