@@ -195,3 +195,26 @@ def test_concurrent_launches_never_share_a_warm_model(warm_backend):
         eps = list(pool.map(lambda j: warm_backend.launch(j, spec("ok")), jobs))
     assert sum(1 for e in eps if e.handle.get("warm")) == 1
     assert len({e.handle["pid"] for e in eps}) == 4
+
+
+def test_a_model_killed_while_starting_is_worth_another_try(backend):
+    import threading
+
+    from tasks.errors import ModelUnavailable, is_transient
+
+    j = job()
+
+    # a model that never answers /ping, killed from outside while the launch waits
+    def kill_soon():
+        for _ in range(100):
+            rec = backend._record(j.run_id)
+            if rec:
+                time.sleep(0.2)
+                os.kill(rec["pid"], 9)
+                return
+            time.sleep(0.02)
+
+    threading.Thread(target=kill_soon, daemon=True).start()
+    with pytest.raises(ModelUnavailable, match="exited on signal SIGKILL") as err:
+        backend.launch(j, spec("never-ready"))
+    assert is_transient(err.value)

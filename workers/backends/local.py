@@ -42,7 +42,7 @@ from typing import Any
 
 import psutil
 
-from tasks.errors import AtCapacity, ModelError
+from tasks.errors import AtCapacity, ModelError, ModelUnavailable
 from tasks.job import Job
 from tasks.settings import ModelSpec
 from workers.backends.base import Endpoint
@@ -213,11 +213,14 @@ class LocalBackend:
         try:
             while True:
                 if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
-                    code = self._exit_code(int(rec["pid"]))
-                    raise ModelError(
-                        f"the model exited{code} before it answered GET /ping",
-                        model_logs=self.logs(job, self.log_lines),
-                    )
+                    rc = self._exit_code(int(rec["pid"]))
+                    message = f"the model exited{_describe_exit(rc)} before it answered GET /ping"
+                    logs = self.logs(job, self.log_lines)
+                    if rc is not None and -rc in KILLED_FROM_OUTSIDE:
+                        # killed by someone else (an operator, a node going away): a new
+                        # launch may well work; retried, and an .error after the last try
+                        raise ModelUnavailable(message, model_logs=logs)
+                    raise ModelError(message, model_logs=logs)
                 if client.ping(timeout=1.0):
                     return Endpoint(url=url, handle={"pid": rec["pid"], "port": rec["port"]})
                 if time.monotonic() > deadline:
@@ -230,13 +233,11 @@ class LocalBackend:
         finally:
             client.close()
 
-    def _exit_code(self, pid: int) -> str:
+    def _exit_code(self, pid: int) -> int | None:
+        """The exit status of a model process of ours (negative: killed by that signal)."""
         self._reap_children()
         with self._lock:
-            rc = self._exit_codes.pop(pid, None)
-        if rc is None:
-            return ""
-        return f" with code {rc}" if rc >= 0 else f" on signal {signal.Signals(-rc).name}"
+            return self._exit_codes.pop(pid, None)
 
     # --------------------------------------------------------------- queries
     def is_alive(self, job: Job) -> bool:
@@ -402,6 +403,16 @@ class LocalBackend:
     def stop_all(self) -> list[str]:
         """Stop every model process this state directory knows (local stack shutdown)."""
         return self._expire_warm(idle=-1) + self.reap(0, lambda _run: True)
+
+
+#: Deaths by these signals come from outside the model (kill, a stopping machine).
+KILLED_FROM_OUTSIDE = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+
+
+def _describe_exit(rc: int | None) -> str:
+    if rc is None:
+        return ""
+    return f" with code {rc}" if rc >= 0 else f" on signal {signal.Signals(-rc).name}"
 
 
 def _read_record(run_dir: Path) -> dict[str, Any] | None:
