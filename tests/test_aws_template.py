@@ -1,0 +1,228 @@
+"""deploy/aws.yaml: cfn-lint, least-privilege IAM, and agreement with the code, the
+chart and docs/flower.md."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lambda_enqueue import build
+from tasks.settings import VARIABLES, load
+from workers import monitor
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATE = REPO / "deploy" / "aws.yaml"
+#: Actions IAM cannot scope to a resource (the sweeper's listings).
+UNSCOPABLE = {"sqs:ListQueues", "sns:ListTopics"}
+
+
+class CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short tags (!Sub, !Ref, ...) as their long form."""
+
+
+def _cfn_tag(loader: CfnLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{suffix}": value}
+
+
+CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def template() -> dict[str, Any]:
+    return yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)
+
+
+def cfn_lint(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        # the cfn-lint command (exit 0 only without errors and warnings)
+        [sys.executable, "-c", "from cfnlint.runner.cli import main; main()", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_cfn_lint_passes():
+    proc = cfn_lint(TEMPLATE)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_cfn_lint_is_really_checking(tmp_path):
+    broken = TEMPLATE.read_text().replace("Runtime: python3.11", "Runtime: python2.0")
+    (tmp_path / "broken.yaml").write_text(broken)
+    assert cfn_lint(tmp_path / "broken.yaml").returncode != 0
+
+
+# -------------------------------------------------------------------------- IAM
+def _documents() -> list[tuple[str, dict[str, Any]]]:
+    """(where, policy document) for every IAM and resource policy of the template."""
+    docs: list[tuple[str, dict[str, Any]]] = []
+    for name, res in template()["Resources"].items():
+        props = res.get("Properties", {})
+        trust = props.get("AssumeRolePolicyDocument")
+        if isinstance(trust, dict) and "Fn::Sub" in trust:
+            trust = json.loads(re.sub(r"\$\{[^}]+\}", "X", trust["Fn::Sub"]))
+        if trust:
+            docs.append((f"{name} trust", trust))
+        for policy in props.get("Policies", []):
+            docs.append((f"{name} {policy['PolicyName']}", policy["PolicyDocument"]))
+        if "PolicyDocument" in props:
+            docs.append((name, props["PolicyDocument"]))
+    return docs
+
+
+def _list(x: Any) -> list[Any]:
+    return x if isinstance(x, list) else [x]
+
+
+def _statements() -> list[tuple[str, dict[str, Any]]]:
+    return [(where, st) for where, doc in _documents() for st in _list(doc["Statement"])]
+
+
+def test_every_policy_is_found():
+    where = {w.split()[0] for w, _ in _documents()}
+    assert {"EnqueueRole", "WorkerRole", "KedaScalerRole", "S3EventsQueuePolicy"} <= where
+
+
+def test_no_wildcard_actions_and_no_wildcard_resources_where_one_can_be_named():
+    for where, st in _statements():
+        if st["Effect"] != "Allow":
+            continue  # the buckets' TLS-only Deny covers s3:* on purpose
+        actions = _list(st.get("Action", []))
+        resources = _list(st.get("Resource", []))
+        for action in actions:
+            assert action != "*" and not action.endswith(":*"), f"{where}: {action}"
+            assert "*" not in action, f"{where}: wildcard action {action}"
+        if "*" in resources:
+            assert set(actions) <= UNSCOPABLE, f"{where}: {actions} on *"
+        if "Principal" not in st:  # identity policies: every resource named (or patterned)
+            assert resources, f"{where}: no resource"
+
+
+def test_worker_role_covers_what_docs_flower_md_lists():
+    text = (REPO / "docs" / "flower.md").read_text()
+    section = text.split("## AWS permissions", 1)[1].split("##", 1)[0]
+    documented = set()
+    for service in ("SNS", "SQS"):
+        para = re.search(rf"\* {service} on `[^`]+`:(.*?)(?:\n\*|\n\n)", section, re.S)
+        assert para, service
+        documented |= {f"{service.lower()}:{a}" for a in re.findall(r"`(\w+)`", para.group(1))}
+    worker = [st for where, st in _statements() if where.startswith("WorkerRole scoring")]
+    granted = {a for st in worker for a in _list(st["Action"])}
+    assert documented <= granted, sorted(documented - granted)
+
+
+def test_irsa_trust_names_the_charts_service_account():
+    role = template()["Resources"]["WorkerRole"]["Properties"]
+    trust = role["AssumeRolePolicyDocument"]["Fn::Sub"]
+    assert "system:serviceaccount:${WorkerNamespace}:${WorkerServiceAccount}" in trust
+    assert ':aud": "sts.amazonaws.com"' in trust
+    params = template()["Parameters"]
+    values = yaml.safe_load((REPO / "helm/scorefleet/values.yaml").read_text())
+    assert params["WorkerServiceAccount"]["Default"] == values["serviceAccount"]["name"]
+
+
+def test_monitoring_names_fit_the_iam_patterns():
+    """The policy is scoped to <QueueName>-mon-*: true for every name the template accepts."""
+    pattern = template()["Parameters"]["QueueName"]["AllowedPattern"]
+    longest = "q" * 28
+    assert re.fullmatch(pattern, longest) and not re.fullmatch(pattern, longest + "q")
+    for name in ("scorefleet", longest, "a"):
+        ns = monitor.namespace(name)
+        assert ns == f"{name}-mon"
+        for topic in monitor.topic_names(ns):
+            assert topic.startswith(f"{name}-mon-")
+        for kind in monitor.KINDS:
+            assert f"{ns}-{kind}-x".startswith(f"{name}-mon-")
+
+
+# --------------------------------------------------- agreement with the code
+def _defaults() -> dict[str, str]:
+    return {k: str(v.get("Default", "")) for k, v in template()["Parameters"].items()}
+
+
+def test_queues_match_the_settings_defaults_and_the_chart():
+    res = template()["Resources"]
+    defaults = {v.name: v.default for v in VARIABLES}
+    assert _defaults()["VisibilityTimeout"] == defaults["VISIBILITY_TIMEOUT"]
+    values = yaml.safe_load((REPO / "helm/scorefleet/values.yaml").read_text())
+    assert str(values["queue"]["visibilityTimeout"]) == defaults["VISIBILITY_TIMEOUT"]
+    assert values["queue"]["name"] == _defaults()["QueueName"] == defaults["QUEUE"]
+    queue = res["TaskQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] == {"Ref": "VisibilityTimeout"}
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {
+        "Fn::GetAtt": ["TaskDeadLetterQueue", "Arn"]
+    }
+    # `scorefleet dlq` finds <QUEUE>-dlq by default
+    assert res["TaskDeadLetterQueue"]["Properties"]["QueueName"] == {"Fn::Sub": "${QueueName}-dlq"}
+
+
+def test_lambda_matches_the_package_and_its_settings_load():
+    res = template()["Resources"]
+    fn = res["EnqueueFunction"]["Properties"]
+    assert fn["Handler"] == build.ENTRY + ".handler"
+    assert fn["Runtime"] == "python" + build.TARGET["python_version"]
+    esm = res["EnqueueEventSource"]["Properties"]
+    assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert esm["EventSourceArn"] == {"Fn::GetAtt": ["S3EventsQueue", "Arn"]}
+    env = fn["Environment"]["Variables"]
+    names = {v.env for v in VARIABLES}
+    assert set(env) <= names, set(env) - names
+    params = {
+        **_defaults(),
+        "InputBucketName": "data-in",
+        "OutputBucketName": "data-out",
+        "AllowedImagePrefixes": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/models/",
+    }
+
+    def resolve(v: Any) -> str:
+        if isinstance(v, dict) and "Ref" in v:
+            ref = v["Ref"]
+            return (
+                "https://sqs.eu-west-1.amazonaws.com/123456789012/scorefleet"
+                if ref == "TaskQueue"
+                else params[ref]
+            )
+        if isinstance(v, dict) and "Fn::Sub" in v:
+            return re.sub(r"\$\{(\w+)\}", lambda m: params[m.group(1)], v["Fn::Sub"])
+        return str(v)
+
+    settings = load({k: resolve(v) for k, v in env.items()})
+    assert str(settings.input_uri) == "s3://data-in/in/"
+    assert settings.visibility_timeout == 1800
+
+
+def test_input_notification_goes_through_sqs_with_prefix_and_suffix_filters():
+    res = template()["Resources"]
+    (conf,) = res["InputBucket"]["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    assert conf["Event"] == "s3:ObjectCreated:*"
+    assert conf["Queue"] == {"Fn::GetAtt": ["S3EventsQueue", "Arn"]}
+    with_suffix, prefix_only = conf["Filter"]["S3Key"]["Rules"]["Fn::If"][1:]
+    assert [r["Name"] for r in with_suffix] == ["prefix", "suffix"]
+    assert [r["Name"] for r in prefix_only] == ["prefix"]
+    assert "S3EventsQueuePolicy" in _list(res["InputBucket"]["DependsOn"])
+
+
+@pytest.mark.parametrize("resource", ["InputBucket", "OutputBucket"])
+def test_buckets_are_private_encrypted_and_versioned(resource):
+    props = template()["Resources"][resource]["Properties"]
+    assert all(props["PublicAccessBlockConfiguration"].values())
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
