@@ -268,6 +268,7 @@ def wait_drained(stack: LocalStack, s3: Any, sqs: Any, deadline: float) -> float
         )
         if (
             _queue_empty(sqs, stack.urls["queue_url"])
+            and _queue_empty(sqs, stack.urls["steps_url"])
             and _queue_empty(sqs, stack.urls["dlq_url"])
             and not models
         ):
@@ -310,7 +311,7 @@ def check(
     local = stack.state_dir / "local"
     if local.exists():
         report.orphans += [f"model process of {p.name}" for p in local.iterdir()]
-    for name in ("queue_url", "dlq_url"):
+    for name in ("queue_url", "steps_url", "dlq_url"):
         if not _queue_empty(sqs, stack.urls[name]):
             report.leftovers.append(name)
 

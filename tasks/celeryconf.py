@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from kombu.entity import Queue
 
 from tasks.settings import Settings
 
@@ -20,9 +21,17 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         "polling_interval": 0,
     }
     if settings.queue_url:
-        # No ListQueues/CreateQueue needed: the queue (and its DLQ) come from the template.
-        opts["predefined_queues"] = {settings.queue: {"url": settings.queue_url}}
+        # No ListQueues/CreateQueue needed: the queues (and their DLQ) come from the
+        # template.
+        opts["predefined_queues"] = {
+            settings.queue: {"url": settings.queue_url},
+            settings.steps_queue: {"url": settings.steps_queue_url},
+        }
     return opts
+
+
+#: The steps after launch go to their own queue (see Settings.steps_queue).
+LATER_STEPS = ("tasks.score", "tasks.upload", "tasks.teardown")
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -32,6 +41,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "task_default_queue": settings.queue,
         "task_create_missing_queues": True,
+        # New files (launch, rescore) on one queue, the steps of files already running
+        # on another; workers consume both, so a burst of new files waits its turn
+        # behind work in progress instead of in front of it.
+        "task_queues": (Queue(settings.queue), Queue(settings.steps_queue)),  # type: ignore[no-untyped-call]
+        "task_routes": {name: {"queue": settings.steps_queue} for name in LATER_STEPS},
         # JSON only: no pickle from a queue that a Lambda writes to.
         "task_serializer": "json",
         "result_serializer": "json",

@@ -93,13 +93,14 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "QUEUE",
         "scorefleet",
-        "name of the Celery task queue on SQS",
+        "name of the Celery task queue on SQS (new files); the later steps of files already "
+        "running use <QUEUE>-steps beside it, so a burst of new files waits behind them",
     ),
     Variable(
         "QUEUE_URL",
         "",
-        "full SQS URL of the task queue; set it in production so no "
-        "ListQueues/CreateQueue permission is needed",
+        "full SQS URL of the task queue (the steps queue's is derived from it); set it in "
+        "production so no ListQueues/CreateQueue permission is needed",
     ),
     Variable(
         "DEAD_LETTER_QUEUE",
@@ -109,8 +110,10 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "VISIBILITY_TIMEOUT",
-        "1800",
-        "SQS visibility timeout in seconds; must match the queue's own setting",
+        "300",
+        "SQS visibility timeout in seconds; must match the queue's own setting. Running "
+        "steps extend it as they go, so it only bounds how soon a dead worker's message "
+        "comes back",
     ),
     Variable(
         "DEFAULT_MODEL_IMAGE",
@@ -369,6 +372,19 @@ class Settings:
     flower_unauthenticated: bool = False
 
     # ----------------------------------------------------------------- queries
+    @property
+    def steps_queue(self) -> str:
+        """The queue of the steps after launch (score, upload, teardown): apart from
+        new files, so a burst of new files cannot hold up files already running."""
+        return f"{self.queue}-steps"
+
+    @property
+    def steps_queue_url(self) -> str:
+        """Beside QUEUE_URL (same account and region), when that is set."""
+        if not self.queue_url:
+            return ""
+        return self.queue_url.rstrip("/").rsplit("/", 1)[0] + "/" + self.steps_queue
+
     def image_allowed(self, image: str) -> bool:
         return any(p == "*" or image.startswith(p) for p in self.allowed_image_prefixes)
 

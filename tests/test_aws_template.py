@@ -172,6 +172,13 @@ def test_queues_match_the_settings_defaults_and_the_chart():
     }
     # `scorefleet dlq` finds <QUEUE>-dlq by default
     assert res["TaskDeadLetterQueue"]["Properties"]["QueueName"] == {"Fn::Sub": "${QueueName}-dlq"}
+    # the steps queue the workers derive (Settings.steps_queue), same timeout and DLQ
+    steps = res["StepsQueue"]["Properties"]
+    assert steps["QueueName"] == {"Fn::Sub": "${QueueName}-steps"}
+    assert steps["VisibilityTimeout"] == queue["VisibilityTimeout"]
+    assert steps["RedrivePolicy"] == queue["RedrivePolicy"]
+    worker_policy = json.dumps(res["WorkerRole"]["Properties"]["Policies"])
+    assert '"StepsQueue", "Arn"' in worker_policy
 
 
 def test_lambda_matches_the_package_and_its_settings_load():
@@ -206,7 +213,7 @@ def test_lambda_matches_the_package_and_its_settings_load():
 
     settings = load({k: resolve(v) for k, v in env.items()})
     assert str(settings.input_uri) == "s3://data-in/in/"
-    assert settings.visibility_timeout == 1800
+    assert settings.visibility_timeout == 300
 
 
 def test_input_notification_goes_through_sqs_with_prefix_and_suffix_filters():

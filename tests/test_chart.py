@@ -315,13 +315,16 @@ def test_keda_mode_renders_scaledobject_and_no_hpa(render):
         "name": f"{RELEASE}-worker",
     }
     assert spec["minReplicaCount"] == 0 and spec["maxReplicaCount"] == 20
-    (trigger,) = spec["triggers"]
-    assert trigger["type"] == "aws-sqs-queue"
-    assert trigger["authenticationRef"] == {"name": auth["metadata"]["name"]}
-    meta = trigger["metadata"]
-    assert all(isinstance(v, str) for v in meta.values()), "KEDA metadata values are strings"
-    assert meta["queueURL"] == ci_values("keda")["queue"]["url"]
-    assert meta["scaleOnInFlight"] == "true" and meta["queueLength"] == "8"
+    url = ci_values("keda")["queue"]["url"]
+    name = ci_values("keda")["queue"]["name"]
+    steps_url = url.rsplit("/", 1)[0] + f"/{name}-steps"  # what Settings.steps_queue_url derives
+    assert [t["metadata"]["queueURL"] for t in spec["triggers"]] == [url, steps_url]
+    for trigger in spec["triggers"]:
+        assert trigger["type"] == "aws-sqs-queue"
+        assert trigger["authenticationRef"] == {"name": auth["metadata"]["name"]}
+        meta = trigger["metadata"]
+        assert all(isinstance(v, str) for v in meta.values()), "KEDA metadata values are strings"
+        assert meta["scaleOnInFlight"] == "true" and meta["queueLength"] == "8"
     assert auth["spec"]["podIdentity"] == {
         "provider": "aws",
         "roleArn": "arn:aws:iam::123456789012:role/scorefleet-keda-scaler",

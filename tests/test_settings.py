@@ -110,3 +110,30 @@ def test_worker_refuses_to_start_with_a_bad_configuration():
     )
     assert proc.returncode != 0
     assert "SCOREFLEET_MAX_PAYLOAD_MB='lots' is not a number" in proc.stderr
+
+
+def test_steps_queue_is_derived_from_the_task_queue():
+    s = load(
+        {
+            **BASE,
+            "SCOREFLEET_QUEUE": "fleet",
+            "SCOREFLEET_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/fleet",
+        }
+    )
+    assert s.steps_queue == "fleet-steps"
+    assert s.steps_queue_url == "https://sqs.eu-west-1.amazonaws.com/123456789012/fleet-steps"
+    assert load(BASE).steps_queue_url == ""
+
+
+def test_later_steps_are_routed_to_the_steps_queue():
+    from tasks.celeryconf import make_app
+
+    app = make_app(load(BASE))
+    for name, queue in (
+        ("tasks.launch", "scorefleet"),
+        ("tasks.rescore", "scorefleet"),
+        ("tasks.score", "scorefleet-steps"),
+        ("tasks.upload", "scorefleet-steps"),
+        ("tasks.teardown", "scorefleet-steps"),
+    ):
+        assert app.amqp.router.route({}, name)["queue"].name == queue, name

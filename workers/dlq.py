@@ -21,6 +21,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from tasks.celeryconf import LATER_STEPS
 from tasks.settings import Settings
 
 _RECEIVE_VISIBILITY = 60
@@ -82,7 +83,14 @@ class DeadLetterQueue:
     def __init__(self, settings: Settings, sqs: Any | None = None) -> None:
         self.sqs = sqs or _client(settings)
         self.url = _url(self.sqs, settings.dead_letter_queue)
-        self.target = settings.queue_url or _url(self.sqs, settings.queue)
+        self.settings = settings
+
+    def _target(self, task: str) -> str:
+        """The queue a dead letter came from: later steps have their own queue."""
+        s = self.settings
+        if task in LATER_STEPS:
+            return s.steps_queue_url or _url(self.sqs, s.steps_queue)
+        return s.queue_url or _url(self.sqs, s.queue)
 
     def _receive_all(self, limit: int) -> Iterator[DeadLetter]:
         """Receive (and hold invisible) up to ``limit`` distinct messages."""
@@ -135,7 +143,7 @@ class DeadLetterQueue:
                 kept.append(d)
                 continue
             extra = {"MessageAttributes": d.attributes} if d.attributes else {}
-            self.sqs.send_message(QueueUrl=self.target, MessageBody=d.body, **extra)
+            self.sqs.send_message(QueueUrl=self._target(d.task), MessageBody=d.body, **extra)
             self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=d.receipt)
             moved.append(d)
         self._release(kept)

@@ -159,10 +159,9 @@ def provision(endpoint: str, visibility_timeout: int = 600) -> dict[str, str]:
         "QueueArn"
     ]
     redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT})
-    queue_url = sqs.create_queue(
-        QueueName=QUEUE,
-        Attributes={"VisibilityTimeout": str(visibility_timeout), "RedrivePolicy": redrive},
-    )["QueueUrl"]
+    task_attrs = {"VisibilityTimeout": str(visibility_timeout), "RedrivePolicy": redrive}
+    queue_url = sqs.create_queue(QueueName=QUEUE, Attributes=task_attrs)["QueueUrl"]
+    steps_url = sqs.create_queue(QueueName=f"{QUEUE}-steps", Attributes=task_attrs)["QueueUrl"]
     events_url = sqs.create_queue(
         QueueName=EVENTS_QUEUE, Attributes={"VisibilityTimeout": "60", "RedrivePolicy": redrive}
     )["QueueUrl"]
@@ -182,7 +181,12 @@ def provision(endpoint: str, visibility_timeout: int = 600) -> dict[str, str]:
             ]
         },
     )
-    return {"queue_url": queue_url, "events_url": events_url, "dlq_url": dlq_url}
+    return {
+        "queue_url": queue_url,
+        "steps_url": steps_url,
+        "events_url": events_url,
+        "dlq_url": dlq_url,
+    }
 
 
 class Bridge(threading.Thread):
