@@ -81,6 +81,7 @@ class Job:
     handle: dict[str, Any] = field(default_factory=dict)
     staging_key: str | None = None
     rows: int | None = None
+    output_bytes: int | None = None
     score_seconds: float | None = None
     published: str | None = None
     #: when the last step finished, and the total time spent between steps

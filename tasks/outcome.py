@@ -104,19 +104,25 @@ def _published_by(s3: S3Client, dest: S3Uri, job: Job) -> bool:
     return meta is not None and meta.get("Metadata", {}).get("run-id") == job.run_id
 
 
-def publish_scoreout(settings: Settings, s3: S3Client, job: Job, staging: S3Uri) -> S3Uri:
+def publish_scoreout(
+    settings: Settings, s3: S3Client, job: Job, staging: S3Uri, *, maybe_done: bool = True
+) -> S3Uri:
+    """``maybe_done``: this publication may have happened already (a redelivered or
+    retried upload): look before copying."""
     dest = scoreout_location(settings, job.source)
-    if _published_by(s3, dest, job):
+    if maybe_done and _published_by(s3, dest, job):
         log.info("%s was already published by this run", dest)
     else:
         tags = _common_tags(job)
         tags["rows"] = job.rows or 0
-        publish_copy(s3, staging, dest, tags=tags, metadata=_metadata(job))
+        publish_copy(s3, staging, dest, tags=tags, metadata=_metadata(job), size=job.output_bytes)
     delete_quietly(s3, error_location(settings, job.source))
     return dest
 
 
-def publish_error(settings: Settings, s3: S3Client, job: Job, failure: Failure) -> S3Uri | None:
+def publish_error(
+    settings: Settings, s3: S3Client, job: Job, failure: Failure, *, maybe_done: bool = True
+) -> S3Uri | None:
     dest = error_location_or_none(settings, job.source)
     if dest is None:
         log.error(
@@ -134,7 +140,7 @@ def publish_error(settings: Settings, s3: S3Client, job: Job, failure: Failure) 
         pipeline_id=job.run_id,
         failure=failure,
     )
-    if _published_by(s3, dest, job):
+    if maybe_done and _published_by(s3, dest, job):
         log.info("%s was already published by this run", dest)
     else:
         tags = _common_tags(job)

@@ -298,20 +298,31 @@ def publish_copy(
     tags: Mapping[str, object],
     metadata: Mapping[str, str],
     content_type: str = "text/csv",
+    size: int | None = None,
 ) -> None:
     """Make ``dest`` appear in one step, already tagged: a server-side copy of the
-    completed staging object. Up to 5 GiB that is a single atomic CopyObject."""
+    completed staging object. Up to 5 GiB that is a single atomic CopyObject (made
+    directly when the caller knows the size: the managed copy would HEAD it first)."""
+    extra: dict[str, Any] = {
+        "Tagging": encode_tags(tags),
+        "TaggingDirective": "REPLACE",
+        "Metadata": dict(metadata),
+        "MetadataDirective": "REPLACE",
+        "ContentType": content_type,
+    }
+    if size is not None and size < SINGLE_COPY_LIMIT:
+        s3.copy_object(
+            CopySource={"Bucket": staging.bucket, "Key": staging.key},
+            Bucket=dest.bucket,
+            Key=dest.key,
+            **extra,
+        )
+        return
     s3.copy(
         {"Bucket": staging.bucket, "Key": staging.key},
         dest.bucket,
         dest.key,
-        ExtraArgs={
-            "Tagging": encode_tags(tags),
-            "TaggingDirective": "REPLACE",
-            "Metadata": dict(metadata),
-            "MetadataDirective": "REPLACE",
-            "ContentType": content_type,
-        },
+        ExtraArgs=extra,
         Config=TransferConfig(multipart_threshold=SINGLE_COPY_LIMIT, max_concurrency=4),
     )
 

@@ -68,6 +68,16 @@ def delivery_id(task: Task) -> str:
     return str(msg.get("MessageId") or f"nosqs-{uuid.uuid4()}")
 
 
+def first_delivery(task: Task) -> bool:
+    """Is this the first time this step runs (no retry, SQS delivered it once)? Then
+    nothing an earlier attempt did can be there to look for. Unknown: not first."""
+    if task.request.retries:
+        return False
+    props = getattr(task.request, "properties", None) or {}
+    msg = (props.get("delivery_info") or {}).get("sqs_message") or {}
+    return str((msg.get("Attributes") or {}).get("ApproximateReceiveCount", "")) == "1"
+
+
 class PipelineStep(Task):
     """Base of launch/score/upload/teardown."""
 
@@ -117,7 +127,7 @@ class PipelineStep(Task):
         """Put this step back in the queue for a moment, its retries untouched: files
         already running finish first (their next steps are in the queue meanwhile).
         The job goes back as it is now, so a launch keeps the claim it made."""
-        delay = random.randint(1, 3)
+        delay = random.randint(2, 6)
         log.info("no room for another model (%s); waiting %ds in the queue", exc.message, delay)
         job.launch_started_at = None
         try:
@@ -188,6 +198,9 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
 
     def body(j: Job, hb: Heartbeat) -> Job:
         s = runtime.settings()
+        if not j.claim_owner and not runtime.backend().has_room(s.model_spec(j.model_image)):
+            # before claiming: a launch that has to wait costs nothing but its message
+            raise AtCapacity("no free model slot (SCOREFLEET_MAX_LIVE_MODELS)")
         owner = j.claim_owner or delivery_id(self)
         claim = runtime.ledger().claim(
             j, owner, s.visibility_timeout, continuing=self.request.retries > 0
@@ -198,13 +211,6 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
             j.skipped = claim.value
             return j
         j.claim_owner = owner  # kept if the launch has to wait its turn
-        if not j.force and outcome.already_scored(s, runtime.s3(), j):
-            dest = outcome.scoreout_location(s, j.source)
-            log.info("not running %s again: %s was made from this version", j.source, dest)
-            runtime.ledger().finish(j, "published", str(dest))
-            self.request.chain = None
-            j.skipped = "already scored"
-            return j
         validate(s, j)
         spec = s.model_spec(j.model_image)
         j.launch_started_at = j.launch_started_at or time.time()
@@ -227,9 +233,12 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
         spec = s.model_spec(j.model_image)
         client = _ready_client(j, spec)
         staging = staging_location(s, j.run_id)
-        # uploads of earlier attempts whose workers died (a live attempt renews its
-        # message's visibility, so anything older than that is dead)
-        s3io.abort_stale_uploads(runtime.s3(), staging_prefix(s, j.run_id), s.visibility_timeout)
+        if not first_delivery(self):
+            # uploads of earlier attempts whose workers died (a live attempt renews its
+            # message's visibility, so anything older than that is dead)
+            s3io.abort_stale_uploads(
+                runtime.s3(), staging_prefix(s, j.run_id), s.visibility_timeout
+            )
         source = s3io.open_source(runtime.s3(), j.source, j.version_id, j.etag)
         try:
             with s3io.MultipartWriter(runtime.s3(), staging) as sink:
@@ -252,17 +261,20 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
         finally:
             client.close()
         j.staging_key, j.rows, j.score_seconds = staging.key, stats.rows, stats.seconds
+        j.output_bytes = sink.bytes_written
         log.info(
             "scored %d rows in %d mini-batches in %.2fs", stats.rows, stats.batches, stats.seconds
         )
-        # The model is not needed any more: release it now (stop it, or park it in warm
-        # mode) rather than after publishing. tasks.teardown still runs, and finds
-        # nothing left to do.
-        try:
-            runtime.backend().teardown(j)
-            j.handle["released"] = True
-        except Exception as exc:  # teardown will try again
-            log.warning("could not release the model early: %s", exc)
+        # Warm mode: park the model now, so the next file of its image can have it,
+        # rather than after publishing (tasks.teardown then has nothing left to do).
+        # Otherwise teardown stops it after publishing: stopping a model can take a
+        # moment, and the output should not wait for it.
+        if s.warm_idle_seconds > 0:
+            try:
+                runtime.backend().teardown(j)
+                j.handle["released"] = True
+            except Exception as exc:  # teardown will try again
+                log.warning("could not release the model early: %s", exc)
         return j
 
     return self.run_step("score", job, body, lease=True)
@@ -323,12 +335,12 @@ def upload(self: PipelineStep, job: dict[str, Any]) -> Any:
                     j.failure.model_logs = runtime.backend().logs(j, s.model_log_lines)
                 except Exception as exc:
                     log.warning("could not read the model's logs: %s", exc)
-            dest = outcome.publish_error(s, s3, j, j.failure)
+            dest = outcome.publish_error(s, s3, j, j.failure, maybe_done=not first_delivery(self))
             ledger.finish(j, "failed", str(dest) if dest else None, seen=rec)
             j.published = str(dest) if dest else None
             log.warning("published %s", dest)
         elif staging is not None:
-            dest = outcome.publish_scoreout(s, s3, j, staging)
+            dest = outcome.publish_scoreout(s, s3, j, staging, maybe_done=not first_delivery(self))
             ledger.finish(j, "published", str(dest), seen=rec)
             j.published = str(dest)
             log.info("published %s (%d rows)", dest, j.rows or 0)

@@ -26,6 +26,11 @@ class LaunchBackend(Protocol):
         a TransientError when trying again later may help."""
         ...
 
+    def has_room(self, spec: ModelSpec) -> bool:
+        """Could a model of this image start now? (Checked before a launch claims its
+        file, so that a launch without room goes back to the queue cheaply.)"""
+        ...
+
     def is_alive(self, job: Job) -> bool:
         """Is this run's container still running?"""
         ...

@@ -652,6 +652,11 @@ class KubernetesBackend:
         return cluster, ns, str(job.handle.get("pod") or pod_name(job.run_id))
 
     # ----------------------------------------------------------------- launch
+    def has_room(self, spec: ModelSpec) -> bool:
+        """Always: room on a cluster is the scheduler's and the ResourceQuota's call
+        (a launch refused by the quota waits its turn like one refused here)."""
+        return True
+
     def launch(self, job: Job, spec: ModelSpec) -> Endpoint:
         cluster, ns, _ = self._target(job)
         name = pod_name(job.run_id)  # a pod of its own (not a dead warm one it had)

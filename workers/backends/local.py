@@ -156,17 +156,18 @@ class LocalBackend:
             return self._wait_ready(job, rec, proc)
         if rec:
             self._remove(job.run_id)  # a dead one from an earlier attempt
-        if self.warm_idle > 0:
-            self._expire_warm()
-            warm = self._claim_warm(job, spec)
-            if warm is not None:
-                return warm
         if not spec.command:
             raise ModelError(
                 f"no local command is configured for image {spec.image!r}: "
                 "add it to SCOREFLEET_MODEL_CATALOG"
             )
+        if self.warm_idle > 0:
+            self._expire_warm()
         run_dir = self._dir(job.run_id)
+        if self.warm_idle > 0:
+            warm = self._claim_warm(job, spec)
+            if warm is not None:
+                return warm
         with self._capacity():  # count and reserve a slot in one go
             self._make_room()
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -267,6 +268,18 @@ class LocalBackend:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+    def has_room(self, spec: ModelSpec) -> bool:
+        """Could a launch of this image go ahead now (a free slot, or a warm model of
+        it)? A cheap look, no lock: the launch itself decides for sure."""
+        if not self.max_live or not self.root.exists():
+            return True
+        if self.warm_idle > 0 and any(self._pool(spec.image).glob("*")):
+            return True
+        live = self._live()
+        return len(live) < self.max_live or (
+            self.warm_idle > 0 and any(p.parent.parent.name == WARM for p in live)
+        )
 
     def _make_room(self) -> None:
         """Enforce MAX_LIVE_MODELS: stop idle warm models of other images, or wait."""
