@@ -136,16 +136,25 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=50)
     ap.add_argument("--concurrency", type=int, default=4, help="files in parallel per worker")
     ap.add_argument("--warm-idle", type=float, default=60)
+    ap.add_argument("--only", choices=("cold", "warm", "both"), default="both")
     args = ap.parse_args()
-    cold = run(args.files, args.rows, args.concurrency, 0)
-    warm = run(args.files, args.rows, args.concurrency, args.warm_idle)
+    cold = run(args.files, args.rows, args.concurrency, 0) if args.only != "warm" else None
+    warm = (
+        run(args.files, args.rows, args.concurrency, args.warm_idle)
+        if args.only != "cold"
+        else None
+    )
     print(f"machine: {machine()}")
     print(
         f"storm: {args.files} files of {args.rows} rows dropped at once, 2 workers x "
         f"{args.concurrency} slots, iris model"
     )
-    report("pod per file (default)", cold)
-    report(f"warm mode ({args.warm_idle:g} s idle)", warm)
+    if cold:
+        report("pod per file (default)", cold)
+    if warm:
+        report(f"warm mode ({args.warm_idle:g} s idle)", warm)
+    if not (cold and warm):
+        return
     print(
         f"warm / cold: throughput {warm.per_minute() / cold.per_minute():.1f}x, "
         f"p50 latency {statistics.median(warm.latency) / statistics.median(cold.latency):.2f}x"
