@@ -177,6 +177,15 @@ class InvocationsClient:
         return Answer(data=data, rows=n, header=header)
 
 
+def ping(url: str, timeout: float = 3.0) -> bool:
+    """One ``GET /ping`` of the model at ``url``: does it answer 200?"""
+    client = InvocationsClient(url, timeout=timeout, pool_size=1)
+    try:
+        return client.ping(timeout=timeout)
+    finally:
+        client.close()
+
+
 def _snippet(body: bytes) -> str:
     text = body.decode("utf-8", errors="replace").strip().replace("\n", " | ")
     return text[:_MAX_ERROR_BODY] + ("..." if len(text) > _MAX_ERROR_BODY else "")

@@ -72,7 +72,7 @@ from tasks.job import Job
 from tasks.settings import DNS1123_LABEL, ModelSpec, Settings
 from workers.backends.base import Endpoint
 from workers.eks_token import EksTokenSource
-from workers.protocol import InvocationsClient
+from workers.protocol import InvocationsClient, ping
 
 log = logging.getLogger(__name__)
 
@@ -543,14 +543,6 @@ class ParkedPod:
     parked_at: float
 
 
-def _ping(url: str) -> bool:
-    client = InvocationsClient(url, timeout=2.0, pool_size=1)
-    try:
-        return client.ping(timeout=2.0)
-    finally:
-        client.close()
-
-
 @dataclass
 class Cluster:
     name: str
@@ -873,7 +865,7 @@ class KubernetesBackend:
                 if not pool:
                     return None
                 parked = pool.pop()  # the most recently parked
-            if not _ping(parked.url):
+            if not ping(parked.url):
                 self._delete_quietly(cluster, ns, parked.name)
                 continue
             with translated(f"claim warm pod {ns}/{parked.name}", cluster.name):
@@ -901,7 +893,7 @@ class KubernetesBackend:
     def _park(self, job: Job) -> bool:
         """Keep this run's healthy pod for this worker's next file of its image."""
         pod = job.handle.get("pod")
-        if not pod or not job.endpoint or not _ping(job.endpoint):
+        if not pod or not job.endpoint or not ping(job.endpoint):
             return False
         cluster, ns, name = self._target(job)
         key = (cluster.name, ns, job.model_image)

@@ -46,7 +46,7 @@ from tasks.errors import AtCapacity, ModelError, ModelUnavailable
 from tasks.job import Job
 from tasks.settings import ModelSpec
 from workers.backends.base import Endpoint
-from workers.protocol import InvocationsClient
+from workers.protocol import InvocationsClient, ping
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +313,7 @@ class LocalBackend:
             rec = self._record(job.run_id)
             proc = self._process(rec)
             url = f"http://{HOST}:{rec['port']}" if rec else ""
-            if rec is None or proc is None or not _ping(url):
+            if rec is None or proc is None or not ping(url):
                 self._remove(job.run_id)
                 continue
             rec.update(started=time.time(), source=str(job.source), serves=rec.get("serves", 1) + 1)
@@ -330,7 +330,7 @@ class LocalBackend:
     def _park(self, job: Job) -> bool:
         """Keep this run's healthy model for the next file of its image."""
         rec = self._record(job.run_id)
-        if rec is None or self._process(rec) is None or not _ping(f"http://{HOST}:{rec['port']}"):
+        if rec is None or self._process(rec) is None or not ping(f"http://{HOST}:{rec['port']}"):
             return False
         pool = self._pool(str(rec["image"]))
         pool.mkdir(parents=True, exist_ok=True)
@@ -440,14 +440,6 @@ def _write_record(run_dir: Path, rec: dict[str, Any]) -> None:
     tmp = run_dir / "record.json.tmp"
     tmp.write_text(json.dumps(rec))
     tmp.replace(run_dir / "record.json")
-
-
-def _ping(url: str) -> bool:
-    client = InvocationsClient(url, timeout=2.0, pool_size=1)
-    try:
-        return client.ping(timeout=3.0)
-    finally:
-        client.close()
 
 
 def stop_tree(proc: psutil.Process, grace: float = STOP_GRACE_SECONDS) -> None:
