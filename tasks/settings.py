@@ -788,6 +788,12 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     queue_url = settings_kwargs["queue_url"]
     if queue_url and not queue_url.startswith(("https://", "http://")):
         r.problems.append(f"{PREFIX}QUEUE_URL must be an http(s) SQS queue URL")
+    elif queue_url and queue_url.rstrip("/").rsplit("/", 1)[-1] != settings_kwargs["queue"]:
+        # the steps queue's URL is derived from this one with the name <QUEUE>-steps
+        r.problems.append(
+            f"{PREFIX}QUEUE_URL={queue_url} does not end in the queue name "
+            f"{PREFIX}QUEUE={settings_kwargs['queue']}; set both to the same queue"
+        )
     if input_uri and output_uri:
         written = (("OUTPUT_URI", output_uri), ("ERROR_URI", error_uri), ("STATE_URI", state_uri))
         for name, other in written:

@@ -160,15 +160,19 @@ def test_upstream_d5_stock_mailbox_names_a_reply_queue_per_call(moto_endpoint):
 def test_d7_predefined_task_queue_does_not_forbid_monitoring_queues(moto_endpoint, bucket):
     sqs = emulator_client("sqs", moto_endpoint)
     url = sqs.create_queue(QueueName=f"q-{bucket}")["QueueUrl"]
+    steps_url = sqs.create_queue(QueueName=f"q-{bucket}-steps")["QueueUrl"]
     app, _ = monitored_app(moto_endpoint, bucket, SCOREFLEET_QUEUE_URL=url)
     assert app.conf.broker_transport_options["predefined_queues"]
     with fake_worker(app, "fake@predefined"):
         time.sleep(0.5)
         assert app.control.ping(timeout=1.5) == [{"fake@predefined": {"ok": "pong"}}]
-    # tasks still go to the predefined queue
+    # tasks still go to the predefined queues: new files to the task queue, the later
+    # steps to the steps queue beside it
+    app.send_task("tasks.launch", args=[{}])
     app.send_task("tasks.score", args=[{}])
-    msgs = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages", [])
-    assert len(msgs) == 1
+    for queue_url in (url, steps_url):
+        msgs = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1).get("Messages", [])
+        assert len(msgs) == 1, queue_url
 
 
 def test_upstream_d7_stock_predefined_queues_refuse_other_queues(moto_endpoint):

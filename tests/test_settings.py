@@ -45,6 +45,7 @@ def test_missing_required_variables_are_all_named():
         ("SCOREFLEET_CSV_HEADER", "sometimes", "auto, present, absent"),
         ("SCOREFLEET_DEFAULT_K8S_NAMESPACE", "Not_A_Namespace", "DNS-1123"),
         ("SCOREFLEET_QUEUE", "has spaces", "valid SQS queue name"),
+        ("SCOREFLEET_QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/1/other", "same queue"),
         ("SCOREFLEET_MODEL_CATALOG", '{"img": {"command": "serve --port 80"}}', "{port}"),
         ("SCOREFLEET_MODEL_CATALOG", "/no/such/catalog.json", "no such file"),
         ("SCOREFLEET_RETRY_BACKOFF_MAX", "3600", "allowed range"),
