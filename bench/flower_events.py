@@ -91,7 +91,7 @@ def classify(entry: dict[str, Any]) -> tuple[str, str] | None:
             return "control", action
         if name == EVENTS_QUEUE:
             return "bridge", action  # the local stand-in for Lambda's event source mapping
-        if name in (QUEUE, DLQ):
+        if name in (QUEUE, f"{QUEUE}-steps", DLQ):
             return "pipeline", action
         return "upkeep", action
     form = parse_qs(body)
