@@ -6,10 +6,17 @@ Record ``<state prefix>runs/<pipeline id>.json``::
 
     {"run_id": ..., "state": "running" | "published" | "failed",
      "owner": <SQS message id of the launch that claimed it>,
-     "lease_until": <epoch seconds>, "updated": <epoch seconds>, "outcome": <s3 uri>}
+     "lease_until": <epoch seconds>, "updated": <epoch seconds>, "outcome": <s3 uri>,
+     "publisher": <the scoring attempt (its staging key) whose outcome is published>}
 
 A running record whose lease expired belongs to a worker that died: the next
 delivery takes it over. Steps renew the lease as they go.
+
+With acks_late a step's next task is sent before the step's own message is
+deleted, so a worker killed in between leaves two copies of the rest of the
+chain, each a first delivery of its own message. :meth:`Ledger.record_outcome`
+is where they meet: the outcome is recorded *before* it is published, and only
+the scoring attempt that recorded it publishes it.
 """
 
 from __future__ import annotations
@@ -41,6 +48,13 @@ class Claim(enum.Enum):
     CLAIMED = "claimed"  # this delivery runs the file
     RUNNING_ELSEWHERE = "running elsewhere"  # a duplicate: another delivery is on it
     DONE = "done"  # already published for this version
+
+
+class Publication(enum.Enum):
+    FIRST = "first"  # recorded now: publish it (nothing can be there yet)
+    AGAIN = "again"  # recorded by this attempt before (redelivery, retry): look, then publish
+    DUPLICATE = "duplicate"  # another attempt of this run recorded its outcome
+    SUPERSEDED = "superseded"  # a newer run of the file took over
 
 
 @dataclass
@@ -167,6 +181,39 @@ class Ledger:
         ):
             return True
         return self._update(job, changes)
+
+    def record_outcome(
+        self, job: Job, state: str, outcome: str | None, attempt: str, *, seen: Record | None
+    ) -> Publication:
+        """Record how the run ended, before its outcome is published; say whether
+        this attempt is the one to publish it.
+
+        ``attempt`` names the scoring attempt whose outcome this is (its staging key,
+        or one name for "no output"): redeliveries and retries of its upload share it,
+        the copy of the chain left by a worker killed between sending a step and
+        acknowledging its own message does not. ``seen``: the record as just read.
+        """
+        changes = {"state": state, "outcome": outcome, "lease_until": 0, "publisher": attempt}
+        rec = seen
+        for _ in range(_CAS_ATTEMPTS):
+            if rec is not None and rec.run_id != job.run_id:
+                return Publication.SUPERSEDED
+            if rec is not None and rec.state in FINISHED_STATES:
+                if rec.data.get("publisher") != attempt:
+                    return Publication.DUPLICATE
+                if rec.state == state and rec.data.get("outcome") == outcome:
+                    return Publication.AGAIN
+                # this attempt's own failure handling, after its publication failed
+                if self._put(job.pipeline_id, {**rec.data, **changes}, if_match=rec.etag):
+                    return Publication.AGAIN
+            else:
+                base = rec.data if rec else {"run_id": job.run_id, "source": str(job.source)}
+                if self._put(
+                    job.pipeline_id, {**base, **changes}, if_match=rec.etag if rec else None
+                ):
+                    return Publication.FIRST
+            rec = self.get(job.pipeline_id)
+        raise RuntimeError(f"could not record how {job.pipeline_id} ended: too much contention")
 
     def is_finished(self, run_id: str) -> bool:
         """Is the run over (or superseded by another run of its file)? For the reaper."""

@@ -37,7 +37,7 @@ from tasks.errors import (
     is_transient,
 )
 from tasks.job import Failure, Job, rerun_id
-from tasks.ledger import Claim, staging_location, staging_prefix
+from tasks.ledger import Claim, Publication, staging_location, staging_prefix
 from tasks.s3uri import S3Uri
 from tasks.submission import job_for_object, validate
 from workers import runtime
@@ -58,6 +58,11 @@ def backoff_delay(retries: int) -> int:
     s = runtime.settings()
     cap = min(s.retry_backoff_max, s.retry_backoff * 2**retries)
     return max(1, round(random.uniform(cap / 2, cap)))
+
+
+#: The attempt name under which a run that has no output (it failed before its
+#: scoring finished) records its ``.error``; see Ledger.record_outcome.
+NO_OUTPUT = "no-output"
 
 
 def delivery_id(task: Task) -> str:
@@ -310,10 +315,13 @@ def _ready_client(j: Job, spec: Any) -> InvocationsClient:
 def upload(self: PipelineStep, job: dict[str, Any]) -> Any:
     """Publish ``<name>.scoreout`` (or ``<name>.error`` if the job failed), once.
 
-    Idempotent: a redelivered upload finds its own output already there and does
-    not publish it again. A run that was superseded (a forced rerun took over) or
-    whose source has since been replaced by a newer version publishes nothing:
-    the newer run publishes its own outcome.
+    Once: the outcome is recorded in the run's ledger record first, and only the
+    scoring attempt that recorded it publishes it; a redelivered or retried upload
+    of that attempt looks for its output before copying it again, and a copy of the
+    chain (a worker killed between sending a step and acknowledging its own message)
+    publishes nothing. A run that was superseded (a forced rerun took over) or whose
+    source has since been replaced by a newer version publishes nothing either: the
+    newer run publishes its own outcome.
     """
 
     def body(j: Job, hb: Heartbeat) -> Job:
@@ -329,21 +337,41 @@ def upload(self: PipelineStep, job: dict[str, Any]) -> Any:
             log.warning("not publishing: the file was replaced since (%s)", newer)
             ledger.finish(j, "superseded", None, seen=rec)
             j.skipped = "source replaced"
-        elif j.failure is not None:
-            if not j.failure.model_logs and j.failure.step in {"launch", "score"}:
-                try:
-                    j.failure.model_logs = runtime.backend().logs(j, s.model_log_lines)
-                except Exception as exc:
-                    log.warning("could not read the model's logs: %s", exc)
-            dest = outcome.publish_error(s, s3, j, j.failure, maybe_done=not first_delivery(self))
-            ledger.finish(j, "failed", str(dest) if dest else None, seen=rec)
-            j.published = str(dest) if dest else None
-            log.warning("published %s", dest)
-        elif staging is not None:
-            dest = outcome.publish_scoreout(s, s3, j, staging, maybe_done=not first_delivery(self))
-            ledger.finish(j, "published", str(dest), seen=rec)
-            j.published = str(dest)
-            log.info("published %s (%d rows)", dest, j.rows or 0)
+        elif j.failure is not None or staging is not None:
+            failed = j.failure is not None
+            dest = (
+                outcome.error_location_or_none(s, j.source)
+                if failed
+                else outcome.scoreout_location(s, j.source)
+            )
+            verdict = ledger.record_outcome(
+                j,
+                "failed" if failed else "published",
+                str(dest) if dest else None,
+                j.staging_key or NO_OUTPUT,
+                seen=rec,
+            )
+            if verdict is Publication.SUPERSEDED:
+                log.warning("a newer run of this file took over; not publishing")
+                j.skipped = "superseded"
+            elif verdict is Publication.DUPLICATE:
+                # a copy of this run's chain (see tasks.ledger) got there first
+                log.info("another attempt of this run published its outcome; not publishing")
+                j.skipped = "published by another attempt"
+            elif j.failure is not None:
+                if not j.failure.model_logs and j.failure.step in {"launch", "score"}:
+                    try:
+                        j.failure.model_logs = runtime.backend().logs(j, s.model_log_lines)
+                    except Exception as exc:
+                        log.warning("could not read the model's logs: %s", exc)
+                again = verdict is Publication.AGAIN
+                published = outcome.publish_error(s, s3, j, j.failure, maybe_done=again)
+                j.published = str(published) if published else None
+                log.warning("published %s", published)
+            elif staging is not None:
+                again = verdict is Publication.AGAIN
+                j.published = str(outcome.publish_scoreout(s, s3, j, staging, maybe_done=again))
+                log.info("published %s (%d rows)", j.published, j.rows or 0)
         if staging is not None:  # this attempt's staging object, and any of a duplicate's
             s3io.delete_prefix(s3, staging_prefix(s, j.run_id))
         return j
