@@ -52,6 +52,7 @@ class Report:
     orphans: list[str] = field(default_factory=list)
     leftovers: list[str] = field(default_factory=list)
     steps_run_again: int = 0  # steps received more than once (redelivered or retried)
+    copies_stopped: int = 0  # uploads of a second copy of a chain that published nothing
     drain_seconds: float = 0.0
     total_seconds: float = 0.0
 
@@ -61,6 +62,7 @@ class Report:
             ("files dropped", str(self.files)),
             ("faults injected", faults),
             ("steps that had to run again", str(self.steps_run_again)),
+            ("chain copies stopped by the run record", str(self.copies_stopped)),
             ("outputs correct (byte-identical)", f"{self.correct} / {self.files}"),
             ("wrong outputs", str(len(self.wrong))),
             (".error instead of .scoreout", str(len(self.errors))),
@@ -225,6 +227,7 @@ def run(
         report.drain_seconds = drained_at - chaos.last_fault
         check(report, s3, sqs, stack, bodies, outcome)
         report.steps_run_again = steps_run_again(stack.state_dir / "logs")
+        report.copies_stopped = copies_stopped(stack.state_dir / "logs")
         report.total_seconds = time.monotonic() - started
         (state / "chaos.log").write_text("\n".join(chaos.log) + "\n")
     finally:
@@ -323,6 +326,13 @@ def steps_run_again(logs: Path) -> int:
         for m in re.finditer(r"Task (tasks\.\w+\[[^\]]+\]) received", path.read_text()):
             seen[m.group(1)] = seen.get(m.group(1), 0) + 1
     return sum(1 for n in seen.values() if n > 1)
+
+
+def copies_stopped(logs: Path) -> int:
+    """Uploads that found the outcome recorded by another attempt of their run (the
+    copy of a chain a worker killed between sending a step and acking its own left)."""
+    needle = "another attempt of this run published its outcome"
+    return sum(p.read_text().count(needle) for p in logs.glob("worker*.log"))
 
 
 def main() -> None:
