@@ -63,6 +63,8 @@ def backoff_delay(retries: int) -> int:
 #: The attempt name under which a run that has no output (it failed before its
 #: scoring finished) records its ``.error``; see Ledger.record_outcome.
 NO_OUTPUT = "no-output"
+#: Why an upload published nothing: another attempt of its run recorded the outcome.
+PUBLISHED_ELSEWHERE = "published by another attempt"
 
 
 def delivery_id(task: Task) -> str:
@@ -357,7 +359,7 @@ def upload(self: PipelineStep, job: dict[str, Any]) -> Any:
             elif verdict is Publication.DUPLICATE:
                 # a copy of this run's chain (see tasks.ledger) got there first
                 log.info("another attempt of this run published its outcome; not publishing")
-                j.skipped = "published by another attempt"
+                j.skipped = PUBLISHED_ELSEWHERE
             elif j.failure is not None:
                 if not j.failure.model_logs and j.failure.step in {"launch", "score"}:
                     try:
@@ -372,7 +374,10 @@ def upload(self: PipelineStep, job: dict[str, Any]) -> Any:
                 again = verdict is Publication.AGAIN
                 j.published = str(outcome.publish_scoreout(s, s3, j, staging, maybe_done=again))
                 log.info("published %s (%d rows)", j.published, j.rows or 0)
-        if staging is not None:  # this attempt's staging object, and any of a duplicate's
+        if staging is not None and j.skipped == PUBLISHED_ELSEWHERE:
+            # only its own: the publisher may not have copied its staging object yet
+            s3io.delete_quietly(s3, staging)
+        elif staging is not None:  # this attempt's staging object, and any of a copy's
             s3io.delete_prefix(s3, staging_prefix(s, j.run_id))
         return j
 

@@ -159,3 +159,29 @@ def test_record_outcome_states(env, s3, bucket):
     assert ledger.record_outcome(job, "published", "s3://x", "k", seen=stale) is (
         Publication.SUPERSEDED
     )
+
+
+def test_a_copy_leaves_the_publishers_staging_alone(env, s3, bucket):
+    """The copy can reach upload after the publisher recorded its outcome but before
+    it copied (or while it retries the copy): it must not delete what the publisher
+    still has to copy."""
+    run = "sf-00000000000000000c05"
+    publisher = scored_attempt(s3, bucket, run, b"p\n0.7\n0.8\n")
+    claim(publisher)
+    copy = scored_attempt(s3, bucket, run, b"p\n0.7\n0.8\n")
+    dest = f"s3://{bucket}/out/a.csv.scoreout"
+    ledger = runtime.ledger()
+    seen = ledger.get(publisher.pipeline_id)
+    assert (
+        ledger.record_outcome(publisher, "published", dest, publisher.staging_key, seen=seen)
+        is Publication.FIRST
+    )
+
+    assert upload(copy)["skipped"] == "published by another attempt"
+    assert staged(s3, bucket) == [publisher.staging_key]  # only the copy's own went
+
+    # the publisher's upload (its retry after the record was written) still publishes
+    assert upload(publisher)["published"] == dest
+    got = s3.get_object(Bucket=bucket, Key="out/a.csv.scoreout")["Body"].read()
+    assert got == b"p\n0.7\n0.8\n"
+    assert staged(s3, bucket) == []
