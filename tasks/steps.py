@@ -37,7 +37,7 @@ from tasks.errors import (
     is_transient,
 )
 from tasks.job import Failure, Job, rerun_id
-from tasks.ledger import Claim, Publication, staging_location, staging_prefix
+from tasks.ledger import Claim, Publication, Record, staging_location, staging_prefix
 from tasks.s3uri import S3Uri
 from tasks.submission import job_for_object, validate
 from workers import runtime
@@ -76,8 +76,10 @@ def delivery_id(task: Task) -> str:
 
 
 def first_delivery(task: Task) -> bool:
-    """Is this the first time this step runs (no retry, SQS delivered it once)? Then
-    nothing an earlier attempt did can be there to look for. Unknown: not first."""
+    """Is this the first delivery of this message (no retry, SQS delivered it once)?
+    Then no earlier delivery of it left anything behind. It says nothing about a copy
+    of the chain (see tasks.ledger), which is a first delivery of its own message.
+    Unknown: not first."""
     if task.request.retries:
         return False
     props = getattr(task.request, "properties", None) or {}
@@ -340,40 +342,7 @@ def upload(self: PipelineStep, job: dict[str, Any]) -> Any:
             ledger.finish(j, "superseded", None, seen=rec)
             j.skipped = "source replaced"
         elif j.failure is not None or staging is not None:
-            failed = j.failure is not None
-            dest = (
-                outcome.error_location_or_none(s, j.source)
-                if failed
-                else outcome.scoreout_location(s, j.source)
-            )
-            verdict = ledger.record_outcome(
-                j,
-                "failed" if failed else "published",
-                str(dest) if dest else None,
-                j.staging_key or NO_OUTPUT,
-                seen=rec,
-            )
-            if verdict is Publication.SUPERSEDED:
-                log.warning("a newer run of this file took over; not publishing")
-                j.skipped = "superseded"
-            elif verdict is Publication.DUPLICATE:
-                # a copy of this run's chain (see tasks.ledger) got there first
-                log.info("another attempt of this run published its outcome; not publishing")
-                j.skipped = PUBLISHED_ELSEWHERE
-            elif j.failure is not None:
-                if not j.failure.model_logs and j.failure.step in {"launch", "score"}:
-                    try:
-                        j.failure.model_logs = runtime.backend().logs(j, s.model_log_lines)
-                    except Exception as exc:
-                        log.warning("could not read the model's logs: %s", exc)
-                again = verdict is Publication.AGAIN
-                published = outcome.publish_error(s, s3, j, j.failure, maybe_done=again)
-                j.published = str(published) if published else None
-                log.warning("published %s", published)
-            elif staging is not None:
-                again = verdict is Publication.AGAIN
-                j.published = str(outcome.publish_scoreout(s, s3, j, staging, maybe_done=again))
-                log.info("published %s (%d rows)", j.published, j.rows or 0)
+            _publish(j, staging, rec)
         if staging is not None and j.skipped == PUBLISHED_ELSEWHERE:
             # only its own: the publisher may not have copied its staging object yet
             s3io.delete_quietly(s3, staging)
@@ -382,6 +351,47 @@ def upload(self: PipelineStep, job: dict[str, Any]) -> Any:
         return j
 
     return self.run_step("upload", job, body)
+
+
+def _publish(j: Job, staging: S3Uri | None, rec: Record | None) -> None:
+    """Record how the run ended (``rec``: its record as just read), then publish the
+    ``.error`` or the ``.scoreout`` if this attempt is the one to (Ledger.record_outcome)."""
+    s, s3 = runtime.settings(), runtime.s3()
+    failed = j.failure is not None
+    dest = (
+        outcome.error_location_or_none(s, j.source)
+        if failed
+        else outcome.scoreout_location(s, j.source)
+    )
+    verdict = runtime.ledger().record_outcome(
+        j,
+        "failed" if failed else "published",
+        str(dest) if dest else None,
+        j.staging_key or NO_OUTPUT,
+        seen=rec,
+    )
+    if verdict is Publication.SUPERSEDED:
+        log.warning("a newer run of this file took over; not publishing")
+        j.skipped = "superseded"
+        return
+    if verdict is Publication.DUPLICATE:
+        # a copy of this run's chain (see tasks.ledger) got there first
+        log.info("another attempt of this run published its outcome; not publishing")
+        j.skipped = PUBLISHED_ELSEWHERE
+        return
+    again = verdict is Publication.AGAIN  # this attempt recorded it before: look first
+    if j.failure is not None:
+        if not j.failure.model_logs and j.failure.step in {"launch", "score"}:
+            try:
+                j.failure.model_logs = runtime.backend().logs(j, s.model_log_lines)
+            except Exception as exc:
+                log.warning("could not read the model's logs: %s", exc)
+        published = outcome.publish_error(s, s3, j, j.failure, maybe_done=again)
+        j.published = str(published) if published else None
+        log.warning("published %s", published)
+    elif staging is not None:
+        j.published = str(outcome.publish_scoreout(s, s3, j, staging, maybe_done=again))
+        log.info("published %s (%d rows)", j.published, j.rows or 0)
 
 
 @shared_task(name="tasks.teardown", bind=True, base=PipelineStep)

@@ -163,11 +163,10 @@ class LocalBackend:
             )
         if self.warm_idle > 0:
             self._expire_warm()
-        run_dir = self._dir(job.run_id)
-        if self.warm_idle > 0:
             warm = self._claim_warm(job, spec)
             if warm is not None:
                 return warm
+        run_dir = self._dir(job.run_id)
         with self._capacity():  # count and reserve a slot in one go
             self._make_room()
             run_dir.mkdir(parents=True, exist_ok=True)
