@@ -16,7 +16,13 @@ import time
 import pytest
 from kombu import Connection, Consumer, Producer, Queue
 
-from tests.monitoring_helpers import _delete_session_queues, fake_worker, monitored_app, queues  # noqa: F401
+from tests.monitoring_helpers import (  # noqa: F401
+    _delete_session_queues,
+    fake_worker,
+    monitored_app,
+    queues,
+    subscriptions,
+)
 from workers import compat_sqs
 from workers.localstack import emulator_client
 
@@ -49,10 +55,12 @@ def test_d1_d3_events_cross_connections(moto_endpoint, bucket):
 
     thread = threading.Thread(target=receive, daemon=True)
     thread.start()
+    # The receiver is ready once its queue is subscribed to the events topic: an
+    # event published before that reaches no queue (SNS does not buffer).
     deadline = time.monotonic() + 15
-    while not queues(moto_endpoint, f"{ns}-ev-") and time.monotonic() < deadline:
+    while not subscriptions(moto_endpoint, f"{ns}-ev-") and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(0.5)  # subscribed right after the queue exists
+    assert subscriptions(moto_endpoint, f"{ns}-ev-"), "the receiver never subscribed"
     with app.connection_for_write() as conn:
         dispatcher = app.events.Dispatcher(conn, hostname="w@test", enabled=True)
         assert dispatcher.exchange.type == "fanout"
