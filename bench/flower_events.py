@@ -104,13 +104,41 @@ def classify(entry: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def recorded_requests(recording: bytes) -> tuple[list[dict[str, Any]], int]:
+    """The requests in moto's recording, and how many fragments could not be read.
+
+    moto's threaded server appends one JSON object per request, but two requests
+    recorded at once can land on one line without a newline between them, so the
+    file is read as a stream of JSON values rather than line by line."""
+    text = recording.decode("utf-8", "replace")
+    decoder = json.JSONDecoder()
+    entries: list[dict[str, Any]] = []
+    unreadable, i = 0, 0
+    while i < len(text):
+        if text[i].isspace():
+            i += 1
+            continue
+        try:
+            value, i = decoder.raw_decode(text, i)
+        except json.JSONDecodeError:
+            unreadable += 1
+            newline = text.find("\n", i)
+            i = len(text) if newline < 0 else newline + 1
+            continue
+        if isinstance(value, dict):
+            entries.append(value)
+    return entries, unreadable
+
+
 def tally(recording: bytes) -> Counter[tuple[str, str]]:
     counts: Counter[tuple[str, str]] = Counter()
-    for line in recording.splitlines():
-        if line.strip():
-            kind = classify(json.loads(line))
-            if kind:
-                counts[kind] += 1
+    entries, unreadable = recorded_requests(recording)
+    for entry in entries:
+        kind = classify(entry)
+        if kind:
+            counts[kind] += 1
+    if unreadable:
+        print(f"warning: {unreadable} unreadable fragment(s) in moto's recording, not counted")
     return counts
 
 
