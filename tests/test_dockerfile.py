@@ -8,15 +8,14 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.conftest import installed_tool
 from workers.localstack import MALLOC_ENV
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,8 +176,7 @@ def test_commands_the_image_runs_are_the_local_stacks(tmp_path, monkeypatch):
 
 
 def _hadolint() -> str:
-    beside_python = Path(sys.executable).parent / "hadolint"
-    found = str(beside_python) if beside_python.exists() else shutil.which("hadolint")
+    found = installed_tool("hadolint")
     if found is None:
         if os.environ.get("CI") == "true":
             pytest.fail("hadolint is not installed (the dev extra installs it on x86_64)")
