@@ -24,6 +24,8 @@ from typing import Any
 from tasks.s3uri import S3Uri
 
 PREFIX = "SCOREFLEET_"
+#: SQS: a message's visibility cannot be extended past 12 hours from its receipt.
+SQS_VISIBILITY_CAP = 43200
 
 #: Kubernetes namespace / DNS-1123 label.
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -230,7 +232,40 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "MODEL_TIMEOUT",
         "120",
-        "seconds to wait for the model to answer one mini-batch",
+        "seconds the model has to answer one mini-batch, in total (a model that sends its "
+        "answer slowly is cut off when they are up)",
+    ),
+    Variable(
+        "MAX_ANSWER_RATIO",
+        "20",
+        "a model's answer to a mini-batch may be at most this many times the size of the "
+        "request (but always MAX_ANSWER_FLOOR_MB); a bigger answer is an error, so a model "
+        "cannot exhaust the worker's memory",
+    ),
+    Variable(
+        "MAX_ANSWER_FLOOR_MB",
+        "1",
+        "the smallest cap on a model's answer to one mini-batch, in MB (see MAX_ANSWER_RATIO)",
+    ),
+    Variable(
+        "MAX_EXPANDED_GB",
+        "50",
+        "a compressed input file (gzip, bzip2, xz, zstd) is refused with an .error once it "
+        "expands past this many GB",
+    ),
+    Variable(
+        "MAX_EXPANSION_RATIO",
+        "200",
+        "a compressed input file is refused with an .error once it has expanded to more than "
+        "16 MiB and more than this many times the compressed bytes read so far (real CSV "
+        "compresses 3-100 times; a decompression bomb 1000 times and more)",
+    ),
+    Variable(
+        "MAX_STEP_SECONDS",
+        "42300",
+        "a step that runs this long stops with an .error rather than run past what SQS can "
+        "protect (a message's visibility cannot be extended past 12 hours from its receipt); "
+        "MAX_STEP_SECONDS + MODEL_TIMEOUT must stay under 43200",
     ),
     Variable(
         "LAUNCH_TIMEOUT",
@@ -358,6 +393,11 @@ class Settings:
     max_in_flight: int
     model_timeout: float
     launch_timeout: float
+    max_answer_ratio: float
+    max_answer_floor_bytes: int
+    max_expanded_bytes: int
+    max_expansion_ratio: float
+    max_step_seconds: float
     csv_header: str
     retry_max: int
     retry_backoff: float
@@ -459,6 +499,14 @@ class _Reader:
         except ValueError as exc:
             self.problems.append(f"{PREFIX}{name}={value!r}: {exc}")
             return None
+
+
+def _mb(n: float | None) -> int | None:
+    return None if n is None else int(n * 1024 * 1024)
+
+
+def _gb(n: float | None) -> int | None:
+    return None if n is None else int(n * 1e9)
 
 
 def _bool(value: str) -> bool:
@@ -764,6 +812,11 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         max_in_flight=r.number("MAX_IN_FLIGHT", 1, 64),
         model_timeout=r.number("MODEL_TIMEOUT", 1, 3600, integer=False),
         launch_timeout=r.number("LAUNCH_TIMEOUT", 1, 3600, integer=False),
+        max_answer_ratio=r.number("MAX_ANSWER_RATIO", 1, 10000, integer=False),
+        max_answer_floor_bytes=_mb(r.number("MAX_ANSWER_FLOOR_MB", 0.01, 4096, integer=False)),
+        max_expanded_bytes=_gb(r.number("MAX_EXPANDED_GB", 0.001, 100000, integer=False)),
+        max_expansion_ratio=r.number("MAX_EXPANSION_RATIO", 2, 1e9, integer=False),
+        max_step_seconds=r.number("MAX_STEP_SECONDS", 5, 43200, integer=False),
         csv_header=r.convert("CSV_HEADER", _choice("auto", "present", "absent"), "a header mode"),
         retry_max=r.number("RETRY_MAX", 0, 50),
         retry_backoff=r.number("RETRY_BACKOFF", 0, 900, integer=False),
@@ -780,6 +833,13 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     payload_mb = r.number("MAX_PAYLOAD_MB", 0.01, 100, integer=False)
     if payload_mb is not None:
         settings_kwargs["max_payload_bytes"] = int(payload_mb * 1024 * 1024)
+    step, model = settings_kwargs["max_step_seconds"], settings_kwargs["model_timeout"]
+    if step is not None and model is not None and step + model >= SQS_VISIBILITY_CAP:
+        r.problems.append(
+            f"{PREFIX}MAX_STEP_SECONDS={step:g} plus {PREFIX}MODEL_TIMEOUT={model:g} must stay "
+            f"under {SQS_VISIBILITY_CAP} s: SQS cannot keep a message invisible longer than "
+            "12 hours, and a step checks its time between mini-batches"
+        )
     if settings_kwargs["log_level"]:
         settings_kwargs["log_level"] = settings_kwargs["log_level"].upper()
 

@@ -40,8 +40,7 @@ from tasks.job import Failure, Job, rerun_id
 from tasks.ledger import Claim, Publication, Record, staging_location, staging_prefix
 from tasks.s3uri import S3Uri
 from tasks.submission import job_for_object, validate
-from workers import runtime
-from workers.csvbatch import maybe_gunzip
+from workers import compression, runtime
 from workers.heartbeat import Heartbeat
 from workers.protocol import InvocationsClient
 from workers.scoring import score_stream
@@ -252,7 +251,10 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
         try:
             with s3io.MultipartWriter(runtime.s3(), staging) as sink:
                 stats = score_stream(
-                    maybe_gunzip(source.chunks, source.content_encoding),
+                    compression.decompress(
+                        source.chunks,
+                        compression.Limits(s.max_expanded_bytes, s.max_expansion_ratio),
+                    ),
                     client,
                     sink,
                     max_bytes=s.max_payload_bytes,

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tasks.errors import BadInput
-from workers.csvbatch import CsvBatcher, detect_header, maybe_gunzip
+from workers.compression import Limits, decompress
+from workers.csvbatch import CsvBatcher, detect_header
 
 
 def chunks(data: bytes, size: int):
@@ -15,7 +16,7 @@ def chunks(data: bytes, size: int):
 
 
 def run(data: bytes, max_bytes=1024, chunk=37, **kw):
-    b = CsvBatcher(maybe_gunzip(chunks(data, chunk)), max_bytes, **kw)
+    b = CsvBatcher(decompress(chunks(data, chunk), Limits(10**12, 1e9)), max_bytes, **kw)
     batches = list(b)
     return b, batches
 

@@ -6,8 +6,8 @@ MaxPayloadInMB idea). Records are never split: a newline inside a quoted field
 is not a record boundary. Along the way the input is checked for what a model
 would choke on or silently mis-score: empty file, header without rows, bytes that
 are not UTF-8, an unterminated quoted field, a single record larger than a batch.
-Blank lines are dropped; a UTF-8 byte-order mark is removed; gzip input is
-decompressed on the fly.
+Blank lines are dropped; a UTF-8 byte-order mark is removed. Compressed input is
+decompressed before it gets here (workers.compression).
 
 Memory: one batch plus one chunk, whatever the file size.
 """
@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import csv
 import io
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from tasks.errors import BadInput
 
 BOM = b"\xef\xbb\xbf"
-GZIP_MAGIC = b"\x1f\x8b"
 _SNIFF_BYTES = 64 * 1024
 
 
@@ -45,39 +43,6 @@ def take(buf: bytearray, n: int) -> bytes:
         out = bytes(view[:n])
     del buf[:n]
     return out
-
-
-def maybe_gunzip(chunks: Iterable[bytes], content_encoding: str = "") -> Iterator[bytes]:
-    """Pass chunks through, decompressing them if the stream is gzip."""
-    it = iter(chunks)
-    first = b""
-    for chunk in it:
-        first = chunk
-        if chunk:
-            break
-    if not (first.startswith(GZIP_MAGIC) or content_encoding.lower() == "gzip"):
-        if first:
-            yield first
-        yield from it
-        return
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        for chunk in _chain_first(first, it):
-            out = d.decompress(chunk)
-            if out:
-                yield out
-        tail = d.flush()
-        if tail:
-            yield tail
-    except zlib.error as exc:
-        raise BadInput(f"the file looks gzip-compressed but cannot be decompressed: {exc}") from exc
-    if not d.eof:
-        raise BadInput("the gzip-compressed file is truncated")
-
-
-def _chain_first(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    yield first
-    yield from rest
 
 
 def _looks_numeric(field: str) -> bool:
