@@ -20,11 +20,11 @@ from typing import Any
 from botocore.exceptions import ClientError
 from celery import Celery
 
-from lambda_enqueue.events import Item, ObjectEvent, UnknownEvent, decode
+from lambda_enqueue.events import Item, ObjectEvent, decode
 from tasks import logctx, outcome, s3io
 from tasks.celeryconf import make_app
 from tasks.chain import enqueue
-from tasks.errors import Rejected
+from tasks.errors import Rejected, is_transient
 from tasks.job import Failure
 from tasks.s3uri import S3Uri
 from tasks.settings import Settings, load
@@ -69,6 +69,9 @@ class Counts:
     enqueued: int = 0
     rejected: int = 0
     ignored: int = 0
+    unreadable: int = 0  # parts of the event that could not be read
+    failed: int = 0  # files that could not be queued
+    first_error: Exception | None = None
 
 
 def handle_object(rt: Runtime, ev: ObjectEvent, counts: Counts) -> None:
@@ -117,11 +120,28 @@ def handle_object(rt: Runtime, ev: ObjectEvent, counts: Counts) -> None:
         counts.enqueued += 1
 
 
-def _handle_item(rt: Runtime, item: Item, counts: Counts) -> None:
+def _handle_item(rt: Runtime, item: Item, counts: Counts) -> bool:
+    """Handle every event of one item, each on its own; True if the item must be
+    seen again: a part could not be read, or a step failed (see :func:`handle`)."""
     for note in item.notes:
         log.info("%s", note)
+    again = False
+    for problem in item.problems:
+        log.error("unreadable part of message %s: %s", item.message_id or "-", problem)
+        counts.unreadable += 1
+        again = True
     for ev in item.events:
-        handle_object(rt, ev, counts)
+        try:
+            handle_object(rt, ev, counts)
+        except Exception as exc:
+            again = True
+            counts.failed += 1
+            counts.first_error = counts.first_error or exc
+            if is_transient(exc):
+                log.warning("%s/%s could not be queued yet: %s", ev.bucket, ev.key, exc)
+            else:
+                log.exception("%s/%s could not be queued", ev.bucket, ev.key)
+    return again
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
@@ -129,30 +149,35 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     return handle(event, runtime())
 
 
-def handle(event: dict[str, Any], rt: Runtime) -> dict[str, Any]:
+def handle(event: Any, rt: Runtime) -> dict[str, Any]:
     """Process one invocation's event with the given runtime (the local bridge and
-    the tests pass their own)."""
-    try:
-        items, from_sqs = decode(event)
-    except (UnknownEvent, KeyError, TypeError, ValueError) as exc:
-        # Retrying cannot make an unreadable event readable: log it whole and move on.
-        log.error("ignoring an event scorefleet cannot read (%s): %.2000r", exc, event)
-        return {"enqueued": 0, "rejected": 0, "ignored": 1}
+    the tests pass their own).
+
+    Every record is isolated: what one record holds (unreadable JSON, ``null``,
+    nesting too deep, a field of the wrong type, an error while queueing it) never
+    stops another. From SQS, a record that could not be read or queued is reported
+    in ``batchItemFailures``: SQS delivers it again and, after ``maxReceiveCount``,
+    moves it to the events dead-letter queue, where an operator sees it whole and
+    can redrive it once the cause is fixed (a file's notification is never just
+    dropped; its good files are queued each time, which the run records make
+    harmless). Invoked directly (S3 -> Lambda), unreadable parts are logged and
+    counted, and a failure to queue a file is raised so that Lambda retries.
+    """
+    items, from_sqs = decode(event)
     counts = Counts()
     failed: list[str] = []
     for item in items:
-        try:
-            _handle_item(rt, item, counts)
-        except Exception:
-            if not from_sqs:
-                raise  # Lambda retries the asynchronous invocation, then its DLQ/destination
-            log.exception("record %s failed; SQS will deliver it again", item.message_id)
+        if _handle_item(rt, item, counts):
             failed.append(item.message_id or "")
     result: dict[str, Any] = {
         "enqueued": counts.enqueued,
         "rejected": counts.rejected,
         "ignored": counts.ignored,
     }
+    if counts.unreadable:
+        result["unreadable"] = counts.unreadable
     if from_sqs:
         result["batchItemFailures"] = [{"itemIdentifier": m} for m in failed]
+    elif counts.first_error is not None:
+        raise counts.first_error  # Lambda retries the asynchronous invocation
     return result

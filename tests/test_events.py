@@ -1,8 +1,6 @@
 import json
 
-import pytest
-
-from lambda_enqueue.events import UnknownEvent, decode
+from lambda_enqueue.events import decode
 
 
 def s3_record(key, event="ObjectCreated:Put", version=None):
@@ -44,7 +42,7 @@ def test_sqs_envelope_with_sns_inside_and_test_event():
     assert [e.key for e in items[0].events] == ["in/a.csv"]
     assert [e.key for e in items[1].events] == ["in/a.csv"]
     assert items[2].events == [] and "TestEvent" in items[2].notes[0]
-    assert items[3].events == [] and "unreadable" in items[3].notes[0]
+    assert items[3].events == [] and "not JSON" in items[3].problems[0]
 
 
 def test_sns_event():
@@ -73,6 +71,7 @@ def test_delete_events_are_not_created_events():
     assert not items[0].events[0].is_created
 
 
-def test_unknown_events_raise():
-    with pytest.raises(UnknownEvent):
-        decode({"hello": "world"})
+def test_unknown_events_are_problems_not_exceptions():
+    (item,), from_sqs = decode({"hello": "world"})
+    assert not from_sqs and item.events == []
+    assert "not an S3, SNS, SQS or EventBridge event" in item.problems[0]

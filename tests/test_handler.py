@@ -2,6 +2,7 @@
 
 import base64
 import json
+from pathlib import Path
 
 import pytest
 
@@ -187,7 +188,7 @@ def test_direct_invocation_raises_so_lambda_retries(rt, s3, bucket):
 
 
 def test_unreadable_direct_event_is_logged_not_retried(rt):
-    assert lam.handle({"nonsense": True}, rt)["ignored"] == 1
+    assert lam.handle({"nonsense": True}, rt)["unreadable"] == 1
 
 
 def test_handler_entry_point_validates_configuration(monkeypatch):
@@ -210,3 +211,141 @@ def test_lambda_imports_no_worker_or_kubernetes_code():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ------------------------------------------------ issue 10 item 4: poison records
+EVENTS = Path(__file__).resolve().parent / "events"
+
+
+def fixture_event(name, bucket, **values):
+    """A real event payload from tests/events/, with this test's bucket (and ETag...)."""
+    text = (EVENTS / name).read_text().replace("BUCKET", bucket)
+    for placeholder, value in values.items():
+        text = text.replace(placeholder.upper(), value)
+    return json.loads(text)
+
+
+def sqs_record(mid, body):
+    return {"eventSource": "aws:sqs", "messageId": mid, "body": body}
+
+
+def test_a_null_record_does_not_fail_the_good_one(rt, s3, bucket, moto_endpoint, env):
+    """Issue 10 item 4 as reported: {"Records":[null]} beside a good record raised
+    AttributeError out of the handler, so both were redelivered until the DLQ."""
+    etag = s3.put_object(Bucket=bucket, Key="in/good.csv", Body=b"a\n1\n")["ETag"].strip('"')
+    event = fixture_event("sqs-batch-poison.json", bucket, etag=etag)
+    result = lam.handle(event, rt)
+    poison = event["Records"][1]["messageId"]
+    assert result["batchItemFailures"] == [{"itemIdentifier": poison}]
+    assert result["enqueued"] == 1 and result["unreadable"] == 1
+    ((name, _, args, _),) = sent_tasks(moto_endpoint, env["SCOREFLEET_QUEUE"])
+    assert name == "tasks.launch" and args[0]["key"] == "in/good.csv"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * 100_000 + "]" * 100_000,  # RecursionError inside json.loads
+        json.dumps({"Records": [{"eventSource": "aws:s3", "s3": {"bucket": None}}]}),
+        json.dumps({"Records": [{"s3": {"bucket": {"name": 7}, "object": {"key": "k"}}}]}),
+        json.dumps({"Records": [{"s3": {"bucket": {"name": "b"}, "object": {"key": ["x"]}}}]}),
+        json.dumps(
+            {"Records": [{"s3": {"bucket": {"name": "b"}, "object": {"key": "k", "size": "x"}}}]}
+        ),
+        json.dumps({"Records": "nope"}),
+        json.dumps([1, 2]),
+        "null",
+        "",
+    ],
+    ids=[
+        "deep-json",
+        "bucket-null",
+        "bucket-number",
+        "key-list",
+        "size-text",
+        "records-string",
+        "list",
+        "null",
+        "empty",
+    ],
+)
+def test_every_kind_of_unreadable_record_is_isolated(rt, s3, bucket, moto_endpoint, env, body):
+    s3.put_object(Bucket=bucket, Key="in/ok.csv", Body=b"a\n1\n")
+    good = json.dumps(s3_event(bucket, "in/ok.csv"))
+    result = lam.handle({"Records": [sqs_record("good", good), sqs_record("bad", body)]}, rt)
+    assert result["batchItemFailures"] == [{"itemIdentifier": "bad"}]
+    assert result["enqueued"] == 1
+    assert len(sent_tasks(moto_endpoint, env["SCOREFLEET_QUEUE"])) == 1
+
+
+def test_envelopes_nested_too_deep_are_refused_not_recursed(rt, bucket):
+    body = json.dumps(s3_event(bucket, "in/x.csv"))
+    for _ in range(8):  # each level doubles the escaping
+        body = json.dumps({"Type": "Notification", "Message": body})
+    result = lam.handle({"Records": [sqs_record("deep", body)]}, rt)
+    assert result["batchItemFailures"] == [{"itemIdentifier": "deep"}]
+
+
+def test_one_bad_s3_record_in_a_body_leaves_the_others_queued(rt, s3, bucket, moto_endpoint, env):
+    for key in ("in/one.csv", "in/three.csv"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"a\n1\n")
+    recs = [
+        s3_event(bucket, "in/one.csv")["Records"][0],
+        None,
+        s3_event(bucket, "in/three.csv")["Records"][0],
+    ]
+    result = lam.handle({"Records": [sqs_record("m", json.dumps({"Records": recs}))]}, rt)
+    assert result["enqueued"] == 2 and result["unreadable"] == 1
+    assert result["batchItemFailures"] == [{"itemIdentifier": "m"}]  # kept for the DLQ
+    keys = sorted(a[0]["key"] for _, _, a, _ in sent_tasks(moto_endpoint, env["SCOREFLEET_QUEUE"]))
+    assert keys == ["in/one.csv", "in/three.csv"]
+    # the same shape invoked directly: the good records go, the bad one is counted
+    direct = lam.handle({"Records": recs}, rt)
+    assert direct["enqueued"] == 2 and direct["unreadable"] == 1
+
+
+def test_an_unexpected_error_for_one_file_spares_the_others(rt, s3, bucket, moto_endpoint, env):
+    class Broken(FlakyTags):
+        def get_object_tagging(self, **kw):
+            if kw["Key"] == self.key:
+                raise RecursionError("maximum recursion depth exceeded")
+            return self.client.get_object_tagging(**kw)
+
+    for key in ("in/a.csv", "in/b.csv"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"a\n1\n")
+    rt = lam.Runtime(rt.settings, Broken(s3, "in/a.csv"), rt.app)
+    body = json.dumps(
+        {"Records": [s3_event(bucket, k)["Records"][0] for k in ("in/a.csv", "in/b.csv")]}
+    )
+    result = lam.handle({"Records": [sqs_record("m", body)]}, rt)
+    assert result["enqueued"] == 1 and result["batchItemFailures"] == [{"itemIdentifier": "m"}]
+
+
+def test_unreadable_records_are_logged_bounded_and_escaped(rt, caplog):
+    body = "not json\nERROR forged log line " + "x" * 100_000
+    lam.handle({"Records": [sqs_record("m", body)]}, rt)
+    (line,) = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert "\n" not in line and "\\nERROR forged" in line and len(line) < 3000
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("s3-put.json", "in/2026/q3 report.csv"),
+        ("sqs-sns-s3.json", "in/bigé.csv"),
+        ("eventbridge-object-created.json", "in/eb+plus.csv"),
+    ],
+)
+def test_real_event_payloads(rt, s3, bucket, moto_endpoint, env, name, key):
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    put = s3.put_object(Bucket=bucket, Key=key, Body=b"a\n1\n")
+    event = fixture_event(name, bucket, etag=put["ETag"].strip('"'), version=put["VersionId"])
+    result = lam.handle(event, rt)
+    assert result["enqueued"] == 1, result
+    ((_, _, args, _),) = sent_tasks(moto_endpoint, env["SCOREFLEET_QUEUE"])
+    assert args[0]["key"] == key
+
+
+def test_real_test_event_is_ignored(rt, bucket):
+    result = lam.handle(fixture_event("s3-test-event.json", bucket), rt)
+    assert result["enqueued"] == 0 and "unreadable" not in result
