@@ -28,7 +28,7 @@ from tasks.errors import Rejected, is_transient
 from tasks.job import Failure
 from tasks.s3uri import S3Uri
 from tasks.settings import Settings, load
-from tasks.submission import job_for_object, validate
+from tasks.submission import identify, job_for_object, validate
 
 log = logging.getLogger("scorefleet.lambda")
 
@@ -90,15 +90,18 @@ def handle_object(rt: Runtime, ev: ObjectEvent, counts: Counts) -> None:
         counts.ignored += 1
         return
     try:
-        job = job_for_object(
-            settings,
-            rt.s3,
-            source,
-            version_id=ev.version_id,
-            etag=ev.etag,
-            size=ev.size,
-            sequencer=ev.sequencer,
+        identity = identify(
+            s3=rt.s3, source=source, version_id=ev.version_id, etag=ev.etag, size=ev.size
         )
+        if identity is None:
+            log.warning(
+                "ignoring %s: replaced or deleted before it could be queued (a newer "
+                "upload is scored on its own notification)",
+                source,
+            )
+            counts.ignored += 1
+            return
+        job = job_for_object(settings, rt.s3, source, identity, sequencer=ev.sequencer)
     except ClientError as exc:
         if s3io.error_code(exc) in {"NoSuchKey", "NoSuchVersion", "404"}:
             log.warning("ignoring %s: deleted before it could be queued", source)

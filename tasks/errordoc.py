@@ -48,7 +48,8 @@ def render(
         f"pipeline id:  {pipeline_id}",
         f"time (UTC):   {when}",
         "",
-        "To rerun this file once the cause is fixed (re-uploading it works too):",
+        "To rerun this file once the cause is fixed (or upload it again, with its tags:",
+        "every upload is scored, also of the same bytes):",
         f"  {celery_cmd}",
         f"  {cli_cmd}",
         "To rerun it with another model image, add:  "

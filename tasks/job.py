@@ -19,17 +19,24 @@ STEPS = ("launch", "score", "upload", "teardown")
 
 
 def pipeline_id(
-    bucket: str, key: str, version_id: str | None, etag: str | None, sequencer: str | None = None
+    bucket: str,
+    key: str,
+    version_id: str | None,
+    etag: str | None,
+    last_modified: float | None = None,
 ) -> str:
-    """Deterministic id of one version of one object.
+    """Deterministic id of one upload of one object.
 
-    The same file version always gets the same id (so duplicate notifications map to
-    one pipeline); a new version of the same key gets a new one. Without versioning,
-    the ETag plus the event's sequencer identify one upload (so re-uploading the same
-    bytes is a new upload, while a duplicated notification is not). DNS-1123 safe, so
-    it can name a pod.
+    The same upload always gets the same id, whichever way it was seen (a
+    notification, a duplicate of it, one without versionId or sequencer, a rerun
+    or sweep that looked the object up), so duplicates map to one pipeline; every
+    new upload of the key gets a new one, also when its bytes are the same. On a
+    versioned bucket the version id says it all; without versioning, the ETag and
+    the upload's LastModified (see tasks.submission.identify) do, to the second S3
+    keeps it in. DNS-1123 safe, so it can name a pod.
     """
-    identity = version_id or f"etag:{(etag or '').strip(chr(34))}:{sequencer or ''}"
+    stamp = f"{last_modified:.0f}" if last_modified is not None else ""
+    identity = version_id or f"etag:{(etag or '').strip(chr(34))}:{stamp}"
     digest = hashlib.sha256(f"{bucket}\n{key}\n{identity}".encode()).hexdigest()
     return "sf-" + digest[:20]
 
@@ -70,6 +77,8 @@ class Job:
     k8s_cluster: str
     k8s_namespace: str
     # --- bookkeeping ---
+    #: without a version id: the upload's LastModified (epoch seconds), which pins it
+    last_modified: float | None = None
     enqueued_at: float = field(default_factory=time.time)
     force: bool = False
     #: the delivery that claimed the file (a launch waiting its turn keeps its claim)

@@ -60,6 +60,7 @@ def _metadata(job: Job) -> dict[str, str]:
         "source-uri": urllib.parse.quote(str(job.source), safe=":/")[:1024],
         "source-version": job.version_id or "",
         "source-etag": job.etag or "",
+        "source-last-modified": _stamp(job.last_modified),
         "pipeline-id": job.pipeline_id,
         "run-id": job.run_id,
     }
@@ -73,21 +74,31 @@ def _metadata(job: Job) -> dict[str, str]:
     return {k: v for k, v in meta.items() if v}
 
 
+def _stamp(last_modified: float | None) -> str:
+    return "" if last_modified is None else f"{last_modified:.0f}"
+
+
 def already_scored(settings: Settings, s3: S3Client, job: Job) -> bool:
-    """Is there a ``.scoreout`` made from this very version of the source?"""
+    """Is there a ``.scoreout`` made from this very upload of the source? (Not just
+    the same bytes: the same bytes uploaded again are a new upload, scored again.)"""
     meta = head(s3, scoreout_location(settings, job.source))
     if meta is None:
         return False
     m = meta.get("Metadata", {})
     if job.version_id:
         return bool(m.get("source-version") == job.version_id)
-    return bool(job.etag and m.get("source-etag") == job.etag)
+    return bool(
+        job.etag
+        and m.get("source-etag") == job.etag
+        and m.get("source-last-modified", "") == _stamp(job.last_modified)
+    )
 
 
 def newer_source(s3: S3Client, job: Job) -> str | None:
     """If the source object has been replaced since this job was queued, say by what
-    (its outcome is then the newer version's to publish); ``None`` otherwise, also
-    when the source has been deleted."""
+    (its outcome is then the newer upload's to publish); ``None`` otherwise, also
+    when the source has been deleted. Without versions, an upload of the same bytes
+    (A -> B -> A) is told apart by its LastModified."""
     current = head(s3, job.source)
     if current is None:
         return None
@@ -95,7 +106,16 @@ def newer_source(s3: S3Client, job: Job) -> str | None:
         version = current.get("VersionId")
         return None if version in (None, job.version_id) else f"version {version}"
     etag = str(current.get("ETag", "")).strip('"')
-    return None if not job.etag or etag == job.etag else f"ETag {etag}"
+    if job.etag and etag != job.etag:
+        return f"ETag {etag}"
+    modified = current.get("LastModified")
+    if (
+        job.last_modified is not None
+        and modified is not None
+        and modified.timestamp() > job.last_modified + 0.5
+    ):
+        return f"an upload of the same bytes at {modified.isoformat()}"
+    return None
 
 
 def _published_by(s3: S3Client, dest: S3Uri, job: Job) -> bool:

@@ -15,6 +15,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -112,12 +113,16 @@ def open_source(
     uri: S3Uri,
     version_id: str | None,
     etag: str | None,
+    last_modified: float | None = None,
     chunk_size: int = 1024 * 1024,
 ) -> SourceStream:
-    """Stream one exact version of the input (by version id, else by ETag)."""
+    """Stream one exact upload of the input: by version id, else by ETag and (when
+    known) LastModified, so the same bytes uploaded again later are not taken for it."""
     kwargs: dict[str, Any] = version_args(version_id)
     if not version_id and etag:
         kwargs["IfMatch"] = etag if etag.startswith('"') else f'"{etag}"'
+        if last_modified is not None:
+            kwargs["IfUnmodifiedSince"] = datetime.fromtimestamp(last_modified, UTC)
     try:
         resp = s3.get_object(Bucket=uri.bucket, Key=uri.key, **kwargs)
     except ClientError as exc:

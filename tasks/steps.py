@@ -39,7 +39,7 @@ from tasks.errors import (
 from tasks.job import Failure, Job, rerun_id
 from tasks.ledger import Claim, Publication, Record, staging_location, staging_prefix
 from tasks.s3uri import S3Uri
-from tasks.submission import job_for_object, validate
+from tasks.submission import identity_of, job_for_object, validate
 from workers import compression, runtime
 from workers.heartbeat import Heartbeat
 from workers.protocol import InvocationsClient
@@ -247,7 +247,7 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
             s3io.abort_stale_uploads(
                 runtime.s3(), staging_prefix(s, j.run_id), s.visibility_timeout
             )
-        source = s3io.open_source(runtime.s3(), j.source, j.version_id, j.etag)
+        source = s3io.open_source(runtime.s3(), j.source, j.version_id, j.etag, j.last_modified)
         try:
             with s3io.MultipartWriter(runtime.s3(), staging) as sink:
                 stats = score_stream(
@@ -449,9 +449,7 @@ def rescore(
             s,
             s3,
             source,
-            version_id=head.get("VersionId"),
-            etag=str(head.get("ETag", "")),
-            size=int(head.get("ContentLength", 0)),
+            identity_of(head),
             overrides={
                 "model_image": model_image,
                 "k8s_cluster": k8s_cluster,

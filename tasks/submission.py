@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
 
 from tasks.errors import Rejected
 from tasks.job import Job, pipeline_id
-from tasks.s3io import S3Client, read_tags
+from tasks.s3io import S3Client, error_code, read_tags
 from tasks.s3uri import S3Uri
 from tasks.settings import DNS1123_LABEL, Settings
 
@@ -20,6 +24,60 @@ IMAGE_REF = re.compile(
 CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
+@dataclass(frozen=True)
+class Identity:
+    """What pins one upload of an object: its version id, or its ETag and
+    LastModified on a bucket without versioning."""
+
+    version_id: str | None
+    etag: str | None
+    last_modified: float | None
+    size: int | None
+
+
+def identify(
+    s3: S3Client,
+    source: S3Uri,
+    *,
+    version_id: str | None = None,
+    etag: str | None = None,
+    size: int | None = None,
+) -> Identity | None:
+    """The identity of the upload an event (or a rerun, or a sweep) is about.
+
+    An event's ``versionId`` says it all. Without one (an unversioned bucket, or an
+    event that lacks it), a HEAD *conditional on the event's ETag* gives the version
+    id or the LastModified of exactly the upload with those bytes: it cannot pick up
+    a different upload that came in since, as a plain HEAD could. ``None`` when that
+    upload is gone (replaced by other bytes, or deleted): the newer upload has a
+    notification of its own. Without an ETag (a rerun), the object's current upload.
+    """
+    if version_id:
+        return Identity(version_id, etag.strip('"') if etag else None, None, size)
+    cond: dict[str, Any] = {"IfMatch": f'"{etag.strip(chr(34))}"'} if etag else {}
+    try:
+        head = s3.head_object(Bucket=source.bucket, Key=source.key, **cond)
+    except ClientError as exc:
+        if error_code(exc) in {"404", "NoSuchKey", "NotFound", "412", "PreconditionFailed"}:
+            return None
+        raise
+    return identity_of(head)
+
+
+def identity_of(head: Mapping[str, Any], version_id: str | None = None) -> Identity:
+    """The identity of an object from its HEAD (or GET) response."""
+    version = head.get("VersionId") or version_id
+    if version == "null":
+        version = None
+    modified = head.get("LastModified")
+    return Identity(
+        version_id=str(version) if version else None,
+        etag=str(head.get("ETag", "")).strip('"') or None,
+        last_modified=None if version or modified is None else modified.timestamp(),
+        size=int(head["ContentLength"]) if head.get("ContentLength") is not None else None,
+    )
+
+
 def build_job(
     settings: Settings,
     source: S3Uri,
@@ -29,12 +87,13 @@ def build_job(
     etag: str | None,
     size: int | None,
     sequencer: str | None = None,
+    last_modified: float | None = None,
     run_id: str | None = None,
     force: bool = False,
 ) -> Job:
     """A job from the object's identity and tags, with the configured fallbacks
     for missing tags. Not validated: see :func:`validate`."""
-    pid = pipeline_id(source.bucket, source.key, version_id, etag, sequencer)
+    pid = pipeline_id(source.bucket, source.key, version_id, etag, last_modified)
     return Job(
         pipeline_id=pid,
         run_id=run_id or pid,
@@ -44,6 +103,7 @@ def build_job(
         etag=etag.strip('"') if etag else None,
         size=size,
         sequencer=sequencer,
+        last_modified=last_modified if not version_id else None,
         model_image=tags.get("model_image") or settings.default_model_image,
         k8s_cluster=tags.get("k8s_cluster") or settings.default_k8s_cluster,
         k8s_namespace=tags.get("k8s_namespace") or settings.default_k8s_namespace,
@@ -79,26 +139,25 @@ def job_for_object(
     settings: Settings,
     s3: S3Client,
     source: S3Uri,
+    identity: Identity,
     *,
-    version_id: str | None,
-    etag: str | None,
-    size: int | None,
     sequencer: str | None = None,
     overrides: Mapping[str, str | None] | None = None,
     run_id: str | None = None,
     force: bool = False,
 ) -> Job:
-    """Read the object's tags and build its job (overrides win over tags)."""
-    tags = read_tags(s3, source.bucket, source.key, version_id)
+    """Read the upload's tags and build its job (overrides win over tags)."""
+    tags = read_tags(s3, source.bucket, source.key, identity.version_id)
     tags.update({k: v for k, v in (overrides or {}).items() if v})
     return build_job(
         settings,
         source,
         tags,
-        version_id=version_id,
-        etag=etag,
-        size=size,
+        version_id=identity.version_id,
+        etag=identity.etag,
+        size=identity.size,
         sequencer=sequencer,
+        last_modified=identity.last_modified,
         run_id=run_id,
         force=force,
     )

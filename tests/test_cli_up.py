@@ -59,7 +59,7 @@ def test_ctrl_c_stops_every_process(tmp_path):
             pytest.fail("stack did not come up:\n" + "".join(lines))
         children = psutil.Process(proc.pid).children(recursive=True)
         names = " ".join(" ".join(c.cmdline()) for c in children)
-        assert "moto.server" in names and "worker" in names and "flower" in names
+        assert "workers.emulator" in names and "worker" in names and "flower" in names
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=90)
         assert "stopped every process" in out

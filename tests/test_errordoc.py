@@ -92,10 +92,10 @@ def test_error_file_is_redacted(monkeypatch):
 
 
 def test_pipeline_ids():
-    a = pipeline_id("b", "k", None, '"etag1"', "seq1")
-    assert a == pipeline_id("b", "k", None, "etag1", "seq1")  # quotes do not matter
-    assert a != pipeline_id("b", "k", None, "etag1", "seq2")  # a new upload of the same bytes
-    assert pipeline_id("b", "k", "v1", "e", "s") == pipeline_id("b", "k", "v1", "other", None)
+    a = pipeline_id("b", "k", None, '"etag1"', 1782907200.0)
+    assert a == pipeline_id("b", "k", None, "etag1", 1782907200.0)  # quotes do not matter
+    assert a != pipeline_id("b", "k", None, "etag1", 1782907201.0)  # a new upload, same bytes
+    assert pipeline_id("b", "k", "v1", "e", 1.0) == pipeline_id("b", "k", "v1", "other", None)
     assert a.startswith("sf-") and len(a) == 23
 
 

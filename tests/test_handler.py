@@ -53,9 +53,14 @@ def sent_tasks(moto_endpoint, queue):
             sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
 
 
-def s3_event(bucket, key, etag="e1", event="ObjectCreated:Put", sequencer="00A"):
+def s3_event(bucket, key, etag=None, event="ObjectCreated:Put", sequencer="00A"):
+    """An S3 notification; without ``etag`` it names no ETag (the handler then looks
+    the object's current upload up)."""
     from urllib.parse import quote_plus
 
+    obj = {"key": quote_plus(key), "size": 3, "sequencer": sequencer}
+    if etag:
+        obj["eTag"] = etag
     return {
         "Records": [
             {
@@ -63,12 +68,7 @@ def s3_event(bucket, key, etag="e1", event="ObjectCreated:Put", sequencer="00A")
                 "eventName": event,
                 "s3": {
                     "bucket": {"name": bucket},
-                    "object": {
-                        "key": quote_plus(key),
-                        "size": 3,
-                        "eTag": etag,
-                        "sequencer": sequencer,
-                    },
+                    "object": obj,
                 },
             }
         ]
@@ -80,11 +80,12 @@ def test_enqueues_chain_by_name_with_fallbacks_and_deterministic_id(
 ):
     key = "in/2026/q3 report+final é.csv"
     s3.put_object(Bucket=bucket, Key=key, Body=b"a\n1\n", Tagging="k8s_namespace=team-a")
-    etag = s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+    head = s3.head_object(Bucket=bucket, Key=key)
+    etag = head["ETag"].strip('"')
     result = lam.handle(s3_event(bucket, key, etag), rt)
     assert result == {"enqueued": 1, "rejected": 0, "ignored": 0}
     ((name, task_id, args, chain),) = sent_tasks(moto_endpoint, env["SCOREFLEET_QUEUE"])
-    pid = pipeline_id(bucket, key, None, etag, "00A")
+    pid = pipeline_id(bucket, key, None, etag, head["LastModified"].timestamp())
     assert name == "tasks.launch" and task_id == f"{pid}-launch"
     assert chain == ["tasks.score", "tasks.upload", "tasks.teardown"]
     job = args[0]

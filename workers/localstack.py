@@ -127,7 +127,8 @@ def wait_http(url: str, timeout: float) -> None:
 def start_moto(port: int, log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            # moto, with the versionId and sequencer real S3 notifications carry
+            [sys.executable, "-m", "workers.emulator", "-H", "127.0.0.1", "-p", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
