@@ -355,6 +355,8 @@ class ModelSpec:
     response_header: bool = False
     #: container port (kubernetes backend)
     port: int = 8080
+    #: "csv" or "json" for a model whose Content-Type does not say (empty: it must)
+    response_format: str = ""
     #: everything else (backend specific: resources, node selector, ...)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -442,13 +444,14 @@ class Settings:
             )
             if patterns:
                 entry = self.model_catalog[patterns[0]]
-        known = {"command", "send_header", "response_header", "port"}
+        known = {"command", "send_header", "response_header", "port", "response_format"}
         return ModelSpec(
             image=image,
             command=entry.get("command"),
             send_header=bool(entry.get("send_header", True)),
             response_header=bool(entry.get("response_header", False)),
             port=int(entry.get("port", 8080)),
+            response_format=str(entry.get("response_format", "")),
             extra={k: v for k, v in entry.items() if k not in known},
         )
 
@@ -543,6 +546,8 @@ def _catalog(value: str) -> dict[str, dict[str, Any]]:
         cmd = entry.get("command")
         if cmd is not None and (not isinstance(cmd, str) or "{port}" not in cmd):
             raise ValueError(f"{image}: command must be a string with a {{port}} placeholder")
+        if entry.get("response_format", "csv") not in ("csv", "json"):
+            raise ValueError(f"{image}: response_format must be csv or json")
         for key, check in _K8S_CATALOG_CHECKS.items():
             if key in entry:
                 try:

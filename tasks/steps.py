@@ -294,12 +294,19 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
 def _ready_client(j: Job, spec: Any) -> InvocationsClient:
     """A client for the run's model; starts the model again if it has died."""
     s = runtime.settings()
-    client = InvocationsClient(
-        j.endpoint or "http://127.0.0.1:1",
-        timeout=s.model_timeout,
-        pool_size=s.max_in_flight,
-        response_header=spec.response_header,
-    )
+
+    def client_for(url: str) -> InvocationsClient:
+        return InvocationsClient(
+            url,
+            timeout=s.model_timeout,
+            pool_size=s.max_in_flight,
+            response_header=spec.response_header,
+            max_answer_ratio=s.max_answer_ratio,
+            max_answer_floor=s.max_answer_floor_bytes,
+            response_format=spec.response_format,
+        )
+
+    client = client_for(j.endpoint or "http://127.0.0.1:1")
     if j.endpoint and client.ping():
         return client
     client.close()
@@ -309,12 +316,7 @@ def _ready_client(j: Job, spec: Any) -> InvocationsClient:
     log.warning("the model of this run is gone; starting it again")
     ep = backend.launch(j, spec)
     j.endpoint, j.handle = ep.url, ep.handle
-    return InvocationsClient(
-        ep.url,
-        timeout=s.model_timeout,
-        pool_size=s.max_in_flight,
-        response_header=spec.response_header,
-    )
+    return client_for(ep.url)
 
 
 @shared_task(name="tasks.upload", bind=True, base=PipelineStep)

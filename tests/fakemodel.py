@@ -14,6 +14,8 @@ Modes:
   json        like ok, but answers {"predictions": [...]} as JSON
   hash        one row per input row: "<12 hex of sha1(row)>,<field count>" (the same
               whatever the batching; honours --delay)
+  drip        like ok, but sends its answer one byte every --delay seconds (a model
+              that holds a mini-batch far longer than any one socket timeout)
 """
 
 from __future__ import annotations
@@ -99,6 +101,17 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self.mode == "hash":
             self._send(200, b"".join(hash_row(r) for r in rows))
+            return
+        if self.mode == "drip":
+            answer = b"".join(b"%d,%d\n" % (i, len(r)) for i, r in enumerate(rows, 1))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            for i in range(len(answer)):
+                self.wfile.write(answer[i : i + 1])
+                self.wfile.flush()
+                time.sleep(self.delay)
             return
         self._send(200, b"".join(b"%d,%d\n" % (i, len(r)) for i, r in enumerate(rows, 1)))
 

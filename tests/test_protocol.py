@@ -29,7 +29,8 @@ def serve(respond: Callable[[int, bytes], tuple[int, str, bytes]]):
             calls["n"] += 1
             status, ctype, out = respond(calls["n"], body)
             self.send_response(status)
-            self.send_header("Content-Type", ctype)
+            if ctype:
+                self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(out)))
             self.end_headers()
             self.wfile.write(out)
@@ -141,3 +142,150 @@ def test_unreachable_model_is_transient():
 def test_count_records_respects_quotes():
     assert count_records(b'a,"x\ny"\nb,c\n') == 2
     assert count_records(b"1\n2\n") == 2
+
+
+# --------------------------------------- issue 10 item 5: deadline, size, type
+def start_fakemodel(*args):
+    import subprocess
+    import sys
+
+    from tests.conftest import FAKEMODEL
+    from workers.localstack import free_port, stop_process, wait_http
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(FAKEMODEL), "--port", str(port), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_http(f"http://127.0.0.1:{port}/ping", 10)
+    return f"http://127.0.0.1:{port}", lambda: stop_process(proc, grace=2)
+
+
+def test_a_model_that_drips_its_answer_is_cut_off_at_the_deadline():
+    """Reported: one byte every 1.5 s held a batch for 6 s with a 2 s timeout (and
+    could for hours). 4 rows answer 16 bytes: 24 s of dripping."""
+    import time
+
+    url, stop = start_fakemodel("--mode", "drip", "--delay", "1.5")
+    client = InvocationsClient(url, timeout=2, pool_size=1, attempts=1)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ModelUnavailable, match=r"within 2s \(SCOREFLEET_MODEL_TIMEOUT"):
+            client.invoke(b"a,b\n1,2\n3,4\n5,6\n7,8\n", 1, 4)
+        took = time.monotonic() - t0
+        assert took < 8, f"the call took {took:.1f}s with a 2 s deadline"
+        assert client.ping()  # the pool is still usable
+    finally:
+        client.close()
+        stop()
+
+
+def test_a_model_that_drips_its_headers_is_cut_off_too():
+    import socket
+    import time
+
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    stop = threading.Event()
+
+    def drip():
+        conn, _ = lsock.accept()
+        conn.recv(65536)
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\n":
+            if stop.wait(1.0):
+                break
+            try:
+                conn.send(bytes([byte]))
+            except OSError:
+                break
+        conn.close()
+
+    t = threading.Thread(target=drip, daemon=True)
+    t.start()
+    client = InvocationsClient(
+        f"http://127.0.0.1:{lsock.getsockname()[1]}", timeout=1.5, pool_size=1, attempts=1
+    )
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ModelUnavailable, match=r"within 1\.5s"):
+            client.invoke(b"a\n1\n", 1, 1)
+        assert time.monotonic() - t0 < 6
+    finally:
+        stop.set()
+        client.close()
+        lsock.close()
+
+
+def huge_one_row(n, body):
+    return 200, "text/csv", b"x" * (3 * 1024 * 1024) + b"\n"
+
+
+@pytest.mark.parametrize("server", [huge_one_row], indirect=True)
+def test_an_answer_larger_than_the_cap_is_refused(server):
+    client, _ = server
+    with pytest.raises(ModelError, match="SCOREFLEET_MAX_ANSWER_RATIO"):
+        client.invoke(b"a\n1\n", 1, 1)
+
+
+def test_an_answer_without_length_is_capped_while_it_streams():
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"  # no Content-Length: the body ends with the connection
+
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv")
+            self.end_headers()
+            try:
+                for _ in range(200):  # 200 MiB if nobody stops reading
+                    self.wfile.write(b"y" * (1024 * 1024))
+                self.wfile.write(b"\n")
+            except OSError:
+                pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    client = InvocationsClient(
+        f"http://127.0.0.1:{srv.server_port}", timeout=30, pool_size=1, attempts=1
+    )
+    try:
+        with pytest.raises(ModelError, match=r"more than [\d,]+ bytes"):
+            client.invoke(b"a\n1\n", 1, 1)
+    finally:
+        client.close()
+        srv.shutdown()
+        srv.server_close()
+
+
+def untyped(n, body):
+    return 200, "", b"1\n"
+
+
+def typed(ctype):
+    def respond(n, body):
+        return 200, ctype, b"1\n"
+
+    return respond
+
+
+@pytest.mark.parametrize(
+    "server",
+    [untyped, typed("application/octet-stream"), typed("text/plain"), typed("text/html")],
+    indirect=True,
+)
+def test_an_answer_without_a_usable_content_type_is_not_read_as_csv(server):
+    client, _ = server
+    with pytest.raises(ModelError, match="must answer text/csv or application/json"):
+        client.invoke(b"a\n1\n", 1, 1)
+
+
+@pytest.mark.parametrize("server", [typed("text/plain; charset=utf-8")], indirect=True)
+def test_the_catalog_can_name_the_format_of_a_mislabelled_model(server):
+    client, _ = server
+    client.response_format = "csv"
+    assert client.invoke(b"a\n1\n", 1, 1).data == b"1\n"
