@@ -54,6 +54,12 @@ class ModelError(PermanentError):
     kind = "ModelError"
 
 
+class OutOfTime(PermanentError):
+    """A step ran as long as SQS can protect its message (12 hours from receipt)."""
+
+    kind = "OutOfTime"
+
+
 class TransientError(PipelineError):
     transient = True
     kind = "Transient"

@@ -7,10 +7,14 @@ Record ``<state prefix>runs/<pipeline id>.json``::
     {"run_id": ..., "state": "running" | "published" | "failed",
      "owner": <SQS message id of the launch that claimed it>,
      "lease_until": <epoch seconds>, "updated": <epoch seconds>, "outcome": <s3 uri>,
-     "publisher": <the scoring attempt (its staging key) whose outcome is published>}
+     "publisher": <the scoring attempt (its staging key) whose outcome is published>,
+     "writers": {<staging key of a scoring attempt>: <its lease, epoch seconds>}}
 
 A running record whose lease expired belongs to a worker that died: the next
-delivery takes it over. Steps renew the lease as they go.
+delivery takes it over. Steps renew the lease as they go. Each scoring attempt
+registers its staging key under ``writers`` *before* it starts its upload, with a
+lease its heartbeat renews: a redelivery aborts only the uploads whose writer's
+lease has expired (see :meth:`Ledger.writers`), never a live writer's.
 
 With acks_late a step's next task is sent before the step's own message is
 deleted, so a worker killed in between leaves two copies of the rest of the
@@ -164,9 +168,40 @@ class Ledger:
                 return Claim.CLAIMED
         raise RuntimeError(f"could not claim {job.pipeline_id}: too much contention")
 
-    def renew(self, job: Job, lease_seconds: float) -> bool:
-        """Extend this run's lease; False if another run has superseded it."""
-        return self._update(job, {"lease_until": time.time() + lease_seconds}, create=False)
+    def renew(self, job: Job, lease_seconds: float, *, writer: str | None = None) -> bool:
+        """Extend this run's lease (and ``writer``'s, a scoring attempt's staging key);
+        False if another run has superseded it."""
+        until = time.time() + lease_seconds
+        if writer is None:
+            return self._update(job, {"lease_until": until}, create=False)
+        return self._update_writers(job, writer, until, {"lease_until": until})
+
+    def register_writer(self, job: Job, writer: str, lease_seconds: float) -> bool:
+        """Record that a scoring attempt writes ``writer`` (its staging key), before it
+        starts the upload; expired writers are dropped. False if superseded."""
+        return self._update_writers(job, writer, time.time() + lease_seconds, {})
+
+    def writers(self, pipeline_id: str) -> dict[str, float]:
+        """The registered scoring attempts of the run: staging key -> lease (epoch s)."""
+        rec = self.get(pipeline_id)
+        raw = rec.data.get("writers") if rec else None
+        return {str(k): float(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+
+    def _update_writers(self, job: Job, writer: str, until: float, changes: dict[str, Any]) -> bool:
+        for _ in range(_CAS_ATTEMPTS):
+            rec = self.get(job.pipeline_id)
+            if rec is None:
+                return True  # not claimed (say the state prefix was cleaned): nothing to do
+            if rec.run_id != job.run_id:
+                return False
+            now = time.time()
+            raw = rec.data.get("writers")
+            old: dict[str, Any] = raw if isinstance(raw, dict) else {}
+            live = {k: v for k, v in old.items() if float(v) > now}
+            data = {**rec.data, **changes, "writers": {**live, writer: until}}
+            if self._put(job.pipeline_id, data, if_match=rec.etag):
+                return True
+        raise RuntimeError(f"could not update the run record of {job.pipeline_id}")
 
     def finish(
         self, job: Job, state: str, outcome: str | None, *, seen: Record | None = None

@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -269,14 +269,36 @@ class MultipartWriter:
             self.abort()
 
 
-def abort_stale_uploads(s3: S3Client, prefix: S3Uri, older_than: float) -> int:
-    """Abort unfinished multipart uploads under ``prefix`` started more than
-    ``older_than`` seconds ago (their writer died); returns how many."""
-    resp = s3.list_multipart_uploads(Bucket=prefix.bucket, Prefix=prefix.key)
-    cutoff = time.time() - older_than
+def abort_dead_uploads(
+    s3: S3Client,
+    prefix: S3Uri,
+    writers: Callable[[], Mapping[str, float]],
+    unregistered_after: float,
+) -> int:
+    """Abort the unfinished multipart uploads under ``prefix`` whose writer is dead;
+    returns how many.
+
+    ``writers()`` gives the registered writers (staging key -> lease, epoch seconds).
+    It is read *after* the uploads are listed: a writer registers before it starts
+    its upload, so every upload listed is in what it returns if its writer is of
+    this kind. An upload whose writer's lease has expired is aborted; a live one is
+    never, however long it has run. One of no registered writer (written before
+    writers were recorded) is aborted once older than ``unregistered_after`` s.
+    """
+    uploads = s3.list_multipart_uploads(Bucket=prefix.bucket, Prefix=prefix.key).get("Uploads", [])
+    if not uploads:
+        return 0
+    leases = writers()
+    now = time.time()
     n = 0
-    for up in resp.get("Uploads", []):
-        if up["Initiated"].timestamp() < cutoff:
+    for up in uploads:
+        lease = leases.get(up["Key"])
+        dead = (
+            lease < now
+            if lease is not None
+            else up["Initiated"].timestamp() < now - (unregistered_after)
+        )
+        if dead:
             s3.abort_multipart_upload(Bucket=prefix.bucket, Key=up["Key"], UploadId=up["UploadId"])
             n += 1
     return n

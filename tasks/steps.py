@@ -119,6 +119,8 @@ class PipelineStep(Task):
                     visibility_timeout=s.visibility_timeout,
                     region=s.aws_region,
                     ledger=runtime.ledger() if lease else None,
+                    max_seconds=s.max_step_seconds,
+                    step=step,
                 ) as hb:
                     done = body(job, hb)
                 done.step_done_at = time.time()
@@ -241,11 +243,18 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
         spec = s.model_spec(j.model_image)
         client = _ready_client(j, spec)
         staging = staging_location(s, j.run_id)
+        ledger = runtime.ledger()
+        # registered (with a lease the heartbeat renews) before its upload exists
+        ledger.register_writer(j, staging.key, s.visibility_timeout)
+        hb.writer = staging.key
         if not first_delivery(self):
-            # uploads of earlier attempts whose workers died (a live attempt renews its
-            # message's visibility, so anything older than that is dead)
-            s3io.abort_stale_uploads(
-                runtime.s3(), staging_prefix(s, j.run_id), s.visibility_timeout
+            # uploads of earlier attempts whose workers died: their leases expired
+            # (a live attempt's upload is never touched, however old)
+            s3io.abort_dead_uploads(
+                runtime.s3(),
+                staging_prefix(s, j.run_id),
+                lambda: ledger.writers(j.pipeline_id),
+                unregistered_after=s.visibility_timeout,
             )
         source = s3io.open_source(runtime.s3(), j.source, j.version_id, j.etag, j.last_modified)
         try:
@@ -262,6 +271,7 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
                     header_mode=s.csv_header,
                     send_header=spec.send_header,
                     total_bytes=source.content_length,
+                    checkpoint=hb.check,
                 )
                 if hb.superseded:
                     sink.abort()

@@ -4,8 +4,16 @@ SQS hands a received message to another consumer once its visibility timeout
 expires, even if the first is still working on it. Every step therefore runs
 under a :class:`Heartbeat` that, every third of the visibility timeout, extends
 the message's visibility (``ChangeMessageVisibility``) and renews the run's lease
-in the ledger. A step can take as long as it needs; if the worker dies, the
-heartbeat dies with it and the message comes back one visibility timeout later.
+in the ledger (and the lease of the scoring attempt's upload, :attr:`writer`). If
+the worker dies, the heartbeat dies with it and the message comes back one
+visibility timeout later.
+
+A step cannot take longer than SQS can protect it: a message's visibility cannot
+be extended past 12 hours from its receipt. The heartbeat never asks for more than
+what is left of those 12 hours, and :meth:`Heartbeat.check` (called by long steps
+between units of work) stops a step at ``max_seconds`` with an :class:`OutOfTime`,
+which ends in the file's ``.error``, rather than let the message be delivered to
+another worker in the middle of the work.
 """
 
 from __future__ import annotations
@@ -13,12 +21,15 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from typing import Any
 
 import boto3
 from botocore.config import Config
 
+from tasks.errors import OutOfTime
 from tasks.job import Job
+from tasks.settings import SQS_VISIBILITY_CAP
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +62,16 @@ class Heartbeat:
         visibility_timeout: int,
         region: str,
         ledger: Any | None,
+        max_seconds: float = SQS_VISIBILITY_CAP - 900,
+        step: str = "step",
     ) -> None:
         self.job = job
+        self.step = step
+        self.max_seconds = max_seconds
+        #: when the step started (the message was received a moment before)
+        self.started = time.monotonic()
+        #: the staging key of the scoring attempt running under this heartbeat
+        self.writer: str | None = None
         self.receipt = sqs_receipt(request)
         self.visibility_timeout = visibility_timeout
         self.every = max(1.0, visibility_timeout / 3)
@@ -67,21 +86,38 @@ class Heartbeat:
         while not self._stop.wait(self.every):
             self.beat()
 
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def check(self) -> None:
+        """Raise :class:`OutOfTime` once the step has run ``max_seconds``."""
+        if self.elapsed >= self.max_seconds:
+            raise OutOfTime(
+                f"the {self.step} step ran for {self.elapsed / 3600:.1f} h and was stopped at "
+                f"SCOREFLEET_MAX_STEP_SECONDS={self.max_seconds:g}: SQS cannot keep a message "
+                "invisible for more than 12 hours after it was received, so running on would "
+                "hand the file to another worker mid-way; split the file, or score it faster "
+                "(SCOREFLEET_MAX_IN_FLIGHT, a faster model)"
+            )
+
     def beat(self) -> None:
         self.beats += 1
-        if self.receipt is not None:
+        # never past 12 hours from the receipt (SQS refuses that); a margin for the clock
+        visibility = min(self.visibility_timeout, int(SQS_VISIBILITY_CAP - self.elapsed - 60))
+        if self.receipt is not None and visibility > 0:
             queue_url, receipt = self.receipt
             try:
                 sqs_client(self.region).change_message_visibility(
                     QueueUrl=queue_url,
                     ReceiptHandle=receipt,
-                    VisibilityTimeout=self.visibility_timeout,
+                    VisibilityTimeout=visibility,
                 )
             except Exception as exc:  # the next beat may work; SQS redelivers at worst
                 log.warning("could not extend the message's visibility: %s", exc)
         if self.ledger is not None:
             try:
-                if not self.ledger.renew(self.job, self.visibility_timeout):
+                if not self.ledger.renew(self.job, self.visibility_timeout, writer=self.writer):
                     self.superseded = True
             except Exception as exc:
                 log.warning("could not renew the run's lease: %s", exc)

@@ -46,7 +46,10 @@ def score_stream(
     send_header: bool,
     total_bytes: int | None = None,
     progress: Callable[[ScoreStats], None] | None = None,
+    checkpoint: Callable[[], None] | None = None,
 ) -> ScoreStats:
+    """``checkpoint`` is called after each mini-batch is written; it may raise to
+    stop the file (the step's time is up)."""
     started = time.monotonic()
     stats = ScoreStats()
     batcher = CsvBatcher(chunks, max_bytes, header_mode=header_mode, send_header=send_header)
@@ -63,6 +66,8 @@ def score_stream(
         stats.bytes_out += len(answer.data)
         stats.rows += answer.rows
         stats.batches += 1
+        if checkpoint:
+            checkpoint()
         now = time.monotonic()
         if now >= next_report:
             next_report = now + PROGRESS_EVERY_SECONDS

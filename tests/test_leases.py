@@ -1,0 +1,173 @@
+"""Issue 10 item 6: a redelivery aborts only uploads whose writer's lease expired,
+never a live writer's however long it has run; a step stops cleanly before it runs
+past the 12 hours SQS can protect a message. The real score task runs in this
+process against moto and a fake model on 127.0.0.1."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from tasks import s3io, steps
+from tasks.ledger import staging_prefix
+from tests.conftest import FAKEMODEL, base_env, make_job
+from workers import heartbeat, runtime
+from workers.localstack import emulator_client, free_port, stop_process, wait_http
+
+SOURCE = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(200))
+
+
+def settle(monkeypatch, moto_endpoint, bucket, **extra):
+    for name, value in base_env(moto_endpoint, bucket, **extra).items():
+        monkeypatch.setenv(name, value)
+    for cache in (runtime.settings, runtime._make_backend, runtime.ledger):
+        cache.cache_clear()
+
+
+@pytest.fixture
+def model(request) -> Iterator[str]:
+    args = getattr(request, "param", ("--mode", "ok"))
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(FAKEMODEL), "--port", str(port), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", 10)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(proc, grace=2)
+
+
+@pytest.fixture
+def clean_caches() -> Iterator[None]:
+    yield
+    for cache in (runtime.settings, runtime._make_backend, runtime.ledger):
+        cache.cache_clear()
+
+
+def claimed_job(s3: Any, bucket: str, run_id: str, endpoint: str):
+    etag = s3.put_object(Bucket=bucket, Key="in/a.csv", Body=SOURCE)["ETag"].strip('"')
+    job = make_job(run_id, bucket, etag=etag, size=len(SOURCE), endpoint=endpoint)
+    assert runtime.ledger().claim(job, "launch-message", 300).value == "claimed"
+    return job
+
+
+def uploads(s3: Any, bucket: str) -> set[str]:
+    return {u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])}
+
+
+def test_a_redelivery_leaves_a_live_writers_upload_alone(
+    monkeypatch, moto_endpoint, bucket, model, clean_caches
+):
+    """Reported: a live attempt that started more than one visibility timeout ago
+    (its ChangeMessageVisibility failing for a while) lost its upload to the
+    redelivery, and the file could end in .error although both were healthy."""
+    settle(monkeypatch, moto_endpoint, bucket, SCOREFLEET_VISIBILITY_TIMEOUT="30")
+    s3 = emulator_client("s3", moto_endpoint)
+    job = claimed_job(s3, bucket, "sf-00000000000000000d01", model)
+    ledger, prefix = runtime.ledger(), staging_prefix(runtime.settings(), job.run_id)
+    live, dead = prefix.join("live.scoreout.part"), prefix.join("dead.scoreout.part")
+    ledger.register_writer(job, live.key, 3 * 3600)  # alive: its heartbeat renews this
+    ledger.register_writer(job, dead.key, 3600)
+    ids = {}
+    for key in (live.key, dead.key):
+        ids[key] = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    # the dead writer's lease ran out (its worker was killed)
+    rec = ledger.get(job.pipeline_id)
+    data = {**rec.data, "writers": {**rec.data["writers"], dead.key: time.time() - 1}}
+    assert ledger._put(job.pipeline_id, data, if_match=rec.etag)
+    # both uploads started long ago, as far as S3's clock says (an hour > 30 s)
+    real = time.time
+    monkeypatch.setattr(s3io, "time", SimpleNamespace(time=lambda: real() + 3600))
+    monkeypatch.setattr(steps, "first_delivery", lambda task: False)  # a redelivery
+
+    result = steps.score.apply(args=[job.to_dict()])
+    assert result.successful(), result.traceback
+    left = uploads(s3, bucket)
+    assert live.key in left, "the live writer's upload was aborted"
+    assert dead.key not in left
+    # and the live writer can still finish its upload
+    part = s3.upload_part(
+        Bucket=bucket, Key=live.key, UploadId=ids[live.key], PartNumber=1, Body=b"p\n1\n"
+    )
+    s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key=live.key,
+        UploadId=ids[live.key],
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+    )
+    # the redelivered attempt registered itself as a writer too
+    assert result.result["staging_key"] in ledger.writers(job.pipeline_id)
+
+
+@pytest.mark.parametrize("model", [("--mode", "slow", "--delay", "0.5")], indirect=True)
+def test_a_step_stops_cleanly_before_what_sqs_can_protect(
+    monkeypatch, moto_endpoint, bucket, model, clean_caches
+):
+    """A step that would run past SCOREFLEET_MAX_STEP_SECONDS stops with OutOfTime
+    (the failure tail then writes the .error) instead of being redelivered mid-way."""
+    settle(
+        monkeypatch,
+        moto_endpoint,
+        bucket,
+        SCOREFLEET_MAX_STEP_SECONDS="5",
+        SCOREFLEET_MAX_PAYLOAD_MB="0.01",
+        SCOREFLEET_MAX_IN_FLIGHT="1",
+        SCOREFLEET_VISIBILITY_TIMEOUT="30",
+        SCOREFLEET_MODEL_TIMEOUT="10",
+    )
+    s3 = emulator_client("s3", moto_endpoint)
+    big = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(20000))  # ~20 batches x 0.5 s
+    job = claimed_job(s3, bucket, "sf-00000000000000000d02", model)
+    s3.put_object(Bucket=bucket, Key="in/a.csv", Body=big)
+    job.etag = s3.head_object(Bucket=bucket, Key="in/a.csv")["ETag"].strip('"')
+    monkeypatch.setattr(steps, "first_delivery", lambda task: True)
+    tails = []
+    monkeypatch.setattr(
+        steps,
+        "failure_tail",
+        lambda j, step, app=None: SimpleNamespace(apply_async=lambda: tails.append((j, step))),
+    )
+    t0 = time.monotonic()
+    result = steps.score.apply(args=[job.to_dict()])
+    assert not result.successful()
+    assert "OutOfTime" in str(result.result)
+    assert time.monotonic() - t0 < 9
+    ((failed, step),) = tails  # the .error and teardown are queued
+    assert step == "score" and failed.failure.kind == "OutOfTime"
+    assert "SCOREFLEET_MAX_STEP_SECONDS=5" in failed.failure.message
+    assert uploads(s3, bucket) == set()  # its own upload was aborted on the way out
+
+
+class Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def change_message_visibility(self, **kw):
+        self.calls.append(kw)
+
+
+def test_the_heartbeat_never_asks_past_12_hours(monkeypatch):
+    sqs = Recorder()
+    monkeypatch.setattr(heartbeat, "sqs_client", lambda region: sqs)
+    request = SimpleNamespace(
+        properties={"delivery_info": {"sqs_queue": "https://q"}, "delivery_tag": "r"}
+    )
+    hb = heartbeat.Heartbeat(
+        job=make_job(), request=request, visibility_timeout=600, region="us-east-1", ledger=None
+    )
+    hb.beat()
+    hb.started -= 43200 - 400  # 11 h 53 min 20 s after the message was received
+    hb.beat()
+    hb.started -= 400
+    hb.beat()
+    first, second = (c["VisibilityTimeout"] for c in sqs.calls)  # none asked past 12 h
+    assert first == 600 and 330 <= second <= 340
