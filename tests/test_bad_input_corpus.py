@@ -4,10 +4,16 @@ nothing at all), the worker keeps running, and no credential leaks."""
 
 from __future__ import annotations
 
+import bz2
 import gzip
+import io
 import json
+import lzma
 import time
-from dataclasses import dataclass
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote_plus
 
 import pytest
@@ -31,6 +37,8 @@ class Case:
     body: bytes
     tags: dict[str, str] | None
     expect: str  # "scoreout" (content = the hash model's answer), "rows:N", or "error:<needle>"
+    plain: bytes | None = None  # what the body holds once decompressed (for "scoreout")
+    put: dict[str, Any] = field(default_factory=dict)  # more PutObject arguments
 
 
 def hashed(body: bytes) -> bytes:
@@ -145,6 +153,86 @@ CASES = [
 ]
 
 
+# ---- issue 10: compressions in the wild, concatenations, truncations, bombs
+PART1 = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(100))
+PART2 = b"".join(b"%d,%d\n" % (i, i) for i in range(100, 200))
+WHOLE = PART1 + PART2
+BGZIP_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+
+
+def _zstd(data: bytes) -> bytes:
+    from workers.compression import _zstd_module
+
+    return bytes(_zstd_module().compress(data))
+
+
+def _zip(data: bytes) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("data.csv", data)
+    return buf.getvalue()
+
+
+def _bomb(expanded: int) -> bytes:
+    """gzip of ``expanded`` bytes of a valid CSV row, repeated (about 1000:1)."""
+    c = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = b"0,0,0,0\n" * (1 << 17)
+    return b"".join(c.compress(block) for _ in range(expanded // len(block))) + c.flush()
+
+
+def _bad_crc(data: bytes) -> bytes:
+    b = bytearray(data)
+    b[-6] ^= 0xFF
+    return bytes(b)
+
+
+GZ1, GZ2 = gzip.compress(PART1), gzip.compress(PART2)
+COMPRESSED_CASES = [
+    Case("z/two-members.csv.gz", GZ1 + GZ2, HASH, "scoreout", WHOLE),  # cat a.gz b.gz
+    Case("z/bgzip.csv.gz", GZ1 + GZ2 + BGZIP_EOF, HASH, "scoreout", WHOLE),
+    Case("z/zero-padded.csv.gz", GZ1 + GZ2 + b"\0" * 4096, HASH, "scoreout", WHOLE),
+    Case("z/bzip2.csv.bz2", bz2.compress(WHOLE), HASH, "scoreout", WHOLE),
+    Case("z/pbzip2.csv.bz2", bz2.compress(PART1) + bz2.compress(PART2), HASH, "scoreout", WHOLE),
+    Case("z/xz.csv.xz", lzma.compress(WHOLE), HASH, "scoreout", WHOLE),
+    Case(
+        "z/xz-two-streams.csv.xz",
+        lzma.compress(PART1) + b"\0" * 4 + lzma.compress(PART2),
+        HASH,
+        "scoreout",
+        WHOLE,
+    ),
+    Case("z/zstd.csv.zst", _zstd(PART1) + _zstd(PART2), HASH, "scoreout", WHOLE),
+    Case(
+        "z/content-encoding-but-plain.csv",
+        WHOLE,
+        HASH,
+        "scoreout",
+        WHOLE,
+        {"ContentEncoding": "gzip"},
+    ),
+    Case(
+        "z/content-encoding-gzip.csv",
+        gzip.compress(WHOLE),
+        HASH,
+        "scoreout",
+        WHOLE,
+        {"ContentEncoding": "gzip", "ContentType": "text/csv"},
+    ),
+    Case("z/truncated-second-member.csv.gz", GZ1 + GZ2[:-9], HASH, "error:truncated"),
+    Case("z/cut-inside-header.csv.gz", GZ1 + GZ2[:5], HASH, "error:truncated"),
+    Case("z/bad-crc.csv.gz", GZ1 + _bad_crc(GZ2), HASH, "error:member 2 cannot be"),
+    Case("z/trailing-garbage.csv.gz", GZ1 + b"9,9\n", HASH, "error:bytes after the end"),
+    Case("z/truncated.csv.bz2", bz2.compress(WHOLE)[:-10], HASH, "error:truncated"),
+    Case("z/truncated.csv.xz", lzma.compress(WHOLE)[:-10], HASH, "error:truncated"),
+    Case("z/archive.zip", _zip(WHOLE), HASH, "error:zip archive"),
+    Case("z/twice.csv.gz.gz", gzip.compress(gzip.compress(WHOLE)), HASH, "error:compressed or"),
+    Case("z/empty.csv.gz", gzip.compress(b""), HASH, "error:the file is empty"),
+    Case("z/header-only.csv.gz", gzip.compress(b"a,b\n"), HASH, "error:no data rows"),
+    Case("z/bomb.csv.gz", _bomb(64 << 20), HASH, "error:SCOREFLEET_MAX_EXPANSION_RATIO"),
+]
+CASES += COMPRESSED_CASES
+
+
 def locations(key: str) -> tuple[str, str]:
     src = S3Uri(BUCKET, f"in/{key}")
     ins, outs = S3Uri(BUCKET, "in/"), S3Uri(BUCKET, "out/")
@@ -169,12 +257,21 @@ def wait_at(s3, key: str, timeout: float = 90) -> tuple[str, bytes]:
 @pytest.fixture(scope="module")
 def corpus(outcomes: Outcomes) -> dict[str, Case]:
     for case in CASES:
-        outcomes.put(case.key, case.body, case.tags)
+        if case.put:
+            outcomes.s3.put_object(
+                Bucket=BUCKET,
+                Key=f"in/{case.key}",
+                Body=case.body,
+                Tagging=encode_tags(case.tags or {}),
+                **case.put,
+            )
+        else:
+            outcomes.put(case.key, case.body, case.tags)
     return {c.key: c for c in CASES}
 
 
 def test_corpus_is_big_enough():
-    assert len(CASES) + len(SPECIAL_EVENTS) >= 25
+    assert len(CASES) + len(SPECIAL_EVENTS) >= 50
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.key[:40] for c in CASES])
@@ -191,7 +288,8 @@ def test_case(outcomes, corpus, case):
         if kind == "rows":
             assert len(body.splitlines()) == int(arg) + (1 if case.tags == IRIS else 0)
         else:
-            assert body == hashed(case.body.lstrip("\ufeff".encode()))
+            plain = case.plain if case.plain is not None else case.body
+            assert body == hashed(plain.lstrip("\ufeff".encode()))
 
 
 SPECIAL_EVENTS = (
