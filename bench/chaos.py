@@ -2,12 +2,15 @@
 processes are killed. Prints the reliability table of docs/reliability.md.
 
     python -m bench.chaos [--files 60] [--worker-kills 5] [--model-kills 2] [--sigterms 2]
+                          [--s3-faults 2]
 
 Faults: ``kill -9`` of a worker (its whole process group, as when a pod is
 killed; model processes live in their own sessions, as pods would), ``kill -9``
-of the model process of a file being scored, and SIGTERM of a worker (KEDA
-scale-in: a warm shutdown). A killed worker is started again a second later, as
-its Deployment would. Then it checks that every file has exactly one
+of the model process of a file being scored, SIGTERM of a worker (KEDA
+scale-in: a warm shutdown), and S3 answering every request of the workers with
+503 SlowDown or 500 InternalError for 3 s (bench/faultproxy.py, in front of the
+emulator). A killed worker is started again a second later, as its Deployment
+would. Then it checks that every file has exactly one
 ``.scoreout``, byte-identical to what the model gives for the file (the 'hash'
 test model answers row by row, so the output does not depend on batching), no
 ``.error``, no second version of any output, no staging object or unfinished
@@ -33,11 +36,13 @@ from typing import Any
 
 import psutil
 
+from bench.faultproxy import FaultProxy
 from tests.fakemodel import hash_row, records
-from workers.localstack import BUCKET, LocalStack, emulator_client
+from workers.localstack import BUCKET, LocalStack, emulator_client, free_port
 
 FAKEMODEL = Path(__file__).resolve().parents[1] / "tests" / "fakemodel.py"
 IMAGE = "test/hash:1"
+S3_FAULT_SECONDS = 3.0
 
 
 @dataclass
@@ -53,6 +58,7 @@ class Report:
     leftovers: list[str] = field(default_factory=list)
     steps_run_again: int = 0  # steps received more than once (redelivered or retried)
     copies_stopped: int = 0  # uploads of a second copy of a chain that published nothing
+    s3_requests_failed: int = 0  # S3 requests the fault proxy answered with 503/500
     drain_seconds: float = 0.0
     total_seconds: float = 0.0
 
@@ -61,6 +67,7 @@ class Report:
         rows = [
             ("files dropped", str(self.files)),
             ("faults injected", faults),
+            ("S3 requests answered 503/500", str(self.s3_requests_failed)),
             ("steps that had to run again", str(self.steps_run_again)),
             ("chain copies stopped by the run record", str(self.copies_stopped)),
             ("outputs correct (byte-identical)", f"{self.correct} / {self.files}"),
@@ -144,6 +151,12 @@ class Chaos:
             proc.popen.wait(timeout=10)
         self._restart(proc, 0.5)
 
+    def fail_s3(self, proxy: FaultProxy, status: int) -> None:
+        proxy.fail_s3(status, S3_FAULT_SECONDS)
+        name = "503 SlowDown" if status == 503 else "500 InternalError"
+        self._note(f"S3 {name} for {S3_FAULT_SECONDS:g} s", f"{status} on every S3 request")
+        time.sleep(S3_FAULT_SECONDS)
+
     def kill_model(self) -> bool:
         records = list((self.stack.state_dir / "local").glob("*/record.json"))
         self.rnd.shuffle(records)
@@ -165,8 +178,11 @@ def run(
     seed: int = 1,
     rows: int = 3000,
     timeout: float = 600,
+    s3_faults: int = 2,
 ) -> Report:
     state = Path(tempfile.mkdtemp(prefix="scorefleet-chaos-"))
+    moto_port = free_port()
+    proxy = FaultProxy(moto_port).start()  # the workers' S3 goes through it
     catalog = {
         IMAGE: {
             "command": f"{{python}} {FAKEMODEL} --host {{host}} --port {{port}} "
@@ -179,7 +195,9 @@ def run(
         concurrency=3,
         flower=False,
         catalog=catalog,
+        moto_port=moto_port,
         extra_env={
+            "AWS_ENDPOINT_URL": proxy.url,
             "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": "test/",
             "SCOREFLEET_VISIBILITY_TIMEOUT": "10",
             "SCOREFLEET_RETRY_BACKOFF": "1",
@@ -202,12 +220,15 @@ def run(
 
         chaos = Chaos(stack, seed)
         plan = ["worker"] * worker_kills + ["model"] * model_kills + ["sigterm"] * sigterms
+        plan += [("s3", 503 if i % 2 == 0 else 500) for i in range(s3_faults)]
         chaos.rnd.shuffle(plan)
 
         def inject() -> None:
             time.sleep(2.0)
             for kind in plan:
-                if kind == "worker":
+                if isinstance(kind, tuple):
+                    chaos.fail_s3(proxy, kind[1])
+                elif kind == "worker":
                     chaos.kill_worker()
                 elif kind == "sigterm":
                     chaos.sigterm_worker()
@@ -229,9 +250,11 @@ def run(
         report.steps_run_again = steps_run_again(stack.state_dir / "logs")
         report.copies_stopped = copies_stopped(stack.state_dir / "logs")
         report.total_seconds = time.monotonic() - started
+        report.s3_requests_failed = proxy.failed
         (state / "chaos.log").write_text("\n".join(chaos.log) + "\n")
     finally:
         stack.stop()
+        proxy.stop()
     return report
 
 
@@ -341,9 +364,17 @@ def main() -> None:
     ap.add_argument("--worker-kills", type=int, default=5)
     ap.add_argument("--model-kills", type=int, default=2)
     ap.add_argument("--sigterms", type=int, default=2)
+    ap.add_argument("--s3-faults", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    report = run(args.files, args.worker_kills, args.model_kills, args.sigterms, args.seed)
+    report = run(
+        args.files,
+        args.worker_kills,
+        args.model_kills,
+        args.sigterms,
+        args.seed,
+        s3_faults=args.s3_faults,
+    )
     print(report.table())
     for name in ("wrong", "errors", "duplicates", "lost", "orphans", "leftovers"):
         items = getattr(report, name)

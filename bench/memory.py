@@ -5,15 +5,23 @@ before each file (``/proc/<pid>/clear_refs``), so it is exact rather than sample
 the model process is not counted. The baseline is the smallest file of the run:
 the ratio shows whether memory grows with file size.
 
-    python -m bench.memory [--sizes-mb 10,100,1000] [--json results.json]
+``--compressed`` adds compressed inputs (issue 10): an ordinary gzip file, and
+decompression bombs (gzip, bzip2, xz: about 1 MiB or less that expand to 1 GiB
+of valid rows), which must be refused with an ``.error`` while RSS stays flat.
+
+    python -m bench.memory [--sizes-mb 10,100,1000] [--compressed] [--json results.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import bz2
+import gzip
 import json
+import lzma
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 from bench.common import Client, local_stack, machine
@@ -40,10 +48,62 @@ def reset_hwm(pid: int) -> bool:
         return False
 
 
+GiB = 1 << 30
+
+
+def write_compressed(path: Path, kind: str, expanded: int) -> int:
+    """A file of ``expanded`` bytes of rows "0,0,0,0", compressed as ``kind``."""
+    block = b"0.5,0.5,0.5,0.5\n" * (1 << 16)  # 1 MiB
+    comp: object
+    if kind == "gzip":
+        comp = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    elif kind == "bzip2":
+        comp = bz2.BZ2Compressor(9)
+    else:
+        comp = lzma.LZMACompressor()
+    with path.open("wb") as out:
+        for _ in range(expanded // len(block)):
+            out.write(comp.compress(block))  # type: ignore[attr-defined]
+        out.write(comp.flush())  # type: ignore[attr-defined]
+    return path.stat().st_size
+
+
+def measure(client: Client, worker: int, key: str, path: Path) -> tuple[str, int, int, float]:
+    time.sleep(0.5)
+    if not reset_hwm(worker):
+        raise SystemExit("cannot reset VmHWM (needs /proc/<pid>/clear_refs)")
+    before = vm_hwm(worker)
+    t0 = client.drop(key, path)
+    suffix, t1, _ = client.wait(key)
+    return suffix, vm_hwm(worker), before, t1 - t0
+
+
+def compressed_runs(client: Client, worker: int, tmp: Path) -> list[tuple]:
+    rows_path = tmp / "ordinary.csv"
+    rows = write_iris_rows(rows_path, int(100e6 / BYTES_PER_ROW))
+    ordinary = tmp / "ordinary-100mb.csv.gz"
+    with rows_path.open("rb") as src, gzip.open(ordinary, "wb", compresslevel=6) as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+    rows_path.unlink()
+    cases = [("gzip, 100 MB of iris rows", ordinary, f"{rows:,d} rows")]
+    for kind in ("gzip", "bzip2", "xz"):
+        path = tmp / f"bomb.csv.{kind}"
+        size = write_compressed(path, kind, GiB)
+        cases.append((f"{kind} bomb, 1 GiB of rows", path, f"{size / 1e6:.3f} MB"))
+    results = []
+    for label, path, what in cases:
+        suffix, peak, before, secs = measure(client, worker, path.name, path)
+        results.append((label, what, path.stat().st_size, suffix, peak, before, secs))
+        path.unlink()
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes-mb", default="10,100,1000")
     ap.add_argument("--json", help="also write the figures to this file (for docs/benchmarks.md)")
+    ap.add_argument("--compressed", action="store_true", help="also compressed inputs and bombs")
     args = ap.parse_args()
     sizes = [float(s) for s in args.sizes_mb.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="scorefleet-mem-"))
@@ -67,6 +127,7 @@ def main() -> None:
             peak = vm_hwm(worker)
             results.append((mb, rows, peak, before, t1 - t0))
             path.unlink()
+        compressed = compressed_runs(client, worker, tmp) if args.compressed else []
     base = results[0][2]
     if args.json:
         Path(args.json).write_text(
@@ -86,6 +147,13 @@ def main() -> None:
             f"  {mb:7g} MB {rows:11,d} {peak / 2**20:7.1f} MiB {before / 2**20:7.1f} MiB "
             f"{secs:7.1f}s  {peak / base:.2f}x"
         )
+    if compressed:
+        print(f"compressed input (vs the {results[0][0]:g} MB file's peak):")
+        for label, _what, size, suffix, peak, before, secs in compressed:
+            print(
+                f"  {label:28s} {size / 1e6:9.3f} MB -> {suffix:9s} peak {peak / 2**20:7.1f} MiB "
+                f"(idle {before / 2**20:6.1f}) {secs:6.1f}s  {peak / base:.2f}x"
+            )
 
 
 if __name__ == "__main__":
