@@ -241,12 +241,12 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
             return j
         s = runtime.settings()
         spec = s.model_spec(j.model_image)
-        client = _ready_client(j, spec)
         staging = staging_location(s, j.run_id)
         ledger = runtime.ledger()
         # registered (with a lease the heartbeat renews) before its upload exists
         ledger.register_writer(j, staging.key, s.visibility_timeout)
         hb.writer = staging.key
+        client = _ready_client(j, spec)
         if not first_delivery(self):
             # uploads of earlier attempts whose workers died: their leases expired
             # (a live attempt's upload is never touched, however old)
