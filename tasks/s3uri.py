@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 # Bucket names: 3-63 chars, lowercase letters, digits, dots and hyphens.
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]\Z", re.ASCII)
 
 SCOREOUT_SUFFIX = ".scoreout"
 ERROR_SUFFIX = ".error"

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasks import images
 from tasks.s3uri import S3Uri
 
 PREFIX = "SCOREFLEET_"
@@ -28,7 +29,7 @@ PREFIX = "SCOREFLEET_"
 SQS_VISIBILITY_CAP = 43200
 
 #: Kubernetes namespace / DNS-1123 label.
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z", re.ASCII)
 
 
 class ConfigError(ValueError):
@@ -157,6 +158,13 @@ VARIABLES: tuple[Variable, ...] = (
         "kubernetes backend: the clusters a k8s_cluster tag may name, as JSON or a path to a "
         "JSON file (see docs/kubernetes.md); empty: DEFAULT_K8S_CLUSTER is the worker's own "
         "cluster (in-cluster config)",
+    ),
+    Variable(
+        "K8S_NAMESPACES",
+        "",
+        "comma-separated namespaces a k8s_namespace tag may name on a cluster whose "
+        "K8S_CLUSTERS entry lists none (and on the default cluster when K8S_CLUSTERS is "
+        "empty); the reaper looks in the same ones. Empty: DEFAULT_K8S_NAMESPACE only",
     ),
     Variable(
         "K8S_RESOURCES",
@@ -412,6 +420,7 @@ class Settings:
     events: bool = True
     monitor_idle: int = 900
     flower_unauthenticated: bool = False
+    k8s_namespaces: tuple[str, ...] = ()
 
     # ----------------------------------------------------------------- queries
     @property
@@ -428,7 +437,8 @@ class Settings:
         return self.queue_url.rstrip("/").rsplit("/", 1)[0] + "/" + self.steps_queue
 
     def image_allowed(self, image: str) -> bool:
-        return any(p == "*" or image.startswith(p) for p in self.allowed_image_prefixes)
+        """Is ``image`` a valid reference under an allowed prefix (at a boundary)?"""
+        return images.image_allowed(self.allowed_image_prefixes, image)
 
     def model_spec(self, image: str) -> ModelSpec:
         """Catalog entry for an image: exact name first, then the longest matching
@@ -454,6 +464,11 @@ class Settings:
             response_format=str(entry.get("response_format", "")),
             extra={k: v for k, v in entry.items() if k not in known},
         )
+
+    def namespaces_of(self, cluster: str) -> tuple[str, ...] | None:
+        """The namespaces files may name on ``cluster`` (None: not a configured cluster)."""
+        entry = self.k8s_clusters.get(cluster)
+        return None if entry is None else tuple(entry.get("namespaces") or ())
 
     def ignored_prefixes(self) -> tuple[S3Uri, ...]:
         """Locations the pipeline writes to: events for them must never be scored."""
@@ -558,14 +573,18 @@ def _catalog(value: str) -> dict[str, dict[str, Any]]:
 
 
 # ------------------------------------------------------------------ kubernetes
-#: Same rule as tasks.submission.CLUSTER_NAME (the k8s_cluster tag).
-_CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+#: A cluster name (K8S_CLUSTERS keys and the k8s_cluster tag).
+CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z", re.ASCII)
 #: DNS-1123 subdomain: names of Secrets and ServiceAccounts.
-DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z", re.ASCII
+)
 #: A Kubernetes resource quantity: 500m, 2Gi, 1.5, 1e3, ...
-_QUANTITY = re.compile(r"^[+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[numkMGTPE]|[KMGTPE]i)?$")
-_AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
-_LOOPBACK_HTTP = re.compile(r"^http://(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost)(:\d+)?/?$")
+_QUANTITY = re.compile(r"^[+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[numkMGTPE]|[KMGTPE]i)?\Z", re.ASCII)
+_AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+\Z", re.ASCII)
+_LOOPBACK_HTTP = re.compile(
+    r"^http://(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost)(:\d+)?/?\Z", re.ASCII
+)
 _CLUSTER_MODES = ("in_cluster", "kubeconfig", "endpoint")
 _CLUSTER_KEYS = {
     "in_cluster": set(),
@@ -599,7 +618,7 @@ def _k8s_clusters(value: str) -> dict[str, dict[str, Any]]:
             _check_cluster(entry)
         except ValueError as exc:
             raise ValueError(f"cluster {name!r}: {exc}") from None
-        if not _CLUSTER_NAME.match(name):
+        if not CLUSTER_NAME.match(name):
             raise ValueError(f"{name!r} is not a valid cluster name")
     return data
 
@@ -745,8 +764,16 @@ def _name_list(value: str) -> tuple[str, ...]:
     return tuple(_check_names([n.strip() for n in value.split(",") if n.strip()]))
 
 
+def _namespace_list(value: str) -> tuple[str, ...]:
+    items = tuple(n.strip() for n in value.split(",") if n.strip())
+    bad = [n for n in items if not DNS1123_LABEL.match(n)]
+    if bad:
+        raise ValueError(f"{', '.join(map(repr, bad))}: not a namespace name (DNS-1123 label)")
+    return items
+
+
 def _prefixes(value: str) -> tuple[str, ...]:
-    items = tuple(p.strip() for p in value.split(",") if p.strip())
+    items = tuple(images.check_prefix(p.strip()) for p in value.split(",") if p.strip())
     if not items:
         raise ValueError("give at least one prefix")
     return items
@@ -797,6 +824,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         launch_backend=r.convert("LAUNCH_BACKEND", _choice("local", "kubernetes"), "a backend"),
         model_catalog=r.convert("MODEL_CATALOG", _catalog, "a model catalog"),
         k8s_clusters=r.convert("K8S_CLUSTERS", _k8s_clusters, "a cluster map"),
+        k8s_namespaces=r.convert("K8S_NAMESPACES", _namespace_list, "a list of namespaces"),
         k8s_resources=r.convert(
             "K8S_RESOURCES", _json_setting(_check_resources, {}), "a resources object"
         ),
@@ -878,14 +906,28 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
 
 
 def _check_k8s_defaults(kw: dict[str, Any], problems: list[str]) -> None:
-    """No K8S_CLUSTERS: the default cluster is the worker's own. With the kubernetes
-    backend, the default cluster (and namespace) must be among the configured ones."""
+    """No K8S_CLUSTERS: the default cluster is the worker's own. Every cluster gets its
+    list of namespaces: its own, else K8S_NAMESPACES, else the default namespace only
+    (so a k8s_namespace tag can never name kube-system by default, and the reaper
+    looks wherever pods may run). With the kubernetes backend, the default cluster
+    (and namespace) must be among the configured ones."""
     clusters, cluster = kw["k8s_clusters"], kw["default_k8s_cluster"]
-    if clusters is None or cluster is None:
+    listed, namespace = kw["k8s_namespaces"], kw["default_k8s_namespace"]
+    if clusters is None or cluster is None or listed is None or namespace is None:
         return
+    if listed and namespace not in listed:
+        problems.append(
+            f"{PREFIX}DEFAULT_K8S_NAMESPACE={namespace!r} is not one of "
+            f"{PREFIX}K8S_NAMESPACES ({', '.join(listed)})"
+        )
+    fallback = list(listed or (namespace,))
     if not clusters:
-        kw["k8s_clusters"] = {cluster: {"in_cluster": True}}
+        kw["k8s_clusters"] = {cluster: {"in_cluster": True, "namespaces": fallback}}
         return
+    kw["k8s_clusters"] = clusters = {
+        name: {**entry, "namespaces": entry.get("namespaces") or fallback}
+        for name, entry in clusters.items()
+    }
     if kw["launch_backend"] != "kubernetes":
         return
     if cluster not in clusters:
@@ -903,7 +945,7 @@ def _check_k8s_defaults(kw: dict[str, Any], problems: list[str]) -> None:
         )
 
 
-_SQS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,75}(\.fifo)?$")
+_SQS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,75}(\.fifo)?\Z", re.ASCII)
 
 
 def _queue_name(value: str) -> str:

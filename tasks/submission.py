@@ -3,25 +3,18 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from tasks import images
 from tasks.errors import Rejected
 from tasks.job import Job, pipeline_id
 from tasks.s3io import S3Client, error_code, read_tags
 from tasks.s3uri import S3Uri
-from tasks.settings import DNS1123_LABEL, Settings
-
-# A container image reference: [registry[:port]/]path[:tag][@digest] (no spaces, no shell).
-IMAGE_REF = re.compile(
-    r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-    r"(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
-)
-CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+from tasks.settings import CLUSTER_NAME, DNS1123_LABEL, Settings
 
 
 @dataclass(frozen=True)
@@ -121,7 +114,7 @@ def validate(settings: Settings, job: Job) -> None:
             "no model image: tag the file with model_image=<image> "
             "(or ask the operators to set SCOREFLEET_DEFAULT_MODEL_IMAGE)"
         )
-    if not IMAGE_REF.match(image):
+    if not images.is_image_ref(image):
         raise Rejected(f"model_image {image!r} is not a valid container image reference")
     if not settings.image_allowed(image):
         allowed = ", ".join(settings.allowed_image_prefixes)
@@ -133,6 +126,16 @@ def validate(settings: Settings, job: Job) -> None:
         )
     if not CLUSTER_NAME.match(job.k8s_cluster):
         raise Rejected(f"k8s_cluster {job.k8s_cluster!r} is not a valid cluster name")
+    # A cluster this process does not know (the Lambda knows the default one) is
+    # refused by the workers' backend, which knows them all.
+    namespaces = settings.namespaces_of(job.k8s_cluster)
+    if namespaces is not None and job.k8s_namespace not in namespaces:
+        raise Rejected(
+            f"k8s_namespace {job.k8s_namespace!r} is not enabled for cluster "
+            f"{job.k8s_cluster!r} (namespaces: {', '.join(namespaces)}); fix the file's "
+            "k8s_namespace tag, or ask the operators to add the namespace "
+            "(SCOREFLEET_K8S_NAMESPACES or the cluster's namespaces in SCOREFLEET_K8S_CLUSTERS)"
+        )
 
 
 def job_for_object(

@@ -308,6 +308,10 @@ class FakeApiServer:
     def pod_names(self, namespace: str | None = None) -> set[str]:
         return {p["metadata"]["name"] for p in self.pods(namespace)}
 
+    def pods_namespaces(self) -> set[str]:
+        """The namespaces any pod is in."""
+        return {p["metadata"].get("namespace", "") for p in self.pods()}
+
     def write_kubeconfig(self, path: Path) -> Path:
         path.write_text(
             "apiVersion: v1\nkind: Config\n"

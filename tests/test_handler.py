@@ -16,7 +16,7 @@ from workers.localstack import emulator_client
 
 @pytest.fixture
 def env(moto_endpoint, bucket):
-    return base_env(moto_endpoint, bucket)
+    return base_env(moto_endpoint, bucket, SCOREFLEET_K8S_NAMESPACES="scoring,team-a")
 
 
 @pytest.fixture
@@ -110,6 +110,12 @@ def test_disallowed_image_gets_error_file_and_nothing_is_enqueued(
     [
         ("model_image=test%2Fok%3A1&k8s_namespace=Bad_NS", "not a valid namespace"),
         ("model_image=test%2FOK+now%3A1", "not a valid container image"),
+        # only the configured namespaces, and nothing after a name
+        ("k8s_namespace=kube-system", "'kube-system' is not enabled for cluster 'default'"),
+        ("model_image=test%2Fok%3A1%C3%A9", "not a valid container image"),
+        # another registry, or another repository, that only starts like an allowed one
+        ("model_image=test.evil.example%2Fx%3A1", "not allowed here"),
+        ("model_image=test-evil%2Fx%3A1", "not allowed here"),
     ],
 )
 def test_bad_tags_are_rejected(rt, s3, bucket, tags, needle):

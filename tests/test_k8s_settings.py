@@ -22,7 +22,8 @@ CA_DATA = base64.b64encode(PEM).decode()
 
 def test_defaults():
     s = load(BASE)
-    assert s.k8s_clusters == {"default": {"in_cluster": True}}  # the worker's own cluster
+    # the worker's own cluster, and only the default namespace on it
+    assert s.k8s_clusters == {"default": {"in_cluster": True, "namespaces": ["scoring"]}}
     assert s.k8s_resources == {
         "requests": {"cpu": "1", "memory": "2Gi"},
         "limits": {"memory": "2Gi"},
@@ -82,7 +83,12 @@ def test_a_full_configuration(tmp_path: Path):
             ),
         }
     )
-    assert s.k8s_clusters == clusters
+    # an entry without namespaces gets the default one only (SCOREFLEET_K8S_NAMESPACES unset)
+    assert s.k8s_clusters == {
+        name: {"namespaces": ["scoring"], **entry} for name, entry in clusters.items()
+    }
+    assert s.namespaces_of("prod") == ("scoring", "team-a")
+    assert s.namespaces_of("blue") == ("scoring",) and s.namespaces_of("nowhere") is None
     assert s.k8s_image_pull_secrets == ("regcred", "other.cred")
     assert s.k8s_tolerations == ({"key": "scoring", "operator": "Exists", "effect": "NoSchedule"},)
     assert s.model_spec("big/x:1").extra["args"] == ["serve"]

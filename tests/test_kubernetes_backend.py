@@ -410,6 +410,26 @@ def test_unknown_cluster_or_namespace_is_refused_without_api_calls(cluster):
     assert backend.calls.snapshot() == {}
 
 
+def test_without_listed_namespaces_only_the_default_one_is_used(cluster):
+    """No namespaces for the cluster (and no SCOREFLEET_K8S_CLUSTERS at all, which means
+    the same): kube-system is refused before any API call, and the reaper looks in every
+    namespace a pod may be in, so none is left behind."""
+    backend = cluster.backend()  # the emu entry lists no namespaces
+    with pytest.raises(Rejected, match="'kube-system' is not enabled for cluster 'emu'"):
+        backend.launch(new_job("test/ok:1", ns="kube-system"), spec(backend, "test/ok:1"))
+    assert backend.calls.snapshot() == {}
+    assert "kube-system" not in cluster.api.pods_namespaces()
+    # a configured list (SCOREFLEET_K8S_NAMESPACES): pods run there and are reaped there
+    env = {"SCOREFLEET_K8S_NAMESPACES": "scoring,team-a"}
+    job = new_job("test/ok:1", ns="team-a")
+    cluster.backend(**env).launch(job, spec(backend, "test/ok:1"))
+    assert job.run_id in cluster.api.pod_names("team-a")
+    reaper = cluster.backend(**env)
+    assert reaper.reap(0, lambda run: False) == [job.run_id]
+    assert reaper.calls.snapshot() == {"list pods": 2, "delete pods": 1}
+    assert_gone(cluster, job.run_id)
+
+
 # ----------------------------------------------------------------- reaper
 WORKER_SCRIPT = """
 import json, sys, time

@@ -547,7 +547,7 @@ class ParkedPod:
 class Cluster:
     name: str
     api: PodsApi
-    #: the namespaces pods may run in (empty: any the RBAC allows)
+    #: the namespaces pods may run in (Settings.namespaces_of: never empty)
     namespaces: tuple[str, ...]
 
 
@@ -628,14 +628,14 @@ class KubernetesBackend:
                 )
             cfg = cluster_configuration(name, entry, self.settings.aws_region)
             api = PodsApi(k8s.CoreV1Api(CountingApiClient(cfg, self.calls)))
-            cluster = Cluster(name, api, tuple(entry.get("namespaces") or ()))
+            cluster = Cluster(name, api, self.settings.namespaces_of(name) or ())
             self._clusters[name] = cluster
             return cluster
 
     def _target(self, job: Job) -> tuple[Cluster, str, str]:
         cluster = self.cluster(job.k8s_cluster)
         ns = job.k8s_namespace
-        if cluster.namespaces and ns not in cluster.namespaces:
+        if ns not in cluster.namespaces:
             raise Rejected(
                 f"k8s_namespace {ns!r} is not enabled for cluster {cluster.name!r} "
                 f"(namespaces: {', '.join(cluster.namespaces)})"
@@ -973,9 +973,8 @@ class KubernetesBackend:
         cluster and namespace."""
         removed: list[str] = []
         now = time.time()
-        for cluster_name, entry in self.clusters_config.items():
-            namespaces = entry.get("namespaces") or [self.settings.default_k8s_namespace]
-            for ns in namespaces:
+        for cluster_name in self.clusters_config:
+            for ns in self.settings.namespaces_of(cluster_name) or ():
                 try:
                     cluster = self.cluster(cluster_name)
                     removed += self._reap_namespace(cluster, ns, now, max_age, is_finished)
