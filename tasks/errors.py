@@ -79,6 +79,13 @@ class ModelUnavailable(TransientError):
     kind = "ModelUnavailable"
 
 
+class Untrusted(Exception):
+    """A task message asks for something this worker cannot vouch for (a run id,
+    source, staging key or container that is not the job's own; tasks.vouch). Not a
+    PipelineError: the step refuses it without acting, no .error and no teardown
+    (they would act on the same untrusted fields)."""
+
+
 # S3 / SQS error codes worth retrying.
 RETRYABLE_AWS_CODES = frozenset(
     {

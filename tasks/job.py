@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -44,6 +45,16 @@ def pipeline_id(
 def rerun_id(pid: str) -> str:
     """A fresh run id for a manual rerun of pipeline ``pid`` (also DNS-1123 safe)."""
     return f"{pid}-r{int(time.time())}{secrets.token_hex(2)}"
+
+
+#: The run ids scorefleet makes: a pipeline id, or a rerun of one (:func:`rerun_id`).
+RUN_ID = re.compile(r"(sf-[0-9a-f]{20})(?:-r[0-9]{1,12}[0-9a-f]{4})?\Z", re.ASCII)
+
+
+def run_pipeline(run_id: str) -> str | None:
+    """The pipeline id a run id belongs to; None if it is not a run id scorefleet makes."""
+    m = RUN_ID.match(run_id) if isinstance(run_id, str) else None
+    return m.group(1) if m else None
 
 
 def task_id(run_id: str, step: str) -> str:

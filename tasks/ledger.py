@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -88,6 +89,16 @@ def staging_location(settings: Settings, run_id: str) -> S3Uri:
     """A staging object of its own for each scoring attempt, so that two attempts of
     the same run (a redelivery while the first still works) never share an upload."""
     return staging_prefix(settings, run_id).join(f"{uuid.uuid4().hex[:12]}.scoreout.part")
+
+
+_STAGING_NAME = re.compile(r"[0-9a-f]{12}\.scoreout\.part\Z", re.ASCII)
+
+
+def is_staging_key(settings: Settings, run_id: str, key: str) -> bool:
+    """Is ``key`` one of run ``run_id``'s staging objects (as :func:`staging_location`
+    makes them)?"""
+    prefix = staging_prefix(settings, run_id).key
+    return key.startswith(prefix) and bool(_STAGING_NAME.match(key[len(prefix) :]))
 
 
 def _is_precondition_failure(exc: ClientError) -> bool:

@@ -26,13 +26,14 @@ from typing import Any
 from celery import Task, shared_task
 from celery.exceptions import Reject, Retry
 
-from tasks import logctx, outcome, s3io
+from tasks import logctx, outcome, s3io, vouch
 from tasks.chain import enqueue, failure_tail
 from tasks.errors import (
     AtCapacity,
     ModelUnavailable,
     PipelineError,
     Rejected,
+    Untrusted,
     describe,
     is_transient,
 )
@@ -105,14 +106,16 @@ class PipelineStep(Task):
         lease: bool = False,
     ) -> Any:
         """Run ``body`` under a heartbeat (SQS visibility, and the run's lease when
-        ``lease``), sorting any failure into retry or give up."""
-        job = Job.from_dict(payload)
+        ``lease``), sorting any failure into retry or give up. A job this worker cannot
+        vouch for (tasks.vouch) is refused before anything is done."""
+        job = _job_from(payload)
         s = runtime.settings()
         # time spent between steps: queue hops, and waiting for a free worker slot
         gap = max(0.0, time.time() - (job.step_done_at or job.enqueued_at))
         job.waited += gap
         with logctx.bind(job.run_id, str(job.source)):
             try:
+                vouch.check_job(s, job)
                 with Heartbeat(
                     job=job,
                     request=self.request,
@@ -125,6 +128,9 @@ class PipelineStep(Task):
                     done = body(job, hb)
                 done.step_done_at = time.time()
                 return done.to_dict()
+            except Untrusted as exc:
+                log.error("%s refused a task message it cannot vouch for: %s", step, exc)
+                raise
             except AtCapacity as exc:
                 job.waited -= gap  # counted again when the step runs after its wait
                 self._wait_turn(job, exc)
@@ -201,6 +207,14 @@ class PipelineStep(Task):
         raise StepFailed(f"{kind}: {message}") from exc
 
 
+def _job_from(payload: Any) -> Job:
+    try:
+        return Job.from_dict(payload)
+    except (TypeError, ValueError, AttributeError) as exc:
+        log.error("refused a task message whose argument is not a job: %s", exc)
+        raise Untrusted(f"not a job: {exc}") from exc
+
+
 # ---------------------------------------------------------------------- steps
 @shared_task(name="tasks.launch", bind=True, base=PipelineStep)
 def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
@@ -240,6 +254,7 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
         if j.skipped:
             return j
         s = runtime.settings()
+        validate(s, j)  # the image, cluster and namespace: a model may be started again
         spec = s.model_spec(j.model_image)
         staging = staging_location(s, j.run_id)
         ledger = runtime.ledger()
@@ -302,7 +317,8 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
 
 
 def _ready_client(j: Job, spec: Any) -> InvocationsClient:
-    """A client for the run's model; starts the model again if it has died."""
+    """A client for the run's model; starts the model again if it has died. The
+    endpoint is the one the backend recorded for this run, never the job's."""
     s = runtime.settings()
 
     def client_for(url: str) -> InvocationsClient:
@@ -316,12 +332,14 @@ def _ready_client(j: Job, spec: Any) -> InvocationsClient:
             response_format=spec.response_format,
         )
 
-    client = client_for(j.endpoint or "http://127.0.0.1:1")
-    if j.endpoint and client.ping():
+    backend = runtime.backend()
+    url = backend.endpoint(j)
+    client = client_for(url or "http://127.0.0.1:1")
+    if url and client.ping():
+        j.endpoint = url
         return client
     client.close()
-    backend = runtime.backend()
-    if j.endpoint and backend.is_alive(j):
+    if url and backend.is_alive(j):
         raise ModelUnavailable("the model is running but does not answer GET /ping")
     log.warning("the model of this run is gone; starting it again")
     ep = backend.launch(j, spec)

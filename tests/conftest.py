@@ -141,6 +141,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
             "SCOREFLEET_RETRY_BACKOFF_MAX": "2",
             "SCOREFLEET_RETRY_MAX": "2",
             "SCOREFLEET_MAX_PAYLOAD_MB": "0.05",
+            "SCOREFLEET_K8S_NAMESPACES": "scoring,team-a",
             "FAKEMODEL_SECRET": "sekr1t-planted-value",
             # credentials planted in the workers' environment: they must never show up
             # in an .error file or a log line (tests/test_bad_input_corpus.py)

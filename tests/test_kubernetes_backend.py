@@ -430,6 +430,61 @@ def test_without_listed_namespaces_only_the_default_one_is_used(cluster):
     assert_gone(cluster, job.run_id)
 
 
+def test_the_endpoint_is_what_the_backend_recorded_never_the_jobs(cluster):
+    """The score step asks the backend for the run's URL: the launching process knows
+    it (no API call); another worker reads it from the API, by the run's pod name and
+    this fleet's labels. The job's endpoint field plays no part."""
+    launcher = cluster.backend()
+    job = new_job("test/ok:1")
+    ep = launcher.launch(job, spec(launcher, "test/ok:1"))
+    job.endpoint, job.handle = "http://127.0.0.1:9/attacker", ep.handle
+    try:
+        before = launcher.calls.snapshot()
+        assert launcher.endpoint(job) == ep.url and launcher.calls.since(before) == {}
+        other_worker = cluster.backend()
+        assert other_worker.endpoint(job) == ep.url
+        assert other_worker.calls.snapshot() == {"get pods": 1}
+        assert other_worker.endpoint(new_job("test/ok:1")) is None  # a run without a pod
+    finally:
+        launcher.teardown(job)
+    assert_gone(cluster, job.run_id)
+    assert launcher.endpoint(job) is None  # forgotten at teardown
+
+
+def test_a_crafted_handle_never_reaches_a_pod_that_is_not_the_runs(cluster):
+    """teardown, endpoint, logs and is_alive act on the pod of the job's own run: a
+    handle naming another pod in an allowed namespace (someone else's, or another run
+    of this fleet) is refused, and that pod keeps running."""
+    backend = cluster.backend()
+    core = cluster.api.client()
+    stranger = {
+        "metadata": {"name": "payments-db-0", "labels": {"app": "payments"}},
+        "spec": {"containers": [{"name": "db", "image": "postgres"}]},
+    }
+    core.create_namespaced_pod("scoring", stranger, _preload_content=False)
+    other = new_job("test/ok:1")
+    backend.launch(other, spec(backend, "test/ok:1"))
+    try:
+        for victim in ("payments-db-0", other.run_id):
+            job = new_job("test/ok:1", handle={"pod": victim})
+            for call in ("teardown", "endpoint", "is_alive"):
+                try:
+                    getattr(backend, call)(job)
+                except Exception as exc:
+                    refused = str(exc)
+                else:
+                    refused = ""
+                assert victim in cluster.api.pod_names("scoring"), f"{call} deleted {victim}"
+                assert "is not this fleet's pod of run" in refused, (call, refused)
+        assert backend.calls.snapshot().get("delete pods", 0) == 0
+        pid = cluster.node.pid(other.run_id)
+        assert pid is not None and pid in cluster.node.running_pids()
+    finally:
+        core.delete_namespaced_pod("payments-db-0", "scoring", _preload_content=False)
+        backend.teardown(other)
+    assert_gone(cluster, other.run_id)
+
+
 # ----------------------------------------------------------------- reaper
 WORKER_SCRIPT = """
 import json, sys, time
@@ -567,7 +622,8 @@ def test_warm_mode_parks_and_reuses_a_pod(cluster):
     second = new_job("test/ok:1")
     again = backend.launch(second, spec(backend, "test/ok:1"))
     assert again.url == ep.url and again.handle["pod"] == first.run_id and again.handle["warm"]
-    assert backend.calls.since(before) == {"patch pods": 2}  # park + claim: no create, no watch
+    # park + claim: no create, no watch; one get: the pod is still this run's to park
+    assert backend.calls.since(before) == {"get pods": 1, "patch pods": 2}
     # another image never gets it
     other = new_job("test/json:1")
     assert backend.launch(other, spec(backend, "test/json:1")).handle["pod"] == other.run_id

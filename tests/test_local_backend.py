@@ -107,6 +107,19 @@ def test_reaper_removes_old_and_finished_runs(backend):
     assert sorted(backend.reap(0, lambda run: False)) == sorted([a.run_id, c.run_id])
 
 
+def test_the_endpoint_comes_from_the_runs_own_record(backend, tmp_path):
+    """What the score step uses: the port this backend recorded for the run (any
+    worker on the machine reads the same record), never the job's endpoint field."""
+    j = job()
+    ep = backend.launch(j, spec("ok"))
+    j.endpoint = "http://127.0.0.1:9/attacker"
+    assert backend.endpoint(j) == ep.url
+    assert LocalBackend(tmp_path, launch_timeout=5).endpoint(j) == ep.url
+    assert backend.endpoint(job("sf-00000000000000000002")) is None  # no such run
+    backend.teardown(j)
+    assert backend.endpoint(j) is None
+
+
 def test_another_process_can_tear_down(backend, tmp_path):
     """Teardown may run in another worker process: it only needs the state dir."""
     j = job()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tasks import steps
-from tasks.job import Failure, Job
+from tasks.job import Failure, Job, pipeline_id
 from tasks.ledger import Publication, staging_location
 from tests.conftest import base_env, make_job
 from workers import runtime
@@ -47,9 +47,11 @@ def s3(moto_endpoint: str, bucket: str) -> Any:
     return client
 
 
-def scored_attempt(s3: Any, bucket: str, run_id: str, output: bytes) -> Job:
-    """A job as a scoring attempt of ``run_id`` leaves it: claimed, output staged."""
+def scored_attempt(s3: Any, bucket: str, output: bytes) -> Job:
+    """A job as a scoring attempt of in/a.csv leaves it: claimed, output staged. Its
+    run id is the file's own pipeline id (a step refuses any other: tasks.vouch)."""
     etag = s3.put_object(Bucket=bucket, Key="in/a.csv", Body=SOURCE)["ETag"].strip('"')
+    run_id = pipeline_id(bucket, "in/a.csv", None, etag)
     job = make_job(run_id, bucket, etag=etag, size=len(SOURCE))
     staging = staging_location(runtime.settings(), run_id)
     s3.put_object(Bucket=staging.bucket, Key=staging.key, Body=output)
@@ -78,10 +80,9 @@ def staged(s3: Any, bucket: str) -> list[str]:
 
 
 def test_a_copy_of_the_chain_publishes_nothing(env, s3, bucket):
-    run = "sf-00000000000000000c01"
-    first = scored_attempt(s3, bucket, run, b"p\n0.1\n0.2\n")
+    first = scored_attempt(s3, bucket, b"p\n0.1\n0.2\n")
     claim(first)
-    second = scored_attempt(s3, bucket, run, b"p\n0.1\n0.2\n")  # the copy's own scoring
+    second = scored_attempt(s3, bucket, b"p\n0.1\n0.2\n")  # the copy's own scoring
 
     assert upload(first)["published"] == f"s3://{bucket}/out/a.csv.scoreout"
     done = upload(second)
@@ -105,8 +106,7 @@ def test_a_copy_of_the_chain_publishes_nothing(env, s3, bucket):
 
 
 def test_concurrent_copies_publish_once(env, s3, bucket):
-    run = "sf-00000000000000000c02"
-    attempts = [scored_attempt(s3, bucket, run, b"p\n0.5\n0.6\n") for _ in range(4)]
+    attempts = [scored_attempt(s3, bucket, b"p\n0.5\n0.6\n") for _ in range(4)]
     claim(attempts[0])
     barrier = threading.Barrier(len(attempts))
     results: list[dict[str, Any]] = []
@@ -128,8 +128,7 @@ def test_concurrent_copies_publish_once(env, s3, bucket):
 def test_own_failure_after_recording_publishes_the_error(env, s3, bucket):
     """The attempt that recorded "published" and then could not copy (a permanent
     error) hands over to its failure tail, which must publish the .error."""
-    run = "sf-00000000000000000c03"
-    job = scored_attempt(s3, bucket, run, b"p\n1\n1\n")
+    job = scored_attempt(s3, bucket, b"p\n1\n1\n")
     claim(job)
     ledger = runtime.ledger()
     verdict = ledger.record_outcome(
@@ -165,10 +164,9 @@ def test_a_copy_leaves_the_publishers_staging_alone(env, s3, bucket):
     """The copy can reach upload after the publisher recorded its outcome but before
     it copied (or while it retries the copy): it must not delete what the publisher
     still has to copy."""
-    run = "sf-00000000000000000c05"
-    publisher = scored_attempt(s3, bucket, run, b"p\n0.7\n0.8\n")
+    publisher = scored_attempt(s3, bucket, b"p\n0.7\n0.8\n")
     claim(publisher)
-    copy = scored_attempt(s3, bucket, run, b"p\n0.7\n0.8\n")
+    copy = scored_attempt(s3, bucket, b"p\n0.7\n0.8\n")
     dest = f"s3://{bucket}/out/a.csv.scoreout"
     ledger = runtime.ledger()
     seen = ledger.get(publisher.pipeline_id)

@@ -31,6 +31,12 @@ class LaunchBackend(Protocol):
         file, so that a launch without room goes back to the queue cheaply.)"""
         ...
 
+    def endpoint(self, job: Job) -> str | None:
+        """The base URL of this run's model as this backend itself recorded it (never
+        the job's ``endpoint``, which a task message can set to anything); None when
+        the run has no container."""
+        ...
+
     def is_alive(self, job: Job) -> bool:
         """Is this run's container still running?"""
         ...

@@ -45,7 +45,7 @@ import re
 import socket
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -67,9 +67,11 @@ from tasks.errors import (
     PipelineError,
     Rejected,
     TransientError,
+    Untrusted,
 )
 from tasks.job import Job
 from tasks.settings import DNS1123_LABEL, ModelSpec, Settings
+from tasks.vouch import check_run_id
 from workers.backends.base import Endpoint
 from workers.eks_token import EksTokenSource
 from workers.protocol import InvocationsClient, ping
@@ -453,6 +455,10 @@ def _set_read_timeout(resp: Any, seconds: float) -> None:
             sock.settimeout(max(0.05, seconds))
 
 
+def _pod_url(ip: str, port: int) -> str:
+    return f"http://[{ip}]:{port}" if ":" in ip else f"http://{ip}:{port}"
+
+
 def _created_at(pod: Mapping[str, Any]) -> float | None:
     stamp = (pod.get("metadata") or {}).get("creationTimestamp")
     if not stamp:
@@ -612,6 +618,8 @@ class KubernetesBackend:
         self.warm_idle = float(settings.warm_idle_seconds)
         self.warm_max = int(settings.warm_max_per_image)
         self._warm: dict[tuple[str, str, str], list[ParkedPod]] = {}
+        # the pod name and URL of each run this process launched (see endpoint())
+        self._endpoints: OrderedDict[str, tuple[str, str]] = OrderedDict()
 
     # --------------------------------------------------------------- clusters
     def cluster(self, name: str) -> Cluster:
@@ -632,7 +640,8 @@ class KubernetesBackend:
             self._clusters[name] = cluster
             return cluster
 
-    def _target(self, job: Job) -> tuple[Cluster, str, str]:
+    def _place(self, job: Job) -> tuple[Cluster, str]:
+        """The run's cluster and namespace, if both are configured."""
         cluster = self.cluster(job.k8s_cluster)
         ns = job.k8s_namespace
         if ns not in cluster.namespaces:
@@ -640,8 +649,67 @@ class KubernetesBackend:
                 f"k8s_namespace {ns!r} is not enabled for cluster {cluster.name!r} "
                 f"(namespaces: {', '.join(cluster.namespaces)})"
             )
-        # a warm pod reused by this run keeps the name of the run that created it
-        return cluster, ns, str(job.handle.get("pod") or pod_name(job.run_id))
+        return cluster, ns
+
+    def _target(self, job: Job) -> tuple[Cluster, str, str]:
+        """The run's cluster, namespace and pod name: the name made from its run id.
+        A warm pod this run reused keeps the name of the run that created it; such a
+        pod (and, in warm mode, any) is taken only if it says it is this run's."""
+        cluster, ns = self._place(job)
+        name = pod_name(check_run_id(job.run_id))
+        claimed = job.handle.get("pod")
+        if claimed is not None and claimed != name:
+            if not isinstance(claimed, str) or not DNS1123_LABEL.match(claimed):
+                raise Untrusted(f"{claimed!r} is not a pod name")
+            name = claimed
+            self._owned(cluster, ns, name, job)
+        elif self.warm_idle > 0:  # another run may have reused this run's pod
+            self._owned(cluster, ns, name, job)
+        return cluster, ns, name
+
+    def _owned(self, cluster: Cluster, ns: str, name: str, job: Job) -> dict[str, Any] | None:
+        """The pod ``ns/name`` if it is this fleet's pod of ``job``'s run; None if
+        there is none; :class:`Untrusted` if it is another's (never touched)."""
+        with translated(f"read pod {ns}/{name}", cluster.name):
+            try:
+                pod = cluster.api.read(ns, name)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        fleet, run = labels.get(FLEET_LABEL), labels.get(RUN_LABEL)
+        if fleet != self.fleet or run != label_value(job.run_id):
+            raise Untrusted(
+                f"pod {ns}/{name} on cluster {cluster.name!r} is not this fleet's pod of run "
+                f"{job.run_id} (its labels: fleet {fleet!r}, run {run!r}); not touching it"
+            )
+        return pod
+
+    def endpoint(self, job: Job) -> str | None:
+        """The URL of the run's pod: the one this process recorded at launch, else read
+        from the API by the run's pod name, labelled as this fleet's pod of the run."""
+        return self._url_of(*self._target(job), job)
+
+    def _url_of(self, cluster: Cluster, ns: str, name: str, job: Job) -> str | None:
+        with self._lock:
+            known = self._endpoints.get(job.run_id)
+        if known is not None and known[0] == name:
+            return known[1]
+        pod = self._owned(cluster, ns, name, job)
+        ip = ((pod or {}).get("status") or {}).get("podIP")
+        if pod is None or not ip:
+            return None
+        containers = (pod.get("spec") or {}).get("containers") or []
+        model: dict[str, Any] = next((c for c in containers if c.get("name") == CONTAINER), {})
+        port = int(((model.get("ports") or [{}])[0]).get("containerPort") or 8080)
+        return _pod_url(str(ip), port)
+
+    def _remember(self, run_id: str, name: str, url: str) -> None:
+        with self._lock:
+            self._endpoints[run_id] = (name, url)
+            while len(self._endpoints) > 4096:
+                self._endpoints.popitem(last=False)
 
     # ----------------------------------------------------------------- launch
     def has_room(self, spec: ModelSpec) -> bool:
@@ -650,11 +718,12 @@ class KubernetesBackend:
         return True
 
     def launch(self, job: Job, spec: ModelSpec) -> Endpoint:
-        cluster, ns, _ = self._target(job)
-        name = pod_name(job.run_id)  # a pod of its own (not a dead warm one it had)
+        cluster, ns = self._place(job)
+        name = pod_name(check_run_id(job.run_id))  # its own (not a dead warm one it had)
         if self.warm_idle > 0 and "pod" not in job.handle:
             warm = self._claim_warm(job, spec, cluster, ns)
             if warm is not None:
+                self._remember(job.run_id, str(warm.handle["pod"]), warm.url)
                 return warm
         manifest = pod_manifest(job, spec, self.settings, fleet=self.fleet, worker=self.worker)
         created: dict[str, Any] | None = None
@@ -676,10 +745,15 @@ class KubernetesBackend:
         # the catalog may give an image more time (large models load slowly)
         launch_timeout = float(spec.extra.get("launch_timeout", self.launch_timeout))
         pod = self._wait_ready(cluster, ns, name, spec, created, launch_timeout)
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        if labels.get(FLEET_LABEL) != self.fleet or labels.get(RUN_LABEL) != label_value(
+            job.run_id
+        ):  # an AlreadyExists for a pod that is not this run's (warm mode reused it)
+            raise TransientError(f"pod {ns}/{name} is another run's now; launching again later")
         ip = str(pod["status"]["podIP"])
-        host = f"[{ip}]" if ":" in ip else ip
-        url = f"http://{host}:{spec.port}"
+        url = _pod_url(ip, spec.port)
         self._check_reachable(url, ns, name)
+        self._remember(job.run_id, name, url)
         return Endpoint(
             url=url,
             handle={
@@ -821,13 +895,9 @@ class KubernetesBackend:
             cluster, ns, name = self._target(job)
         except Rejected:
             return False
-        with translated(f"read pod {ns}/{name}", cluster.name):
-            try:
-                pod = cluster.api.read(ns, name)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return False
-                raise
+        pod = self._owned(cluster, ns, name, job)
+        if pod is None:
+            return False
         state = pod_state(pod, job.model_image)
         return not state.failure and (pod.get("status") or {}).get("phase") == "Running"
 
@@ -890,12 +960,14 @@ class KubernetesBackend:
             log.info("reusing warm pod %s/%s for this file", ns, parked.name)
             return Endpoint(url=parked.url, handle={**parked.handle, "warm": True})
 
-    def _park(self, job: Job) -> bool:
-        """Keep this run's healthy pod for this worker's next file of its image."""
-        pod = job.handle.get("pod")
-        if not pod or not job.endpoint or not ping(job.endpoint):
+    def _park(self, job: Job, cluster: Cluster, ns: str, name: str) -> bool:
+        """Keep this run's healthy pod (``name``, as _target found it) for this
+        worker's next file of its image."""
+        if not job.handle.get("pod"):
             return False
-        cluster, ns, name = self._target(job)
+        url = self._url_of(cluster, ns, name, job)
+        if not url or not ping(url):
+            return False
         key = (cluster.name, ns, job.model_image)
         with self._lock:
             if len(self._warm.get(key) or []) >= self.warm_max:
@@ -914,7 +986,12 @@ class KubernetesBackend:
             )
         with self._lock:
             self._warm.setdefault(key, []).append(
-                ParkedPod(name=name, url=job.endpoint, handle=dict(job.handle), parked_at=now)
+                ParkedPod(
+                    name=name,
+                    url=url,
+                    handle={"cluster": cluster.name, "namespace": ns, "pod": name},
+                    parked_at=now,
+                )
             )
         log.info("parked pod %s/%s warm for %gs", ns, name, self.warm_idle)
         return True
@@ -947,13 +1024,17 @@ class KubernetesBackend:
             return False
         if self.warm_idle > 0 and job.failure is None and not job.skipped:
             try:
-                if self._park(job):
+                if self._park(job, cluster, ns, name):
                     return True
             except PipelineError as exc:
                 log.warning("could not park pod %s/%s: %s", ns, name, exc)
         return self._delete(cluster, ns, name)
 
     def _delete(self, cluster: Cluster, ns: str, name: str) -> bool:
+        with self._lock:
+            for run, (known, _url) in list(self._endpoints.items()):
+                if known == name:
+                    del self._endpoints[run]
         with translated(f"delete pod {ns}/{name}", cluster.name):
             try:
                 cluster.api.delete(ns, name)

@@ -42,9 +42,10 @@ from typing import Any
 
 import psutil
 
-from tasks.errors import AtCapacity, ModelError, ModelUnavailable
-from tasks.job import Job
+from tasks.errors import AtCapacity, ModelError, ModelUnavailable, Untrusted
+from tasks.job import Job, run_pipeline
 from tasks.settings import ModelSpec
+from tasks.vouch import check_run_id
 from workers.backends.base import Endpoint
 from workers.protocol import InvocationsClient, ping
 
@@ -115,7 +116,13 @@ class LocalBackend:
 
     # ----------------------------------------------------------------- records
     def _dir(self, run_id: str) -> Path:
-        return self.root / run_id
+        """The run's directory: only for a run id scorefleet makes, and only under the
+        root (an absolute or dotted "run id" from a crafted message would replace or
+        leave it)."""
+        path = self.root / check_run_id(run_id)
+        if path.resolve().parent != self.root.resolve():
+            raise Untrusted(f"the directory of run {run_id} is not under {self.root}")
+        return path
 
     def _record(self, run_id: str) -> dict[str, Any] | None:
         return _read_record(self._dir(run_id))
@@ -240,6 +247,13 @@ class LocalBackend:
             return self._exit_codes.pop(pid, None)
 
     # --------------------------------------------------------------- queries
+    def endpoint(self, job: Job) -> str | None:
+        """From the run's own record (the port this backend picked), if its process runs."""
+        rec = self._record(job.run_id)
+        if rec is None or self._process(rec) is None:
+            return None
+        return f"http://{HOST}:{int(rec['port'])}"
+
     def is_alive(self, job: Job) -> bool:
         return self._process(self._record(job.run_id)) is not None
 
@@ -402,8 +416,8 @@ class LocalBackend:
         removed += self._expire_warm(idle=None if self.warm_idle > 0 else 0)
         now = time.time()
         for run_dir in self.root.iterdir():
-            if run_dir.name.startswith("_"):
-                continue  # the warm pool (expired above)
+            if run_dir.name.startswith("_") or run_pipeline(run_dir.name) is None:
+                continue  # the warm pool (expired above), or nothing this backend made
             rec = self._record(run_dir.name)
             started = float(rec.get("started", 0)) if rec else run_dir.stat().st_mtime
             if (now - started > max_age or is_finished(run_dir.name)) and self._remove(
