@@ -32,7 +32,9 @@ def render(
     pipeline_id: str,
     failure: Failure,
 ) -> str:
-    """Plain text, short, without tracebacks or credentials."""
+    """Plain text, short, without tracebacks or credentials. What comes from outside
+    (the error's text, the model's log lines) is masked; the lines scorefleet writes
+    itself (the URIs, the rerun commands) are not, so they stay exact."""
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     attempts = "" if failure.attempts <= 1 else f" (after {failure.attempts} attempts)"
     celery_cmd, cli_cmd = rerun_commands(source)
@@ -40,7 +42,7 @@ def render(
         f"scorefleet could not score {source}",
         "",
         f"failed step:  {failure.step}{attempts}",
-        f"error:        {failure.kind}: {failure.message}",
+        f"error:        {failure.kind}: {redact(failure.message)}",
         "",
         f"input:        {source}" + (f"  (version {version})" if version else ""),
         f"model image:  {model_image or '(none)'}",
@@ -57,5 +59,5 @@ def render(
     ]
     if failure.model_logs.strip():
         lines += ["", "Last lines the model wrote:", ""]
-        lines += ["  " + line for line in failure.model_logs.rstrip().splitlines()]
-    return redact("\n".join(lines) + "\n")
+        lines += ["  " + line for line in redact(failure.model_logs.rstrip()).splitlines()]
+    return "\n".join(lines) + "\n"

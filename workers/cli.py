@@ -328,7 +328,7 @@ def dlq_redrive(message_ids: tuple[str, ...], redrive_all: bool, env_file: Path 
 @click.option("--env-file", type=click.Path(path_type=Path), help="export-style settings file")
 def config(markdown: bool, env_file: Path | None) -> None:
     """Check the configuration in the environment (or print the reference)."""
-    from tasks.redact import redact
+    from tasks.redact import shown_setting
     from tasks.settings import describe_markdown
 
     if markdown:
@@ -336,7 +336,7 @@ def config(markdown: bool, env_file: Path | None) -> None:
         return
     settings = _settings(env_file)
     for name, value in sorted(vars(settings).items()):
-        click.echo(redact(f"{name:24} {value}"))
+        click.echo(f"{name:24} {shown_setting(name, value)}")
 
 
 if __name__ == "__main__":  # pragma: no cover
