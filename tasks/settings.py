@@ -563,6 +563,11 @@ def _catalog(value: str) -> dict[str, dict[str, Any]]:
             raise ValueError(f"{image}: command must be a string with a {{port}} placeholder")
         if entry.get("response_format", "csv") not in ("csv", "json"):
             raise ValueError(f"{image}: response_format must be csv or json")
+        if "env" in entry:
+            try:
+                _check_model_env(entry["env"])
+            except ValueError as exc:
+                raise ValueError(f"{image}: env: {exc}") from None
         for key, check in _K8S_CATALOG_CHECKS.items():
             if key in entry:
                 try:
@@ -726,6 +731,22 @@ def _check_names(obj: Any) -> list[str]:
 def _check_name(obj: Any) -> str:
     if not isinstance(obj, str) or not (obj == "" or DNS1123_SUBDOMAIN.match(obj)):
         raise ValueError("must be a DNS-1123 name (lowercase letters, digits, '-', '.')")
+    return obj
+
+
+def _check_model_env(obj: Any) -> dict[str, Any]:
+    """A model's environment: names and scalar values; none of the worker's own
+    credentials or settings (AWS_*, SCOREFLEET_*), whatever the backend."""
+    if not isinstance(obj, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str | int | float | bool) for k, v in obj.items()
+    ):
+        raise ValueError('expected an object of names and values, e.g. {"OMP_NUM_THREADS": "1"}')
+    taken = sorted(k for k in obj if k.upper().startswith(("AWS_", PREFIX)))
+    if taken:
+        raise ValueError(
+            f"{', '.join(taken)}: a model gets no AWS_* or {PREFIX}* variables (they would be "
+            "the worker's credentials and settings; give the model its own under other names)"
+        )
     return obj
 
 

@@ -47,7 +47,7 @@ from kubernetes import watch as k8s_watch
 
 from tasks.settings import Settings
 from tests.conftest import fake, test_catalog
-from workers.backends.local import PASSED_ENV, stop_tree
+from workers.backends.processes import PASSED_ENV, stop_tree
 
 log = logging.getLogger("tests.k8s")
 

@@ -27,6 +27,7 @@ from workers.localstack import BUCKET, IRIS_IMAGE, emulator_client
 pytestmark = pytest.mark.slow
 
 HASH = {"model_image": "test/hash:1"}
+FORGED_LINE = "2026-12-01 00:00:00,000 WARNING [sf-00000000000000000000 -] x: published"
 IRIS = {"model_image": IRIS_IMAGE}
 LONG_NAME = "long/" + "k" * (1024 - len("in/long/") - len(".csv")) + ".csv"  # a 1,024-byte key
 
@@ -144,6 +145,9 @@ CASES = [
         "error:exited with code 3",
     ),
     Case("c/quoted-header.csv", b'"a","b, with comma"\n1,2\n', HASH, "scoreout"),
+    # a key that tries to write a log line of its own (tests/test_log_injection.py; a
+    # carriage return: moto refuses keys with a newline, S3 does not)
+    Case(f"c/forged\r{FORGED_LINE}.csv", b"a,b\n1,2\n", HASH, "scoreout"),
     Case(
         "c/wide.csv",
         (",".join(f"c{i}" for i in range(2000)) + "\n" + ",".join("1" * 2000) + "\n").encode(),
@@ -368,6 +372,16 @@ def test_no_credentials_in_error_files_or_logs(outcomes, corpus, stack):
         text = log.read_text()
         for secret in planted:
             assert secret not in text, (log.name, secret)
+
+
+def test_no_log_line_is_forged_by_a_key(outcomes, corpus, stack):
+    wait_at(outcomes.s3, f"c/forged\r{FORGED_LINE}.csv")
+    logs = [p for p in (stack.state_dir / "logs").glob("*.log") if p.name != "moto.log"]
+    mentioned = [p.name for p in logs if "c/forged\\r2026-12-01" in p.read_text()]
+    assert "worker0.log" in mentioned  # logged, escaped
+    for log in logs:
+        forged = [ln for ln in log.read_text().splitlines() if ln.startswith(FORGED_LINE)]
+        assert forged == [], (log.name, forged)
 
 
 def test_worker_keeps_running(outcomes, corpus, stack):

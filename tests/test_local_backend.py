@@ -139,7 +139,7 @@ def test_another_process_can_tear_down(backend, tmp_path):
 
 
 def test_log_tail_keeps_the_first_lines_of_a_long_log(tmp_path):
-    from workers.backends.local import tail
+    from workers.backends.processes import tail
 
     log = tmp_path / "model.log"
     log.write_text("".join(f"line {i}\n" for i in range(1000)))

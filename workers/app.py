@@ -17,7 +17,11 @@ from tasks import logctx
 from tasks.celeryconf import make_app
 from tasks.chain import describe_step
 from tasks.settings import ConfigError, load
-from workers import flowerconf, monitor
+from workers import flowerconf, hardening, monitor
+
+# Before anything reads credentials: a model process of the same user (local backend)
+# cannot read this process's environment or memory through /proc.
+hardening.make_non_dumpable()
 
 try:
     settings = load()

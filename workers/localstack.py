@@ -498,7 +498,7 @@ def stop_process(popen: subprocess.Popen[bytes], grace: float = 20.0) -> None:
     except subprocess.TimeoutExpired:
         popen.kill()
         popen.wait(timeout=5)
-    from workers.backends.local import stop_tree
+    from workers.backends.processes import stop_tree
 
     for kid in kids:
         if kid.is_running():

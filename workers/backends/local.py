@@ -7,8 +7,12 @@ address)::
     {"scorefleet/iris:1": {"command": "{python} serve.py --host {host} --port {port}"}}
 
 Each run gets its own process on a free loopback port, in its own session (so the
-whole process group can be stopped), with a minimal environment: the worker's
-credentials are not passed on. A record per run under ``STATE_DIR/local/<run id>/``
+whole process group can be stopped), with a minimal environment (no AWS_* or
+SCOREFLEET_* variable: the worker's credentials are not passed on) and a private,
+fresh HOME and TMPDIR of its own (so ``~/.aws`` is not the worker's). The worker
+itself is not dumpable (workers.hardening), so the model cannot read its
+environment through ``/proc``. This is no security boundary: the model runs as the
+worker's user (docs/security.md). A record per run under ``STATE_DIR/local/<run id>/``
 (pid, start time, port, log file) lets any worker on the machine tear it down and
 the reaper find what a killed worker left behind.
 
@@ -27,10 +31,9 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -47,45 +50,22 @@ from tasks.job import Job, run_pipeline
 from tasks.settings import ModelSpec
 from tasks.vouch import check_run_id
 from workers.backends.base import Endpoint
+from workers.backends.processes import (
+    HOST,
+    KILLED_FROM_OUTSIDE,
+    describe_exit,
+    free_port,
+    model_environment,
+    stop_tree,
+    tail,
+)
 from workers.protocol import InvocationsClient, ping
 
 log = logging.getLogger(__name__)
 
-HOST = "127.0.0.1"
-#: Environment variables a model process inherits (nothing secret).
-PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "SYSTEMROOT")
-STOP_GRACE_SECONDS = 5.0
-LOG_TAIL_BYTES = 64 * 1024
 WARM = "_warm"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def tail(path: Path, lines: int) -> str:
-    """The log's last ``lines`` lines; when it is longer, its first few lines come
-    first (a model's start-up lines often say why it failed later)."""
-    if lines <= 0:
-        return ""
-    try:
-        with path.open("rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(0)
-            start = f.read(min(size, LOG_TAIL_BYTES)).decode("utf-8", errors="replace")
-            if size > LOG_TAIL_BYTES:
-                f.seek(size - LOG_TAIL_BYTES)
-                end = f.read().decode("utf-8", errors="replace").splitlines()[1:]  # whole lines
-            else:
-                end = start.splitlines()
-    except FileNotFoundError:
-        return ""
-    if size <= LOG_TAIL_BYTES and len(end) <= lines:
-        return "\n".join(end)
-    first = start.splitlines()[: min(5, lines // 4)]
-    return "\n".join([*first, "[...]", *end[-(lines - len(first)) :]])
+#: Beside the run directories: the model processes' private HOMEs.
+HOMES = "local-homes"
 
 
 class LocalBackend:
@@ -115,6 +95,23 @@ class LocalBackend:
         self._capacity_lock = threading.Lock()
 
     # ----------------------------------------------------------------- records
+    def _new_home(self, run_id: str) -> Path:
+        """A fresh, private HOME for one model process (outside its run directory,
+        which moves in warm mode), with its TMPDIR inside."""
+        homes = self.root.parent / HOMES
+        homes.mkdir(parents=True, exist_ok=True)
+        home = homes / f"{run_id}-{secrets.token_hex(4)}"
+        home.mkdir(mode=0o700)
+        (home / "tmp").mkdir(mode=0o700)
+        return home
+
+    def _remove_home(self, rec: dict[str, Any] | None) -> None:
+        """The model's HOME, by the name in its record (a name only: the record is
+        the model's to overwrite, so no path from it is trusted)."""
+        name = str((rec or {}).get("home") or "")
+        if name and "/" not in name and name not in {".", ".."}:
+            shutil.rmtree(self.root.parent / HOMES / name, ignore_errors=True)
+
     def _dir(self, run_id: str) -> Path:
         """The run's directory: only for a run id scorefleet makes, and only under the
         root (an absolute or dotted "run id" from a crafted message would replace or
@@ -179,8 +176,8 @@ class LocalBackend:
             run_dir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         argv = shlex.split(spec.command.format(port=port, python=sys.executable, host=HOST))
-        env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
-        env.update({str(k): str(v) for k, v in dict(spec.extra.get("env", {})).items()})
+        home = self._new_home(job.run_id)
+        env = model_environment(os.environ, spec.extra.get("env") or {}, home)
         log_path = run_dir / "model.log"
         with log_path.open("ab") as out:
             try:
@@ -194,6 +191,7 @@ class LocalBackend:
                     cwd=spec.extra.get("cwd") or None,
                 )
             except OSError as exc:
+                shutil.rmtree(home, ignore_errors=True)
                 raise ModelError(f"could not start the model command {argv[0]!r}: {exc}") from exc
         with self._lock:
             self._children[popen.pid] = popen
@@ -206,6 +204,7 @@ class LocalBackend:
             "started": time.time(),
             "source": str(job.source),
             "launch_timeout": float(spec.extra.get("launch_timeout", self.launch_timeout)),
+            "home": home.name,
         }
         _write_record(run_dir, rec)
         log.info("started model %s as pid %d on port %d", spec.image, popen.pid, port)
@@ -221,7 +220,7 @@ class LocalBackend:
             while True:
                 if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
                     rc = self._exit_code(int(rec["pid"]))
-                    message = f"the model exited{_describe_exit(rc)} before it answered GET /ping"
+                    message = f"the model exited{describe_exit(rc)} before it answered GET /ping"
                     logs = self.logs(job, self.log_lines)
                     if rc is not None and -rc in KILLED_FROM_OUTSIDE:
                         # killed by someone else (an operator, a node going away): a new
@@ -384,6 +383,7 @@ class LocalBackend:
             proc = self._process(rec)
             if proc is not None:
                 stop_tree(proc)
+            self._remove_home(rec)
             shutil.rmtree(doomed, ignore_errors=True)
             removed.append(parked.name)
         return removed
@@ -400,11 +400,13 @@ class LocalBackend:
         run_dir = self._dir(run_id)
         if not run_dir.exists():
             return False
-        proc = self._process(self._record(run_id))
+        rec = self._record(run_id)
+        proc = self._process(rec)
         if proc is not None:
             stop_tree(proc)
             log.info("stopped model process %d of run %s", proc.pid, run_id)
         self._reap_children()
+        self._remove_home(rec)
         shutil.rmtree(run_dir, ignore_errors=True)
         return True
 
@@ -431,16 +433,6 @@ class LocalBackend:
         return self._expire_warm(idle=-1) + self.reap(0, lambda _run: True)
 
 
-#: Deaths by these signals come from outside the model (kill, a stopping machine).
-KILLED_FROM_OUTSIDE = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
-
-
-def _describe_exit(rc: int | None) -> str:
-    if rc is None:
-        return ""
-    return f" with code {rc}" if rc >= 0 else f" on signal {signal.Signals(-rc).name}"
-
-
 def _read_record(run_dir: Path) -> dict[str, Any] | None:
     try:
         data: dict[str, Any] = json.loads((run_dir / "record.json").read_text())
@@ -453,36 +445,3 @@ def _write_record(run_dir: Path, rec: dict[str, Any]) -> None:
     tmp = run_dir / "record.json.tmp"
     tmp.write_text(json.dumps(rec))
     tmp.replace(run_dir / "record.json")
-
-
-def stop_tree(proc: psutil.Process, grace: float = STOP_GRACE_SECONDS) -> None:
-    """SIGTERM a process and all its descendants, SIGKILL what is left after ``grace``."""
-    try:
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.terminate()
-    alive = _wait_gone(procs, grace)
-    for p in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-    _wait_gone(alive, grace)
-
-
-def _running(p: psutil.Process) -> bool:
-    """Running and not a zombie (a zombie has exited; only its parent can reap it)."""
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
-    deadline = time.monotonic() + timeout
-    alive = [p for p in procs if _running(p)]
-    while alive and time.monotonic() < deadline:
-        _, still = psutil.wait_procs(alive, timeout=0.05)  # also reaps our own children
-        alive = [p for p in still if _running(p)]
-    return alive

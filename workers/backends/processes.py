@@ -1,0 +1,106 @@
+"""Model processes of the local backend: their environment, their log's tail, how
+they are stopped and how their exit is described."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+HOST = "127.0.0.1"
+#: Environment variables a model process inherits (nothing secret; HOME and TMPDIR
+#: are its own).
+PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "SYSTEMROOT")
+STOP_GRACE_SECONDS = 5.0
+LOG_TAIL_BYTES = 64 * 1024
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def tail(path: Path, lines: int) -> str:
+    """The log's last ``lines`` lines; when it is longer, its first few lines come
+    first (a model's start-up lines often say why it failed later)."""
+    if lines <= 0:
+        return ""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(0)
+            start = f.read(min(size, LOG_TAIL_BYTES)).decode("utf-8", errors="replace")
+            if size > LOG_TAIL_BYTES:
+                f.seek(size - LOG_TAIL_BYTES)
+                end = f.read().decode("utf-8", errors="replace").splitlines()[1:]  # whole lines
+            else:
+                end = start.splitlines()
+    except FileNotFoundError:
+        return ""
+    if size <= LOG_TAIL_BYTES and len(end) <= lines:
+        return "\n".join(end)
+    first = start.splitlines()[: min(5, lines // 4)]
+    return "\n".join([*first, "[...]", *end[-(lines - len(first)) :]])
+
+
+def model_environment(
+    environ: Mapping[str, str], catalog_env: Mapping[str, Any], home: Path
+) -> dict[str, str]:
+    """What a model process gets: a few harmless variables of the worker's, its own
+    HOME and TMPDIR, and its catalog entry's env (settings refuse AWS_* and
+    SCOREFLEET_* names there)."""
+    env = {k: environ[k] for k in PASSED_ENV if k in environ}
+    env.update({"HOME": str(home), "TMPDIR": str(home / "tmp")})
+    env.update({str(k): str(v) for k, v in catalog_env.items()})
+    return env
+
+
+#: Deaths by these signals come from outside the model (kill, a stopping machine).
+KILLED_FROM_OUTSIDE = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+
+
+def describe_exit(rc: int | None) -> str:
+    if rc is None:
+        return ""
+    return f" with code {rc}" if rc >= 0 else f" on signal {signal.Signals(-rc).name}"
+
+
+def stop_tree(proc: psutil.Process, grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM a process and all its descendants, SIGKILL what is left after ``grace``."""
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    alive = _wait_gone(procs, grace)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    _wait_gone(alive, grace)
+
+
+def _running(p: psutil.Process) -> bool:
+    """Running and not a zombie (a zombie has exited; only its parent can reap it)."""
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if _running(p)]
+    while alive and time.monotonic() < deadline:
+        _, still = psutil.wait_procs(alive, timeout=0.05)  # also reaps our own children
+        alive = [p for p in still if _running(p)]
+    return alive
