@@ -98,7 +98,8 @@ def _statements() -> list[tuple[str, dict[str, Any]]]:
 
 def test_every_policy_is_found():
     where = {w.split()[0] for w, _ in _documents()}
-    assert {"EnqueueRole", "WorkerRole", "KedaScalerRole", "S3EventsQueuePolicy"} <= where
+    roles = {"EnqueueRole", "WorkerRole", "FlowerRole", "BeatRole", "KedaScalerRole"}
+    assert {*roles, "S3EventsQueuePolicy"} <= where
 
 
 def test_no_wildcard_actions_and_no_wildcard_resources_where_one_can_be_named():
@@ -116,27 +117,71 @@ def test_no_wildcard_actions_and_no_wildcard_resources_where_one_can_be_named():
             assert resources, f"{where}: no resource"
 
 
-def test_worker_role_covers_what_docs_flower_md_lists():
+def _documented(role: str) -> set[str]:
+    """The monitoring actions docs/flower.md lists for one role (Workers or Flower)."""
     text = (REPO / "docs" / "flower.md").read_text()
-    section = text.split("## AWS permissions", 1)[1].split("##", 1)[0]
+    section = text.split("## AWS permissions", 1)[1].split("\n## ", 1)[0]
+    block = section.split(f"**{role}**", 1)[1].split("\n**", 1)[0]
     documented = set()
     for service in ("SNS", "SQS"):
-        para = re.search(rf"\* {service} on `[^`]+`:(.*?)(?:\n\*|\n\n)", section, re.S)
-        assert para, service
+        para = re.search(rf"\* {service} on `[^`]+`:(.*?)(?:\n\*|\n\n|$)", block, re.S)
+        assert para, (role, service)
         documented |= {f"{service.lower()}:{a}" for a in re.findall(r"`(\w+)`", para.group(1))}
-    worker = [st for where, st in _statements() if where.startswith("WorkerRole scoring")]
-    granted = {a for st in worker for a in _list(st["Action"])}
-    assert documented <= granted, sorted(documented - granted)
+    return documented
 
 
-def test_irsa_trust_names_the_charts_service_account():
-    role = template()["Resources"]["WorkerRole"]["Properties"]
-    trust = role["AssumeRolePolicyDocument"]["Fn::Sub"]
-    assert "system:serviceaccount:${WorkerNamespace}:${WorkerServiceAccount}" in trust
+def _granted(role: str) -> set[str]:
+    return {
+        a
+        for where, st in _statements()
+        if where.startswith(f"{role} ") and "trust" not in where
+        for a in _list(st["Action"])
+    }
+
+
+def test_worker_role_covers_what_docs_flower_md_lists():
+    documented = _documented("Workers")
+    assert documented <= _granted("WorkerRole"), sorted(documented - _granted("WorkerRole"))
+
+
+def test_flowers_role_is_exactly_the_monitoring_docs_flower_md_lists():
+    """Flower only watches: the <queue>-mon-* queues and topics, no task queue (its task
+    API cannot start work), no S3, no listing."""
+    assert _granted("FlowerRole") == _documented("Flower")
+    resources = [
+        r
+        for where, st in _statements()
+        if where.startswith("FlowerRole monitoring")
+        for r in _list(st["Resource"])
+    ]
+    assert resources and all("${QueueName}-mon-*" in r["Fn::Sub"] for r in resources)
+
+
+def test_beats_role_only_sends_to_the_task_queue():
+    (st,) = [st for where, st in _statements() if where.startswith("BeatRole schedule")]
+    assert set(_list(st["Action"])) == {"sqs:SendMessage", "sqs:GetQueueAttributes"}
+    assert st["Resource"] == {"Fn::GetAtt": ["TaskQueue", "Arn"]}
+
+
+@pytest.mark.parametrize(
+    ("role", "param", "path"),
+    [
+        ("WorkerRole", "WorkerServiceAccount", ("serviceAccount",)),
+        ("FlowerRole", "FlowerServiceAccount", ("flower", "serviceAccount")),
+        ("BeatRole", "BeatServiceAccount", ("beat", "serviceAccount")),
+    ],
+)
+def test_irsa_trust_names_the_charts_service_account(role, param, path):
+    props = template()["Resources"][role]["Properties"]
+    trust = props["AssumeRolePolicyDocument"]["Fn::Sub"]
+    assert f"system:serviceaccount:${{WorkerNamespace}}:${{{param}}}" in trust
     assert ':aud": "sts.amazonaws.com"' in trust
     params = template()["Parameters"]
     values = yaml.safe_load((REPO / "helm/scorefleet/values.yaml").read_text())
-    assert params["WorkerServiceAccount"]["Default"] == values["serviceAccount"]["name"]
+    for part in path:
+        values = values[part]
+    assert params[param]["Default"] == values["name"]
+    assert f"{role}Arn" in template()["Outputs"]
 
 
 def test_monitoring_names_fit_the_iam_patterns():

@@ -389,10 +389,44 @@ def test_roles_match_docs_and_cover_every_scoring_namespace(render):
             {"kind": "ServiceAccount", "name": "scorefleet-worker", "namespace": NAMESPACE}
         ]
     assert not {"ClusterRole", "ClusterRoleBinding"} & set(by_kind(docs))
-    sa = one(docs, "ServiceAccount")
-    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(
-        ":role/scorefleet-worker"
-    )
+
+
+#: (Deployment suffix, ServiceAccount, values path of its role, its stack output)
+SERVICE_ACCOUNTS = [
+    ("-worker", "scorefleet-worker", "serviceAccount", "WorkerRoleArn"),
+    ("-flower", "scorefleet-flower", "flower.serviceAccount", "FlowerRoleArn"),
+    ("-beat", "scorefleet-beat", "beat.serviceAccount", "BeatRoleArn"),
+]
+
+
+def test_workers_flower_and_beat_each_run_with_their_own_iam_role(render):
+    """One ServiceAccount per role, each annotated with its own IRSA role (deploy/aws.yaml's
+    WorkerRole, FlowerRole, BeatRole): Flower and beat no longer act as the workers."""
+    from tests.test_aws_template import template
+
+    params = template()["Parameters"]
+    defaults = default_values()
+    docs = render(ci_values("keda"))
+    arns = set()
+    for suffix, account, path, output in SERVICE_ACCOUNTS:
+        pod = one(docs, "Deployment", suffix)["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == account
+        sa = one(docs, "ServiceAccount", account)
+        arn = sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+        assert arn.endswith(f":role/{account}") and arn not in arns
+        arns.add(arn)
+        # only the workers talk to the Kubernetes API
+        assert sa["automountServiceAccountToken"] is (suffix == "-worker")
+        # the chart's default names are the ones the IRSA trust policies name
+        value = defaults
+        for part in path.split("."):
+            value = value[part]
+        stack_param = {"-worker": "Worker", "-flower": "Flower", "-beat": "Beat"}[suffix]
+        assert params[f"{stack_param}ServiceAccount"]["Default"] == value["name"] == account
+        assert output in template()["Outputs"]
+    # the RBAC for model pods is bound to the workers' account only
+    for binding in by_kind(docs)["RoleBinding"]:
+        assert [s["name"] for s in binding["subjects"]] == ["scorefleet-worker"]
 
 
 def test_warm_mode_adds_patch_to_the_roles(render):
@@ -465,7 +499,7 @@ def test_pods_are_locked_down_and_commands_match_the_entry_points(render):
         assert c["securityContext"]["allowPrivilegeEscalation"] is False
         assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
         assert pod["automountServiceAccountToken"] is (role == "worker")
-        assert pod["serviceAccountName"] == "scorefleet-worker"
+        assert pod["serviceAccountName"] == f"scorefleet-{role}"
     worker = one(docs, "Deployment", "-worker")["spec"]["template"]["spec"]
     assert worker["terminationGracePeriodSeconds"] == 3600
     (wc,) = worker["containers"]
@@ -503,6 +537,14 @@ def test_pdb_keeps_drains_to_one_worker_at_a_time(render):
         ({"image": {"repository": ""}}, "image.repository is required"),
         ({"queue": {"url": ""}}, "queue.url is required"),
         ({"serviceAccount": {"roleArn": ""}}, "serviceAccount.roleArn is required"),
+        (
+            {"flower": {"serviceAccount": {"roleArn": ""}}},
+            "flower.serviceAccount.roleArn is required: the FlowerRoleArn output",
+        ),
+        (
+            {"beat": {"serviceAccount": {"roleArn": ""}}},
+            "beat.serviceAccount.roleArn is required: the BeatRoleArn output",
+        ),
         ({"models": {"allowedImagePrefixes": []}}, "models.allowedImagePrefixes must list"),
         ({"flower": {"authSecret": ""}}, "flower.authSecret is required"),
         ({"queue": {"name": "other"}}, "is not the name of queue.url"),

@@ -35,6 +35,32 @@ app.kubernetes.io/component: {{ .component }}
 {{- .Values.serviceAccount.name | default "scorefleet-worker" -}}
 {{- end -}}
 
+{{- define "scorefleet.flowerServiceAccountName" -}}
+{{- .Values.flower.serviceAccount.name | default "scorefleet-flower" -}}
+{{- end -}}
+
+{{- define "scorefleet.beatServiceAccountName" -}}
+{{- .Values.beat.serviceAccount.name | default "scorefleet-beat" -}}
+{{- end -}}
+
+{{/* A ServiceAccount with its IRSA role:
+(dict "root" $ "sa" <values> "name" <name> "path" <values path> "output" <stack output> "automount" <bool>) */}}
+{{- define "scorefleet.serviceAccountDoc" -}}
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ .name }}
+  labels:
+    {{- include "scorefleet.labels" .root | nindent 4 }}
+  annotations:
+    eks.amazonaws.com/role-arn: {{ required (printf "%s.roleArn is required: the %s output of the AWS stack (IRSA)" .path .output) .sa.roleArn | quote }}
+    eks.amazonaws.com/sts-regional-endpoints: "true"
+    {{- with .sa.annotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+automountServiceAccountToken: {{ .automount }}
+{{- end -}}
+
 {{- define "scorefleet.image" -}}
 {{- $repo := required "image.repository is required: the registry path of the image built from this repository's Dockerfile" .Values.image.repository -}}
 {{- if .Values.image.digest -}}
