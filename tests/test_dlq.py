@@ -84,3 +84,14 @@ def test_redrive_needs_ids_or_all(moto_endpoint, bucket):
         check=False,
     )
     assert proc.returncode == 2 and "--all" in proc.stderr
+
+
+def test_listed_messages_cannot_write_to_the_operators_terminal():
+    """What `scorefleet dlq list` shows comes from whoever sent the message: control
+    characters (a screen clear, a forged line) are shown escaped."""
+    from workers.dlq import describe_body
+
+    job = {"bucket": "b", "key": "in/a.csv\x1b[2J\nall clear: 0 messages"}
+    task, _, subject = describe_body(celery_message("tasks.score\r", [job]))
+    assert "\x1b" not in subject and "\n" not in subject and "\r" not in task
+    assert subject == "s3://b/in/a.csv\\x1b[2J\\nall clear: 0 messages"

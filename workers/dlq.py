@@ -22,6 +22,7 @@ import boto3
 from botocore.config import Config
 
 from tasks.celeryconf import LATER_STEPS
+from tasks.logctx import escape
 from tasks.settings import Settings
 
 _RECEIVE_VISIBILITY = 60
@@ -54,7 +55,13 @@ def _url(sqs: Any, name_or_url: str) -> str:
 
 
 def describe_body(body: str) -> tuple[str, str, str]:
-    """(task name, task id, subject) of a Celery message body, best effort."""
+    """(task name, task id, subject) of a Celery message body, best effort, each on
+    one line: whoever sent the message chose them, and they go to a terminal."""
+    task, task_id, subject = _describe(body)
+    return escape(task), escape(task_id), escape(subject)
+
+
+def _describe(body: str) -> tuple[str, str, str]:
     try:
         envelope = json.loads(base64.b64decode(body, validate=True))
     except (binascii.Error, ValueError):
