@@ -82,6 +82,10 @@ def k8s_catalog(port: int) -> dict[str, Any]:
         if "{host}" not in entry["command"]:
             entry["command"] += " --host {host}"
         catalog[image] = {**entry, "port": port}
+        if image.startswith("scorefleet-examples/iris"):
+            # scikit-learn takes ~1.5 s to import on an idle machine, and more than the
+            # 4 s the e2e tests give the fake models when the whole suite shares 2 cores
+            catalog[image]["launch_timeout"] = 60
     for image in ("test/crashloop:1", "test/oom:1"):
         mode = "crash" if image == "test/crashloop:1" else "ok"
         catalog[image] = {"command": fake(mode)["command"] + " --host {host}", "port": port}
