@@ -5,8 +5,6 @@ process against moto and a fake model on 127.0.0.1."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -15,10 +13,12 @@ from typing import Any
 import pytest
 
 from tasks import s3io, steps
+from tasks.job import pipeline_id
 from tasks.ledger import staging_prefix
+from tasks.settings import ModelSpec
 from tests.conftest import FAKEMODEL, base_env, make_job
 from workers import heartbeat, runtime
-from workers.localstack import emulator_client, free_port, stop_process, wait_http
+from workers.localstack import emulator_client
 
 SOURCE = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(200))
 
@@ -31,19 +31,15 @@ def settle(monkeypatch, moto_endpoint, bucket, **extra):
 
 
 @pytest.fixture
-def model(request) -> Iterator[str]:
-    args = getattr(request, "param", ("--mode", "ok"))
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(FAKEMODEL), "--port", str(port), *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+def model(request, tmp_path, monkeypatch) -> Iterator[ModelSpec]:
+    """The test model, started by the local backend in claimed_job: a step takes its
+    model's URL from the backend's record of the run, never from the job."""
+    args = " ".join(getattr(request, "param", ("--mode", "ok")))
+    monkeypatch.setenv("SCOREFLEET_STATE_DIR", str(tmp_path / "state"))
+    yield ModelSpec(
+        image="test/ok:1", command=f"{{python}} {FAKEMODEL} --host {{host}} --port {{port}} {args}"
     )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/ping", 10)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_process(proc, grace=2)
+    runtime.backend().stop_all()  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -53,10 +49,14 @@ def clean_caches() -> Iterator[None]:
         cache.cache_clear()
 
 
-def claimed_job(s3: Any, bucket: str, run_id: str, endpoint: str):
-    etag = s3.put_object(Bucket=bucket, Key="in/a.csv", Body=SOURCE)["ETag"].strip('"')
-    job = make_job(run_id, bucket, etag=etag, size=len(SOURCE), endpoint=endpoint)
+def claimed_job(s3: Any, bucket: str, spec: ModelSpec, body: bytes = SOURCE):
+    """in/a.csv as its launch leaves it: claimed, its model started by the backend."""
+    etag = s3.put_object(Bucket=bucket, Key="in/a.csv", Body=body)["ETag"].strip('"')
+    run_id = pipeline_id(bucket, "in/a.csv", None, etag)  # its own (tasks.vouch)
+    job = make_job(run_id, bucket, etag=etag, size=len(body))
     assert runtime.ledger().claim(job, "launch-message", 300).value == "claimed"
+    ep = runtime.backend().launch(job, spec)
+    job.endpoint, job.handle = ep.url, ep.handle
     return job
 
 
@@ -72,7 +72,7 @@ def test_a_redelivery_leaves_a_live_writers_upload_alone(
     redelivery, and the file could end in .error although both were healthy."""
     settle(monkeypatch, moto_endpoint, bucket, SCOREFLEET_VISIBILITY_TIMEOUT="30")
     s3 = emulator_client("s3", moto_endpoint)
-    job = claimed_job(s3, bucket, "sf-00000000000000000d01", model)
+    job = claimed_job(s3, bucket, model)
     ledger, prefix = runtime.ledger(), staging_prefix(runtime.settings(), job.run_id)
     live, dead = prefix.join("live.scoreout.part"), prefix.join("dead.scoreout.part")
     ledger.register_writer(job, live.key, 3 * 3600)  # alive: its heartbeat renews this
@@ -126,9 +126,7 @@ def test_a_step_stops_cleanly_before_what_sqs_can_protect(
     )
     s3 = emulator_client("s3", moto_endpoint)
     big = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(20000))  # ~20 batches x 0.5 s
-    job = claimed_job(s3, bucket, "sf-00000000000000000d02", model)
-    s3.put_object(Bucket=bucket, Key="in/a.csv", Body=big)
-    job.etag = s3.head_object(Bucket=bucket, Key="in/a.csv")["ETag"].strip('"')
+    job = claimed_job(s3, bucket, model, big)
     monkeypatch.setattr(steps, "first_delivery", lambda task: True)
     tails = []
     monkeypatch.setattr(
