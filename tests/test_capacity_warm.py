@@ -38,13 +38,17 @@ def test_burst_with_one_live_model_and_warm_reuse(tmp_path):
     peak = 0
     stop = threading.Event()
 
+    workers = {p.popen.pid for p in stack.procs if p.name.startswith("worker")}
+
     def count_models() -> None:
         nonlocal peak
         while not stop.is_set():
+            # this stack's models only (its workers' children): a model another test
+            # left running on this machine is not one of them
             n = sum(
                 1
-                for p in psutil.process_iter(["cmdline"])
-                if str(FAKEMODEL) in " ".join(p.info["cmdline"] or [])
+                for p in psutil.process_iter(["cmdline", "ppid"])
+                if str(FAKEMODEL) in " ".join(p.info["cmdline"] or []) and p.info["ppid"] in workers
             )
             peak = max(peak, n)
             time.sleep(0.05)
