@@ -1,14 +1,16 @@
 """``scorefleet``: run the local stack, submit files, rerun them, check configuration.
 
 Commands other than ``up`` read their settings from the environment; when
-``SCOREFLEET_INPUT_URI`` is not set they load ``.scorefleet/stack.env``, which
-``scorefleet up`` writes, so they work against the local stack out of the box.
+``SCOREFLEET_INPUT_URI`` is not set they use the local stack running in this
+directory (``.scorefleet/stack.env``, see :mod:`workers.clienv`), so they work
+against it out of the box, and say so in one line when none is running.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -17,35 +19,12 @@ from typing import Any
 
 import click
 
-DEFAULT_STATE = Path(".scorefleet")
+from workers.clienv import DEFAULT_STATE, Group, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_env_file(path: Path) -> None:
-    """Apply ``export K=V`` lines (as written by ``scorefleet up``) to os.environ."""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line.startswith("export "):
-            continue
-        name, _, value = line[len("export ") :].partition("=")
-        os.environ.setdefault(name, shlex.split(value)[0] if value else "")
-
-
-def _settings(env_file: Path | None) -> Any:
-    from tasks.settings import ConfigError, load
-
-    candidate = env_file or DEFAULT_STATE / "stack.env"
-    if env_file or ("SCOREFLEET_INPUT_URI" not in os.environ and candidate.exists()):
-        if not candidate.exists():
-            raise click.ClickException(f"{candidate} does not exist")
-        _load_env_file(candidate)
-    try:
-        return load()
-    except ConfigError as exc:
-        hint = "" if candidate.exists() else "\n(start the local stack with `scorefleet up` first)"
-        raise click.ClickException(f"{exc}{hint}") from None
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Score files in S3 with containerized models: one model container per file."""
 
@@ -57,13 +36,19 @@ def main() -> None:
     type=click.Path(path_type=Path),
     default=DEFAULT_STATE,
     show_default=True,
-    help="logs, stack.env and model process records",
+    help="logs, stack.env and model process records; one stack per directory",
 )
 @click.option("--workers", default=1, show_default=True, help="Celery worker processes")
 @click.option("--concurrency", default=4, show_default=True, help="files in parallel per worker")
 @click.option("--port", default=0, help="port of the S3/SQS/SNS emulator (default: a free one)")
 @click.option("--flower-port", default=5555, show_default=True, help="0 picks a free port")
 @click.option("--no-flower", is_flag=True, help="do not start Flower")
+@click.option(
+    "--catalog",
+    "catalog_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="your own models: a JSON model catalog merged with the examples (README)",
+)
 @click.option("--demo", is_flag=True, help="drop examples/iris.csv in once the stack is up")
 @click.option("--exit-after-demo", is_flag=True, help="stop the stack once the demo file is done")
 def up(
@@ -73,16 +58,38 @@ def up(
     port: int,
     flower_port: int,
     no_flower: bool,
+    catalog_file: Path | None,
     demo: bool,
     exit_after_demo: bool,
 ) -> None:
-    """Run the whole system locally (emulated S3/SQS/SNS, Lambda bridge, worker, Flower).
+    """Run the whole system locally (emulated S3/SQS/SNS, Lambda bridge, worker, beat, Flower).
 
-    Ctrl-C stops every process it started.
+    Models: the examples, plus the entries of SCOREFLEET_MODEL_CATALOG and --catalog
+    (allowed to run, with SCOREFLEET_ALLOWED_IMAGE_PREFIXES). Ctrl-C (SIGINT) or
+    SIGTERM stops every process it started; so does any part that dies, with its error.
     """
-    from workers.localstack import LocalStack, free_port
+    from workers.localstack import LocalStack, PartFailed, free_port, local_models
+    from workers.stackstate import StackRunning
 
+    try:
+        catalog, prefixes = local_models(os.environ, catalog_file)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    stopping = False
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        if stopping:
+            return  # already stopping: let it finish
+        stopping = True
+        raise KeyboardInterrupt
+
+    # explicitly: a background job of a non-interactive shell (`make up &`) starts
+    # with SIGINT ignored, and Python then installs no handler of its own
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     if flower_port and not no_flower and not _port_free(flower_port):
+        click.echo(f"port {flower_port} is taken: Flower gets a free port")
         flower_port = free_port()
     stack = LocalStack(
         state_dir.resolve(),
@@ -91,38 +98,35 @@ def up(
         flower=not no_flower,
         moto_port=port,
         flower_port=flower_port,
+        catalog=catalog,
+        extra_env={"SCOREFLEET_ALLOWED_IMAGE_PREFIXES": prefixes},
     )
-    stopping = False
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        if stopping:
-            return
-        stopping = True
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
+    code, refused = 0, False
     try:
         click.echo("starting the local stack ...")
         stack.start()
-        stack.wait_worker_ready()
-        if stack.flower:
-            stack.wait_flower_ready()
-        _print_next_steps(stack)
+        _print_next_steps(stack, state_dir)
         if demo or exit_after_demo:
             ok = _run_demo(stack)
-            if exit_after_demo:
-                raise SystemExit(0 if ok else 1)
-        while True:
-            for p in stack.procs:
-                if p.popen.poll() is not None:
-                    raise click.ClickException(f"{p.name} exited unexpectedly; see {p.log_path}")
-            time.sleep(1)
+            code = 0 if ok or not exit_after_demo else 1
+        while not exit_after_demo:
+            stack.check()
+            time.sleep(0.5)
+    except StackRunning as exc:
+        refused = True
+        raise click.ClickException(str(exc)) from None
+    except PartFailed as exc:
+        click.echo(f"\nscorefleet up: {exc.part} {exc.detail}", err=True)
+        click.echo("stopping the local stack ...", err=True)
+        code = 1
     except KeyboardInterrupt:
         click.echo("\nstopping ...")
     finally:
+        stopping = True
         stack.stop()
-        click.echo("stopped every process the local stack started.")
+        if not refused:
+            click.echo("stopped every process the local stack started.")
+    raise SystemExit(code)
 
 
 def _port_free(port: int) -> bool:
@@ -136,28 +140,44 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _print_next_steps(stack: Any) -> None:
+def _shown(path: Path) -> str:
+    """``path`` as a shell word: relative to the current directory when inside it."""
+    try:
+        shown = str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        shown = str(path.resolve())
+    return shlex.quote(shown)
+
+
+def _print_next_steps(stack: Any, state_dir: Path) -> None:
     from workers.localstack import BUCKET, IRIS_IMAGE
 
-    env_file = stack.state_dir / "stack.env"
-    flower = f"http://127.0.0.1:{stack.flower_port}" if stack.flower else "(not started)"
+    bin_dir = Path(sys.executable).parent
+    iris = _shown(REPO / "examples" / "iris.csv")
+    flower = stack.flower_url or "(not started)"
+    src = f"s3://{BUCKET}/in/iris.csv"
+    tag = shlex.quote(f"model_image={IRIS_IMAGE}")
+    aws = shutil.which("aws", path=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    aws_lines = (
+        f"  aws s3api put-object --bucket {BUCKET} --key in/iris.csv --body {iris} "
+        f"--tagging {tag}\n"
+        f"  aws s3 cp s3://{BUCKET}/out/iris.csv.scoreout -\n"
+        if aws
+        else "  (the aws CLI is not installed here: `make up` installs it)\n"
+    )
+    rescore = shlex.quote(f'["{src}"]')
     click.echo(f"""
 scorefleet local stack is up.
   S3/SQS/SNS emulator  {stack.endpoint}
   input                s3://{BUCKET}/in/      outputs  s3://{BUCKET}/out/
   Flower               {flower}
-  logs                 {stack.state_dir / "logs"}
+  logs                 {_shown(state_dir / "logs")}
 
-Score a file (in another shell, from this directory):
-  scorefleet submit examples/iris.csv --model-image {IRIS_IMAGE} --wait 60
-or with the aws CLI:
-  source {env_file}
-  aws s3api put-object --bucket {BUCKET} --key in/iris.csv --body examples/iris.csv \\
-      --tagging 'model_image={IRIS_IMAGE}'
-  aws s3 cp s3://{BUCKET}/out/iris.csv.scoreout -
-Rerun a file:
-  source {env_file}; celery -A workers.app call tasks.rescore --args '["s3://{BUCKET}/in/iris.csv"]'
-  scorefleet rerun s3://{BUCKET}/in/iris.csv
+In another shell, from this directory (stack.env also puts scorefleet, celery and aws on PATH):
+  source {_shown(state_dir / "stack.env")}
+  scorefleet submit {iris} --model-image {IRIS_IMAGE} --wait 60
+{aws_lines}  scorefleet rerun {src} --wait 60
+  celery -A workers.app call tasks.rescore --args {rescore}
 
 Ctrl-C stops everything.
 """)
@@ -166,11 +186,16 @@ Ctrl-C stops everything.
 def _run_demo(stack: Any) -> bool:
     from workers.localstack import IRIS_IMAGE
 
-    demo_file = Path(__file__).resolve().parents[1] / "examples" / "iris.csv"
+    demo_file = REPO / "examples" / "iris.csv"
     click.echo(f"demo: submitting {demo_file.name} ...")
-    settings = _settings(stack.state_dir / "stack.env")
+    settings = load_settings(stack.state_dir / "stack.env")
     return _submit_and_wait(
-        settings, demo_file, f"demo/{demo_file.name}", {"model_image": IRIS_IMAGE}, wait=120
+        settings,
+        demo_file,
+        f"demo/{demo_file.name}",
+        {"model_image": IRIS_IMAGE},
+        wait=120,
+        alive=stack.check,
     )
 
 
@@ -193,7 +218,7 @@ def submit(
     env_file: Path | None,
 ) -> None:
     """Upload FILE to the input prefix with its tags (the notification does the rest)."""
-    settings = _settings(env_file)
+    settings = load_settings(env_file)
     tags = {"model_image": model_image, "k8s_cluster": cluster, "k8s_namespace": namespace}
     ok = _submit_and_wait(
         settings, file, key or file.name, {k: v for k, v in tags.items() if v}, wait=wait
@@ -203,14 +228,17 @@ def submit(
 
 
 def _submit_and_wait(
-    settings: Any, file: Path, rel_key: str, tags: dict[str, str], wait: int
+    settings: Any,
+    file: Path,
+    rel_key: str,
+    tags: dict[str, str],
+    wait: int,
+    alive: Any = None,
 ) -> bool:
-    from tasks import outcome, s3io
+    from tasks import s3io
 
     s3 = s3io.client(settings.aws_region)
     source = settings.input_uri.join(rel_key)
-    scoreout = outcome.scoreout_location(settings, source)
-    error = outcome.error_location(settings, source)
     started = time.time()
     s3.upload_file(
         str(file),
@@ -220,11 +248,25 @@ def _submit_and_wait(
     )
     shown = " ".join(f"{k}={v}" for k, v in tags.items())
     click.echo(f"uploaded {source}" + (f" (tags: {shown})" if tags else ""))
+    return _wait_for_outcome(settings, s3, source, started, wait, alive)
+
+
+def _wait_for_outcome(
+    settings: Any, s3: Any, source: Any, started: float, wait: int, alive: Any = None
+) -> bool:
+    """Wait up to ``wait`` seconds for the ``.scoreout`` or ``.error`` of ``source``
+    written after ``started``; print it (its first lines). True if scored."""
+    from tasks import outcome, s3io
+
+    scoreout = outcome.scoreout_location(settings, source)
+    error = outcome.error_location(settings, source)
     if not wait:
         click.echo(f"the outcome will be {scoreout} (or {error})")
         return True
     deadline = started + wait
     while time.time() < deadline:
+        if alive is not None:
+            alive()
         for dest, good in ((scoreout, True), (error, False)):
             meta = s3io.head(s3, dest)
             if meta and meta["LastModified"].timestamp() >= started - 1:
@@ -247,6 +289,7 @@ def _submit_and_wait(
 @click.option("--cluster", help="override k8s_cluster")
 @click.option("--namespace", help="override k8s_namespace")
 @click.option("--no-force", is_flag=True, help="skip the file if it was already scored")
+@click.option("--wait", default=0, help="seconds to wait for the outcome (0: do not wait)")
 @click.option("--env-file", type=click.Path(path_type=Path), help="export-style settings file")
 def rerun(
     uri: str,
@@ -254,15 +297,17 @@ def rerun(
     cluster: str | None,
     namespace: str | None,
     no_force: bool,
+    wait: int,
     env_file: Path | None,
 ) -> None:
     """Rerun a file: sends tasks.rescore, like `celery -A workers.app call tasks.rescore`."""
+    from tasks import s3io
     from tasks.celeryconf import make_app
     from tasks.s3uri import S3Uri
 
-    settings = _settings(env_file)
+    settings = load_settings(env_file)
     try:
-        S3Uri.parse(uri)
+        source = S3Uri.parse(uri)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="URI") from None
     app = make_app(settings)
@@ -272,10 +317,15 @@ def rerun(
         "k8s_namespace": namespace,
         "force": not no_force,
     }
+    started = time.time()
     result = app.send_task(
         "tasks.rescore", args=[uri], kwargs={k: v for k, v in kwargs.items() if v is not None}
     )
     click.echo(f"rerun requested: tasks.rescore[{result.id}] for {uri}")
+    if wait and not _wait_for_outcome(
+        settings, s3io.client(settings.aws_region), source, started, wait
+    ):
+        raise SystemExit(1)
 
 
 # ------------------------------------------------------------------------ dlq
@@ -291,7 +341,7 @@ def dlq_list(limit: int, env_file: Path | None) -> None:
     """Show the messages in the dead-letter queue (they stay there)."""
     from workers.dlq import DeadLetterQueue, age
 
-    letters = DeadLetterQueue(_settings(env_file)).peek(limit)
+    letters = DeadLetterQueue(load_settings(env_file)).peek(limit)
     if not letters:
         click.echo("the dead-letter queue is empty")
         return
@@ -313,7 +363,9 @@ def dlq_redrive(message_ids: tuple[str, ...], redrive_all: bool, env_file: Path 
 
     if not message_ids and not redrive_all:
         raise click.UsageError("give message ids (see `scorefleet dlq list`) or --all")
-    moved = DeadLetterQueue(_settings(env_file)).redrive(None if redrive_all else set(message_ids))
+    moved = DeadLetterQueue(load_settings(env_file)).redrive(
+        None if redrive_all else set(message_ids)
+    )
     for d in moved:
         click.echo(f"sent back {d.message_id} ({d.task} {d.subject})")
     missing = set(message_ids) - {d.message_id for d in moved}
@@ -334,7 +386,7 @@ def config(markdown: bool, env_file: Path | None) -> None:
     if markdown:
         click.echo(describe_markdown(), nl=False)
         return
-    settings = _settings(env_file)
+    settings = load_settings(env_file)
     for name, value in sorted(vars(settings).items()):
         click.echo(f"{name:24} {shown_setting(name, value)}")
 

@@ -6,7 +6,7 @@ machine, with the production code paths.
   queue with a dead-letter queue, and an S3 notification into an events queue;
 * a bridge that long-polls that queue and calls the real Lambda handler with the
   SQS event Lambda's event source mapping would send (honouring batchItemFailures);
-* a Celery worker (with embedded beat for the reaper) on the ``local`` backend;
+* a Celery worker on the ``local`` backend, and beat (the reaper, the sweeper);
 * Flower (docs/flower.md), events and remote control over the emulator's SNS;
   without FLOWER_BASIC_AUTH it runs unauthenticated on 127.0.0.1 only.
 
@@ -15,6 +15,7 @@ Everything it starts is stopped again by PID on exit; logs go to the state dir.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -23,7 +24,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -31,25 +31,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import psutil
+
+from workers.localaws import (
+    BUCKET,
+    CREDENTIALS,
+    DLQ,
+    EVENTS_QUEUE,
+    MAX_RECEIVE_COUNT,
+    QUEUE,
+    Bridge,
+    emulator_client,
+    provision,
+    start_moto,
+    wait_http,
+)
+from workers.stackstate import StateLock, remove_env_file, write_env_file
 
 log = logging.getLogger("scorefleet.local")
 
-REPO = Path(__file__).resolve().parents[1]
-IRIS_IMAGE = "scorefleet-examples/iris:1.0"
-BUCKET = "scorefleet-local"
-QUEUE = "scorefleet"
-EVENTS_QUEUE = "scorefleet-s3-events"
-DLQ = "scorefleet-dlq"
-MAX_RECEIVE_COUNT = 5
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-}
+__all__ = [
+    "BUCKET",
+    "CREDENTIALS",
+    "DLQ",
+    "EVENTS_QUEUE",
+    "MAX_RECEIVE_COUNT",
+    "QUEUE",
+    "Bridge",
+    "LocalStack",
+    "PartFailed",
+    "emulator_client",
+    "provision",
+    "start_moto",
+    "wait_http",
+]
 
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES_PREFIX = "scorefleet-examples/"
+IRIS_IMAGE = f"{EXAMPLES_PREFIX}iris:1.0"
 
 #: glibc malloc settings for workers: buffers of several MB are mmapped and
 #: returned to the OS when freed (instead of the dynamic threshold letting them
@@ -64,18 +83,52 @@ def free_port() -> int:
 
 
 def iris_catalog() -> dict[str, Any]:
+    """The example models, each under its exact image name: an image that has no
+    entry of its own (``scorefleet-examples/iris:2.0``) gets an ``.error`` saying
+    what to add, rather than being scored by another model."""
     serve = REPO / "examples" / "iris" / "serve.py"
     if not serve.exists():
         raise FileNotFoundError(
             f"{serve} not found: the local stack runs from a source checkout (pip install -e .)"
         )
     return {
-        "scorefleet-examples/iris*": {
+        IRIS_IMAGE: {
             "command": f"{{python}} {shlex.quote(str(serve))} --host {{host}} --port {{port}}",
             "response_header": True,
             "env": {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
         }
     }
+
+
+def local_models(
+    environ: Mapping[str, str], catalog_file: Path | None = None
+) -> tuple[dict[str, Any], str]:
+    """The local stack's model catalog and allowed image prefixes: the examples,
+    then the entries of ``SCOREFLEET_MODEL_CATALOG`` in ``environ`` (JSON or a
+    file), then those of ``catalog_file`` (later entries win); allowed are the
+    examples' prefix, ``SCOREFLEET_ALLOWED_IMAGE_PREFIXES`` and every image the
+    catalog names (on this machine the catalog says what may run). Raises
+    ValueError naming the source of a bad catalog."""
+    from tasks.settings import parse_model_catalog
+
+    catalog = iris_catalog()
+    sources = [
+        ("SCOREFLEET_MODEL_CATALOG", environ.get("SCOREFLEET_MODEL_CATALOG", "").strip()),
+        (f"--catalog {catalog_file}", str(catalog_file) if catalog_file else ""),
+    ]
+    for name, value in sources:
+        if value:
+            try:
+                catalog.update(parse_model_catalog(value))
+            except ValueError as exc:
+                raise ValueError(f"{name}: not a model catalog: {exc}") from None
+    prefixes = [EXAMPLES_PREFIX]
+    given = environ.get("SCOREFLEET_ALLOWED_IMAGE_PREFIXES", "")
+    for raw in [*given.split(","), *(k.removesuffix("*") for k in catalog)]:
+        prefix = raw.strip()
+        if prefix and not any(prefix.startswith(p) for p in prefixes):
+            prefixes.append(prefix)
+    return catalog, ",".join(prefixes)
 
 
 def stack_env(
@@ -96,7 +149,7 @@ def stack_env(
         "SCOREFLEET_INPUT_URI": f"s3://{BUCKET}/in/",
         "SCOREFLEET_OUTPUT_URI": f"s3://{BUCKET}/out/",
         "SCOREFLEET_STATE_URI": f"s3://{BUCKET}/scorefleet-state/",
-        "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": "scorefleet-examples/",
+        "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": EXAMPLES_PREFIX,
         "SCOREFLEET_DEFAULT_MODEL_IMAGE": IRIS_IMAGE,
         "SCOREFLEET_DEFAULT_K8S_CLUSTER": "local",
         "SCOREFLEET_DEFAULT_K8S_NAMESPACE": "scoring",
@@ -112,188 +165,25 @@ def stack_env(
     return env
 
 
-def wait_http(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback URL we built
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} did not come up within {timeout:g}s") from None
-            time.sleep(0.1)
-
-
-def start_moto(port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as out:
-        proc = subprocess.Popen(
-            # moto, with the versionId and sequencer real S3 notifications carry
-            [sys.executable, "-m", "workers.emulator", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    wait_http(f"http://127.0.0.1:{port}/moto-api/", 30)
-    return proc
-
-
-def emulator_client(service: Any, endpoint: str) -> Any:
-    """A boto3 client for the local emulator (its fixed test credentials)."""
-    return boto3.client(
-        service,
-        endpoint_url=endpoint,
-        region_name=CREDENTIALS["AWS_DEFAULT_REGION"],
-        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
-
-
-def provision(endpoint: str, visibility_timeout: int = 600) -> dict[str, str]:
-    """Bucket, queues (with DLQ) and the S3 -> events queue notification."""
-    s3 = emulator_client("s3", endpoint)
-    sqs = emulator_client("sqs", endpoint)
-    s3.create_bucket(Bucket=BUCKET)
-    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    dlq_url = sqs.create_queue(QueueName=DLQ)["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT})
-    task_attrs = {"VisibilityTimeout": str(visibility_timeout), "RedrivePolicy": redrive}
-    queue_url = sqs.create_queue(QueueName=QUEUE, Attributes=task_attrs)["QueueUrl"]
-    steps_url = sqs.create_queue(QueueName=f"{QUEUE}-steps", Attributes=task_attrs)["QueueUrl"]
-    events_url = sqs.create_queue(
-        QueueName=EVENTS_QUEUE, Attributes={"VisibilityTimeout": "60", "RedrivePolicy": redrive}
-    )["QueueUrl"]
-    events_arn = sqs.get_queue_attributes(QueueUrl=events_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    s3.put_bucket_notification_configuration(
-        Bucket=BUCKET,
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {
-                    "Id": "scorefleet-input",
-                    "QueueArn": events_arn,
-                    "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "in/"}]}},
-                }
-            ]
-        },
-    )
-    return {
-        "queue_url": queue_url,
-        "steps_url": steps_url,
-        "events_url": events_url,
-        "dlq_url": dlq_url,
-    }
-
-
-class Bridge(threading.Thread):
-    """Plays Lambda's SQS event source mapping: long-poll the S3 events queue, call
-    ``lambda_enqueue.handler.handler`` with up to 10 records, delete the records it
-    did not report in ``batchItemFailures``. Like the mapping, it runs several
-    pollers at once (``concurrency``), each with its own Lambda runtime, as separate
-    Lambda containers would."""
-
-    def __init__(
-        self, endpoint: str, queue_url: str, env: Mapping[str, str], concurrency: int = 4
-    ) -> None:
-        super().__init__(daemon=True, name="s3-lambda-bridge")
-        self.concurrency = concurrency
-        self._count_lock = threading.Lock()
-        self.sqs = emulator_client("sqs", endpoint)
-        self.endpoint = endpoint
-        self.env = dict(env)
-        self.queue_url = queue_url
-        self.stopping = threading.Event()
-        self.invocations = 0
-        self.errors = 0
-
-    def lambda_runtime(self) -> Any:
-        """The Lambda's runtime, configured from the stack's environment (not from
-        this process's), with clients pointed at the emulator."""
-        from lambda_enqueue.handler import Runtime
-        from tasks.celeryconf import make_app
-        from tasks.settings import load
-
-        settings = load(self.env)
-        return Runtime(settings, emulator_client("s3", self.endpoint), make_app(settings))
-
-    def run(self) -> None:
-        from lambda_enqueue.handler import setup_logging
-        from tasks.settings import load
-
-        setup_logging(load(self.env).log_level)
-        pollers = [
-            threading.Thread(target=self._poll_loop, daemon=True, name=f"s3-lambda-bridge-{i}")
-            for i in range(1, self.concurrency)
-        ]
-        for t in pollers:
-            t.start()
-        self._poll_loop()
-        for t in pollers:
-            t.join(timeout=5)
-
-    def _poll_loop(self) -> None:
-        from lambda_enqueue.handler import handle
-
-        rt = self.lambda_runtime()  # one per poller: a Lambda container each
-        while not self.stopping.is_set():
-            try:
-                self.poll_once(lambda event, _ctx: handle(event, rt), wait=1)
-            except Exception:
-                with self._count_lock:
-                    self.errors += 1
-                log.exception("bridge: invocation failed; SQS will deliver the records again")
-                self.stopping.wait(1)
-
-    def poll_once(self, handler: Any, wait: int = 1) -> int:
-        resp = self.sqs.receive_message(
-            QueueUrl=self.queue_url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=wait,
-            AttributeNames=["All"],
-        )
-        messages = resp.get("Messages", [])
-        if not messages:
-            return 0
-        event = {"Records": [_sqs_record(m, self.queue_url) for m in messages]}
-        result = handler(event, None) or {}
-        with self._count_lock:
-            self.invocations += 1
-        failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
-        done = [m for m in messages if m["MessageId"] not in failed]
-        if done:
-            self.sqs.delete_message_batch(
-                QueueUrl=self.queue_url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)
-                ],
-            )
-        return len(messages)
-
-
-def _sqs_record(m: Mapping[str, Any], queue_url: str) -> dict[str, Any]:
-    return {
-        "messageId": m["MessageId"],
-        "receiptHandle": m["ReceiptHandle"],
-        "body": m["Body"],
-        "attributes": m.get("Attributes", {}),
-        "messageAttributes": m.get("MessageAttributes", {}),
-        "md5OfBody": m.get("MD5OfBody"),
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:" + queue_url.rsplit("/", 1)[1],
-        "awsRegion": "us-east-1",
-    }
-
-
 @dataclass
 class Proc:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    log_offset: int = 0  # where this process's lines start in its log
+
+
+class PartFailed(RuntimeError):
+    """A part of the local stack died or did not come up; says which and why."""
+
+    def __init__(self, part: str, detail: str) -> None:
+        super().__init__(f"{part} {detail}")
+        self.part = part
+        self.detail = detail
+
+
+#: Last lines of a dead part's log shown with its error.
+ERROR_LOG_LINES = 15
 
 
 @dataclass
@@ -313,22 +203,38 @@ class LocalStack:
     env: dict[str, str] = field(default_factory=dict)
     urls: dict[str, str] = field(default_factory=dict)
     bridge: Bridge | None = None
+    lock: StateLock | None = None
+    _started: bool = False
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.moto_port}"
 
-    def start(self) -> LocalStack:
-        """Start everything; if any part fails, stop what was started and re-raise."""
+    @property
+    def flower_url(self) -> str:
+        return f"http://127.0.0.1:{self.flower_port}" if self.flower else ""
+
+    def start(self, timeout: float = 120) -> LocalStack:
+        """Start every part and wait until each one works (:meth:`wait_ready`); if
+        any part fails, stop what was started and raise (:class:`PartFailed`, or
+        :class:`~workers.stackstate.StackRunning` if the state directory is taken)."""
+        self.lock = StateLock(self.state_dir)
+        self.lock.acquire()  # before anything else: nothing of another stack is touched
+        self._started = True
         try:
-            return self._start()
+            self._start()
+            self.wait_ready(timeout)
         except BaseException:
             self.stop()
             raise
+        self.lock.record(endpoint=self.endpoint, flower=self.flower_url)
+        return self
 
-    def _start(self) -> LocalStack:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / "logs").mkdir(exist_ok=True)
+    def _start(self) -> None:
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        # a new stack's emulator is empty: Flower must not show an earlier stack's tasks
+        for old in self.state_dir.glob(f"{FLOWER_DB}*"):
+            old.unlink()
         self.moto_port = self.moto_port or free_port()
         moto = start_moto(self.moto_port, self.state_dir / "logs" / "moto.log")
         self.procs.append(Proc("moto", moto, self.state_dir / "logs" / "moto.log"))
@@ -347,11 +253,17 @@ class LocalStack:
         self.write_env_file()
         for i in range(self.workers):
             self.start_worker(i)
+        if self.beat:
+            self.start_beat()
         if self.flower:
             self.start_flower()
-        self.bridge = Bridge(self.endpoint, self.urls["events_url"], self.env)
+        self.bridge = Bridge(
+            self.endpoint,
+            self.urls["events_url"],
+            self.env,
+            log_path=self.state_dir / "logs" / "bridge.log",
+        )
         self.bridge.start()
-        return self
 
     def start_worker(self, i: int) -> Proc:
         args = [
@@ -370,12 +282,17 @@ class LocalStack:
             "--heartbeat-interval",
             "10",
         ]
-        if self.beat and i == 0:
-            args += ["-B", "-s", str(self.state_dir / "celerybeat-schedule")]
         return self._spawn(f"worker{i}", args)
 
+    def start_beat(self) -> Proc:
+        """``celery beat`` (the reaper and the monitor-queue sweeper), a process of its
+        own as in the Helm chart, so that it is supervised like every other part."""
+        schedule = self.state_dir / "celerybeat-schedule"
+        return self._spawn("beat", ["beat", "-l", "INFO", "-s", str(schedule)])
+
     def start_flower(self) -> Proc:
-        """``celery -A workers.app flower`` on 127.0.0.1, its state kept across restarts."""
+        """``celery -A workers.app flower`` on 127.0.0.1; its state is kept across
+        restarts of Flower within this stack (and dropped when the stack starts)."""
         self.flower_port = self.flower_port or free_port()
         return self._spawn(
             "flower",
@@ -384,7 +301,7 @@ class LocalStack:
                 f"--port={self.flower_port}",
                 "--address=127.0.0.1",
                 "--persistent=True",
-                f"--db={self.state_dir / 'flower-state'}",
+                f"--db={self.state_dir / FLOWER_DB}",
                 "--state_save_interval=60000",
             ],
         )
@@ -394,16 +311,8 @@ class LocalStack:
         for p in [p for p in self.procs if p.name == f"worker{i}"]:
             stop_process(p.popen, grace=30)
             self.procs.remove(p)
-        log_path = self.state_dir / "logs" / f"worker{i}.log"
-        offset = log_path.stat().st_size if log_path.exists() else 0
         proc = self.start_worker(i)
-        deadline = time.monotonic() + timeout
-        while b" ready." not in log_path.read_bytes()[offset:]:
-            if proc.popen.poll() is not None:
-                raise RuntimeError(f"{proc.name} exited; see {log_path}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{proc.name} not ready after {timeout:g}s; see {log_path}")
-            time.sleep(0.1)
+        self._wait_for(proc.name, lambda: self._logged(proc, READY_LINE[proc.name[:6]]), timeout)
         return proc
 
     def stop_flower(self) -> None:
@@ -411,29 +320,85 @@ class LocalStack:
             stop_process(p.popen, grace=10)
             self.procs.remove(p)
 
+    # ---------------------------------------------------------------- health
+    def wait_ready(self, timeout: float = 120) -> None:
+        """Until every part works: workers and beat say so in their logs, Flower
+        serves HTTP and has subscribed to events, each bridge poller has polled
+        SQS once. Raises :class:`PartFailed` as soon as a part dies."""
+        pending: dict[str, Any] = {}
+        for p in self.procs:
+            if p.name in ("moto",):
+                continue  # start_moto waited for its HTTP API
+            if p.name == "flower":
+                pending["flower"] = self._flower_ready
+            else:
+                pending[p.name] = functools.partial(self._logged, p, READY_LINE[p.name[:6]])
+        if self.bridge is not None:
+            pending["bridge"] = lambda: self.bridge is not None and self.bridge.ready
+        self._wait_for(", ".join(pending), lambda: _drain(pending), timeout)
+
+    def wait_worker_ready(self, timeout: float = 60) -> None:
+        self.wait_ready(timeout)
+
     def wait_flower_ready(self, timeout: float = 60) -> None:
         """Until Flower serves HTTP and its event queue is subscribed (events sent
         before that never reach it)."""
+        self._wait_for("flower", self._flower_ready, timeout)
+
+    def check(self) -> None:
+        """Raise :class:`PartFailed` if a part of the stack has died."""
+        for p in self.procs:
+            rc = p.popen.poll()
+            if rc is not None:
+                lines = _log_tail(p.log_path, p.log_offset, ERROR_LOG_LINES)
+                raise PartFailed(
+                    p.name,
+                    f"exited{_exit_text(rc)}; the end of {p.log_path}:\n{lines}",
+                )
+        if self.bridge is not None:
+            if self.bridge.failure:
+                raise PartFailed("the S3 -> Lambda bridge", self.bridge.failure)
+            if not self.bridge.is_alive() and not self.bridge.stopping.is_set():
+                raise PartFailed("the S3 -> Lambda bridge", "stopped")
+
+    def _wait_for(self, what: str, ready: Any, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check()
+            if ready():
+                return
+            if time.monotonic() > deadline:
+                raise PartFailed(what, f"not ready after {timeout:g}s; see {self.state_dir}/logs")
+            time.sleep(0.1)
+
+    def _logged(self, proc: Proc, needle: bytes) -> bool:
+        with proc.log_path.open("rb") as f:
+            f.seek(proc.log_offset)
+            return needle in f.read()
+
+    def _flower_ready(self) -> bool:
         from workers.monitor import namespace
 
-        deadline = time.monotonic() + timeout
-        wait_http(f"http://127.0.0.1:{self.flower_port}/healthcheck", timeout)
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - loopback URL we built
+                f"{self.flower_url}/healthcheck", timeout=1
+            ):
+                pass
+        except OSError:
+            return False
         sns = emulator_client("sns", self.endpoint)
         ns = namespace(QUEUE)
         topic = f"arn:aws:sns:{CREDENTIALS['AWS_REGION']}:123456789012:{ns}-events"
-        while time.monotonic() < deadline:
-            try:
-                subs = sns.list_subscriptions_by_topic(TopicArn=topic).get("Subscriptions", [])
-            except sns.exceptions.NotFoundException:
-                subs = []
-            if any(f":{ns}-ev-" in s.get("Endpoint", "") for s in subs):
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"Flower did not subscribe to events within {timeout:g}s")
+        try:
+            subs = sns.list_subscriptions_by_topic(TopicArn=topic).get("Subscriptions", [])
+        except sns.exceptions.NotFoundException:
+            return False
+        return any(f":{ns}-ev-" in s.get("Endpoint", "") for s in subs)
 
     def _spawn(self, name: str, celery_args: list[str]) -> Proc:
         path = self.state_dir / "logs" / f"{name}.log"
         with path.open("ab") as out:
+            offset = out.tell()
             popen = subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "workers.app", *celery_args],
                 stdout=out,
@@ -442,45 +407,69 @@ class LocalStack:
                 env={**os.environ, **self.env},
                 start_new_session=True,
             )
-        proc = Proc(name, popen, path)
+        proc = Proc(name, popen, path, offset)
         self.procs.append(proc)
         return proc
 
     def write_env_file(self) -> Path:
-        path = self.state_dir / "stack.env"
-        lines = [f"export {k}={shlex.quote(v)}" for k, v in sorted(self.env.items())]
-        path.write_text("\n".join(lines) + "\n")
-        return path
-
-    def wait_worker_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        for p in self.procs:
-            if not p.name.startswith("worker"):
-                continue
-            while b" ready." not in p.log_path.read_bytes():
-                if p.popen.poll() is not None:
-                    raise RuntimeError(f"{p.name} exited; see {p.log_path}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{p.name} not ready after {timeout:g}s; see {p.log_path}")
-                time.sleep(0.1)
+        return write_env_file(self.state_dir, self.env, Path(sys.executable).parent)
 
     def stop(self) -> None:
+        """Stop everything this stack started (nothing if it never started: the
+        state directory may be another stack's)."""
+        if not self._started:
+            return
         if self.bridge is not None:
-            self.bridge.stopping.set()
-            self.bridge.join(timeout=5)
+            self.bridge.close()
         # workers first (warm shutdown finishes running steps), moto last
         for p in sorted(self.procs, key=lambda p: p.name == "moto"):
-            stop_process(p.popen, grace=10 if p.name == "flower" else 30)
+            stop_process(p.popen, grace=10 if p.name in ("flower", "beat") else 30)
         self.procs.clear()
         from workers.backends.local import LocalBackend
 
         LocalBackend(self.state_dir, 1).stop_all()
+        remove_env_file(self.state_dir)
+        if self.lock is not None:
+            self.lock.release()
+        self._started = False
 
     def __enter__(self) -> LocalStack:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+#: Flower's state file in the state directory (Flower's --db).
+FLOWER_DB = "flower-state"
+#: The log line that says a process is ready, by the start of its part's name.
+READY_LINE = {"worker": b" ready.", "beat": b"beat: Starting..."}
+
+
+def _drain(pending: dict[str, Any]) -> bool:
+    """Drop the parts that are ready now; True when none is left."""
+    for name, ready in list(pending.items()):
+        if ready():
+            del pending[name]
+    return not pending
+
+
+def _log_tail(path: Path, offset: int, lines: int) -> str:
+    """The last ``lines`` lines a process wrote to its log (from ``offset`` on)."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(offset, size - 64 * 1024))
+            text = f.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _exit_text(rc: int) -> str:
+    if rc < 0:
+        return f" on signal {signal.Signals(-rc).name}"
+    return f" with code {rc}"
 
 
 def stop_process(popen: subprocess.Popen[bytes], grace: float = 20.0) -> None:
