@@ -42,6 +42,7 @@ from tasks.ledger import Claim, Publication, Record, staging_location, staging_p
 from tasks.s3uri import S3Uri
 from tasks.submission import identity_of, job_for_object, validate
 from workers import compression, runtime
+from workers.firstbytes import preflight
 from workers.heartbeat import Heartbeat
 from workers.protocol import InvocationsClient
 from workers.scoring import score_stream
@@ -237,6 +238,17 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
         j.claim_owner = owner  # kept if the launch has to wait its turn
         validate(s, j)
         spec = s.model_spec(j.model_image)
+        # an empty, header-only or binary file fails here, before any container starts
+        preflight(
+            runtime.s3(),
+            j.source,
+            j.version_id,
+            j.etag,
+            max_bytes=s.max_payload_bytes,
+            header_mode=s.csv_header,
+            send_header=spec.send_header,
+            limits=compression.Limits(s.max_expanded_bytes, s.max_expansion_ratio),
+        )
         j.launch_started_at = j.launch_started_at or time.time()
         ep = runtime.backend().launch(j, spec)
         j.endpoint, j.handle, j.model_ready_at = ep.url, ep.handle, time.time()

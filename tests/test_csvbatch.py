@@ -88,7 +88,8 @@ def test_truncated_gzip_is_bad_input():
         (b"\n\r\n\n", "the file is empty"),
         (b"a,b,c\n", "header row but no data rows"),
         (b"a,b,c\n\n\n", "header row but no data rows"),
-        (b"a,b\n1,2\n3,\xff\xfe\n", "data row 2 is not valid UTF-8"),
+        (b"a,b\n1,2\n3,\xff\xfe\n", r"^data row 2 \(line 3\) is not valid UTF-8"),
+        (b"a,\xff\n1,2\n", r"^the header row \(line 1\) is not valid UTF-8"),
         (b'a,b\n1,2\n3,"never closed\n4,5\n', "quoted field that never ends"),
         (b"a,b\n1," + b"9" * 3000 + b"\n", "larger than the largest mini-batch"),
     ],
@@ -102,7 +103,7 @@ def test_bad_input(data, message):
 @given(
     rows=st.lists(
         st.lists(
-            st.text(alphabet=st.sampled_from('ab,"\n é1'), max_size=8), min_size=2, max_size=3
+            st.text(alphabet=st.sampled_from('ab,"\n é1'), max_size=8), min_size=2, max_size=2
         ),
         min_size=1,
         max_size=40,
@@ -128,3 +129,97 @@ def test_property_batches_reassemble_to_the_same_records(rows, max_bytes, chunk,
     assert records(b"".join(x.data for x in batches).decode()) == expected
     assert sum(x.rows for x in batches) == b.rows == len(expected)
     assert all(len(b.payload(x)) <= max_bytes for x in batches)
+
+
+# ------------------------------------------------- issue 12, item 8: row numbers
+def test_a_wrong_column_count_is_named_by_its_row_and_line_in_the_file():
+    """The issue's case at a smaller scale: a 5-field row deep in a file that spans
+    many mini-batches is named by its data row and line in the file, not by its
+    place in its mini-batch, and found by the batcher, not the model."""
+    rows = [f"{i}.1,{i}.2,{i}.3,{i}.4" for i in range(1, 2001)]
+    rows[1500 - 1] = "1,2,3,4,5"  # data row 1500, line 1501
+    data = ("a,b,c,d\n" + "\n".join(rows) + "\n").encode()
+    with pytest.raises(BadInput) as err:
+        run(data, max_bytes=2048, chunk=300)
+    assert str(err.value).startswith("data row 1500 (line 1501) has 5 fields, the header has 4"), (
+        err.value
+    )
+
+
+def test_row_and_line_numbers_count_blank_lines_and_quoted_newlines():
+    data = b'id,text\n\n1,"two\nlines"\n\n2,ok\n3,x,extra\n'
+    with pytest.raises(BadInput, match=r"^data row 3 \(line 7\) has 3 fields, the header has 2"):
+        run(data, max_bytes=1024)
+    without_header = b"1,2\n3,4\n5\n"
+    with pytest.raises(BadInput, match=r"^data row 3 has 1 fields, the first row has 2"):
+        run(without_header, max_bytes=1024)
+
+
+def test_batches_know_their_lines():
+    data = b"a,b\n\n1,2\n3,4\n\n5,6\n"
+    _, batches = run(data, max_bytes=1024)
+    (batch,) = batches
+    assert (batch.first_row, batch.last_row, batch.first_line, batch.last_line) == (1, 3, 3, 6)
+    assert batch.span == "data rows 1-3 (lines 3-6)"
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    n=st.integers(min_value=1, max_value=60),
+    bad=st.data(),
+    blanks=st.sets(st.integers(min_value=0, max_value=60)),
+    quoted=st.sets(st.integers(min_value=0, max_value=60)),
+    max_bytes=st.integers(min_value=60, max_value=300),
+)
+def test_property_the_first_bad_row_is_named_exactly(n, bad, blanks, quoted, max_bytes):
+    """Whatever the blank lines, quoted newlines and batch size: the error names the
+    first record with a wrong field count by its data row and its line."""
+    i_bad = bad.draw(st.integers(min_value=1, max_value=n))
+    lines, row_line = ["h1,h2"], {}
+    for i in range(1, n + 1):
+        if i in blanks:
+            lines.append("")
+        row_line[i] = sum(x.count("\n") + 1 for x in lines) + 1
+        value = f'"q\n{i}"' if i in quoted else str(i)
+        lines.append(f"{value},x,extra" if i == i_bad else f"{value},x")
+    data = ("\n".join(lines) + "\n").encode()
+    with pytest.raises(BadInput) as err:
+        run(data, max_bytes=max_bytes, chunk=17)
+    line = row_line[i_bad]
+    want = f"data row {i_bad}" + (f" (line {line})" if line != i_bad else "")
+    assert str(err.value).startswith(f"{want} has 3 fields, the header has 2"), (
+        str(err.value),
+        data,
+    )
+
+
+@pytest.mark.parametrize(
+    ("head", "needle"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "looks like a PNG image, not CSV"),
+        (b"PAR1\x15\x04\x15\x10\x15\x14L\x15\x02\x15\x00", "looks like a Parquet file"),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1\x00\x00", "old-style Microsoft Office file"),
+        (b"\xff\xfea\x00,\x00b\x00\n\x00", "UTF-16 text"),
+        (bytes(range(256)) * 4, "looks like binary data"),
+    ],
+)
+def test_binary_files_are_named_by_their_magic_bytes(head, needle):
+    with pytest.raises(BadInput, match=needle) as err:
+        run(head)
+    assert "data row" not in str(err.value)
+    # the same inside gzip: named by what it decompresses to
+    with pytest.raises(BadInput, match=needle):
+        run(gzip.compress(head))
+
+
+def test_an_excel_workbook_is_named_as_one():
+    from workers.firstbytes import excel_problem
+
+    head = b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00xl/workbook.xml"
+    assert "Excel workbook (.xlsx)" in (excel_problem(head) or "")
+    assert excel_problem(b"PK\x03\x04\x14\x00data.csv") is None  # a plain zip: compression's
+
+
+def test_text_that_starts_like_a_signature_is_still_csv():
+    b, _ = run(b"BMI,weight\n21.5,70\n")  # "BM" starts a bitmap, "MZ" an .exe
+    assert b.header == b"BMI,weight\n" and b.rows == 1

@@ -115,10 +115,12 @@ def bad_request(n, body):
 def test_4xx_is_permanent_and_quotes_the_model(server):
     client, calls = server
     with pytest.raises(
-        ModelError, match="rejected rows 11-12 with HTTP 400: row 2: expected 4"
+        ModelError, match="rejected data rows 11-12 with HTTP 400: row 2: expected 4"
     ) as err:
         client.invoke(b"h\n1\n2\n", 11, 2)
     assert not is_transient(err.value) and calls["n"] == 1
+    # the model's "row 2" is relative to its mini-batch: the message says where that starts
+    assert "its row 1 is data row 11 of the file" in str(err.value)
 
 
 def too_few(n, body):
@@ -128,7 +130,7 @@ def too_few(n, body):
 @pytest.mark.parametrize("server", [too_few], indirect=True)
 def test_wrong_row_count_is_permanent(server):
     client, _ = server
-    with pytest.raises(ModelError, match="answered 1 result rows for rows 1-2"):
+    with pytest.raises(ModelError, match="answered 1 result rows for data rows 1-2"):
         client.invoke(b"h\n1\n2\n", 1, 2)
 
 

@@ -25,16 +25,36 @@ BOM = b"\xef\xbb\xbf"
 _SNIFF_BYTES = 64 * 1024
 
 
+def where(row: int, line: int | None) -> str:
+    """``data row 7``, or ``data row 7 (line 9)`` when the line number differs."""
+    return f"data row {row}" + (f" (line {line})" if line is not None and line != row else "")
+
+
 @dataclass(frozen=True)
 class Batch:
     index: int  # 0-based batch number
     first_row: int  # 1-based number of its first data row in the file
     rows: int
     data: bytes  # the records, each ending with a newline; no header
+    first_line: int | None = None  # 1-based line of its first record in the file
+    last_line: int | None = None  # ... and of the end of its last record
 
     @property
     def last_row(self) -> int:
         return self.first_row + self.rows - 1
+
+    @property
+    def span(self) -> str:
+        """Its rows as a user reads them: ``data rows 5-9 (lines 6-12)``."""
+        if self.rows == 1:
+            return where(self.first_row, self.first_line)
+        text = f"data rows {self.first_row}-{self.last_row}"
+        if self.first_line is not None and (self.first_line, self.last_line) != (
+            self.first_row,
+            self.last_row,
+        ):
+            text += f" (lines {self.first_line}-{self.last_line})"
+        return text
 
 
 def take(buf: bytearray, n: int) -> bytes:
@@ -97,6 +117,8 @@ class CsvBatcher:
         self.send_header = send_header
         self.header: bytes | None = None  # the header record, with its newline
         self.rows = 0
+        self.lines = 0  # physical lines consumed so far (header and blank lines included)
+        self.fields: int | None = None  # fields per record: the header's, or the first row's
         self.bytes_in = 0  # bytes consumed from the (decompressed) stream so far
         self._buf = bytearray()
         self._eof = False
@@ -177,22 +199,69 @@ class CsvBatcher:
             start = nl + 1
         return out.getvalue(), kept
 
-    def _check_utf8(self, data: bytes, first_row: int) -> None:
+    def _check_utf8(self, data: bytes, first_row: int, first_line: int) -> None:
         try:
             data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            row = first_row + data.count(b"\n", 0, exc.start)
+            row, line = _position(data, exc.start, first_row, first_line)
             raise BadInput(
-                f"data row {row} is not valid UTF-8 (byte 0x{data[exc.start]:02x}); "
+                f"{where(row, line)} is not valid UTF-8 (byte 0x{data[exc.start]:02x}); "
                 "save the file as UTF-8 (CSV UTF-8 in spreadsheet programs)"
             ) from exc
 
+    # ----------------------------------------------------------------- fields
+    def _check_fields(self, data: bytes, raw: bytes, records: int, batch: Batch) -> None:
+        """Every record of ``data`` (``raw``: the same before blank lines were
+        dropped) has :attr:`fields` fields, or :class:`BadInput` names the first
+        record that has not."""
+        if self.fields is None:
+            self.fields = _field_count(data[: data.find(b"\n") + 1] or data)
+        if b'"' in data:  # commas outside quotes: every other piece between quotes
+            commas = sum(piece.count(b",") for piece in data.split(b'"')[::2])
+        else:
+            commas = data.count(b",")
+        if commas == (self.fields - 1) * records:
+            return
+        self._name_bad_record(raw, batch)
+
+    def _name_bad_record(self, raw: bytes, batch: Batch) -> None:
+        text = raw.decode("utf-8", errors="replace")
+        reader = csv.reader(io.StringIO(text, newline=""))
+        row, end = batch.first_row - 1, 0
+        first_line = batch.first_line or 1
+        leading = _leading_blank_lines(raw)
+        try:
+            for fields in reader:
+                start, end = end + 1, reader.line_num
+                if not fields or fields == [""]:
+                    continue  # a blank line
+                row += 1
+                if len(fields) != self.fields:
+                    what = "the header has" if self.header else "the first row has"
+                    line = first_line - leading + start - 1
+                    hint = ""
+                    if self.fields == 1 and any(sep in text for sep in (";", "\t", "|")):
+                        hint = " (is the file separated by ';', tabs or '|'? commas are expected)"
+                    raise BadInput(
+                        f"{where(row, line)} has {len(fields)} fields, {what} {self.fields}; "
+                        f"every row needs the same columns{hint}"
+                    )
+        except csv.Error:
+            return  # a quoting problem: reported where the batcher finds it
+
     # ------------------------------------------------------------------ header
     def _read_header(self) -> None:
+        from workers.firstbytes import binary_problem
+
         self._fill(_SNIFF_BYTES)
+        problem = binary_problem(bytes(self._buf[:_SNIFF_BYTES]))
+        if problem:
+            raise BadInput(problem)
         if self._buf.startswith(BOM):
             del self._buf[: len(BOM)]
         while self._buf and self._buf[0] in b"\r\n":  # leading blank lines
+            if self._buf[0] == 0x0A:
+                self.lines += 1
             del self._buf[:1]
             if not self._buf:
                 self._fill(_SNIFF_BYTES)
@@ -215,14 +284,24 @@ class CsvBatcher:
         else:
             has_header = detect_header(first, bytes(self._buf[:_SNIFF_BYTES]))
         if has_header:
-            self._check_utf8(first, 0)
+            try:
+                first.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BadInput(
+                    f"the header row (line {self.lines + 1}) is not valid UTF-8 (byte "
+                    f"0x{first[exc.start]:02x}); save the file as UTF-8 (CSV UTF-8 in "
+                    "spreadsheet programs)"
+                ) from exc
             self.header = first if first.endswith(b"\n") else first + b"\n"
+            self.fields = _field_count(self.header)
+            self.lines += first.count(b"\n")
             del self._buf[:cut]
 
     def _too_big_message(self, row: int) -> str:
         mb = self.max_bytes / (1024 * 1024)
+        line = self.lines + _leading_blank_lines(bytes(self._buf[:4096])) + 1
         return (
-            f"data row {row} (with the header) is larger than the largest mini-batch "
+            f"{where(row, line)} (with the header) is larger than the largest mini-batch "
             f"({mb:g} MB, SCOREFLEET_MAX_PAYLOAD_MB) or never ends (an unterminated quote?)"
         )
 
@@ -242,21 +321,34 @@ class CsvBatcher:
             if cut == 0:
                 if self._eof and len(self._buf) <= room:
                     if self._buf.count(b'"') % 2:
+                        line = self.lines + _leading_blank_lines(bytes(self._buf[:4096])) + 1
                         raise BadInput(
-                            f"data row {self.rows + 1} has a quoted field that never ends"
+                            f"{where(self.rows + 1, line)} has a quoted field that never ends"
                         )
                     self._buf += b"\n"  # last record without a newline
                     continue
                 raise BadInput(self._too_big_message(self.rows + 1))
-            data = take(self._buf, cut)
+            raw = data = take(self._buf, cut)
+            newlines = raw.count(b"\n")
+            first_line = self.lines + 1
+            self.lines += newlines
             if blank:
-                data, records = self._drop_blank(data)
+                data, records = self._drop_blank(raw)
                 if not records:
                     continue
             first_row = self.rows + 1
-            self._check_utf8(data, first_row)
+            self._check_utf8(raw, first_row, first_line)
+            batch = Batch(
+                index=index,
+                first_row=first_row,
+                rows=records,
+                data=data,
+                first_line=first_line + (_leading_blank_lines(raw) if blank else 0),
+                last_line=self.lines - (_trailing_blank_lines(raw) if blank else 0),
+            )
+            self._check_fields(data, raw, records, batch)
             self.rows += records
-            yield Batch(index=index, first_row=first_row, rows=records, data=data)
+            yield batch
             index += 1
         if self.rows == 0:
             raise BadInput(
@@ -270,3 +362,46 @@ class CsvBatcher:
         if self.header and self.send_header:
             return self.header + batch.data
         return batch.data
+
+
+def _field_count(record: bytes) -> int:
+    text = record.decode("utf-8", errors="replace").rstrip("\r\n")
+    try:
+        return len(next(csv.reader([text]), [""]))
+    except csv.Error:
+        return text.count(",") + 1
+
+
+def _leading_blank_lines(data: bytes) -> int:
+    stripped = data.lstrip(b"\r\n")
+    return data[: len(data) - len(stripped)].count(b"\n")
+
+
+def _trailing_blank_lines(data: bytes) -> int:
+    """Blank lines at the end of ``data`` (which ends with a record's newline)."""
+    stripped = data.rstrip(b"\r\n")
+    return max(0, data[len(stripped) :].count(b"\n") - 1)
+
+
+def _position(data: bytes, pos: int, first_row: int, first_line: int) -> tuple[int, int]:
+    """(data row, line) of byte ``pos`` of ``data``, whose first line is ``first_line``
+    and whose first record is data row ``first_row`` (blank lines skipped,
+    newlines inside quotes kept within their record)."""
+    row, line, start, in_quotes = first_row, first_line, 0, False
+    record_started = False
+    while True:
+        nl = data.find(b"\n", start)
+        if nl < 0 or nl >= pos:
+            return row, line
+        piece = data[start : nl + 1]
+        if not in_quotes and not piece.strip(b"\r\n"):
+            pass  # blank line
+        else:
+            record_started = True
+        if piece.count(b'"') % 2:
+            in_quotes = not in_quotes
+        if not in_quotes and record_started:
+            row += 1
+            record_started = False
+        line += 1
+        start = nl + 1

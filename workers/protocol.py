@@ -203,12 +203,13 @@ class InvocationsClient:
             return False
         return r.status == 200
 
-    def invoke(self, payload: bytes, first_row: int, rows: int) -> Answer:
-        """Score one mini-batch; retry transient failures a few times first."""
-        span = f"rows {first_row}-{first_row + rows - 1}"
+    def invoke(self, payload: bytes, first_row: int, rows: int, span: str | None = None) -> Answer:
+        """Score one mini-batch (``span``: its rows as the user numbers them, e.g.
+        ``data rows 5-9 (lines 6-10)``); retry transient failures a few times first."""
+        span = span or f"data rows {first_row}-{first_row + rows - 1}"
         for attempt in range(1, self.attempts + 1):
             try:
-                return self._invoke_once(payload, rows, span)
+                return self._invoke_once(payload, rows, span, first_row)
             except ModelUnavailable as exc:
                 if attempt == self.attempts:
                     raise
@@ -217,7 +218,7 @@ class InvocationsClient:
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
-    def _invoke_once(self, payload: bytes, rows: int, span: str) -> Answer:
+    def _invoke_once(self, payload: bytes, rows: int, span: str, first_row: int = 1) -> Answer:
         late = ModelUnavailable(
             f"the model did not finish its answer for {span} within {self.timeout:g}s "
             "(SCOREFLEET_MODEL_TIMEOUT, for the whole answer)"
@@ -234,7 +235,16 @@ class InvocationsClient:
         if status == 429 or status >= 500:
             raise ModelUnavailable(f"the model answered HTTP {status} for {span}: {_snippet(body)}")
         if status != 200:
-            raise ModelError(f"the model rejected {span} with HTTP {status}: {_snippet(body)}")
+            # the model numbers rows from the start of its mini-batch, not of the file
+            note = (
+                f" (the model counts rows from the start of this mini-batch: its row 1 is "
+                f"data row {first_row} of the file)"
+                if first_row > 1
+                else ""
+            )
+            raise ModelError(
+                f"the model rejected {span} with HTTP {status}: {_snippet(body)}{note}"
+            )
         fmt = self._format(ctype, span)
         if fmt == "json":
             try:

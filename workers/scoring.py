@@ -88,7 +88,13 @@ def score_stream(
         for batch in batcher:
             # Only the payload goes to the pool; the batch's bytes are freed once sent.
             pending.append(
-                pool.submit(client.invoke, batcher.payload(batch), batch.first_row, batch.rows)
+                pool.submit(
+                    client.invoke,
+                    batcher.payload(batch),
+                    batch.first_row,
+                    batch.rows,
+                    batch.span,
+                )
             )
             del batch
             if len(pending) >= max_in_flight:
