@@ -500,13 +500,22 @@ class _Reader:
             return None
 
     def number(self, name: str, lo: float, hi: float, *, integer: bool = True) -> Any:
+        kind = "an integer" if integer else "a number"
+
         def parse(v: str) -> float:
             n = int(v) if integer else float(v)
             if not lo <= n <= hi:
-                raise ValueError(f"allowed range {lo:g}..{hi:g}")
+                raise _OutOfRange(f"allowed range {lo:g}..{hi:g}")
             return n
 
-        return self.convert(name, parse, "an integer" if integer else "a number")
+        value = self.raw(name)
+        try:
+            return parse(value)
+        except _OutOfRange as exc:
+            self.problems.append(f"{PREFIX}{name}={value!r} is out of range ({exc})")
+        except ValueError as exc:
+            self.problems.append(f"{PREFIX}{name}={value!r} is not {kind} ({exc})")
+        return None
 
     def uri(self, name: str, default: S3Uri | None = None) -> S3Uri | None:
         value = self.raw(name)
@@ -527,6 +536,10 @@ def _gb(n: float | None) -> int | None:
     return None if n is None else int(n * 1e9)
 
 
+class _OutOfRange(ValueError):
+    pass
+
+
 def _bool(value: str) -> bool:
     v = value.lower()
     if v in {"1", "true", "yes", "on"}:
@@ -543,6 +556,12 @@ def _choice(*options: str) -> Callable[[str], str]:
         return value.lower()
 
     return parse
+
+
+def parse_model_catalog(value: str) -> dict[str, dict[str, Any]]:
+    """A model catalog (JSON, or the path of a JSON file), checked as at start-up;
+    ValueError says what is wrong."""
+    return _catalog(value)
 
 
 def _catalog(value: str) -> dict[str, dict[str, Any]]:
@@ -910,12 +929,20 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         )
     if input_uri and output_uri:
         written = (("OUTPUT_URI", output_uri), ("ERROR_URI", error_uri), ("STATE_URI", state_uri))
+        output_overlaps = False
         for name, other in written:
-            if other and (input_uri.contains(other) or other.contains(input_uri)):
-                r.problems.append(
-                    f"{PREFIX}{name}={other} overlaps {PREFIX}INPUT_URI={input_uri}: "
-                    "outputs written there would be scored again"
-                )
+            if not other or not (input_uri.contains(other) or other.contains(input_uri)):
+                continue
+            given = bool(env.get(PREFIX + name, "").strip())
+            if name == "OUTPUT_URI":
+                output_overlaps = True
+            elif not given and output_overlaps:
+                continue  # its default comes from OUTPUT_URI, already reported
+            default = "" if given else " (its default, from OUTPUT_URI: set it)"
+            r.problems.append(
+                f"{PREFIX}{name}={other}{default} overlaps {PREFIX}INPUT_URI={input_uri}: "
+                "outputs written there would be scored again"
+            )
 
     if settings_kwargs["k8s_tolerations"] is not None:
         settings_kwargs["k8s_tolerations"] = tuple(settings_kwargs["k8s_tolerations"])

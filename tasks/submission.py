@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,18 @@ from tasks.job import Job, pipeline_id
 from tasks.s3io import S3Client, error_code, read_tags
 from tasks.s3uri import S3Uri
 from tasks.settings import CLUSTER_NAME, DNS1123_LABEL, Settings
+
+#: The tags the pipeline reads (read_tags maps the older names onto these).
+USED_TAGS = ("model_image", "k8s_cluster", "k8s_namespace")
+
+#: Under "scorefleet": the Lambda's own log configuration covers it.
+log = logging.getLogger("scorefleet.submission")
+
+
+def unused_tags(tags: Mapping[str, str]) -> list[str]:
+    """Names of the tags scorefleet does not use (the older tool's
+    ``k8singressurl``, a team's own labels)."""
+    return sorted(k for k in tags if k not in USED_TAGS)
 
 
 @dataclass(frozen=True)
@@ -151,6 +164,15 @@ def job_for_object(
 ) -> Job:
     """Read the upload's tags and build its job (overrides win over tags)."""
     tags = read_tags(s3, source.bucket, source.key, identity.version_id)
+    ignored = unused_tags(tags)
+    if ignored:
+        log.info(
+            "ignoring tag%s %s of %s: not used by scorefleet (it reads %s)",
+            "s" if len(ignored) > 1 else "",
+            ", ".join(ignored),
+            source,
+            ", ".join(USED_TAGS),
+        )
     tags.update({k: v for k, v in (overrides or {}).items() if v})
     return build_job(
         settings,

@@ -50,6 +50,17 @@ SCENARIOS: dict[str, tuple[bytes, dict[str, str] | None]] = {
     "unterminated-quote.csv": (b'a,b\n1,"oops\n2,3\n', {"model_image": "test/ok:1"}),
     "latin1.csv": ("a,b\n1,caf\xe9\n".encode("latin-1"), {"model_image": "test/ok:1"}),
     "big.csv": (numeric_csv(BIG_ROWS), {"model_image": "test/ok:1"}),
+    # issue 12: an image the catalog has no exact entry for; a PNG; a tag nobody reads
+    "iris-2.0.csv": (IRIS, {"model_image": "scorefleet-examples/iris:2.0"}),
+    "picture.csv": (
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(200),
+        {"model_image": "test/ok:1"},
+    ),
+    "ingress-tag.csv": (numeric_csv(3), {"model_image": "test/ok:1", "k8singressurl": "http://x"}),
+    "ragged.csv": (
+        numeric_csv(BIG_ROWS).replace(b"\n15000,", b"\n15000,1,", 1),
+        {"model_image": "test/ok:1"},
+    ),
 }
 
 
@@ -112,8 +123,53 @@ def test_disallowed_image_is_rejected_by_the_lambda(outcomes, dropped):
     expect_error(outcomes, "disallowed.csv", "enqueue", "evil/miner:1", "not allowed")
 
 
+def models_started(stack, key: str) -> int:
+    """How many model processes the worker started for in/<key>."""
+    log = (stack.state_dir / "logs" / "worker0.log").read_text()
+    return sum(1 for line in log.splitlines() if f"/in/{key}]" in line and "started model" in line)
+
+
 def test_unknown_image(outcomes, dropped):
-    expect_error(outcomes, "unknown-image.csv", "launch", "no local command is configured")
+    expect_error(outcomes, "unknown-image.csv", "launch", "no model command for image")
+
+
+def test_an_image_without_its_own_catalog_entry_is_not_scored_by_another(outcomes, dropped, stack):
+    """Issue 12, item 7: `iris:2.0` does not exist; the example catalog lists
+    `iris:1.0` exactly, so the file gets an .error saying what to add, and no model
+    (least of all iris 1.0) is started for it."""
+    text = expect_error(
+        outcomes,
+        "iris-2.0.csv",
+        "launch",
+        "no model command for image 'scorefleet-examples/iris:2.0'",
+        '"scorefleet-examples/iris:2.0": {"command": "',
+        "--catalog FILE",
+    )
+    assert "Rejected" not in text
+    assert models_started(stack, "iris-2.0.csv") == 0
+
+
+def test_a_tag_the_pipeline_does_not_use_is_logged_once(outcomes, dropped, stack):
+    suffix, _, _ = outcomes.wait("ingress-tag.csv")
+    assert suffix == ".scoreout"
+    log = (stack.state_dir / "logs" / "bridge.log").read_text()
+    lines = [
+        line for line in log.splitlines() if "in/ingress-tag.csv" in line and "ignoring" in line
+    ]
+    assert len(lines) == 1, lines
+    assert "ignoring tag k8singressurl of s3://" in lines[0]
+    assert "not used by scorefleet" in lines[0] and "http://x" not in lines[0]
+
+
+def test_a_wrong_column_count_is_named_by_data_row_and_line(outcomes, dropped):
+    """Issue 12, item 8: a row with an extra field deep in a file scored in several
+    mini-batches is named by its data row and line in the whole file."""
+    expect_error(
+        outcomes,
+        "ragged.csv",
+        "score",
+        "data row 15001 (line 15002) has 4 fields, the header has 3",
+    )
 
 
 def test_model_that_crashes_at_start(outcomes, dropped):
@@ -161,7 +217,9 @@ def test_retries_are_bounded_then_error(outcomes, dropped):
 
 
 def test_too_few_rows_publishes_nothing(outcomes, dropped):
-    expect_error(outcomes, "few-rows.csv", "score", "answered 4 result rows for rows 1-5")
+    expect_error(
+        outcomes, "few-rows.csv", "score", "answered 4 result rows for data rows 1-5 (lines 2-6)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -169,12 +227,17 @@ def test_too_few_rows_publishes_nothing(outcomes, dropped):
     [
         ("empty.csv", "the file is empty"),
         ("header-only.csv", "header row but no data rows"),
-        ("unterminated-quote.csv", "quoted field that never ends"),
-        ("latin1.csv", "data row 1 is not valid UTF-8"),
+        ("picture.csv", "the file looks like a PNG image, not CSV"),
+        ("unterminated-quote.csv", "data row 1 (line 2) has a quoted field that never ends"),
+        ("latin1.csv", "data row 1 (line 2) is not valid UTF-8"),
     ],
 )
-def test_bad_input(outcomes, dropped, key, needle):
-    expect_error(outcomes, key, "score", needle)
+def test_bad_input_gets_its_error_before_any_model_starts(outcomes, dropped, stack, key, needle):
+    """Issue 12, item 9: the launch looks at the file's first bytes (the whole file,
+    when it is that small) before it starts a container."""
+    text = expect_error(outcomes, key, "launch", needle)
+    assert "data row 0" not in text
+    assert models_started(stack, key) == 0
 
 
 def test_big_file_in_many_mini_batches(outcomes, dropped):

@@ -162,8 +162,11 @@ class LocalBackend:
             self._remove(job.run_id)  # a dead one from an earlier attempt
         if not spec.command:
             raise ModelError(
-                f"no local command is configured for image {spec.image!r}: "
-                "add it to SCOREFLEET_MODEL_CATALOG"
+                f"no model command for image {spec.image!r} on this machine: the model "
+                "catalog (SCOREFLEET_MODEL_CATALOG; `scorefleet up --catalog FILE` on the local "
+                f'stack) has no entry for it. Add one, e.g. {{"{spec.image}": {{"command": '
+                '"<command that serves the model> --port {port}"}}, or tag the file with an '
+                "image the catalog lists"
             )
         if self.warm_idle > 0:
             self._expire_warm()
