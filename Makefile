@@ -1,24 +1,34 @@
 # Two entry points, both from a fresh clone:
-#   make up    installs into .venv and runs the local stack with a demo file
-#   make test  installs into .venv and runs lint, types and the whole test suite
+#   make up    installs the local stack into .venv (the lean `local` extra) and runs it
+#              with a demo file
+#   make test  installs the development toolchain into .venv (`dev`, which includes
+#              `local`) and runs lint, types and the whole test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+LOCAL  := $(VENV)/.installed-local
+DEV    := $(VENV)/.installed-dev
 
 .PHONY: install up test lint clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
+
+$(LOCAL): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[local]'
+	touch $(LOCAL)
+
+# dev includes local: a venv made by `make test` runs `make up` without installing
+$(DEV): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(DEV) $(LOCAL)
 
-install: $(STAMP)
+install: $(DEV)
 
-up: $(STAMP)
+up: $(LOCAL)
 	$(BIN)/scorefleet up --demo
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

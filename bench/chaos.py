@@ -135,7 +135,7 @@ class Chaos:
     def kill_worker(self) -> None:
         proc = self.rnd.choice(self._workers())
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.popen.pid, signal.SIGKILL)  # the worker and its beat, not the models
+            os.killpg(proc.popen.pid, signal.SIGKILL)  # the worker, not its models (own sessions)
         proc.popen.wait(timeout=10)
         self._note("worker kill -9", proc.name)
         self._restart(proc, 1.0)
