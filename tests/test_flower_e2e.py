@@ -104,10 +104,43 @@ def monitor_counts(stack: LocalStack) -> dict[str, int]:
     }
 
 
+#: A task that only an earlier stack in the same state directory ever saw.
+STALE_TASK = "sf-00000000000000000000-launch"
+
+
+def leave_an_earlier_stacks_flower_state(state_dir: Path) -> None:
+    """What Flower saved when an earlier stack stopped in ``state_dir`` (Flower's own
+    state class and file format): a task of a file the new emulator never had."""
+    import shelve
+
+    from flower.events import EventsState
+
+    state = EventsState(max_tasks_in_memory=100)
+    then = time.time() - 3600
+    state.event(
+        {
+            "type": "task-received",
+            "uuid": STALE_TASK,
+            "name": "tasks.launch",
+            "args": f"s3://{BUCKET}/in/earlier-run.csv",
+            "kwargs": "{}",
+            "hostname": "local0@earlier",
+            "timestamp": then,
+            "local_received": then,
+            "clock": 1,
+        }
+    )
+    with shelve.open(str(state_dir / "flower-state")) as db:
+        db["events"] = state
+        db["counter"] = dict(state.counter)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    state_dir = tmp_path_factory.mktemp("flower-stack")
+    leave_an_earlier_stacks_flower_state(state_dir)
     st = LocalStack(
-        tmp_path_factory.mktemp("flower-stack"),
+        state_dir,
         workers=1,
         concurrency=4,
         flower=True,
@@ -209,6 +242,33 @@ def test_every_step_of_every_file_with_its_state(stack, flower, scored):
     assert set(found) == {f"{bad}-launch", f"{bad}-upload", f"{bad}-teardown"}
     found = flower.json("/api/tasks?search=kwargs:model_image=test/ok:1")
     assert set(found) == {f"{good}-{s}" for s in STEPS}
+
+
+def test_a_new_stack_starts_flower_with_fresh_state(stack, flower, scored):
+    """Issue 12, item 12: the tasks an earlier stack's Flower saved in this state
+    directory are gone with that stack's emulator; a new stack shows only its own."""
+    flower.wait("all chain steps", chain_states_seen(flower, scored))
+    tasks = flower.tasks()
+    assert STALE_TASK not in tasks
+    assert not any("earlier-run.csv" in str(t.get("args")) for t in tasks.values())
+
+
+def test_the_broker_tab_shows_the_sqs_queues_and_their_depths(stack, flower):
+    """Issue 12, item 12: Flower's Broker tab on SQS lists the task queues and the
+    dead-letter queue with their depths (it said "'sqs' broker is not supported")."""
+    sqs = emulator_client("sqs", stack.endpoint)
+    dlq_url = sqs.get_queue_url(QueueName=f"{QUEUE}-dlq")["QueueUrl"]
+    sqs.send_message(QueueUrl=dlq_url, MessageBody="a dead letter for the depth to show")
+    status, page = flower.get("/broker")
+    text = page.decode()
+    assert status == 200 and "not supported" not in text, text[:2000]
+    api = flower.json("/api/queues/length")["active_queues"]
+    by_name = {q["name"]: q for q in api}
+    assert {QUEUE, f"{QUEUE}-steps", f"{QUEUE}-dlq"} <= set(by_name), api
+    assert by_name[f"{QUEUE}-dlq"]["messages"] >= 1
+    assert by_name[f"{QUEUE}-dlq"]["messages_ready"] >= 1
+    for name in (QUEUE, f"{QUEUE}-steps", f"{QUEUE}-dlq"):
+        assert f"<td>{name}</td>" in text
 
 
 def test_authentication_and_metrics(stack, flower, scored):
@@ -325,9 +385,24 @@ def test_tasks_page_in_headless_chromium(stack, flower, scored, tmp_path):
         assert shot.stat().st_size > 10_000
         if target := os.environ.get("SCOREFLEET_DOCS_SCREENSHOT"):
             shutil.copyfile(shot, target)
+        assert "earlier-run.csv" not in text  # a new stack: no tasks of an earlier one
         # search by file name, as an operator would
         browser.find_element(By.CSS_SELECTOR, "input[type=search]").send_keys("bad.csv")
         wait.until(lambda b: len(rows(b)) == 3 and all("in/bad.csv" in r for r in rows(b)))
+        # the Broker tab, from the navigation: the SQS queues with their depths
+        browser.find_element(By.LINK_TEXT, "Broker").click()
+        wait.until(lambda b: b.execute_script("return document.querySelector('#queue-table')"))
+        queue_rows = browser.execute_script(
+            "return Array.from(document.querySelectorAll('#queue-table tbody tr'))"
+            ".map(r => Array.from(r.cells).map(c => c.innerText.trim()))"
+        )
+        by_name = {r[0]: r for r in queue_rows}
+        assert {QUEUE, f"{QUEUE}-steps", f"{QUEUE}-dlq"} <= set(by_name), queue_rows
+        for name in (QUEUE, f"{QUEUE}-steps", f"{QUEUE}-dlq"):
+            messages, unacked, ready = by_name[name][1:4]
+            assert messages.isdigit() and unacked.isdigit() and ready.isdigit(), by_name[name]
+        assert "not supported" not in browser.page_source
+        browser.save_screenshot(str(tmp_path / "flower-broker.png"))
     finally:
         browser.quit()
     assert Path(tmp_path / "chromedriver.log").exists()

@@ -91,3 +91,42 @@ def test_celery_flower_refuses_to_start_unauthenticated(moto_endpoint, bucket):
     )
     assert proc.returncode != 0
     assert "refusing to start without authentication" in proc.stderr
+
+
+def test_the_broker_tab_reads_queue_depths_from_sqs(moto_endpoint, bucket, monkeypatch):
+    """Issue 12, item 12: Flower's Broker tab on SQS (its own code knows only RabbitMQ
+    and Redis): each queue with its waiting, in-flight and delayed messages."""
+    import asyncio
+
+    from workers.localstack import emulator_client
+
+    env = base_env(moto_endpoint, bucket)
+    settings = load(env)
+    sqs = emulator_client("sqs", moto_endpoint)
+    url = sqs.create_queue(QueueName=settings.queue)["QueueUrl"]
+    sqs.create_queue(QueueName=settings.dead_letter_queue)
+    for _ in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody="x")
+    sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=60)
+    sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1)
+    broker = flowerconf.SqsQueues(settings, client=sqs)
+    rows = asyncio.run(broker.queues([settings.queue, "no-such-queue"]))
+    by_name = {r["name"]: r for r in rows}
+    assert set(by_name) == {settings.queue, settings.dead_letter_queue}  # the missing one: skipped
+    q = by_name[settings.queue]
+    assert (q["messages_ready"], q["messages_unacknowledged"], q["messages"]) == (2, 1, 4)
+    assert by_name[settings.dead_letter_queue]["messages"] == 0
+
+
+def test_the_broker_view_is_installed_for_sqs_only(settings, monkeypatch):
+    from flower import views
+
+    monkeypatch.setattr(views, "Broker", views.Broker)
+    upstream = views.Broker
+    flowerconf.install_broker_view(settings)
+    assert isinstance(views.Broker("workers.compat_sqs:Transport://x"), flowerconf.SqsQueues)
+    monkeypatch.setattr(views, "Broker", upstream)
+    flowerconf.install_broker_view(
+        type("S", (), {"broker_url": "redis://localhost:6379/0"})()  # type: ignore[arg-type]
+    )
+    assert views.Broker is upstream

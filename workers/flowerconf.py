@@ -10,12 +10,18 @@
   address: the local stack, nothing else;
 * applies scorefleet's defaults for options the operator did not set (see
   :data:`DEFAULTS`); ``/metrics`` (Prometheus) and ``/healthcheck`` are always on
-  and, as in Flower itself, not behind the login.
+  and, as in Flower itself, not behind the login;
+* gives Flower's Broker tab (and ``/api/queues/length``) the SQS queues: Flower
+  2.2 knows only RabbitMQ and Redis and answers "'sqs' broker is not supported".
+  :class:`SqsQueues` shows each queue the workers consume, and the dead-letter
+  queue, with its depth from ``GetQueueAttributes``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -38,6 +44,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 MIN_PASSWORD = 12
+
+log = logging.getLogger(__name__)
 
 
 class FlowerConfigError(SystemExit):
@@ -110,7 +118,84 @@ def prepare(
     for name, value in DEFAULTS.items():
         if name not in given:
             setattr(options, name, value)
-    return check_auth(options, settings)
+    mode = check_auth(options, settings)
+    install_broker_view(settings)
+    return mode
+
+
+# ------------------------------------------------------------ the Broker tab
+class SqsQueues:
+    """What Flower's Broker tab asks a broker for (``await queues(names)``), on SQS:
+    per queue, the messages waiting (``ready``), received and not yet deleted
+    (``unacked``: steps running, or a dead worker's until their visibility timeout)
+    and their sum with the delayed ones (retries waiting in SQS) as ``messages``.
+    SQS does not say how many consumers a queue has."""
+
+    ATTRIBUTES = (
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    )
+
+    def __init__(self, settings: Settings, client: Any = None) -> None:
+        self.settings = settings
+        self._client = client
+
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            cfg = Config(connect_timeout=2, read_timeout=3, retries={"max_attempts": 1})
+            self._client = boto3.client("sqs", region_name=self.settings.aws_region, config=cfg)
+        return self._client
+
+    async def queues(self, names: Sequence[str]) -> list[dict[str, Any]]:
+        return await asyncio.get_running_loop().run_in_executor(None, self.depths, list(names))
+
+    def depths(self, names: Sequence[str]) -> list[dict[str, Any]]:
+        s = self.settings
+        known = {s.queue: s.queue_url, s.steps_queue: s.steps_queue_url}
+        rows = []
+        for name in dict.fromkeys([*names, s.dead_letter_queue]):  # in order, once each
+            try:
+                url = known.get(name) or (
+                    name
+                    if name.startswith(("https://", "http://"))
+                    else self.client().get_queue_url(QueueName=name)["QueueUrl"]
+                )
+                attrs = self.client().get_queue_attributes(
+                    QueueUrl=url, AttributeNames=list(self.ATTRIBUTES)
+                )["Attributes"]
+            except Exception as exc:  # a queue Flower may not read, or one that is gone
+                log.warning("Broker tab: cannot read the depth of queue %s: %s", name, exc)
+                continue
+            ready, unacked, delayed = (int(attrs.get(a, 0)) for a in self.ATTRIBUTES)
+            rows.append(
+                {
+                    "name": name.rsplit("/", 1)[-1],
+                    "messages": ready + unacked + delayed,
+                    "messages_ready": ready,
+                    "messages_unacknowledged": unacked,
+                    "consumers": None,
+                    "idle_since": None,
+                }
+            )
+        return rows
+
+
+def install_broker_view(settings: Settings) -> None:
+    """On an SQS broker, make Flower's broker lookup answer with :class:`SqsQueues`
+    (Flower sees the broker URL of our transport, ``workers.compat_sqs:Transport://``,
+    so the choice is made from scorefleet's own setting)."""
+    if not settings.broker_url.startswith("sqs"):
+        return
+    from flower import views
+
+    def broker(broker_url: str, *args: Any, **kwargs: Any) -> Any:
+        return SqsQueues(settings)
+
+    views.Broker = broker
 
 
 def running_flower() -> bool:
