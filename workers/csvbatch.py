@@ -122,6 +122,7 @@ class CsvBatcher:
         self.bytes_in = 0  # bytes consumed from the (decompressed) stream so far
         self._buf = bytearray()
         self._eof = False
+        self._plain = True  # the last scanned batch has no quote character
 
     # ------------------------------------------------------------------ input
     def _fill(self, want: int) -> None:
@@ -145,7 +146,8 @@ class CsvBatcher:
         """
         buf = self._buf
         end = min(limit, len(buf))
-        if buf.find(b'"', 0, end) < 0:  # fast path: no quoting at all
+        self._plain = buf.find(b'"', 0, end) < 0
+        if self._plain:  # fast path: no quoting at all
             cut = buf.rfind(b"\n", 0, end) + 1
             if cut == 0:
                 return 0, 0, False
@@ -216,7 +218,7 @@ class CsvBatcher:
         record that has not."""
         if self.fields is None:
             self.fields = _field_count(data[: data.find(b"\n") + 1] or data)
-        if b'"' in data:  # commas outside quotes: every other piece between quotes
+        if not self._plain:  # commas outside quotes: every other piece between quotes
             commas = sum(piece.count(b",") for piece in data.split(b'"')[::2])
         else:
             commas = data.count(b",")
@@ -329,7 +331,7 @@ class CsvBatcher:
                     continue
                 raise BadInput(self._too_big_message(self.rows + 1))
             raw = data = take(self._buf, cut)
-            newlines = raw.count(b"\n")
+            newlines = records if self._plain else raw.count(b"\n")  # all lines, blank too
             first_line = self.lines + 1
             self.lines += newlines
             if blank:
