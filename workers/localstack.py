@@ -10,6 +10,12 @@ machine, with the production code paths.
 * Flower (docs/flower.md), events and remote control over the emulator's SNS;
   without FLOWER_BASIC_AUTH it runs unauthenticated on 127.0.0.1 only.
 
+:meth:`LocalStack.start` returns once every part works, and :meth:`LocalStack.check`
+raises :class:`PartFailed` (with the part's last log lines) as soon as one has died:
+a stack never reports "up" with a dead part. One stack per state directory (its
+lock, :mod:`workers.stackstate`); ``stack.env`` exists only while the stack runs.
+The emulator side (moto, provisioning, the bridge) is :mod:`workers.emulator`.
+
 Everything it starts is stopped again by PID on exit; logs go to the state dir.
 """
 
