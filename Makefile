@@ -14,8 +14,10 @@ DEV    := $(VENV)/.installed-dev
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# --no-compile: byte-compiling every installed file (awscli and kubernetes alone have
+# thousands) took longer than the download; Python compiles what it imports instead
 $(LOCAL): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[local]'
+	$(BIN)/pip install --quiet --no-compile -e '.[local]'
 	touch $(LOCAL)
 
 # dev includes local: a venv made by `make test` runs `make up` without installing
