@@ -1,7 +1,7 @@
-"""The local stack's stand-in for AWS: moto in server mode on 127.0.0.1 (S3, SQS,
-SNS), what is provisioned in it, and the bridge that plays Lambda's SQS event
-source mapping, calling the real Lambda handler from threads of the process that
-runs the stack."""
+"""The local stack's AWS side, from the process that runs the stack: starting moto
+in server mode on 127.0.0.1 (S3, SQS, SNS), provisioning it, and the bridge that
+plays Lambda's SQS event source mapping, calling the real Lambda handler from
+threads of this process."""
 
 from __future__ import annotations
 

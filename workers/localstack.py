@@ -14,7 +14,7 @@ machine, with the production code paths.
 raises :class:`PartFailed` (with the part's last log lines) as soon as one has died:
 a stack never reports "up" with a dead part. One stack per state directory (its
 lock, :mod:`workers.stackstate`); ``stack.env`` exists only while the stack runs.
-The emulator side (moto, provisioning, the bridge) is :mod:`workers.emulator`.
+The emulator side (moto, provisioning, the bridge) is :mod:`workers.localaws`.
 
 Everything it starts is stopped again by PID on exit; logs go to the state dir.
 """
