@@ -32,7 +32,15 @@ def prepare(repo: Path, commit: str, base: Path) -> Path:
         ["make", "-n", stamp], cwd=workdir, capture_output=True, text=True, check=True
     ).stdout
     install = [line for line in out.splitlines() if "scorefleet up" not in line]
-    subprocess.run(["bash", "-ec", "\n".join(install)], cwd=workdir, env=env, check=True)
+    with (base / f"install-{commit}.log").open("w") as log:
+        subprocess.run(
+            ["bash", "-ec", "\n".join(install)],
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=True,
+        )
     return workdir
 
 
