@@ -19,6 +19,19 @@ from typing import Any
 
 import boto3
 
+# Imported here, in the thread that imports this module, before any bridge thread
+# exists: celery and kombu replace their own module object in sys.modules at the
+# end of their import, and a thread that imports one of them while another
+# thread's import of it is still running gets the half-built original, waits for
+# that import to finish and keeps using the stale object ("ImportError: cannot
+# import name 'Celery' from 'celery'": the bridge thread importing the Lambda
+# handler while the main thread imported workers.monitor). Once imported, every
+# later import in any thread is a plain sys.modules lookup (celery.Celery itself
+# still loads on first use, under the normal per-module import locks). Not in
+# workers/__init__.py: the liveness probe imports the package and must stay light.
+import celery  # noqa: F401
+import kombu  # noqa: F401
+
 log = logging.getLogger("scorefleet.local")
 
 BUCKET = "scorefleet-local"
