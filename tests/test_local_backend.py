@@ -69,7 +69,7 @@ def test_model_that_never_gets_ready(tmp_path):
 
 
 def test_unknown_command(backend):
-    with pytest.raises(ModelError, match="no local command is configured"):
+    with pytest.raises(ModelError, match="no model command for image .test/unknown. on this machine"):
         backend.launch(job(), ModelSpec(image="test/unknown"))
 
 
