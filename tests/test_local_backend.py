@@ -69,7 +69,7 @@ def test_model_that_never_gets_ready(tmp_path):
 
 
 def test_unknown_command(backend):
-    with pytest.raises(ModelError, match="no model command for image .test/unknown. on this machine"):
+    with pytest.raises(ModelError, match=r"no model command for image 'test/unknown' on this"):
         backend.launch(job(), ModelSpec(image="test/unknown"))
 
 
