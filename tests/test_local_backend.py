@@ -221,7 +221,7 @@ def test_a_model_killed_while_starting_is_worth_another_try(backend):
     def kill_soon():
         for _ in range(100):
             rec = backend._record(j.run_id)
-            if rec:
+            if rec and "pid" in rec:  # written before the model runs, its pid once known
                 time.sleep(0.2)
                 os.kill(rec["pid"], 9)
                 return
@@ -231,3 +231,123 @@ def test_a_model_killed_while_starting_is_worth_another_try(backend):
     with pytest.raises(ModelUnavailable, match="exited on signal SIGKILL") as err:
         backend.launch(j, spec("never-ready"))
     assert is_transient(err.value)
+
+
+# A worker killed -9 at the wrong moment. The harness runs a launch in a process of
+# its own and kills that process (SIGKILL, as the OOM killer or a node going away
+# would) right after the model process was created, right after its record was
+# written, or (warm mode) while it stops a parked model; it writes the pid of the
+# model process to a file first.
+KILLED_LAUNCH = """
+import os, signal, subprocess, sys
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+from workers.backends import local
+from tasks.settings import ModelSpec
+from tests.conftest import make_job
+
+state, pid_file, moment, command = sys.argv[1:5]
+real_popen, real_write = subprocess.Popen, local._write_record
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+class Popen(real_popen):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        Path(pid_file).write_text(str(self.pid))
+        if moment == "started":
+            die()
+
+def write_record(run_dir, rec):
+    real_write(run_dir, rec)
+    if moment == "recorded" and "pid" in rec:
+        die()
+
+subprocess.Popen, local._write_record = Popen, write_record
+job = make_job("sf-000000000000000000aa", model_image="test/x")
+backend = local.LocalBackend(Path(state), 5, warm_idle=60)
+backend.launch(job, ModelSpec(image="test/x", command=command))
+if moment == "expiring":  # park it (a success), then die while stopping it
+    assert backend.teardown(job)
+    local.stop_tree = lambda proc, grace=0: die()
+    backend._expire_warm(idle=-1)
+"""
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("moment", ["started", "recorded"])
+def test_a_worker_killed_mid_launch_leaves_no_model_running(tmp_path, moment):
+    """Reported: a worker killed between starting a model process and writing the
+    run's record left that model running forever (nothing knew its pid; the reaper
+    could not find it). Now the model runs only once its record exists."""
+    import subprocess
+    from pathlib import Path
+
+    state, pid_file, ran = tmp_path / "state", tmp_path / "pid", tmp_path / "model-ran"
+    model = tmp_path / "model.py"
+    model.write_text(
+        "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(120)\n"
+    )
+    command = f"{{python}} {model} {ran} --port {{port}}"
+    harness = KILLED_LAUNCH.format(repo=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run(
+        [sys.executable, "-c", harness, str(state), str(pid_file), moment, command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == -9, proc.stderr
+    pid = int(pid_file.read_text())
+    try:
+        # what the reaper does once the run is over (tasks.reap), on another worker
+        LocalBackend(state, launch_timeout=5).reap(0, lambda run_id: True)
+        deadline = time.monotonic() + 10
+        while not gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone(pid), f"the model process {pid} still runs, and nothing knows of it"
+        assert not ran.exists() or gone(int(ran.read_text()))
+        assert list((state / "local").iterdir()) == []
+        assert list((state / "local-homes").iterdir()) == []  # its HOME too
+    finally:
+        for leftover in (pid, int(ran.read_text()) if ran.exists() else None):
+            if leftover and not gone(leftover):
+                os.kill(leftover, 9)
+
+
+def test_a_worker_killed_while_it_stops_a_parked_model_leaves_none_running(tmp_path):
+    """The same family in warm mode: a parked model is renamed out of its pool before
+    it is stopped (so no launch claims it); a worker killed in between left it
+    running where neither the pool's expiry nor the reaper looked."""
+    import subprocess
+    from pathlib import Path
+
+    state, pid_file = tmp_path / "state", tmp_path / "pid"
+    command = f"{{python}} {FAKEMODEL} --host {{host}} --port {{port}} --mode ok"
+    harness = KILLED_LAUNCH.format(repo=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run(
+        [sys.executable, "-c", harness, str(state), str(pid_file), "expiring", command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == -9, proc.stderr
+    pid = int(pid_file.read_text())
+    try:
+        assert not gone(pid)  # parked, then left behind
+        LocalBackend(state, launch_timeout=5).reap(3600, lambda run_id: False)
+        assert gone(pid), "the parked model still runs, and nothing knows of it"
+        assert [p.name for p in (state / "local").iterdir()] == ["_warm"]
+        assert list((state / "local" / "_warm").glob("*/*")) == []  # the pools are empty
+        assert list((state / "local-homes").iterdir()) == []
+    finally:
+        if not gone(pid):
+            os.kill(pid, 9)

@@ -14,7 +14,9 @@ itself is not dumpable (workers.hardening), so the model cannot read its
 environment through ``/proc``. This is no security boundary: the model runs as the
 worker's user (docs/security.md). A record per run under ``STATE_DIR/local/<run id>/``
 (pid, start time, port, log file) lets any worker on the machine tear it down and
-the reaper find what a killed worker left behind.
+the reaper find what a killed worker left behind. The model runs only once its
+record is written: it starts held (``processes.held_process``), and a worker killed
+before it released the model leaves a process that exits without running it.
 
 Warm mode (``SCOREFLEET_WARM_IDLE_SECONDS`` > 0): teardown of a run that succeeded
 parks its healthy model under ``STATE_DIR/local/_warm/<image>/`` instead of
@@ -54,7 +56,9 @@ from workers.backends.processes import (
     HOST,
     KILLED_FROM_OUTSIDE,
     describe_exit,
+    find_command,
     free_port,
+    held_process,
     model_environment,
     stop_tree,
     tail,
@@ -64,6 +68,8 @@ from workers.protocol import InvocationsClient, ping
 log = logging.getLogger(__name__)
 
 WARM = "_warm"
+#: A parked model being stopped (renamed first, so that no launch claims it).
+EXPIRING = "_expiring-"
 #: Beside the run directories: the model processes' private HOMEs.
 HOMES = "local-homes"
 
@@ -153,12 +159,12 @@ class LocalBackend:
     # ------------------------------------------------------------------ launch
     def launch(self, job: Job, spec: ModelSpec) -> Endpoint:
         self._reap_children()
-        rec = self._record(job.run_id)
-        proc = self._process(rec)
-        if rec and proc:
-            log.info("adopting the model process %s of this run", rec["pid"])
-            return self._wait_ready(job, rec, proc)
-        if rec:
+        earlier = self._record(job.run_id)
+        running = self._process(earlier)
+        if earlier and running:
+            log.info("adopting the model process %s of this run", earlier["pid"])
+            return self._wait_ready(job, earlier, running)
+        if earlier:
             self._remove(job.run_id)  # a dead one from an earlier attempt
         if not spec.command:
             raise ModelError(
@@ -181,27 +187,8 @@ class LocalBackend:
         argv = shlex.split(spec.command.format(port=port, python=sys.executable, host=HOST))
         home = self._new_home(job.run_id)
         env = model_environment(os.environ, spec.extra.get("env") or {}, home)
-        log_path = run_dir / "model.log"
-        with log_path.open("ab") as out:
-            try:
-                popen = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                    cwd=spec.extra.get("cwd") or None,
-                )
-            except OSError as exc:
-                shutil.rmtree(home, ignore_errors=True)
-                raise ModelError(f"could not start the model command {argv[0]!r}: {exc}") from exc
-        with self._lock:
-            self._children[popen.pid] = popen
-        proc = psutil.Process(popen.pid)
+        cwd = spec.extra.get("cwd") or None
         rec = {
-            "pid": popen.pid,
-            "create_time": proc.create_time(),
             "port": port,
             "image": spec.image,
             "started": time.time(),
@@ -209,7 +196,22 @@ class LocalBackend:
             "launch_timeout": float(spec.extra.get("launch_timeout", self.launch_timeout)),
             "home": home.name,
         }
-        _write_record(run_dir, rec)
+        _write_record(run_dir, rec)  # a worker killed from here on leaves its HOME found
+        try:
+            argv[0] = find_command(argv[0], env, cwd)
+            with (
+                (run_dir / "model.log").open("ab") as out,
+                held_process(argv, env=env, cwd=cwd, log=out) as popen,
+            ):
+                with self._lock:
+                    self._children[popen.pid] = popen
+                proc = psutil.Process(popen.pid)
+                rec.update(pid=popen.pid, create_time=proc.create_time())
+                # the model runs only once its record (pid, start time) is written
+                _write_record(run_dir, rec)
+        except OSError as exc:
+            self._remove_home(rec)
+            raise ModelError(f"could not start the model command {argv[0]!r}: {exc}") from exc
         log.info("started model %s as pid %d on port %d", spec.image, popen.pid, port)
         return self._wait_ready(job, rec, proc)
 
@@ -378,18 +380,21 @@ class LocalBackend:
                 break
             if rec is not None and now - float(rec.get("parked_at", 0)) <= limit:
                 continue
-            doomed = self.root / f"_expiring-{parked.name}"
+            doomed = self.root / f"{EXPIRING}{parked.name}"
             try:
                 parked.rename(doomed)  # fails if a launch claimed it first
             except OSError:
                 continue
-            proc = self._process(rec)
-            if proc is not None:
-                stop_tree(proc)
-            self._remove_home(rec)
-            shutil.rmtree(doomed, ignore_errors=True)
+            self._stop_doomed(doomed, rec)
             removed.append(parked.name)
         return removed
+
+    def _stop_doomed(self, doomed: Path, rec: dict[str, Any] | None) -> None:
+        proc = self._process(rec)
+        if proc is not None:
+            stop_tree(proc)
+        self._remove_home(rec)
+        shutil.rmtree(doomed, ignore_errors=True)
 
     # -------------------------------------------------------------- teardown
     def teardown(self, job: Job) -> bool:
@@ -421,6 +426,11 @@ class LocalBackend:
         removed += self._expire_warm(idle=None if self.warm_idle > 0 else 0)
         now = time.time()
         for run_dir in self.root.iterdir():
+            if run_dir.name.startswith(EXPIRING):
+                # a worker killed while it stopped this parked model: stop it here
+                self._stop_doomed(run_dir, _read_record(run_dir))
+                removed.append(run_dir.name.removeprefix(EXPIRING))
+                continue
             if run_dir.name.startswith("_") or run_pipeline(run_dir.name) is None:
                 continue  # the warm pool (expired above), or nothing this backend made
             rec = self._record(run_dir.name)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psutil
 
@@ -61,6 +63,61 @@ def model_environment(
     env.update({"HOME": str(home), "TMPDIR": str(home / "tmp")})
     env.update({str(k): str(v) for k, v in catalog_env.items()})
     return env
+
+
+def find_command(name: str, env: Mapping[str, str], cwd: str | None) -> str:
+    """The program a model command names, looked up as ``exec`` would (on the model's
+    PATH, or relative to its working directory); FileNotFoundError if there is none."""
+    if "/" in name:
+        path = Path(cwd or ".") / name
+        if path.is_file() and os.access(path, os.X_OK):
+            return name
+        raise FileNotFoundError(f"no executable file {str(path)!r}")
+    found = shutil.which(name, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise FileNotFoundError(f"{name!r} is not on the model's PATH")
+    return found
+
+
+#: The model's first program: it waits for the worker's "go" on stdin, then becomes
+#: the model command (same pid, same start time). At end of file (the worker died
+#: before it said go) it exits without running anything.
+_GATE = 'IFS= read -r go && [ "$go" = go ] && exec "$@" </dev/null'
+
+
+@contextlib.contextmanager
+def held_process(
+    argv: list[str], *, env: Mapping[str, str], cwd: str | None, log: IO[bytes]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``argv`` in a session of its own, held before it runs.
+
+    The ``with`` block gets the process (its pid is the model's, before and after it
+    runs) to record it; leaving the block releases it. An exception in the block,
+    or the death of this process (the pipe's write end closes with it, kill -9
+    included), leaves it unreleased: it exits without running ``argv``. So a model
+    never runs without the record that lets teardown and the reaper find it."""
+    read_end, write_end = os.pipe()  # both close-on-exec: no other child inherits them
+    try:
+        popen = subprocess.Popen(
+            ["/bin/sh", "-c", _GATE, "scorefleet-model", *argv],
+            stdin=read_end,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            start_new_session=True,
+            cwd=cwd,
+        )
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    try:
+        yield popen
+        with contextlib.suppress(BrokenPipeError):  # it died held: the launch says so
+            os.write(write_end, b"go\n")
+    finally:
+        os.close(write_end)
 
 
 #: Deaths by these signals come from outside the model (kill, a stopping machine).
