@@ -65,12 +65,30 @@ class TransientError(PipelineError):
     kind = "Transient"
 
 
-class AtCapacity(TransientError):
+class MustWait(TransientError):
+    """The step cannot go ahead yet. It waits its turn in the queue: it is put back
+    with a delay (``delay`` seconds, or a short random one), and this does not count
+    against its retries."""
+
+    kind = "MustWait"
+
+    def __init__(self, message: str, *, delay: int | None = None) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class AtCapacity(MustWait):
     """No room for another model container right now (the live-model limit, or a
-    namespace's ResourceQuota). The launch waits its turn in the queue: it is put
-    back with a short delay, and this does not count against its retries."""
+    namespace's ResourceQuota)."""
 
     kind = "AtCapacity"
+
+
+class LeaseHeld(MustWait):
+    """Another delivery of this same launch holds the run's live lease (the first
+    delivery of a redelivered message, still at work): wait until it has expired."""
+
+    kind = "LeaseHeld"
 
 
 class ModelUnavailable(TransientError):

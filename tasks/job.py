@@ -94,6 +94,8 @@ class Job:
     force: bool = False
     #: the delivery that claimed the file (a launch waiting its turn keeps its claim)
     claim_owner: str | None = None
+    #: the one execution of the launch holding the claim (tasks.ledger: Ledger.release)
+    claim_holder: str | None = None
     # --- filled in by the steps ---
     launch_started_at: float | None = None
     model_ready_at: float | None = None

@@ -6,12 +6,16 @@ Record ``<state prefix>runs/<pipeline id>.json``::
 
     {"run_id": ..., "state": "running" | "published" | "failed",
      "owner": <SQS message id of the launch that claimed it>,
+     "holder": <the one delivery of it that holds the claim; null: handed back>,
      "lease_until": <epoch seconds>, "updated": <epoch seconds>, "outcome": <s3 uri>,
      "publisher": <the scoring attempt (its staging key) whose outcome is published>,
      "writers": {<staging key of a scoring attempt>: <its lease, epoch seconds>}}
 
 A running record whose lease expired belongs to a worker that died: the next
-delivery takes it over. Steps renew the lease as they go. Each scoring attempt
+delivery takes it over. Steps renew the lease as they go. While it is live, nothing
+else runs the file: neither a duplicate notification nor a redelivery of the same
+launch message (whose first delivery may still be at work, its visibility not
+extended for a while); the latter waits for the lease (:meth:`Ledger.claim`). Each scoring attempt
 registers its staging key under ``writers`` *before* it starts its upload, with a
 lease its heartbeat renews: a redelivery aborts only the uploads whose writer's
 lease has expired (see :meth:`Ledger.writers`), never a live writer's.
@@ -53,6 +57,10 @@ class Claim(enum.Enum):
     CLAIMED = "claimed"  # this delivery runs the file
     RUNNING_ELSEWHERE = "running elsewhere"  # a duplicate: another delivery is on it
     DONE = "done"  # already published for this version
+    #: this launch's own claim, held by a live delivery (the first delivery of a
+    #: redelivered message, still at work, or the steps it handed the run to):
+    #: this delivery waits until that lease ends, or the run does
+    HELD = "held by a live delivery of this launch"
 
 
 class Publication(enum.Enum):
@@ -142,18 +150,30 @@ class Ledger:
 
     # ------------------------------------------------------------ operations
     def claim(
-        self, job: Job, owner: str, lease_seconds: float, *, continuing: bool = False
+        self,
+        job: Job,
+        owner: str,
+        lease_seconds: float,
+        *,
+        continuing: bool = False,
+        holder: str | None = None,
     ) -> Claim:
-        """Decide whether this delivery of ``job`` runs it.
+        """Decide whether this delivery of ``job`` runs it, by the run's lease.
 
-        ``owner`` identifies the delivery (the SQS message id: shared by redeliveries
-        of one message, different for a duplicate notification). ``continuing`` is
-        true for a retry of this run's own launch, which keeps its claim.
+        ``owner`` identifies the launch (the SQS message id: shared by redeliveries
+        of one message, different for a duplicate notification; a launch waiting its
+        turn keeps its own). ``continuing`` is true for a retry of this run's own
+        launch. ``holder`` names this one delivery (recorded; :meth:`release` takes
+        it). While the lease is live, a duplicate is told RUNNING_ELSEWHERE and a
+        delivery of this same launch HELD: it waits until the lease has expired (the
+        delivery holding it died) or the run is over, unless the holder handed the
+        claim back (:meth:`release`: its retry, or its wait for a free slot).
         """
         mine = {
             "run_id": job.run_id,
             "state": "running",
             "owner": owner,
+            "holder": holder or uuid.uuid4().hex,
             "lease_until": time.time() + lease_seconds,
             "source": str(job.source),
         }
@@ -163,21 +183,40 @@ class Ledger:
                 if self._put(job.pipeline_id, mine, if_match=None):
                     return Claim.CLAIMED
                 continue
-            if not job.force:
-                if rec.state in FINISHED_STATES:
-                    return Claim.DONE
-                ours = rec.run_id == job.run_id and rec.state == "running"
-                same_delivery = ours and (continuing or rec.data.get("owner") == owner)
-                lease_active = float(rec.data.get("lease_until", 0)) > time.time()
-                if lease_active and not same_delivery:
-                    return Claim.RUNNING_ELSEWHERE
-            elif rec.run_id == job.run_id and rec.state in FINISHED_STATES:
-                return Claim.DONE  # a redelivery of a forced run that already finished
+            ours = rec.run_id == job.run_id
+            if rec.state in FINISHED_STATES and (ours or not job.force):
+                return Claim.DONE  # (a forced rerun takes over from another run's end)
+            live = rec.state == "running" and float(rec.data.get("lease_until", 0)) > time.time()
+            if live and ours and (continuing or rec.data.get("owner") == owner):
+                # a record without "holder" (older workers) counts as held
+                if rec.data.get("holder", "") is not None:
+                    return Claim.HELD
+            elif live and (ours or not job.force):
+                return Claim.RUNNING_ELSEWHERE
             if self._put(job.pipeline_id, mine, if_match=rec.etag):
-                if rec.state == "running" and rec.run_id != job.run_id:
+                if rec.state == "running" and not ours:
                     log.warning("run %s takes over from run %s", job.run_id, rec.run_id)
                 return Claim.CLAIMED
         raise RuntimeError(f"could not claim {job.pipeline_id}: too much contention")
+
+    def release(self, job: Job, holder: str) -> bool:
+        """Hand this delivery's claim to the next delivery of the same launch (its
+        retry, or itself after waiting for a free slot), which then need not wait
+        for the lease: the lease stays, so a duplicate still keeps off. False if the
+        claim is no longer this delivery's."""
+        for _ in range(_CAS_ATTEMPTS):
+            rec = self.get(job.pipeline_id)
+            if rec is None or rec.run_id != job.run_id or rec.data.get("holder") != holder:
+                return False
+            if self._put(job.pipeline_id, {**rec.data, "holder": None}, if_match=rec.etag):
+                return True
+        raise RuntimeError(f"could not release the claim on {job.pipeline_id}")
+
+    def lease_left(self, pipeline_id: str) -> float:
+        """Seconds until the run's lease expires (0 when it has)."""
+        rec = self.get(pipeline_id)
+        until = float(rec.data.get("lease_until", 0)) if rec else 0.0
+        return max(0.0, until - time.time())
 
     def renew(self, job: Job, lease_seconds: float, *, writer: str | None = None) -> bool:
         """Extend this run's lease (and ``writer``'s, a scoring attempt's staging key);

@@ -30,7 +30,9 @@ from tasks import logctx, outcome, s3io, vouch
 from tasks.chain import enqueue, failure_tail
 from tasks.errors import (
     AtCapacity,
+    LeaseHeld,
     ModelUnavailable,
+    MustWait,
     PipelineError,
     Rejected,
     Untrusted,
@@ -110,6 +112,7 @@ class PipelineStep(Task):
         ``lease``), sorting any failure into retry or give up. A job this worker cannot
         vouch for (tasks.vouch) is refused before anything is done."""
         job = _job_from(payload)
+        job.claim_holder = None  # set by this delivery's own claim: never a message's
         s = runtime.settings()
         # time spent between steps: queue hops, and waiting for a free worker slot
         gap = max(0.0, time.time() - (job.step_done_at or job.enqueued_at))
@@ -132,20 +135,25 @@ class PipelineStep(Task):
             except Untrusted as exc:
                 log.error("%s refused a task message it cannot vouch for: %s", step, exc)
                 raise
-            except AtCapacity as exc:
+            except MustWait as exc:
                 job.waited -= gap  # counted again when the step runs after its wait
-                self._wait_turn(job, exc)
+                self._wait_turn(step, job, exc)
                 raise  # unreachable: _wait_turn always raises
             except Exception as exc:
                 self._retry_or_give_up(step, job, exc)
                 raise  # unreachable: _retry_or_give_up always raises
 
-    def _wait_turn(self, job: Job, exc: AtCapacity) -> None:
-        """Put this step back in the queue for a moment, its retries untouched: files
-        already running finish first (their next steps are in the queue meanwhile).
-        The job goes back as it is now, so a launch keeps the claim it made."""
-        delay = random.randint(2, 6)
-        log.info("no room for another model (%s); waiting %ds in the queue", exc.message, delay)
+    def _wait_turn(self, step: str, job: Job, exc: MustWait) -> None:
+        """Put this step back in the queue for a while, its retries untouched: files
+        already running finish first (their next steps are in the queue meanwhile),
+        or the delivery holding the run's lease goes on. The job goes back as it is
+        now, so a launch keeps the claim it made (and hands it to its next delivery)."""
+        delay = exc.delay or random.randint(2, 6)
+        if isinstance(exc, AtCapacity):
+            log.info("no room for another model (%s); waiting %ds in the queue", exc.message, delay)
+        else:
+            log.info("%s; waiting %ds in the queue", exc.message, delay)
+        self._hand_back(step, job)
         job.launch_started_at = None
         try:
             sig = self.signature_from_request(
@@ -159,6 +167,19 @@ class PipelineStep(Task):
         except Exception as publish_exc:
             raise Reject(publish_exc, requeue=True) from exc
         raise Retry(str(exc), exc=exc, when=delay, sig=sig)
+
+    @staticmethod
+    def _hand_back(step: str, job: Job) -> None:
+        """A launch going back to the queue (its retry, or its wait for a slot) hands
+        its claim to the delivery that comes next, which then need not wait for this
+        one's lease to expire (tasks.ledger: Ledger.release)."""
+        holder, job.claim_holder = job.claim_holder, None
+        if step != "launch" or not holder:
+            return
+        try:
+            runtime.ledger().release(job, holder)
+        except Exception as exc:  # the next delivery waits for the lease instead
+            log.warning("could not hand the claim back (%s): its lease has to expire", exc)
 
     def _retry_or_give_up(self, step: str, job: Job, exc: Exception) -> None:
         s = runtime.settings()
@@ -175,6 +196,7 @@ class PipelineStep(Task):
                 s.retry_max,
                 delay,
             )
+            self._hand_back(step, job)
             try:
                 # countdown=0: no ETA (held in worker memory); SQS holds it instead.
                 raise self.retry(exc=exc, countdown=0, max_retries=s.retry_max, delay_seconds=delay)
@@ -227,15 +249,24 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
             # before claiming: a launch that has to wait costs nothing but its message
             raise AtCapacity("no free model slot (SCOREFLEET_MAX_LIVE_MODELS)")
         owner = j.claim_owner or delivery_id(self)
-        claim = runtime.ledger().claim(
-            j, owner, s.visibility_timeout, continuing=self.request.retries > 0
+        holder = uuid.uuid4().hex
+        ledger = runtime.ledger()
+        claim = ledger.claim(
+            j, owner, s.visibility_timeout, continuing=self.request.retries > 0, holder=holder
         )
+        if claim is Claim.HELD:
+            j.claim_owner = owner  # the next delivery is of this launch too
+            left = ledger.lease_left(j.pipeline_id)
+            raise LeaseHeld(
+                f"another delivery of this launch holds the run's lease for {left:.0f}s more",
+                delay=min(900, int(left) + random.randint(1, 3)),
+            )
         if claim is not Claim.CLAIMED:
             log.info("not running %s again: %s", j.source, claim.value)
             self.request.chain = None  # the other delivery (or the finished run) owns it
             j.skipped = claim.value
             return j
-        j.claim_owner = owner  # kept if the launch has to wait its turn
+        j.claim_owner, j.claim_holder = owner, holder  # kept if the launch has to wait its turn
         validate(s, j)
         spec = s.model_spec(j.model_image)
         # an empty, header-only or binary file fails here, before any container starts

@@ -18,6 +18,7 @@ from tasks.ledger import staging_prefix
 from tasks.settings import ModelSpec
 from tests.conftest import FAKEMODEL, base_env, make_job
 from workers import heartbeat, runtime
+from workers.backends.base import Endpoint
 from workers.localstack import emulator_client
 
 SOURCE = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(200))
@@ -169,3 +170,57 @@ def test_the_heartbeat_never_asks_past_12_hours(monkeypatch):
     hb.beat()
     first, second = (c["VisibilityTimeout"] for c in sqs.calls)  # none asked past 12 h
     assert first == 600 and 330 <= second <= 340
+
+
+def test_a_redelivered_launch_waits_for_the_live_lease_without_a_retry(
+    monkeypatch, moto_endpoint, bucket, clean_caches, tmp_path
+):
+    """Issue 10's rule for uploads, for launches: a redelivery of the launch message
+    whose first delivery still renews the run's lease neither claims the run nor
+    starts a model; it goes back to the queue for as long as the lease has left,
+    without costing a retry, and carries its launch's claim owner."""
+    settle(
+        monkeypatch,
+        moto_endpoint,
+        bucket,
+        SCOREFLEET_VISIBILITY_TIMEOUT="30",
+        SCOREFLEET_STATE_DIR=str(tmp_path / "state"),
+    )
+    s3 = emulator_client("s3", moto_endpoint)
+    etag = s3.put_object(Bucket=bucket, Key="in/a.csv", Body=SOURCE)["ETag"].strip('"')
+    job = make_job(pipeline_id(bucket, "in/a.csv", None, etag), bucket, etag=etag)
+    ledger = runtime.ledger()
+    assert ledger.claim(job, "launch-message", 30).value == "claimed"  # the first delivery
+    first = ledger.get(job.pipeline_id).data.get("holder")
+
+    monkeypatch.setattr(steps, "delivery_id", lambda task: "launch-message")  # redelivered
+    started = []
+    model = Endpoint(url="http://127.0.0.1:9", handle={})
+    monkeypatch.setattr(runtime.backend(), "launch", lambda j, spec: started.append(j) or model)
+    sent = []
+
+    def signature_from_request(self, request, args, **options):
+        # the message put back in the queue (apply: what an eager run does with it)
+        requeued = SimpleNamespace(state="REQUEUED")
+        return SimpleNamespace(
+            apply_async=lambda: sent.append((args, options)), apply=lambda **kw: requeued
+        )
+
+    monkeypatch.setattr(steps.PipelineStep, "signature_from_request", signature_from_request)
+    result = steps.launch.apply(args=[job.to_dict()])
+    assert started == [], "the redelivery started a second model"
+    assert result.state == "REQUEUED", result.traceback
+    ((args, options),) = sent
+    assert options["retries"] == 0  # no retry spent
+    assert 28 <= options["delay_seconds"] <= 34  # what the lease has left, and a little
+    assert args[0]["claim_owner"] == "launch-message"
+    assert ledger.get(job.pipeline_id).data["holder"] == first
+
+    # once the first delivery's lease has expired, the next delivery takes over
+    rec = ledger.get(job.pipeline_id)
+    assert ledger._put(job.pipeline_id, {**rec.data, "lease_until": 1}, if_match=rec.etag)
+    monkeypatch.setattr(steps, "preflight", lambda *a, **kw: None)
+    result = steps.launch.apply(args=args)
+    assert result.successful(), result.traceback
+    assert len(started) == 1 and len(sent) == 1
+    assert ledger.get(job.pipeline_id).data["holder"] not in (None, first)

@@ -62,9 +62,10 @@ def test_ledger_claims(moto_endpoint, bucket, s3):
     assert ledger.claim(job, "msg-1", 60) is Claim.CLAIMED
     # a duplicate notification (another message) while it runs
     assert ledger.claim(job, "msg-2", 60) is Claim.RUNNING_ELSEWHERE
-    # a redelivery of the same message (its worker died) takes over
-    assert ledger.claim(job, "msg-1", 60) is Claim.CLAIMED
-    # the launch's own retry (a new message) keeps the claim
+    # a redelivery of the same message waits for the lease (tests below)
+    assert ledger.claim(job, "msg-1", 60) is Claim.HELD
+    # the launch's own retry (a new message) gets the claim it hands back
+    assert ledger.release(job, ledger.get(job.pipeline_id).data["holder"])
     assert ledger.claim(job, "msg-3", 60, continuing=True) is Claim.CLAIMED
     assert ledger.finish(job, "published", "s3://x")
     assert ledger.claim(job, "msg-4", 60) is Claim.DONE
@@ -81,6 +82,64 @@ def test_expired_lease_is_taken_over(moto_endpoint, bucket, s3):
     assert ledger.claim(job, "msg-1", -1) is Claim.CLAIMED  # lease already expired
     assert ledger.claim(job, "msg-2", 60) is Claim.CLAIMED
     assert ledger.get(job.pipeline_id).data["owner"] == "msg-2"
+
+
+def expire_lease(ledger, job):
+    """What time does to the lease of a delivery whose worker died."""
+    rec = ledger.get(job.pipeline_id)
+    assert ledger._put(job.pipeline_id, {**rec.data, "lease_until": 1}, if_match=rec.etag)
+
+
+def test_a_redelivery_waits_while_the_first_delivery_holds_the_lease(moto_endpoint, bucket, s3):
+    """Reported: a redelivery of a launch whose first delivery was still alive (its
+    ChangeMessageVisibility failing for a while, its lease renewed) claimed the run
+    again and could start a second model. It waits until the lease has expired."""
+    ledger = Ledger(load(base_env(moto_endpoint, bucket)), s3)
+    job = job_for(bucket)
+    assert ledger.claim(job, "msg-1", 60, holder="first") is Claim.CLAIMED
+    claim = ledger.claim(job, "msg-1", 60, holder="redelivery")
+    assert claim is not Claim.CLAIMED and claim is Claim.HELD
+    assert ledger.renew(job, 60)  # the first delivery's heartbeat goes on
+    assert ledger.claim(job, "msg-1", 60, holder="redelivery") is Claim.HELD
+    # a redelivery of its retry message waits the same way
+    assert ledger.claim(job, "msg-7", 60, continuing=True, holder="retry") is Claim.HELD
+    assert 50 < ledger.lease_left(job.pipeline_id) <= 60
+    assert ledger.get(job.pipeline_id).data["holder"] == "first"
+    # the first delivery died: once its lease has expired, the redelivery takes over
+    expire_lease(ledger, job)
+    assert ledger.lease_left(job.pipeline_id) == 0
+    assert ledger.claim(job, "msg-1", 60, holder="redelivery") is Claim.CLAIMED
+    assert ledger.get(job.pipeline_id).data["holder"] == "redelivery"
+
+
+def test_a_launch_hands_its_claim_to_its_next_delivery(moto_endpoint, bucket, s3):
+    """A launch that goes back to the queue (its retry, or a wait for a free slot)
+    hands its claim on; a duplicate still keeps off, and only the holder can."""
+    ledger = Ledger(load(base_env(moto_endpoint, bucket)), s3)
+    job = job_for(bucket)
+    assert ledger.claim(job, "msg-1", 60, holder="first") is Claim.CLAIMED
+    assert not ledger.release(job, "not-the-holder")
+    assert ledger.release(job, "first")
+    assert ledger.claim(job, "msg-2", 60) is Claim.RUNNING_ELSEWHERE  # the lease stays
+    assert ledger.claim(job, "msg-3", 60, continuing=True, holder="retry") is Claim.CLAIMED
+    assert ledger.claim(job, "msg-3", 60, continuing=True, holder="again") is Claim.HELD
+    assert not ledger.release(job, "first")  # no longer its claim to give
+    # a record written before holders existed counts as held
+    rec = ledger.get(job.pipeline_id)
+    old = {k: v for k, v in rec.data.items() if k != "holder"}
+    assert ledger._put(job.pipeline_id, old, if_match=rec.etag)
+    assert ledger.claim(job, "msg-3", 60, holder="later") is Claim.HELD
+
+
+def test_a_forced_rerun_waits_for_its_own_live_lease(moto_endpoint, bucket, s3):
+    """The same for a forced rerun (which takes over another run's live lease)."""
+    ledger = Ledger(load(base_env(moto_endpoint, bucket)), s3)
+    first = job_for(bucket)
+    assert ledger.claim(first, "msg-1", 60) is Claim.CLAIMED
+    rerun = job_for(bucket, run_id="sf-0000000000000000000a-r1", force=True)
+    assert ledger.claim(rerun, "msg-2", 60) is Claim.CLAIMED  # takes over the old run
+    assert ledger.claim(rerun, "msg-2", 60) is Claim.HELD  # its own redelivery waits
+    assert ledger.claim(rerun, "msg-9", 60) is Claim.RUNNING_ELSEWHERE
 
 
 def test_concurrent_claims_have_one_winner(moto_endpoint, bucket, s3):
