@@ -442,13 +442,20 @@ class Settings:
 
     def model_spec(self, image: str) -> ModelSpec:
         """Catalog entry for an image: exact name first, then the longest matching
-        ``prefix*`` pattern, then ``*``; an image with no entry gets the defaults."""
+        ``prefix*`` pattern, then ``*``; an image with no entry gets the defaults.
+        A pattern's prefix matches at a boundary, as an allowed image prefix does
+        (:func:`tasks.images.prefix_allows`): ``reg/iris*`` is ``reg/iris`` and its
+        tags, digests and sub-paths, never ``reg/iris-evil``."""
         entry: Mapping[str, Any] = {}
         if image in self.model_catalog:
             entry = self.model_catalog[image]
         else:
             patterns = sorted(
-                (k for k in self.model_catalog if k.endswith("*") and image.startswith(k[:-1])),
+                (
+                    k
+                    for k in self.model_catalog
+                    if k.endswith("*") and images.prefix_allows(k[:-1] or images.ANY, image)
+                ),
                 key=len,
                 reverse=True,
             )
@@ -577,6 +584,14 @@ def _catalog(value: str) -> dict[str, dict[str, Any]]:
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise ValueError('expected a JSON object {"<image>": {...}, ...}')
     for image, entry in data.items():
+        if image.endswith("*") and image != images.ANY:
+            try:
+                images.check_prefix(image[:-1])
+            except ValueError as exc:
+                raise ValueError(
+                    f"{image}: a '*' pattern matches at a boundary, as an allowed image "
+                    f"prefix does: {exc}"
+                ) from None
         cmd = entry.get("command")
         if cmd is not None and (not isinstance(cmd, str) or "{port}" not in cmd):
             raise ValueError(f"{image}: command must be a string with a {{port}} placeholder")

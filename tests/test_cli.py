@@ -148,6 +148,25 @@ def test_local_models_merge_the_users_with_the_examples(tmp_path):
     assert settings.model_spec("lab/x:1").command == "serve --port {port}"  # on purpose
 
 
+def test_local_models_allow_each_catalog_image_at_a_boundary():
+    """The same boundary rule when the local stack allows what its catalog names:
+    a prefix already allowed leaves out only what it allows itself."""
+    env = {
+        "SCOREFLEET_MODEL_CATALOG": json.dumps(
+            {
+                "my/iris:1": {"command": "a --port {port}"},
+                "my/iris-2:1": {"command": "b --port {port}"},
+                "my/iris:1.5": {"command": "c --port {port}"},
+            }
+        ),
+        "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": "my/iris",
+    }
+    catalog, prefixes = local_models(env)
+    assert prefixes.split(",") == ["scorefleet-examples/", "my/iris", "my/iris-2:1"]
+    settings = load({**BASE, "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": prefixes})
+    assert all(settings.image_allowed(image) for image in catalog)
+
+
 def test_a_bad_user_catalog_names_its_source(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"x": {"command": "no placeholder"}}')

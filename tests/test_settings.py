@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,45 @@ def test_model_catalog_lookup(tmp_path: Path):
     pattern = s.model_spec("reg/other:2")
     assert pattern.send_header is False and pattern.extra == {"cpu": "2"}
     assert s.model_spec("elsewhere/x").port == 9000
+
+
+def test_catalog_patterns_match_at_a_boundary():
+    """Reported: `…/iris*` also matched `…/iris-evil:1` (a bare startswith). A pattern's
+    prefix now matches as an allowed image prefix does (tasks/images.py)."""
+    catalog = {
+        "reg/iris*": {"port": 1},
+        "reg/iris/v2*": {"port": 2},
+        "reg/models/*": {"port": 3},
+        "reg/tagged:1*": {"port": 4},
+        "*": {"port": 9},
+    }
+    s = load({**BASE, "SCOREFLEET_MODEL_CATALOG": json.dumps(catalog)})
+    digest = "sha256:" + "a" * 64
+    for image, port in (
+        ("reg/iris", 1),
+        ("reg/iris:1.0", 1),
+        (f"reg/iris@{digest}", 1),
+        ("reg/iris/sub:1", 1),
+        ("reg/iris/v2:3", 2),  # the longest match wins
+        ("reg/models/anything:1", 3),
+        ("reg/tagged:1", 4),
+        (f"reg/tagged:1@{digest}", 4),
+        ("reg/iris-evil:1", 9),
+        ("reg/irisx:1", 9),
+        ("reg/iris.evil:1", 9),
+        ("reg/iris_evil:1", 9),
+        ("reg/models-evil/x:1", 9),
+        ("reg/tagged:10", 9),
+        ("elsewhere/x", 9),
+    ):
+        assert s.model_spec(image).port == port, image
+
+
+@pytest.mark.parametrize("pattern", ["reg/iris-*", "reg/iris.*", "Reg/*", "reg/*/x*", "a**"])
+def test_an_ambiguous_catalog_pattern_stops_start_up(pattern):
+    with pytest.raises(ConfigError, match="SCOREFLEET_MODEL_CATALOG") as err:
+        load({**BASE, "SCOREFLEET_MODEL_CATALOG": json.dumps({pattern: {"port": 1}})})
+    assert "at a boundary" in str(err.value)
 
 
 def test_allowed_prefixes():

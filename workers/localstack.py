@@ -115,6 +115,7 @@ def local_models(
     examples' prefix, ``SCOREFLEET_ALLOWED_IMAGE_PREFIXES`` and every image the
     catalog names (on this machine the catalog says what may run). Raises
     ValueError naming the source of a bad catalog."""
+    from tasks.images import prefix_allows
     from tasks.settings import parse_model_catalog
 
     catalog = iris_catalog()
@@ -132,7 +133,9 @@ def local_models(
     given = environ.get("SCOREFLEET_ALLOWED_IMAGE_PREFIXES", "")
     for raw in [*given.split(","), *(k.removesuffix("*") for k in catalog)]:
         prefix = raw.strip()
-        if prefix and not any(prefix.startswith(p) for p in prefixes):
+        # left out only if a prefix already there allows it (at a boundary, as it is
+        # matched): "my/iris" does not cover "my/iris-2:1"
+        if prefix and not any(p == prefix or prefix_allows(p, prefix) for p in prefixes):
             prefixes.append(prefix)
     return catalog, ",".join(prefixes)
 
