@@ -108,8 +108,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "DEAD_LETTER_QUEUE",
         "",
-        "name or URL of the task queue's dead-letter queue, for `scorefleet dlq` (default: "
-        "<QUEUE>-dlq)",
+        "name or URL of the task queue's dead-letter queue, for `scorefleet dlq` and Flower's "
+        "Broker tab (default: <QUEUE>-dlq; a name is looked for beside QUEUE_URL when that is "
+        "set)",
     ),
     Variable(
         "VISIBILITY_TIMEOUT",
@@ -435,6 +436,17 @@ class Settings:
         if not self.queue_url:
             return ""
         return self.queue_url.rstrip("/").rsplit("/", 1)[0] + "/" + self.steps_queue
+
+    @property
+    def dead_letter_queue_url(self) -> str:
+        """DEAD_LETTER_QUEUE if it is a URL, else beside QUEUE_URL when that is set
+        (as the template makes it), else ''. Known without GetQueueUrl."""
+        dlq = self.dead_letter_queue
+        if dlq.startswith(("https://", "http://")):
+            return dlq
+        if not self.queue_url or not dlq:
+            return ""
+        return self.queue_url.rstrip("/").rsplit("/", 1)[0] + "/" + dlq
 
     def image_allowed(self, image: str) -> bool:
         """Is ``image`` a valid reference under an allowed prefix (at a boundary)?"""

@@ -145,9 +145,12 @@ def test_worker_role_covers_what_docs_flower_md_lists():
 
 
 def test_flowers_role_is_exactly_the_monitoring_docs_flower_md_lists():
-    """Flower only watches: the <queue>-mon-* queues and topics, no task queue (its task
-    API cannot start work), no S3, no listing."""
+    """Flower only watches: the <queue>-mon-* queues and topics, and the depths of the
+    task queues (below); nothing that sends to or receives from them (its task API
+    cannot start work), no S3, no listing."""
     assert _granted("FlowerRole") == _documented("Flower")
+    policies = {w.split()[1] for w, _ in _statements() if w.startswith("FlowerRole ")}
+    assert policies == {"trust", "monitoring", "broker-tab"}
     resources = [
         r
         for where, st in _statements()
@@ -155,6 +158,23 @@ def test_flowers_role_is_exactly_the_monitoring_docs_flower_md_lists():
         for r in _list(st["Resource"])
     ]
     assert resources and all("${QueueName}-mon-*" in r["Fn::Sub"] for r in resources)
+
+
+def test_flowers_broker_tab_reads_only_the_depths_of_the_task_queues():
+    """Reported: Flower's Broker tab (issue 12) was empty on AWS, its role reaching only
+    the -mon-* queues. It may read the depths (GetQueueAttributes, read-only) of the
+    task, steps and dead-letter queues, and nothing else there; docs/flower.md says so."""
+    (tab,) = [st for where, st in _statements() if where.startswith("FlowerRole broker-tab")]
+    assert _list(tab["Action"]) == ["sqs:GetQueueAttributes"]
+    queues = [r["Fn::GetAtt"] for r in _list(tab["Resource"])]
+    assert queues == [[q, "Arn"] for q in ("TaskQueue", "StepsQueue", "TaskDeadLetterQueue")]
+    text = (REPO / "docs" / "flower.md").read_text().split("## AWS permissions", 1)[1]
+    flower = text.split("**Flower**", 1)[1].split("\n**", 1)[0]
+    assert re.search(
+        r"\* SQS on the task queue, the steps queue and the dead-letter queue: "
+        r"`GetQueueAttributes`\s+\(the Broker tab's depths\), nothing else",
+        flower,
+    )
 
 
 def test_beats_role_only_sends_to_the_task_queue():

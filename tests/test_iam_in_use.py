@@ -238,16 +238,29 @@ def test_flower_needs_only_its_own_role(aws, tmp_path):
 
         wait_for(subscribed, 60, "Flower did not subscribe to the events")
         auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{port}/api/workers?refresh=1",
-            headers={"Authorization": f"Basic {auth}"},
-        )
-        with urllib.request.urlopen(req, timeout=60) as resp:  # remote control (inspect)
-            assert resp.status == 200
+
+        def get(path: str) -> bytes:
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Basic {auth}"}
+            )
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                assert resp.status == 200, path
+                return bytes(resp.read())
+
+        get("/api/workers?refresh=1")  # remote control (inspect)
+        # the Broker tab: the depths of the task, steps and dead-letter queues
+        task_queues = (QUEUE, f"{QUEUE}-steps", f"{QUEUE}-dlq")
+        shown = json.loads(get("/api/queues/length"))["active_queues"]
+        assert [q["name"] for q in shown] == list(task_queues), shown
+        page = get("/broker").decode()
+        assert all(f">{name}<" in page for name in task_queues), page[-3000:]
     finally:
         stop_process(flower, grace=15)  # and it deletes its queues
     record("stop-recording")
     made = calls(record("download-recording"))
     assert any(a == "sns:Publish" for a, _ in made)  # the inspect broadcast
     assert any(a == "sqs:CreateQueue" for a, _ in made)  # its event queue
+    for name in task_queues:  # read, with nothing but the depths asked of them
+        arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
+        assert {a for a, r in made if r == arn} == {"sqs:GetQueueAttributes"}, name
     check("FlowerRole", made)

@@ -178,3 +178,15 @@ def test_later_steps_are_routed_to_the_steps_queue():
         ("tasks.teardown", "scorefleet-steps"),
     ):
         assert app.amqp.router.route({}, name)["queue"].name == queue, name
+
+
+def test_the_dead_letter_queue_url_is_known_beside_the_queue_url():
+    """What Flower's Broker tab reads without GetQueueUrl (its role on AWS may only read
+    the depths of the task, steps and dead-letter queues)."""
+    url = "https://sqs.eu-west-1.amazonaws.com/123456789012/scorefleet"
+    s = load({**BASE, "SCOREFLEET_QUEUE": "scorefleet", "SCOREFLEET_QUEUE_URL": url})
+    assert s.dead_letter_queue_url == url + "-dlq" and s.steps_queue_url == url + "-steps"
+    own = "https://sqs.eu-west-1.amazonaws.com/123456789012/elsewhere"
+    s = load({**BASE, "SCOREFLEET_QUEUE": "scorefleet", "SCOREFLEET_DEAD_LETTER_QUEUE": own})
+    assert s.dead_letter_queue_url == own
+    assert load({**BASE, "SCOREFLEET_QUEUE": "scorefleet"}).dead_letter_queue_url == ""

@@ -89,7 +89,7 @@ def _describe(body: str) -> tuple[str, str, str]:
 class DeadLetterQueue:
     def __init__(self, settings: Settings, sqs: Any | None = None) -> None:
         self.sqs = sqs or _client(settings)
-        self.url = _url(self.sqs, settings.dead_letter_queue)
+        self.url = settings.dead_letter_queue_url or _url(self.sqs, settings.dead_letter_queue)
         self.settings = settings
 
     def _target(self, task: str) -> str:

@@ -155,7 +155,13 @@ class SqsQueues:
 
     def depths(self, names: Sequence[str]) -> list[dict[str, Any]]:
         s = self.settings
-        known = {s.queue: s.queue_url, s.steps_queue: s.steps_queue_url}
+        # URLs known from the settings: no GetQueueUrl (Flower's role on AWS grants
+        # GetQueueAttributes on these three queues only)
+        known = {
+            s.queue: s.queue_url,
+            s.steps_queue: s.steps_queue_url,
+            s.dead_letter_queue: s.dead_letter_queue_url,
+        }
         rows = []
         for name in dict.fromkeys([*names, s.dead_letter_queue]):  # in order, once each
             try:
