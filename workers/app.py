@@ -30,6 +30,8 @@ except ConfigError as _exc:
     raise SystemExit(2) from None
 
 app = make_app(settings)
+# Celery events carry exception text and tracebacks: masked (workers/maskedevents.py)
+app.events_cls = "workers.maskedevents:MaskedEvents"
 # Events and remote control over SNS fanout (Flower, celery events/inspect): docs/flower.md
 monitor.configure(app, settings)
 app.conf.update(
