@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from billiard.einfo import ExceptionInfo, ExceptionWithTraceback
 from celery.utils.serialization import get_pickled_exception
 from kombu import Consumer
@@ -89,6 +90,7 @@ def test_the_apps_event_dispatcher_masks():
     assert sent[0]["exception"] == "X('password=***')"
 
 
+@pytest.mark.slow
 def test_a_real_task_failed_event_is_masked(stack: LocalStack, outcomes: Outcomes):
     """A worker of the local stack scores a file with a model that answers HTTP 400
     with credentials in its body; the task-failed event a receiver gets has them
