@@ -21,7 +21,10 @@ from tasks.errors import ModelError
 from tasks.settings import load
 from tests.conftest import PLANTED_ENV_SECRETS, Outcomes
 from tests.fakemodel import LEAKED_KEY_ID, LEAKED_SECRET
-from tests.monitoring_helpers import subscriptions
+from tests.monitoring_helpers import (  # noqa: F401
+    _delete_session_queues,
+    subscriptions,
+)
 from workers import monitor
 from workers.localstack import BUCKET, LocalStack
 from workers.maskedevents import MaskedEvents, MaskingDispatcher, masked
