@@ -22,6 +22,8 @@ from tasks.s3io import encode_tags
 from tasks.s3uri import ERROR_SUFFIX, SCOREOUT_SUFFIX, S3Uri, output_uri
 from tests.conftest import PLANTED_ENV_SECRETS, Outcomes
 from tests.fakemodel import LEAKED_KEY_ID, LEAKED_SECRET, hash_row, records
+from tests.test_preflight import gzip_member_of
+from workers.firstbytes import HEAD_BYTES
 from workers.localstack import BUCKET, IRIS_IMAGE, emulator_client
 
 pytestmark = pytest.mark.slow
@@ -191,6 +193,7 @@ def _bad_crc(data: bytes) -> bytes:
 
 
 GZ1, GZ2 = gzip.compress(PART1), gzip.compress(PART2)
+WIDE = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i * 7919) for i in range(4000))
 COMPRESSED_CASES = [
     Case("z/two-members.csv.gz", GZ1 + GZ2, HASH, "scoreout", WHOLE),  # cat a.gz b.gz
     Case("z/bgzip.csv.gz", GZ1 + GZ2 + BGZIP_EOF, HASH, "scoreout", WHOLE),
@@ -221,6 +224,14 @@ COMPRESSED_CASES = [
         "scoreout",
         WHOLE,
         {"ContentEncoding": "gzip", "ContentType": "text/csv"},
+    ),
+    # the launch preflight's first 64 KiB end 1 byte into member 2: a valid file
+    Case(
+        "z/64k-ends-in-a-header.csv.gz",
+        gzip_member_of(HEAD_BYTES - 1, WIDE) + GZ2,
+        HASH,
+        "scoreout",
+        gzip.decompress(gzip_member_of(HEAD_BYTES - 1, WIDE)) + PART2,
     ),
     Case("z/truncated-second-member.csv.gz", GZ1 + GZ2[:-9], HASH, "error:truncated"),
     Case("z/cut-inside-header.csv.gz", GZ1 + GZ2[:5], HASH, "error:truncated"),

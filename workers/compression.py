@@ -12,7 +12,10 @@ a plain body, or gzip-compressed without saying so):
 * Anything else that announces itself as compressed or archived (zip, 7z, rar,
   lz4, Unix compress, lzip, zstd without a decoder) is refused with a ``BadInput``
   saying what to do, as are a truncated or corrupt member, bytes after the end of
-  the compressed data, and a file compressed twice.
+  the compressed data, and a file compressed twice. A file that ends inside a
+  member (its data or its header) raises :class:`Truncated`, a ``BadInput`` of its
+  own: the launch preflight, which reads only the first bytes, tells that end from
+  corrupt data by the type.
 
 Bounded: input is fed to the decoder in slices of :data:`SLICE` bytes and every
 piece yielded is at most :attr:`Limits.piece` bytes, whatever the input (a
@@ -90,6 +93,37 @@ _UNSUPPORTED = (
 )
 
 _FORMATS_READ = "gzip, bzip2, xz or zstd"
+
+
+class Truncated(BadInput):
+    """The compressed data ends inside a member (its data, or its header): a file
+    cut short, or, for the launch preflight (workers.firstbytes), the end of the
+    first bytes it read. Any other ``BadInput`` of this module is about bytes that
+    were there."""
+
+
+#: What a member starts with, byte by byte (``None``: any digit), to tell a header
+#: cut short from bytes that are no member at all.
+_MEMBER_STARTS: dict[Format, tuple[tuple[int | None, ...], ...]] = {
+    Format.GZIP: (tuple(b"\x1f\x8b"),),
+    Format.BZIP2: tuple(
+        (*b"BZh", None, *block) for block in (b"1AY&SY", b"\x17\x72\x45\x38\x50\x90")
+    ),
+    Format.XZ: (tuple(b"\xfd7zXZ\x00"),),
+    Format.ZSTD: (tuple(b"\x28\xb5\x2f\xfd"),),
+}
+
+
+def _could_start_member(fmt: Format, data: bytes) -> bool:
+    """Could ``data`` (shorter than a member's magic) be the start of a member?"""
+
+    def fits(start: tuple[int | None, ...]) -> bool:
+        if len(data) >= len(start):
+            return False
+        pairs = zip(data, start[: len(data)], strict=True)
+        return all((0x30 <= b <= 0x39) if want is None else b == want for b, want in pairs)
+
+    return any(fits(start) for start in _MEMBER_STARTS[fmt])
 
 
 def _zstd_module() -> Any | None:
@@ -244,7 +278,7 @@ class _Stream:
                 self.consumed -= len(decoder.unused_data)
                 decoder = None
         if decoder is not None:
-            raise BadInput(
+            raise Truncated(
                 f"the {self.fmt.value}-compressed file is truncated: it ends inside member "
                 f"{self.members} (was the upload cut short?)"
             )
@@ -254,6 +288,11 @@ class _Stream:
             pending += _head(rest)
         self.members += 1
         if self.members > 1 and not dict(_MAGIC)[self.fmt](pending):
+            if len(pending) < SNIFF and _could_start_member(self.fmt, pending):  # the end
+                raise Truncated(
+                    f"the {self.fmt.value}-compressed file is truncated: it ends inside the "
+                    f"header of member {self.members} (was the upload cut short?)"
+                )
             raise BadInput(
                 f"the {self.fmt.value}-compressed file has bytes after the end of its "
                 f"compressed data (after member {self.members - 1}, "

@@ -101,7 +101,7 @@ def preflight(
     from botocore.exceptions import ClientError
 
     from tasks.s3io import error_code, version_args
-    from workers.compression import decompress
+    from workers.compression import Truncated, decompress
     from workers.csvbatch import CsvBatcher
 
     kwargs: dict[str, Any] = version_args(version_id)
@@ -129,9 +129,10 @@ def preflight(
             if len(head) > HEAD_BYTES:
                 complete = False
                 break
-    except BadInput as exc:
-        if complete or "truncated" not in str(exc):
-            raise  # a compression that is not read, or corrupt data in the first bytes
+    except Truncated:
+        if complete:
+            raise  # the whole file ends inside a member: cut short
+        # else: where the first bytes end; the scoring step reads on
     problem = binary_problem(bytes(head))
     if problem:
         raise BadInput(problem)
