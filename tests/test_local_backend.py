@@ -3,6 +3,7 @@
 import os
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -282,20 +283,11 @@ def gone(pid: int) -> bool:
         return True
 
 
-@pytest.mark.parametrize("moment", ["started", "recorded"])
-def test_a_worker_killed_mid_launch_leaves_no_model_running(tmp_path, moment):
-    """Reported: a worker killed between starting a model process and writing the
-    run's record left that model running forever (nothing knew its pid; the reaper
-    could not find it). Now the model runs only once its record exists."""
+def killed_worker(state: Path, moment: str, command: str) -> int:
+    """Run the harness until it is killed at ``moment``; the pid of its model process."""
     import subprocess
-    from pathlib import Path
 
-    state, pid_file, ran = tmp_path / "state", tmp_path / "pid", tmp_path / "model-ran"
-    model = tmp_path / "model.py"
-    model.write_text(
-        "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(120)\n"
-    )
-    command = f"{{python}} {model} {ran} --port {{port}}"
+    pid_file = state.parent / "pid"
     harness = KILLED_LAUNCH.format(repo=str(Path(__file__).resolve().parents[1]))
     proc = subprocess.run(
         [sys.executable, "-c", harness, str(state), str(pid_file), moment, command],
@@ -305,7 +297,19 @@ def test_a_worker_killed_mid_launch_leaves_no_model_running(tmp_path, moment):
         check=False,
     )
     assert proc.returncode == -9, proc.stderr
-    pid = int(pid_file.read_text())
+    return int(pid_file.read_text())
+
+
+@pytest.mark.parametrize("moment", ["started", "recorded"])
+def test_a_worker_killed_mid_launch_leaves_no_model_running(tmp_path, moment):
+    """Reported: a worker killed between starting a model process and writing the
+    run's record left that model running forever (nothing knew its pid; the reaper
+    could not find it). Now the model runs only once its record exists."""
+    state, ran, model = tmp_path / "state", tmp_path / "model-ran", tmp_path / "model.py"
+    model.write_text(
+        "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(120)\n"
+    )
+    pid = killed_worker(state, moment, f"{{python}} {model} {ran} --port {{port}}")
     try:
         # what the reaper does once the run is over (tasks.reap), on another worker
         LocalBackend(state, launch_timeout=5).reap(0, lambda run_id: True)
@@ -326,21 +330,9 @@ def test_a_worker_killed_while_it_stops_a_parked_model_leaves_none_running(tmp_p
     """The same family in warm mode: a parked model is renamed out of its pool before
     it is stopped (so no launch claims it); a worker killed in between left it
     running where neither the pool's expiry nor the reaper looked."""
-    import subprocess
-    from pathlib import Path
-
-    state, pid_file = tmp_path / "state", tmp_path / "pid"
+    state = tmp_path / "state"
     command = f"{{python}} {FAKEMODEL} --host {{host}} --port {{port}} --mode ok"
-    harness = KILLED_LAUNCH.format(repo=str(Path(__file__).resolve().parents[1]))
-    proc = subprocess.run(
-        [sys.executable, "-c", harness, str(state), str(pid_file), "expiring", command],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == -9, proc.stderr
-    pid = int(pid_file.read_text())
+    pid = killed_worker(state, "expiring", command)
     try:
         assert not gone(pid)  # parked, then left behind
         LocalBackend(state, launch_timeout=5).reap(3600, lambda run_id: False)
