@@ -113,6 +113,16 @@ def _is_precondition_failure(exc: ClientError) -> bool:
     return error_code(exc) in {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 
+def held_by(rec: Record, job: Job) -> bool:
+    """Is the run's claim in ``rec`` this chain's? It is when it was claimed by the
+    chain's launch message (``job.claim_owner``) and, within the launch step itself,
+    by this very delivery (``job.claim_holder``). A job that names no owner (a message
+    from before owners travelled with the job) is taken at its run id."""
+    if job.claim_owner is not None and rec.data.get("owner") != job.claim_owner:
+        return False
+    return job.claim_holder is None or rec.data.get("holder") == job.claim_holder
+
+
 class Ledger:
     def __init__(self, settings: Settings, s3: S3Client) -> None:
         self.settings = settings
@@ -219,12 +229,14 @@ class Ledger:
         return max(0.0, until - time.time())
 
     def renew(self, job: Job, lease_seconds: float, *, writer: str | None = None) -> bool:
-        """Extend this run's lease (and ``writer``'s, a scoring attempt's staging key);
-        False if another run has superseded it."""
+        """Extend this run's lease (and ``writer``'s, a scoring attempt's staging key),
+        only while the run's claim is this chain's (:func:`held_by`): a heartbeat must
+        never keep alive a lease that another delivery, perhaps a dead one, holds.
+        False if another run has superseded it or another delivery holds its claim."""
         until = time.time() + lease_seconds
         if writer is None:
-            return self._update(job, {"lease_until": until}, create=False)
-        return self._update_writers(job, writer, until, {"lease_until": until})
+            return self._update(job, {"lease_until": until}, create=False, owned=True)
+        return self._update_writers(job, writer, until, {"lease_until": until}, owned=True)
 
     def register_writer(self, job: Job, writer: str, lease_seconds: float) -> bool:
         """Record that a scoring attempt writes ``writer`` (its staging key), before it
@@ -237,12 +249,20 @@ class Ledger:
         raw = rec.data.get("writers") if rec else None
         return {str(k): float(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
 
-    def _update_writers(self, job: Job, writer: str, until: float, changes: dict[str, Any]) -> bool:
+    def _update_writers(
+        self,
+        job: Job,
+        writer: str,
+        until: float,
+        changes: dict[str, Any],
+        *,
+        owned: bool = False,
+    ) -> bool:
         for _ in range(_CAS_ATTEMPTS):
             rec = self.get(job.pipeline_id)
             if rec is None:
                 return True  # not claimed (say the state prefix was cleaned): nothing to do
-            if rec.run_id != job.run_id:
+            if rec.run_id != job.run_id or (owned and not held_by(rec, job)):
                 return False
             now = time.time()
             raw = rec.data.get("writers")
@@ -305,12 +325,14 @@ class Ledger:
         rec = self.get(run_id[: len("sf-") + 20])
         return rec is not None and (rec.run_id != run_id or rec.state in FINISHED_STATES)
 
-    def _update(self, job: Job, changes: dict[str, Any], *, create: bool = True) -> bool:
+    def _update(
+        self, job: Job, changes: dict[str, Any], *, create: bool = True, owned: bool = False
+    ) -> bool:
         for _ in range(_CAS_ATTEMPTS):
             rec = self.get(job.pipeline_id)
             if rec is None and not create:
                 return True  # nothing to renew (not claimed yet): not superseded either
-            if rec is not None and rec.run_id != job.run_id:
+            if rec is not None and (rec.run_id != job.run_id or (owned and not held_by(rec, job))):
                 return False
             data = {**(rec.data if rec else {"run_id": job.run_id}), **changes}
             if self._put(job.pipeline_id, data, if_match=rec.etag if rec else None):

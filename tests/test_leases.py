@@ -224,3 +224,96 @@ def test_a_redelivered_launch_waits_for_the_live_lease_without_a_retry(
     assert result.successful(), result.traceback
     assert len(started) == 1 and len(sent) == 1
     assert ledger.get(job.pipeline_id).data["holder"] not in (None, first)
+
+
+def test_a_launch_does_not_renew_a_lease_before_it_holds_the_claim(
+    monkeypatch, moto_endpoint, bucket, clean_caches, tmp_path
+):
+    """Found by a CI chaos run (a file lost, no outcome): a launch whose claim was slow
+    (S3 answering 503 for a few seconds) had its heartbeat renew the run's lease
+    before it held the claim, that is the lease of the delivery that had died. The
+    claim then saw a live lease held by someone else and dropped the chain; every
+    later delivery the same. Its heartbeat renews nothing until its own claim."""
+    settle(
+        monkeypatch,
+        moto_endpoint,
+        bucket,
+        SCOREFLEET_VISIBILITY_TIMEOUT="5",  # a beat every 1.7 s
+        SCOREFLEET_STATE_DIR=str(tmp_path / "state"),
+    )
+    s3 = emulator_client("s3", moto_endpoint)
+    etag = s3.put_object(Bucket=bucket, Key="in/a.csv", Body=SOURCE)["ETag"].strip('"')
+    job = make_job(pipeline_id(bucket, "in/a.csv", None, etag), bucket, etag=etag)
+    ledger = runtime.ledger()
+    # a delivery that claimed the file and died: its lease has just run out
+    assert ledger.claim(job, "dead-delivery", 0.5, holder="dead").value == "claimed"
+    time.sleep(0.6)
+
+    slow = {"reads": 0}
+    get = type(ledger).get
+
+    def slow_get(self, pid):
+        slow["reads"] += 1
+        if slow["reads"] == 1:
+            time.sleep(2.5)  # the claim's first read waits out S3's bad seconds
+        return get(self, pid)
+
+    monkeypatch.setattr(type(ledger), "get", slow_get)
+    monkeypatch.setattr(steps, "delivery_id", lambda task: "another-delivery")
+    started = []
+    model = Endpoint(url="http://127.0.0.1:9", handle={})
+    monkeypatch.setattr(runtime.backend(), "launch", lambda j, spec: started.append(j) or model)
+    monkeypatch.setattr(steps, "preflight", lambda *a, **kw: None)
+    sent = []
+
+    def signature_from_request(self, request, args, **options):
+        return SimpleNamespace(
+            apply_async=lambda: sent.append((args, options)),
+            apply=lambda **kw: SimpleNamespace(state="REQUEUED"),
+        )
+
+    monkeypatch.setattr(steps.PipelineStep, "signature_from_request", signature_from_request)
+    result = steps.launch.apply(args=[job.to_dict()])
+    assert result.successful(), (result.state, result.traceback, sent)
+    assert result.result.get("skipped") is None, result.result
+    assert len(started) == 1, "the file was dropped: the claim saw the lease it had renewed"
+    assert ledger.get(job.pipeline_id).data["owner"] == "another-delivery"
+
+
+def test_a_heartbeat_renews_only_the_claim_its_chain_holds(moto_endpoint, bucket, monkeypatch):
+    from tasks.ledger import Ledger
+    from tasks.settings import load
+
+    ledger = Ledger(load(base_env(moto_endpoint, bucket)), emulator_client("s3", moto_endpoint))
+    etag = (
+        emulator_client("s3", moto_endpoint)
+        .put_object(Bucket=bucket, Key="in/b.csv", Body=SOURCE)["ETag"]
+        .strip('"')
+    )
+    job = make_job(pipeline_id(bucket, "in/b.csv", None, etag), bucket, etag=etag)
+    assert ledger.claim(job, "launch-1", 60, holder="h1").value == "claimed"
+    lease = lambda: ledger.get(job.pipeline_id).data["lease_until"]  # noqa: E731
+    before = lease()
+
+    job.claim_owner, job.claim_holder = "launch-2", None  # another chain's step
+    assert not ledger.renew(job, 600)
+    assert not ledger.renew(job, 600, writer="staging/x")
+    job.claim_owner, job.claim_holder = "launch-1", "h2"  # another delivery of the launch
+    assert not ledger.renew(job, 600)
+    assert lease() == before, "a lease was renewed by a step whose chain does not hold it"
+
+    job.claim_owner, job.claim_holder = "launch-1", "h1"  # the launch that holds it
+    assert ledger.renew(job, 600)
+    job.claim_holder = None  # a later step of its chain
+    assert ledger.renew(job, 900, writer="staging/y")
+    assert lease() > before + 800
+
+    hb = heartbeat.Heartbeat(
+        job=job,
+        request=None,
+        visibility_timeout=60,
+        region="us-east-1",
+        ledger=ledger,
+        step="launch",
+    )
+    assert not hb.holds_claim  # a launch before its own claim renews nothing

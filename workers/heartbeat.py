@@ -101,6 +101,13 @@ class Heartbeat:
                 "(SCOREFLEET_MAX_IN_FLIGHT, a faster model)"
             )
 
+    @property
+    def holds_claim(self) -> bool:
+        """May this step renew the run's lease? Not a launch before its own claim: the
+        lease it would renew is another delivery's (a dead one's, perhaps), and
+        renewing it would keep every later delivery off the file for good."""
+        return not (self.step == "launch" and self.job.claim_holder is None)
+
     def beat(self) -> None:
         self.beats += 1
         # never past 12 hours from the receipt (SQS refuses that); a margin for the clock
@@ -115,7 +122,7 @@ class Heartbeat:
                 )
             except Exception as exc:  # the next beat may work; SQS redelivers at worst
                 log.warning("could not extend the message's visibility: %s", exc)
-        if self.ledger is not None:
+        if self.ledger is not None and self.holds_claim:
             try:
                 if not self.ledger.renew(self.job, self.visibility_timeout, writer=self.writer):
                     self.superseded = True
