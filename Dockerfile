@@ -27,6 +27,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 # Only what packaging needs: the project's own sources (see .dockerignore).
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY scorefleet/ scorefleet/
 COPY tasks/ tasks/
 COPY workers/ workers/
 COPY lambda_enqueue/ lambda_enqueue/

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-from tasks.s3io import encode_tags
+from scorefleet.storage.s3io import encode_tags
 from workers.localstack import BUCKET, IRIS_IMAGE, LocalStack, emulator_client
 
 REPO = Path(__file__).resolve().parents[1]

@@ -39,7 +39,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from bench.common import REPO, machine
-from tasks.s3io import encode_tags
+from scorefleet.storage.s3io import encode_tags
 from workers import monitor
 from workers.localstack import (
     BUCKET,

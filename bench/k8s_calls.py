@@ -27,8 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import machine
-from tasks.errors import describe, is_transient
-from tasks.settings import load
+from scorefleet.errors import describe, is_transient
+from scorefleet.settings import load
 from tests.conftest import make_job
 from tests.k8s_harness import FakeApiServer, Recorded, calls_for, fake_cluster, k8s_catalog
 from workers.backends.kubernetes import KubernetesBackend, pod_name

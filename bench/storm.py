@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 from bench.common import local_stack, machine
-from tasks.s3io import encode_tags
+from scorefleet.storage.s3io import encode_tags
 from workers.localstack import BUCKET, IRIS_IMAGE, emulator_client
 
 

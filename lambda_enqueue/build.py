@@ -2,9 +2,9 @@
 
 The zip holds only what ``lambda_enqueue.handler`` needs:
 
-* ``lambda_enqueue/`` (without this file) and the ``tasks`` modules that the handler
-  imports, found by following its imports through the source (module level and inside
-  functions); the build fails if that reaches ``workers`` or ``tasks.steps``;
+* ``lambda_enqueue/`` (without this file) and the ``scorefleet`` modules that the
+  handler imports, found by following its imports through the source (module level and
+  inside functions); the build fails if that reaches ``workers`` or ``tasks``;
 * celery, kombu and boto3 with their runtime dependencies, copied file for file from
   the installed distributions (so the Lambda runs exactly the versions the test suite
   ran), minus celery's command-line-only dependencies (click's plug-ins, click-repl,
@@ -47,9 +47,9 @@ from packaging.requirements import Requirement
 REPO = Path(__file__).resolve().parents[1]
 ENTRY = "lambda_enqueue.handler"
 #: Our top-level packages: the handler's imports of these are followed through the source.
-OWN = ("lambda_enqueue", "tasks", "workers")
+OWN = ("lambda_enqueue", "scorefleet", "tasks", "workers")
 #: Must never be in the Lambda (heavy, or worker-only).
-FORBIDDEN_MODULES = ("workers", "tasks.steps", "lambda_enqueue.build")
+FORBIDDEN_MODULES = ("workers", "tasks", "lambda_enqueue.build")
 #: Distributions the handler imports directly; their requirements come along.
 ROOTS = ("celery", "kombu", "boto3")
 #: Required by celery for its command line only (the handler never imports them).
@@ -109,7 +109,7 @@ def own_modules(entry: str = ENTRY) -> dict[str, Path]:
             continue
         path = module_path(name)
         if path is None:
-            continue  # "from tasks import logctx" also names the attribute tasks.logctx
+            continue  # "from scorefleet import logctx" also names the attribute scorefleet.logctx
         seen[name] = path
         parent = name.rpartition(".")[0]
         if parent:

@@ -21,14 +21,15 @@ from botocore.exceptions import ClientError
 from celery import Celery
 
 from lambda_enqueue.events import Item, ObjectEvent, decode
-from tasks import logctx, outcome, s3io
-from tasks.celeryconf import make_app
-from tasks.chain import enqueue
-from tasks.errors import Rejected, is_transient
-from tasks.job import Failure
-from tasks.s3uri import S3Uri
-from tasks.settings import Settings, load
-from tasks.submission import identify, job_for_object, validate
+from scorefleet import logctx
+from scorefleet.celeryconf import make_app
+from scorefleet.chain import enqueue
+from scorefleet.errors import Rejected, is_transient
+from scorefleet.job import Failure
+from scorefleet.s3uri import S3Uri
+from scorefleet.settings import Settings, load
+from scorefleet.storage import outcome, s3io
+from scorefleet.submission import identify, job_for_object, validate
 
 log = logging.getLogger("scorefleet.lambda")
 

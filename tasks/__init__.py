@@ -1,3 +1,3 @@
-"""The pipeline's shared core: settings, the job, S3 I/O, outcomes and the chain
-builder (importable by the Lambda: no worker or Kubernetes code here). The
-Celery task bodies live in :mod:`tasks.steps`, loaded by ``workers.app``."""
+"""The Celery tasks of the pipeline (loaded by ``workers.app`` by name; the Lambda
+never imports them). They stand on :mod:`workers` (the worker process) and
+:mod:`scorefleet` (the shared core)."""

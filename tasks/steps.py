@@ -26,9 +26,9 @@ from typing import Any
 from celery import Task, shared_task
 from celery.exceptions import Reject, Retry
 
-from tasks import logctx, outcome, s3io, vouch
-from tasks.chain import enqueue, failure_tail
-from tasks.errors import (
+from scorefleet import logctx, vouch
+from scorefleet.chain import enqueue, failure_tail
+from scorefleet.errors import (
     AtCapacity,
     LeaseHeld,
     ModelUnavailable,
@@ -39,10 +39,11 @@ from tasks.errors import (
     describe,
     is_transient,
 )
-from tasks.job import Failure, Job, rerun_id
-from tasks.ledger import Claim, Publication, Record, staging_location, staging_prefix
-from tasks.s3uri import S3Uri
-from tasks.submission import identity_of, job_for_object, validate
+from scorefleet.job import Failure, Job, rerun_id
+from scorefleet.s3uri import S3Uri
+from scorefleet.storage import outcome, s3io
+from scorefleet.storage.ledger import Claim, Publication, Record, staging_location, staging_prefix
+from scorefleet.submission import identity_of, job_for_object, validate
 from workers import compression, runtime
 from workers.firstbytes import preflight
 from workers.heartbeat import Heartbeat
@@ -81,7 +82,7 @@ def delivery_id(task: Task) -> str:
 def first_delivery(task: Task) -> bool:
     """Is this the first delivery of this message (no retry, SQS delivered it once)?
     Then no earlier delivery of it left anything behind. It says nothing about a copy
-    of the chain (see tasks.ledger), which is a first delivery of its own message.
+    of the chain (see scorefleet.storage.ledger), which is a first delivery of its own message.
     Unknown: not first."""
     if task.request.retries:
         return False
@@ -110,7 +111,7 @@ class PipelineStep(Task):
     ) -> Any:
         """Run ``body`` under a heartbeat (SQS visibility, and the run's lease when
         ``lease``), sorting any failure into retry or give up. A job this worker cannot
-        vouch for (tasks.vouch) is refused before anything is done."""
+        vouch for (scorefleet.vouch) is refused before anything is done."""
         job = _job_from(payload)
         job.claim_holder = None  # set by this delivery's own claim: never a message's
         s = runtime.settings()
@@ -172,7 +173,7 @@ class PipelineStep(Task):
     def _hand_back(step: str, job: Job) -> None:
         """A launch going back to the queue (its retry, or its wait for a slot) hands
         its claim to the delivery that comes next, which then need not wait for this
-        one's lease to expire (tasks.ledger: Ledger.release)."""
+        one's lease to expire (scorefleet.storage.ledger: Ledger.release)."""
         holder, job.claim_holder = job.claim_holder, None
         if step != "launch" or not holder:
             return
@@ -450,7 +451,7 @@ def _publish(j: Job, staging: S3Uri | None, rec: Record | None) -> None:
         j.skipped = "superseded"
         return
     if verdict is Publication.DUPLICATE:
-        # a copy of this run's chain (see tasks.ledger) got there first
+        # a copy of this run's chain (see scorefleet.storage.ledger) got there first
         log.info("another attempt of this run published its outcome; not publishing")
         j.skipped = PUBLISHED_ELSEWHERE
         return

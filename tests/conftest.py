@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tasks.job import Job
+from scorefleet.job import Job
 from workers.localstack import (
     BUCKET,
     CREDENTIALS,
@@ -165,7 +165,7 @@ class Outcomes:
         self.s3 = emulator_client("s3", stack.endpoint)
 
     def put(self, key: str, body: bytes, tags: dict[str, str] | None = None) -> float:
-        from tasks.s3io import encode_tags
+        from scorefleet.storage.s3io import encode_tags
 
         extra = {"Tagging": encode_tags(tags)} if tags else {}
         self.s3.put_object(Bucket=BUCKET, Key=f"in/{key}", Body=body, **extra)

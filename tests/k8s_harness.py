@@ -45,7 +45,7 @@ import psutil
 from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 
-from tasks.settings import Settings
+from scorefleet.settings import Settings
 from tests.conftest import fake, test_catalog
 from workers.backends.processes import PASSED_ENV, stop_tree
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from tasks.celeryconf import make_app
-from tasks.settings import load
+from scorefleet.celeryconf import make_app
+from scorefleet.settings import load
 from tests.conftest import base_env
 from workers import monitor
 from workers.localstack import emulator_client

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from lambda_enqueue import build
-from tasks.settings import VARIABLES, load
+from scorefleet.settings import VARIABLES, load
 from workers import monitor
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,8 +18,8 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from tasks.s3io import encode_tags
-from tasks.s3uri import ERROR_SUFFIX, SCOREOUT_SUFFIX, S3Uri, output_uri
+from scorefleet.s3uri import ERROR_SUFFIX, SCOREOUT_SUFFIX, S3Uri, output_uri
+from scorefleet.storage.s3io import encode_tags
 from tests.conftest import PLANTED_ENV_SECRETS, Outcomes
 from tests.fakemodel import LEAKED_KEY_ID, LEAKED_SECRET, hash_row, records
 from tests.test_preflight import gzip_member_of

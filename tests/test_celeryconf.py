@@ -2,8 +2,8 @@
 
 import time
 
-from tasks.celeryconf import make_app
-from tasks.settings import load
+from scorefleet.celeryconf import make_app
+from scorefleet.settings import load
 from tests.conftest import base_env
 from workers.localstack import emulator_client
 

@@ -30,8 +30,8 @@ import jsonschema
 import pytest
 import yaml
 
-from tasks.job import Job
-from tasks.settings import VARIABLES, load
+from scorefleet.job import Job
+from scorefleet.settings import VARIABLES, load
 from tests.conftest import installed_tool
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,7 +182,7 @@ def test_schema_config_lists_exactly_the_settings_the_chart_does_not_own():
     assert not (CHART_OWNED | NOT_IN_CLUSTER) - names, "a chart-owned variable no longer exists"
     assert listed == expected, (
         "helm/scorefleet/values.schema.json properties.config.properties must list every "
-        "SCOREFLEET_* variable of tasks/settings.py that the chart does not set itself; "
+        "SCOREFLEET_* variable of scorefleet/settings.py that the chart does not set itself; "
         f"add {sorted(expected - listed)}, remove {sorted(listed - expected)}"
     )
 
@@ -445,7 +445,7 @@ def _documented(kind: str) -> dict[str, Any]:
 
 
 def test_only_workers_reach_model_pods(render):
-    from tasks.settings import ModelSpec
+    from scorefleet.settings import ModelSpec
     from workers.backends.kubernetes import pod_manifest
 
     values = ci_values("keda")

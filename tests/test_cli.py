@@ -15,7 +15,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from click.testing import CliRunner
 
-from tasks.settings import ConfigError, load
+from scorefleet.settings import ConfigError, load
 from workers import clienv, stackstate
 from workers.cli import main
 from workers.localstack import IRIS_IMAGE, local_models

@@ -12,7 +12,7 @@ import zlib
 
 import pytest
 
-from tasks.errors import BadInput
+from scorefleet.errors import BadInput
 from workers import compression
 from workers.compression import Limits, decompress
 
@@ -166,7 +166,7 @@ def test_the_expanded_size_cap_names_its_variable():
 
 def test_real_csv_passes_the_default_ratio():
     """The defaults never refuse ordinary CSV: 20 MB of repetitive numeric rows."""
-    from tasks.settings import load
+    from scorefleet.settings import load
     from tests.conftest import base_env
 
     s = load(base_env("http://127.0.0.1:1", "bkt"))

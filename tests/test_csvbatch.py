@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.errors import BadInput
+from scorefleet.errors import BadInput
 from workers.compression import Limits, decompress
 from workers.csvbatch import CsvBatcher, detect_header
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.settings import load
+from scorefleet.settings import load
 from tests.conftest import Outcomes
 from tests.k8s_harness import (
     FakeApiServer,

@@ -14,7 +14,7 @@ import pytest
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from tasks.errors import is_transient
+from scorefleet.errors import is_transient
 from workers.eks_token import (
     REFRESH_AFTER_SECONDS,
     TOKEN_LIFETIME_SECONDS,

@@ -2,10 +2,10 @@ import json
 import shlex
 import subprocess
 
-from tasks.errordoc import render, rerun_commands
-from tasks.job import Failure, pipeline_id
-from tasks.redact import redact
-from tasks.s3uri import S3Uri, output_uri
+from scorefleet.job import Failure, pipeline_id
+from scorefleet.redact import redact
+from scorefleet.s3uri import S3Uri, output_uri
+from scorefleet.storage.errordoc import render, rerun_commands
 
 
 def test_error_file_says_what_failed_and_how_to_rerun():

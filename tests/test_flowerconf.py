@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tasks.settings import load
+from scorefleet.settings import load
 from tests.conftest import base_env
 from workers import flowerconf
 

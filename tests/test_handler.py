@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from lambda_enqueue import handler as lam
-from tasks.celeryconf import make_app
-from tasks.job import pipeline_id
-from tasks.settings import load
+from scorefleet.celeryconf import make_app
+from scorefleet.job import pipeline_id
+from scorefleet.settings import load
 from tests.conftest import base_env
 from workers.localstack import emulator_client
 
@@ -213,7 +213,7 @@ def test_lambda_imports_no_worker_or_kubernetes_code():
     code = (
         "import sys, lambda_enqueue.handler; "
         "bad = [m for m in sys.modules if m.split('.')[0] in "
-        "('workers', 'kubernetes', 'psutil', 'flower') or m == 'tasks.steps']; "
+        "('workers', 'tasks', 'kubernetes', 'psutil', 'flower')]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

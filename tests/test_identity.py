@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from tasks import outcome
-from tasks.s3uri import S3Uri
-from tasks.settings import load
-from tasks.submission import Identity, build_job, identify, identity_of
+from scorefleet.s3uri import S3Uri
+from scorefleet.settings import load
+from scorefleet.storage import outcome
+from scorefleet.submission import Identity, build_job, identify, identity_of
 from tests.conftest import base_env
 from workers.localstack import emulator_client
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from tasks import images
-from tasks.errors import Rejected
-from tasks.settings import ConfigError, load
-from tasks.submission import validate
+from scorefleet import images
+from scorefleet.errors import Rejected
+from scorefleet.settings import ConfigError, load
+from scorefleet.submission import validate
 from tests.conftest import make_job
 from tests.test_aws_template import template
 

@@ -44,7 +44,7 @@ def scored_from(outcomes: Outcomes, key: str, version: str) -> bool:
 
 
 def put(outcomes: Outcomes, key: str, body: bytes, tags: dict[str, str]) -> str:
-    from tasks.s3io import encode_tags
+    from scorefleet.storage.s3io import encode_tags
 
     resp = outcomes.s3.put_object(
         Bucket=BUCKET, Key=f"in/{key}", Body=body, Tagging=encode_tags(tags)

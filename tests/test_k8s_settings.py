@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.settings import ConfigError, load
+from scorefleet.settings import ConfigError, load
 
 BASE = {
     "SCOREFLEET_INPUT_URI": "s3://data/in",

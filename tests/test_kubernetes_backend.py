@@ -22,9 +22,9 @@ import pytest
 from kubernetes.client import V1Pod
 from kubernetes.client.exceptions import ApiException
 
-from tasks.errors import ModelError, Rejected, is_transient
-from tasks.job import Failure
-from tasks.settings import ModelSpec, load
+from scorefleet.errors import ModelError, Rejected, is_transient
+from scorefleet.job import Failure
+from scorefleet.settings import ModelSpec, load
 from tests.conftest import make_job
 from tests.k8s_harness import FakeApiServer, FakeKubelet, fake_cluster, k8s_catalog
 from workers.backends import make_backend
@@ -489,7 +489,7 @@ def test_a_crafted_handle_never_reaches_a_pod_that_is_not_the_runs(cluster):
 WORKER_SCRIPT = """
 import json, sys, time
 sys.path.insert(0, {repo!r})
-from tasks.settings import load
+from scorefleet.settings import load
 from tests.conftest import make_job
 from workers.backends.kubernetes import KubernetesBackend
 backend = KubernetesBackend(load(json.loads({env!r})), worker="doomed-worker")
@@ -600,7 +600,7 @@ def test_an_eks_cluster_gets_a_signed_token(cluster, monkeypatch):
 
 def test_make_backend_loads_kubernetes_only_when_chosen():
     code = (
-        "import json, sys; from tasks.settings import load; from workers.backends import make_backend; "
+        "import json, sys; from scorefleet.settings import load; from workers.backends import make_backend; "
         f"env = json.loads({json.dumps(json.dumps({**BASE, 'SCOREFLEET_LAUNCH_BACKEND': 'local'}))}); "
         "print(type(make_backend(load(env))).__name__, 'kubernetes' in sys.modules)"
     )

@@ -36,15 +36,15 @@ def package(tmp_path_factory) -> dict:
 def test_only_what_the_handler_needs(package):
     names = set(package["names"])
     tops = {n.split("/")[0] for n in names}
-    assert {"lambda_enqueue", "tasks", "celery", "kombu", "boto3", "botocore"} <= tops
-    assert "lambda_enqueue/handler.py" in names and "tasks/chain.py" in names
+    assert {"lambda_enqueue", "scorefleet", "celery", "kombu", "boto3", "botocore"} <= tops
+    assert "lambda_enqueue/handler.py" in names and "scorefleet/chain.py" in names
     for absent in (
         "tasks/steps.py",
-        "tasks/ledger.py",  # worker-only: the handler never imports it
+        "scorefleet/storage/ledger.py",  # worker-only: the handler never imports it
         "lambda_enqueue/build.py",
     ):
         assert absent not in names
-    for pkg in ("workers", "kubernetes", "flower", "tornado", "moto", "pycurl", "psutil"):
+    for pkg in ("workers", "tasks", "kubernetes", "flower", "tornado", "moto", "pycurl", "psutil"):
         assert pkg not in tops, pkg
     for pkg in ("prompt_toolkit", "click_repl", "click_plugins", "click_didyoumean", "wcwidth"):
         assert pkg not in tops, pkg
@@ -71,8 +71,8 @@ def test_bytecode_for_the_lambda_runtime(package):
 
 
 def test_import_closure_refuses_worker_modules(monkeypatch):
-    monkeypatch.setattr(build, "FORBIDDEN_MODULES", ("tasks.chain",))
-    with pytest.raises(build.BuildError, match=r"tasks\.chain"):
+    monkeypatch.setattr(build, "FORBIDDEN_MODULES", ("scorefleet.chain",))
+    with pytest.raises(build.BuildError, match=r"scorefleet\.chain"):
         build.own_modules()
 
 

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from tasks import s3io, steps
-from tasks.job import pipeline_id
-from tasks.ledger import staging_prefix
-from tasks.settings import ModelSpec
+from scorefleet.job import pipeline_id
+from scorefleet.settings import ModelSpec
+from scorefleet.storage import s3io
+from scorefleet.storage.ledger import staging_prefix
+from tasks import steps
 from tests.conftest import FAKEMODEL, base_env, make_job
 from workers import heartbeat, runtime
 from workers.backends.base import Endpoint
@@ -53,7 +54,7 @@ def clean_caches() -> Iterator[None]:
 def claimed_job(s3: Any, bucket: str, spec: ModelSpec, body: bytes = SOURCE):
     """in/a.csv as its launch leaves it: claimed, its model started by the backend."""
     etag = s3.put_object(Bucket=bucket, Key="in/a.csv", Body=body)["ETag"].strip('"')
-    run_id = pipeline_id(bucket, "in/a.csv", None, etag)  # its own (tasks.vouch)
+    run_id = pipeline_id(bucket, "in/a.csv", None, etag)  # its own (scorefleet.vouch)
     job = make_job(run_id, bucket, etag=etag, size=len(body))
     assert runtime.ledger().claim(job, "launch-message", 300).value == "claimed"
     ep = runtime.backend().launch(job, spec)
@@ -281,8 +282,8 @@ def test_a_launch_does_not_renew_a_lease_before_it_holds_the_claim(
 
 
 def test_a_heartbeat_renews_only_the_claim_its_chain_holds(moto_endpoint, bucket, monkeypatch):
-    from tasks.ledger import Ledger
-    from tasks.settings import load
+    from scorefleet.settings import load
+    from scorefleet.storage.ledger import Ledger
 
     ledger = Ledger(load(base_env(moto_endpoint, bucket)), emulator_client("s3", moto_endpoint))
     etag = (

@@ -8,9 +8,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tasks.errors import ModelError
-from tasks.job import Failure
-from tasks.settings import ModelSpec
+from scorefleet.errors import ModelError
+from scorefleet.job import Failure
+from scorefleet.settings import ModelSpec
 from tests.conftest import FAKEMODEL, make_job
 from workers.backends.local import LocalBackend
 from workers.protocol import InvocationsClient
@@ -214,7 +214,7 @@ def test_concurrent_launches_never_share_a_warm_model(warm_backend):
 def test_a_model_killed_while_starting_is_worth_another_try(backend):
     import threading
 
-    from tasks.errors import ModelUnavailable, is_transient
+    from scorefleet.errors import ModelUnavailable, is_transient
 
     j = job()
 
@@ -244,7 +244,7 @@ import os, signal, subprocess, sys
 from pathlib import Path
 sys.path.insert(0, {repo!r})
 from workers.backends import local
-from tasks.settings import ModelSpec
+from scorefleet.settings import ModelSpec
 from tests.conftest import make_job
 
 state, pid_file, moment, command = sys.argv[1:5]

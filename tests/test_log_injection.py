@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from tasks import logctx
+from scorefleet import logctx
 
 FORGED = "2026-12-01 00:00:00,000 INFO [sf-00000000000000000000 s3://b/in/x.csv] tasks.steps: published s3://b/out/x.csv.scoreout (3 rows)"
 RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \[")

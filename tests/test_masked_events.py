@@ -16,9 +16,9 @@ from celery.utils.serialization import get_pickled_exception
 from kombu import Consumer
 from kombu.utils.encoding import safe_repr
 
-from tasks.celeryconf import make_app
-from tasks.errors import ModelError
-from tasks.settings import load
+from scorefleet.celeryconf import make_app
+from scorefleet.errors import ModelError
+from scorefleet.settings import load
 from tests.conftest import PLANTED_ENV_SECRETS, Outcomes
 from tests.fakemodel import LEAKED_KEY_ID, LEAKED_SECRET
 from tests.monitoring_helpers import (  # noqa: F401

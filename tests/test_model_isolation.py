@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tasks.settings import ConfigError, ModelSpec, load
+from scorefleet.settings import ConfigError, ModelSpec, load
 from tests.conftest import FAKEMODEL, make_job
 from workers.backends.local import LocalBackend
 

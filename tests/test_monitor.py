@@ -6,7 +6,7 @@ import threading
 import time
 from contextlib import suppress
 
-from tasks.settings import load
+from scorefleet.settings import load
 from tests.conftest import base_env
 from tests.monitoring_helpers import (  # noqa: F401
     _delete_session_queues,

@@ -16,7 +16,7 @@ import random
 
 import pytest
 
-from tasks.errors import BadInput
+from scorefleet.errors import BadInput
 from workers import compression, firstbytes
 from workers.compression import Limits, Truncated, decompress
 from workers.localstack import emulator_client

@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tasks.errors import ModelError, ModelUnavailable, is_transient
+from scorefleet.errors import ModelError, ModelUnavailable, is_transient
 from workers.protocol import InvocationsClient, count_records
 
 

@@ -11,10 +11,10 @@ import shlex
 import pytest
 from click.testing import CliRunner
 
-from tasks.errordoc import render
-from tasks.job import Failure
-from tasks.redact import MASK, redact
-from tasks.s3uri import S3Uri
+from scorefleet.job import Failure
+from scorefleet.redact import MASK, redact
+from scorefleet.s3uri import S3Uri
+from scorefleet.storage.errordoc import render
 from workers.cli import main
 
 SIGV4 = "fe5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024"

@@ -2,10 +2,10 @@
 
 import pytest
 
-from tasks.ledger import Claim, Ledger
-from tasks.s3io import MultipartWriter, publish_copy, read_tags
-from tasks.s3uri import S3Uri
-from tasks.settings import load
+from scorefleet.s3uri import S3Uri
+from scorefleet.settings import load
+from scorefleet.storage.ledger import Claim, Ledger
+from scorefleet.storage.s3io import MultipartWriter, publish_copy, read_tags
 from tests.conftest import base_env, make_job
 from workers.localstack import emulator_client
 
@@ -153,7 +153,7 @@ def test_concurrent_claims_have_one_winner(moto_endpoint, bucket, s3):
 
 
 def test_newer_source_is_detected(s3, bucket):
-    from tasks.outcome import newer_source
+    from scorefleet.storage.outcome import newer_source
 
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     v1 = s3.put_object(Bucket=bucket, Key="in/a.csv", Body=b"one")

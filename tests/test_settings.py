@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.settings import ConfigError, describe_markdown, load
+from scorefleet.settings import ConfigError, describe_markdown, load
 
 BASE = {
     "SCOREFLEET_INPUT_URI": "s3://data/in",
@@ -82,7 +82,7 @@ def test_model_catalog_lookup(tmp_path: Path):
 
 def test_catalog_patterns_match_at_a_boundary():
     """Reported: `…/iris*` also matched `…/iris-evil:1` (a bare startswith). A pattern's
-    prefix now matches as an allowed image prefix does (tasks/images.py)."""
+    prefix now matches as an allowed image prefix does (scorefleet/images.py)."""
     catalog = {
         "reg/iris*": {"port": 1},
         "reg/iris/v2*": {"port": 2},
@@ -167,7 +167,7 @@ def test_steps_queue_is_derived_from_the_task_queue():
 
 
 def test_later_steps_are_routed_to_the_steps_queue():
-    from tasks.celeryconf import make_app
+    from scorefleet.celeryconf import make_app
 
     app = make_app(load(BASE))
     for name, queue in (

@@ -4,7 +4,7 @@ With acks_late a step sends its next task before its own message is deleted: a
 worker killed in between leaves the step's message to be redelivered, and the
 rerun step sends the rest of the chain a second time. Both copies are first
 deliveries of their own messages, so nothing about the message tells them apart:
-the run's ledger record does (tasks.ledger.Ledger.record_outcome). These tests
+the run's ledger record does (scorefleet.storage.ledger.Ledger.record_outcome). These tests
 run the real upload task in this process against moto.
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from scorefleet.job import Failure, Job, pipeline_id
+from scorefleet.storage.ledger import Publication, staging_location
 from tasks import steps
-from tasks.job import Failure, Job, pipeline_id
-from tasks.ledger import Publication, staging_location
 from tests.conftest import base_env, make_job
 from workers import runtime
 from workers.localstack import emulator_client
@@ -49,7 +49,7 @@ def s3(moto_endpoint: str, bucket: str) -> Any:
 
 def scored_attempt(s3: Any, bucket: str, output: bytes) -> Job:
     """A job as a scoring attempt of in/a.csv leaves it: claimed, output staged. Its
-    run id is the file's own pipeline id (a step refuses any other: tasks.vouch)."""
+    run id is the file's own pipeline id (a step refuses any other: scorefleet.vouch)."""
     etag = s3.put_object(Bucket=bucket, Key="in/a.csv", Body=SOURCE)["ETag"].strip('"')
     run_id = pipeline_id(bucket, "in/a.csv", None, etag)
     job = make_job(run_id, bucket, etag=etag, size=len(SOURCE))

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from scorefleet.job import pipeline_id
 from tasks import steps
-from tasks.job import pipeline_id
 from tests import conftest
 from tests.conftest import base_env, make_job
 from workers import runtime

@@ -1,7 +1,7 @@
 """The Celery app: ``celery -A workers.app worker|beat|flower|call|inspect``.
 
 Configuration comes from ``SCOREFLEET_*`` environment variables
-(:mod:`tasks.settings`), validated here at start-up: a bad value stops the process
+(:mod:`scorefleet.settings`), validated here at start-up: a bad value stops the process
 with a message that names the variable.
 """
 
@@ -13,10 +13,10 @@ from typing import Any
 
 from celery import signals
 
-from tasks import logctx
-from tasks.celeryconf import make_app
-from tasks.chain import describe_step
-from tasks.settings import ConfigError, load
+from scorefleet import logctx
+from scorefleet.celeryconf import make_app
+from scorefleet.chain import describe_step
+from scorefleet.settings import ConfigError, load
 from workers import flowerconf, hardening, monitor
 
 # Before anything reads credentials: a model process of the same user (local backend)

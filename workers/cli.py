@@ -235,7 +235,7 @@ def _submit_and_wait(
     wait: int,
     alive: Any = None,
 ) -> bool:
-    from tasks import s3io
+    from scorefleet.storage import s3io
 
     s3 = s3io.client(settings.aws_region)
     source = settings.input_uri.join(rel_key)
@@ -256,7 +256,7 @@ def _wait_for_outcome(
 ) -> bool:
     """Wait up to ``wait`` seconds for the ``.scoreout`` or ``.error`` of ``source``
     written after ``started``; print it (its first lines). True if scored."""
-    from tasks import outcome, s3io
+    from scorefleet.storage import outcome, s3io
 
     scoreout = outcome.scoreout_location(settings, source)
     error = outcome.error_location(settings, source)
@@ -301,9 +301,9 @@ def rerun(
     env_file: Path | None,
 ) -> None:
     """Rerun a file: sends tasks.rescore, like `celery -A workers.app call tasks.rescore`."""
-    from tasks import s3io
-    from tasks.celeryconf import make_app
-    from tasks.s3uri import S3Uri
+    from scorefleet.celeryconf import make_app
+    from scorefleet.s3uri import S3Uri
+    from scorefleet.storage import s3io
 
     settings = load_settings(env_file)
     try:
@@ -380,8 +380,8 @@ def dlq_redrive(message_ids: tuple[str, ...], redrive_all: bool, env_file: Path 
 @click.option("--env-file", type=click.Path(path_type=Path), help="export-style settings file")
 def config(markdown: bool, env_file: Path | None) -> None:
     """Check the configuration in the environment (or print the reference)."""
-    from tasks.redact import shown_setting
-    from tasks.settings import describe_markdown
+    from scorefleet.redact import shown_setting
+    from scorefleet.settings import describe_markdown
 
     if markdown:
         click.echo(describe_markdown(), nl=False)

@@ -53,7 +53,7 @@ def local_stack_env(state_dir: Path) -> Path:
 
 def load_settings(env_file: Path | None) -> Any:
     """The settings of a command: ``env_file``, the environment, or the local stack."""
-    from tasks.settings import ConfigError, load
+    from scorefleet.settings import ConfigError, load
 
     if env_file is not None:
         if not env_file.exists():

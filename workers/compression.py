@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tasks.errors import BadInput
+from scorefleet.errors import BadInput
 
 #: Compressed bytes handed to the decoder at a time (so the ratio is measured on
 #: what was really consumed, give or take one slice).

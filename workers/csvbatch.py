@@ -19,7 +19,7 @@ import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from tasks.errors import BadInput
+from scorefleet.errors import BadInput
 
 BOM = b"\xef\xbb\xbf"
 _SNIFF_BYTES = 64 * 1024

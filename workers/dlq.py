@@ -21,9 +21,9 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from tasks.celeryconf import LATER_STEPS
-from tasks.logctx import escape
-from tasks.settings import Settings
+from scorefleet.celeryconf import LATER_STEPS
+from scorefleet.logctx import escape
+from scorefleet.settings import Settings
 
 _RECEIVE_VISIBILITY = 60
 

@@ -24,7 +24,7 @@ import botocore.session
 from botocore.model import ServiceId
 from botocore.signers import RequestSigner
 
-from tasks.errors import PermanentError
+from scorefleet.errors import PermanentError
 
 TOKEN_PREFIX = "k8s-aws-v1."  # noqa: S105 - a format marker, not a secret
 CLUSTER_ID_HEADER = "x-k8s-aws-id"

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from tasks.errors import BadInput
+from scorefleet.errors import BadInput
 
 #: (magic bytes at offset 0, what the file is, what to do), most specific first.
 #: Compressions and archives are :mod:`workers.compression`'s: it reads gzip, bzip2,
@@ -100,7 +100,7 @@ def preflight(
     find. ``limits``: the decompression caps (:class:`workers.compression.Limits`)."""
     from botocore.exceptions import ClientError
 
-    from tasks.s3io import error_code, version_args
+    from scorefleet.storage.s3io import error_code, version_args
     from workers.compression import Truncated, decompress
     from workers.csvbatch import CsvBatcher
 

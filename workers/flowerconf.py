@@ -27,7 +27,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tasks.settings import Settings
+from scorefleet.settings import Settings
 
 #: Flower options scorefleet sets unless given on the command line or as FLOWER_<NAME>.
 DEFAULTS: dict[str, Any] = {

@@ -27,9 +27,9 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from tasks.errors import OutOfTime
-from tasks.job import Job
-from tasks.settings import SQS_VISIBILITY_CAP
+from scorefleet.errors import OutOfTime
+from scorefleet.job import Job
+from scorefleet.settings import SQS_VISIBILITY_CAP
 
 log = logging.getLogger(__name__)
 

@@ -166,8 +166,8 @@ class Bridge(threading.Thread):
         """The Lambda's runtime, configured from the stack's environment (not from
         this process's), with clients pointed at the emulator."""
         from lambda_enqueue.handler import Runtime
-        from tasks.celeryconf import make_app
-        from tasks.settings import load
+        from scorefleet.celeryconf import make_app
+        from scorefleet.settings import load
 
         settings = load(self.env)
         return Runtime(settings, emulator_client("s3", self.endpoint), make_app(settings))
@@ -184,7 +184,7 @@ class Bridge(threading.Thread):
 
     def _log_to(self, path: Path) -> None:
         """The Lambda's log lines (from this bridge's threads only) go to ``path``."""
-        from tasks import logctx
+        from scorefleet import logctx
 
         handler = logging.FileHandler(path)
         logctx.install(handler)

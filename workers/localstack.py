@@ -115,8 +115,8 @@ def local_models(
     examples' prefix, ``SCOREFLEET_ALLOWED_IMAGE_PREFIXES`` and every image the
     catalog names (on this machine the catalog says what may run). Raises
     ValueError naming the source of a bad catalog."""
-    from tasks.images import prefix_allows
-    from tasks.settings import parse_model_catalog
+    from scorefleet.images import prefix_allows
+    from scorefleet.settings import parse_model_catalog
 
     catalog = iris_catalog()
     sources = [

@@ -4,8 +4,8 @@ A ``task-failed`` or ``task-retried`` event carries the exception's repr and the
 traceback's text (Flower shows both on a task's page, ``celery events`` prints
 them), and a step's exception may hold what came from outside: a model's answer or
 log lines, a message of a library quoting what it was given. :class:`MaskingDispatcher`
-masks those fields with :func:`tasks.redact.redact` before an event leaves the
-worker, as the log formatter does for log lines (:mod:`tasks.logctx`); the S3 URIs
+masks those fields with :func:`scorefleet.redact.redact` before an event leaves the
+worker, as the log formatter does for log lines (:mod:`scorefleet.logctx`); the S3 URIs
 scorefleet writes into its own messages are left alone (the patterns do not match
 inside a path or URI). The other fields are scorefleet's own: a step's args and
 kwargs as Flower shows them are its S3 URI (``workers.app``), its result the job.
@@ -21,7 +21,7 @@ from typing import Any
 from celery.app.events import Events
 from celery.events.dispatcher import EventDispatcher
 
-from tasks.redact import redact
+from scorefleet.redact import redact
 
 #: Event fields whose text may come from outside scorefleet.
 MASKED_FIELDS = ("exception", "traceback")

@@ -37,8 +37,8 @@ from typing import Any, ClassVar
 
 from celery import Celery, Task, shared_task
 
-from tasks.celeryconf import transport_options
-from tasks.settings import Settings
+from scorefleet.celeryconf import transport_options
+from scorefleet.settings import Settings
 from workers import compat_sqs
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ import urllib3
 from urllib3.connection import HTTPConnection
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from tasks.errors import ModelError, ModelUnavailable
+from scorefleet.errors import ModelError, ModelUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import functools
 import threading
 
-from tasks import s3io
-from tasks.ledger import Ledger
-from tasks.settings import Settings, load
+from scorefleet.settings import Settings, load
+from scorefleet.storage import s3io
+from scorefleet.storage.ledger import Ledger
 from workers.backends import LaunchBackend, make_backend
 
 

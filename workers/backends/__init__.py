@@ -6,7 +6,7 @@ loaded by a process that does not use it (and never by the Lambda).
 
 from __future__ import annotations
 
-from tasks.settings import Settings
+from scorefleet.settings import Settings
 from workers.backends.base import Endpoint, LaunchBackend
 
 __all__ = ["Endpoint", "LaunchBackend", "make_backend"]

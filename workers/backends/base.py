@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tasks.job import Job
-from tasks.settings import ModelSpec
+from scorefleet.job import Job
+from scorefleet.settings import ModelSpec
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ Failures are sorted from the pod status (:func:`pod_state`):
 * ``ErrImagePull`` / ``ImagePullBackOff`` / ``InvalidImageName`` -> permanent
   (:class:`ImagePullError`), within seconds;
 * ``OOMKilled``, ``CrashLoopBackOff`` or any exit before the pod was ready ->
-  permanent :class:`~tasks.errors.ModelError` with the container's last log lines;
+  permanent :class:`~scorefleet.errors.ModelError` with the container's last log lines;
 * unschedulable for longer than ``SCOREFLEET_K8S_UNSCHEDULABLE_TIMEOUT`` ->
   :class:`PodUnschedulable`, transient: the pod stays Pending (so the cluster
   autoscaler keeps working on it) and the step is retried later, then ``.error``;
@@ -60,7 +60,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.watch.watch import iter_resp_lines
 
-from tasks.errors import (
+from scorefleet.errors import (
     AtCapacity,
     ModelError,
     PermanentError,
@@ -69,9 +69,9 @@ from tasks.errors import (
     TransientError,
     Untrusted,
 )
-from tasks.job import Job
-from tasks.settings import DNS1123_LABEL, ModelSpec, Settings
-from tasks.vouch import check_run_id
+from scorefleet.job import Job
+from scorefleet.settings import DNS1123_LABEL, ModelSpec, Settings
+from scorefleet.vouch import check_run_id
 from workers.backends.base import Endpoint
 from workers.eks_token import EksTokenSource
 from workers.protocol import InvocationsClient, ping

@@ -47,10 +47,10 @@ from typing import Any
 
 import psutil
 
-from tasks.errors import AtCapacity, ModelError, ModelUnavailable, Untrusted
-from tasks.job import Job, run_pipeline
-from tasks.settings import ModelSpec
-from tasks.vouch import check_run_id
+from scorefleet.errors import AtCapacity, ModelError, ModelUnavailable, Untrusted
+from scorefleet.job import Job, run_pipeline
+from scorefleet.settings import ModelSpec
+from scorefleet.vouch import check_run_id
 from workers.backends.base import Endpoint
 from workers.backends.processes import (
     HOST,

@@ -99,7 +99,7 @@ class ModelUnavailable(TransientError):
 
 class Untrusted(Exception):
     """A task message asks for something this worker cannot vouch for (a run id,
-    source, staging key or container that is not the job's own; tasks.vouch). Not a
+    source, staging key or container that is not the job's own; scorefleet.vouch). Not a
     PipelineError: the step refuses it without acting, no .error and no teardown
     (they would act on the same untrusted fields)."""
 

@@ -10,9 +10,11 @@ import logging
 import time
 import urllib.parse
 
-from tasks import errordoc
-from tasks.job import Failure, Job
-from tasks.s3io import (
+from scorefleet.job import Failure, Job
+from scorefleet.s3uri import ERROR_SUFFIX, SCOREOUT_SUFFIX, S3Uri, output_uri
+from scorefleet.settings import Settings
+from scorefleet.storage import errordoc
+from scorefleet.storage.s3io import (
     S3Client,
     delete_quietly,
     head,
@@ -20,8 +22,6 @@ from tasks.s3io import (
     put_text,
     sanitize_tag_value,
 )
-from tasks.s3uri import ERROR_SUFFIX, SCOREOUT_SUFFIX, S3Uri, output_uri
-from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
 

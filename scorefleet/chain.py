@@ -20,7 +20,7 @@ from typing import Any
 from celery import Celery, chain, signature
 from celery.canvas import Signature
 
-from tasks.job import STEPS, Job, task_id
+from scorefleet.job import STEPS, Job, task_id
 
 
 def describe_job(job: Job | dict[str, Any]) -> dict[str, str]:

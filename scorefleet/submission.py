@@ -1,4 +1,4 @@
-"""From an S3 object to a validated :class:`~tasks.job.Job` (shared by the Lambda,
+"""From an S3 object to a validated :class:`~scorefleet.job.Job` (shared by the Lambda,
 ``tasks.rescore`` and the CLI): read tags, apply fallbacks, refuse what must not run."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tasks import images
-from tasks.errors import Rejected
-from tasks.job import Job, pipeline_id
-from tasks.s3io import S3Client, error_code, read_tags
-from tasks.s3uri import S3Uri
-from tasks.settings import CLUSTER_NAME, DNS1123_LABEL, Settings
+from scorefleet import images
+from scorefleet.errors import Rejected
+from scorefleet.job import Job, pipeline_id
+from scorefleet.s3uri import S3Uri
+from scorefleet.settings import CLUSTER_NAME, DNS1123_LABEL, Settings
+from scorefleet.storage.s3io import S3Client, error_code, read_tags
 
 #: The tags the pipeline reads (read_tags maps the older names onto these).
 USED_TAGS = ("model_image", "k8s_cluster", "k8s_namespace")

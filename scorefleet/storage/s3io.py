@@ -23,8 +23,8 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tasks.errors import BadInput
-from tasks.s3uri import S3Uri
+from scorefleet.errors import BadInput
+from scorefleet.s3uri import S3Uri
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client as S3Client  # noqa: PLC0414 - re-export

@@ -1,4 +1,4 @@
-"""Celery configuration derived from :mod:`tasks.settings`, shared by the worker
+"""Celery configuration derived from :mod:`scorefleet.settings`, shared by the worker
 app (``workers.app``) and the Lambda, which only publishes."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Queue
 
-from tasks.settings import Settings
+from scorefleet.settings import Settings
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:

@@ -7,7 +7,7 @@ acts only on what it can re-derive from the job's identity and its own settings:
 
 * the run id is one scorefleet makes (``sf-<20 hex>``, or ``…-r<digits><4 hex>`` for a
   rerun) and belongs to the job's pipeline id, which is the one
-  :func:`tasks.job.pipeline_id` gives for the job's bucket, key, version, ETag and
+  :func:`scorefleet.job.pipeline_id` gives for the job's bucket, key, version, ETag and
   LastModified (the upload's identity):
   the run (its pod name, its local directory, its staging prefix, its run record) is
   bound to the file;
@@ -16,7 +16,7 @@ acts only on what it can re-derive from the job's identity and its own settings:
 * a staging key is one of that run's own (``<state>/staging/<run id>/<12 hex>.scoreout.part``).
 
 The rest is checked where it is used: the image, cluster and namespace by
-:func:`tasks.submission.validate` wherever a model may be started; the model
+:func:`scorefleet.submission.validate` wherever a model may be started; the model
 endpoint is never taken from the message (the backend looks up what it recorded for
 the run); a backend touches only containers that are its own for that run.
 
@@ -30,10 +30,10 @@ image (docs/security.md).
 
 from __future__ import annotations
 
-from tasks.errors import Untrusted
-from tasks.job import Job, pipeline_id, run_pipeline
-from tasks.ledger import is_staging_key, staging_prefix
-from tasks.settings import Settings
+from scorefleet.errors import Untrusted
+from scorefleet.job import Job, pipeline_id, run_pipeline
+from scorefleet.settings import Settings
+from scorefleet.storage.ledger import is_staging_key, staging_prefix
 
 _TEXT_FIELDS = (
     *("pipeline_id", "run_id", "bucket", "key"),

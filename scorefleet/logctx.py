@@ -10,7 +10,7 @@ URI into every record logged inside (per thread/task, via contextvars);
   message with its arguments, the pipeline id and S3 URI fields, and exception
   messages, so that a key or a message with a newline cannot write a forged line;
 * credentials are masked in the message and in exception messages
-  (:mod:`tasks.redact`);
+  (:mod:`scorefleet.redact`);
 * tracebacks keep their lines (frames are scorefleet's and its libraries' code,
   masked like the rest); each exception's own text is escaped and masked.
 """
@@ -24,7 +24,7 @@ import re
 import traceback
 from collections.abc import Iterator
 
-from tasks.redact import redact
+from scorefleet.redact import redact
 
 _pipeline: contextvars.ContextVar[str] = contextvars.ContextVar("pipeline", default="-")
 _uri: contextvars.ContextVar[str] = contextvars.ContextVar("s3_uri", default="-")

@@ -40,10 +40,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tasks.job import Job
-from tasks.s3io import S3Client, error_code
-from tasks.s3uri import S3Uri
-from tasks.settings import Settings
+from scorefleet.job import Job
+from scorefleet.s3uri import S3Uri
+from scorefleet.settings import Settings
+from scorefleet.storage.s3io import S3Client, error_code
 
 log = logging.getLogger(__name__)
 

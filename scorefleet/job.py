@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.s3uri import S3Uri
+from scorefleet.s3uri import S3Uri
 
 STEPS = ("launch", "score", "upload", "teardown")
 
@@ -33,7 +33,7 @@ def pipeline_id(
     or sweep that looked the object up), so duplicates map to one pipeline; every
     new upload of the key gets a new one, also when its bytes are the same. On a
     versioned bucket the version id says it all; without versioning, the ETag and
-    the upload's LastModified (see tasks.submission.identify) do, to the second S3
+    the upload's LastModified (see scorefleet.submission.identify) do, to the second S3
     keeps it in. DNS-1123 safe, so it can name a pod.
     """
     stamp = f"{last_modified:.0f}" if last_modified is not None else ""
@@ -94,7 +94,7 @@ class Job:
     force: bool = False
     #: the delivery that claimed the file (a launch waiting its turn keeps its claim)
     claim_owner: str | None = None
-    #: the one execution of the launch holding the claim (tasks.ledger: Ledger.release)
+    #: the one execution of the launch holding the claim (scorefleet.storage.ledger: Ledger.release)
     claim_holder: str | None = None
     # --- filled in by the steps ---
     launch_started_at: float | None = None

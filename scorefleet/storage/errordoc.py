@@ -6,9 +6,9 @@ import json
 import shlex
 import time
 
-from tasks.job import Failure
-from tasks.redact import redact
-from tasks.s3uri import S3Uri
+from scorefleet.job import Failure
+from scorefleet.redact import redact
+from scorefleet.s3uri import S3Uri
 
 
 def rerun_commands(source: S3Uri, model_image: str | None = None) -> list[str]:

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks import images
-from tasks.s3uri import S3Uri
+from scorefleet import images
+from scorefleet.s3uri import S3Uri
 
 PREFIX = "SCOREFLEET_"
 #: SQS: a message's visibility cannot be extended past 12 hours from its receipt.
@@ -456,7 +456,7 @@ class Settings:
         """Catalog entry for an image: exact name first, then the longest matching
         ``prefix*`` pattern, then ``*``; an image with no entry gets the defaults.
         A pattern's prefix matches at a boundary, as an allowed image prefix does
-        (:func:`tasks.images.prefix_allows`): ``reg/iris*`` is ``reg/iris`` and its
+        (:func:`scorefleet.images.prefix_allows`): ``reg/iris*`` is ``reg/iris`` and its
         tags, digests and sub-paths, never ``reg/iris-evil``."""
         entry: Mapping[str, Any] = {}
         if image in self.model_catalog:
