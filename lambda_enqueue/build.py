@@ -2,9 +2,12 @@
 
 The zip holds only what ``lambda_enqueue.handler`` needs:
 
-* ``lambda_enqueue/`` (without this file) and the ``scorefleet`` modules that the
-  handler imports, found by following its imports through the source (module level and
-  inside functions); the build fails if that reaches ``workers`` or ``tasks``;
+* our modules on an allow-list (``MODULES``): the handler and the parts of the core
+  (``scorefleet/``) it loads. The build follows the handler's imports through the
+  source (module level and inside functions) and fails unless they reach exactly the
+  listed modules: a new import of ours into the Lambda is a reviewed change to the
+  list, never a silent addition. That the list holds no worker, task or Kubernetes
+  code is import-linter's to guarantee (``make lint``; the contracts in pyproject.toml);
 * celery, kombu and boto3 with their runtime dependencies, copied file for file from
   the installed distributions (so the Lambda runs exactly the versions the test suite
   ran), minus celery's command-line-only dependencies (click's plug-ins, click-repl,
@@ -48,8 +51,29 @@ REPO = Path(__file__).resolve().parents[1]
 ENTRY = "lambda_enqueue.handler"
 #: Our top-level packages: the handler's imports of these are followed through the source.
 OWN = ("lambda_enqueue", "scorefleet", "tasks", "workers")
-#: Must never be in the Lambda (heavy, or worker-only).
-FORBIDDEN_MODULES = ("workers", "tasks", "lambda_enqueue.build")
+#: What of ours goes into the Lambda (packages with their ``__init__``): exactly what
+#: the handler imports, directly or not. Adding a module here puts it in every cold
+#: start; import-linter keeps worker, task and Kubernetes code out of all of them.
+MODULES = (
+    "lambda_enqueue",
+    "lambda_enqueue.events",
+    "lambda_enqueue.handler",
+    "scorefleet",
+    "scorefleet.celeryconf",
+    "scorefleet.chain",
+    "scorefleet.errors",
+    "scorefleet.images",
+    "scorefleet.job",
+    "scorefleet.logctx",
+    "scorefleet.redact",
+    "scorefleet.s3uri",
+    "scorefleet.settings",
+    "scorefleet.storage",
+    "scorefleet.storage.errordoc",
+    "scorefleet.storage.outcome",
+    "scorefleet.storage.s3io",
+    "scorefleet.submission",
+)
 #: Distributions the handler imports directly; their requirements come along.
 ROOTS = ("celery", "kombu", "boto3")
 #: Required by celery for its command line only (the handler never imports them).
@@ -100,7 +124,7 @@ def _imports(path: Path, name: str) -> set[str]:
     return found
 
 
-def own_modules(entry: str = ENTRY) -> dict[str, Path]:
+def imported_modules(entry: str = ENTRY) -> dict[str, Path]:
     """Our modules reachable from ``entry`` (with their parent packages)."""
     todo, seen = [entry], {}
     while todo:
@@ -115,10 +139,26 @@ def own_modules(entry: str = ENTRY) -> dict[str, Path]:
         if parent:
             todo.append(parent)
         todo.extend(m for m in _imports(path, name) if m.split(".")[0] in OWN)
-    bad = sorted(m for m in seen if any(m == f or m.startswith(f + ".") for f in FORBIDDEN_MODULES))
-    if bad:
-        raise BuildError(f"the handler imports worker-only modules: {', '.join(bad)}")
     return seen
+
+
+def own_modules(entry: str = ENTRY, allowed: tuple[str, ...] = MODULES) -> dict[str, Path]:
+    """The allow-listed modules, checked against what ``entry`` really imports."""
+    reached = imported_modules(entry)
+    unlisted = sorted(set(reached) - set(allowed))
+    if unlisted:
+        raise BuildError(
+            f"the handler imports {', '.join(unlisted)}, not in lambda_enqueue/build.py "
+            "MODULES: add what belongs in every cold start there (make lint checks that "
+            "it holds no worker code), or drop the import"
+        )
+    stale = sorted(set(allowed) - set(reached))
+    if stale:
+        raise BuildError(
+            f"lambda_enqueue/build.py MODULES lists {', '.join(stale)}, which the handler "
+            "no longer imports: remove it from the list"
+        )
+    return {name: reached[name] for name in allowed}
 
 
 # ---------------------------------------------------------- third-party packages

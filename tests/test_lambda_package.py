@@ -70,9 +70,37 @@ def test_bytecode_for_the_lambda_runtime(package):
     assert "lambda_enqueue/__pycache__/handler.cpython-311.pyc" in package["names"]
 
 
-def test_import_closure_refuses_worker_modules(monkeypatch):
-    monkeypatch.setattr(build, "FORBIDDEN_MODULES", ("scorefleet.chain",))
-    with pytest.raises(build.BuildError, match=r"scorefleet\.chain"):
+def test_the_allow_list_is_what_the_handler_imports():
+    assert set(build.own_modules()) == set(build.MODULES) == set(build.imported_modules())
+
+
+def test_a_module_the_handler_imports_must_be_on_the_allow_list():
+    allowed = tuple(m for m in build.MODULES if m != "scorefleet.chain")
+    with pytest.raises(build.BuildError, match=r"imports scorefleet\.chain, not in .*MODULES"):
+        build.own_modules(allowed=allowed)
+
+
+def test_a_module_the_handler_no_longer_imports_leaves_the_allow_list():
+    with pytest.raises(build.BuildError, match=r"lists scorefleet\.storage\.ledger"):
+        build.own_modules(allowed=(*build.MODULES, "scorefleet.storage.ledger"))
+
+
+def test_a_new_import_in_the_handler_is_caught_by_the_build(tmp_path, monkeypatch):
+    """The closure is followed through the source, imports inside functions included:
+    a handler that starts importing a worker module does not build."""
+    for name in build.MODULES:
+        src = build.module_path(name)
+        assert src is not None
+        rel = src.relative_to(build.REPO)
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(src.read_text())
+    handler = tmp_path / "lambda_enqueue" / "handler.py"
+    handler.write_text(handler.read_text() + "\n\ndef _late():\n    import workers.runtime\n")
+    (tmp_path / "workers").mkdir()
+    (tmp_path / "workers" / "__init__.py").write_text("")
+    (tmp_path / "workers" / "runtime.py").write_text("")
+    monkeypatch.setattr(build, "REPO", tmp_path)
+    with pytest.raises(build.BuildError, match=r"imports workers, workers\.runtime, not in"):
         build.own_modules()
 
 
