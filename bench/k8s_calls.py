@@ -28,12 +28,14 @@ from pathlib import Path
 
 from bench.common import machine
 from scorefleet.errors import describe, is_transient
-from scorefleet.settings import load
+from scorefleet.settings import ModelSpec, load
 from tests.conftest import make_job
 from tests.k8s_harness import FakeApiServer, Recorded, calls_for, fake_cluster, k8s_catalog
 from workers.backends.kubernetes import KubernetesBackend, pod_name
+from workers.batches import Batch
 from workers.localstack import free_port
-from workers.protocol import InvocationsClient
+from workers.protocols.calls import CallLimits
+from workers.protocols.sagemaker import SageMakerProtocol
 
 VERBS = ("create pods", "watch pods", "get pods/log", "delete pods", "list pods", "get pods")
 CSV = b"a,b,c\n" + b"".join(b"%d,2,3\n" % i for i in range(100))
@@ -96,8 +98,9 @@ def one_file(
             if not (is_transient(exc) and attempt < retry_max):
                 break
     if failure is None:  # tasks.score: HTTP to the pod only
-        client = InvocationsClient(endpoint.url, timeout=10, pool_size=1)
-        rows = client.invoke(CSV, 1, 100).rows
+        spec = ModelSpec(image="bench/k8s:1")
+        client = SageMakerProtocol(endpoint.url, spec, CallLimits(timeout=10, pool_size=1))
+        rows = client.score(Batch(1, 100, "data rows 1-100", ("a", "b", "c"), csv=CSV)).rows
         client.close()
         outcome = f".scoreout ({rows} rows)"
     else:  # tasks.upload reads the logs when the failure has none

@@ -54,6 +54,15 @@ class ModelError(PermanentError):
     kind = "ModelError"
 
 
+class RowsRefused(ModelError):
+    """The model refused these rows (a 4xx answer, a wrong row count): the rows, not the
+    model, are the problem, so a smaller part of them may score (issue 16 bisects only
+    on this). Every protocol raises it for a refusal; other ModelErrors (a model that
+    cannot start, an answer too large or unreadable) are never bisected."""
+
+    kind = "ModelError"
+
+
 class OutOfTime(PermanentError):
     """A step ran as long as SQS can protect its message (12 hours from receipt)."""
 

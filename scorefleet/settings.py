@@ -366,6 +366,10 @@ class ModelSpec:
     port: int = 8080
     #: "csv" or "json" for a model whose Content-Type does not say (empty: it must)
     response_format: str = ""
+    #: how the worker talks to the model (PROTOCOL_OPTION_KEYS), and that protocol's
+    #: options (the catalog entry's object under the protocol's key)
+    protocol: str = "sagemaker"
+    protocol_options: Mapping[str, Any] = field(default_factory=dict)
     #: everything else (backend specific: resources, node selector, ...)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -473,7 +477,10 @@ class Settings:
             )
             if patterns:
                 entry = self.model_catalog[patterns[0]]
+        protocol = str(entry.get("protocol", "sagemaker"))
+        options_key = PROTOCOL_OPTION_KEYS.get(protocol)
         known = {"command", "send_header", "response_header", "port", "response_format"}
+        known |= {"protocol", options_key} if options_key else {"protocol"}
         return ModelSpec(
             image=image,
             command=entry.get("command"),
@@ -481,6 +488,8 @@ class Settings:
             response_header=bool(entry.get("response_header", False)),
             port=int(entry.get("port", 8080)),
             response_format=str(entry.get("response_format", "")),
+            protocol=protocol,
+            protocol_options=dict(entry.get(options_key) or {}) if options_key else {},
             extra={k: v for k, v in entry.items() if k not in known},
         )
 
@@ -492,6 +501,14 @@ class Settings:
     def ignored_prefixes(self) -> tuple[S3Uri, ...]:
         """Locations the pipeline writes to: events for them must never be scored."""
         return (self.output_uri, self.error_uri, self.state_uri)
+
+
+#: The model protocols (catalog key ``protocol``, workers/protocols/) and the catalog
+#: key that holds each one's options (checked in detail by the worker at start-up:
+#: workers.protocols.check_catalog). Default: sagemaker.
+PROTOCOL_OPTION_KEYS: dict[str, str | None] = {
+    "sagemaker": None,
+}
 
 
 # --------------------------------------------------------------------- parsing
@@ -609,6 +626,15 @@ def _catalog(value: str) -> dict[str, dict[str, Any]]:
             raise ValueError(f"{image}: command must be a string with a {{port}} placeholder")
         if entry.get("response_format", "csv") not in ("csv", "json"):
             raise ValueError(f"{image}: response_format must be csv or json")
+        protocol = entry.get("protocol", "sagemaker")
+        if protocol not in PROTOCOL_OPTION_KEYS:
+            raise ValueError(
+                f"{image}: protocol must be one of {', '.join(PROTOCOL_OPTION_KEYS)}, "
+                f"not {protocol!r}"
+            )
+        options_key = PROTOCOL_OPTION_KEYS[protocol]
+        if options_key and not isinstance(entry.get(options_key, {}), dict):
+            raise ValueError(f"{image}: {options_key}: expected a JSON object of options")
         if "env" in entry:
             try:
                 _check_model_env(entry["env"])

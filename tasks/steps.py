@@ -41,13 +41,14 @@ from scorefleet.errors import (
 )
 from scorefleet.job import Failure, Job, rerun_id
 from scorefleet.s3uri import S3Uri
+from scorefleet.settings import ModelSpec
 from scorefleet.storage import outcome, s3io
 from scorefleet.storage.ledger import Claim, Publication, Record, staging_location, staging_prefix
 from scorefleet.submission import identity_of, job_for_object, validate
 from workers import compression, runtime
 from workers.firstbytes import preflight
 from workers.heartbeat import Heartbeat
-from workers.protocol import InvocationsClient
+from workers.protocols import CallLimits, ModelProtocol, open_protocol, protocol_for
 from workers.scoring import score_stream
 
 log = logging.getLogger(__name__)
@@ -360,35 +361,32 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
     return self.run_step("score", job, body, lease=True)
 
 
-def _ready_client(j: Job, spec: Any) -> InvocationsClient:
-    """A client for the run's model; starts the model again if it has died. The
+def _ready_client(j: Job, spec: ModelSpec) -> ModelProtocol:
+    """The run's model in its protocol; starts the model again if it has died. The
     endpoint is the one the backend recorded for this run, never the job's."""
     s = runtime.settings()
-
-    def client_for(url: str) -> InvocationsClient:
-        return InvocationsClient(
-            url,
-            timeout=s.model_timeout,
-            pool_size=s.max_in_flight,
-            response_header=spec.response_header,
-            max_answer_ratio=s.max_answer_ratio,
-            max_answer_floor=s.max_answer_floor_bytes,
-            response_format=spec.response_format,
-        )
-
+    limits = CallLimits(
+        timeout=s.model_timeout,
+        pool_size=s.max_in_flight,
+        max_answer_ratio=s.max_answer_ratio,
+        max_answer_floor=s.max_answer_floor_bytes,
+    )
     backend = runtime.backend()
     url = backend.endpoint(j)
-    client = client_for(url or "http://127.0.0.1:1")
-    if url and client.ping():
+    client = open_protocol(url or "http://127.0.0.1:1", spec, limits)
+    if url and client.ready(2.0):
         j.endpoint = url
         return client
     client.close()
     if url and backend.is_alive(j):
-        raise ModelUnavailable("the model is running but does not answer GET /ping")
+        raise ModelUnavailable(
+            "the model is running but does not answer "
+            + protocol_for(spec.protocol).describe_readiness(spec)
+        )
     log.warning("the model of this run is gone; starting it again")
     ep = backend.launch(j, spec)
     j.endpoint, j.handle = ep.url, ep.handle
-    return client_for(ep.url)
+    return open_protocol(ep.url, spec, limits)
 
 
 @shared_task(name="tasks.upload", bind=True, base=PipelineStep)

@@ -27,6 +27,7 @@ from scorefleet.job import Failure
 from scorefleet.settings import ModelSpec, load
 from tests.conftest import make_job
 from tests.k8s_harness import FakeApiServer, FakeKubelet, fake_cluster, k8s_catalog
+from tests.protocol_helpers import invoke, sagemaker
 from workers.backends import make_backend
 from workers.backends.kubernetes import (
     FLEET_LABEL,
@@ -42,7 +43,6 @@ from workers.backends.kubernetes import (
     pod_state,
 )
 from workers.localstack import free_port
-from workers.protocol import InvocationsClient
 
 REPO = Path(__file__).resolve().parents[1]
 PORT = free_port()  # the container port of every test model (each pod has its own IP)
@@ -210,8 +210,8 @@ def test_launch_score_adopt_teardown(cluster):
     assert time.monotonic() - t0 < 5
     assert ep.url == f"http://{ep.handle['pod_ip']}:{PORT}" and ep.handle["pod_ip"] != "127.0.0.1"
     assert ep.handle["pod"] == job.run_id and ep.handle["namespace"] == "scoring"
-    client = InvocationsClient(ep.url, timeout=5, pool_size=1)
-    assert client.invoke(b"a,b\n1,2\n3,4\n", 1, 2).data == b"1,2\n2,2\n"
+    client = sagemaker(ep.url)
+    assert invoke(client, b"a,b\n1,2\n3,4\n", 1, 2).csv == b"1,2\n2,2\n"
     client.close()
     assert backend.calls.snapshot() == {"create pods": 1, "watch pods": 1}
     # the same run again (a retried step, another worker): the pod is adopted

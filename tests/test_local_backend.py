@@ -12,8 +12,8 @@ from scorefleet.errors import ModelError
 from scorefleet.job import Failure
 from scorefleet.settings import ModelSpec
 from tests.conftest import FAKEMODEL, make_job
+from tests.protocol_helpers import invoke, sagemaker
 from workers.backends.local import LocalBackend
-from workers.protocol import InvocationsClient
 
 
 def job(run_id="sf-00000000000000000001"):
@@ -35,8 +35,8 @@ def backend(tmp_path):
 def test_launch_score_teardown(backend):
     j = job()
     ep = backend.launch(j, spec("ok"))
-    client = InvocationsClient(ep.url, timeout=5, pool_size=1)
-    assert client.invoke(b"a\n1\n2\n", 1, 2).rows == 2
+    client = sagemaker(ep.url)
+    assert invoke(client, b"a\n1\n2\n", 1, 2).rows == 2
     client.close()
     pid = ep.handle["pid"]
     assert backend.is_alive(j) and "listening" in backend.logs(j, 5)

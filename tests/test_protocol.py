@@ -8,7 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from scorefleet.errors import ModelError, ModelUnavailable, is_transient
-from workers.protocol import InvocationsClient, count_records
+from tests.protocol_helpers import invoke, sagemaker
+from workers.protocols.sagemaker import count_records
 
 
 def serve(respond: Callable[[int, bytes], tuple[int, str, bytes]]):
@@ -43,7 +44,7 @@ def serve(respond: Callable[[int, bytes], tuple[int, str, bytes]]):
 @pytest.fixture
 def server(request):
     srv, calls = serve(request.param)
-    client = InvocationsClient(
+    client = sagemaker(
         f"http://127.0.0.1:{srv.server_port}",
         timeout=5,
         pool_size=2,
@@ -64,9 +65,9 @@ def echo(n, body):
 @pytest.mark.parametrize("server", [echo], indirect=True)
 def test_csv_answer(server):
     client, _ = server
-    ans = client.invoke(b"h\n1\n2\n3\n", 1, 3)
-    assert ans.rows == 3 and ans.data == b"0\n1\n2\n" and ans.header is None
-    assert client.ping()
+    ans = invoke(client, b"h\n1\n2\n3\n", 1, 3)
+    assert ans.rows == 3 and ans.csv == b"0\n1\n2\n" and ans.header is None
+    assert client.ready(2.0)
 
 
 def json_answer(n, body):
@@ -80,8 +81,9 @@ def json_answer(n, body):
 @pytest.mark.parametrize("server", [json_answer], indirect=True)
 def test_json_answer_becomes_csv_with_header(server):
     client, _ = server
-    ans = client.invoke(b"x\n1\n2\n", 1, 2)
-    assert ans.data == b"a,0.5\nb,1\n" and ans.header == b"label,p\n"
+    ans = invoke(client, b"x\n1\n2\n", 1, 2)
+    assert ans.csv == b"a,0.5\nb,1\n" and ans.header == ("label", "p")
+    assert ans.header_line() == b"label,p\n"
 
 
 def fail_once(n, body):
@@ -91,7 +93,7 @@ def fail_once(n, body):
 @pytest.mark.parametrize("server", [fail_once], indirect=True)
 def test_5xx_is_retried_then_succeeds(server):
     client, calls = server
-    assert client.invoke(b"h\n1\n", 1, 1).rows == 1
+    assert invoke(client, b"h\n1\n", 1, 1).rows == 1
     assert calls["n"] == 2
 
 
@@ -103,7 +105,7 @@ def always_503(n, body):
 def test_persistent_5xx_is_transient(server):
     client, calls = server
     with pytest.raises(ModelUnavailable, match="HTTP 503") as err:
-        client.invoke(b"h\n1\n", 1, 1)
+        invoke(client, b"h\n1\n", 1, 1)
     assert is_transient(err.value) and calls["n"] == 3
 
 
@@ -117,7 +119,7 @@ def test_4xx_is_permanent_and_quotes_the_model(server):
     with pytest.raises(
         ModelError, match="rejected data rows 11-12 with HTTP 400: row 2: expected 4"
     ) as err:
-        client.invoke(b"h\n1\n2\n", 11, 2)
+        invoke(client, b"h\n1\n2\n", 11, 2)
     assert not is_transient(err.value) and calls["n"] == 1
     # the model's "row 2" is relative to its mini-batch: the message says where that starts
     assert "its row 1 is data row 11 of the file" in str(err.value)
@@ -131,14 +133,14 @@ def too_few(n, body):
 def test_wrong_row_count_is_permanent(server):
     client, _ = server
     with pytest.raises(ModelError, match="answered 1 result rows for data rows 1-2"):
-        client.invoke(b"h\n1\n2\n", 1, 2)
+        invoke(client, b"h\n1\n2\n", 1, 2)
 
 
 def test_unreachable_model_is_transient():
-    client = InvocationsClient("http://127.0.0.1:1", timeout=1, pool_size=1, backoff=0.01)
-    assert not client.ping()
+    client = sagemaker("http://127.0.0.1:1", timeout=1, pool_size=1, backoff=0.01)
+    assert not client.ready(2.0)
     with pytest.raises(ModelUnavailable):
-        client.invoke(b"1\n", 1, 1)
+        invoke(client, b"1\n", 1, 1)
 
 
 def test_count_records_respects_quotes():
@@ -170,14 +172,14 @@ def test_a_model_that_drips_its_answer_is_cut_off_at_the_deadline():
     import time
 
     url, stop = start_fakemodel("--mode", "drip", "--delay", "1.5")
-    client = InvocationsClient(url, timeout=2, pool_size=1, attempts=1)
+    client = sagemaker(url, timeout=2, pool_size=1, attempts=1)
     try:
         t0 = time.monotonic()
         with pytest.raises(ModelUnavailable, match=r"within 2s \(SCOREFLEET_MODEL_TIMEOUT"):
-            client.invoke(b"a,b\n1,2\n3,4\n5,6\n7,8\n", 1, 4)
+            invoke(client, b"a,b\n1,2\n3,4\n5,6\n7,8\n", 1, 4)
         took = time.monotonic() - t0
         assert took < 8, f"the call took {took:.1f}s with a 2 s deadline"
-        assert client.ping()  # the pool is still usable
+        assert client.ready(2.0)  # the pool is still usable
     finally:
         client.close()
         stop()
@@ -206,13 +208,13 @@ def test_a_model_that_drips_its_headers_is_cut_off_too():
 
     t = threading.Thread(target=drip, daemon=True)
     t.start()
-    client = InvocationsClient(
+    client = sagemaker(
         f"http://127.0.0.1:{lsock.getsockname()[1]}", timeout=1.5, pool_size=1, attempts=1
     )
     try:
         t0 = time.monotonic()
         with pytest.raises(ModelUnavailable, match=r"within 1\.5s"):
-            client.invoke(b"a\n1\n", 1, 1)
+            invoke(client, b"a\n1\n", 1, 1)
         assert time.monotonic() - t0 < 6
     finally:
         stop.set()
@@ -228,7 +230,7 @@ def huge_one_row(n, body):
 def test_an_answer_larger_than_the_cap_is_refused(server):
     client, _ = server
     with pytest.raises(ModelError, match="SCOREFLEET_MAX_ANSWER_RATIO"):
-        client.invoke(b"a\n1\n", 1, 1)
+        invoke(client, b"a\n1\n", 1, 1)
 
 
 def test_an_answer_without_length_is_capped_while_it_streams():
@@ -252,12 +254,10 @@ def test_an_answer_without_length_is_capped_while_it_streams():
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    client = InvocationsClient(
-        f"http://127.0.0.1:{srv.server_port}", timeout=30, pool_size=1, attempts=1
-    )
+    client = sagemaker(f"http://127.0.0.1:{srv.server_port}", timeout=30, pool_size=1, attempts=1)
     try:
         with pytest.raises(ModelError, match=r"more than [\d,]+ bytes"):
-            client.invoke(b"a\n1\n", 1, 1)
+            invoke(client, b"a\n1\n", 1, 1)
     finally:
         client.close()
         srv.shutdown()
@@ -283,11 +283,14 @@ def typed(ctype):
 def test_an_answer_without_a_usable_content_type_is_not_read_as_csv(server):
     client, _ = server
     with pytest.raises(ModelError, match="must answer text/csv or application/json"):
-        client.invoke(b"a\n1\n", 1, 1)
+        invoke(client, b"a\n1\n", 1, 1)
 
 
 @pytest.mark.parametrize("server", [typed("text/plain; charset=utf-8")], indirect=True)
 def test_the_catalog_can_name_the_format_of_a_mislabelled_model(server):
     client, _ = server
-    client.response_format = "csv"
-    assert client.invoke(b"a\n1\n", 1, 1).data == b"1\n"
+    relabelled = sagemaker(client.endpoint, response_format="csv")
+    try:
+        assert invoke(relabelled, b"a\n1\n", 1, 1).csv == b"1\n"
+    finally:
+        relabelled.close()

@@ -18,6 +18,7 @@ from scorefleet.celeryconf import make_app
 from scorefleet.chain import describe_step
 from scorefleet.settings import ConfigError, load
 from workers import flowerconf, hardening, monitor
+from workers.protocols import check_catalog
 
 # Before anything reads credentials: a model process of the same user (local backend)
 # cannot read this process's environment or memory through /proc.
@@ -25,8 +26,13 @@ hardening.make_non_dumpable()
 
 try:
     settings = load()
+    # each protocol's own options (v2, json, ...): the settings checked only their shape
+    check_catalog(settings.model_catalog)
 except ConfigError as _exc:
     print(f"scorefleet: {_exc}", file=sys.stderr)
+    raise SystemExit(2) from None
+except ValueError as _exc:
+    print(f"scorefleet: SCOREFLEET_MODEL_CATALOG: {_exc}", file=sys.stderr)
     raise SystemExit(2) from None
 
 app = make_app(settings)

@@ -366,12 +366,17 @@ class CsvBatcher:
         return batch.data
 
 
-def _field_count(record: bytes) -> int:
+def csv_fields(record: bytes) -> list[str]:
+    """The fields of one CSV record (a header line)."""
     text = record.decode("utf-8", errors="replace").rstrip("\r\n")
     try:
-        return len(next(csv.reader([text]), [""]))
+        return next(csv.reader([text]), [""])
     except csv.Error:
-        return text.count(",") + 1
+        return text.split(",")
+
+
+def _field_count(record: bytes) -> int:
+    return len(csv_fields(record))
 
 
 def _leading_blank_lines(data: bytes) -> int:

@@ -117,6 +117,7 @@ def local_models(
     ValueError naming the source of a bad catalog."""
     from scorefleet.images import prefix_allows
     from scorefleet.settings import parse_model_catalog
+    from workers.protocols import check_catalog
 
     catalog = iris_catalog()
     sources = [
@@ -126,7 +127,9 @@ def local_models(
     for name, value in sources:
         if value:
             try:
-                catalog.update(parse_model_catalog(value))
+                entries = parse_model_catalog(value)
+                check_catalog(entries)
+                catalog.update(entries)
             except ValueError as exc:
                 raise ValueError(f"{name}: not a model catalog: {exc}") from None
     prefixes = [EXAMPLES_PREFIX]

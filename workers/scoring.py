@@ -15,8 +15,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
+from workers import csvbatch
+from workers.batches import Batch, Scores
 from workers.csvbatch import CsvBatcher
-from workers.protocol import Answer, InvocationsClient
+from workers.protocols.base import ModelProtocol
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ class ScoreStats:
 
 def score_stream(
     chunks: Iterable[bytes],
-    client: InvocationsClient,
+    protocol: ModelProtocol,
     sink: Sink,
     *,
     max_bytes: int,
@@ -56,14 +58,16 @@ def score_stream(
     wrote_header = False
     next_report = started + PROGRESS_EVERY_SECONDS
 
-    def write(answer: Answer) -> None:
+    def write(answer: Scores) -> None:
         nonlocal wrote_header, next_report
-        if answer.header is not None and not wrote_header:
-            sink.write(answer.header)
-            stats.bytes_out += len(answer.header)
+        header = answer.header_line() if not wrote_header else None
+        if header is not None:
+            sink.write(header)
+            stats.bytes_out += len(header)
         wrote_header = True  # the header, if any, is the first line of the output only
-        sink.write(answer.data)
-        stats.bytes_out += len(answer.data)
+        data = answer.as_csv()
+        sink.write(data)
+        stats.bytes_out += len(data)
         stats.rows += answer.rows
         stats.batches += 1
         if checkpoint:
@@ -83,19 +87,23 @@ def score_stream(
                 progress(stats)
 
     pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="model-call")
-    pending: deque[Future[Answer]] = deque()
+    pending: deque[Future[Scores]] = deque()
+    columns: tuple[str, ...] | None = None
     try:
-        for batch in batcher:
-            # Only the payload goes to the pool; the batch's bytes are freed once sent.
-            pending.append(
-                pool.submit(
-                    client.invoke,
-                    batcher.payload(batch),
-                    batch.first_row,
-                    batch.rows,
-                    batch.span,
-                )
+        for raw in batcher:
+            if columns is None:
+                columns = _columns(batcher.header, raw.data)
+            batch = Batch(
+                first_row=raw.first_row,
+                rows=raw.rows,
+                span=raw.span,
+                columns=columns,
+                csv=raw.data,
+                csv_header=batcher.header,
             )
+            del raw
+            # the batch's bytes are freed once its call is done
+            pending.append(pool.submit(protocol.score, batch))
             del batch
             if len(pending) >= max_in_flight:
                 write(pending.popleft().result())
@@ -107,3 +115,11 @@ def score_stream(
         pool.shutdown(wait=True, cancel_futures=True)
     stats.seconds = time.monotonic() - started
     return stats
+
+
+def _columns(header: bytes | None, first_rows: bytes) -> tuple[str, ...]:
+    """The model columns' names: the header's, or "" for each field of the first row."""
+    if header is not None:
+        return tuple(csvbatch.csv_fields(header))
+    first = first_rows[: first_rows.find(b"\n") + 1] if b"\n" in first_rows else first_rows
+    return ("",) * len(csvbatch.csv_fields(first))

@@ -74,7 +74,7 @@ from scorefleet.settings import DNS1123_LABEL, ModelSpec, Settings
 from scorefleet.vouch import check_run_id
 from workers.backends.base import Endpoint
 from workers.eks_token import EksTokenSource
-from workers.protocol import InvocationsClient, ping
+from workers.protocols import probe, protocol_for
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +258,12 @@ def _quantities(resources: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[st
     return {part: {k: str(v) for k, v in q.items()} for part, q in resources.items()}
 
 
+def _probe_handler(spec: ModelSpec, port: int) -> dict[str, Any]:
+    """The readiness probe's handler: the model's protocol says what ready means."""
+    handler = protocol_for(spec.protocol).pod_probe(spec)
+    return {kind: {**body, "port": port} for kind, body in handler.items()}
+
+
 def pod_manifest(
     job: Job, spec: ModelSpec, settings: Settings, *, fleet: str, worker: str
 ) -> dict[str, Any]:
@@ -270,7 +276,7 @@ def pod_manifest(
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         "resources": _quantities(extra.get("resources", settings.k8s_resources)),
         "readinessProbe": {
-            "httpGet": {"path": "/ping", "port": port},
+            **_probe_handler(spec, port),
             "periodSeconds": 2,
             "timeoutSeconds": 2,
             "failureThreshold": 3,
@@ -752,7 +758,7 @@ class KubernetesBackend:
             raise TransientError(f"pod {ns}/{name} is another run's now; launching again later")
         ip = str(pod["status"]["podIP"])
         url = _pod_url(ip, spec.port)
-        self._check_reachable(url, ns, name)
+        self._check_reachable(url, ns, name, spec)
         self._remember(job.run_id, name, url)
         return Endpoint(
             url=url,
@@ -878,16 +884,13 @@ class KubernetesBackend:
             model_logs=logs,
         )
 
-    def _check_reachable(self, url: str, ns: str, name: str) -> None:
-        client = InvocationsClient(url, timeout=5.0, pool_size=1)
-        try:
-            if not client.ping(timeout=5.0):
-                raise TransientError(
-                    f"pod {ns}/{name} is Ready but the worker cannot reach {url}/ping "
-                    "(is a NetworkPolicy in the way?)"
-                )
-        finally:
-            client.close()
+    def _check_reachable(self, url: str, ns: str, name: str, spec: ModelSpec) -> None:
+        if not probe(url, spec, timeout=5.0):
+            readiness = protocol_for(spec.protocol).describe_readiness(spec)
+            raise TransientError(
+                f"pod {ns}/{name} is Ready but the worker cannot reach {url} ({readiness}; "
+                "is a NetworkPolicy in the way?)"
+            )
 
     # ---------------------------------------------------------------- queries
     def is_alive(self, job: Job) -> bool:
@@ -935,7 +938,7 @@ class KubernetesBackend:
                 if not pool:
                     return None
                 parked = pool.pop()  # the most recently parked
-            if not ping(parked.url):
+            if not probe(parked.url, spec):
                 self._delete_quietly(cluster, ns, parked.name)
                 continue
             with translated(f"claim warm pod {ns}/{parked.name}", cluster.name):
@@ -966,7 +969,7 @@ class KubernetesBackend:
         if not job.handle.get("pod"):
             return False
         url = self._url_of(cluster, ns, name, job)
-        if not url or not ping(url):
+        if not url or not probe(url, self.settings.model_spec(job.model_image)):
             return False
         key = (cluster.name, ns, job.model_image)
         with self._lock:

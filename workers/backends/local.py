@@ -63,7 +63,7 @@ from workers.backends.processes import (
     stop_tree,
     tail,
 )
-from workers.protocol import InvocationsClient, ping
+from workers.protocols import probe, protocol_for
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,9 @@ class LocalBackend:
         rec = {
             "port": port,
             "image": spec.image,
+            # readiness is the model's protocol's: kept for the warm pool's checks
+            "protocol": spec.protocol,
+            "protocol_options": dict(spec.protocol_options),
             "started": time.time(),
             "source": str(job.source),
             "launch_timeout": float(spec.extra.get("launch_timeout", self.launch_timeout)),
@@ -217,32 +220,30 @@ class LocalBackend:
 
     def _wait_ready(self, job: Job, rec: dict[str, Any], proc: psutil.Process) -> Endpoint:
         url = f"http://{HOST}:{rec['port']}"
-        client = InvocationsClient(url, timeout=2.0, pool_size=1)
+        spec = _spec_of(rec)
+        readiness = protocol_for(spec.protocol).describe_readiness(spec)
         limit = float(rec.get("launch_timeout", self.launch_timeout))
         deadline = time.monotonic() + limit
         delay = 0.02
-        try:
-            while True:
-                if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
-                    rc = self._exit_code(int(rec["pid"]))
-                    message = f"the model exited{describe_exit(rc)} before it answered GET /ping"
-                    logs = self.logs(job, self.log_lines)
-                    if rc is not None and -rc in KILLED_FROM_OUTSIDE:
-                        # killed by someone else (an operator, a node going away): a new
-                        # launch may well work; retried, and an .error after the last try
-                        raise ModelUnavailable(message, model_logs=logs)
-                    raise ModelError(message, model_logs=logs)
-                if client.ping(timeout=1.0):
-                    return Endpoint(url=url, handle={"pid": rec["pid"], "port": rec["port"]})
-                if time.monotonic() > deadline:
-                    raise ModelError(
-                        f"the model did not answer GET /ping within {limit:g}s",
-                        model_logs=self.logs(job, self.log_lines),
-                    )
-                time.sleep(delay)
-                delay = min(delay * 1.5, 0.05)
-        finally:
-            client.close()
+        while True:
+            if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
+                rc = self._exit_code(int(rec["pid"]))
+                message = f"the model exited{describe_exit(rc)} before it answered {readiness}"
+                logs = self.logs(job, self.log_lines)
+                if rc is not None and -rc in KILLED_FROM_OUTSIDE:
+                    # killed by someone else (an operator, a node going away): a new
+                    # launch may well work; retried, and an .error after the last try
+                    raise ModelUnavailable(message, model_logs=logs)
+                raise ModelError(message, model_logs=logs)
+            if probe(url, spec, timeout=1.0):
+                return Endpoint(url=url, handle={"pid": rec["pid"], "port": rec["port"]})
+            if time.monotonic() > deadline:
+                raise ModelError(
+                    f"the model did not answer {readiness} within {limit:g}s",
+                    model_logs=self.logs(job, self.log_lines),
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.05)
 
     def _exit_code(self, pid: int) -> int | None:
         """The exit status of a model process of ours (negative: killed by that signal)."""
@@ -330,7 +331,7 @@ class LocalBackend:
             rec = self._record(job.run_id)
             proc = self._process(rec)
             url = f"http://{HOST}:{rec['port']}" if rec else ""
-            if rec is None or proc is None or not ping(url):
+            if rec is None or proc is None or not probe(url, _spec_of(rec)):
                 self._remove(job.run_id)
                 continue
             rec.update(started=time.time(), source=str(job.source), serves=rec.get("serves", 1) + 1)
@@ -347,7 +348,11 @@ class LocalBackend:
     def _park(self, job: Job) -> bool:
         """Keep this run's healthy model for the next file of its image."""
         rec = self._record(job.run_id)
-        if rec is None or self._process(rec) is None or not ping(f"http://{HOST}:{rec['port']}"):
+        if (
+            rec is None
+            or self._process(rec) is None
+            or not probe(f"http://{HOST}:{rec['port']}", _spec_of(rec))
+        ):
             return False
         pool = self._pool(str(rec["image"]))
         pool.mkdir(parents=True, exist_ok=True)
@@ -452,6 +457,15 @@ def _read_record(run_dir: Path) -> dict[str, Any] | None:
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return None
     return data
+
+
+def _spec_of(rec: dict[str, Any]) -> ModelSpec:
+    """What readiness needs of a model's catalog entry, from its run record."""
+    return ModelSpec(
+        image=str(rec.get("image", "")),
+        protocol=str(rec.get("protocol", "sagemaker")),
+        protocol_options=dict(rec.get("protocol_options") or {}),
+    )
 
 
 def _write_record(run_dir: Path, rec: dict[str, Any]) -> None:

@@ -1,0 +1,70 @@
+"""The catalog key `protocol`: checked at start-up, default sagemaker, never a tag."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scorefleet.settings import PROTOCOL_OPTION_KEYS, ConfigError, load
+from tests.test_settings import BASE
+from workers.protocols import PROTOCOLS, check_catalog, protocol_for
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_registry_and_the_settings_name_the_same_protocols():
+    assert set(PROTOCOLS) == set(PROTOCOL_OPTION_KEYS)
+    assert all(protocol_for(name).name == name for name in PROTOCOLS)
+
+
+def test_the_default_protocol_is_sagemaker():
+    s = load({**BASE, "SCOREFLEET_MODEL_CATALOG": '{"reg/a:1": {"port": 1}}'})
+    assert s.model_spec("reg/a:1").protocol == "sagemaker"
+    assert s.model_spec("reg/unlisted:1").protocol == "sagemaker"
+    assert "protocol" not in s.model_spec("reg/a:1").extra
+
+
+def test_an_unknown_protocol_stops_start_up_naming_the_variable():
+    with pytest.raises(ConfigError) as err:
+        load({**BASE, "SCOREFLEET_MODEL_CATALOG": '{"reg/a:1": {"protocol": "grpc"}}'})
+    text = str(err.value)
+    assert "MODEL_CATALOG" in text and "reg/a:1: protocol must be one of sagemaker" in text
+
+
+def test_options_of_the_sagemaker_protocol_are_refused():
+    check_catalog({"reg/a:1": {"protocol": "sagemaker"}, "reg/b:1": {}})
+    with pytest.raises(ValueError, match="takes no options"):
+        protocol_for("sagemaker").parse_options({"x": 1})
+
+
+def test_a_worker_with_bad_protocol_options_does_not_start(tmp_path):
+    """The settings check the key's shape; the worker app checks each protocol's
+    options before it consumes anything, and exits 2 naming the variable."""
+    bad = {"reg/a:1": {"protocol": "sagemaker", "sagemaker": {}}}
+    if len(PROTOCOL_OPTION_KEYS) > 1:
+        name, key = next((n, k) for n, k in PROTOCOL_OPTION_KEYS.items() if k)
+        bad = {"reg/a:1": {"protocol": name, key: {"no_such_option": 1}}}
+    env = {
+        **os.environ,
+        **BASE,
+        "SCOREFLEET_BROKER_URL": "sqs://k:s@127.0.0.1:9",
+        "SCOREFLEET_MODEL_CATALOG": json.dumps(bad),
+        "SCOREFLEET_STATE_DIR": str(tmp_path),
+    }
+    r = subprocess.run(
+        [sys.executable, "-c", "import workers.app"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if len(PROTOCOL_OPTION_KEYS) > 1:
+        assert r.returncode == 2, r.stderr
+        assert "SCOREFLEET_MODEL_CATALOG: reg/a:1:" in r.stderr, r.stderr
+    else:  # only sagemaker: an unknown key is a backend extra, as before
+        assert r.returncode == 0, r.stderr

@@ -1,0 +1,320 @@
+"""HTTP calls to a model, bounded the same way for every protocol.
+
+* A deadline for the whole call (:class:`Deadline`): when it is up, the socket of the
+  call's connection is shut down, wherever the call is blocked -- a model that sends
+  its answer a byte at a time is cut off, not given one socket timeout per byte. A
+  protocol that needs several requests for one mini-batch (sas-executions: submit,
+  poll, fetch) runs them all under one deadline.
+* An answer cap (``max_answer_ratio`` times the request, at least
+  ``max_answer_floor``), read in chunks: no model can exhaust a worker's memory.
+* The status sorted once for all: connection problems, timeouts, 429 and 5xx are
+  transient (:class:`ModelUnavailable`); any other non-2xx answer is the model
+  refusing the rows (:class:`RowsRefused`), with the server's message.
+* A connection pool of ``pool_size`` connections that blocks when all are busy: at
+  most that many requests are in flight, whatever the protocol sends concurrently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import urllib3
+from urllib3.connection import HTTPConnection
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from scorefleet.errors import ModelError, ModelUnavailable, RowsRefused
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_BODY = 600
+_READ = 64 * 1024
+T = TypeVar("T")
+
+_call = threading.local()
+
+
+@dataclass(frozen=True)
+class CallLimits:
+    """How long, how much and how often a protocol may call its model."""
+
+    timeout: float = 60.0  #: deadline of one mini-batch's call, all its requests together
+    pool_size: int = 4  #: connections, so requests in flight at most
+    attempts: int = 3  #: tries of a transient failure before it is the task's to retry
+    backoff: float = 0.5  #: first retry delay (full jitter, doubling)
+    max_answer_ratio: float = 20.0
+    max_answer_floor: int = 1024 * 1024
+
+
+class Deadline:
+    """Ends the calls made under it when its time is up, wherever they are blocked."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self.ends = time.monotonic() + seconds
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._outer: Deadline | None = None
+
+    def __enter__(self) -> Deadline:
+        self._outer = getattr(_call, "deadline", None)
+        _call.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        _call.deadline = self._outer
+
+    def left(self) -> float:
+        return max(0.0, self.ends - time.monotonic())
+
+    def attach(self, conn: HTTPConnection) -> None:
+        with self._lock:
+            # kept here: http.client hands the socket to the response (conn.sock = None)
+            # when the answer ends with the connection
+            self._sock = conn.sock or self._sock
+            if self.expired:
+                self._shutdown()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.expired = True
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+
+def current_deadline() -> Deadline | None:
+    return getattr(_call, "deadline", None)
+
+
+class _DeadlineConnection(HTTPConnection):
+    """A pooled connection that the running call's :class:`Deadline` can cut."""
+
+    def _guard(self) -> None:
+        deadline = current_deadline()
+        if deadline is not None:
+            deadline.attach(self)
+
+    def connect(self) -> None:
+        super().connect()
+        self._guard()
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        self._guard()
+        super().request(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    ctype: str  # media type, lower case, no parameters ('' when none)
+    body: bytes
+    headers: Mapping[str, str]
+
+
+def snippet(body: bytes | str) -> str:
+    """The start of a server's message, on one line, for an error text."""
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    text = text.strip().replace("\n", " | ")
+    return text[:MAX_ERROR_BODY] + ("..." if len(text) > MAX_ERROR_BODY else "")
+
+
+def row_note(first_row: int) -> str:
+    """Why the model's row numbers differ from the file's."""
+    if first_row <= 1:
+        return ""
+    return (
+        f" (the model counts rows from the start of this mini-batch: its row 1 is "
+        f"data row {first_row} of the file)"
+    )
+
+
+class HttpModel:
+    """One model server's HTTP connections. Thread-safe."""
+
+    def __init__(self, endpoint: str, limits: CallLimits) -> None:
+        parts = urlsplit(endpoint)
+        self.endpoint = endpoint.rstrip("/")
+        self.limits = limits
+        self.pool = urllib3.HTTPConnectionPool(
+            parts.hostname or "127.0.0.1",
+            parts.port or 80,
+            maxsize=limits.pool_size,
+            block=True,
+            timeout=urllib3.Timeout(connect=min(5.0, limits.timeout), read=limits.timeout),
+            retries=False,
+        )
+        self.pool.ConnectionCls = _DeadlineConnection
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # ------------------------------------------------------------- readiness
+    def probe(
+        self, method: str, path: str, timeout: float, body: bytes | None = None
+    ) -> Reply | None:
+        """One request for a readiness check; None when the server does not answer."""
+        try:
+            r = self.pool.request(
+                method,
+                path,
+                body=body,
+                headers={"Content-Type": "application/json"} if body is not None else None,
+                timeout=timeout,
+                retries=False,
+            )
+        except Urllib3Error:
+            return None
+        ctype = (r.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        return Reply(r.status, ctype, r.data, dict(r.headers))
+
+    def accepts(self, timeout: float) -> bool:
+        """Does the server's port accept a TCP connection?"""
+        parts = urlsplit(self.endpoint)
+        try:
+            with socket.create_connection(
+                (parts.hostname or "127.0.0.1", parts.port or 80), timeout
+            ):
+                return True
+        except OSError:
+            return False
+
+    # ----------------------------------------------------------------- calls
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        span: str,
+        sent: int | None = None,
+    ) -> Reply:
+        """One request under the running deadline; the answer read within the cap
+        (``sent``: the request size the cap is relative to, else ``len(body)``).
+        Connection problems and a deadline that passed raise ModelUnavailable."""
+        deadline = current_deadline()
+        try:
+            r = self.pool.urlopen(
+                method,
+                path,
+                body=body,
+                headers=dict(headers),
+                retries=False,
+                preload_content=False,
+                decode_content=False,
+            )
+            try:
+                return self._read(r, span, len(body or b"") if sent is None else sent)
+            except BaseException:
+                r.close()  # not reused: the rest of the answer is unread
+                raise
+            finally:
+                r.release_conn()
+        except (Urllib3Error, OSError) as exc:
+            if deadline is not None and deadline.expired:
+                raise self.late(span) from exc
+            raise ModelUnavailable(f"the model did not answer for {span}: {exc}") from exc
+
+    def late(self, span: str) -> ModelUnavailable:
+        return ModelUnavailable(
+            f"the model did not finish its answer for {span} within {self.limits.timeout:g}s "
+            "(SCOREFLEET_MODEL_TIMEOUT, for the whole answer)"
+        )
+
+    def _read(self, r: Any, span: str, sent: int) -> Reply:
+        cap = max(self.limits.max_answer_floor, int(self.limits.max_answer_ratio * sent))
+        encoding = (r.headers.get("Content-Encoding") or "identity").strip().lower()
+        if encoding != "identity":
+            raise ModelError(
+                f"the model answered {span} with Content-Encoding {encoding!r}, "
+                "which scorefleet does not ask for; answer uncompressed"
+            )
+        declared = r.headers.get("Content-Length", "")
+        if 200 <= r.status < 300 and declared.isdigit() and int(declared) > cap:
+            raise ModelError(self._too_big(span, int(declared), sent, cap))
+        body = bytearray()
+        for chunk in r.stream(_READ):
+            body += chunk
+            if len(body) > cap:
+                raise ModelError(self._too_big(span, len(body), sent, cap, more=True))
+        ctype = (r.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        return Reply(r.status, ctype, bytes(body), dict(r.headers))
+
+    def _too_big(self, span: str, size: int, sent: int, cap: int, *, more: bool = False) -> str:
+        lim = self.limits
+        return (
+            f"the model's answer for {span} is {'more than ' if more else ''}{size:,d} bytes, "
+            f"larger than {cap:,d} bytes: SCOREFLEET_MAX_ANSWER_RATIO={lim.max_answer_ratio:g} "
+            f"times the {sent:,d}-byte request, at least SCOREFLEET_MAX_ANSWER_FLOOR_MB="
+            f"{lim.max_answer_floor / 1024 / 1024:g}; raise one of them if the model "
+            "really answers that much, or send smaller mini-batches (SCOREFLEET_MAX_PAYLOAD_MB)"
+        )
+
+
+def check_status(reply: Reply, span: str, first_row: int, *, ok: tuple[int, ...] = (200,)) -> None:
+    """429 and 5xx: transient; any other status not in ``ok``: the rows refused."""
+    if reply.status in ok:
+        return
+    if reply.status == 429 or reply.status >= 500:
+        raise ModelUnavailable(
+            f"the model answered HTTP {reply.status} for {span}: {snippet(reply.body)}"
+        )
+    raise RowsRefused(
+        f"the model rejected {span} with HTTP {reply.status}: {snippet(reply.body)}"
+        f"{row_note(first_row)}"
+    )
+
+
+def check_count(n: int, rows: int, span: str) -> None:
+    if n != rows:
+        raise RowsRefused(
+            f"the model answered {n} result rows for {span} ({rows} rows); "
+            "every input row needs exactly one result row, in order"
+        )
+
+
+def with_deadline(limits: CallLimits, span: str, http: HttpModel, call: Callable[[], T]) -> T:
+    """Run ``call`` under one deadline of ``limits.timeout`` seconds."""
+    with Deadline(limits.timeout) as deadline:
+        try:
+            result = call()
+        except ModelUnavailable:
+            raise
+        except (Urllib3Error, OSError) as exc:
+            if deadline.expired:
+                raise http.late(span) from exc
+            raise ModelUnavailable(f"the model did not answer for {span}: {exc}") from exc
+    if deadline.expired:  # cut off, though what came looked complete
+        raise http.late(span)
+    return result
+
+
+def retrying(limits: CallLimits, span: str, attempt_once: Callable[[], T]) -> T:
+    """Try a transient failure a few times (full jitter) before it is the task's."""
+    for attempt in range(1, limits.attempts + 1):
+        try:
+            return attempt_once()
+        except ModelUnavailable as exc:
+            if attempt >= limits.attempts:
+                raise
+            delay = random.uniform(0, limits.backoff * 2 ** (attempt - 1))
+            log.warning("model call for %s failed (%s); retrying in %.2fs", span, exc, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
