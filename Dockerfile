@@ -10,7 +10,7 @@
 #   docker build -t scorefleet:0.1.0 .
 #
 # The model images are separate (examples/iris/Dockerfile is the reference one).
-# tests/test_dockerfile.py checks this file statically (no Docker engine in the test
+# tests/deploy/test_dockerfile.py checks this file statically (no Docker engine in the test
 # environment): stages, pinned base, non-root numeric USER, no credentials, the
 # malloc settings and that the chart runs the commands above.
 

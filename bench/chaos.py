@@ -37,10 +37,10 @@ from typing import Any
 import psutil
 
 from bench.faultproxy import FaultProxy
-from tests.fakemodel import hash_row, records
+from tests.helpers.fakemodel import hash_row, records
 from workers.localstack import BUCKET, LocalStack, emulator_client, free_port
 
-FAKEMODEL = Path(__file__).resolve().parents[1] / "tests" / "fakemodel.py"
+FAKEMODEL = Path(__file__).resolve().parents[1] / "tests" / "helpers" / "fakemodel.py"
 IMAGE = "test/hash:1"
 S3_FAULT_SECONDS = 3.0
 

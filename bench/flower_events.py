@@ -60,7 +60,7 @@ STEPS = ("launch", "score", "upload", "teardown")
 
 
 def catalog() -> dict[str, Any]:
-    fake = REPO / "tests" / "fakemodel.py"
+    fake = REPO / "tests" / "helpers" / "fakemodel.py"
     return {"test/ok:1": {"command": f"{{python}} {fake} --port {{port}} --mode ok"}}
 
 

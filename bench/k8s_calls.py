@@ -1,7 +1,7 @@
 """Kubernetes API calls per file, by verb: a scored file and each failure class.
 
 Runs the kubernetes backend against the emulated API server with the fake kubelet
-(tests/k8s_harness.py) and makes, per file, the backend calls the chain makes:
+(tests/helpers/k8s.py) and makes, per file, the backend calls the chain makes:
 ``tasks.launch`` (retried while the failure is transient, up to RETRY_MAX times),
 the model is scored over HTTP, ``tasks.upload`` reads the model's logs when the
 failure carries none, and ``tasks.teardown`` deletes the pod. The counts come from
@@ -10,7 +10,7 @@ checked against the requests the API server saw.
 
     python -m bench.k8s_calls [--retry-max 2]
 
-tests/test_e2e_kubernetes.py checks the same figures through the whole chain
+tests/e2e/test_e2e_kubernetes.py checks the same figures through the whole chain
 (Lambda -> Celery worker -> pod) for a scored file, an API 503 and an
 unschedulable pod.
 """
@@ -29,8 +29,8 @@ from pathlib import Path
 from bench.common import machine
 from scorefleet.errors import describe, is_transient
 from scorefleet.settings import ModelSpec, load
-from tests.conftest import make_job
-from tests.k8s_harness import FakeApiServer, Recorded, calls_for, fake_cluster, k8s_catalog
+from tests.helpers import make_job
+from tests.helpers.k8s import FakeApiServer, Recorded, calls_for, fake_cluster, k8s_catalog
 from workers.backends.kubernetes import KubernetesBackend, pod_name
 from workers.batches import Batch
 from workers.localstack import free_port

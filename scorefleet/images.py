@@ -21,7 +21,7 @@ or a tag? write ``localhost:5000/``).
 
 The same grammar is in the chart's ``values.schema.json`` and in
 ``deploy/aws.yaml``'s ``AllowedImagePrefixes``: :data:`PREFIX_PATTERN` is the
-regular expression both use (tests/test_images.py checks they agree).
+regular expression both use (tests/unit/test_images.py checks they agree).
 """
 
 from __future__ import annotations

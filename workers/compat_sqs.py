@@ -8,7 +8,7 @@ it only publishes tasks, which stock kombu does right.
 
 kombu 5.7 can broadcast on SQS through SNS (transport option ``supports_fanout``),
 but nothing above that layer uses it correctly. Each fix below names the defect,
-where it was reported, and when the shim can go; ``tests/test_compat_sqs.py``
+where it was reported, and when the shim can go; ``tests/integration/test_compat_sqs.py``
 fails if a fix is removed, and its "upstream still broken" checks fail once an
 upgrade makes a fix unnecessary (delete the fix then).
 

@@ -28,7 +28,7 @@ network). The kubelet stops liveness probes once a pod is being deleted, so a wa
 shutdown that finishes long steps (its consumer already stopped) is not killed by it.
 
 If the transport has no such poll cycle (not SQS, or a kombu without ``_loop1``:
-``tests/test_liveness.py`` fails on such an upgrade), the step says so in the log
+``tests/integration/test_liveness.py`` fails on such an upgrade), the step says so in the log
 and falls back to proving only that the loop turns.
 """
 

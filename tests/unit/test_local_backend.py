@@ -1,0 +1,345 @@
+"""The local launch backend with real processes."""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from scorefleet.errors import ModelError
+from scorefleet.job import Failure
+from scorefleet.settings import ModelSpec
+from tests.helpers import FAKEMODEL, REPO, make_job
+from tests.protocol_helpers import invoke, sagemaker
+from workers.backends.local import LocalBackend
+
+
+def job(run_id="sf-00000000000000000001"):
+    return make_job(run_id, model_image="test/x")
+
+
+def spec(mode, *extra):
+    cmd = f"{{python}} {FAKEMODEL} --host {{host}} --port {{port}} --mode {mode} {' '.join(extra)}"
+    return ModelSpec(image=f"test/{mode}", command=cmd)
+
+
+@pytest.fixture
+def backend(tmp_path):
+    b = LocalBackend(tmp_path, launch_timeout=5, log_lines=10)
+    yield b
+    b.stop_all()
+
+
+def test_launch_score_teardown(backend):
+    j = job()
+    ep = backend.launch(j, spec("ok"))
+    client = sagemaker(ep.url)
+    assert invoke(client, b"a\n1\n2\n", 1, 2).rows == 2
+    client.close()
+    pid = ep.handle["pid"]
+    assert backend.is_alive(j) and "listening" in backend.logs(j, 5)
+    # adopting: a second launch for the same run returns the same process
+    assert backend.launch(j, spec("ok")).handle["pid"] == pid
+    assert backend.teardown(j) is True
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert backend.teardown(j) is False  # idempotent
+
+
+def test_model_that_crashes_at_start(backend, monkeypatch):
+    monkeypatch.setenv("FAKEMODEL_SECRET", "should-not-reach-the-model")
+    j = job()
+    with pytest.raises(ModelError, match="exited with code 3 before it answered") as err:
+        backend.launch(j, spec("crash"))
+    assert "weights file is corrupt" in err.value.model_logs
+    # the worker's environment is not passed to the model
+    assert "should-not-reach-the-model" not in err.value.model_logs
+    assert backend.teardown(j)
+
+
+def test_model_that_never_gets_ready(tmp_path):
+    backend = LocalBackend(tmp_path, launch_timeout=1.5)
+    j = job()
+    t0 = time.monotonic()
+    with pytest.raises(ModelError, match=r"did not answer GET /ping within 1\.5s") as err:
+        backend.launch(j, spec("never-ready"))
+    assert time.monotonic() - t0 < 5
+    assert "listening" in err.value.model_logs
+    assert backend.teardown(j) and not backend.is_alive(j)
+
+
+def test_unknown_command(backend):
+    with pytest.raises(ModelError, match=r"no model command for image 'test/unknown' on this"):
+        backend.launch(job(), ModelSpec(image="test/unknown"))
+
+
+def test_teardown_stops_children_too(backend, tmp_path):
+    # a model whose server runs as a grandchild in its own session
+    script = tmp_path / "wrapper.py"
+    script.write_text(
+        "import os, subprocess, sys\n"
+        f"p = subprocess.Popen([sys.executable, {str(FAKEMODEL)!r}, '--port', sys.argv[1], '--mode', 'ok'],"
+        " start_new_session=True)\n"
+        "p.wait()\n"
+    )
+    j = job()
+    ep = backend.launch(j, ModelSpec(image="t/w", command=f"{{python}} {script} {{port}}"))
+    parent = psutil.Process(ep.handle["pid"])
+    kids = parent.children(recursive=True)
+    assert kids
+    backend.teardown(j)
+    time.sleep(0.2)
+    for p in [parent, *kids]:
+        assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+
+
+def test_reaper_removes_old_and_finished_runs(backend):
+    a, b, c = (
+        job("sf-0000000000000000000a"),
+        job("sf-0000000000000000000b"),
+        job("sf-0000000000000000000c"),
+    )
+    for j in (a, b, c):
+        backend.launch(j, spec("ok"))
+    removed = backend.reap(3600, lambda run: run == b.run_id)
+    assert removed == [b.run_id]
+    assert backend.is_alive(a) and not backend.is_alive(b) and backend.is_alive(c)
+    assert sorted(backend.reap(0, lambda run: False)) == sorted([a.run_id, c.run_id])
+
+
+def test_the_endpoint_comes_from_the_runs_own_record(backend, tmp_path):
+    """What the score step uses: the port this backend recorded for the run (any
+    worker on the machine reads the same record), never the job's endpoint field."""
+    j = job()
+    ep = backend.launch(j, spec("ok"))
+    j.endpoint = "http://127.0.0.1:9/attacker"
+    assert backend.endpoint(j) == ep.url
+    assert LocalBackend(tmp_path, launch_timeout=5).endpoint(j) == ep.url
+    assert backend.endpoint(job("sf-00000000000000000002")) is None  # no such run
+    backend.teardown(j)
+    assert backend.endpoint(j) is None
+
+
+def test_another_process_can_tear_down(backend, tmp_path):
+    """Teardown may run in another worker process: it only needs the state dir."""
+    j = job()
+    pid = backend.launch(j, spec("ok")).handle["pid"]
+    code = (
+        f"import sys; sys.path.insert(0, {os.getcwd()!r}); from pathlib import Path; "
+        "from workers.backends.local import LocalBackend; from tests.unit.test_local_backend import job; "
+        f"print(LocalBackend(Path({str(tmp_path)!r}), 5).teardown(job()))"
+    )
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+    time.sleep(0.1)
+    backend._reap_children()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_log_tail_keeps_the_first_lines_of_a_long_log(tmp_path):
+    from workers.backends.processes import tail
+
+    log = tmp_path / "model.log"
+    log.write_text("".join(f"line {i}\n" for i in range(1000)))
+    lines = tail(log, 20).splitlines()
+    assert lines[:6] == ["line 0", "line 1", "line 2", "line 3", "line 4", "[...]"]
+    assert lines[6:] == [f"line {i}" for i in range(985, 1000)]
+    log.write_text("only\nthree\nlines\n")
+    assert tail(log, 20) == "only\nthree\nlines"
+
+
+@pytest.fixture
+def warm_backend(tmp_path):
+    b = LocalBackend(tmp_path, launch_timeout=5, warm_idle=30, warm_max=2)
+    yield b
+    b.stop_all()
+
+
+def test_warm_mode_reuses_a_healthy_model_of_the_same_image(warm_backend):
+    a, b, c = (
+        job("sf-0000000000000000000a"),
+        job("sf-0000000000000000000b"),
+        job("sf-0000000000000000000c"),
+    )
+    first = warm_backend.launch(a, spec("ok"))
+    assert warm_backend.teardown(a)  # parked, not stopped
+    assert psutil.pid_exists(first.handle["pid"])
+    second = warm_backend.launch(b, spec("ok"))
+    assert second.handle["pid"] == first.handle["pid"] and second.handle.get("warm")
+    assert "now scores" in warm_backend.logs(b, 5)
+    # another image never gets it
+    other = warm_backend.launch(c, spec("hash"))
+    assert other.handle["pid"] != first.handle["pid"]
+    # a failed run's model is stopped, not parked
+    b.failure = Failure(step="score", kind="ModelError", message="wrong rows")
+    warm_backend.teardown(b)
+    assert (
+        not psutil.pid_exists(first.handle["pid"])
+        or psutil.Process(first.handle["pid"]).status() == psutil.STATUS_ZOMBIE
+    )
+
+
+def test_warm_models_expire_and_dead_ones_are_not_reused(warm_backend):
+    a, b = job("sf-0000000000000000000a"), job("sf-0000000000000000000b")
+    pid = warm_backend.launch(a, spec("ok")).handle["pid"]
+    warm_backend.teardown(a)
+    os.kill(pid, 9)  # the parked model dies while idle
+    time.sleep(0.2)
+    fresh = warm_backend.launch(b, spec("ok"))
+    assert fresh.handle["pid"] != pid and not fresh.handle.get("warm")
+    warm_backend.teardown(b)
+    assert warm_backend.reap(3600, lambda run: False) == []  # not idle long enough
+    warm_backend.warm_idle = 0.01
+    time.sleep(0.05)
+    assert warm_backend.reap(3600, lambda run: False) == [b.run_id]
+    assert not warm_backend.is_alive(b)
+
+
+def test_concurrent_launches_never_share_a_warm_model(warm_backend):
+    from concurrent.futures import ThreadPoolExecutor
+
+    first = job("sf-0000000000000000000a")
+    warm_backend.launch(first, spec("ok"))
+    warm_backend.teardown(first)
+    jobs = [job(f"sf-00000000000000000{i:03d}") for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        eps = list(pool.map(lambda j: warm_backend.launch(j, spec("ok")), jobs))
+    assert sum(1 for e in eps if e.handle.get("warm")) == 1
+    assert len({e.handle["pid"] for e in eps}) == 4
+
+
+def test_a_model_killed_while_starting_is_worth_another_try(backend):
+    import threading
+
+    from scorefleet.errors import ModelUnavailable, is_transient
+
+    j = job()
+
+    # a model that never answers /ping, killed from outside while the launch waits
+    def kill_soon():
+        for _ in range(100):
+            rec = backend._record(j.run_id)
+            if rec and "pid" in rec:  # written before the model runs, its pid once known
+                time.sleep(0.2)
+                os.kill(rec["pid"], 9)
+                return
+            time.sleep(0.02)
+
+    threading.Thread(target=kill_soon, daemon=True).start()
+    with pytest.raises(ModelUnavailable, match="exited on signal SIGKILL") as err:
+        backend.launch(j, spec("never-ready"))
+    assert is_transient(err.value)
+
+
+# A worker killed -9 at the wrong moment. The harness runs a launch in a process of
+# its own and kills that process (SIGKILL, as the OOM killer or a node going away
+# would) right after the model process was created, right after its record was
+# written, or (warm mode) while it stops a parked model; it writes the pid of the
+# model process to a file first.
+KILLED_LAUNCH = """
+import os, signal, subprocess, sys
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+from workers.backends import local
+from scorefleet.settings import ModelSpec
+from tests.helpers import make_job
+
+state, pid_file, moment, command = sys.argv[1:5]
+real_popen, real_write = subprocess.Popen, local._write_record
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+class Popen(real_popen):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        Path(pid_file).write_text(str(self.pid))
+        if moment == "started":
+            die()
+
+def write_record(run_dir, rec):
+    real_write(run_dir, rec)
+    if moment == "recorded" and "pid" in rec:
+        die()
+
+subprocess.Popen, local._write_record = Popen, write_record
+job = make_job("sf-000000000000000000aa", model_image="test/x")
+backend = local.LocalBackend(Path(state), 5, warm_idle=60)
+backend.launch(job, ModelSpec(image="test/x", command=command))
+if moment == "expiring":  # park it (a success), then die while stopping it
+    assert backend.teardown(job)
+    local.stop_tree = lambda proc, grace=0: die()
+    backend._expire_warm(idle=-1)
+"""
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def killed_worker(state: Path, moment: str, command: str) -> int:
+    """Run the harness until it is killed at ``moment``; the pid of its model process."""
+    import subprocess
+
+    pid_file = state.parent / "pid"
+    harness = KILLED_LAUNCH.format(repo=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-c", harness, str(state), str(pid_file), moment, command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == -9, proc.stderr
+    return int(pid_file.read_text())
+
+
+@pytest.mark.parametrize("moment", ["started", "recorded"])
+def test_a_worker_killed_mid_launch_leaves_no_model_running(tmp_path, moment):
+    """Reported: a worker killed between starting a model process and writing the
+    run's record left that model running forever (nothing knew its pid; the reaper
+    could not find it). Now the model runs only once its record exists."""
+    state, ran, model = tmp_path / "state", tmp_path / "model-ran", tmp_path / "model.py"
+    model.write_text(
+        "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(120)\n"
+    )
+    pid = killed_worker(state, moment, f"{{python}} {model} {ran} --port {{port}}")
+    try:
+        # what the reaper does once the run is over (tasks.reap), on another worker
+        LocalBackend(state, launch_timeout=5).reap(0, lambda run_id: True)
+        deadline = time.monotonic() + 10
+        while not gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone(pid), f"the model process {pid} still runs, and nothing knows of it"
+        assert not ran.exists() or gone(int(ran.read_text()))
+        assert list((state / "local").iterdir()) == []
+        assert list((state / "local-homes").iterdir()) == []  # its HOME too
+    finally:
+        for leftover in (pid, int(ran.read_text()) if ran.exists() else None):
+            if leftover and not gone(leftover):
+                os.kill(leftover, 9)
+
+
+def test_a_worker_killed_while_it_stops_a_parked_model_leaves_none_running(tmp_path):
+    """The same family in warm mode: a parked model is renamed out of its pool before
+    it is stopped (so no launch claims it); a worker killed in between left it
+    running where neither the pool's expiry nor the reaper looked."""
+    state = tmp_path / "state"
+    command = f"{{python}} {FAKEMODEL} --host {{host}} --port {{port}} --mode ok"
+    pid = killed_worker(state, "expiring", command)
+    try:
+        assert not gone(pid)  # parked, then left behind
+        LocalBackend(state, launch_timeout=5).reap(3600, lambda run_id: False)
+        assert gone(pid), "the parked model still runs, and nothing knows of it"
+        assert [p.name for p in (state / "local").iterdir()] == ["_warm"]
+        assert list((state / "local" / "_warm").glob("*/*")) == []  # the pools are empty
+        assert list((state / "local-homes").iterdir()) == []
+    finally:
+        if not gone(pid):
+            os.kill(pid, 9)
