@@ -9,10 +9,10 @@ Rendering needs Helm's template engine. Two are tried, each a test parameter of 
   extra, x86_64/macOS/Windows); skipped where it is not installed.
 
 A skipped parameter validated nothing. With ``SCOREFLEET_CHART_CHECKS=required`` (the CI
-workflow) a missing renderer or CRD file fails instead of skipping. The KEDA objects are checked against KEDA's own
-CRD schema only when ``SCOREFLEET_KEDA_CRDS`` names the CRD file of a KEDA release (the
-CI workflow downloads it); otherwise that test is skipped, and only the chart's own
-checks below apply to them.
+workflow) a missing renderer or CRD file fails instead of skipping. The KEDA objects are
+checked against KEDA's own CRD schema: the CRDs of KEDA 2.20.2 in ``../shared/keda/``
+beside the clone by default, or the file ``SCOREFLEET_KEDA_CRDS`` names (the chart
+workflow downloads a release's); a missing file fails under ``CI=true``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -613,16 +612,47 @@ def test_helm_lint_sdk():
 
 
 # ------------------------------------------------------------------------- KEDA
-def _keda_crds() -> Iterator[dict[str, Any]]:
-    path = os.environ.get("SCOREFLEET_KEDA_CRDS")
-    if not path:
-        unavailable(
-            "SCOREFLEET_KEDA_CRDS is not set: the KEDA objects were not checked against "
-            "KEDA's CRD schema (the CI workflow downloads the CRDs of a KEDA release)"
+#: The CRDs of the KEDA release the chart is written for, beside the clone (as
+#: /work/shared is beside the checkouts here, and ../shared beside CI's clone).
+KEDA_CRDS = REPO.parent / "shared" / "keda" / "keda-2.20.2-crds.yaml"
+KEDA_KINDS = {"ScaledObject", "ScaledJob", "TriggerAuthentication", "ClusterTriggerAuthentication"}
+
+
+def keda_crds_file() -> Path:
+    return Path(os.environ.get("SCOREFLEET_KEDA_CRDS") or KEDA_CRDS)
+
+
+def _keda_crds() -> list[dict[str, Any]]:
+    path = keda_crds_file()
+    if not path.is_file():
+        reason = (
+            f"no KEDA CRD file at {path} (../shared/keda/ beside the clone, or "
+            "SCOREFLEET_KEDA_CRDS): the KEDA objects were not checked against KEDA's schema"
         )
-    for doc in yaml.safe_load_all(Path(path).read_text()):
-        if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
-            yield doc
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        unavailable(reason)
+    crds = [
+        doc
+        for doc in yaml.safe_load_all(path.read_text())
+        if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition"
+    ]
+    assert {crd["spec"]["names"]["kind"] for crd in crds} >= KEDA_KINDS, path
+    return crds
+
+
+def test_the_keda_crds_default_to_the_release_beside_the_clone(monkeypatch):
+    monkeypatch.delenv("SCOREFLEET_KEDA_CRDS", raising=False)
+    assert keda_crds_file() == REPO.parent / "shared" / "keda" / "keda-2.20.2-crds.yaml"
+    monkeypatch.setenv("SCOREFLEET_KEDA_CRDS", "/elsewhere/crds.yaml")
+    assert keda_crds_file() == Path("/elsewhere/crds.yaml")
+
+
+def test_a_missing_keda_crd_file_fails_under_ci(monkeypatch, tmp_path):
+    monkeypatch.setenv("SCOREFLEET_KEDA_CRDS", str(tmp_path / "missing.yaml"))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"no KEDA CRD file at .*missing\.yaml"):
+        _keda_crds()
 
 
 def structural_to_jsonschema(node: Any) -> Any:
