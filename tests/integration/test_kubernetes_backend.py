@@ -27,7 +27,7 @@ from scorefleet.job import Failure
 from scorefleet.settings import ModelSpec, load
 from tests.helpers import REPO, make_job
 from tests.helpers.k8s import FakeApiServer, FakeKubelet, fake_cluster, k8s_catalog
-from tests.protocol_helpers import invoke, sagemaker
+from tests.helpers.protocols import invoke, sagemaker
 from workers.backends import make_backend
 from workers.backends.kubernetes import (
     FLEET_LABEL,

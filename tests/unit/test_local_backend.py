@@ -12,7 +12,7 @@ from scorefleet.errors import ModelError
 from scorefleet.job import Failure
 from scorefleet.settings import ModelSpec
 from tests.helpers import FAKEMODEL, REPO, make_job
-from tests.protocol_helpers import invoke, sagemaker
+from tests.helpers.protocols import invoke, sagemaker
 from workers.backends.local import LocalBackend
 
 

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from scorefleet.errors import ModelError, ModelUnavailable, is_transient
-from tests.protocol_helpers import invoke, sagemaker
+from tests.helpers.protocols import invoke, sagemaker
 from workers.protocols.sagemaker import count_records
 
 

@@ -4,15 +4,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from scorefleet.settings import PROTOCOL_OPTION_KEYS, ConfigError, load
-from tests.test_settings import BASE
+from tests.helpers import REPO
+from tests.unit.test_settings import BASE
 from workers.protocols import PROTOCOLS, check_catalog, protocol_for
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_the_registry_and_the_settings_name_the_same_protocols():
