@@ -279,7 +279,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "LAUNCH_TIMEOUT",
         "180",
-        "seconds a model container may take to answer GET /ping",
+        "seconds a model container may take to be ready (GET /ping for the sagemaker "
+        "protocol; each protocol says what ready is: docs/models.md)",
     ),
     Variable(
         "CSV_HEADER",
@@ -508,6 +509,10 @@ class Settings:
 #: workers.protocols.check_catalog). Default: sagemaker.
 PROTOCOL_OPTION_KEYS: dict[str, str | None] = {
     "sagemaker": None,
+    "v2": "v2",
+    "json": "json",
+    "lambda": "lambda",
+    "sas-executions": "sas",
 }
 
 

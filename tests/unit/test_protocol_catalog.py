@@ -41,10 +41,7 @@ def test_options_of_the_sagemaker_protocol_are_refused():
 def test_a_worker_with_bad_protocol_options_does_not_start(tmp_path):
     """The settings check the key's shape; the worker app checks each protocol's
     options before it consumes anything, and exits 2 naming the variable."""
-    bad = {"reg/a:1": {"protocol": "sagemaker", "sagemaker": {}}}
-    if len(PROTOCOL_OPTION_KEYS) > 1:
-        name, key = next((n, k) for n, k in PROTOCOL_OPTION_KEYS.items() if k)
-        bad = {"reg/a:1": {"protocol": name, key: {"no_such_option": 1}}}
+    bad = {"reg/a:1": {"protocol": "v2", "v2": {"model_name": "iris", "layout": "rows"}}}
     env = {
         **os.environ,
         **BASE,
@@ -61,8 +58,42 @@ def test_a_worker_with_bad_protocol_options_does_not_start(tmp_path):
         timeout=60,
         check=False,
     )
-    if len(PROTOCOL_OPTION_KEYS) > 1:
-        assert r.returncode == 2, r.stderr
-        assert "SCOREFLEET_MODEL_CATALOG: reg/a:1:" in r.stderr, r.stderr
-    else:  # only sagemaker: an unknown key is a backend extra, as before
-        assert r.returncode == 0, r.stderr
+    assert r.returncode == 2, r.stderr
+    assert "SCOREFLEET_MODEL_CATALOG: reg/a:1: v2: layout must be one of tensor, columns" in (
+        r.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "needle"),
+    [
+        ({"protocol": "v2", "v2": {}}, "v2: model_name is required"),
+        ({"protocol": "v2", "v2": {"model_name": "m", "datatype": "FP16"}}, "datatype must be"),
+        ({"protocol": "v2", "v2": {"model_name": "m", "colour": 1}}, "unknown option colour"),
+        ({"protocol": "json", "json": {}}, "json: path is required"),
+        ({"protocol": "json", "json": {"path": "/p", "request": "rows"}}, "request must be"),
+        ({"protocol": "json", "json": {"path": "/p", "shape": "tree"}}, "shape must be"),
+        ({"protocol": "lambda", "lambda": {"event": "sqs"}}, "event must be one of"),
+        ({"protocol": "sas-executions", "sas": {"poll_initial": 0}}, "poll_initial"),
+        ({"protocol": "sas-executions", "sas": {"file_name": "x.txt"}}, "ending .csv"),
+        ({"protocol": "lambda", "v2": {"model_name": "m"}}, "options of the v2 protocol"),
+    ],
+)
+def test_bad_protocol_options_name_the_image_and_the_option(entry, needle):
+    load({**BASE, "SCOREFLEET_MODEL_CATALOG": json.dumps({"reg/a:1": entry})})  # shape ok
+    with pytest.raises(ValueError, match=r"^reg/a:1: ") as err:
+        check_catalog({"reg/a:1": entry})
+    assert needle in str(err.value)
+
+
+def test_the_example_catalog_is_valid_and_has_one_entry_per_protocol():
+    from workers.localstack import local_models
+
+    path = REPO / "examples" / "catalog.json"
+    catalog, _ = local_models({}, path)  # parsed and checked as `scorefleet up --catalog`
+    entries = json.loads(path.read_text())
+    assert {e.get("protocol", "sagemaker") for e in entries.values()} == set(PROTOCOLS)
+    for image in entries:
+        argv = catalog[image]["command"].split()
+        scripts = [a for a in argv if a.endswith(".py")]
+        assert all((REPO / s).is_file() for s in scripts), (image, scripts)

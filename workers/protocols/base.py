@@ -82,9 +82,19 @@ class ModelProtocol(ABC):
 
 
 def _registry() -> dict[str, type[ModelProtocol]]:
+    from workers.protocols.aws_lambda import LambdaProtocol
+    from workers.protocols.json_http import JsonProtocol
     from workers.protocols.sagemaker import SageMakerProtocol
+    from workers.protocols.sas_executions import SasExecutionsProtocol
+    from workers.protocols.v2 import V2Protocol
 
-    found: list[type[ModelProtocol]] = [SageMakerProtocol]
+    found: list[type[ModelProtocol]] = [
+        SageMakerProtocol,
+        V2Protocol,
+        JsonProtocol,
+        LambdaProtocol,
+        SasExecutionsProtocol,
+    ]
     return {p.name: p for p in found}
 
 

@@ -22,7 +22,8 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -157,7 +158,11 @@ class HttpModel:
             parts.port or 80,
             maxsize=limits.pool_size,
             block=True,
-            timeout=urllib3.Timeout(connect=min(5.0, limits.timeout), read=limits.timeout),
+            # the deadline ends a call; the socket timeout only backs it up (a little
+            # later, so that a call cut off says why: the deadline, not "read timed out")
+            timeout=urllib3.Timeout(
+                connect=min(5.0, limits.timeout), read=limits.timeout * 1.1 + 0.5
+            ),
             retries=False,
         )
         self.pool.ConnectionCls = _DeadlineConnection
@@ -318,3 +323,37 @@ def retrying(limits: CallLimits, span: str, attempt_once: Callable[[], T]) -> T:
             log.warning("model call for %s failed (%s); retrying in %.2fs", span, exc, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+def fan_out(
+    pool: ThreadPoolExecutor,
+    limits: CallLimits,
+    http: HttpModel,
+    span: str,
+    calls: Sequence[Callable[[], T]],
+) -> list[T]:
+    """Run one mini-batch's requests (one per record) on ``pool`` -- at most its
+    size at once -- all within the mini-batch's one deadline: each starts under
+    what is left of it when it gets its turn. The first failure in row order is
+    the batch's; transient failures retry the whole batch (``limits.attempts``)."""
+
+    def one(call: Callable[[], T], ends: float) -> T:
+        left = ends - time.monotonic()
+        if left <= 0:
+            raise http.late(span)
+        with Deadline(left) as deadline:
+            result = call()
+        if deadline.expired:
+            raise http.late(span)
+        return result
+
+    def run() -> list[T]:
+        ends = time.monotonic() + limits.timeout
+        futures: list[Future[T]] = [pool.submit(one, call, ends) for call in calls]
+        try:
+            return [f.result() for f in futures]
+        finally:
+            for f in futures:
+                f.cancel()
+
+    return retrying(limits, span, run)
