@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote_plus
 
 from scorefleet.job import Job
+from tests.servers.catalog import protocol_catalog
 from workers.localstack import BUCKET, CREDENTIALS, LocalStack, emulator_client, iris_catalog
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -82,6 +83,7 @@ def test_catalog() -> dict[str, Any]:
             "test/leaky:1": fake("leak400"),
         }
     )
+    catalog.update(protocol_catalog())  # tests/e2e/test_e2e_protocols.py
     return catalog
 
 
