@@ -8,7 +8,8 @@
 * :class:`FakeKubelet` watches all pods, and for each new one does what a node
   would: it starts the model's command from the model catalog (as the local
   backend does) bound to a loopback IP of its own (127.0.0.2, 127.0.0.3, ...) on
-  the container port, probes ``GET /ping`` and patches the pod status (podIP,
+  the container port, runs the pod's readiness probe (from the model's protocol:
+  ``GET /ping``, ``GET /``, a TCP connection...) and patches the pod status (podIP,
   Ready), or reports the failure the test asked for (image pull errors,
   unschedulable, OOMKilled, CrashLoopBackOff) or the process's real exit. A
   deleted pod's process is stopped by its PID.
@@ -26,6 +27,7 @@ import json
 import logging
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import threading
@@ -82,10 +84,10 @@ def k8s_catalog(port: int) -> dict[str, Any]:
         if "{host}" not in entry["command"]:
             entry["command"] += " --host {host}"
         catalog[image] = {**entry, "port": port}
-        if image.startswith("scorefleet-examples/iris"):
+        if "iris" in image:  # the example iris servers of every protocol
             # scikit-learn takes ~1.5 s to import on an idle machine, and more than the
             # 4 s the e2e tests give the fake models when the whole suite shares 2 cores
-            catalog[image]["launch_timeout"] = 60
+            catalog[image]["launch_timeout"] = max(60, entry.get("launch_timeout", 0))
     for image in ("test/crashloop:1", "test/oom:1"):
         mode = "crash" if image == "test/crashloop:1" else "ok"
         catalog[image] = {"command": fake(mode)["command"] + " --host {host}", "port": port}
@@ -540,7 +542,7 @@ class FakeKubelet:
                 "containerStatuses": self._container(run, state=started, started=True),
             },
         )
-        if not self._probe(run, popen, port):
+        if not self._probe(run, popen, port, container.get("readinessProbe") or {}):
             return
         if behaviour == "oom":  # it loaded, then ran out of memory before it was Ready
             self._stop_process(run, kill=True)
@@ -565,17 +567,28 @@ class FakeKubelet:
         if not run.deleted.is_set():
             self._report_exit(run, popen, "run")
 
-    def _probe(self, run: PodRun, popen: subprocess.Popen[bytes], port: int) -> bool:
-        """The readiness probe: GET /ping until 200; False if the model died or the pod went."""
+    def _probe(
+        self, run: PodRun, popen: subprocess.Popen[bytes], port: int, probe: dict[str, Any]
+    ) -> bool:
+        """The pod's readiness probe as the kubelet runs it: an httpGet answering
+        200-399, or a tcpSocket that accepts; False if the model died or the pod went."""
         deadline = time.monotonic() + self.ready_timeout
-        url = f"http://{run.ip}:{port}/ping"
+        http = probe.get("httpGet")
+        url = f"http://{run.ip}:{port}{http.get('path', '/')}" if http else ""
         while time.monotonic() < deadline and not run.deleted.is_set():
             if popen.poll() is not None:
                 self._report_exit(run, popen, self.behaviours.get(run.image, "run"))
                 return False
-            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
+            if not http:  # tcpSocket
+                with contextlib.suppress(OSError), socket.create_connection((run.ip, port), 1):
                     return True
+            else:
+                try:
+                    with urllib.request.urlopen(url, timeout=1) as resp:
+                        if 200 <= resp.status < 400:
+                            return True
+                except OSError:
+                    pass
             time.sleep(0.05)
         return False
 

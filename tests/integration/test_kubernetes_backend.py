@@ -200,6 +200,69 @@ def test_pod_state_reads_the_kubelet_reports():
     assert pod_state({"metadata": {"deletionTimestamp": "x"}}, "i").failure_class == "transient"
 
 
+@pytest.mark.parametrize(
+    ("entry", "probe", "readiness"),
+    [
+        ({}, {"httpGet": {"path": "/ping", "port": 8080}}, "GET /ping"),
+        (
+            {"protocol": "v2", "v2": {"model_name": "iris", "model_version": "3"}},
+            {"httpGet": {"path": "/v2/models/iris/versions/3/ready", "port": 8080}},
+            "GET /v2/models/iris/versions/3/ready",
+        ),
+        (
+            {"protocol": "json", "json": {"path": "/predict", "ready_path": "/health"}},
+            {"httpGet": {"path": "/health", "port": 8080}},
+            "GET /health",
+        ),
+        ({"protocol": "lambda"}, {"tcpSocket": {"port": 8080}}, "a connection to port 8080"),
+        # seed 000's containers answer GET /ping with a 500: their readiness is GET /
+        ({"protocol": "sas-executions"}, {"httpGet": {"path": "/", "port": 8080}}, "GET /"),
+    ],
+)
+def test_the_readiness_probe_is_the_protocols(entry, probe, readiness):
+    settings = load({**BASE, "SCOREFLEET_MODEL_CATALOG": json.dumps({"reg/m:1": entry})})
+    job = new_job("reg/m:1")
+    pod = pod_manifest(job, settings.model_spec("reg/m:1"), settings, fleet="q", worker="w")
+    (c,) = pod["spec"]["containers"]
+    handler = {k: v for k, v in c["readinessProbe"].items() if k in ("httpGet", "tcpSocket")}
+    assert handler == probe
+    assert c["ports"][0]["containerPort"] == 8080 and "args" not in c
+    running = {"containerStatuses": [{"name": "model", "state": {"running": {"startedAt": "t"}}}]}
+    state = pod_state({**pod, "status": {"phase": "Running", **running}}, "reg/m:1")
+    assert state.summary == f"the model is running but {readiness} does not answer yet"
+
+
+@pytest.mark.parametrize(
+    "image", ["scorefleet-examples/iris-sas:1", "scorefleet-examples/iris-lambda:1"]
+)
+def test_a_model_ready_by_its_protocols_probe_launches(cluster, image):
+    """The SAS-style server answers GET /ping with 500 and the Lambda emulator has no
+    health endpoint at all: both start, because the pod's probe and the worker's
+    check are their protocol's."""
+    from workers.batches import Batch
+    from workers.protocols import CallLimits, open_protocol
+
+    backend = cluster.backend()
+    job = new_job(image)
+    try:
+        ep = backend.launch(job, spec(backend, image))
+        proto = open_protocol(ep.url, spec(backend, image), CallLimits(timeout=20))
+        try:
+            row = Batch(
+                1,
+                1,
+                "data row 1",
+                ("sepal_length", "sepal_width", "petal_length", "petal_width"),
+                csv=b"5.1,3.5,1.4,0.2\n",
+                csv_header=b"sepal_length,sepal_width,petal_length,petal_width\n",
+            )
+            assert proto.score(row).as_csv().startswith(b"setosa,")
+        finally:
+            proto.close()
+    finally:
+        backend.teardown(job)
+
+
 # ------------------------------------------------------------ the happy path
 def test_launch_score_adopt_teardown(cluster):
     backend = cluster.backend()

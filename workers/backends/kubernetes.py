@@ -373,6 +373,19 @@ def _exit_text(term: Mapping[str, Any]) -> str:
     return text
 
 
+def readiness_of(pod: Mapping[str, Any]) -> str:
+    """What the pod's readiness probe checks, as messages say it (``GET /ping``): the
+    probe came from the model's protocol (pod_manifest)."""
+    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    c = next((c for c in containers if c.get("name") == CONTAINER), containers[0])
+    probe = c.get("readinessProbe") or {}
+    if "httpGet" in probe:
+        return f"GET {probe['httpGet'].get('path', '/')}"
+    if "tcpSocket" in probe:
+        return f"a connection to port {probe['tcpSocket'].get('port')}"
+    return "GET /ping"
+
+
 def pod_state(pod: Mapping[str, Any], image: str) -> PodState:
     """Sort a pod (as JSON) into ready / failed (how) / still starting."""
     meta = pod.get("metadata") or {}
@@ -418,7 +431,7 @@ def pod_state(pod: Mapping[str, Any], image: str) -> PodState:
         )
     if dead:
         return PodState(
-            failure=f"the model exited{_exit_text(dead)} before it was ready (GET /ping)",
+            failure=f"the model exited{_exit_text(dead)} before it was ready ({readiness_of(pod)})",
             failure_class="crash",
             previous_logs=not term,
             started=True,
@@ -442,7 +455,7 @@ def pod_state(pod: Mapping[str, Any], image: str) -> PodState:
     elif reason:
         summary = f"pod {phase}, container waiting: {reason}"
     elif state.get("running"):
-        summary = "the model is running but GET /ping does not answer 200 yet"
+        summary = f"the model is running but {readiness_of(pod)} does not answer yet"
     else:
         summary = f"pod {phase}"
     return PodState(
