@@ -76,6 +76,7 @@ class Handler(BaseHTTPRequestHandler):
     mode = "ok"
     delay = 0.0
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # one small answer per call: no delayed-ACK stall
 
     def log_message(self, *args: Any) -> None:
         pass
