@@ -141,8 +141,9 @@ class Batch:
         assert self.csv is not None
         records = csv_records(self.csv)
         width = max((len(r) for r in records), default=0)
-        raw = [[r[i] if i < len(r) else "" for r in records] for i in range(width)]
-        typed = [_typed_column(col) for col in raw]
+        if any(len(r) != width for r in records):  # ragged: pad (the batcher refuses it)
+            records = [r + [""] * (width - len(r)) for r in records]
+        typed = [_typed_column(list(col)) for col in zip(*records, strict=True)]
         return [list(r) for r in zip(*typed, strict=True)] if typed else [[] for _ in records]
 
     def as_records(self) -> list[dict[str, Any]]:
@@ -237,20 +238,21 @@ def scores_from_rows(rows: Sequence[Sequence[Any]], header: Sequence[str] | None
     an empty cell, booleans as JSON spells them, nested values as JSON text."""
     import json
 
+    plain = (str, int, float)
+
+    def cell(v: Any) -> Any:
+        if v is None:
+            return ""
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, dict | list):
+            return json.dumps(v, separators=(",", ":"))
+        return v
+
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     for row in rows:
-        w.writerow(
-            [
-                ""
-                if v is None
-                else ("true" if v else "false")
-                if isinstance(v, bool)
-                else json.dumps(v, separators=(",", ":"))
-                if isinstance(v, dict | list)
-                else v
-                for v in row
-            ]
-        )
+        # the usual answer: strings and numbers only, written as they are
+        w.writerow(row if all(type(v) in plain for v in row) else [cell(v) for v in row])
     names = tuple(str(h) for h in header) if header else None
     return Scores(rows=len(rows), csv=out.getvalue().encode("utf-8"), header=names)

@@ -10,6 +10,7 @@ slashes between the steps, digits index lists) and how a prediction becomes colu
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ SHAPES = ("auto", "scalar", "list", "object")
 _MISSING = object()
 
 
+@functools.lru_cache(maxsize=256)
 def split_pointer(pointer: str) -> tuple[str, ...]:
     """``predictions``, ``prediction.label``, ``/outputs/0`` -> its steps."""
     text = pointer.strip().strip("/")
@@ -33,7 +35,7 @@ def split_pointer(pointer: str) -> tuple[str, ...]:
 def resolve(value: Any, steps: Sequence[str]) -> Any:
     """Follow ``steps`` into ``value``; ``_MISSING`` when a step is not there."""
     for step in steps:
-        if isinstance(value, Mapping) and step in value:
+        if isinstance(value, dict) and step in value:
             value = value[step]
         elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
             value = value[int(step)]
@@ -91,39 +93,45 @@ class Columns:
     def _shape_of(self, value: Any) -> str:
         if self.shape != "auto":
             return self.shape
-        if isinstance(value, Mapping):
+        if isinstance(value, dict):
             return "object"
         if isinstance(value, list):
             return "list"
         return "scalar"
 
-    def row(self, value: Any, width: int, where: str) -> list[Any]:
-        """One prediction as ``width`` values (``where``: its row, for messages)."""
+    def row(self, value: Any, width: int, row: int) -> list[Any]:
+        """One prediction as ``width`` values (``row``: its data row, for messages)."""
         shape = self._shape_of(value)
         if shape == "object":
-            if not isinstance(value, Mapping):
-                raise ModelError(f"the prediction for {where} is not an object: {_short(value)}")
+            if not isinstance(value, dict):
+                raise ModelError(
+                    f"the prediction for data row {row} is not an object: {_short(value)}"
+                )
             keys = self.columns or tuple(value)
             out = []
             for key in keys:
                 got = resolve(value, split_pointer(key)) if self.columns else value[key]
                 if got is _MISSING:
-                    raise ModelError(f"the prediction for {where} has no {key!r}: {_short(value)}")
+                    raise ModelError(
+                        f"the prediction for data row {row} has no {key!r}: {_short(value)}"
+                    )
                 out.append(got)
         elif shape == "list":
             if not isinstance(value, list):
-                raise ModelError(f"the prediction for {where} is not a list: {_short(value)}")
+                raise ModelError(
+                    f"the prediction for data row {row} is not a list: {_short(value)}"
+                )
             out = list(value)
         else:
-            if isinstance(value, Mapping | list):
+            if isinstance(value, dict | list):
                 raise ModelError(
-                    f"the prediction for {where} is not a single value: {_short(value)} "
+                    f"the prediction for data row {row} is not a single value: {_short(value)} "
                     "(say how it becomes columns: shape list|object)"
                 )
             out = [value]
         if len(out) != width:
             raise ModelError(
-                f"the prediction for {where} has {len(out)} values where the first had "
+                f"the prediction for data row {row} has {len(out)} values where the first had "
                 f"{width}: {_short(value)}"
             )
         return out

@@ -127,7 +127,7 @@ class LambdaProtocol(ModelProtocol):
         cols = self.options.columns
         header = cols.header(preds[0]) if preds else None
         width = len(header or ())
-        rows = [cols.row(p, width, f"data row {batch.first_row + i}") for i, p in enumerate(preds)]
+        rows = [cols.row(p, width, batch.first_row + i) for i, p in enumerate(preds)]
         return scores_from_rows(rows, header)
 
     def _invoke(self, record: Mapping[str, Any], row: int) -> Any:

@@ -197,7 +197,7 @@ class JsonProtocol(ModelProtocol):
         cols = self.options.columns
         header = cols.header(preds[0]) if preds else None
         width = len(header or ())
-        rows = [cols.row(p, width, f"data row {first_row + i}") for i, p in enumerate(preds)]
+        rows = [cols.row(p, width, first_row + i) for i, p in enumerate(preds)]
         return scores_from_rows(rows, header)
 
     # ------------------------------------------- one record per request

@@ -39,6 +39,14 @@ from workers.protocols.base import ModelProtocol
 from workers.protocols.calls import check_status, retrying, row_note, with_deadline
 
 DATATYPES = ("FP32", "FP64", "INT64", "BYTES")
+#: the Python types (from Batch.as_rows) a datatype takes unchanged: numbers as typed
+#: per column (finite), None as JSON null in a float tensor
+_FITS: dict[str, tuple[type, ...]] = {
+    "FP32": (float, int, type(None)),
+    "FP64": (float, int, type(None)),
+    "INT64": (int,),
+    "BYTES": (str,),
+}
 LAYOUTS = ("tensor", "columns")
 
 
@@ -166,28 +174,31 @@ class V2Protocol(ModelProtocol):
         opts = self.options
         rows = batch.as_rows()
         names = column_names(batch.columns)
+        if rows and len(rows[0]) != len(names):
+            raise RowsRefused(
+                f"{batch.span} have {len(rows[0])} fields, the model's {len(names)} columns "
+                "need one each"
+            )
+        columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in names]
         if opts.layout == "tensor":
-            width = len(names)
-            data: list[Any] = []
-            for i, row in enumerate(rows):
-                data.extend(self._cells(batch, i, row, names, opts.datatype))
+            typed = [
+                self._column(batch, col, n, opts.datatype)
+                for col, n in zip(columns, names, strict=True)
+            ]
             inputs = [
                 {
                     "name": opts.input_name,
-                    "shape": [batch.rows, width],
+                    "shape": [batch.rows, len(names)],
                     "datatype": opts.datatype,
-                    "data": data,
+                    "data": [v for row in zip(*typed, strict=True) for v in row],
                 }
             ]
         else:
             inputs = []
-            for c, name in enumerate(names):
+            for col, name in zip(columns, names, strict=True):
                 dt = opts.datatypes.get(name, opts.datatype)
-                column = [
-                    self._cell(batch, i, row[c] if c < len(row) else None, name, dt)
-                    for i, row in enumerate(rows)
-                ]
-                inputs.append({"name": name, "shape": [batch.rows], "datatype": dt, "data": column})
+                data = self._column(batch, col, name, dt)
+                inputs.append({"name": name, "shape": [batch.rows], "datatype": dt, "data": data})
         req: dict[str, Any] = {"inputs": inputs}
         if opts.outputs:
             req["outputs"] = [{"name": o} for o in opts.outputs]
@@ -195,13 +206,13 @@ class V2Protocol(ModelProtocol):
             req["parameters"] = dict(opts.parameters)
         return req
 
-    def _cells(self, batch: Batch, i: int, row: list[Any], names: list[str], dt: str) -> list[Any]:
-        if len(row) != len(names):
-            raise RowsRefused(
-                f"data row {batch.first_row + i} has {len(row)} fields, the model's "
-                f"{len(names)} columns need one each"
-            )
-        return [self._cell(batch, i, v, n, dt) for v, n in zip(row, names, strict=True)]
+    def _column(self, batch: Batch, values: list[Any], column: str, dt: str) -> list[Any]:
+        """One column's values as ``dt`` elements: as they are when as_rows typed them
+        so already (the usual case: no work per cell), else converted cell by cell."""
+        kinds = _FITS[dt]
+        if all(type(v) in kinds for v in values):
+            return values
+        return [self._cell(batch, i, v, column, dt) for i, v in enumerate(values)]
 
     @staticmethod
     def _cell(batch: Batch, i: int, value: Any, column: str, dt: str) -> Any:
