@@ -1,13 +1,14 @@
 """Each model protocol through the local stack, against its server called directly.
 
-    python -m bench.protocols [--rows 100000] [--only v2,json] [--payload-mb 0.05]
+    python -m bench.protocols [--rows 100000] [--only v2,json] [--payload-mb 0.05] [--runs 3]
 
 For each protocol, one iris file of ``--rows`` rows goes through the whole local
 stack (S3 emulator, the Lambda bridge, a worker, a model process); its scoring step's
 time (the worker's "scored N rows ... in S s") gives rows/s. In the same run the same
 server, started by this script, is called directly by a minimal client (urllib3 and
 threads) that sends the same mini-batches -- the same bytes, built before the clock
-starts -- with the same concurrency (SCOREFLEET_MAX_IN_FLIGHT), and reads the answers.
+starts -- with the same concurrency (SCOREFLEET_MAX_IN_FLIGHT), and reads the answers
+(after one untimed call, so the server's warm-up counts against the stack only).
 The ratio stack / direct is what scorefleet costs on top of the model server.
 
 Servers: sagemaker the iris example, v2 MLServer 1.7.1 (its own virtualenv,
@@ -23,6 +24,7 @@ import os
 import random
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -157,6 +159,7 @@ def direct(spec: ModelSpec, bs: list[Batch], rows: int) -> float:
             time.sleep(0.2)
         calls = requests_for(spec, url, bs)
         pool = urllib3.HTTPConnectionPool("127.0.0.1", port, maxsize=IN_FLIGHT, block=True)
+        calls[0](pool)  # one untimed call first: the server's own warm-up is not counted
         with ThreadPoolExecutor(IN_FLIGHT) as ex:
             t0 = time.perf_counter()
             list(ex.map(lambda c: c(pool), calls))
@@ -192,6 +195,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=100_000)
     p.add_argument("--only", default="")
     p.add_argument("--payload-mb", type=float, default=0.05)
+    p.add_argument("--runs", type=int, default=1, help="median of this many, each way")
     a = p.parse_args()
     names = [n for n in CASES if not a.only or any(o in n for o in a.only.split(","))]
     if any("v2" in n or "KServe" in n for n in names):
@@ -214,7 +218,7 @@ def main() -> None:
     print(f"# {machine()}")
     print(
         f"# {a.rows:,d} iris rows, {len(bs)} mini-batches of <= {a.payload_mb:g} MB, "
-        f"{IN_FLIGHT} in flight"
+        f"{IN_FLIGHT} in flight, median of {a.runs}"
     )
     env = {
         "SCOREFLEET_MAX_PAYLOAD_MB": str(a.payload_mb),
@@ -229,8 +233,14 @@ def main() -> None:
             image = CASES[name]
             spec = settings.model_spec(image)
             key = f"bench/{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.csv"
-            stack_rps, wall = through_stack(client, key, path, image, a.rows)
-            direct_rps = direct(spec, bs, a.rows)
+            stack_runs, direct_runs, walls = [], [], []
+            for run in range(a.runs):  # alternating, so a busy moment hits both
+                rps, wall = through_stack(client, f"{key[:-4]}-{run}.csv", path, image, a.rows)
+                stack_runs.append(rps)
+                walls.append(wall)
+                direct_runs.append(direct(spec, bs, a.rows))
+            stack_rps, direct_rps = statistics.median(stack_runs), statistics.median(direct_runs)
+            wall = statistics.median(walls)
             results.append((name, stack_rps, direct_rps, wall))
             print(
                 f"{name:16s} stack {stack_rps:10,.0f} rows/s   direct {direct_rps:10,.0f} rows/s"

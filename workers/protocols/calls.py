@@ -22,7 +22,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -62,7 +62,9 @@ class Deadline:
         self.seconds = seconds
         self.expired = False
         self.ends = time.monotonic() + seconds
-        self._sock: socket.socket | None = None
+        # the sockets of every call made under it (several threads' when it is shared
+        # by the requests of one mini-batch: fan_out)
+        self._socks: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._fire)
         self._timer.daemon = True
@@ -78,6 +80,16 @@ class Deadline:
         self._timer.cancel()
         _call.deadline = self._outer
 
+    @contextlib.contextmanager
+    def joined(self) -> Iterator[Deadline]:
+        """Make this (running) deadline the current thread's too, for one call."""
+        outer = getattr(_call, "deadline", None)
+        _call.deadline = self
+        try:
+            yield self
+        finally:
+            _call.deadline = outer
+
     def left(self) -> float:
         return max(0.0, self.ends - time.monotonic())
 
@@ -85,7 +97,8 @@ class Deadline:
         with self._lock:
             # kept here: http.client hands the socket to the response (conn.sock = None)
             # when the answer ends with the connection
-            self._sock = conn.sock or self._sock
+            if conn.sock is not None:
+                self._socks.add(conn.sock)
             if self.expired:
                 self._shutdown()
 
@@ -95,9 +108,9 @@ class Deadline:
             self._shutdown()
 
     def _shutdown(self) -> None:
-        if self._sock is not None:
+        for sock in self._socks:
             with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def current_deadline() -> Deadline | None:
@@ -333,27 +346,28 @@ def fan_out(
     calls: Sequence[Callable[[], T]],
 ) -> list[T]:
     """Run one mini-batch's requests (one per record) on ``pool`` -- at most its
-    size at once -- all within the mini-batch's one deadline: each starts under
-    what is left of it when it gets its turn. The first failure in row order is
-    the batch's; transient failures retry the whole batch (``limits.attempts``)."""
+    size at once -- all under the mini-batch's one deadline (one timer, shared by
+    the pool's threads: when it is up, every call still running is cut off and
+    those not started fail at once). The first failure in row order is the
+    batch's; transient failures retry the whole batch (``limits.attempts``)."""
 
-    def one(call: Callable[[], T], ends: float) -> T:
-        left = ends - time.monotonic()
-        if left <= 0:
-            raise http.late(span)
-        with Deadline(left) as deadline:
-            result = call()
+    def one(call: Callable[[], T], deadline: Deadline) -> T:
         if deadline.expired:
             raise http.late(span)
-        return result
+        with deadline.joined():
+            return call()
 
     def run() -> list[T]:
-        ends = time.monotonic() + limits.timeout
-        futures: list[Future[T]] = [pool.submit(one, call, ends) for call in calls]
-        try:
-            return [f.result() for f in futures]
-        finally:
-            for f in futures:
-                f.cancel()
+        # one deadline (one timer) for all the records of the mini-batch
+        with Deadline(limits.timeout) as deadline:
+            futures: list[Future[T]] = [pool.submit(one, call, deadline) for call in calls]
+            try:
+                results = [f.result() for f in futures]
+            finally:
+                for f in futures:
+                    f.cancel()
+        if deadline.expired:
+            raise http.late(span)
+        return results
 
     return retrying(limits, span, run)
