@@ -12,7 +12,7 @@ starts -- with the same concurrency (SCOREFLEET_MAX_IN_FLIGHT), and reads the an
 The ratio stack / direct is what scorefleet costs on top of the model server.
 
 Servers: sagemaker the iris example, v2 MLServer 1.7.1 (its own virtualenv,
-tests/servers/venvs.py), json the Flask app and KServe's ModelServer, lambda the
+tests/helpers/servers/venvs.py), json the Flask app and KServe's ModelServer, lambda the
 handler behind workers/lambda_rie.py, sas-executions the executions server.
 """
 
@@ -38,8 +38,8 @@ import urllib3
 
 from bench.common import Client, local_stack, machine
 from scorefleet.settings import ModelSpec, load
-from tests.servers import venvs
-from tests.servers.catalog import protocol_catalog
+from tests.helpers.servers import venvs
+from tests.helpers.servers.catalog import protocol_catalog
 from workers.batches import Batch
 from workers.csvbatch import CsvBatcher
 from workers.localstack import free_port, iris_catalog

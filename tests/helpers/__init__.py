@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote_plus
 
 from scorefleet.job import Job
-from tests.servers.catalog import protocol_catalog
+from tests.helpers.servers.catalog import protocol_catalog
 from workers.localstack import BUCKET, CREDENTIALS, LocalStack, emulator_client, iris_catalog
 
 TESTS = Path(__file__).resolve().parents[1]

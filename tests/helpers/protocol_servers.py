@@ -3,7 +3,7 @@
 For the shared contract test (tests/test_protocol_contract.py) and the local
 stack's end-to-end tests: it starts in ~50 ms and needs nothing installed.
 
-    python tests/protocol_servers.py --port N [--mode MODE] [--delay S]
+    python tests/helpers/protocol_servers.py --port N [--mode MODE] [--delay S]
 
 Its "model" answers, for each input row, ``score = 10 * <first field>`` and
 ``fields = <number of fields>``: any reordering, loss or duplication shows.

@@ -1,8 +1,8 @@
 """Serve the iris example model with KServe's Python ModelServer (v1 ``:predict``).
 
-Run with the interpreter of the third-party servers' virtualenv (tests/servers/venvs.py):
+Run with the interpreter of the third-party servers' virtualenv (tests/helpers/servers/venvs.py):
 
-    .venv-models/kserve/bin/python tests/servers/kserve_iris.py --port N
+    .venv-models/kserve/bin/python tests/helpers/servers/kserve_iris.py --port N
 
 A :class:`kserve.Model` whose ``predict`` takes ``{"instances": [[f1, f2, f3, f4], ...]}``
 and answers ``{"predictions": [[p_setosa, p_versicolor, p_virginica], ...]}``; KServe
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "examples" / "iris"))
 
 import kserve  # noqa: E402

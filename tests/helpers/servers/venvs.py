@@ -4,7 +4,7 @@ MLServer and KServe pin fastapi, uvicorn, protobuf and a kubernetes client apart
 from each other (pip cannot install both in one environment) and apart from what
 scorefleet's own environment holds; neither belongs in the worker image. Each gets
 its own virtualenv under ``.venv-models/<name>/`` (git-ignored), created from
-``tests/servers/requirements-<name>.txt`` the first time a test needs it and kept
+``tests/helpers/servers/requirements-<name>.txt`` the first time a test needs it and kept
 while that file is unchanged. A lock file lets parallel test processes share it.
 """
 
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+REPO = HERE.parents[2]
 ROOT = REPO / ".venv-models"
 NAMES = ("mlserver", "kserve")
 
@@ -71,6 +71,6 @@ def ensure(name: str, *, timeout: float = 900) -> Path:
         return python_of(name)
 
 
-if __name__ == "__main__":  # python -m tests.servers.venvs [mlserver] [kserve]
+if __name__ == "__main__":  # python -m tests.helpers.servers.venvs [mlserver] [kserve]
     for venv in sys.argv[1:] or NAMES:
         print(ensure(venv))

@@ -1,15 +1,15 @@
 """The local stack's catalog entries for the protocol end-to-end tests: the example
 catalog (examples/catalog.json: one iris server per protocol, run from the checkout),
-and misbehaving servers of every protocol (tests/protocol_servers.py)."""
+and misbehaving servers of every protocol (tests/helpers/protocol_servers.py)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from tests.servers.venvs import REPO
+from tests.helpers.servers.venvs import REPO
 
-FAKE = REPO / "tests" / "protocol_servers.py"
+FAKE = REPO / "tests" / "helpers" / "protocol_servers.py"
 EXAMPLE_CATALOG = REPO / "examples" / "catalog.json"
 
 #: the fake server's options per protocol (as in tests/test_protocol_contract.py)

@@ -1,6 +1,6 @@
 """The guarantees every model protocol shares, as one test parametrised over all.
 
-Against tests/protocol_servers.py (one stdlib server speaking every protocol, with
+Against tests/helpers/protocol_servers.py (one stdlib server speaking every protocol, with
 ways to misbehave), each protocol must: answer one result row per input row in
 order; sort a refusal of the rows (4xx, wrong row count) as RowsRefused with the
 server's message, overload and death as ModelUnavailable; retry a transient failure;
@@ -29,7 +29,7 @@ from workers.batches import Batch, span_of
 from workers.localstack import free_port, stop_process, wait_http
 from workers.protocols import PROTOCOLS, CallLimits, open_protocol
 
-SERVER = Path(__file__).with_name("protocol_servers.py")
+SERVER = Path(__file__).resolve().parents[1] / "helpers" / "protocol_servers.py"
 
 #: (case id, protocol, its catalog options, sagemaker-only spec keys, the answer's
 #: column names, whether the model sees one record per request)

@@ -2,7 +2,7 @@
 worker, model processes): a success, bad input answered 4xx, a server that dies.
 
 The successes run real servers of each kind: MLServer (v2) and KServe's
-ModelServer (json, v1 :predict) from their own virtualenvs (tests/servers/venvs.py),
+ModelServer (json, v1 :predict) from their own virtualenvs (tests/helpers/servers/venvs.py),
 a team's Flask app (json), a Lambda handler behind the Runtime-Interface-compatible
 server (lambda), the SAS-style executions server (sas-executions), the iris example
 (sagemaker). Under CI=true a server that cannot be installed fails the test.
@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Outcomes
-from tests.servers import venvs
+from tests.helpers import Outcomes
+from tests.helpers.servers import venvs
 from workers.localstack import IRIS_IMAGE
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 IRIS = (REPO / "examples" / "iris.csv").read_bytes()
 # row 3's petal_length is text: every iris server refuses it (4xx), or the client does
 BAD_IRIS = IRIS.replace(b"\n4.7,3.2,1.3,0.2\n", b"\n4.7,3.2,tall,0.2\n", 1)

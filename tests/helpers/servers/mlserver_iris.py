@@ -1,8 +1,8 @@
 """Serve the iris example model with a real MLServer (Open Inference Protocol v2).
 
-Run with the interpreter of the third-party servers' virtualenv (tests/servers/venvs.py):
+Run with the interpreter of the third-party servers' virtualenv (tests/helpers/servers/venvs.py):
 
-    .venv-models/mlserver/bin/python tests/servers/mlserver_iris.py --port N
+    .venv-models/mlserver/bin/python tests/helpers/servers/mlserver_iris.py --port N
 
 Trains the example pipeline (examples/iris/model.py) with that virtualenv's
 scikit-learn, writes MLServer's settings in a temporary folder and runs
@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def free_port() -> int:
