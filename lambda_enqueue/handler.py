@@ -17,19 +17,16 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
 from celery import Celery
 
 from lambda_enqueue.events import Item, ObjectEvent, decode
 from scorefleet import logctx
 from scorefleet.celeryconf import make_app
-from scorefleet.chain import enqueue
-from scorefleet.errors import Rejected, is_transient
-from scorefleet.job import Failure
+from scorefleet.errors import is_transient
+from scorefleet.intake import Intake, NotInput, not_an_input, take_in
 from scorefleet.s3uri import S3Uri
 from scorefleet.settings import Settings, load
-from scorefleet.storage import outcome, s3io
-from scorefleet.submission import identify, job_for_object, validate
+from scorefleet.storage import s3io
 
 log = logging.getLogger("scorefleet.lambda")
 
@@ -82,46 +79,28 @@ def handle_object(rt: Runtime, ev: ObjectEvent, counts: Counts) -> None:
         log.debug("ignoring %s for %s", ev.event_name, source)
         counts.ignored += 1
         return
-    if any(p.contains(source) for p in settings.ignored_prefixes()):
-        log.debug("ignoring %s: written by the pipeline itself", source)
+    why = not_an_input(settings, source)
+    if why is not None:
+        level = logging.DEBUG if why is NotInput.OURS else logging.INFO
+        log.log(level, "ignoring %s: %s", source, why.value)
         counts.ignored += 1
         return
-    if not settings.input_uri.contains(source) or ev.key.endswith("/"):
-        log.info("ignoring %s: not a file under %s", source, settings.input_uri)
-        counts.ignored += 1
-        return
-    try:
-        identity = identify(
-            s3=rt.s3, source=source, version_id=ev.version_id, etag=ev.etag, size=ev.size
-        )
-        if identity is None:
-            log.warning(
-                "ignoring %s: replaced or deleted before it could be queued (a newer "
-                "upload is scored on its own notification)",
-                source,
-            )
-            counts.ignored += 1
-            return
-        job = job_for_object(settings, rt.s3, source, identity, sequencer=ev.sequencer)
-    except ClientError as exc:
-        if s3io.error_code(exc) in {"NoSuchKey", "NoSuchVersion", "404"}:
-            log.warning("ignoring %s: deleted before it could be queued", source)
-            counts.ignored += 1
-            return
-        raise
-    with logctx.bind(job.run_id, str(source)):
-        try:
-            validate(settings, job)
-        except Rejected as exc:
-            where = outcome.publish_error(
-                settings, rt.s3, job, Failure(step="enqueue", kind=exc.kind, message=exc.message)
-            )
-            log.warning("rejected: %s (error file: %s)", exc.message, where)
-            counts.rejected += 1
-            return
-        first = enqueue(rt.app, job)
-        log.info("enqueued %s with %s (first task %s)", source, job.model_image, first)
+    done = take_in(
+        settings,
+        rt.s3,
+        rt.app,
+        source,
+        version_id=ev.version_id,
+        etag=ev.etag,
+        size=ev.size,
+        sequencer=ev.sequencer,
+    )
+    if done.verdict is Intake.ENQUEUED:
         counts.enqueued += 1
+    elif done.verdict is Intake.REJECTED:
+        counts.rejected += 1
+    else:
+        counts.ignored += 1
 
 
 def _handle_item(rt: Runtime, item: Item, counts: Counts) -> bool:
