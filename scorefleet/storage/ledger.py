@@ -179,16 +179,25 @@ class Ledger:
         delivery holding it died) or the run is over, unless the holder handed the
         claim back (:meth:`release`: its retry, or its wait for a free slot).
         """
+        now = time.time()
         mine = {
             "run_id": job.run_id,
             "state": "running",
+            "phase": "launching",
             "owner": owner,
             "holder": holder or uuid.uuid4().hex,
-            "lease_until": time.time() + lease_seconds,
+            "lease_until": now + lease_seconds,
             "source": str(job.source),
+            "model_image": job.model_image,
+            "queued_at": job.enqueued_at,
+            "started_at": now,
+            "attempts": 1,
         }
         for _ in range(_CAS_ATTEMPTS):
             rec = self.get(job.pipeline_id)
+            if rec is not None and rec.run_id == job.run_id:
+                # the deliveries of one run: how many launches it took (for status)
+                mine["attempts"] = int(rec.data.get("attempts", 0)) + 1
             if rec is None:
                 if self._put(job.pipeline_id, mine, if_match=None):
                     return Claim.CLAIMED
@@ -222,6 +231,34 @@ class Ledger:
                 return True
         raise RuntimeError(f"could not release the claim on {job.pipeline_id}")
 
+    def mark_queued(self, job: Job) -> bool:
+        """Record that ``job``'s chain is being sent (``scorefleet status``: queued),
+        only where the file has no record yet: a finished or running record stays as
+        it is (the claim decides what runs). Best effort: False if not written."""
+        data = {
+            "run_id": job.run_id,
+            "state": "queued",
+            "source": str(job.source),
+            "model_image": job.model_image,
+            "queued_at": job.enqueued_at,
+        }
+        try:
+            return self._put(job.pipeline_id, data, if_match=None)
+        except Exception as exc:  # status then says "not seen" until the launch claims it
+            log.warning("could not record %s as queued: %s", job.source, exc)
+            return False
+
+    def progress(self, job: Job, phase: str, **fields: Any) -> bool:
+        """Record the run's phase (launching, scoring, publishing) and its progress
+        (rows and bytes so far), while the claim is this chain's. Best effort."""
+        try:
+            return self._update(
+                job, {"phase": phase, **fields, "progress_at": time.time()}, owned=True
+            )
+        except Exception as exc:
+            log.debug("could not record progress: %s", exc)
+            return False
+
     def lease_left(self, pipeline_id: str) -> float:
         """Seconds until the run's lease expires (0 when it has)."""
         rec = self.get(pipeline_id)
@@ -241,7 +278,7 @@ class Ledger:
     def register_writer(self, job: Job, writer: str, lease_seconds: float) -> bool:
         """Record that a scoring attempt writes ``writer`` (its staging key), before it
         starts the upload; expired writers are dropped. False if superseded."""
-        return self._update_writers(job, writer, time.time() + lease_seconds, {})
+        return self._update_writers(job, writer, time.time() + lease_seconds, {"phase": "scoring"})
 
     def writers(self, pipeline_id: str) -> dict[str, float]:
         """The registered scoring attempts of the run: staging key -> lease (epoch s)."""
@@ -298,7 +335,17 @@ class Ledger:
         the copy of the chain left by a worker killed between sending a step and
         acknowledging its own message does not. ``seen``: the record as just read.
         """
-        changes = {"state": state, "outcome": outcome, "lease_until": 0, "publisher": attempt}
+        changes = {
+            "state": state,
+            "outcome": outcome,
+            "lease_until": 0,
+            "publisher": attempt,
+            "phase": "publishing",
+            "rows": job.rows,
+            "finished_at": time.time(),
+        }
+        if job.failure is not None:
+            changes["error"] = f"{job.failure.kind}: {job.failure.message}"[:2000]
         rec = seen
         for _ in range(_CAS_ATTEMPTS):
             if rec is not None and rec.run_id != job.run_id:
