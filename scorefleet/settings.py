@@ -330,6 +330,46 @@ VARIABLES: tuple[Variable, ...] = (
         "log level of workers and the Lambda",
     ),
     Variable(
+        "SWEEP_INTERVAL",
+        "600",
+        "seconds between sweeps (beat: tasks.sweep) that queue files whose notification never "
+        "came (docs/reliability.md); 0 turns the periodic sweep off",
+    ),
+    Variable(
+        "SWEEP_GRACE_SECONDS",
+        "900",
+        "the sweep leaves files younger than this alone: their notification may still be on "
+        "its way",
+    ),
+    Variable(
+        "SWEEP_MAX_KEYS",
+        "100000",
+        "input keys one sweep lists at most; the next goes on from its checkpoint",
+    ),
+    Variable(
+        "SWEEP_MAX_ENQUEUE",
+        "1000",
+        "files one sweep queues at most (the rest: the next sweep)",
+    ),
+    Variable(
+        "SWEEP_REQUEUE_AFTER",
+        "3600",
+        "a file whose run record has said queued for this many seconds is queued again by the "
+        "sweep (its chain was lost; the run record keeps it scored once)",
+    ),
+    Variable(
+        "METRICS_PORT",
+        "9100",
+        "workers serve Prometheus metrics on this port at /metrics (docs/metrics.md); 0: none",
+    ),
+    Variable(
+        "MAX_REJECTED_ROWS",
+        "0",
+        "rows a model may refuse before the whole file fails: a count (e.g. 10) or a fraction "
+        "of the file's rows (e.g. 0.001); refused rows go to <name>.rejected. Per image: the "
+        "catalog's max_rejected_rows; per file: the max_rejected_rows tag",
+    ),
+    Variable(
         "EVENTS",
         "true",
         "workers send Celery events and answer remote control over SNS fanout, for Flower and "
@@ -350,6 +390,48 @@ VARIABLES: tuple[Variable, ...] = (
 )
 
 _BY_NAME = {v.name: v for v in VARIABLES}
+
+
+@dataclass(frozen=True)
+class RejectBudget:
+    """How many rows a model may refuse before the file fails: a count, or a fraction
+    of the file's rows (known only at the end: checked as rows come, against the
+    rows read so far, and once more at the end)."""
+
+    count: int = 0
+    fraction: float | None = None
+
+    @classmethod
+    def parse(cls, value: Any) -> RejectBudget:
+        """``10`` (rows), ``0.001`` or ``0.1%`` (of the file's rows)."""
+        if isinstance(value, bool):
+            raise ValueError("a row count or a fraction")
+        text = str(value).strip()
+        if text.endswith("%"):
+            frac = float(text[:-1]) / 100
+        elif isinstance(value, float) or any(c in text for c in ".eE"):
+            frac = float(text)
+        else:
+            count = int(text or "0")
+            if count < 0:
+                raise ValueError("a count is at least 0")
+            return cls(count=count)
+        if not 0 <= frac < 1:
+            raise ValueError("a fraction is at least 0 and below 1 (100%)")
+        return cls(count=0, fraction=frac)
+
+    @property
+    def enabled(self) -> bool:
+        return self.count > 0 or bool(self.fraction)
+
+    def allows(self, rejected: int, rows_seen: int) -> bool:
+        """May ``rejected`` refused rows stand after ``rows_seen`` rows of the file?"""
+        if self.fraction is not None:
+            return rejected <= self.fraction * rows_seen
+        return rejected <= self.count
+
+    def __str__(self) -> str:
+        return f"{self.fraction:g} of the rows" if self.fraction is not None else f"{self.count}"
 
 
 @dataclass(frozen=True)
@@ -427,6 +509,13 @@ class Settings:
     monitor_idle: int = 900
     flower_unauthenticated: bool = False
     k8s_namespaces: tuple[str, ...] = ()
+    sweep_interval: float = 600.0
+    sweep_grace: float = 900.0
+    sweep_max_keys: int = 100_000
+    sweep_max_enqueue: int = 1000
+    sweep_requeue_after: float = 3600.0
+    metrics_port: int = 9100
+    max_rejected_rows: RejectBudget = field(default_factory=RejectBudget)
 
     # ----------------------------------------------------------------- queries
     @property
@@ -960,6 +1049,15 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         events=r.convert("EVENTS", _bool, "true or false"),
         monitor_idle=r.number("MONITOR_IDLE", 60, 7 * 86400),
         flower_unauthenticated=r.convert("FLOWER_UNAUTHENTICATED", _bool, "true or false"),
+        sweep_interval=r.number("SWEEP_INTERVAL", 0, 86400, integer=False),
+        sweep_grace=r.number("SWEEP_GRACE_SECONDS", 0, 7 * 86400, integer=False),
+        sweep_max_keys=r.number("SWEEP_MAX_KEYS", 1, 100_000_000),
+        sweep_max_enqueue=r.number("SWEEP_MAX_ENQUEUE", 0, 1_000_000),
+        sweep_requeue_after=r.number("SWEEP_REQUEUE_AFTER", 60, 30 * 86400, integer=False),
+        metrics_port=r.number("METRICS_PORT", 0, 65535),
+        max_rejected_rows=r.convert(
+            "MAX_REJECTED_ROWS", RejectBudget.parse, "a row count or a fraction"
+        ),
     )
     payload_mb = r.number("MAX_PAYLOAD_MB", 0.01, 100, integer=False)
     if payload_mb is not None:
