@@ -40,15 +40,24 @@ app = make_app(settings)
 app.events_cls = "workers.maskedevents:MaskedEvents"
 # Events and remote control over SNS fanout (Flower, celery events/inspect): docs/flower.md
 monitor.configure(app, settings)
-app.conf.update(
-    imports=("tasks.steps", "workers.monitor"),
-    beat_schedule={
-        "reap-model-containers": {"task": "tasks.reap", "schedule": settings.reap_interval},
-        "sweep-monitor-queues": {
-            "task": "tasks.sweep_monitor_queues",
-            "schedule": max(60.0, settings.monitor_idle / 3),
-        },
+_schedule: dict[str, dict[str, Any]] = {
+    "reap-model-containers": {"task": "tasks.reap", "schedule": settings.reap_interval},
+    "sweep-monitor-queues": {
+        "task": "tasks.sweep_monitor_queues",
+        "schedule": max(60.0, settings.monitor_idle / 3),
     },
+}
+if settings.sweep_interval > 0:
+    # files whose notification never came (workers/sweep.py); a sweep not started
+    # within one interval is dropped: the next one covers it
+    _schedule["sweep-unnotified-files"] = {
+        "task": "tasks.sweep",
+        "schedule": settings.sweep_interval,
+        "options": {"expires": settings.sweep_interval},
+    }
+app.conf.update(
+    imports=("tasks.steps", "tasks.sweep", "workers.monitor"),
+    beat_schedule=_schedule,
 )
 
 

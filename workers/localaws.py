@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import subprocess
 import sys
 import threading
@@ -144,8 +145,14 @@ class Bridge(threading.Thread):
         env: Mapping[str, str],
         concurrency: int = 4,
         log_path: Path | None = None,
+        drop: float = 0.0,
     ) -> None:
         super().__init__(daemon=True, name=f"s3-lambda-bridge-{id(self):x}")
+        #: for tests: the share of notifications lost on their way (deleted unread),
+        #: as a changed notification configuration or a drained DLQ loses them
+        self.drop = drop
+        self.dropped: list[str] = []
+        self._random = random.Random(0)
         self.concurrency = concurrency
         self._count_lock = threading.Lock()
         self.sqs = emulator_client("sqs", endpoint)
@@ -256,20 +263,31 @@ class Bridge(threading.Thread):
         messages = resp.get("Messages", [])
         if not messages:
             return 0
+        lost = [m for m in messages if self.drop and self._random.random() < self.drop]
+        if lost:
+            with self._count_lock:
+                self.dropped.extend(m["Body"] for m in lost)
+            self._delete_messages(lost)
+            messages = [m for m in messages if m not in lost]
+            if not messages:
+                return len(lost)
         event = {"Records": [_sqs_record(m, self.queue_url) for m in messages]}
         result = handler(event, None) or {}
         with self._count_lock:
             self.invocations += 1
         failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
-        done = [m for m in messages if m["MessageId"] not in failed]
-        if done:
+        self._delete_messages([m for m in messages if m["MessageId"] not in failed])
+        return len(messages) + len(lost)
+
+    def _delete_messages(self, messages: list[Mapping[str, Any]]) -> None:
+        if messages:
             self.sqs.delete_message_batch(
                 QueueUrl=self.queue_url,
                 Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(messages)
                 ],
             )
-        return len(messages)
 
 
 def _sqs_record(m: Mapping[str, Any], queue_url: str) -> dict[str, Any]:

@@ -215,6 +215,8 @@ class LocalStack:
     env: dict[str, str] = field(default_factory=dict)
     urls: dict[str, str] = field(default_factory=dict)
     bridge: Bridge | None = None
+    #: for tests: the share of S3 notifications the bridge loses (Bridge.drop)
+    bridge_drop: float = 0.0
     lock: StateLock | None = None
     _started: bool = False
 
@@ -274,6 +276,7 @@ class LocalStack:
             self.urls["events_url"],
             self.env,
             log_path=self.state_dir / "logs" / "bridge.log",
+            drop=self.bridge_drop,
         )
         self.bridge.start()
 

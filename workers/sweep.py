@@ -1,0 +1,325 @@
+"""The sweep: files whose S3 notification never came are scored anyway.
+
+Notifications can go missing for good (a notification configuration changed, a
+Lambda throttled past its retries, an events DLQ nobody drained, files that were
+there before the stack). The sweep (``tasks.sweep`` on beat, ``scorefleet sweep``)
+lists the input prefix and queues every file that has no outcome, no run in
+progress and is older than the grace period, through the path a notification
+takes (tasks.intake: tags, fallbacks, validation; the run record decides
+duplicates).
+
+Bounded cost on a prefix of millions of objects:
+
+* no request per already-scored file: the outcome prefixes are listed alongside
+  the input (both listings are sorted; ``<rel>.scoreout`` sorts next to ``<rel>``),
+  and a file whose ``.scoreout`` or ``.error`` is listed, newer than the file, is
+  done without a HEAD;
+* at most ``max_keys`` input keys per run, from a checkpoint kept in S3 under the
+  state prefix (``sweep/checkpoint.json``): the next run goes on from there, and
+  once the listing has reached the end the one after starts over;
+* at most ``max_enqueue`` files queued per run; only those (the files without an
+  outcome) cost a few requests each: the notification path's HEAD and tag read,
+  and a GET of the run record (a run in progress is left alone).
+
+One sweep of N already-scored files listed costs ceil(N/1000) input LISTs, about
+as many outcome LISTs, and one GET and one PUT of the checkpoint per run
+(bench/sweep_cost.py counts them).
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+from celery import Celery
+
+from tasks import s3io
+from tasks.intake import Intake, not_an_input, take_in
+from tasks.job import Job
+from tasks.ledger import Ledger
+from tasks.s3uri import ERROR_SUFFIX, SCOREOUT_SUFFIX, S3Uri
+from tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PAGE = 1000  # keys per LIST request (S3's most)
+_OUTCOME_SUFFIXES = (SCOREOUT_SUFFIX, ERROR_SUFFIX)
+
+
+class Finding(enum.Enum):
+    ENQUEUED = "enqueued"  # no outcome, no run: queued now
+    REJECTED = "rejected"  # refused like a notification would be: its .error is written
+    SCORED = "has its outcome"  # its .scoreout or .error is there, newer than the file
+    FINISHED = "finished"  # its run record says it is over (the outcome was removed since)
+    IN_PROGRESS = "in progress"  # queued recently, or a worker holds its live lease
+    YOUNG = "younger than the grace period"  # its notification may still be on its way
+    GONE = "gone"  # replaced or deleted while the sweep looked
+    OVER_CAP = "left for the next run"  # beyond max_enqueue
+
+
+@dataclass(frozen=True)
+class SweepLimits:
+    grace_seconds: float = 900.0
+    max_keys: int = 100_000
+    max_enqueue: int = 1000
+    #: a run record still "queued" after this long counts as lost: queued again
+    requeue_after: float = 3600.0
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> SweepLimits:
+        return cls(s.sweep_grace, s.sweep_max_keys, s.sweep_max_enqueue, s.sweep_requeue_after)
+
+
+@dataclass
+class SweepReport:
+    prefix: str
+    started_after: str
+    next_after: str
+    listed: int = 0
+    #: the listing reached the end of the prefix (the next run starts over)
+    complete: bool = False
+    dry_run: bool = False
+    findings: collections.Counter[Finding] = field(default_factory=collections.Counter)
+    queued: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{n} {f.value}" for f, n in sorted(self.findings.items(), key=str))
+        where = "to the end" if self.complete else f"up to {self.next_after!r}"
+        verb = "would queue" if self.dry_run else "queued"
+        return f"swept {self.listed} keys of {self.prefix} {where}: {verb} {len(self.queued)}" + (
+            f" ({counts})" if counts else ""
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "prefix": self.prefix,
+            "started_after": self.started_after,
+            "next_after": self.next_after,
+            "listed": self.listed,
+            "complete": self.complete,
+            "dry_run": self.dry_run,
+            "findings": {f.value: n for f, n in self.findings.items()},
+            "queued": self.queued,
+            "problems": self.problems,
+        }
+
+
+@dataclass(frozen=True)
+class Listed:
+    key: str
+    etag: str
+    size: int
+    modified: float
+
+
+def checkpoint_location(settings: Settings) -> S3Uri:
+    return settings.state_uri.join("sweep/checkpoint.json")
+
+
+def in_progress(record: dict[str, Any] | None, now: float, requeue_after: float) -> str | None:
+    """Why the sweep leaves a file with this run record alone (``None``: queue it).
+    A lost chain (a record queued long ago) or a dead worker's run (a lease that has
+    expired) is queued again: the run record lets one of the two deliveries run."""
+    if record is None:
+        return None
+    state = record.get("state")
+    if state in {"published", "failed", "superseded"}:
+        return Finding.FINISHED.value
+    if state == "running" and float(record.get("lease_until", 0)) > now:
+        return Finding.IN_PROGRESS.value
+    queued = float(record.get("queued_at") or record.get("updated") or 0)
+    if state == "queued" and now - queued < requeue_after:
+        return Finding.IN_PROGRESS.value
+    return None
+
+
+class Sweep:
+    def __init__(
+        self,
+        settings: Settings,
+        s3: s3io.S3Client,
+        app: Celery | None,
+        limits: SweepLimits,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.s3 = s3
+        self.app = app
+        self.limits = limits
+        self.clock = clock
+        self.ledger = Ledger(settings, s3)
+
+    # ------------------------------------------------------------ checkpoint
+    def _load_checkpoint(self) -> tuple[str, str | None]:
+        """(start after this key, the checkpoint's ETag or None if there is none)."""
+        loc = checkpoint_location(self.settings)
+        try:
+            resp = self.s3.get_object(Bucket=loc.bucket, Key=loc.key)
+        except ClientError as exc:
+            if s3io.error_code(exc) in {"NoSuchKey", "404"}:
+                return "", None
+            raise
+        try:
+            data = json.loads(resp["Body"].read())
+            after = str(data.get("after", ""))
+        except (ValueError, AttributeError):
+            log.warning("sweep checkpoint %s is unreadable: starting over", loc)
+            after = ""
+        return after, str(resp["ETag"])
+
+    def _save_checkpoint(self, report: SweepReport, etag: str | None) -> bool:
+        """Written only if nobody moved it since this run read it (two sweeps at once:
+        the other one's position stands; what this one queued is harmless)."""
+        loc = checkpoint_location(self.settings)
+        body = {
+            "after": report.next_after,
+            "prefix": report.prefix,
+            "swept_at": self.clock(),
+            "listed": report.listed,
+            "findings": {f.value: n for f, n in report.findings.items()},
+        }
+        cond: dict[str, Any] = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        try:
+            self.s3.put_object(
+                Bucket=loc.bucket,
+                Key=loc.key,
+                Body=json.dumps(body).encode(),
+                ContentType="application/json",
+                **cond,
+            )
+        except ClientError as exc:
+            if s3io.error_code(exc) in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+                log.warning("another sweep moved the checkpoint meanwhile; keeping its position")
+                return False
+            raise
+        return True
+
+    # --------------------------------------------------------------- listing
+    def _list(self, prefix: S3Uri, after: str, limit: int | None) -> Iterator[Listed]:
+        args: dict[str, Any] = {"Bucket": prefix.bucket, "Prefix": prefix.key}
+        if after:
+            args["StartAfter"] = after
+        config: Any = {"PageSize": PAGE}
+        if limit is not None:
+            config["MaxItems"] = limit
+        pages = self.s3.get_paginator("list_objects_v2").paginate(**args, PaginationConfig=config)
+        for page in pages:
+            for o in page.get("Contents", []):
+                yield Listed(
+                    str(o["Key"]),
+                    str(o.get("ETag", "")).strip('"'),
+                    int(o.get("Size", 0)),
+                    o["LastModified"].timestamp(),
+                )
+
+    def _outcomes(self, first_rel: str, bound: str) -> dict[str, float]:
+        """Outcome objects of the inputs listed after ``first_rel`` (the checkpoint),
+        as relative path of the input -> newest LastModified of its ``.scoreout`` or
+        ``.error``. Listed from ``first_rel`` on (``r > first_rel`` implies
+        ``r + suffix > first_rel``) up to ``bound``, the greatest outcome key of the
+        window's inputs (``<rel>.scoreout`` need not sort as ``<rel>`` does: ``a`` <
+        ``a-1`` but ``a-1.scoreout`` < ``a.scoreout``)."""
+        found: dict[str, float] = {}
+        prefixes = {self.settings.output_uri.key: self.settings.output_uri}
+        prefixes.setdefault(self.settings.error_uri.key, self.settings.error_uri)
+        for out in prefixes.values():
+            start = out.key + first_rel if first_rel else ""
+            for o in self._list(out, start, None):
+                rel = o.key[len(out.key) :]
+                if rel > bound:
+                    break
+                for suffix in _OUTCOME_SUFFIXES:
+                    if rel.endswith(suffix):
+                        stem = rel[: -len(suffix)]
+                        found[stem] = max(found.get(stem, 0.0), o.modified)
+        return found
+
+    # ------------------------------------------------------------------ run
+    def run(self, prefix: S3Uri | None = None, *, dry_run: bool = False) -> SweepReport:
+        """One sweep. Without ``prefix``: the input prefix from the checkpoint on (and
+        the checkpoint moved, unless ``dry_run``); with it: that part of the input
+        prefix from its start, the checkpoint neither read nor moved."""
+        s = self.settings
+        where = prefix or s.input_uri
+        if not s.input_uri.contains(where) and where != s.input_uri:
+            raise ValueError(f"{where} is not under the input location {s.input_uri}")
+        use_checkpoint = prefix is None
+        after, etag = self._load_checkpoint() if use_checkpoint else ("", None)
+        report = SweepReport(str(where), after, after, dry_run=dry_run)
+        listed = list(self._list(where, after, self.limits.max_keys))
+        report.listed = len(listed)
+        report.complete = len(listed) < self.limits.max_keys
+        report.next_after = "" if report.complete else listed[-1].key
+        if listed:
+            self._sweep(listed, after, report)
+        if use_checkpoint and not dry_run:
+            self._save_checkpoint(report, etag)
+        log.info("%s", report.summary())
+        return report
+
+    def _sweep(self, listed: list[Listed], after: str, report: SweepReport) -> None:
+        s = self.settings
+        rel_of = s.input_uri.key
+        first_rel = after[len(rel_of) :] if after.startswith(rel_of) else ""
+        last = max(_OUTCOME_SUFFIXES)  # of one input's outcomes, the one that sorts last
+        bound = max(item.key[len(rel_of) :] + last for item in listed)
+        outcomes = self._outcomes(first_rel, bound)
+        now = self.clock()
+        for item in listed:
+            source = S3Uri(s.input_uri.bucket, item.key)
+            if not_an_input(s, source) is not None:
+                continue  # the pipeline's own objects, "folders"
+            done_at = outcomes.get(item.key[len(rel_of) :])
+            if done_at is not None and done_at >= item.modified:
+                report.findings[Finding.SCORED] += 1
+            elif now - item.modified < self.limits.grace_seconds:
+                report.findings[Finding.YOUNG] += 1
+            elif len(report.queued) >= self.limits.max_enqueue:
+                report.findings[Finding.OVER_CAP] += 1
+            else:
+                self._take(source, item, report, now)
+
+    def _take(self, source: S3Uri, item: Listed, report: SweepReport, now: float) -> None:
+        skipped: dict[str, Finding] = {}
+
+        def skip(job: Job) -> str | None:
+            rec = self.ledger.get(job.pipeline_id)
+            why = in_progress(rec.data if rec else None, now, self.limits.requeue_after)
+            if why is not None:
+                skipped["why"] = Finding(why)
+            return why
+
+        try:
+            done = take_in(
+                self.settings,
+                self.s3,
+                self.app,
+                source,
+                etag=item.etag,
+                size=item.size,
+                skip=skip,
+                dry_run=report.dry_run,
+            )
+        except Exception as exc:  # the next sweep tries again; one file never stops the rest
+            log.warning("sweep could not queue %s: %s", source, exc)
+            report.problems.append(f"{source}: {exc}")
+            return
+        if done.verdict is Intake.ENQUEUED:
+            report.findings[Finding.ENQUEUED] += 1
+            report.queued.append(str(source))
+            log.info("sweep: %s had no outcome and no run: queued", source)
+        elif done.verdict is Intake.REJECTED:
+            report.findings[Finding.REJECTED] += 1
+        elif done.verdict is Intake.GONE:
+            report.findings[Finding.GONE] += 1
+        else:
+            report.findings[skipped.get("why", Finding.IN_PROGRESS)] += 1
