@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from workers import cli_runs
 from workers.clienv import DEFAULT_STATE, Group, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -390,6 +391,8 @@ def config(markdown: bool, env_file: Path | None) -> None:
     for name, value in sorted(vars(settings).items()):
         click.echo(f"{name:24} {shown_setting(name, value)}")
 
+
+cli_runs.register(main)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
