@@ -48,6 +48,7 @@ from scorefleet.submission import identity_of, job_for_object, validate
 from workers import compression, runtime
 from workers.firstbytes import preflight
 from workers.heartbeat import Heartbeat
+from workers.progress import RunProgress
 from workers.protocols import CallLimits, ModelProtocol, open_protocol, protocol_for
 from workers.scoring import score_stream
 
@@ -317,11 +318,12 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
                 unregistered_after=s.visibility_timeout,
             )
         source = s3io.open_source(runtime.s3(), j.source, j.version_id, j.etag, j.last_modified)
+        progress = RunProgress(ledger, j, source.content_length)
         try:
             with s3io.MultipartWriter(runtime.s3(), staging) as sink:
                 stats = score_stream(
                     compression.decompress(
-                        source.chunks,
+                        progress.count(source.chunks),
                         compression.Limits(s.max_expanded_bytes, s.max_expansion_ratio),
                     ),
                     client,
@@ -332,6 +334,7 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
                     send_header=spec.send_header,
                     total_bytes=source.content_length,
                     checkpoint=hb.check,
+                    progress=progress.update,
                 )
                 if hb.superseded:
                     sink.abort()
@@ -343,6 +346,7 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
             client.close()
         j.staging_key, j.rows, j.score_seconds = staging.key, stats.rows, stats.seconds
         j.output_bytes = sink.bytes_written
+        progress.done(stats)
         log.info(
             "scored %d rows in %d mini-batches in %.2fs", stats.rows, stats.batches, stats.seconds
         )

@@ -256,21 +256,36 @@ def _wait_for_outcome(
     settings: Any, s3: Any, source: Any, started: float, wait: int, alive: Any = None
 ) -> bool:
     """Wait up to ``wait`` seconds for the ``.scoreout`` or ``.error`` of ``source``
-    written after ``started``; print it (its first lines). True if scored."""
-    from scorefleet.storage import outcome, s3io
+    written after ``started``, with a progress bar meanwhile (on a terminal); print
+    the outcome (its first lines). True if scored."""
+    from tasks import outcome
 
     scoreout = outcome.scoreout_location(settings, source)
     error = outcome.error_location(settings, source)
     if not wait:
         click.echo(f"the outcome will be {scoreout} (or {error})")
         return True
+    bar = cli_runs.RunBar(settings, s3, cli_runs.pipeline_of(settings, s3, str(source))[1], started)
+    try:
+        return _poll_outcome(s3, scoreout, error, started, wait, alive, bar)
+    finally:
+        bar.close()
+
+
+def _poll_outcome(
+    s3: Any, scoreout: Any, error: Any, started: float, wait: int, alive: Any, bar: Any
+) -> bool:
+    from tasks import s3io
+
     deadline = started + wait
     while time.time() < deadline:
         if alive is not None:
             alive()
+        bar.poll()
         for dest, good in ((scoreout, True), (error, False)):
             meta = s3io.head(s3, dest)
             if meta and meta["LastModified"].timestamp() >= started - 1:
+                bar.close()
                 secs = time.time() - started
                 click.echo(f"{'scored' if good else 'FAILED'} in {secs:.1f}s: {dest}")
                 body = s3.get_object(Bucket=dest.bucket, Key=dest.key)["Body"]

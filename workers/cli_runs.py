@@ -256,3 +256,69 @@ def sweep(
     for problem in report.problems:
         click.echo(f"could not queue {problem}", err=True)
     click.echo(report.summary())
+
+
+# ------------------------------------------------------------- --wait's bar
+class RunBar:
+    """While ``submit/rerun --wait`` waits: a progress bar of the file's bytes read
+    (tqdm: small, no dependencies of its own, off by itself when stderr is not a
+    terminal), with the rows so far and the state, from its run record."""
+
+    POLL_SECONDS = 1.0
+
+    def __init__(
+        self,
+        settings: Any,
+        s3: Any,
+        pipeline_id: str | None,
+        started: float,
+        *,
+        file: Any = None,
+        disable: bool | None = None,
+    ) -> None:
+        from tasks.ledger import Ledger
+
+        self.ledger = Ledger(settings, s3)
+        self.pipeline_id = pipeline_id
+        self.started = started
+        self.file = file
+        self.disable = disable
+        self.bar: Any = None
+        self._next = 0.0
+
+    def poll(self) -> None:
+        from tqdm import tqdm
+
+        from tasks.runstatus import view
+
+        now = time.monotonic()
+        if self.pipeline_id is None or now < self._next:
+            return
+        self._next = now + self.POLL_SECONDS
+        try:
+            rec = self.ledger.get(self.pipeline_id)
+        except Exception:  # the bar is a nicety: the outcome is what is waited for
+            return
+        if rec is None or float(rec.data.get("updated", 0)) < self.started - 1:
+            return  # nothing yet, or an earlier run's record
+        v = view("", self.pipeline_id, rec.data)
+        if self.bar is None:
+            self.bar = tqdm(
+                total=v.total_bytes or None,
+                unit="B",
+                unit_scale=True,
+                file=self.file,
+                disable=self.disable,
+                leave=False,
+                dynamic_ncols=True,
+            )
+        self.bar.set_description_str(v.state)
+        if v.rows is not None:
+            self.bar.set_postfix_str(f"{v.rows:,} rows")
+        if v.bytes_read is not None and v.bytes_read > self.bar.n:
+            self.bar.update(v.bytes_read - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

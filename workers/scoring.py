@@ -51,7 +51,7 @@ def score_stream(
     checkpoint: Callable[[], None] | None = None,
 ) -> ScoreStats:
     """``checkpoint`` is called after each mini-batch is written; it may raise to
-    stop the file (the step's time is up)."""
+    stop the file (the step's time is up). ``progress`` too (it throttles itself)."""
     started = time.monotonic()
     stats = ScoreStats()
     batcher = CsvBatcher(chunks, max_bytes, header_mode=header_mode, send_header=send_header)
@@ -72,6 +72,8 @@ def score_stream(
         stats.batches += 1
         if checkpoint:
             checkpoint()
+        if progress:
+            progress(stats)
         now = time.monotonic()
         if now >= next_report:
             next_report = now + PROGRESS_EVERY_SECONDS
@@ -83,8 +85,6 @@ def score_stream(
                 batcher.bytes_in / 1e6,
                 f" of {total_bytes / 1e6:.1f} MB" if total_bytes else "",
             )
-            if progress:
-                progress(stats)
 
     pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="model-call")
     pending: deque[Future[Scores]] = deque()

@@ -340,7 +340,6 @@ class Ledger:
             "outcome": outcome,
             "lease_until": 0,
             "publisher": attempt,
-            "phase": "publishing",
             "rows": job.rows,
             "finished_at": time.time(),
         }

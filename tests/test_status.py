@@ -1,0 +1,184 @@
+"""``scorefleet status`` / ``runs`` (tasks/runstatus.py, workers/cli_runs.py): a file's
+state from its run record, recent runs, the progress the score step records, and the
+progress bar of ``--wait``."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import pytest
+
+from tasks.ledger import Ledger, record_location
+from tasks.runstatus import RunState, render, state_of, view
+from tasks.settings import load
+from tests.conftest import base_env, make_job, run_cli
+from tests.test_sweep import pid_of
+from workers.cli_runs import RunBar, parse_since
+from workers.localstack import emulator_client
+from workers.progress import RunProgress
+
+
+@pytest.fixture
+def env(moto_endpoint, bucket):
+    return base_env(moto_endpoint, bucket)
+
+
+@pytest.fixture
+def settings(env):
+    return load(env)
+
+
+@pytest.fixture
+def s3(moto_endpoint):
+    return emulator_client("s3", moto_endpoint)
+
+
+@pytest.mark.parametrize(
+    ("record", "state"),
+    [
+        (None, RunState.NOT_SEEN),
+        ({"state": "queued"}, RunState.QUEUED),
+        ({"state": "running"}, RunState.LAUNCHING),  # a record of an older worker
+        ({"state": "running", "phase": "launching"}, RunState.LAUNCHING),
+        ({"state": "running", "phase": "scoring"}, RunState.SCORING),
+        ({"state": "running", "phase": "publishing"}, RunState.PUBLISHING),
+        ({"state": "published"}, RunState.PUBLISHED),
+        ({"state": "failed"}, RunState.FAILED),
+        ({"state": "superseded"}, RunState.SUPERSEDED),
+    ],
+)
+def test_state_of_a_record(record, state):
+    assert state_of(record) is state
+
+
+def test_view_of_a_run_scoring_and_one_that_stalled():
+    now = 1_000_000.0
+    rec = {
+        "run_id": "sf-1",
+        "state": "running",
+        "phase": "scoring",
+        "rows": 12345,
+        "bytes_read": 5_000_000,
+        "total_bytes": 10_000_000,
+        "attempts": 2,
+        "queued_at": now - 100,
+        "started_at": now - 90,
+        "progress_at": now - 3,
+        "lease_until": now + 60,
+        "model_image": "test/ok:1",
+    }
+    v = view("s3://b/in/x.csv", "sf-1", rec, now=now)
+    assert (v.state, v.rows, v.attempts, v.stalled) == ("scoring", 12345, 2, False)
+    text = render(v, now=now)
+    assert "scoring (12,345 rows, 5.0 of 10.0 MB read so far)" in text
+    assert "attempts    2" in text and "test/ok:1" in text
+    assert "rerun       scorefleet rerun s3://b/in/x.csv" in text
+    dead = view("s3://b/in/x.csv", "sf-1", {**rec, "lease_until": now - 1}, now=now)
+    assert dead.stalled and "stalled" in render(dead, now=now)
+    assert view("s3://b/x", "p", None).state == "not seen"
+    assert "the sweep queues it" in render(view("s3://b/x", "p", None))
+
+
+def test_the_record_through_a_run(settings, s3, bucket):
+    """queued (intake) -> launching (claim) -> scoring with progress -> publishing -> published."""
+    job = make_job(bucket=bucket, key="in/a.csv")
+    ledger = Ledger(settings, s3)
+    assert ledger.mark_queued(job)
+    assert state_of(ledger.get(job.pipeline_id).data) is RunState.QUEUED
+    assert not ledger.mark_queued(job)  # never over an existing record
+    ledger.claim(job, "owner-1", 60)
+    job.claim_owner = "owner-1"
+    rec = ledger.get(job.pipeline_id).data
+    assert state_of(rec) is RunState.LAUNCHING and rec["attempts"] == 1
+    assert rec["queued_at"] == job.enqueued_at
+    ledger.register_writer(job, "staging/x", 60)
+    assert state_of(ledger.get(job.pipeline_id).data) is RunState.SCORING
+    clock = [0.0]
+    progress = RunProgress(ledger, job, 1000, every=5, clock=lambda: clock[0])
+    chunks = list(progress.count([b"x" * 300, b"y" * 200]))
+    assert len(chunks) == 2 and progress.bytes_read == 500
+
+    class Stats:
+        rows = 42
+
+    progress.update(Stats)  # the first mini-batch: written at once
+    rec = ledger.get(job.pipeline_id).data
+    assert (rec["rows"], rec["bytes_read"], rec["total_bytes"]) == (42, 500, 1000)
+    Stats.rows = 50
+    clock[0] = 4.9
+    progress.update(Stats)  # within 5 s: not written
+    assert ledger.get(job.pipeline_id).data["rows"] == 42
+    clock[0] = 5.0
+    progress.update(Stats)
+    assert ledger.get(job.pipeline_id).data["rows"] == 50
+    assert progress.writes == 2
+    progress.done(Stats)
+    assert state_of(ledger.get(job.pipeline_id).data) is RunState.PUBLISHING
+    job.rows = 42
+    seen = ledger.get(job.pipeline_id)
+    ledger.record_outcome(job, "published", "s3://b/out/a.csv.scoreout", "staging/x", seen=seen)
+    v = view("s3://b/in/a.csv", job.pipeline_id, ledger.get(job.pipeline_id).data)
+    assert (v.state, v.rows, v.outcome) == ("published", 42, "s3://b/out/a.csv.scoreout")
+    assert v.finished_at and v.started_at and v.queued_at
+
+
+def test_cli_status_and_runs(env, settings, s3, bucket):
+    ledger = Ledger(settings, s3)
+    s3.put_object(Bucket=bucket, Key="in/ok.csv", Body=b"a\n1\n")
+    s3.put_object(Bucket=bucket, Key="in/bad.csv", Body=b"a\n1\n")
+    s3.put_object(Bucket=bucket, Key="in/never.csv", Body=b"a\n1\n")
+    s3.put_object(Bucket=bucket, Key="out/bad.csv.error", Body=b"line one\nline two\n")
+    for key, state, extra in (
+        ("in/ok.csv", "published", {"outcome": f"s3://{bucket}/out/ok.csv.scoreout", "rows": 1}),
+        ("in/bad.csv", "failed", {"outcome": f"s3://{bucket}/out/bad.csv.error"}),
+    ):
+        loc = record_location(settings, pid_of(s3, bucket, key))
+        body = {"run_id": "r", "state": state, "source": f"s3://{bucket}/{key}", **extra}
+        s3.put_object(Bucket=loc.bucket, Key=loc.key, Body=json.dumps(body).encode())
+    res = run_cli(["workers.cli", "status", f"s3://{bucket}/in/ok.csv"], env)
+    assert res.returncode == 0, res.stderr
+    assert "state       published (1 rows)" in res.stdout
+    res = run_cli(["workers.cli", "status", f"s3://{bucket}/in/bad.csv", "--json"], env)
+    data = json.loads(res.stdout)
+    assert data["state"] == "failed" and data["error"] == "line one\nline two"
+    assert data["rerun"] == f"scorefleet rerun s3://{bucket}/in/bad.csv"
+    res = run_cli(["workers.cli", "status", f"s3://{bucket}/in/never.csv"], env)
+    assert "state       not seen" in res.stdout
+    res = run_cli(["workers.cli", "status", f"s3://{bucket}/in/missing.csv"], env)
+    assert res.returncode != 0 and "does not exist" in res.stderr
+    res = run_cli(["workers.cli", "runs", "--json"], env)
+    assert res.returncode == 0, res.stderr
+    assert sorted(json.loads(line)["state"] for line in res.stdout.splitlines()) == [
+        "failed",
+        "published",
+    ]
+    res = run_cli(["workers.cli", "runs", "--failed"], env)
+    assert "bad.csv" in res.stdout and "ok.csv" not in res.stdout
+    res = run_cli(["workers.cli", "runs", "--max-scan", "1", "--limit", "1"], env)
+    assert len(res.stdout.splitlines()) == 1 and "--max-scan" in res.stderr
+    assert ledger.get(pid_of(s3, bucket, "in/ok.csv")) is not None
+
+
+def test_parse_since():
+    assert parse_since("90s") == 90 and parse_since("15m") == 900 and parse_since("2d") == 172800
+    with pytest.raises(Exception, match="duration"):
+        parse_since("yesterday")
+
+
+def test_wait_bar_follows_the_record(settings, s3, bucket):
+    job = make_job(bucket=bucket, key="in/a.csv")
+    ledger = Ledger(settings, s3)
+    out = io.StringIO()
+    bar = RunBar(settings, s3, job.pipeline_id, time.time(), file=out, disable=False)
+    bar.POLL_SECONDS = 0
+    bar.poll()
+    assert bar.bar is None  # no record yet
+    ledger.claim(job, "o", 60)
+    job.claim_owner = "o"
+    ledger.progress(job, "scoring", rows=1000, bytes_read=400, total_bytes=1000)
+    bar.poll()
+    assert bar.bar.total == 1000 and bar.bar.n == 400
+    assert "scoring" in out.getvalue() and "1,000 rows" in out.getvalue()
+    bar.close()

@@ -1,0 +1,68 @@
+"""A file's scoring progress, written to its run record every few seconds (rows and
+bytes so far, read by ``scorefleet status`` and ``submit --wait``'s progress bar)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from tasks.job import Job
+
+#: seconds between two progress writes of one file (one GET and one PUT each)
+PROGRESS_EVERY_SECONDS = 5.0
+
+
+class RunProgress:
+    """Counts the input's bytes as they are read from S3 (before decompression, so
+    that they compare with the object's size) and records progress, throttled."""
+
+    def __init__(
+        self,
+        ledger: Any,
+        job: Job,
+        total_bytes: int | None,
+        *,
+        every: float = PROGRESS_EVERY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ledger = ledger
+        self.job = job
+        self.total_bytes = total_bytes
+        self.bytes_read = 0
+        self.every = every
+        self.clock = clock
+        self._next = clock()  # the first mini-batch is shown at once, then every few seconds
+        self.writes = 0
+
+    def count(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            self.bytes_read += len(chunk)
+            yield chunk
+
+    def _write(self, phase: str, rows: int, **extra: Any) -> None:
+        self.writes += 1
+        self.ledger.progress(
+            self.job,
+            phase,
+            rows=rows,
+            bytes_read=self.bytes_read,
+            total_bytes=self.total_bytes,
+            **extra,
+        )
+
+    def update(self, stats: Any) -> None:
+        """After each mini-batch written (workers.scoring: score_stream's ``progress``)."""
+        now = self.clock()
+        if now >= self._next:
+            self._next = now + self.every
+            self._write("scoring", int(stats.rows), **_rejected(stats))
+
+    def done(self, stats: Any) -> None:
+        """Scored: the file now waits for its publication."""
+        self._write("publishing", int(stats.rows), **_rejected(stats))
+
+
+def _rejected(stats: Any) -> dict[str, int]:
+    rejected = getattr(stats, "rejected", None)
+    return {"rejected_rows": int(rejected)} if rejected else {}
