@@ -363,6 +363,11 @@ VARIABLES: tuple[Variable, ...] = (
         "workers serve Prometheus metrics on this port at /metrics (docs/metrics.md); 0: none",
     ),
     Variable(
+        "METRICS_ADDRESS",
+        "0.0.0.0",  # noqa: S104 - scraped from the pod network
+        "address the workers' metrics server listens on (the pod's, for Prometheus to scrape)",
+    ),
+    Variable(
         "MAX_REJECTED_ROWS",
         "0",
         "rows a model may refuse before the whole file fails: a count (e.g. 10) or a fraction "
@@ -515,6 +520,7 @@ class Settings:
     sweep_max_enqueue: int = 1000
     sweep_requeue_after: float = 3600.0
     metrics_port: int = 9100
+    metrics_address: str = "0.0.0.0"  # noqa: S104 - scraped from the pod network
     max_rejected_rows: RejectBudget = field(default_factory=RejectBudget)
 
     # ----------------------------------------------------------------- queries
@@ -1055,6 +1061,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         sweep_max_enqueue=r.number("SWEEP_MAX_ENQUEUE", 0, 1_000_000),
         sweep_requeue_after=r.number("SWEEP_REQUEUE_AFTER", 60, 30 * 86400, integer=False),
         metrics_port=r.number("METRICS_PORT", 0, 65535),
+        metrics_address=r.raw("METRICS_ADDRESS"),
         max_rejected_rows=r.convert(
             "MAX_REJECTED_ROWS", RejectBudget.parse, "a row count or a fraction"
         ),

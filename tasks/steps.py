@@ -45,7 +45,7 @@ from scorefleet.settings import ModelSpec
 from scorefleet.storage import outcome, s3io
 from scorefleet.storage.ledger import Claim, Publication, Record, staging_location, staging_prefix
 from scorefleet.submission import identity_of, job_for_object, validate
-from workers import compression, runtime
+from workers import compression, metrics, runtime
 from workers.firstbytes import preflight
 from workers.heartbeat import Heartbeat
 from workers.progress import RunProgress
@@ -120,7 +120,8 @@ class PipelineStep(Task):
         # time spent between steps: queue hops, and waiting for a free worker slot
         gap = max(0.0, time.time() - (job.step_done_at or job.enqueued_at))
         job.waited += gap
-        with logctx.bind(job.run_id, str(job.source)):
+        metrics.QUEUE_WAIT.labels(step).observe(gap)
+        with logctx.bind(job.run_id, str(job.source)), metrics.timed_step(step) as timing:
             try:
                 vouch.check_job(s, job)
                 with Heartbeat(
@@ -134,15 +135,18 @@ class PipelineStep(Task):
                 ) as hb:
                     done = body(job, hb)
                 done.step_done_at = time.time()
+                timing["result"] = "done"
                 return done.to_dict()
             except Untrusted as exc:
                 log.error("%s refused a task message it cannot vouch for: %s", step, exc)
                 raise
             except MustWait as exc:
+                timing["result"] = "wait"
                 job.waited -= gap  # counted again when the step runs after its wait
                 self._wait_turn(step, job, exc)
                 raise  # unreachable: _wait_turn always raises
             except Exception as exc:
+                timing["result"] = "retry" if is_transient(exc) else "failed"
                 self._retry_or_give_up(step, job, exc)
                 raise  # unreachable: _retry_or_give_up always raises
 
@@ -270,6 +274,8 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
             j.skipped = claim.value
             return j
         j.claim_owner, j.claim_holder = owner, holder  # kept if the launch has to wait its turn
+        if not j.launch_started_at:
+            metrics.FILES_STARTED.inc()
         validate(s, j)
         spec = s.model_spec(j.model_image)
         # an empty, header-only or binary file fails here, before any container starts
@@ -287,6 +293,7 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
         ep = runtime.backend().launch(j, spec)
         j.endpoint, j.handle, j.model_ready_at = ep.url, ep.handle, time.time()
         log.info("model %s ready at %s after %d ms", j.model_image, ep.url, j.model_start_ms)
+        metrics.MODEL_START.observe((j.model_start_ms or 0) / 1000)
         return j
 
     return self.run_step("launch", job, body, lease=True)
@@ -467,9 +474,14 @@ def _publish(j: Job, staging: S3Uri | None, rec: Record | None) -> None:
         published = outcome.publish_error(s, s3, j, j.failure, maybe_done=again)
         j.published = str(published) if published else None
         log.warning("published %s", published)
+        if not again:
+            metrics.FILES_FAILED.labels(j.failure.step, j.failure.kind).inc()
     elif staging is not None:
         j.published = str(outcome.publish_scoreout(s, s3, j, staging, maybe_done=again))
         log.info("published %s (%d rows)", j.published, j.rows or 0)
+        if not again:
+            metrics.FILES_PUBLISHED.inc()
+            metrics.ROWS_SCORED.inc(j.rows or 0)
 
 
 @shared_task(name="tasks.teardown", bind=True, base=PipelineStep)

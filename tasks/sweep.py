@@ -10,7 +10,7 @@ from typing import Any
 from celery import Task, shared_task
 
 from tasks.s3uri import S3Uri
-from workers import runtime
+from workers import metrics, runtime
 from workers.sweep import Sweep, SweepLimits
 
 log = logging.getLogger(__name__)
@@ -32,4 +32,6 @@ def sweep(
         limits = dataclasses.replace(limits, grace_seconds=float(grace_seconds))
     where = S3Uri.parse(prefix).as_prefix() if prefix else None
     report = Sweep(s, runtime.s3(), self.app, limits).run(where, dry_run=dry_run)
+    for finding, n in report.findings.items():
+        metrics.SWEEP_FINDINGS.labels(finding.value).inc(n)
     return report.to_json()

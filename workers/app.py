@@ -8,6 +8,7 @@ with a message that names the variable.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -17,7 +18,7 @@ from scorefleet import logctx
 from scorefleet.celeryconf import make_app
 from scorefleet.chain import describe_step
 from scorefleet.settings import ConfigError, load
-from workers import flowerconf, hardening, monitor
+from workers import flowerconf, hardening, metrics, monitor
 from workers.protocols import check_catalog
 
 # Before anything reads credentials: a model process of the same user (local backend)
@@ -67,6 +68,17 @@ def _prepare_flower(sender: Any = None, **kwargs: Any) -> None:
     if flowerconf.running_flower():
         mode = flowerconf.prepare(settings)
         print(f"scorefleet flower: authentication: {mode}", file=sys.stderr)
+
+
+@signals.worker_init.connect
+def _serve_metrics(**_: Any) -> None:
+    """The worker's main process serves its metrics (workers/metrics.py)."""
+    metrics.serve(settings.metrics_port, settings.metrics_address)
+
+
+@signals.worker_process_shutdown.connect
+def _metrics_child_exited(**_: Any) -> None:
+    metrics.child_exited(os.getpid())
 
 
 @signals.before_task_publish.connect

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from workers.clienv import load_settings
+from workers.clienv import Command, load_settings
 
 _ENV_FILE = click.option(
     "--env-file", type=click.Path(path_type=Path), help="export-style settings file"
@@ -144,7 +144,7 @@ def register(main: click.Group) -> None:
 
 
 # --------------------------------------------------------------------- status
-@click.command()
+@click.command(cls=Command)
 @click.argument("uri")
 @click.option("--json", "as_json", is_flag=True, help="print the state as JSON")
 @_ENV_FILE
@@ -160,7 +160,7 @@ def status(uri: str, as_json: bool, env_file: Path | None) -> None:
 
 
 # ----------------------------------------------------------------------- runs
-@click.command()
+@click.command(cls=Command)
 @click.option("--since", default="1h", show_default=True, help="e.g. 30m, 6h, 2d")
 @click.option("--failed", is_flag=True, help="only the runs that failed")
 @click.option("--limit", default=50, show_default=True, help="at most this many runs")
@@ -200,7 +200,7 @@ def runs(
 
 
 # ---------------------------------------------------------------------- sweep
-@click.command()
+@click.command(cls=Command)
 @click.option("--dry-run", is_flag=True, help="say what would be queued; queue nothing")
 @click.option(
     "--prefix",

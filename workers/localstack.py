@@ -171,6 +171,9 @@ def stack_env(
         "SCOREFLEET_MODEL_CATALOG": json.dumps(catalog if catalog is not None else iris_catalog()),
         # Flower listens on 127.0.0.1 here; anywhere else it needs FLOWER_BASIC_AUTH
         "SCOREFLEET_FLOWER_UNAUTHENTICATED": "true",
+        # a worker gets a metrics port of its own (LocalStack.start_worker); the other
+        # processes, and a shell that sources stack.env, serve none
+        "SCOREFLEET_METRICS_PORT": "0",
         **MALLOC_ENV,
     }
     env.update(extra or {})
@@ -297,7 +300,11 @@ class LocalStack:
             "--heartbeat-interval",
             "10",
         ]
-        return self._spawn(f"worker{i}", args)
+        # each worker serves its metrics on a port of its own, on loopback
+        port = free_port()
+        self.urls[f"metrics{i}"] = f"http://127.0.0.1:{port}/metrics"
+        env = {"SCOREFLEET_METRICS_PORT": str(port), "SCOREFLEET_METRICS_ADDRESS": "127.0.0.1"}
+        return self._spawn(f"worker{i}", args, env)
 
     def start_beat(self) -> Proc:
         """``celery beat`` (the reaper and the monitor-queue sweeper), a process of its
@@ -410,7 +417,9 @@ class LocalStack:
             return False
         return any(f":{ns}-ev-" in s.get("Endpoint", "") for s in subs)
 
-    def _spawn(self, name: str, celery_args: list[str]) -> Proc:
+    def _spawn(
+        self, name: str, celery_args: list[str], env: Mapping[str, str] | None = None
+    ) -> Proc:
         path = self.state_dir / "logs" / f"{name}.log"
         with path.open("ab") as out:
             offset = out.tell()
@@ -419,7 +428,7 @@ class LocalStack:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env},
+                env={**os.environ, **self.env, **(env or {})},
                 start_new_session=True,
             )
         proc = Proc(name, popen, path, offset)

@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from workers import csvbatch
+from workers import csvbatch, metrics
 from workers.batches import Batch, Scores
 from workers.csvbatch import CsvBatcher
 from workers.protocols.base import ModelProtocol
@@ -35,6 +35,13 @@ class ScoreStats:
     batches: int = 0
     bytes_out: int = 0
     seconds: float = 0.0
+
+
+def _timed_score(protocol: ModelProtocol, batch: Batch) -> Scores:
+    started = time.monotonic()
+    scores = protocol.score(batch)
+    metrics.BATCH_LATENCY.observe(time.monotonic() - started)
+    return scores
 
 
 def score_stream(
@@ -103,7 +110,7 @@ def score_stream(
             )
             del raw
             # the batch's bytes are freed once its call is done
-            pending.append(pool.submit(protocol.score, batch))
+            pending.append(pool.submit(_timed_score, protocol, batch))
             del batch
             if len(pending) >= max_in_flight:
                 write(pending.popleft().result())

@@ -52,6 +52,7 @@ CHART_OWNED = {
     "LAUNCH_BACKEND",
     "DEFAULT_K8S_CLUSTER",
     "DEFAULT_K8S_NAMESPACE",
+    "METRICS_PORT",
     "K8S_CLUSTERS",
     "K8S_NAMESPACES",
     "ALLOWED_IMAGE_PREFIXES",
@@ -293,6 +294,8 @@ def test_rendered_manifests_pass_the_kubernetes_schema(render, values_file):
     for doc in docs:
         if doc["apiVersion"].startswith("keda.sh/"):
             continue  # not a core kind: test_keda_objects_match_the_keda_crd
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # the Prometheus Operator's: test_metrics_are_scraped
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
         checked += 1
     kinds = by_kind(docs)
@@ -719,3 +722,46 @@ def test_structural_conversion_is_strict():
         {"spec": {"labels": {"a": 1}}},
     ):
         assert list(jsonschema.Draft7Validator(js).iter_errors(bad)), bad
+
+
+def test_metrics_are_scraped(render):
+    """Worker pods expose "metrics" and carry the prometheus.io annotations; with
+    serviceMonitor on, a headless Service selects exactly the worker pods and the
+    ServiceMonitor selects that Service's port; metrics off: none of it, port 0."""
+    docs = render(ci_values("keda"))
+    worker = one(docs, "Deployment", "-worker")
+    pod = worker["spec"]["template"]
+    ann = pod["metadata"]["annotations"]
+    assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/port"] == "9100"
+    assert ann["prometheus.io/path"] == "/metrics"
+    (container,) = pod["spec"]["containers"]
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9100, "protocol": "TCP"}]
+    cm = one(docs, "ConfigMap", "-config")
+    assert cm["data"]["SCOREFLEET_METRICS_PORT"] == "9100"
+    svc = one(docs, "Service", "-worker-metrics")
+    assert svc["spec"]["clusterIP"] == "None"
+    labels = pod["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+    for other in ("-beat", "-flower"):
+        others = [
+            d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith(other)
+        ]
+        for d in others:
+            assert (
+                not svc["spec"]["selector"].items()
+                <= d["spec"]["template"]["metadata"]["labels"].items()
+            )
+    sm = one(docs, "ServiceMonitor")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["labels"]["release"] == "prometheus"
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
+    off = render(_set(ci_values("keda"), "metrics.enabled", False))
+    worker = one(off, "Deployment", "-worker")["spec"]["template"]
+    assert "prometheus.io/scrape" not in worker["metadata"]["annotations"]
+    assert "ports" not in worker["spec"]["containers"][0]
+    assert one(off, "ConfigMap", "-config")["data"]["SCOREFLEET_METRICS_PORT"] == "0"
+    assert not [d for d in off if d["kind"] in {"ServiceMonitor"}]
+    # the default values: annotations, no ServiceMonitor (the operator is optional)
+    plain = render(ci_values("hpa"))
+    assert not [d for d in plain if d["kind"] == "ServiceMonitor"]
