@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tasks.settings import load
+from scorefleet.settings import load
 from workers.localstack import CREDENTIALS, emulator_client, free_port, start_moto, stop_process
 from workers.sweep import PAGE, Finding, Sweep, SweepLimits
 

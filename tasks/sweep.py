@@ -9,7 +9,7 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from tasks.s3uri import S3Uri
+from scorefleet.s3uri import S3Uri
 from workers import metrics, runtime
 from workers.sweep import Sweep, SweepLimits
 

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from tasks.ledger import Ledger, record_location
-from tasks.runstatus import RunState, render, state_of, view
-from tasks.settings import load
+from scorefleet.runstatus import RunState, render, state_of, view
+from scorefleet.settings import load
+from scorefleet.storage.ledger import Ledger, record_location
 from tests.conftest import base_env, make_job, run_cli
 from tests.test_sweep import pid_of
 from workers.cli_runs import RunBar, parse_since

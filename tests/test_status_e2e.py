@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from tasks.settings import load
+from scorefleet.settings import load
 from tests.conftest import Outcomes, run_cli
 from workers.cli_runs import status_view
 from workers.localstack import BUCKET

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from tasks.job import pipeline_id
-from tasks.ledger import Ledger, record_location
-from tasks.settings import load
-from tasks.submission import identity_of
+from scorefleet.job import pipeline_id
+from scorefleet.settings import load
+from scorefleet.storage.ledger import Ledger, record_location
+from scorefleet.submission import identity_of
 from tests.conftest import base_env, run_cli
 from tests.test_handler import sent_tasks
 from workers.localstack import emulator_client
@@ -36,7 +36,7 @@ def s3(moto_endpoint):
 
 @pytest.fixture
 def app(settings):
-    from tasks.celeryconf import make_app
+    from scorefleet.celeryconf import make_app
 
     return make_app(settings)
 

@@ -11,8 +11,8 @@ from urllib.parse import unquote_plus
 
 import pytest
 
-from tasks.celeryconf import make_app
-from tasks.settings import load
+from scorefleet.celeryconf import make_app
+from scorefleet.settings import load
 from tests.conftest import Outcomes
 from workers.localstack import BUCKET
 
@@ -62,7 +62,7 @@ def _key_of(body: str) -> str:
 
 
 def _record(outcomes: Outcomes, key: str):
-    from tasks.ledger import Ledger
+    from scorefleet.storage.ledger import Ledger
     from tests.test_sweep import pid_of
 
     settings = load(outcomes.stack.env)

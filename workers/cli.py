@@ -258,7 +258,7 @@ def _wait_for_outcome(
     """Wait up to ``wait`` seconds for the ``.scoreout`` or ``.error`` of ``source``
     written after ``started``, with a progress bar meanwhile (on a terminal); print
     the outcome (its first lines). True if scored."""
-    from tasks import outcome
+    from scorefleet.storage import outcome
 
     scoreout = outcome.scoreout_location(settings, source)
     error = outcome.error_location(settings, source)
@@ -275,7 +275,7 @@ def _wait_for_outcome(
 def _poll_outcome(
     s3: Any, scoreout: Any, error: Any, started: float, wait: int, alive: Any, bar: Any
 ) -> bool:
-    from tasks import s3io
+    from scorefleet.storage import s3io
 
     deadline = started + wait
     while time.time() < deadline:

@@ -31,10 +31,10 @@ def parse_since(text: str) -> float:
 
 def pipeline_of(settings: Any, s3: Any, uri: str) -> tuple[Any, str | None]:
     """(the source S3Uri, the pipeline id of its current upload; None if absent)."""
-    from tasks import s3io
-    from tasks.job import pipeline_id
-    from tasks.s3uri import S3Uri
-    from tasks.submission import identity_of
+    from scorefleet.job import pipeline_id
+    from scorefleet.s3uri import S3Uri
+    from scorefleet.storage import s3io
+    from scorefleet.submission import identity_of
 
     try:
         source = S3Uri.parse(uri)
@@ -50,10 +50,10 @@ def pipeline_of(settings: Any, s3: Any, uri: str) -> tuple[Any, str | None]:
 
 
 def status_view(settings: Any, s3: Any, uri: str) -> Any:
-    """The :class:`~tasks.runstatus.RunView` of ``uri``: one HEAD and one GET (and a
+    """The :class:`~scorefleet.runstatus.RunView` of ``uri``: one HEAD and one GET (and a
     ranged GET of the ``.error``'s first lines when it failed)."""
-    from tasks.ledger import Ledger
-    from tasks.runstatus import RunState, view
+    from scorefleet.runstatus import RunState, view
+    from scorefleet.storage.ledger import Ledger
 
     source, pid = pipeline_of(settings, s3, uri)
     if pid is None:
@@ -73,7 +73,7 @@ def _outcome_without_record(settings: Any, s3: Any, source: Any, v: Any) -> Any:
     """No run record (say the state prefix was cleaned up): an outcome may be there."""
     import dataclasses
 
-    from tasks import outcome, s3io
+    from scorefleet.storage import outcome, s3io
 
     for dest, state in (
         (outcome.scoreout_location(settings, source), "published"),
@@ -86,7 +86,7 @@ def _outcome_without_record(settings: Any, s3: Any, source: Any, v: Any) -> Any:
 
 
 def _first_lines(s3: Any, uri: str, lines: int) -> str | None:
-    from tasks.s3uri import S3Uri
+    from scorefleet.s3uri import S3Uri
 
     try:
         loc = S3Uri.parse(uri)
@@ -102,7 +102,7 @@ def recent_records(
 ) -> tuple[list[dict[str, Any]], bool]:
     """Run records written in the last ``since`` seconds, newest first, at most
     ``limit`` (and at most ``max_scan`` keys listed: True when that cut the list)."""
-    from tasks.ledger import record_location
+    from scorefleet.storage.ledger import record_location
 
     prefix = record_location(settings, "").key.removesuffix(".json")
     cutoff = time.time() - since
@@ -151,8 +151,8 @@ def register(main: click.Group) -> None:
 def status(uri: str, as_json: bool, env_file: Path | None) -> None:
     """Where is my file? Its state from its run record (queued, launching, scoring
     with rows so far, publishing, published, failed), times, outcome, rerun command."""
-    from tasks import s3io
-    from tasks.runstatus import render
+    from scorefleet.runstatus import render
+    from scorefleet.storage import s3io
 
     settings = load_settings(env_file)
     v = status_view(settings, s3io.client(settings.aws_region), uri)
@@ -171,8 +171,8 @@ def runs(
     since: str, failed: bool, limit: int, max_scan: int, as_json: bool, env_file: Path | None
 ) -> None:
     """Recent runs, newest first (from the run records)."""
-    from tasks import s3io
-    from tasks.runstatus import ago, progress_text, view
+    from scorefleet.runstatus import ago, progress_text, view
+    from scorefleet.storage import s3io
 
     settings = load_settings(env_file)
     s3 = s3io.client(settings.aws_region)
@@ -223,9 +223,9 @@ def sweep(
     notification never came): what the periodic sweep (tasks.sweep) does."""
     import dataclasses
 
-    from tasks import s3io
-    from tasks.celeryconf import make_app
-    from tasks.s3uri import S3Uri
+    from scorefleet.celeryconf import make_app
+    from scorefleet.s3uri import S3Uri
+    from scorefleet.storage import s3io
     from workers.sweep import Sweep, SweepLimits
 
     settings = load_settings(env_file)
@@ -276,7 +276,7 @@ class RunBar:
         file: Any = None,
         disable: bool | None = None,
     ) -> None:
-        from tasks.ledger import Ledger
+        from scorefleet.storage.ledger import Ledger
 
         self.ledger = Ledger(settings, s3)
         self.pipeline_id = pipeline_id
@@ -289,7 +289,7 @@ class RunBar:
     def poll(self) -> None:
         from tqdm import tqdm
 
-        from tasks.runstatus import view
+        from scorefleet.runstatus import view
 
         now = time.monotonic()
         if self.pipeline_id is None or now < self._next:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from tasks.job import Job
+from scorefleet.job import Job
 
 #: seconds between two progress writes of one file (one GET and one PUT each)
 PROGRESS_EVERY_SECONDS = 5.0

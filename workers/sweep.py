@@ -5,7 +5,7 @@ Lambda throttled past its retries, an events DLQ nobody drained, files that were
 there before the stack). The sweep (``tasks.sweep`` on beat, ``scorefleet sweep``)
 lists the input prefix and queues every file that has no outcome, no run in
 progress and is older than the grace period, through the path a notification
-takes (tasks.intake: tags, fallbacks, validation; the run record decides
+takes (scorefleet.intake: tags, fallbacks, validation; the run record decides
 duplicates).
 
 Bounded cost on a prefix of millions of objects:
@@ -40,12 +40,12 @@ from typing import Any
 from botocore.exceptions import ClientError
 from celery import Celery
 
-from tasks import s3io
-from tasks.intake import Intake, not_an_input, take_in
-from tasks.job import Job
-from tasks.ledger import Ledger
-from tasks.s3uri import ERROR_SUFFIX, SCOREOUT_SUFFIX, S3Uri
-from tasks.settings import Settings
+from scorefleet.intake import Intake, not_an_input, take_in
+from scorefleet.job import Job
+from scorefleet.s3uri import ERROR_SUFFIX, SCOREOUT_SUFFIX, S3Uri
+from scorefleet.settings import Settings
+from scorefleet.storage import s3io
+from scorefleet.storage.ledger import Ledger
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Where is my file? A file's state as its run record tells it (``scorefleet status``
 and ``scorefleet runs``), from the record alone: pure functions, no I/O.
 
-The record (tasks.ledger) is written at each turn of a run: ``queued`` when its
+The record (scorefleet.storage.ledger) is written at each turn of a run: ``queued`` when its
 chain is sent (the Lambda, the sweep), ``running`` with a ``phase`` (launching,
 scoring with rows and bytes so far, publishing) while a worker has it, then
 ``published`` or ``failed`` with the outcome's URI.
