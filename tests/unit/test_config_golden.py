@@ -167,6 +167,40 @@ BAD_COMBINATIONS = {
 }
 
 CASES = {"minimal": MINIMAL, "full": FULL}
+
+#: Variables added after the golden outputs were captured (issue 16: the sweep, the
+#: metrics server, the rejected-rows budget): their lines are left out of the
+#: comparison, every other line must be as it was.
+ADDED_SINCE = (
+    "SWEEP_INTERVAL",
+    "SWEEP_GRACE_SECONDS",
+    "SWEEP_MAX_KEYS",
+    "SWEEP_MAX_ENQUEUE",
+    "SWEEP_REQUEUE_AFTER",
+    "METRICS_PORT",
+    "METRICS_ADDRESS",
+    "MAX_REJECTED_ROWS",
+)
+#: ... and the Settings fields they fill (``scorefleet config`` prints the fields)
+ADDED_FIELDS = (
+    "sweep_interval",
+    "sweep_grace",
+    "sweep_max_keys",
+    "sweep_max_enqueue",
+    "sweep_requeue_after",
+    "metrics_port",
+    "metrics_address",
+    "max_rejected_rows",
+)
+
+
+def without_added(lines: list[str]) -> list[str]:
+    return [
+        line
+        for line in lines
+        if not line.startswith(tuple(f"| `SCOREFLEET_{n}`" for n in ADDED_SINCE))
+        and line.split(" ", 1)[0] not in ADDED_FIELDS
+    ]
 BAD_CASES = {"bad": BAD, "bad-combinations": BAD_COMBINATIONS}
 
 
@@ -193,14 +227,15 @@ def problems(stderr: str) -> list[str]:
 def test_scorefleet_config_prints_what_it_printed_before(case):
     proc = run_config(CASES[case])
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == (GOLDEN / f"config-{case}.txt").read_text()
+    now = without_added(proc.stdout.splitlines())
+    assert now == (GOLDEN / f"config-{case}.txt").read_text().splitlines()
 
 
 def test_the_reference_table_has_the_rows_it_had_before():
     proc = run_config({}, "--markdown")
     assert proc.returncode == 0, proc.stderr
     before = (GOLDEN / "config-markdown.md").read_text().splitlines()
-    now = proc.stdout.splitlines()
+    now = without_added(proc.stdout.splitlines())
     assert now[:2] == before[:2]  # the header
     assert sorted(now[2:]) == sorted(before[2:])
 
