@@ -201,6 +201,8 @@ def without_added(lines: list[str]) -> list[str]:
         if not line.startswith(tuple(f"| `SCOREFLEET_{n}`" for n in ADDED_SINCE))
         and line.split(" ", 1)[0] not in ADDED_FIELDS
     ]
+
+
 BAD_CASES = {"bad": BAD, "bad-combinations": BAD_COMBINATIONS}
 
 
