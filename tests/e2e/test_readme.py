@@ -56,3 +56,6 @@ def test_the_readme_commands_run_as_written(stack, tmp_path):
     assert out.count("label,probability") >= 2, out  # ... and aws s3 cp
     assert re.search(r"^[0-9a-f-]{36}$", out, re.M), out  # celery call prints the task id
     assert "rerun requested: tasks.rescore[" in out
+    assert "state       published" in out  # scorefleet status
+    assert re.search(r"ago  published +s3://scorefleet-local/in/iris.csv", out), out  # runs
+    assert re.search(r"^swept \d+ keys of s3://scorefleet-local/in/ .*would queue", out, re.M), out
