@@ -219,3 +219,12 @@ def test_cli_sweep_prefix_and_dry_run(env, s3, bucket, moto_endpoint, settings):
     assert queued_keys(moto_endpoint, settings) == ["in/a/one.csv", "in/b/two.csv"]
     res = run_cli(["workers.cli", "sweep", "--prefix", "s3://elsewhere/x/"], env)
     assert res.returncode != 0 and "not under the input location" in res.stderr
+
+
+def test_an_unreadable_checkpoint_starts_over_and_is_written_anew(settings, s3, app, bucket):
+    put(s3, bucket, "in/a.csv")
+    loc = checkpoint_location(settings)
+    s3.put_object(Bucket=loc.bucket, Key=loc.key, Body=b"not json")
+    report = sweep(settings, s3, app).run()
+    assert report.started_after == "" and report.queued == [f"s3://{bucket}/in/a.csv"]
+    assert json.loads(s3.get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read())["after"] == ""

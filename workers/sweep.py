@@ -30,14 +30,12 @@ from __future__ import annotations
 
 import collections
 import enum
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
 from celery import Celery
 
 from scorefleet.intake import Intake, not_an_input, take_in
@@ -163,18 +161,19 @@ class Sweep:
         """(start after this key, the checkpoint's ETag or None if there is none)."""
         loc = checkpoint_location(self.settings)
         try:
-            resp = self.s3.get_object(Bucket=loc.bucket, Key=loc.key)
-        except ClientError as exc:
-            if s3io.error_code(exc) in {"NoSuchKey", "404"}:
-                return "", None
-            raise
-        try:
-            data = json.loads(resp["Body"].read())
-            after = str(data.get("after", ""))
-        except (ValueError, AttributeError):
+            found = s3io.get_json(self.s3, loc)
+        except ValueError:  # not JSON: written by hand? start over, and write it anew
             log.warning("sweep checkpoint %s is unreadable: starting over", loc)
-            after = ""
-        return after, str(resp["ETag"])
+            return "", self._etag(loc)
+        if found is None:
+            return "", None
+        data, etag = found
+        after = data.get("after", "") if isinstance(data, dict) else ""
+        return str(after), etag
+
+    def _etag(self, loc: S3Uri) -> str | None:
+        head = s3io.head(self.s3, loc)
+        return str(head["ETag"]) if head else None
 
     def _save_checkpoint(self, report: SweepReport, etag: str | None) -> bool:
         """Written only if nobody moved it since this run read it (two sweeps at once:
@@ -187,20 +186,9 @@ class Sweep:
             "listed": report.listed,
             "findings": {f.value: n for f, n in report.findings.items()},
         }
-        cond: dict[str, Any] = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
-        try:
-            self.s3.put_object(
-                Bucket=loc.bucket,
-                Key=loc.key,
-                Body=json.dumps(body).encode(),
-                ContentType="application/json",
-                **cond,
-            )
-        except ClientError as exc:
-            if s3io.error_code(exc) in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
-                log.warning("another sweep moved the checkpoint meanwhile; keeping its position")
-                return False
-            raise
+        if not s3io.put_json(self.s3, loc, body, if_match=etag):
+            log.warning("another sweep moved the checkpoint meanwhile; keeping its position")
+            return False
         return True
 
     # --------------------------------------------------------------- listing

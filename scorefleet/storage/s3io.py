@@ -8,6 +8,7 @@ default chain (IRSA on EKS). Nothing here holds a whole object in memory.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import queue
 import threading
@@ -65,6 +66,40 @@ def error_code(exc: ClientError) -> str:
 
 def version_args(version_id: str | None) -> dict[str, Any]:
     return {"VersionId": version_id} if version_id else {}
+
+
+def is_precondition_failure(exc: ClientError) -> bool:
+    return error_code(exc) in {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+
+
+def get_json(s3: S3Client, uri: S3Uri) -> tuple[Any, str] | None:
+    """(the JSON document at ``uri``, its ETag); ``None`` when there is none."""
+    try:
+        resp = s3.get_object(Bucket=uri.bucket, Key=uri.key)
+    except ClientError as exc:
+        if error_code(exc) in {"NoSuchKey", "404"}:
+            return None
+        raise
+    return json.loads(resp["Body"].read()), str(resp["ETag"])
+
+
+def put_json(s3: S3Client, uri: S3Uri, data: Any, *, if_match: str | None) -> bool:
+    """Write a small JSON document only if it is still the version ``if_match`` names
+    (``None``: only if there is none yet); False if someone else wrote first."""
+    cond: dict[str, Any] = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}
+    try:
+        s3.put_object(
+            Bucket=uri.bucket,
+            Key=uri.key,
+            Body=json.dumps(data).encode(),
+            ContentType="application/json",
+            **cond,
+        )
+    except ClientError as exc:
+        if is_precondition_failure(exc):
+            return False
+        raise
+    return True
 
 
 # ------------------------------------------------------------------------ tags
