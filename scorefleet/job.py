@@ -87,6 +87,8 @@ class Job:
     model_image: str
     k8s_cluster: str
     k8s_namespace: str
+    #: the file's max_rejected_rows tag (a count or a fraction), if it has one
+    max_rejected_rows: str | None = None
     # --- bookkeeping ---
     #: without a version id: the upload's LastModified (epoch seconds), which pins it
     last_modified: float | None = None
@@ -103,6 +105,8 @@ class Job:
     handle: dict[str, Any] = field(default_factory=dict)
     staging_key: str | None = None
     rows: int | None = None
+    #: rows the model refused, staged beside the output (its staging key's .rejected.part)
+    rejected_rows: int = 0
     output_bytes: int | None = None
     score_seconds: float | None = None
     published: str | None = None

@@ -458,6 +458,8 @@ class ModelSpec:
     #: options (the catalog entry's object under the protocol's key)
     protocol: str = "sagemaker"
     protocol_options: Mapping[str, Any] = field(default_factory=dict)
+    #: rows this image's model may refuse per file (SCOREFLEET_MAX_REJECTED_ROWS otherwise)
+    max_rejected_rows: RejectBudget | None = None
     #: everything else (backend specific: resources, node selector, ...)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -576,6 +578,7 @@ class Settings:
         protocol = str(entry.get("protocol", "sagemaker"))
         options_key = PROTOCOL_OPTION_KEYS.get(protocol)
         known = {"command", "send_header", "response_header", "port", "response_format"}
+        known.add("max_rejected_rows")
         known |= {"protocol", options_key} if options_key else {"protocol"}
         return ModelSpec(
             image=image,
@@ -586,6 +589,11 @@ class Settings:
             response_format=str(entry.get("response_format", "")),
             protocol=protocol,
             protocol_options=dict(entry.get(options_key) or {}) if options_key else {},
+            max_rejected_rows=(
+                RejectBudget.parse(entry["max_rejected_rows"])
+                if entry.get("max_rejected_rows") is not None
+                else None
+            ),
             extra={k: v for k, v in entry.items() if k not in known},
         )
 
@@ -726,6 +734,13 @@ def _catalog(value: str) -> dict[str, dict[str, Any]]:
             raise ValueError(f"{image}: command must be a string with a {{port}} placeholder")
         if entry.get("response_format", "csv") not in ("csv", "json"):
             raise ValueError(f"{image}: response_format must be csv or json")
+        if entry.get("max_rejected_rows") is not None:
+            try:
+                RejectBudget.parse(entry["max_rejected_rows"])
+            except ValueError as exc:
+                raise ValueError(
+                    f"{image}: max_rejected_rows must be a row count or a fraction: {exc}"
+                ) from None
         protocol = entry.get("protocol", "sagemaker")
         if protocol not in PROTOCOL_OPTION_KEYS:
             raise ValueError(

@@ -14,11 +14,11 @@ from scorefleet import images
 from scorefleet.errors import Rejected
 from scorefleet.job import Job, pipeline_id
 from scorefleet.s3uri import S3Uri
-from scorefleet.settings import CLUSTER_NAME, DNS1123_LABEL, Settings
+from scorefleet.settings import CLUSTER_NAME, DNS1123_LABEL, RejectBudget, Settings
 from scorefleet.storage.s3io import S3Client, error_code, read_tags
 
 #: The tags the pipeline reads (read_tags maps the older names onto these).
-USED_TAGS = ("model_image", "k8s_cluster", "k8s_namespace")
+USED_TAGS = ("model_image", "k8s_cluster", "k8s_namespace", "max_rejected_rows")
 
 #: Under "scorefleet": the Lambda's own log configuration covers it.
 log = logging.getLogger("scorefleet.submission")
@@ -113,6 +113,7 @@ def build_job(
         model_image=tags.get("model_image") or settings.default_model_image,
         k8s_cluster=tags.get("k8s_cluster") or settings.default_k8s_cluster,
         k8s_namespace=tags.get("k8s_namespace") or settings.default_k8s_namespace,
+        max_rejected_rows=tags.get("max_rejected_rows") or None,
         force=force,
     )
 
@@ -139,6 +140,14 @@ def validate(settings: Settings, job: Job) -> None:
         )
     if not CLUSTER_NAME.match(job.k8s_cluster):
         raise Rejected(f"k8s_cluster {job.k8s_cluster!r} is not a valid cluster name")
+    if job.max_rejected_rows is not None:
+        try:
+            RejectBudget.parse(job.max_rejected_rows)
+        except ValueError as exc:
+            raise Rejected(
+                f"max_rejected_rows {job.max_rejected_rows!r} is not a row count (e.g. 10) "
+                f"or a fraction of the file's rows (e.g. 0.001 or 0.1%): {exc}"
+            ) from None
     # A cluster this process does not know (the Lambda knows the default one) is
     # refused by the workers' backend, which knows them all.
     namespaces = settings.namespaces_of(job.k8s_cluster)

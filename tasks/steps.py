@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -43,13 +44,21 @@ from scorefleet.job import Failure, Job, rerun_id
 from scorefleet.s3uri import S3Uri
 from scorefleet.settings import ModelSpec
 from scorefleet.storage import outcome, s3io
-from scorefleet.storage.ledger import Claim, Publication, Record, staging_location, staging_prefix
+from scorefleet.storage.ledger import (
+    Claim,
+    Publication,
+    Record,
+    rejected_staging_key,
+    staging_location,
+    staging_prefix,
+)
 from scorefleet.submission import identity_of, job_for_object, validate
 from workers import compression, metrics, runtime
 from workers.firstbytes import preflight
 from workers.heartbeat import Heartbeat
 from workers.progress import RunProgress
 from workers.protocols import CallLimits, ModelProtocol, open_protocol, protocol_for
+from workers.rejects import RowRejects, budget_for
 from workers.scoring import score_stream
 
 log = logging.getLogger(__name__)
@@ -326,6 +335,13 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
             )
         source = s3io.open_source(runtime.s3(), j.source, j.version_id, j.etag, j.last_modified)
         progress = RunProgress(ledger, j, source.content_length)
+        # rows the model may refuse: kept aside (on disk past a few MB) for the .rejected
+        budget = budget_for(s.max_rejected_rows, spec.max_rejected_rows, j.max_rejected_rows)
+        spool: Any = None
+        rejects = None
+        if budget.enabled:
+            spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - closed below
+            rejects = RowRejects(budget, spool, fraction_read=progress.fraction_read)
         try:
             with s3io.MultipartWriter(runtime.s3(), staging) as sink:
                 stats = score_stream(
@@ -342,15 +358,32 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
                     total_bytes=source.content_length,
                     checkpoint=hb.check,
                     progress=progress.update,
+                    rejects=rejects,
                 )
                 if hb.superseded:
                     sink.abort()
                     log.warning("a newer run of this file took over; this run stops")
                     j.skipped = "superseded"
                     return j
+                if spool is not None and stats.rejected:
+                    spool.seek(0)
+                    runtime.s3().upload_fileobj(
+                        spool, staging.bucket, rejected_staging_key(staging.key)
+                    )
                 sink.complete()
         finally:
             client.close()
+            if spool is not None:
+                spool.close()
+        if rejects is not None and stats.rejected:
+            log.warning(
+                "the model refused %d row(s), set aside in the .rejected (budget %s; %d extra "
+                "model calls to find them)",
+                stats.rejected,
+                budget,
+                rejects.extra_calls,
+            )
+        j.rejected_rows = stats.rejected
         j.staging_key, j.rows, j.score_seconds = staging.key, stats.rows, stats.seconds
         j.output_bytes = sink.bytes_written
         progress.done(stats)
@@ -482,6 +515,7 @@ def _publish(j: Job, staging: S3Uri | None, rec: Record | None) -> None:
         if not again:
             metrics.FILES_PUBLISHED.inc()
             metrics.ROWS_SCORED.inc(j.rows or 0)
+            metrics.ROWS_REJECTED.inc(j.rejected_rows)
 
 
 @shared_task(name="tasks.teardown", bind=True, base=PipelineStep)

@@ -35,6 +35,12 @@ class RunProgress:
         self._next = clock()  # the first mini-batch is shown at once, then every few seconds
         self.writes = 0
 
+    def fraction_read(self) -> float:
+        """The share of the input read so far (1.0 when its size is unknown)."""
+        if not self.total_bytes:
+            return 1.0
+        return min(1.0, self.bytes_read / self.total_bytes)
+
     def count(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
             self.bytes_read += len(chunk)

@@ -7,6 +7,7 @@ upload parts, whatever the file size.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import deque
@@ -19,6 +20,7 @@ from workers import csvbatch, metrics
 from workers.batches import Batch, Scores
 from workers.csvbatch import CsvBatcher
 from workers.protocols.base import ModelProtocol
+from workers.rejects import Bisected, RowRejects
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ class ScoreStats:
     batches: int = 0
     bytes_out: int = 0
     seconds: float = 0.0
+    #: rows the model refused, written to the .rejected (workers/rejects.py)
+    rejected: int = 0
 
 
 def _timed_score(protocol: ModelProtocol, batch: Batch) -> Scores:
@@ -42,6 +46,10 @@ def _timed_score(protocol: ModelProtocol, batch: Batch) -> Scores:
     scores = protocol.score(batch)
     metrics.BATCH_LATENCY.observe(time.monotonic() - started)
     return scores
+
+
+def _whole(protocol: ModelProtocol, batch: Batch) -> Bisected[Scores]:
+    return Bisected([_timed_score(protocol, batch)])
 
 
 def score_stream(
@@ -56,17 +64,20 @@ def score_stream(
     total_bytes: int | None = None,
     progress: Callable[[ScoreStats], None] | None = None,
     checkpoint: Callable[[], None] | None = None,
+    rejects: RowRejects | None = None,
 ) -> ScoreStats:
     """``checkpoint`` is called after each mini-batch is written; it may raise to
-    stop the file (the step's time is up). ``progress`` too (it throttles itself)."""
+    stop the file (the step's time is up). ``progress`` too (it throttles itself).
+    ``rejects``: the file may lose some rows the model refuses (workers/rejects.py):
+    a refused mini-batch is bisected, the refused rows go to its ``.rejected``."""
     started = time.monotonic()
     stats = ScoreStats()
     batcher = CsvBatcher(chunks, max_bytes, header_mode=header_mode, send_header=send_header)
     wrote_header = False
     next_report = started + PROGRESS_EVERY_SECONDS
 
-    def write(answer: Scores) -> None:
-        nonlocal wrote_header, next_report
+    def write_part(answer: Scores) -> None:
+        nonlocal wrote_header
         header = answer.header_line() if not wrote_header else None
         if header is not None:
             sink.write(header)
@@ -76,6 +87,14 @@ def score_stream(
         sink.write(data)
         stats.bytes_out += len(data)
         stats.rows += answer.rows
+
+    def write(result: Bisected[Scores]) -> None:
+        nonlocal next_report
+        for part in result.parts:
+            write_part(part)
+        if result.refused and rejects is not None:
+            rejects.keep(result.refused)
+            stats.rejected = rejects.rejected
         stats.batches += 1
         if checkpoint:
             checkpoint()
@@ -93,8 +112,12 @@ def score_stream(
                 f" of {total_bytes / 1e6:.1f} MB" if total_bytes else "",
             )
 
+    call: Callable[[Batch], Bisected[Scores]] = functools.partial(_whole, protocol)
+    if rejects is not None and rejects.budget.enabled:
+        call = rejects.wrap(functools.partial(_timed_score, protocol))
+        rejects.rows_read = lambda: batcher.rows
     pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="model-call")
-    pending: deque[Future[Scores]] = deque()
+    pending: deque[Future[Bisected[Scores]]] = deque()
     columns: tuple[str, ...] | None = None
     try:
         for raw in batcher:
@@ -110,12 +133,14 @@ def score_stream(
             )
             del raw
             # the batch's bytes are freed once its call is done
-            pending.append(pool.submit(_timed_score, protocol, batch))
+            pending.append(pool.submit(call, batch))
             del batch
             if len(pending) >= max_in_flight:
                 write(pending.popleft().result())
         while pending:
             write(pending.popleft().result())
+        if rejects is not None:
+            rejects.finish(stats.rows + stats.rejected)
     finally:
         for f in pending:
             f.cancel()

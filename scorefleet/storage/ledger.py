@@ -30,7 +30,6 @@ the scoring attempt that recorded it publishes it.
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import re
 import time
@@ -38,12 +37,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from scorefleet.job import Job
 from scorefleet.s3uri import S3Uri
 from scorefleet.settings import Settings
-from scorefleet.storage.s3io import S3Client, error_code
+from scorefleet.storage.s3io import S3Client, get_json, put_json
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +96,12 @@ def staging_location(settings: Settings, run_id: str) -> S3Uri:
     return staging_prefix(settings, run_id).join(f"{uuid.uuid4().hex[:12]}.scoreout.part")
 
 
+def rejected_staging_key(staging_key: str) -> str:
+    """Where a scoring attempt stages the rows its model refused: beside its output,
+    derived from it (so a step never takes that key from a message)."""
+    return staging_key.removesuffix(".scoreout.part") + ".rejected.part"
+
+
 _STAGING_NAME = re.compile(r"[0-9a-f]{12}\.scoreout\.part\Z", re.ASCII)
 
 
@@ -107,10 +110,6 @@ def is_staging_key(settings: Settings, run_id: str, key: str) -> bool:
     makes them)?"""
     prefix = staging_prefix(settings, run_id).key
     return key.startswith(prefix) and bool(_STAGING_NAME.match(key[len(prefix) :]))
-
-
-def _is_precondition_failure(exc: ClientError) -> bool:
-    return error_code(exc) in {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 
 def held_by(rec: Record, job: Job) -> bool:
@@ -130,33 +129,13 @@ class Ledger:
 
     # ------------------------------------------------------------ primitives
     def get(self, pipeline_id: str) -> Record | None:
-        loc = record_location(self.settings, pipeline_id)
-        try:
-            resp = self.s3.get_object(Bucket=loc.bucket, Key=loc.key)
-        except ClientError as exc:
-            if error_code(exc) in {"NoSuchKey", "404"}:
-                return None
-            raise
-        return Record(json.loads(resp["Body"].read()), resp["ETag"])
+        found = get_json(self.s3, record_location(self.settings, pipeline_id))
+        return Record(found[0], found[1]) if found is not None else None
 
     def _put(self, pipeline_id: str, data: dict[str, Any], *, if_match: str | None) -> bool:
         """Conditional write; False if someone else wrote first."""
         loc = record_location(self.settings, pipeline_id)
-        cond = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}
-        data = {**data, "updated": time.time()}
-        try:
-            self.s3.put_object(
-                Bucket=loc.bucket,
-                Key=loc.key,
-                Body=json.dumps(data).encode(),
-                ContentType="application/json",
-                **cond,  # type: ignore[arg-type]
-            )
-        except ClientError as exc:
-            if _is_precondition_failure(exc):
-                return False
-            raise
-        return True
+        return put_json(self.s3, loc, {**data, "updated": time.time()}, if_match=if_match)
 
     # ------------------------------------------------------------ operations
     def claim(
@@ -341,6 +320,7 @@ class Ledger:
             "lease_until": 0,
             "publisher": attempt,
             "rows": job.rows,
+            "rejected_rows": job.rejected_rows,
             "finished_at": time.time(),
         }
         if job.failure is not None:

@@ -1,7 +1,10 @@
-"""Publishing a file's outcome: ``<name>.scoreout`` or ``<name>.error``, never both.
+"""Publishing a file's outcome: ``<name>.scoreout`` or ``<name>.error``, never both,
+and ``<name>.rejected`` beside a ``.scoreout`` when the model refused rows the file
+could lose (workers/rejects.py).
 
 The latest run for a key wins: publishing one outcome removes the other, so a
-file that failed and was fixed by a rerun does not keep its stale ``.error``.
+file that failed and was fixed by a rerun does not keep its stale ``.error`` (nor a
+``.rejected`` of an earlier run).
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ import time
 import urllib.parse
 
 from scorefleet.job import Failure, Job
-from scorefleet.s3uri import ERROR_SUFFIX, SCOREOUT_SUFFIX, S3Uri, output_uri
+from scorefleet.s3uri import ERROR_SUFFIX, REJECTED_SUFFIX, SCOREOUT_SUFFIX, S3Uri, output_uri
 from scorefleet.settings import Settings
 from scorefleet.storage import errordoc
+from scorefleet.storage.ledger import rejected_staging_key
 from scorefleet.storage.s3io import (
     S3Client,
     delete_quietly,
@@ -28,6 +32,10 @@ log = logging.getLogger(__name__)
 
 def scoreout_location(settings: Settings, source: S3Uri) -> S3Uri:
     return output_uri(settings.input_uri, settings.output_uri, source, SCOREOUT_SUFFIX)
+
+
+def rejected_location(settings: Settings, source: S3Uri) -> S3Uri:
+    return output_uri(settings.input_uri, settings.output_uri, source, REJECTED_SUFFIX)
 
 
 def error_location(settings: Settings, source: S3Uri) -> S3Uri:
@@ -130,13 +138,27 @@ def publish_scoreout(
     """``maybe_done``: this publication may have happened already (a redelivered or
     retried upload): look before copying."""
     dest = scoreout_location(settings, job.source)
+    rejected = rejected_location(settings, job.source)
+    if job.rejected_rows:
+        # first: whoever sees the .scoreout finds its .rejected there already
+        if maybe_done and _published_by(s3, rejected, job):
+            log.info("%s was already published by this run", rejected)
+        else:
+            tags = _common_tags(job)
+            tags["rows"] = job.rejected_rows
+            part = S3Uri(staging.bucket, rejected_staging_key(staging.key))
+            publish_copy(s3, part, rejected, tags=tags, metadata=_metadata(job))
     if maybe_done and _published_by(s3, dest, job):
         log.info("%s was already published by this run", dest)
     else:
         tags = _common_tags(job)
         tags["rows"] = job.rows or 0
+        if job.rejected_rows:
+            tags["rejected_rows"] = job.rejected_rows
         publish_copy(s3, staging, dest, tags=tags, metadata=_metadata(job), size=job.output_bytes)
     delete_quietly(s3, error_location(settings, job.source))
+    if not job.rejected_rows:
+        delete_quietly(s3, rejected)  # an earlier run's
     return dest
 
 
@@ -167,4 +189,5 @@ def publish_error(
         tags["error_step"] = failure.step
         put_text(s3, dest, text, tags=tags, metadata=_metadata(job))
     delete_quietly(s3, scoreout_location(settings, job.source))
+    delete_quietly(s3, rejected_location(settings, job.source))
     return dest

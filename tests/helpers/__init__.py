@@ -81,6 +81,9 @@ def test_catalog() -> dict[str, Any]:
             "test/slow:1": fake("slow", "--delay", "0.5"),
             "test/hash:1": fake("hash"),
             "test/leaky:1": fake("leak400"),
+            "test/refuse:1": fake("refuse"),
+            # the catalog gives this image a budget of its own (issue 16)
+            "test/refuse-budget:1": {**fake("refuse"), "max_rejected_rows": "0.5%"},
         }
     )
     catalog.update(protocol_catalog())  # tests/e2e/test_e2e_protocols.py

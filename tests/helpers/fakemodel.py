@@ -10,6 +10,8 @@ Modes:
   few-rows    answers one row fewer than it was sent
   never-ready listens, but /ping always answers 503
   leak400     answers HTTP 400 with credentials in the body
+  refuse      answers like hash, but HTTP 400 for any mini-batch with a field "BAD"
+              (naming the first such row of the request), as a model refuses a value
   slow        like ok, but sleeps --delay seconds per request
   json        like ok, but answers {"predictions": [...]} as JSON
   hash        one row per input row: "<12 hex of sha1(row)>,<field count>" (the same
@@ -93,6 +95,14 @@ class Handler(BaseHTTPRequestHandler):
         if self.mode in ("slow", "hash"):
             time.sleep(self.delay)
         rows = records(body)
+        if self.mode == "refuse":
+            bad = next((i for i, r in enumerate(rows, 1) if "BAD" in r), None)
+            if bad is not None:
+                msg = f"cannot score record {bad} of the request: value BAD is not a number"
+                self._send(400, msg.encode(), "text/plain")
+                return
+            self._send(200, b"".join(hash_row(r) for r in rows))
+            return
         if self.mode == "few-rows":
             rows = rows[:-1]
         if self.mode == "json":

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from scorefleet.job import Failure, Job, pipeline_id
+from scorefleet.job import Failure, Job, pipeline_id, rerun_id
 from scorefleet.storage.ledger import Publication, staging_location
 from tasks import steps
 from tests.helpers import base_env, make_job
@@ -183,3 +183,42 @@ def test_a_copy_leaves_the_publishers_staging_alone(env, s3, bucket):
     got = s3.get_object(Bucket=bucket, Key="out/a.csv.scoreout")["Body"].read()
     assert got == b"p\n0.7\n0.8\n"
     assert staged(s3, bucket) == []
+
+
+def rejected_attempt(s3: Any, bucket: str) -> Job:
+    """A scoring attempt whose model refused one row: its .rejected staged beside it."""
+    from scorefleet.storage.ledger import rejected_staging_key
+
+    job = scored_attempt(s3, bucket, b"p\n0.1\n")
+    assert job.staging_key is not None
+    key = rejected_staging_key(job.staging_key)
+    s3.put_object(Bucket=bucket, Key=key, Body=b"scorefleet_row,a,b,scorefleet_message\n2,3,4,no\n")
+    job.rows, job.rejected_rows = 1, 1
+    return job
+
+
+def test_the_rejected_rows_are_published_once_with_the_scoreout(env, s3, bucket):
+    """Exactly-once covers .rejected: a copy of the chain publishes neither, the
+    publishing attempt's redelivery neither again; a later clean run removes it."""
+    first = rejected_attempt(s3, bucket)
+    claim(first)
+    second = rejected_attempt(s3, bucket)
+    assert upload(first)["published"] == f"s3://{bucket}/out/a.csv.scoreout"
+    assert upload(second)["skipped"] == "published by another attempt"
+    upload(first)  # redelivered
+    assert len(versions(s3, bucket, "out/a.csv.rejected")) == 1
+    assert len(versions(s3, bucket, "out/a.csv.scoreout")) == 1
+    body = s3.get_object(Bucket=bucket, Key="out/a.csv.rejected")["Body"].read()
+    assert body.decode().splitlines()[1] == "2,3,4,no"
+    tags = s3.get_object_tagging(Bucket=bucket, Key="out/a.csv.scoreout")["TagSet"]
+    assert {t["Key"]: t["Value"] for t in tags}["rejected_rows"] == "1"
+    assert staged(s3, bucket) == []
+    # the file scored again (a forced rerun, cleanly): its .scoreout takes the .rejected away
+    clean = scored_attempt(s3, bucket, b"p\n0.1\n0.2\n")
+    clean.run_id, clean.force = rerun_id(clean.pipeline_id), True
+    staging = staging_location(runtime.settings(), clean.run_id)
+    s3.put_object(Bucket=staging.bucket, Key=staging.key, Body=b"p\n0.1\n0.2\n")
+    clean.staging_key = staging.key
+    claim(clean)
+    assert upload(clean)["published"] == f"s3://{bucket}/out/a.csv.scoreout"
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="out/a.csv.rejected")
