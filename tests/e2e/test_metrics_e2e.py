@@ -10,7 +10,7 @@ import uuid
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Outcomes
+from tests.helpers import Outcomes
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import pytest
 
 from scorefleet.celeryconf import make_app
 from scorefleet.settings import load
-from tests.conftest import Outcomes
+from tests.helpers import Outcomes
 from workers.localstack import BUCKET
 
 pytestmark = pytest.mark.slow
@@ -63,7 +63,7 @@ def _key_of(body: str) -> str:
 
 def _record(outcomes: Outcomes, key: str):
     from scorefleet.storage.ledger import Ledger
-    from tests.test_sweep import pid_of
+    from tests.integration.test_sweep import pid_of
 
     settings = load(outcomes.stack.env)
     return Ledger(settings, outcomes.s3).get(pid_of(outcomes.s3, BUCKET, f"in/{key}"))

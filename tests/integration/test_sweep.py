@@ -13,8 +13,8 @@ from scorefleet.job import pipeline_id
 from scorefleet.settings import load
 from scorefleet.storage.ledger import Ledger, record_location
 from scorefleet.submission import identity_of
-from tests.conftest import base_env, run_cli
-from tests.test_handler import sent_tasks
+from tests.helpers import base_env, run_cli
+from tests.integration.test_handler import sent_tasks
 from workers.localstack import emulator_client
 from workers.sweep import Finding, Sweep, SweepLimits, checkpoint_location
 

@@ -172,7 +172,7 @@ def test_bad_budgets_are_refused(text):
 
 
 def test_a_message_with_a_credential_is_masked_in_the_rejected_file():
-    from tests.fakemodel import LEAKED_SECRET
+    from tests.helpers.fakemodel import LEAKED_SECRET
 
     def refuse(b):
         raise RowsRefused(f"bad row; connecting with token={LEAKED_SECRET}")

@@ -11,8 +11,8 @@ import uuid
 import pytest
 
 from scorefleet.settings import load
-from tests.conftest import Outcomes
-from tests.fakemodel import hash_row
+from tests.helpers import Outcomes
+from tests.helpers.fakemodel import hash_row
 from workers.cli_runs import status_view
 from workers.localstack import BUCKET
 

@@ -13,8 +13,8 @@ import pytest
 from scorefleet.runstatus import RunState, render, state_of, view
 from scorefleet.settings import load
 from scorefleet.storage.ledger import Ledger, record_location
-from tests.conftest import base_env, make_job, run_cli
-from tests.test_sweep import pid_of
+from tests.helpers import base_env, make_job, run_cli
+from tests.integration.test_sweep import pid_of
 from workers.cli_runs import RunBar, parse_since
 from workers.localstack import emulator_client
 from workers.progress import RunProgress

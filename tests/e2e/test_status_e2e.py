@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from scorefleet.settings import load
-from tests.conftest import Outcomes, run_cli
+from tests.helpers import Outcomes, run_cli
 from workers.cli_runs import status_view
 from workers.localstack import BUCKET
 
