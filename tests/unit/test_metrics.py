@@ -4,13 +4,13 @@ starts only where it should and serves the multiprocess sum under prefork."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from prometheus_client import REGISTRY
 
+from tests.helpers import REPO
 from workers import metrics
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
+DOC = REPO / "docs" / "metrics.md"
 
 
 def documented() -> dict[str, set[str]]:
