@@ -47,8 +47,8 @@ def runtime() -> Runtime:
     global _runtime  # noqa: PLW0603 - one per Lambda container, reused across invocations
     if _runtime is None:
         settings = load()  # ConfigError names every bad variable
-        setup_logging(settings.log_level)
-        _runtime = Runtime(settings, s3io.client(settings.aws_region), make_app(settings))
+        setup_logging(settings.monitoring.log_level)
+        _runtime = Runtime(settings, s3io.client(settings.aws.region), make_app(settings))
     return _runtime
 
 

@@ -46,9 +46,9 @@ class NotInput(enum.Enum):
 def not_an_input(settings: Settings, source: S3Uri) -> NotInput | None:
     """``None`` if ``source`` is a file to score; else why not (an event about it,
     or a key the sweep lists, is ignored)."""
-    if any(p.contains(source) for p in settings.ignored_prefixes()):
+    if any(p.contains(source) for p in settings.storage.ignored_prefixes()):
         return NotInput.OURS
-    if not settings.input_uri.contains(source) or source.key.endswith("/"):
+    if not settings.storage.input_uri.contains(source) or source.key.endswith("/"):
         return NotInput.OUTSIDE
     return None
 

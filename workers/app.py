@@ -17,9 +17,10 @@ from celery import signals
 from scorefleet import logctx
 from scorefleet.celeryconf import make_app
 from scorefleet.chain import describe_step
-from scorefleet.settings import ConfigError, load
+from scorefleet.settings import ConfigError
 from workers import flowerconf, hardening, metrics, monitor
 from workers.protocols import check_catalog
+from workers.settings import load
 
 # Before anything reads credentials: a model process of the same user (local backend)
 # cannot read this process's environment or memory through /proc.
@@ -28,7 +29,7 @@ hardening.make_non_dumpable()
 try:
     settings = load()
     # each protocol's own options (v2, json, ...): the settings checked only their shape
-    check_catalog(settings.model_catalog)
+    check_catalog(settings.models.catalog)
 except ConfigError as _exc:
     print(f"scorefleet: {_exc}", file=sys.stderr)
     raise SystemExit(2) from None
@@ -42,19 +43,19 @@ app.events_cls = "workers.maskedevents:MaskedEvents"
 # Events and remote control over SNS fanout (Flower, celery events/inspect): docs/flower.md
 monitor.configure(app, settings)
 _schedule: dict[str, dict[str, Any]] = {
-    "reap-model-containers": {"task": "tasks.reap", "schedule": settings.reap_interval},
+    "reap-model-containers": {"task": "tasks.reap", "schedule": settings.launch.reap_interval},
     "sweep-monitor-queues": {
         "task": "tasks.sweep_monitor_queues",
-        "schedule": max(60.0, settings.monitor_idle / 3),
+        "schedule": max(60.0, settings.monitoring.idle / 3),
     },
 }
-if settings.sweep_interval > 0:
+if settings.sweep.interval > 0:
     # files whose notification never came (workers/sweep.py); a sweep not started
     # within one interval is dropped: the next one covers it
     _schedule["sweep-unnotified-files"] = {
         "task": "tasks.sweep",
-        "schedule": settings.sweep_interval,
-        "options": {"expires": settings.sweep_interval},
+        "schedule": settings.sweep.interval,
+        "options": {"expires": settings.sweep.interval},
     }
 app.conf.update(
     imports=("tasks.steps", "tasks.sweep", "workers.monitor"),
@@ -73,7 +74,7 @@ def _prepare_flower(sender: Any = None, **kwargs: Any) -> None:
 @signals.worker_init.connect
 def _serve_metrics(**_: Any) -> None:
     """The worker's main process serves its metrics (workers/metrics.py)."""
-    metrics.serve(settings.metrics_port, settings.metrics_address)
+    metrics.serve(settings.metrics.port, settings.metrics.address)
 
 
 @signals.worker_process_shutdown.connect
@@ -102,4 +103,4 @@ def _install_log_context(logger: logging.Logger, *args: Any, **kwargs: Any) -> N
     """Every log line carries the pipeline id and S3 URI of the file it is about."""
     for handler in logger.handlers:
         logctx.install(handler)
-    logger.setLevel(settings.log_level)
+    logger.setLevel(settings.monitoring.log_level)

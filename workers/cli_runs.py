@@ -108,7 +108,7 @@ def recent_records(
     cutoff = time.time() - since
     recent: list[tuple[float, str]] = []
     pages = s3.get_paginator("list_objects_v2").paginate(
-        Bucket=settings.state_uri.bucket,
+        Bucket=settings.storage.state_uri.bucket,
         Prefix=prefix,
         PaginationConfig={"MaxItems": max_scan, "PageSize": 1000},
     )
@@ -123,7 +123,7 @@ def recent_records(
     # a failed-only list reads at most a few pages of records beyond what it shows
     for _, key in recent[: limit * (10 if failed else 1)]:
         try:
-            body = s3.get_object(Bucket=settings.state_uri.bucket, Key=key)["Body"]
+            body = s3.get_object(Bucket=settings.storage.state_uri.bucket, Key=key)["Body"]
             data = json.loads(body.read())
         except Exception as exc:  # deleted since it was listed, or not a record
             click.echo(f"(skipped {key}: {exc})", err=True)
@@ -155,7 +155,7 @@ def status(uri: str, as_json: bool, env_file: Path | None) -> None:
     from scorefleet.storage import s3io
 
     settings = load_settings(env_file)
-    v = status_view(settings, s3io.client(settings.aws_region), uri)
+    v = status_view(settings, s3io.client(settings.aws.region), uri)
     click.echo(json.dumps(v.to_json(), indent=2) if as_json else render(v), nl=as_json)
 
 
@@ -175,7 +175,7 @@ def runs(
     from scorefleet.storage import s3io
 
     settings = load_settings(env_file)
-    s3 = s3io.client(settings.aws_region)
+    s3 = s3io.client(settings.aws.region)
     records, cut = recent_records(
         settings, s3, parse_since(since), limit=limit, failed=failed, max_scan=max_scan
     )
@@ -240,10 +240,10 @@ def sweep(
             where = S3Uri.parse(prefix) if prefix.startswith("s3://") else None
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--prefix") from None
-        where = where or settings.input_uri.join(prefix.lstrip("/"))
+        where = where or settings.storage.input_uri.join(prefix.lstrip("/"))
     app = None if dry_run else make_app(settings)
     try:
-        report = Sweep(settings, s3io.client(settings.aws_region), app, limits).run(
+        report = Sweep(settings, s3io.client(settings.aws.region), app, limits).run(
             where, dry_run=dry_run
         )
     except ValueError as exc:

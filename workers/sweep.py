@@ -72,7 +72,7 @@ class SweepLimits:
 
     @classmethod
     def from_settings(cls, s: Settings) -> SweepLimits:
-        return cls(s.sweep_grace, s.sweep_max_keys, s.sweep_max_enqueue, s.sweep_requeue_after)
+        return cls(s.sweep.grace, s.sweep.max_keys, s.sweep.max_enqueue, s.sweep.requeue_after)
 
 
 @dataclass
@@ -119,7 +119,7 @@ class Listed:
 
 
 def checkpoint_location(settings: Settings) -> S3Uri:
-    return settings.state_uri.join("sweep/checkpoint.json")
+    return settings.storage.state_uri.join("sweep/checkpoint.json")
 
 
 def in_progress(record: dict[str, Any] | None, now: float, requeue_after: float) -> str | None:
@@ -217,8 +217,8 @@ class Sweep:
         window's inputs (``<rel>.scoreout`` need not sort as ``<rel>`` does: ``a`` <
         ``a-1`` but ``a-1.scoreout`` < ``a.scoreout``)."""
         found: dict[str, float] = {}
-        prefixes = {self.settings.output_uri.key: self.settings.output_uri}
-        prefixes.setdefault(self.settings.error_uri.key, self.settings.error_uri)
+        prefixes = {self.settings.storage.output_uri.key: self.settings.storage.output_uri}
+        prefixes.setdefault(self.settings.storage.error_uri.key, self.settings.storage.error_uri)
         for out in prefixes.values():
             start = out.key + first_rel if first_rel else ""
             for o in self._list(out, start, None):
@@ -237,9 +237,9 @@ class Sweep:
         the checkpoint moved, unless ``dry_run``); with it: that part of the input
         prefix from its start, the checkpoint neither read nor moved."""
         s = self.settings
-        where = prefix or s.input_uri
-        if not s.input_uri.contains(where) and where != s.input_uri:
-            raise ValueError(f"{where} is not under the input location {s.input_uri}")
+        where = prefix or s.storage.input_uri
+        if not s.storage.input_uri.contains(where) and where != s.storage.input_uri:
+            raise ValueError(f"{where} is not under the input location {s.storage.input_uri}")
         use_checkpoint = prefix is None
         after, etag = self._load_checkpoint() if use_checkpoint else ("", None)
         report = SweepReport(str(where), after, after, dry_run=dry_run)
@@ -256,14 +256,14 @@ class Sweep:
 
     def _sweep(self, listed: list[Listed], after: str, report: SweepReport) -> None:
         s = self.settings
-        rel_of = s.input_uri.key
+        rel_of = s.storage.input_uri.key
         first_rel = after[len(rel_of) :] if after.startswith(rel_of) else ""
         last = max(_OUTCOME_SUFFIXES)  # of one input's outcomes, the one that sorts last
         bound = max(item.key[len(rel_of) :] + last for item in listed)
         outcomes = self._outcomes(first_rel, bound)
         now = self.clock()
         for item in listed:
-            source = S3Uri(s.input_uri.bucket, item.key)
+            source = S3Uri(s.storage.input_uri.bucket, item.key)
             if not_an_input(s, source) is not None:
                 continue  # the pipeline's own objects, "folders"
             done_at = outcomes.get(item.key[len(rel_of) :])

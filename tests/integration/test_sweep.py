@@ -60,7 +60,7 @@ def sweep(settings, s3, app, **limits):
 
 def queued_keys(moto_endpoint, settings):
     return sorted(
-        args[0]["key"] for _n, _id, args, _chain in sent_tasks(moto_endpoint, settings.queue)
+        args[0]["key"] for _n, _id, args, _chain in sent_tasks(moto_endpoint, settings.broker.queue)
     )
 
 

@@ -184,7 +184,7 @@ ADDED_SINCE = (
 #: ... and the Settings fields they fill (``scorefleet config`` prints the fields)
 ADDED_FIELDS = (
     "sweep_interval",
-    "sweep_grace",
+    "sweep_grace_seconds",
     "sweep_max_keys",
     "sweep_max_enqueue",
     "sweep_requeue_after",
