@@ -87,6 +87,8 @@ class Job:
     model_image: str
     k8s_cluster: str
     k8s_namespace: str
+    #: the file's data tags (content_type, output_format, keep/model/drop_columns)
+    data_tags: dict[str, str] = field(default_factory=dict)
     # --- bookkeeping ---
     #: without a version id: the upload's LastModified (epoch seconds), which pins it
     last_modified: float | None = None
@@ -103,6 +105,8 @@ class Job:
     handle: dict[str, Any] = field(default_factory=dict)
     staging_key: str | None = None
     rows: int | None = None
+    #: the Content-Type of the staged output (its format: workers.formats)
+    output_type: str | None = None
     output_bytes: int | None = None
     score_seconds: float | None = None
     published: str | None = None

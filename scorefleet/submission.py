@@ -17,8 +17,10 @@ from scorefleet.s3uri import S3Uri
 from scorefleet.settings import CLUSTER_NAME, DNS1123_LABEL, Settings
 from scorefleet.storage.s3io import S3Client, error_code, read_tags
 
+#: The tags of a file's formats and columns (read by workers.formats.options).
+DATA_TAGS = ("content_type", "output_format", "keep_columns", "model_columns", "drop_columns")
 #: The tags the pipeline reads (read_tags maps the older names onto these).
-USED_TAGS = ("model_image", "k8s_cluster", "k8s_namespace")
+USED_TAGS = ("model_image", "k8s_cluster", "k8s_namespace", *DATA_TAGS)
 
 #: Under "scorefleet": the Lambda's own log configuration covers it.
 log = logging.getLogger("scorefleet.submission")
@@ -113,6 +115,7 @@ def build_job(
         model_image=tags.get("model_image") or settings.default_model_image,
         k8s_cluster=tags.get("k8s_cluster") or settings.default_k8s_cluster,
         k8s_namespace=tags.get("k8s_namespace") or settings.default_k8s_namespace,
+        data_tags={k: tags[k] for k in DATA_TAGS if tags.get(k)},
         force=force,
     )
 

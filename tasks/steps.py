@@ -46,10 +46,11 @@ from scorefleet.storage import outcome, s3io
 from scorefleet.storage.ledger import Claim, Publication, Record, staging_location, staging_prefix
 from scorefleet.submission import identity_of, job_for_object, validate
 from workers import compression, runtime
-from workers.firstbytes import preflight
+from workers.formats import Format, ReadLimits
+from workers.formats import source as data_source
 from workers.heartbeat import Heartbeat
 from workers.protocols import CallLimits, ModelProtocol, open_protocol, protocol_for
-from workers.scoring import score_stream
+from workers.scoring import no_model, reader_rows, score_stream
 
 log = logging.getLogger(__name__)
 
@@ -271,17 +272,14 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
         j.claim_owner, j.claim_holder = owner, holder  # kept if the launch has to wait its turn
         validate(s, j)
         spec = s.model_spec(j.model_image)
-        # an empty, header-only or binary file fails here, before any container starts
-        preflight(
-            runtime.s3(),
-            j.source,
-            j.version_id,
-            j.etag,
-            max_bytes=s.max_payload_bytes,
-            header_mode=s.csv_header,
-            send_header=spec.send_header,
-            limits=compression.Limits(s.max_expanded_bytes, s.max_expansion_ratio),
-        )
+        # an empty, header-only or binary file, a Parquet file whose footer is bad,
+        # columns that are not the file's: all fail here, before any container starts
+        described = data_source.describe(runtime.s3(), j, spec.extra)
+        rows = data_source.preflight(runtime.s3(), j, described, read_limits(s, spec), _limits(s))
+        if rows == 0:
+            log.info("the file has no rows: its output needs no model")
+            j.handle = {"released": True}  # nothing for teardown to stop
+            return j
         j.launch_started_at = j.launch_started_at or time.time()
         ep = runtime.backend().launch(j, spec)
         j.endpoint, j.handle, j.model_ready_at = ep.url, ep.handle, time.time()
@@ -306,7 +304,13 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
         # registered (with a lease the heartbeat renews) before its upload exists
         ledger.register_writer(j, staging.key, s.visibility_timeout)
         hb.writer = staging.key
-        client = _ready_client(j, spec)
+        s3 = runtime.s3()
+        described = data_source.describe(s3, j, spec.extra)
+        output = described.options.output
+        reader = data_source.open_reader(s3, j, described, read_limits(s, spec), _limits(s))
+        # a Parquet file with no rows: its (empty) output needs no model
+        empty = described.options.input is Format.PARQUET and reader_rows(reader) == 0
+        client = None if empty else _ready_client(j, spec)
         if not first_delivery(self):
             # uploads of earlier attempts whose workers died: their leases expired
             # (a live attempt's upload is never touched, however old)
@@ -316,21 +320,15 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
                 lambda: ledger.writers(j.pipeline_id),
                 unregistered_after=s.visibility_timeout,
             )
-        source = s3io.open_source(runtime.s3(), j.source, j.version_id, j.etag, j.last_modified)
         try:
-            with s3io.MultipartWriter(runtime.s3(), staging) as sink:
+            with s3io.MultipartWriter(s3, staging, content_type=output.media_type) as sink:
                 stats = score_stream(
-                    compression.decompress(
-                        source.chunks,
-                        compression.Limits(s.max_expanded_bytes, s.max_expansion_ratio),
-                    ),
-                    client,
+                    reader,
+                    client.score if client else no_model,
                     sink,
-                    max_bytes=s.max_payload_bytes,
+                    output,
                     max_in_flight=s.max_in_flight,
-                    header_mode=s.csv_header,
-                    send_header=spec.send_header,
-                    total_bytes=source.content_length,
+                    total_bytes=described.size,
                     checkpoint=hb.check,
                 )
                 if hb.superseded:
@@ -340,8 +338,10 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
                     return j
                 sink.complete()
         finally:
-            client.close()
+            if client is not None:
+                client.close()
         j.staging_key, j.rows, j.score_seconds = staging.key, stats.rows, stats.seconds
+        j.output_type = output.media_type
         j.output_bytes = sink.bytes_written
         log.info(
             "scored %d rows in %d mini-batches in %.2fs", stats.rows, stats.batches, stats.seconds
@@ -359,6 +359,19 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
         return j
 
     return self.run_step("score", job, body, lease=True)
+
+
+def read_limits(s: Any, spec: Any) -> ReadLimits:
+    return ReadLimits(
+        max_bytes=s.max_payload_bytes,
+        max_group_bytes=s.max_row_group_bytes,
+        header_mode=s.csv_header,
+        send_header=spec.send_header,
+    )
+
+
+def _limits(s: Any) -> compression.Limits:
+    return compression.Limits(s.max_expanded_bytes, s.max_expansion_ratio)
 
 
 def _ready_client(j: Job, spec: ModelSpec) -> ModelProtocol:

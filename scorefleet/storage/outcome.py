@@ -135,7 +135,15 @@ def publish_scoreout(
     else:
         tags = _common_tags(job)
         tags["rows"] = job.rows or 0
-        publish_copy(s3, staging, dest, tags=tags, metadata=_metadata(job), size=job.output_bytes)
+        publish_copy(
+            s3,
+            staging,
+            dest,
+            tags=tags,
+            metadata=_metadata(job),
+            content_type=job.output_type or "text/csv",
+            size=job.output_bytes,
+        )
     delete_quietly(s3, error_location(settings, job.source))
     return dest
 
