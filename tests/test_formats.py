@@ -334,9 +334,10 @@ def test_unnamed_answers_are_numbered():
 
 
 # ------------------------------------------------------------------ bad input
-def run(
-    data: bytes, fmt: Format, columns: Columns = Columns(), lim: ReadLimits = BIG
-) -> list[dict]:
+PLAIN = Columns()
+
+
+def run(data: bytes, fmt: Format, columns: Columns = PLAIN, lim: ReadLimits = BIG) -> list[dict]:
     return score_file(data, fmt, columns, fmt, lim)[0]
 
 
