@@ -488,3 +488,25 @@ def test_parquet_is_read_in_ranges_one_row_group_at_a_time():
     assert max(end - start for start, end in s3.ranges) < len(data) / 4
     # the unread columns (k, name) are never fetched: less than the file in all
     assert f.bytes_fetched < len(data)
+
+
+def test_a_bad_format_key_in_the_catalog_stops_the_worker():
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_settings import BASE
+
+    catalog = {"reg/churn:*": {"keep_columns": ["id"], "content_type": "excel"}}
+    env = {**os.environ, **BASE, "SCOREFLEET_MODEL_CATALOG": json.dumps(catalog)}
+    proc = subprocess.run(
+        [sys.executable, "-c", "import workers.app"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        "SCOREFLEET_MODEL_CATALOG: reg/churn:*: content_type 'excel' is not a format" in proc.stderr
+    )

@@ -138,3 +138,21 @@ def test_empty_parquet_starts_no_model(outcomes):
     assert tags["rows"] == "0"
     head = outcomes.s3.head_object(Bucket=BUCKET, Key="out/fmt/empty.parquet.scoreout")
     assert "model-start-ms" not in head["Metadata"]  # no model was launched
+
+
+def test_catalog_settings_and_a_tag_that_overrides_them(outcomes):
+    """The catalog keeps id, hides it from the model and writes JSON Lines; a file's
+    keep_columns tag replaces the catalog's list (its drop_columns still applies)."""
+    body = b"id,a,b\n7,x,1\n8,y,2\n"
+    outcomes.put("fmt/catalog.csv", body, {"model_image": "test/hash-keep:1"})
+    outcomes.put(
+        "fmt/catalog-tag.csv", body, {"model_image": "test/hash-keep:1", "keep_columns": "b id"}
+    )
+    suffix, out, _ = outcomes.wait("fmt/catalog.csv", timeout=120)
+    assert suffix == ".scoreout", out[:2000]
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert [r["id"] for r in rows] == ["7", "8"]
+    assert [r["score_1"] for r in rows] == [2, 2]  # the model saw a and b only
+    suffix, out, _ = outcomes.wait("fmt/catalog-tag.csv", timeout=120)
+    assert suffix == ".scoreout", out[:2000]
+    assert list(json.loads(out.splitlines()[0])) == ["b", "id", "score_0", "score_1"]

@@ -128,7 +128,9 @@ def answer_table(scores: Scores, names: Sequence[str], *, text: bool) -> pa.Tabl
     try:
         table = pacsv.read_csv(
             io.BytesIO(data),
-            read_options=pacsv.ReadOptions(column_names=list(names)),
+            read_options=pacsv.ReadOptions(
+                column_names=list(names), use_threads=False, block_size=max(1 << 16, len(data) + 1)
+            ),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=convert,
         )

@@ -93,7 +93,11 @@ class CsvReader(Reader):
         try:
             table = pacsv.read_csv(
                 io.BytesIO(data),
-                read_options=pacsv.ReadOptions(column_names=list(p.input)),
+                read_options=pacsv.ReadOptions(
+                    column_names=list(p.input),
+                    use_threads=False,
+                    block_size=max(1 << 16, len(data) + 1),
+                ),
                 parse_options=pacsv.ParseOptions(newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(
                     include_columns=list(p.needed),

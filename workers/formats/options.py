@@ -171,6 +171,18 @@ def check_catalog_entry(entry: Mapping[str, Any]) -> None:
         raise ValueError("set model_columns or drop_columns, not both")
 
 
+def check_catalog(catalog: Mapping[str, Mapping[str, Any]]) -> None:
+    """:class:`~tasks.settings.ConfigError` naming the image whose format or column
+    keys are wrong (the worker checks this at start-up)."""
+    from tasks.settings import ConfigError
+
+    for image, entry in catalog.items():
+        try:
+            check_catalog_entry(entry)
+        except ValueError as exc:
+            raise ConfigError([f"SCOREFLEET_MODEL_CATALOG: {image}: {exc}"]) from None
+
+
 @dataclass(frozen=True)
 class Columns:
     """Which input columns are kept beside the answer, and which the model sees."""

@@ -11,9 +11,9 @@ maps) cannot be sent to a model; they can be kept. A file with no rows is not an
 error: its output is an empty file with the kept columns' schema.
 
 Mini-batches are sized so their CSV form is about ``max_bytes``: a sample of each
-64 Ki rows read is written as CSV to measure a row's size.
+record batch read (16 Ki rows) is written as CSV to measure a row's size.
 
-Writing: :class:`ParquetWriter` buffers answers into row groups of about
+Writing: :class:`ParquetWriter` buffers answers into row groups of
 ``ROW_GROUP_ROWS`` rows and streams the file into the sink (the multipart staging
 upload) as pyarrow writes it; the first row group fixes the schema, later ones are
 cast to it.
@@ -39,9 +39,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MAGIC = b"PAR1"
 #: Rows per row group written (also what is buffered before a write).
-ROW_GROUP_ROWS = 128 * 1024
+ROW_GROUP_ROWS = 64 * 1024
+#: pyarrow reads each column chunk in pieces of this size (not whole: a row group's
+#: chunks of a wide column can be tens of MB)
+READ_BUFFER = 1024 * 1024
+#: Rows per record batch read (re-measured and re-cut into mini-batches)
+_READ_ROWS = 16 * 1024
 #: Rows measured to size the mini-batches.
-_SAMPLE_ROWS = 1000
+_SAMPLE_ROWS = 500
 
 
 class RangeFile(io.RawIOBase):
@@ -59,7 +64,7 @@ class RangeFile(io.RawIOBase):
         *,
         size: int,
         pin: dict[str, Any],
-        block: int = 4 * 1024 * 1024,
+        block: int = 1024 * 1024,
     ) -> None:
         super().__init__()
         self.s3, self.bucket, self.key, self.size = s3, bucket, key, size
@@ -187,7 +192,7 @@ class ParquetReader(Reader):
         import pyarrow.parquet as pq
 
         try:
-            pf = pq.ParquetFile(self.file)
+            pf = pq.ParquetFile(self.file, buffer_size=READ_BUFFER)
         except (pa.ArrowException, OSError) as exc:
             size = self.size if self.size is not None else self.file.seek(0, io.SEEK_END)
             self.file.seek(0)
@@ -260,9 +265,9 @@ class ParquetReader(Reader):
             return
         pending: pa.Table | None = None
         try:
-            for rb in pf.iter_batches(batch_size=64 * 1024, columns=list(p.needed)):
+            for rb in self._record_batches(pf, list(p.needed)):
                 table = pa.Table.from_batches([rb])
-                # measured again on each 64 Ki rows: row sizes drift along a file
+                # measured again on each record batch: row sizes drift along a file
                 step = max(1, table.num_rows // _SAMPLE_ROWS)
                 sample = table.select(list(p.model)).take(pa.array(range(0, table.num_rows, step)))
                 rows_per_batch = self._rows_per_batch(sample)
@@ -277,6 +282,16 @@ class ParquetReader(Reader):
             ) from exc
         if pending is not None and pending.num_rows:
             yield self._piece(pending)
+
+    @staticmethod
+    def _record_batches(pf: pq.ParquetFile, columns: list[str]) -> Iterator[pa.RecordBatch]:
+        """The file's rows, one row group at a time: a single ``iter_batches`` over
+        all row groups keeps what it has read (a 1 GB file grew the worker past 1 GB;
+        one call per row group stays at one row group)."""
+        for group in range(pf.metadata.num_row_groups):
+            yield from pf.iter_batches(
+                batch_size=_READ_ROWS, row_groups=[group], columns=columns, use_threads=False
+            )
 
     def _piece(self, table: pa.Table) -> Piece:
         p = self.plan
