@@ -8,6 +8,7 @@ See docs/formats.md.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,12 @@ from typing import Any
 from workers.formats.base import Piece, Reader, Sink, Writer
 from workers.formats.options import Columns, DataOptions, Format, resolve
 from workers.formats.select import ColumnPlan
+
+# pyarrow's default allocator (mimalloc) keeps what it frees: scoring a 1 GB Parquet
+# file took a process ~45 MiB higher with it than with the system allocator (malloc),
+# which gives back. Read once, when pyarrow's C++ library loads: set before any import
+# of pyarrow (which this package does lazily); an operator's own setting wins.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 __all__ = [
     "ColumnPlan",

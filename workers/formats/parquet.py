@@ -29,7 +29,15 @@ from botocore.exceptions import ClientError
 
 from tasks.errors import BadInput
 from workers.batches import Batch, Scores, span_of
-from workers.formats.base import Piece, Reader, Sink, Writer, answer_table, csv_bytes, joined
+from workers.formats.base import (
+    Piece,
+    Reader,
+    Sink,
+    Writer,
+    answer_table,
+    csv_bytes,
+    joined,
+)
 from workers.formats.options import Columns, Format
 from workers.formats.select import ColumnPlan, plan
 
