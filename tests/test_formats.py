@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks.errors import BadInput
+from scorefleet.errors import BadInput
 from workers.batches import Batch, Scores
 from workers.formats import Columns, Format, ReadLimits, parquet_reader, stream_reader
 from workers.formats.base import csv_bytes
@@ -31,7 +31,7 @@ BIG = ReadLimits(max_bytes=1 << 20, max_group_bytes=1 << 30)
 
 # ------------------------------------------------------------------ a model
 def row_hash(fields: list[str]) -> str:
-    return hashlib.sha1("\x1f".join(fields).encode()).hexdigest()[:10]
+    return "h" + hashlib.sha1("\x1f".join(fields).encode()).hexdigest()[:10]
 
 
 def hash_model(batch: Batch) -> Scores:

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from tasks.errors import BadInput
+from scorefleet.errors import BadInput
 from workers.batches import Batch, Scores
 from workers.formats.options import Format
 from workers.formats.select import ColumnPlan
@@ -135,7 +135,7 @@ def answer_table(scores: Scores, names: Sequence[str], *, text: bool) -> pa.Tabl
             convert_options=convert,
         )
     except (pa.ArrowInvalid, pa.ArrowException) as exc:
-        from tasks.errors import ModelError
+        from scorefleet.errors import ModelError
 
         raise ModelError(f"the model's answer is not CSV scorefleet can read: {exc}") from exc
     if table.num_rows != scores.rows:

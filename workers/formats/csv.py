@@ -18,7 +18,7 @@ import io
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from tasks.errors import BadInput
+from scorefleet.errors import BadInput
 from workers.batches import Batch, Scores
 from workers.csvbatch import CsvBatcher
 from workers.formats.base import (

@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from tasks.errors import BadInput
+from scorefleet.errors import BadInput
 from workers.batches import Batch, Scores, span_of
 from workers.csvbatch import BOM, take
 from workers.formats.base import Piece, Reader, Writer, answer_table, joined

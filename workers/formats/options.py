@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.errors import BadInput
+from scorefleet.errors import BadInput
 
 
 class Format(enum.Enum):
@@ -172,9 +172,9 @@ def check_catalog_entry(entry: Mapping[str, Any]) -> None:
 
 
 def check_catalog(catalog: Mapping[str, Mapping[str, Any]]) -> None:
-    """:class:`~tasks.settings.ConfigError` naming the image whose format or column
+    """:class:`~scorefleet.settings.ConfigError` naming the image whose format or column
     keys are wrong (the worker checks this at start-up)."""
-    from tasks.settings import ConfigError
+    from scorefleet.settings import ConfigError
 
     for image, entry in catalog.items():
         try:

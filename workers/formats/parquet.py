@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from tasks.errors import BadInput
+from scorefleet.errors import BadInput
 from workers.batches import Batch, Scores, span_of
 from workers.formats.base import (
     Piece,

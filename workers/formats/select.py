@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tasks.errors import BadInput
+from scorefleet.errors import BadInput
 from workers.formats.options import ALL_COLUMNS, Columns
 
 _LIST_AT_MOST = 40

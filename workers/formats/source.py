@@ -2,7 +2,7 @@
 preflight of each format (what can be refused before a model starts).
 
 Every request is pinned to the exact upload the job is about (its version id, else
-its ETag and LastModified), as :func:`tasks.s3io.open_source` is.
+its ETag and LastModified), as :func:`scorefleet.storage.s3io.open_source` is.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tasks import s3io
-from tasks.errors import BadInput
-from tasks.job import Job
+from scorefleet.errors import BadInput
+from scorefleet.job import Job
+from scorefleet.storage import s3io
 from workers import compression
 from workers.formats import ReadLimits, parquet_reader, stream_reader
 from workers.formats.base import Reader
