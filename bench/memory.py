@@ -154,15 +154,46 @@ def parquet_runs(client: Client, worker: int, tmp: Path, mb: float) -> list[tupl
     return results
 
 
+def rss_split(pid: int) -> tuple[int, int]:
+    """(anonymous, file-backed) resident bytes of ``pid`` now."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    anon, file = (int(fields[k].split()[0]) * 1024 for k in ("RssAnon", "RssFile"))
+    return anon, file
+
+
+#: key -> (anonymous, file-backed) bytes at the largest sampled resident set
+SPLITS: dict[str, tuple[int, int]] = {}
+
+
 def measure_tagged(
     client: Client, worker: int, key: str, path: Path, tags: dict
 ) -> tuple[str, int, int, float]:
+    """Like :func:`measure`, with tags; also samples the anonymous and file-backed
+    parts of the resident set (shared libraries' pages are file-backed)."""
+    import threading
+
     time.sleep(0.5)
     if not reset_hwm(worker):
         raise SystemExit("cannot reset VmHWM (needs /proc/<pid>/clear_refs)")
     before = vm_hwm(worker)
+    most = [0, 0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.1):
+            anon, file = rss_split(worker)
+            if anon + file > sum(most):
+                most[:] = [anon, file]
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
     t0 = client.drop(key, path, tags=tags)
     suffix, t1, _ = client.wait(key)
+    done.set()
+    watcher.join()
+    SPLITS[key] = (most[0], most[1])
     return suffix, vm_hwm(worker), before, t1 - t0
 
 
@@ -225,11 +256,14 @@ def main() -> None:
             )
     if parquet:
         print(f"Parquet, keep_columns=id (vs the {results[0][0]:g} MB CSV file's peak):")
-        for label, rows, size, suffix, peak, before, secs in parquet:
+        for (label, rows, size, suffix, peak, before, secs), split in zip(
+            parquet, SPLITS.values(), strict=True
+        ):
             print(
                 f"  {label:28s} {size / 1e6:7.0f} MB {rows:11,d} rows -> {suffix:9s} "
                 f"peak {peak / 2**20:7.1f} MiB (idle {before / 2**20:6.1f}) {secs:6.1f}s  "
-                f"{peak / base:.2f}x"
+                f"{peak / base:.2f}x; largest sample: {split[0] / 2**20:.1f} MiB anonymous "
+                f"+ {split[1] / 2**20:.1f} MiB file-backed (libraries)"
             )
 
 

@@ -307,7 +307,8 @@ class ParquetReader(Reader):
         table = table.combine_chunks()
         first = self.rows + 1
         self.rows += table.num_rows
-        self.bytes_in = self.rows  # rows, not bytes: Parquet is read by column
+        # what was fetched so far (only the columns read: less than the file)
+        self.bytes_in = int(getattr(self.file, "bytes_fetched", 0))
         batch = Batch(
             first_row=first,
             rows=table.num_rows,
