@@ -13,7 +13,7 @@ of valid rows), which must be refused with an ``.error`` while RSS stays flat.
 the four iris features (full-precision doubles, so it does not compress away) and a
 160-character note the model never sees, scored with ``keep_columns=id``; once in
 row groups of 250,000 rows, once as a single row group (refused from the footer,
-SCOREFLEET_MAX_ROW_GROUP_MB).
+workers.formats.MAX_ROW_GROUP_BYTES).
 
     python -m bench.memory [--sizes-mb 10,100,1000] [--compressed] [--parquet-mb 1000]
                            [--json results.json]
@@ -203,11 +203,15 @@ def main() -> None:
     ap.add_argument("--json", help="also write the figures to this file (for docs/benchmarks.md)")
     ap.add_argument("--compressed", action="store_true", help="also compressed inputs and bombs")
     ap.add_argument("--parquet-mb", type=float, default=0, help="also Parquet of this size")
+    ap.add_argument(
+        "--worker-env", action="append", default=[], help="NAME=VALUE for the worker (repeatable)"
+    )
     args = ap.parse_args()
     sizes = [float(s) for s in args.sizes_mb.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="scorefleet-mem-"))
     results = []
-    with local_stack(concurrency=1) as stack:
+    extra = dict(kv.split("=", 1) for kv in args.worker_env)
+    with local_stack(concurrency=1, extra_env=extra) as stack:
         client = Client(stack)
         worker = next(p for p in stack.procs if p.name == "worker0").popen.pid
         client.drop("warmup.csv", Path(__file__).resolve().parents[1] / "examples" / "iris.csv")

@@ -270,13 +270,6 @@ VARIABLES: tuple[Variable, ...] = (
         "compresses 3-100 times; a decompression bomb 1000 times and more)",
     ),
     Variable(
-        "MAX_ROW_GROUP_MB",
-        "128",
-        "a Parquet input whose row group holds more than this many MB (uncompressed, in the "
-        "columns read) gets an .error before it is read: a worker holds one row group at a "
-        "time, and this bounds its memory",
-    ),
-    Variable(
         "MAX_STEP_SECONDS",
         "42300",
         "a step that runs this long stops with an .error rather than run past what SQS can "
@@ -420,7 +413,6 @@ class Settings:
     max_answer_floor_bytes: int
     max_expanded_bytes: int
     max_expansion_ratio: float
-    max_row_group_bytes: int
     max_step_seconds: float
     csv_header: str
     retry_max: int
@@ -955,7 +947,6 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         max_answer_floor_bytes=_mb(r.number("MAX_ANSWER_FLOOR_MB", 0.01, 4096, integer=False)),
         max_expanded_bytes=_gb(r.number("MAX_EXPANDED_GB", 0.001, 100000, integer=False)),
         max_expansion_ratio=r.number("MAX_EXPANSION_RATIO", 2, 1e9, integer=False),
-        max_row_group_bytes=_mb(r.number("MAX_ROW_GROUP_MB", 1, 65536, integer=False)),
         max_step_seconds=r.number("MAX_STEP_SECONDS", 5, 43200, integer=False),
         csv_header=r.convert("CSV_HEADER", _choice("auto", "present", "absent"), "a header mode"),
         retry_max=r.number("RETRY_MAX", 0, 50),

@@ -46,7 +46,7 @@ from scorefleet.storage import outcome, s3io
 from scorefleet.storage.ledger import Claim, Publication, Record, staging_location, staging_prefix
 from scorefleet.submission import identity_of, job_for_object, validate
 from workers import compression, runtime
-from workers.formats import Format, ReadLimits
+from workers.formats import MAX_ROW_GROUP_BYTES, Format, ReadLimits
 from workers.formats import source as data_source
 from workers.heartbeat import Heartbeat
 from workers.protocols import CallLimits, ModelProtocol, open_protocol, protocol_for
@@ -274,8 +274,7 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
         spec = s.model_spec(j.model_image)
         # an empty, header-only or binary file, a Parquet file whose footer is bad,
         # columns that are not the file's: all fail here, before any container starts
-        described = data_source.describe(runtime.s3(), j, spec.extra)
-        rows = data_source.preflight(runtime.s3(), j, described, read_limits(s, spec), _limits(s))
+        rows = preflight(j, spec)
         if rows == 0:
             log.info("the file has no rows: its output needs no model")
             j.handle = {"released": True}  # nothing for teardown to stop
@@ -361,10 +360,18 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
     return self.run_step("score", job, body, lease=True)
 
 
+def preflight(j: Job, spec: ModelSpec) -> int | None:
+    """What the file's first bytes (CSV, JSON Lines) or footer (Parquet) show, before
+    any container starts: BadInput, or the number of rows when known (Parquet)."""
+    s, s3 = runtime.settings(), runtime.s3()
+    described = data_source.describe(s3, j, spec.extra)
+    return data_source.preflight(s3, j, described, read_limits(s, spec), _limits(s))
+
+
 def read_limits(s: Any, spec: Any) -> ReadLimits:
     return ReadLimits(
         max_bytes=s.max_payload_bytes,
-        max_group_bytes=s.max_row_group_bytes,
+        max_group_bytes=MAX_ROW_GROUP_BYTES,
         header_mode=s.csv_header,
         send_header=spec.send_header,
     )

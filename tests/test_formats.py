@@ -427,7 +427,10 @@ def test_parquet_with_no_rows_is_an_empty_output_with_the_schema():
 
 def test_parquet_row_group_too_big_is_refused_before_reading():
     data = parquet(table_of(20_000), row_group_size=20_000)
-    with pytest.raises(BadInput, match=r"row group 1 of 1 holds .* SCOREFLEET_MAX_ROW_GROUP_MB"):
+    with pytest.raises(
+        BadInput,
+        match=r"row group 1 of 1 holds .* more than a worker reads at once .* smaller row groups",
+    ):
         run(data, Format.PARQUET, lim=ReadLimits(1 << 20, 100_000))
     # the same file in small row groups is fine
     assert (
@@ -510,3 +513,21 @@ def test_a_bad_format_key_in_the_catalog_stops_the_worker():
     assert (
         "SCOREFLEET_MODEL_CATALOG: reg/churn:*: content_type 'excel' is not a format" in proc.stderr
     )
+
+
+def test_jsonl_integers_then_a_fraction_in_a_later_mini_batch():
+    """Integers first, then 3.0 and 2.5 after the first mini-batch: read as numbers
+    (JSON Lines out; Parquet out while its first row group is still open); once a
+    written row group fixed an integer column, a Parquet output refuses 2.5 saying so."""
+    ints = b"".join(b'{"a": %d}\n' % i for i in range(200))
+    lim = ReadLimits(300, 1 << 30)
+    body = ints + b'{"a": 3.0}\n{"a": 2.5}\n'
+    rows = run(body, Format.JSONL, Columns(keep=("a",)), lim)
+    assert [r["a"] for r in rows][-3:] == [199, 3, 2.5]
+    _, _, out = score_file(body, Format.JSONL, Columns(keep=("a",)), Format.PARQUET, lim)
+    assert pq.read_table(io.BytesIO(out)).column("a").to_pylist()[-1] == 2.5
+    late = b"".join(b'{"a": %d}\n' % i for i in range(100_000)) + b'{"a": 2.5}\n'
+    with pytest.raises(BadInput, match="the output's columns changed type after data row"):
+        score_file(
+            late, Format.JSONL, Columns(keep=("a",)), Format.PARQUET, ReadLimits(100_000, 1 << 30)
+        )

@@ -15,6 +15,7 @@ typed (numbers as numbers, null for a missing value or NaN).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from collections.abc import Iterable, Iterator
@@ -156,7 +157,14 @@ class JsonlReader(Reader):
 
         known = None
         if self.schema is not None:
-            known = pa.schema([f for f in self.schema if not pa.types.is_null(f.type)])
+            # integers seen so far may be followed by 2.5: read numbers as numbers
+            known = pa.schema(
+                [
+                    pa.field(f.name, pa.float64()) if pa.types.is_integer(f.type) else f
+                    for f in self.schema
+                    if not pa.types.is_null(f.type)
+                ]
+            )
         try:
             table = pajson.read_json(
                 io.BytesIO(block),
@@ -165,6 +173,8 @@ class JsonlReader(Reader):
                     explicit_schema=known, unexpected_field_behavior="infer"
                 ),
             )
+            if self.schema is not None:
+                table = _as_before(table, self.schema)
         except pa.ArrowInvalid as exc:
             why = diagnose(block, first_line, self._seen)
             raise BadInput(why or f"lines {first_line}-{self.lines} cannot be read: {exc}") from exc
@@ -191,6 +201,23 @@ class JsonlReader(Reader):
 
     def kept_schema(self) -> pa.Schema | None:
         return None
+
+
+def _as_before(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with the integer columns of ``schema`` integers again where they hold
+    whole numbers only; where a number has a fraction (2.5 after 1, 2, 3), that
+    mini-batch keeps the column as floating point (a Parquet output, whose first
+    row group fixed an integer type, then says so)."""
+    import pyarrow as pa
+
+    columns = []
+    for name in table.column_names:
+        column = table.column(name)
+        if name in schema.names and pa.types.is_integer(schema.field(name).type):
+            with contextlib.suppress(pa.ArrowInvalid):  # 2.5 does not cast: kept as is
+                column = column.cast(schema.field(name).type)
+        columns.append(column)
+    return pa.Table.from_arrays(columns, names=table.column_names)
 
 
 def _first_line_with(block: bytes, key: str, first_line: int) -> int:
