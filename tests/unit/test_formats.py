@@ -1,7 +1,7 @@
 """Input and output formats (workers/formats/): each format read and written in
 process, with and without kept columns, through the real scoring loop; bad input
 refused with the message a user needs. The same paths on the local stack:
-tests/test_formats_e2e.py and the bad-input corpus."""
+tests/e2e/test_formats_e2e.py and the bad-input corpus."""
 
 from __future__ import annotations
 
@@ -498,7 +498,7 @@ def test_a_bad_format_key_in_the_catalog_stops_the_worker():
     import subprocess
     import sys
 
-    from tests.test_settings import BASE
+    from tests.unit.test_settings import BASE
 
     catalog = {"reg/churn:*": {"keep_columns": ["id"], "content_type": "excel"}}
     env = {**os.environ, **BASE, "SCOREFLEET_MODEL_CATALOG": json.dumps(catalog)}
