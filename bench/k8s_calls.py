@@ -82,7 +82,7 @@ def one_file(
         k8s_cluster=cluster,
         k8s_namespace="scoring",
     )
-    spec = backend.settings.model_spec(image)
+    spec = backend.settings.models.spec(image)
     if fault is not None:
         fault(api, pod_name(job.run_id))
     before = backend.calls.snapshot()
@@ -105,7 +105,7 @@ def one_file(
         outcome = f".scoreout ({rows} rows)"
     else:  # tasks.upload reads the logs when the failure has none
         if not getattr(failure, "model_logs", ""):
-            backend.logs(job, backend.settings.model_log_lines)
+            backend.logs(job, backend.settings.models.log_lines)
         kind, _ = describe(failure)
         outcome = f".error ({kind}, {attempt + 1} attempt{'s' if attempt else ''})"
     backend.teardown(job)  # tasks.teardown
@@ -158,7 +158,7 @@ def main() -> None:
                 k8s_cluster="emu",
                 k8s_namespace="scoring",
             )
-            backend.launch(job, backend.settings.model_spec("test/ok:1"))
+            backend.launch(job, backend.settings.models.spec("test/ok:1"))
             leftovers.append(job.run_id)
         reaper = KubernetesBackend(load(env), worker="beat")
         removed = reaper.reap(0, lambda _run: False)

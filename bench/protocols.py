@@ -231,7 +231,7 @@ def main() -> None:
         client = Client(stack)
         for name in names:
             image = CASES[name]
-            spec = settings.model_spec(image)
+            spec = settings.models.spec(image)
             key = f"bench/{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.csv"
             stack_runs, direct_runs, walls = [], [], []
             for run in range(a.runs):  # alternating, so a busy moment hits both

@@ -50,8 +50,8 @@ def runtime() -> Runtime:
     global _runtime  # noqa: PLW0603 - one per Lambda container, reused across invocations
     if _runtime is None:
         settings = load()  # ConfigError names every bad variable
-        setup_logging(settings.log_level)
-        _runtime = Runtime(settings, s3io.client(settings.aws_region), make_app(settings))
+        setup_logging(settings.monitoring.log_level)
+        _runtime = Runtime(settings, s3io.client(settings.aws.region), make_app(settings))
     return _runtime
 
 
@@ -82,12 +82,12 @@ def handle_object(rt: Runtime, ev: ObjectEvent, counts: Counts) -> None:
         log.debug("ignoring %s for %s", ev.event_name, source)
         counts.ignored += 1
         return
-    if any(p.contains(source) for p in settings.ignored_prefixes()):
+    if any(p.contains(source) for p in settings.storage.ignored_prefixes()):
         log.debug("ignoring %s: written by the pipeline itself", source)
         counts.ignored += 1
         return
-    if not settings.input_uri.contains(source) or ev.key.endswith("/"):
-        log.info("ignoring %s: not a file under %s", source, settings.input_uri)
+    if not settings.storage.input_uri.contains(source) or ev.key.endswith("/"):
+        log.info("ignoring %s: not a file under %s", source, settings.storage.input_uri)
         counts.ignored += 1
         return
     try:

@@ -13,19 +13,19 @@ from scorefleet.settings import Settings
 
 def transport_options(settings: Settings) -> dict[str, Any]:
     opts: dict[str, Any] = {
-        "region": settings.aws_region,
-        "is_secure": settings.broker_tls,
-        "visibility_timeout": settings.visibility_timeout,
+        "region": settings.aws.region,
+        "is_secure": settings.broker.tls,
+        "visibility_timeout": settings.broker.visibility_timeout,
         # Long polling: an idle worker costs one request per 20 s.
         "wait_time_seconds": 20,
         "polling_interval": 0,
     }
-    if settings.queue_url:
+    if settings.broker.queue_url:
         # No ListQueues/CreateQueue needed: the queues (and their DLQ) come from the
         # template.
         opts["predefined_queues"] = {
-            settings.queue: {"url": settings.queue_url},
-            settings.steps_queue: {"url": settings.steps_queue_url},
+            settings.broker.queue: {"url": settings.broker.queue_url},
+            settings.broker.steps_queue: {"url": settings.broker.steps_queue_url},
         }
     return opts
 
@@ -36,16 +36,16 @@ LATER_STEPS = ("tasks.score", "tasks.upload", "tasks.teardown")
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     return {
-        "broker_url": settings.broker_url,
+        "broker_url": settings.broker.url,
         "broker_transport_options": transport_options(settings),
         "broker_connection_retry_on_startup": True,
-        "task_default_queue": settings.queue,
+        "task_default_queue": settings.broker.queue,
         "task_create_missing_queues": True,
         # New files (launch, rescore) on one queue, the steps of files already running
         # on another; workers consume both, so a burst of new files waits its turn
         # behind work in progress instead of in front of it.
-        "task_queues": (Queue(settings.queue), Queue(settings.steps_queue)),  # type: ignore[no-untyped-call]
-        "task_routes": {name: {"queue": settings.steps_queue} for name in LATER_STEPS},
+        "task_queues": (Queue(settings.broker.queue), Queue(settings.broker.steps_queue)),  # type: ignore[no-untyped-call]
+        "task_routes": {name: {"queue": settings.broker.steps_queue} for name in LATER_STEPS},
         # JSON only: no pickle from a queue that a Lambda writes to.
         "task_serializer": "json",
         "result_serializer": "json",

@@ -112,9 +112,9 @@ def build_job(
         size=size,
         sequencer=sequencer,
         last_modified=last_modified if not version_id else None,
-        model_image=tags.get("model_image") or settings.default_model_image,
-        k8s_cluster=tags.get("k8s_cluster") or settings.default_k8s_cluster,
-        k8s_namespace=tags.get("k8s_namespace") or settings.default_k8s_namespace,
+        model_image=tags.get("model_image") or settings.models.default_image,
+        k8s_cluster=tags.get("k8s_cluster") or settings.kubernetes.default_cluster,
+        k8s_namespace=tags.get("k8s_namespace") or settings.kubernetes.default_namespace,
         data_tags={k: tags[k] for k in DATA_TAGS if tags.get(k)},
         force=force,
     )
@@ -122,8 +122,8 @@ def build_job(
 
 def validate(settings: Settings, job: Job) -> None:
     """Raise :class:`Rejected` with a message a data modeller can act on."""
-    if not settings.input_uri.contains(job.source):
-        raise Rejected(f"{job.source} is not under the input location {settings.input_uri}")
+    if not settings.storage.input_uri.contains(job.source):
+        raise Rejected(f"{job.source} is not under the input location {settings.storage.input_uri}")
     image = job.model_image
     if not image:
         raise Rejected(
@@ -132,8 +132,8 @@ def validate(settings: Settings, job: Job) -> None:
         )
     if not images.is_image_ref(image):
         raise Rejected(f"model_image {image!r} is not a valid container image reference")
-    if not settings.image_allowed(image):
-        allowed = ", ".join(settings.allowed_image_prefixes)
+    if not settings.models.image_allowed(image):
+        allowed = ", ".join(settings.models.allowed_image_prefixes)
         raise Rejected(f"model image {image!r} is not allowed here (allowed prefixes: {allowed})")
     if not DNS1123_LABEL.match(job.k8s_namespace):
         raise Rejected(
@@ -144,7 +144,7 @@ def validate(settings: Settings, job: Job) -> None:
         raise Rejected(f"k8s_cluster {job.k8s_cluster!r} is not a valid cluster name")
     # A cluster this process does not know (the Lambda knows the default one) is
     # refused by the workers' backend, which knows them all.
-    namespaces = settings.namespaces_of(job.k8s_cluster)
+    namespaces = settings.kubernetes.namespaces_of(job.k8s_cluster)
     if namespaces is not None and job.k8s_namespace not in namespaces:
         raise Rejected(
             f"k8s_namespace {job.k8s_namespace!r} is not enabled for cluster "

@@ -80,9 +80,15 @@ def check_job(settings: Settings, job: Job) -> None:
             f"version and ETag the job gives ({derived})"
         )
     source = job.source
-    if not settings.input_uri.contains(source) or not source.key or source.key.endswith("/"):
-        raise Untrusted(f"{source} is not a file under the input location {settings.input_uri}")
-    if any(p.contains(source) for p in settings.ignored_prefixes()):
+    if (
+        not settings.storage.input_uri.contains(source)
+        or not source.key
+        or source.key.endswith("/")
+    ):
+        raise Untrusted(
+            f"{source} is not a file under the input location {settings.storage.input_uri}"
+        )
+    if any(p.contains(source) for p in settings.storage.ignored_prefixes()):
         raise Untrusted(f"{source} is one of the pipeline's own outputs")
     if job.staging_key is not None and not is_staging_key(settings, job.run_id, job.staging_key):
         raise Untrusted(

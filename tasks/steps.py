@@ -62,7 +62,7 @@ class StepFailed(Exception):
 def backoff_delay(retries: int) -> int:
     """Exponential backoff with full jitter, in whole seconds (SQS DelaySeconds)."""
     s = runtime.settings()
-    cap = min(s.retry_backoff_max, s.retry_backoff * 2**retries)
+    cap = min(s.retries.backoff_max, s.retries.backoff * 2**retries)
     return max(1, round(random.uniform(cap / 2, cap)))
 
 
@@ -126,10 +126,10 @@ class PipelineStep(Task):
                 with Heartbeat(
                     job=job,
                     request=self.request,
-                    visibility_timeout=s.visibility_timeout,
-                    region=s.aws_region,
+                    visibility_timeout=s.broker.visibility_timeout,
+                    region=s.aws.region,
                     ledger=runtime.ledger() if lease else None,
-                    max_seconds=s.max_step_seconds,
+                    max_seconds=s.scoring.max_step_seconds,
                     step=step,
                 ) as hb:
                     done = body(job, hb)
@@ -188,7 +188,7 @@ class PipelineStep(Task):
         s = runtime.settings()
         retries = int(self.request.retries or 0)
         kind, message = describe(exc)
-        if is_transient(exc) and retries < s.retry_max:
+        if is_transient(exc) and retries < s.retries.max:
             delay = backoff_delay(retries)
             log.warning(
                 "%s failed (%s: %s); retry %d of %d in %ds",
@@ -196,13 +196,15 @@ class PipelineStep(Task):
                 kind,
                 message,
                 retries + 1,
-                s.retry_max,
+                s.retries.max,
                 delay,
             )
             self._hand_back(step, job)
             try:
                 # countdown=0: no ETA (held in worker memory); SQS holds it instead.
-                raise self.retry(exc=exc, countdown=0, max_retries=s.retry_max, delay_seconds=delay)
+                raise self.retry(
+                    exc=exc, countdown=0, max_retries=s.retries.max, delay_seconds=delay
+                )
             except Retry:
                 raise
             except Exception as publish_exc:
@@ -248,14 +250,18 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
 
     def body(j: Job, hb: Heartbeat) -> Job:
         s = runtime.settings()
-        if not j.claim_owner and not runtime.backend().has_room(s.model_spec(j.model_image)):
+        if not j.claim_owner and not runtime.backend().has_room(s.models.spec(j.model_image)):
             # before claiming: a launch that has to wait costs nothing but its message
             raise AtCapacity("no free model slot (SCOREFLEET_MAX_LIVE_MODELS)")
         owner = j.claim_owner or delivery_id(self)
         holder = uuid.uuid4().hex
         ledger = runtime.ledger()
         claim = ledger.claim(
-            j, owner, s.visibility_timeout, continuing=self.request.retries > 0, holder=holder
+            j,
+            owner,
+            s.broker.visibility_timeout,
+            continuing=self.request.retries > 0,
+            holder=holder,
         )
         if claim is Claim.HELD:
             j.claim_owner = owner  # the next delivery is of this launch too
@@ -271,7 +277,7 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
             return j
         j.claim_owner, j.claim_holder = owner, holder  # kept if the launch has to wait its turn
         validate(s, j)
-        spec = s.model_spec(j.model_image)
+        spec = s.models.spec(j.model_image)
         # an empty, header-only or binary file, a Parquet file whose footer is bad,
         # columns that are not the file's: all fail here, before any container starts
         rows = preflight(j, spec)
@@ -297,11 +303,11 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
             return j
         s = runtime.settings()
         validate(s, j)  # the image, cluster and namespace: a model may be started again
-        spec = s.model_spec(j.model_image)
+        spec = s.models.spec(j.model_image)
         staging = staging_location(s, j.run_id)
         ledger = runtime.ledger()
         # registered (with a lease the heartbeat renews) before its upload exists
-        ledger.register_writer(j, staging.key, s.visibility_timeout)
+        ledger.register_writer(j, staging.key, s.broker.visibility_timeout)
         hb.writer = staging.key
         s3 = runtime.s3()
         described = data_source.describe(s3, j, spec.extra)
@@ -317,7 +323,7 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
                 runtime.s3(),
                 staging_prefix(s, j.run_id),
                 lambda: ledger.writers(j.pipeline_id),
-                unregistered_after=s.visibility_timeout,
+                unregistered_after=s.broker.visibility_timeout,
             )
         try:
             with s3io.MultipartWriter(s3, staging, content_type=output.media_type) as sink:
@@ -326,7 +332,7 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
                     client.score if client else no_model,
                     sink,
                     output,
-                    max_in_flight=s.max_in_flight,
+                    max_in_flight=s.scoring.max_in_flight,
                     total_bytes=described.size,
                     checkpoint=hb.check,
                 )
@@ -349,7 +355,7 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
         # rather than after publishing (tasks.teardown then has nothing left to do).
         # Otherwise teardown stops it after publishing: stopping a model can take a
         # moment, and the output should not wait for it.
-        if s.warm_idle_seconds > 0:
+        if s.launch.warm_idle_seconds > 0:
             try:
                 runtime.backend().teardown(j)
                 j.handle["released"] = True
@@ -370,15 +376,15 @@ def preflight(j: Job, spec: ModelSpec) -> int | None:
 
 def read_limits(s: Any, spec: Any) -> ReadLimits:
     return ReadLimits(
-        max_bytes=s.max_payload_bytes,
+        max_bytes=s.scoring.max_payload_bytes,
         max_group_bytes=MAX_ROW_GROUP_BYTES,
-        header_mode=s.csv_header,
+        header_mode=s.scoring.csv_header,
         send_header=spec.send_header,
     )
 
 
 def _limits(s: Any) -> compression.Limits:
-    return compression.Limits(s.max_expanded_bytes, s.max_expansion_ratio)
+    return compression.Limits(s.scoring.max_expanded_bytes, s.scoring.max_expansion_ratio)
 
 
 def _ready_client(j: Job, spec: ModelSpec) -> ModelProtocol:
@@ -386,10 +392,10 @@ def _ready_client(j: Job, spec: ModelSpec) -> ModelProtocol:
     endpoint is the one the backend recorded for this run, never the job's."""
     s = runtime.settings()
     limits = CallLimits(
-        timeout=s.model_timeout,
-        pool_size=s.max_in_flight,
-        max_answer_ratio=s.max_answer_ratio,
-        max_answer_floor=s.max_answer_floor_bytes,
+        timeout=s.scoring.model_timeout,
+        pool_size=s.scoring.max_in_flight,
+        max_answer_ratio=s.scoring.max_answer_ratio,
+        max_answer_floor=s.scoring.max_answer_floor_bytes,
     )
     backend = runtime.backend()
     url = backend.endpoint(j)
@@ -424,7 +430,7 @@ def upload(self: PipelineStep, job: dict[str, Any]) -> Any:
 
     def body(j: Job, hb: Heartbeat) -> Job:
         s, s3, ledger = runtime.settings(), runtime.s3(), runtime.ledger()
-        staging = S3Uri(s.state_uri.bucket, j.staging_key) if j.staging_key else None
+        staging = S3Uri(s.storage.state_uri.bucket, j.staging_key) if j.staging_key else None
         rec = ledger.get(j.pipeline_id)
         if j.skipped:
             pass
@@ -477,7 +483,7 @@ def _publish(j: Job, staging: S3Uri | None, rec: Record | None) -> None:
     if j.failure is not None:
         if not j.failure.model_logs and j.failure.step in {"launch", "score"}:
             try:
-                j.failure.model_logs = runtime.backend().logs(j, s.model_log_lines)
+                j.failure.model_logs = runtime.backend().logs(j, s.models.log_lines)
             except Exception as exc:
                 log.warning("could not read the model's logs: %s", exc)
         published = outcome.publish_error(s, s3, j, j.failure, maybe_done=again)
@@ -571,7 +577,7 @@ def rescore(
 def reap(self: Task) -> list[str]:
     """Remove model containers of finished runs and those older than the bound."""
     s = runtime.settings()
-    removed = runtime.backend().reap(s.reap_max_age, runtime.ledger().is_finished)
+    removed = runtime.backend().reap(s.launch.reap_max_age, runtime.ledger().is_finished)
     if removed:
         log.warning(
             "reaper removed %d model container(s) left behind: %s", len(removed), ", ".join(removed)

@@ -16,10 +16,11 @@ from celery import signals
 from scorefleet import logctx
 from scorefleet.celeryconf import make_app
 from scorefleet.chain import describe_step
-from scorefleet.settings import ConfigError, load
+from scorefleet.settings import ConfigError
 from workers import flowerconf, hardening, monitor
 from workers.formats.options import check_catalog as check_format_keys
 from workers.protocols import check_catalog
+from workers.settings import load
 
 # Before anything reads credentials: a model process of the same user (local backend)
 # cannot read this process's environment or memory through /proc.
@@ -28,9 +29,9 @@ hardening.make_non_dumpable()
 try:
     settings = load()
     # each protocol's own options (v2, json, ...): the settings checked only their shape
-    check_catalog(settings.model_catalog)
+    check_catalog(settings.models.catalog)
     # the formats' keys (content_type, output_format, keep/model/drop_columns)
-    check_format_keys(settings.model_catalog)
+    check_format_keys(settings.models.catalog)
 except ConfigError as _exc:
     print(f"scorefleet: {_exc}", file=sys.stderr)
     raise SystemExit(2) from None
@@ -46,10 +47,10 @@ monitor.configure(app, settings)
 app.conf.update(
     imports=("tasks.steps", "workers.monitor"),
     beat_schedule={
-        "reap-model-containers": {"task": "tasks.reap", "schedule": settings.reap_interval},
+        "reap-model-containers": {"task": "tasks.reap", "schedule": settings.launch.reap_interval},
         "sweep-monitor-queues": {
             "task": "tasks.sweep_monitor_queues",
-            "schedule": max(60.0, settings.monitor_idle / 3),
+            "schedule": max(60.0, settings.monitoring.idle / 3),
         },
     },
 )
@@ -84,4 +85,4 @@ def _install_log_context(logger: logging.Logger, *args: Any, **kwargs: Any) -> N
     """Every log line carries the pipeline id and S3 URI of the file it is about."""
     for handler in logger.handlers:
         logctx.install(handler)
-    logger.setLevel(settings.log_level)
+    logger.setLevel(settings.monitoring.log_level)

@@ -237,8 +237,8 @@ def _submit_and_wait(
 ) -> bool:
     from scorefleet.storage import s3io
 
-    s3 = s3io.client(settings.aws_region)
-    source = settings.input_uri.join(rel_key)
+    s3 = s3io.client(settings.aws.region)
+    source = settings.storage.input_uri.join(rel_key)
     started = time.time()
     s3.upload_file(
         str(file),
@@ -323,7 +323,7 @@ def rerun(
     )
     click.echo(f"rerun requested: tasks.rescore[{result.id}] for {uri}")
     if wait and not _wait_for_outcome(
-        settings, s3io.client(settings.aws_region), source, started, wait
+        settings, s3io.client(settings.aws.region), source, started, wait
     ):
         raise SystemExit(1)
 
@@ -387,7 +387,7 @@ def config(markdown: bool, env_file: Path | None) -> None:
         click.echo(describe_markdown(), nl=False)
         return
     settings = load_settings(env_file)
-    for name, value in sorted(vars(settings).items()):
+    for name, value in sorted(settings.shown()):
         click.echo(f"{name:24} {shown_setting(name, value)}")
 
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from workers import stackstate
+
+if TYPE_CHECKING:
+    from scorefleet.settings import Settings
 
 DEFAULT_STATE = Path(".scorefleet")
 
@@ -51,9 +54,11 @@ def local_stack_env(state_dir: Path) -> Path:
     )
 
 
-def load_settings(env_file: Path | None) -> Any:
-    """The settings of a command: ``env_file``, the environment, or the local stack."""
-    from scorefleet.settings import ConfigError, load
+def load_settings(env_file: Path | None) -> Settings:
+    """The settings of a command: ``env_file``, the environment, or the local stack
+    (checked as a worker checks them: :func:`workers.settings.load`)."""
+    from scorefleet.settings import ConfigError
+    from workers.settings import load
 
     if env_file is not None:
         if not env_file.exists():

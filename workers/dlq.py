@@ -44,7 +44,7 @@ class DeadLetter:
 def _client(settings: Settings) -> Any:
     return boto3.client(
         "sqs",
-        config=Config(region_name=settings.aws_region, retries={"mode": "standard"}),
+        config=Config(region_name=settings.aws.region, retries={"mode": "standard"}),
     )
 
 
@@ -89,15 +89,17 @@ def _describe(body: str) -> tuple[str, str, str]:
 class DeadLetterQueue:
     def __init__(self, settings: Settings, sqs: Any | None = None) -> None:
         self.sqs = sqs or _client(settings)
-        self.url = settings.dead_letter_queue_url or _url(self.sqs, settings.dead_letter_queue)
+        self.url = settings.broker.dead_letter_queue_url or _url(
+            self.sqs, settings.broker.dead_letter_queue
+        )
         self.settings = settings
 
     def _target(self, task: str) -> str:
         """The queue a dead letter came from: later steps have their own queue."""
         s = self.settings
         if task in LATER_STEPS:
-            return s.steps_queue_url or _url(self.sqs, s.steps_queue)
-        return s.queue_url or _url(self.sqs, s.queue)
+            return s.broker.steps_queue_url or _url(self.sqs, s.broker.steps_queue)
+        return s.broker.queue_url or _url(self.sqs, s.broker.queue)
 
     def _receive_all(self, limit: int) -> Iterator[DeadLetter]:
         """Receive (and hold invisible) up to ``limit`` distinct messages."""

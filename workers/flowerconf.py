@@ -88,7 +88,7 @@ def check_auth(options: Any, settings: Settings) -> str:
         return "basic"
     if options.auth:
         return "oauth"
-    if not settings.flower_unauthenticated:
+    if not settings.monitoring.flower_unauthenticated:
         raise FlowerConfigError(
             "refusing to start without authentication: set FLOWER_BASIC_AUTH=user:password "
             "(from a secret) or Flower's OAuth options; see docs/flower.md"
@@ -147,7 +147,7 @@ class SqsQueues:
             from botocore.config import Config
 
             cfg = Config(connect_timeout=2, read_timeout=3, retries={"max_attempts": 1})
-            self._client = boto3.client("sqs", region_name=self.settings.aws_region, config=cfg)
+            self._client = boto3.client("sqs", region_name=self.settings.aws.region, config=cfg)
         return self._client
 
     async def queues(self, names: Sequence[str]) -> list[dict[str, Any]]:
@@ -158,12 +158,12 @@ class SqsQueues:
         # URLs known from the settings: no GetQueueUrl (Flower's role on AWS grants
         # GetQueueAttributes on these three queues only)
         known = {
-            s.queue: s.queue_url,
-            s.steps_queue: s.steps_queue_url,
-            s.dead_letter_queue: s.dead_letter_queue_url,
+            s.broker.queue: s.broker.queue_url,
+            s.broker.steps_queue: s.broker.steps_queue_url,
+            s.broker.dead_letter_queue: s.broker.dead_letter_queue_url,
         }
         rows = []
-        for name in dict.fromkeys([*names, s.dead_letter_queue]):  # in order, once each
+        for name in dict.fromkeys([*names, s.broker.dead_letter_queue]):  # in order, once each
             try:
                 url = known.get(name) or (
                     name
@@ -194,7 +194,7 @@ def install_broker_view(settings: Settings) -> None:
     """On an SQS broker, make Flower's broker lookup answer with :class:`SqsQueues`
     (Flower sees the broker URL of our transport, ``workers.compat_sqs:Transport://``,
     so the choice is made from scorefleet's own setting)."""
-    if not settings.broker_url.startswith("sqs"):
+    if not settings.broker.url.startswith("sqs"):
         return
     from flower import views
 

@@ -179,7 +179,7 @@ class Bridge(threading.Thread):
         self._runtimes = [self.lambda_runtime() for _ in range(self.concurrency)]
         if self.log_path is not None:
             self._log_to(self.log_path)
-        setup_logging(self._runtimes[0].settings.log_level)
+        setup_logging(self._runtimes[0].settings.monitoring.log_level)
         super().start()
 
     def _log_to(self, path: Path) -> None:

@@ -75,30 +75,30 @@ def kind_of(name: str, ns: str) -> str | None:
 
 def celery_settings(settings: Settings) -> dict[str, Any]:
     """Celery settings for the worker side (workers, beat, Flower, celery CLI)."""
-    ns = namespace(settings.queue)
+    ns = namespace(settings.broker.queue)
     conf: dict[str, Any] = {
         "broker_transport": "workers.compat_sqs:Transport",
         "event_exchange": f"{ns}-events",
         "event_queue_prefix": f"{ns}-ev",
         "control_exchange": ns,
-        "worker_send_task_events": settings.events,
-        "worker_enable_remote_control": settings.events,
+        "worker_send_task_events": settings.monitoring.events,
+        "worker_enable_remote_control": settings.monitoring.events,
         # task-sent would come from the Lambda: no SNS permission needed there
         "task_send_sent_event": False,
     }
-    if settings.events:
+    if settings.monitoring.events:
         conf["broker_transport_options"] = {**transport_options(settings), "supports_fanout": True}
     return conf
 
 
 def configure(app: Celery, settings: Settings) -> None:
     """Events and remote control over SNS for ``app``, and the session queue hooks."""
-    if not settings.broker_url.startswith("sqs"):
+    if not settings.broker.url.startswith("sqs"):
         return
     compat_sqs.install()
     app.conf.update(celery_settings(settings))
     app.control_cls = "workers.compat_sqs:Control"
-    compat_sqs.Channel.session_hooks = SessionQueues.get(namespace(settings.queue), settings)
+    compat_sqs.Channel.session_hooks = SessionQueues.get(namespace(settings.broker.queue), settings)
 
 
 # ------------------------------------------------------------- session queues
@@ -131,7 +131,7 @@ class SessionQueues:
     def get(cls, ns: str, settings: Settings) -> SessionQueues:
         """The registry of namespace ``ns`` in this process (one in production)."""
         if ns not in cls._instances:
-            cls._instances[ns] = cls(ns, float(settings.monitor_idle))
+            cls._instances[ns] = cls(ns, float(settings.monitoring.idle))
             atexit.register(cls._instances[ns].cleanup)
         return cls._instances[ns]
 
@@ -370,5 +370,5 @@ def sweep_monitor_queues(self: Task) -> dict[str, Any]:
     or worker died without cleaning up."""
     from workers import runtime
 
-    report = sweep_app(self.app, float(runtime.settings().monitor_idle))
+    report = sweep_app(self.app, float(runtime.settings().monitoring.idle))
     return {"deleted": report.queues_deleted, "subscriptions": report.subscriptions_deleted}

@@ -9,10 +9,11 @@ from __future__ import annotations
 import functools
 import threading
 
-from scorefleet.settings import Settings, load
+from scorefleet.settings import Settings
 from scorefleet.storage import s3io
 from scorefleet.storage.ledger import Ledger
 from workers.backends import LaunchBackend, make_backend
+from workers.settings import load
 
 
 @functools.cache
@@ -21,7 +22,7 @@ def settings() -> Settings:
 
 
 def s3() -> s3io.S3Client:
-    return s3io.client(settings().aws_region)
+    return s3io.client(settings().aws.region)
 
 
 _backend_lock = threading.Lock()

@@ -85,12 +85,12 @@ class Record:
 
 
 def record_location(settings: Settings, pipeline_id: str) -> S3Uri:
-    return settings.state_uri.join(f"runs/{pipeline_id}.json")
+    return settings.storage.state_uri.join(f"runs/{pipeline_id}.json")
 
 
 def staging_prefix(settings: Settings, run_id: str) -> S3Uri:
     """Where the attempts of one run stage their results."""
-    return settings.state_uri.join(f"staging/{run_id}/")
+    return settings.storage.state_uri.join(f"staging/{run_id}/")
 
 
 def staging_location(settings: Settings, run_id: str) -> S3Uri:

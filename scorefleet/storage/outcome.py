@@ -27,17 +27,19 @@ log = logging.getLogger(__name__)
 
 
 def scoreout_location(settings: Settings, source: S3Uri) -> S3Uri:
-    return output_uri(settings.input_uri, settings.output_uri, source, SCOREOUT_SUFFIX)
+    return output_uri(
+        settings.storage.input_uri, settings.storage.output_uri, source, SCOREOUT_SUFFIX
+    )
 
 
 def error_location(settings: Settings, source: S3Uri) -> S3Uri:
-    return output_uri(settings.input_uri, settings.error_uri, source, ERROR_SUFFIX)
+    return output_uri(settings.storage.input_uri, settings.storage.error_uri, source, ERROR_SUFFIX)
 
 
 def error_location_or_none(settings: Settings, source: S3Uri) -> S3Uri | None:
     """Where a rejected file's ``.error`` goes; ``None`` when the file is not under
     the input prefix (then there is no sensible place: it is only logged)."""
-    if not settings.input_uri.contains(source):
+    if not settings.storage.input_uri.contains(source):
         return None
     return error_location(settings, source)
 

@@ -252,13 +252,13 @@ def test_lambda_matches_the_package_and_its_settings_load():
         return str(v)
 
     settings = load({k: resolve(v) for k, v in env.items()})
-    assert str(settings.input_uri) == "s3://data-in/in/"
-    assert settings.visibility_timeout == 300
+    assert str(settings.storage.input_uri) == "s3://data-in/in/"
+    assert settings.broker.visibility_timeout == 300
     # the namespaces files may name: the default one, or the chart's list
-    assert settings.namespaces_of("default") == ("scoring",)
+    assert settings.kubernetes.namespaces_of("default") == ("scoring",)
     params["K8sNamespaces"] = "scoring,team-a"
     settings = load({k: resolve(v) for k, v in env.items()})
-    assert settings.namespaces_of("default") == ("scoring", "team-a")
+    assert settings.kubernetes.namespaces_of("default") == ("scoring", "team-a")
 
 
 def test_input_notification_goes_through_sqs_with_prefix_and_suffix_filters():

@@ -30,8 +30,9 @@ import pytest
 import yaml
 
 from scorefleet.job import Job
-from scorefleet.settings import VARIABLES, load
+from scorefleet.settings import VARIABLES
 from tests.helpers import REPO, installed_tool
+from workers.settings import load
 
 CHART = REPO / "helm" / "scorefleet"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
@@ -351,14 +352,17 @@ def test_rendered_settings_load_with_the_real_settings_loader(render, values_fil
     data = one(docs, "ConfigMap", "-config")["data"]
     assert all(isinstance(v, str) for v in data.values())
     settings = load(data)  # raises ConfigError naming every bad variable
-    assert settings.launch_backend == "kubernetes"
-    assert settings.queue_url == values["queue"]["url"]
-    assert settings.visibility_timeout == values["queue"]["visibilityTimeout"]
+    assert settings.launch.backend == "kubernetes"
+    assert settings.broker.queue_url == values["queue"]["url"]
+    assert settings.broker.visibility_timeout == values["queue"]["visibilityTimeout"]
     namespaces = values["kubernetes"]["namespaces"]
     cluster = values["kubernetes"].get("clusterName", "default")
-    assert settings.k8s_clusters[cluster] == {"in_cluster": True, "namespaces": namespaces}
-    assert settings.default_k8s_namespace == namespaces[0]
-    assert set(settings.k8s_clusters) == {cluster, *values["kubernetes"].get("otherClusters", {})}
+    assert settings.kubernetes.clusters[cluster] == {"in_cluster": True, "namespaces": namespaces}
+    assert settings.kubernetes.default_namespace == namespaces[0]
+    assert set(settings.kubernetes.clusters) == {
+        cluster,
+        *values["kubernetes"].get("otherClusters", {}),
+    }
     # every role gets the same settings; a change of them rolls every pod
     checksums = set()
     for dep in by_kind(docs)["Deployment"]:
@@ -463,7 +467,7 @@ def test_only_workers_reach_model_pods(render):
         k8s_namespace="scoring",
     )
     model_pod = pod_manifest(
-        job, ModelSpec(image=job.model_image), settings, fleet=settings.queue, worker="w"
+        job, ModelSpec(image=job.model_image), settings, fleet=settings.broker.queue, worker="w"
     )
     model_labels = model_pod["metadata"]["labels"]
     worker_labels = one(docs, "Deployment", "-worker")["spec"]["template"]["metadata"]["labels"]

@@ -105,7 +105,7 @@ def test_a_real_task_failed_event_is_masked(stack: LocalStack, outcomes: Outcome
         **app.conf.broker_transport_options,
         "wait_time_seconds": 1,
     }
-    ns = monitor.namespace(settings.queue)
+    ns = monitor.namespace(settings.broker.queue)
     failed: list[dict[str, Any]] = []
     errors: list[BaseException] = []
     stop = threading.Event()

@@ -495,7 +495,7 @@ class FakeKubelet:
                 {"phase": "Pending", "conditions": [{**unsched, "message": UNSCHEDULABLE_MESSAGE}]},
             )
             return
-        spec = self.settings.model_spec(run.image)
+        spec = self.settings.models.spec(run.image)
         if behaviour in PULL_MESSAGES or not spec.command:
             reason = behaviour if behaviour in PULL_MESSAGES else "ErrImagePull"
             waiting = {"reason": reason, "message": PULL_MESSAGES[reason].format(image=run.image)}

@@ -28,7 +28,7 @@ def monitored_app(moto_endpoint: str, bucket: str, **extra: str) -> tuple[Celery
         **app.conf.broker_transport_options,
         "wait_time_seconds": 1,
     }
-    return app, monitor.namespace(settings.queue)
+    return app, monitor.namespace(settings.broker.queue)
 
 
 def queues(moto_endpoint: str, prefix: str) -> list[str]:

@@ -103,19 +103,22 @@ def test_the_broker_tab_reads_queue_depths_from_sqs(moto_endpoint, bucket, monke
     env = base_env(moto_endpoint, bucket)
     settings = load(env)
     sqs = emulator_client("sqs", moto_endpoint)
-    url = sqs.create_queue(QueueName=settings.queue)["QueueUrl"]
-    sqs.create_queue(QueueName=settings.dead_letter_queue)
+    url = sqs.create_queue(QueueName=settings.broker.queue)["QueueUrl"]
+    sqs.create_queue(QueueName=settings.broker.dead_letter_queue)
     for _ in range(3):
         sqs.send_message(QueueUrl=url, MessageBody="x")
     sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=60)
     sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1)
     broker = flowerconf.SqsQueues(settings, client=sqs)
-    rows = asyncio.run(broker.queues([settings.queue, "no-such-queue"]))
+    rows = asyncio.run(broker.queues([settings.broker.queue, "no-such-queue"]))
     by_name = {r["name"]: r for r in rows}
-    assert set(by_name) == {settings.queue, settings.dead_letter_queue}  # the missing one: skipped
-    q = by_name[settings.queue]
+    assert set(by_name) == {
+        settings.broker.queue,
+        settings.broker.dead_letter_queue,
+    }  # the missing one: skipped
+    q = by_name[settings.broker.queue]
     assert (q["messages_ready"], q["messages_unacknowledged"], q["messages"]) == (2, 1, 4)
-    assert by_name[settings.dead_letter_queue]["messages"] == 0
+    assert by_name[settings.broker.dead_letter_queue]["messages"] == 0
 
 
 def test_the_broker_view_is_installed_for_sqs_only(settings, monkeypatch):
@@ -127,6 +130,6 @@ def test_the_broker_view_is_installed_for_sqs_only(settings, monkeypatch):
     assert isinstance(views.Broker("workers.compat_sqs:Transport://x"), flowerconf.SqsQueues)
     monkeypatch.setattr(views, "Broker", upstream)
     flowerconf.install_broker_view(
-        type("S", (), {"broker_url": "redis://localhost:6379/0"})()  # type: ignore[arg-type]
+        SimpleNamespace(broker=SimpleNamespace(url="redis://localhost:6379/0"))  # type: ignore[arg-type]
     )
     assert views.Broker is upstream

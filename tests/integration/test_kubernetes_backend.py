@@ -88,7 +88,7 @@ def new_job(image: str, ns: str = "scoring", k8s_cluster: str = "emu", **fields:
 
 
 def spec(backend: KubernetesBackend, image: str) -> ModelSpec:
-    return backend.settings.model_spec(image)
+    return backend.settings.models.spec(image)
 
 
 def assert_gone(cluster: Cluster, name: str) -> None:
@@ -121,7 +121,7 @@ def test_pod_manifest_is_locked_down_and_configurable():
         }
     )
     job = new_job("reg/small:1", key="in/2026/q3 été.csv", version_id="v7")
-    pod = pod_manifest(job, settings.model_spec("reg/small:1"), settings, fleet="q", worker="w-1")
+    pod = pod_manifest(job, settings.models.spec("reg/small:1"), settings, fleet="q", worker="w-1")
     meta, pspec = pod["metadata"], pod["spec"]
     assert meta["name"] == job.run_id and meta["namespace"] == "scoring"
     assert meta["labels"][FLEET_LABEL] == "q" and meta["labels"][RUN_LABEL] == job.run_id
@@ -149,7 +149,7 @@ def test_pod_manifest_is_locked_down_and_configurable():
         sc["capabilities"] == {"drop": ["ALL"]} and sc["seccompProfile"]["type"] == "RuntimeDefault"
     )
     # a catalog entry overrides the defaults for its images
-    big = pod_manifest(job, settings.model_spec("reg/big:2"), settings, fleet="q", worker="w")
+    big = pod_manifest(job, settings.models.spec("reg/big:2"), settings, fleet="q", worker="w")
     (c,) = big["spec"]["containers"]
     assert c["ports"][0]["containerPort"] == 9000 and c["args"] == ["serve"]
     assert c["resources"] == {"requests": {"cpu": "4", "nvidia.com/gpu": "1"}}
@@ -222,7 +222,7 @@ def test_pod_state_reads_the_kubelet_reports():
 def test_the_readiness_probe_is_the_protocols(entry, probe, readiness):
     settings = load({**BASE, "SCOREFLEET_MODEL_CATALOG": json.dumps({"reg/m:1": entry})})
     job = new_job("reg/m:1")
-    pod = pod_manifest(job, settings.model_spec("reg/m:1"), settings, fleet="q", worker="w")
+    pod = pod_manifest(job, settings.models.spec("reg/m:1"), settings, fleet="q", worker="w")
     (c,) = pod["spec"]["containers"]
     handler = {k: v for k, v in c["readinessProbe"].items() if k in ("httpGet", "tcpSocket")}
     assert handler == probe
@@ -557,7 +557,7 @@ from workers.backends.kubernetes import KubernetesBackend
 backend = KubernetesBackend(load(json.loads({env!r})), worker="doomed-worker")
 for run in {runs!r}:
     job = make_job(run, model_image="test/ok:1", k8s_cluster="emu", k8s_namespace="scoring")
-    backend.launch(job, backend.settings.model_spec("test/ok:1"))
+    backend.launch(job, backend.settings.models.spec("test/ok:1"))
 print("launched", flush=True)
 time.sleep(120)
 """

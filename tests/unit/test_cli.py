@@ -144,8 +144,8 @@ def test_local_models_merge_the_users_with_the_examples(tmp_path):
         "team/churn:2",
     ]
     settings = load({**BASE, "SCOREFLEET_MODEL_CATALOG": json.dumps(catalog)})
-    assert settings.model_spec("scorefleet-examples/iris:2.0").command is None  # exact only
-    assert settings.model_spec("lab/x:1").command == "serve --port {port}"  # on purpose
+    assert settings.models.spec("scorefleet-examples/iris:2.0").command is None  # exact only
+    assert settings.models.spec("lab/x:1").command == "serve --port {port}"  # on purpose
 
 
 def test_local_models_allow_each_catalog_image_at_a_boundary():
@@ -164,7 +164,7 @@ def test_local_models_allow_each_catalog_image_at_a_boundary():
     catalog, prefixes = local_models(env)
     assert prefixes.split(",") == ["scorefleet-examples/", "my/iris", "my/iris-2:1"]
     settings = load({**BASE, "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": prefixes})
-    assert all(settings.image_allowed(image) for image in catalog)
+    assert all(settings.models.image_allowed(image) for image in catalog)
 
 
 def test_a_bad_user_catalog_names_its_source(tmp_path):

@@ -170,7 +170,7 @@ def test_real_csv_passes_the_default_ratio():
     from tests.helpers import base_env
 
     s = load(base_env("http://127.0.0.1:1", "bkt"))
-    limits = Limits(s.max_expanded_bytes, s.max_expansion_ratio)
+    limits = Limits(s.scoring.max_expanded_bytes, s.scoring.max_expansion_ratio)
     rows = b"".join(b"%d,%d.5,%d,setosa\n" % (i, i % 7, i % 3) for i in range(1_000_000))
     for comp in (gzip.compress, bz2.compress):
         assert sum(len(p) for p in decompress(chunked(comp(rows), MiB), limits)) == len(rows)

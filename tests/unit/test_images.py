@@ -25,7 +25,7 @@ BASE = {
 
 
 def allowed(prefixes: str, image: str) -> bool:
-    return load({**BASE, "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": prefixes}).image_allowed(image)
+    return load({**BASE, "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": prefixes}).models.image_allowed(image)
 
 
 @pytest.mark.parametrize(
@@ -90,9 +90,9 @@ BAD_PREFIXES = [
 
 @pytest.mark.parametrize("prefix", GOOD_PREFIXES)
 def test_unambiguous_prefixes_are_accepted(prefix):
-    assert load({**BASE, "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": prefix}).allowed_image_prefixes == (
-        prefix,
-    )
+    assert load(
+        {**BASE, "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": prefix}
+    ).models.allowed_image_prefixes == (prefix,)
 
 
 @pytest.mark.parametrize(("prefix", "why"), BAD_PREFIXES)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from scorefleet.settings import ConfigError, load
+from scorefleet.settings import ConfigError
+from workers.settings import load
 
 BASE = {
     "SCOREFLEET_INPUT_URI": "s3://data/in",
@@ -23,14 +24,18 @@ CA_DATA = base64.b64encode(PEM).decode()
 def test_defaults():
     s = load(BASE)
     # the worker's own cluster, and only the default namespace on it
-    assert s.k8s_clusters == {"default": {"in_cluster": True, "namespaces": ["scoring"]}}
-    assert s.k8s_resources == {
+    assert s.kubernetes.clusters == {"default": {"in_cluster": True, "namespaces": ["scoring"]}}
+    assert s.kubernetes.resources == {
         "requests": {"cpu": "1", "memory": "2Gi"},
         "limits": {"memory": "2Gi"},
     }
-    assert s.k8s_node_selector == {} and s.k8s_tolerations == () and s.k8s_image_pull_secrets == ()
-    assert s.k8s_service_account == "" and s.k8s_active_deadline == 21600
-    assert s.k8s_unschedulable_timeout == 120
+    assert (
+        s.kubernetes.node_selector == {}
+        and s.kubernetes.tolerations == ()
+        and s.kubernetes.image_pull_secrets == ()
+    )
+    assert s.kubernetes.service_account == "" and s.kubernetes.active_deadline == 21600
+    assert s.kubernetes.unschedulable_timeout == 120
 
 
 def test_a_full_configuration(tmp_path: Path):
@@ -84,14 +89,19 @@ def test_a_full_configuration(tmp_path: Path):
         }
     )
     # an entry without namespaces gets the default one only (SCOREFLEET_K8S_NAMESPACES unset)
-    assert s.k8s_clusters == {
+    assert s.kubernetes.clusters == {
         name: {"namespaces": ["scoring"], **entry} for name, entry in clusters.items()
     }
-    assert s.namespaces_of("prod") == ("scoring", "team-a")
-    assert s.namespaces_of("blue") == ("scoring",) and s.namespaces_of("nowhere") is None
-    assert s.k8s_image_pull_secrets == ("regcred", "other.cred")
-    assert s.k8s_tolerations == ({"key": "scoring", "operator": "Exists", "effect": "NoSchedule"},)
-    assert s.model_spec("big/x:1").extra["args"] == ["serve"]
+    assert s.kubernetes.namespaces_of("prod") == ("scoring", "team-a")
+    assert (
+        s.kubernetes.namespaces_of("blue") == ("scoring",)
+        and s.kubernetes.namespaces_of("nowhere") is None
+    )
+    assert s.kubernetes.image_pull_secrets == ("regcred", "other.cred")
+    assert s.kubernetes.tolerations == (
+        {"key": "scoring", "operator": "Exists", "effect": "NoSchedule"},
+    )
+    assert s.models.spec("big/x:1").extra["args"] == ["serve"]
 
 
 def clusters(**entries: object) -> str:
@@ -224,6 +234,6 @@ def test_the_default_cluster_and_namespace_must_be_configured_for_the_kubernetes
                 "SCOREFLEET_DEFAULT_K8S_NAMESPACE": "team-b",
             }
         )
-    assert load({**env, "SCOREFLEET_DEFAULT_K8S_CLUSTER": "prod"}).k8s_clusters["prod"]
+    assert load({**env, "SCOREFLEET_DEFAULT_K8S_CLUSTER": "prod"}).kubernetes.clusters["prod"]
     # the local backend does not care
-    assert load({**env, "SCOREFLEET_LAUNCH_BACKEND": "local"}).launch_backend == "local"
+    assert load({**env, "SCOREFLEET_LAUNCH_BACKEND": "local"}).launch.backend == "local"

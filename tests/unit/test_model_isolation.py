@@ -194,7 +194,7 @@ def test_the_catalog_cannot_hand_a_model_the_workers_variables():
         with pytest.raises(ConfigError, match=f"{name}: a model gets no AWS_"):
             load({**base, "SCOREFLEET_MODEL_CATALOG": json.dumps(catalog)})
     ok = {"test/x:1": {"command": "m --port {port}", "env": {"OMP_NUM_THREADS": 1}}}
-    assert load({**base, "SCOREFLEET_MODEL_CATALOG": json.dumps(ok)}).model_catalog == ok
+    assert load({**base, "SCOREFLEET_MODEL_CATALOG": json.dumps(ok)}).models.catalog == ok
 
 
 def test_a_model_that_dies_leaves_no_home_behind(backend, tmp_path):

@@ -20,9 +20,9 @@ def test_the_registry_and_the_settings_name_the_same_protocols():
 
 def test_the_default_protocol_is_sagemaker():
     s = load({**BASE, "SCOREFLEET_MODEL_CATALOG": '{"reg/a:1": {"port": 1}}'})
-    assert s.model_spec("reg/a:1").protocol == "sagemaker"
-    assert s.model_spec("reg/unlisted:1").protocol == "sagemaker"
-    assert "protocol" not in s.model_spec("reg/a:1").extra
+    assert s.models.spec("reg/a:1").protocol == "sagemaker"
+    assert s.models.spec("reg/unlisted:1").protocol == "sagemaker"
+    assert "protocol" not in s.models.spec("reg/a:1").extra
 
 
 def test_an_unknown_protocol_stops_start_up_naming_the_variable():

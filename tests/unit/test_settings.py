@@ -15,12 +15,12 @@ BASE = {
 
 def test_defaults_and_normalisation():
     s = load(BASE)
-    assert str(s.input_uri) == "s3://data/in/"
-    assert str(s.error_uri) == "s3://data/out/"  # defaults to the output prefix
-    assert str(s.state_uri) == "s3://data/scorefleet-state/"
-    assert s.max_payload_bytes == 1024 * 1024
-    assert s.broker_tls is True and s.launch_backend == "local"
-    assert s.default_k8s_namespace == "scoring"
+    assert str(s.storage.input_uri) == "s3://data/in/"
+    assert str(s.storage.error_uri) == "s3://data/out/"  # defaults to the output prefix
+    assert str(s.storage.state_uri) == "s3://data/scorefleet-state/"
+    assert s.scoring.max_payload_bytes == 1024 * 1024
+    assert s.broker.tls is True and s.launch.backend == "local"
+    assert s.kubernetes.default_namespace == "scoring"
 
 
 def test_missing_required_variables_are_all_named():
@@ -74,11 +74,11 @@ def test_model_catalog_lookup(tmp_path: Path):
         ' "reg/*": {"send_header": false, "cpu": "2"}, "*": {"port": 9000}}'
     )
     s = load({**BASE, "SCOREFLEET_MODEL_CATALOG": str(cat)})
-    exact = s.model_spec("reg/iris:1")
+    exact = s.models.spec("reg/iris:1")
     assert exact.command == "x --port {port}" and exact.response_header and exact.send_header
-    pattern = s.model_spec("reg/other:2")
+    pattern = s.models.spec("reg/other:2")
     assert pattern.send_header is False and pattern.extra == {"cpu": "2"}
-    assert s.model_spec("elsewhere/x").port == 9000
+    assert s.models.spec("elsewhere/x").port == 9000
 
 
 def test_catalog_patterns_match_at_a_boundary():
@@ -110,7 +110,7 @@ def test_catalog_patterns_match_at_a_boundary():
         ("reg/tagged:10", 9),
         ("elsewhere/x", 9),
     ):
-        assert s.model_spec(image).port == port, image
+        assert s.models.spec(image).port == port, image
 
 
 @pytest.mark.parametrize("pattern", ["reg/iris-*", "reg/iris.*", "Reg/*", "reg/*/x*", "a**"])
@@ -122,9 +122,9 @@ def test_an_ambiguous_catalog_pattern_stops_start_up(pattern):
 
 def test_allowed_prefixes():
     s = load({**BASE, "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": "a/, b/"})
-    assert s.image_allowed("a/x:1") and s.image_allowed("b/y")
-    assert not s.image_allowed("c/a/x")
-    assert load({**BASE, "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": "*"}).image_allowed("anything")
+    assert s.models.image_allowed("a/x:1") and s.models.image_allowed("b/y")
+    assert not s.models.image_allowed("c/a/x")
+    assert load({**BASE, "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": "*"}).models.image_allowed("anything")
 
 
 def test_configuration_docs_match_the_code():
@@ -162,9 +162,11 @@ def test_steps_queue_is_derived_from_the_task_queue():
             "SCOREFLEET_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/fleet",
         }
     )
-    assert s.steps_queue == "fleet-steps"
-    assert s.steps_queue_url == "https://sqs.eu-west-1.amazonaws.com/123456789012/fleet-steps"
-    assert load(BASE).steps_queue_url == ""
+    assert s.broker.steps_queue == "fleet-steps"
+    assert (
+        s.broker.steps_queue_url == "https://sqs.eu-west-1.amazonaws.com/123456789012/fleet-steps"
+    )
+    assert load(BASE).broker.steps_queue_url == ""
 
 
 def test_later_steps_are_routed_to_the_steps_queue():
@@ -186,8 +188,11 @@ def test_the_dead_letter_queue_url_is_known_beside_the_queue_url():
     the depths of the task, steps and dead-letter queues)."""
     url = "https://sqs.eu-west-1.amazonaws.com/123456789012/scorefleet"
     s = load({**BASE, "SCOREFLEET_QUEUE": "scorefleet", "SCOREFLEET_QUEUE_URL": url})
-    assert s.dead_letter_queue_url == url + "-dlq" and s.steps_queue_url == url + "-steps"
+    assert (
+        s.broker.dead_letter_queue_url == url + "-dlq"
+        and s.broker.steps_queue_url == url + "-steps"
+    )
     own = "https://sqs.eu-west-1.amazonaws.com/123456789012/elsewhere"
     s = load({**BASE, "SCOREFLEET_QUEUE": "scorefleet", "SCOREFLEET_DEAD_LETTER_QUEUE": own})
-    assert s.dead_letter_queue_url == own
-    assert load({**BASE, "SCOREFLEET_QUEUE": "scorefleet"}).dead_letter_queue_url == ""
+    assert s.broker.dead_letter_queue_url == own
+    assert load({**BASE, "SCOREFLEET_QUEUE": "scorefleet"}).broker.dead_letter_queue_url == ""

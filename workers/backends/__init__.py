@@ -13,19 +13,19 @@ __all__ = ["Endpoint", "LaunchBackend", "make_backend"]
 
 
 def make_backend(settings: Settings) -> LaunchBackend:
-    if settings.launch_backend == "local":
+    if settings.launch.backend == "local":
         from workers.backends.local import LocalBackend
 
         return LocalBackend(
-            settings.state_dir,
-            settings.launch_timeout,
-            settings.model_log_lines,
-            warm_idle=settings.warm_idle_seconds,
-            warm_max=settings.warm_max_per_image,
-            max_live=settings.max_live_models,
+            settings.local.state_dir,
+            settings.models.launch_timeout,
+            settings.models.log_lines,
+            warm_idle=settings.launch.warm_idle_seconds,
+            warm_max=settings.launch.warm_max_per_image,
+            max_live=settings.local.max_live_models,
         )
-    if settings.launch_backend == "kubernetes":
+    if settings.launch.backend == "kubernetes":
         from workers.backends.kubernetes import KubernetesBackend
 
         return KubernetesBackend(settings)
-    raise NotImplementedError(f"launch backend {settings.launch_backend!r} is not available")
+    raise NotImplementedError(f"launch backend {settings.launch.backend!r} is not available")

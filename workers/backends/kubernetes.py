@@ -274,7 +274,7 @@ def pod_manifest(
         "name": CONTAINER,
         "image": spec.image,
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
-        "resources": _quantities(extra.get("resources", settings.k8s_resources)),
+        "resources": _quantities(extra.get("resources", settings.kubernetes.resources)),
         "readinessProbe": {
             **_probe_handler(spec, port),
             "periodSeconds": 2,
@@ -301,20 +301,20 @@ def pod_manifest(
         "restartPolicy": "Always",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "activeDeadlineSeconds": int(settings.k8s_active_deadline),
+        "activeDeadlineSeconds": int(settings.kubernetes.active_deadline),
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
     }
-    node_selector = extra.get("node_selector", settings.k8s_node_selector)
+    node_selector = extra.get("node_selector", settings.kubernetes.node_selector)
     if node_selector:
         pod_spec["nodeSelector"] = dict(node_selector)
-    tolerations = extra.get("tolerations", settings.k8s_tolerations)
+    tolerations = extra.get("tolerations", settings.kubernetes.tolerations)
     if tolerations:
         pod_spec["tolerations"] = [dict(t) for t in tolerations]
-    secrets = extra.get("image_pull_secrets", settings.k8s_image_pull_secrets)
+    secrets = extra.get("image_pull_secrets", settings.kubernetes.image_pull_secrets)
     if secrets:
         pod_spec["imagePullSecrets"] = [{"name": s} for s in secrets]
-    service_account = extra.get("service_account", settings.k8s_service_account)
+    service_account = extra.get("service_account", settings.kubernetes.service_account)
     if service_account:
         pod_spec["serviceAccountName"] = service_account
     annotations = {
@@ -624,18 +624,18 @@ class KubernetesBackend:
         worker: str | None = None,
     ) -> None:
         self.settings = settings
-        self.clusters_config = dict(settings.k8s_clusters)
-        self.launch_timeout = float(settings.launch_timeout)
-        self.unschedulable_timeout = float(settings.k8s_unschedulable_timeout)
-        self.log_lines = settings.model_log_lines
-        self.fleet = label_value(settings.queue) or "scorefleet"
+        self.clusters_config = dict(settings.kubernetes.clusters)
+        self.launch_timeout = float(settings.models.launch_timeout)
+        self.unschedulable_timeout = float(settings.kubernetes.unschedulable_timeout)
+        self.log_lines = settings.models.log_lines
+        self.fleet = label_value(settings.broker.queue) or "scorefleet"
         self.worker = worker or worker_identity()
         self.calls = ApiCallCounter()
         self._clusters: dict[str, Cluster] = {}
         self._lock = threading.Lock()
         # warm mode: the pods this worker parked, per (cluster, namespace, image)
-        self.warm_idle = float(settings.warm_idle_seconds)
-        self.warm_max = int(settings.warm_max_per_image)
+        self.warm_idle = float(settings.launch.warm_idle_seconds)
+        self.warm_max = int(settings.launch.warm_max_per_image)
         self._warm: dict[tuple[str, str, str], list[ParkedPod]] = {}
         # the pod name and URL of each run this process launched (see endpoint())
         self._endpoints: OrderedDict[str, tuple[str, str]] = OrderedDict()
@@ -653,9 +653,9 @@ class KubernetesBackend:
                     f"k8s_cluster {name!r} is not a configured cluster (configured: {known}); "
                     "fix the file's k8s_cluster tag or add the cluster to SCOREFLEET_K8S_CLUSTERS"
                 )
-            cfg = cluster_configuration(name, entry, self.settings.aws_region)
+            cfg = cluster_configuration(name, entry, self.settings.aws.region)
             api = PodsApi(k8s.CoreV1Api(CountingApiClient(cfg, self.calls)))
-            cluster = Cluster(name, api, self.settings.namespaces_of(name) or ())
+            cluster = Cluster(name, api, self.settings.kubernetes.namespaces_of(name) or ())
             self._clusters[name] = cluster
             return cluster
 
@@ -982,7 +982,7 @@ class KubernetesBackend:
         if not job.handle.get("pod"):
             return False
         url = self._url_of(cluster, ns, name, job)
-        if not url or not probe(url, self.settings.model_spec(job.model_image)):
+        if not url or not probe(url, self.settings.models.spec(job.model_image)):
             return False
         key = (cluster.name, ns, job.model_image)
         with self._lock:
@@ -1071,7 +1071,7 @@ class KubernetesBackend:
         removed: list[str] = []
         now = time.time()
         for cluster_name in self.clusters_config:
-            for ns in self.settings.namespaces_of(cluster_name) or ():
+            for ns in self.settings.kubernetes.namespaces_of(cluster_name) or ():
                 try:
                     cluster = self.cluster(cluster_name)
                     removed += self._reap_namespace(cluster, ns, now, max_age, is_finished)

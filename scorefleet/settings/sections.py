@@ -1,0 +1,570 @@
+"""The settings, by section: each variable declared once, on the field that holds it
+(:func:`~scorefleet.settings.declare.var`: name, default, meaning, parser and range).
+
+The order of the fields is the order of the reference table (docs/configuration.md)
+and of the problems a bad configuration reports.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scorefleet import images
+from scorefleet.s3uri import S3Uri
+from scorefleet.settings.catalog import ModelSpec, parse_model_catalog, spec_for
+from scorefleet.settings.declare import Located, Parser, choice, comma_list, flag, json_or_file, var
+from scorefleet.settings.declare import number as num
+
+#: SQS: a message's visibility cannot be extended past 12 hours from its receipt.
+SQS_VISIBILITY_CAP = 43200
+#: Kubernetes namespace / DNS-1123 label.
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z", re.ASCII)
+#: A cluster name (K8S_CLUSTERS keys and the k8s_cluster tag).
+CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z", re.ASCII)
+_SQS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,75}(\.fifo)?\Z", re.ASCII)
+
+
+# --------------------------------------------------------------------- parsers
+def _s3_prefix(value: str) -> S3Uri | None:
+    return S3Uri.parse(value).as_prefix() if value else None
+
+
+S3_PREFIX = Located(_s3_prefix)
+
+
+def _queue_name(value: str) -> str:
+    if not _SQS_NAME.match(value):
+        raise ValueError("letters, digits, '-' and '_' only, at most 80 characters")
+    return value
+
+
+def _label(value: str) -> str:
+    if not DNS1123_LABEL.match(value):
+        raise ValueError("must be a DNS-1123 label (lowercase letters, digits, '-')")
+    return value
+
+
+def _prefixes(value: str) -> tuple[str, ...]:
+    items = tuple(images.check_prefix(p.strip()) for p in value.split(",") if p.strip())
+    if not items:
+        raise ValueError("give at least one prefix")
+    return items
+
+
+def _namespace_list(value: str) -> tuple[str, ...]:
+    items = comma_list()(value)
+    bad = [n for n in items if not DNS1123_LABEL.match(n)]
+    if bad:
+        raise ValueError(f"{', '.join(map(repr, bad))}: not a namespace name (DNS-1123 label)")
+    return items
+
+
+def _namespaces(entry: Mapping[str, Any]) -> None:
+    namespaces = entry.get("namespaces")
+    if namespaces is not None and (
+        not isinstance(namespaces, list)
+        or not namespaces
+        or not all(isinstance(n, str) and DNS1123_LABEL.match(n) for n in namespaces)
+    ):
+        raise ValueError("namespaces must be a non-empty list of namespace names")
+
+
+def parse_clusters(value: str) -> dict[str, dict[str, Any]]:
+    """K8S_CLUSTERS as far as every process needs it: the cluster names and their
+    namespaces (what a file's tags may name). How to reach each cluster is checked
+    by the kubernetes backend (:mod:`workers.backends.k8s_config`)."""
+    if not value:
+        return {}
+    data = json_or_file(value)
+    if (
+        not isinstance(data, dict)
+        or not data
+        or not all(isinstance(v, dict) for v in data.values())
+    ):
+        raise ValueError('expected a JSON object {"<cluster name>": {...}, ...}')
+    for name, entry in data.items():
+        try:
+            _namespaces(entry)
+        except ValueError as exc:
+            raise ValueError(f"cluster {name!r}: {exc}") from None
+        if not CLUSTER_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid cluster name")
+    return data
+
+
+def _json(empty: Any) -> Parser[Any]:
+    """Inline JSON, checked by the kubernetes backend (workers/backends/k8s_config.py)."""
+
+    def parse(value: str) -> Any:
+        import json
+
+        return json.loads(value) if value else empty
+
+    return Parser(parse)
+
+
+def _state_dir(value: str) -> Path:
+    return Path(value).expanduser() if value else Path.home() / ".local" / "state" / "scorefleet"
+
+
+def _log_level(value: str) -> str:
+    return choice("debug", "info", "warning", "error")(value).upper()
+
+
+MB = 1024 * 1024
+
+
+# -------------------------------------------------------------------- sections
+@dataclass(frozen=True)
+class Storage:
+    """Where files come from and where outcomes and run records go."""
+
+    input_uri: S3Uri = var(
+        "INPUT_URI",
+        None,
+        "S3 prefix that is watched for files to score, e.g. s3://data/in/",
+        S3_PREFIX,
+        required=True,
+    )
+    output_uri: S3Uri = var(
+        "OUTPUT_URI",
+        None,
+        "S3 prefix where <relative path>.scoreout is published",
+        S3_PREFIX,
+        required=True,
+    )
+    error_uri: S3Uri = var(
+        "ERROR_URI", "", "S3 prefix for <relative path>.error (default: OUTPUT_URI)", S3_PREFIX
+    )
+    state_uri: S3Uri = var(
+        "STATE_URI",
+        "",
+        "S3 prefix for run records and staging (default: s3://<output bucket>/scorefleet-state/)",
+        S3_PREFIX,
+    )
+
+    def ignored_prefixes(self) -> tuple[S3Uri, ...]:
+        """Locations the pipeline writes to: events for them must never be scored."""
+        return (self.output_uri, self.error_uri, self.state_uri)
+
+
+@dataclass(frozen=True)
+class Aws:
+    region: str = var(
+        "AWS_REGION",
+        "",
+        "AWS region (default: AWS_REGION, then AWS_DEFAULT_REGION, then us-east-1)",
+    )
+
+
+@dataclass(frozen=True)
+class Broker:
+    """The Celery broker: SQS queues."""
+
+    url: str = var(
+        "BROKER_URL",
+        "sqs://",
+        "Celery broker URL; sqs:// uses the AWS default credential chain (IRSA on EKS)",
+    )
+    tls: bool = var(
+        "BROKER_TLS",
+        "true",
+        "use HTTPS to reach SQS (false only for a local emulator)",
+        flag,
+        expected="true or false",
+    )
+    queue: str = var(
+        "QUEUE",
+        "scorefleet",
+        "name of the Celery task queue on SQS (new files); the later steps of files already "
+        "running use <QUEUE>-steps beside it, so a burst of new files waits behind them",
+        _queue_name,
+        expected="a valid SQS queue name",
+    )
+    queue_url: str = var(
+        "QUEUE_URL",
+        "",
+        "full SQS URL of the task queue (the steps queue's is derived from it); set it in "
+        "production so no ListQueues/CreateQueue permission is needed",
+    )
+    dead_letter_queue: str = var(
+        "DEAD_LETTER_QUEUE",
+        "",
+        "name or URL of the task queue's dead-letter queue, for `scorefleet dlq` and Flower's "
+        "Broker tab (default: <QUEUE>-dlq; a name is looked for beside QUEUE_URL when that is "
+        "set)",
+    )
+    visibility_timeout: int = var(
+        "VISIBILITY_TIMEOUT",
+        "300",
+        "SQS visibility timeout in seconds; must match the queue's own setting. Running "
+        "steps extend it as they go, so it only bounds how soon a dead worker's message "
+        "comes back",
+        num(5, 43200),
+    )
+
+    @property
+    def steps_queue(self) -> str:
+        """The queue of the steps after launch (score, upload, teardown): apart from
+        new files, so a burst of new files cannot hold up files already running."""
+        return f"{self.queue}-steps"
+
+    @property
+    def steps_queue_url(self) -> str:
+        """Beside QUEUE_URL (same account and region), when that is set."""
+        if not self.queue_url:
+            return ""
+        return self.queue_url.rstrip("/").rsplit("/", 1)[0] + "/" + self.steps_queue
+
+    @property
+    def dead_letter_queue_url(self) -> str:
+        """DEAD_LETTER_QUEUE if it is a URL, else beside QUEUE_URL when that is set
+        (as the template makes it), else ''. Known without GetQueueUrl."""
+        dlq = self.dead_letter_queue
+        if dlq.startswith(("https://", "http://")):
+            return dlq
+        if not self.queue_url or not dlq:
+            return ""
+        return self.queue_url.rstrip("/").rsplit("/", 1)[0] + "/" + dlq
+
+
+@dataclass(frozen=True)
+class Models:
+    """Which model images may run, and how each is run (the catalog)."""
+
+    default_image: str = var(
+        "DEFAULT_MODEL_IMAGE",
+        "",
+        "model image used when a file has no model_image tag (empty: such files get an .error)",
+    )
+    allowed_image_prefixes: tuple[str, ...] = var(
+        "ALLOWED_IMAGE_PREFIXES",
+        None,
+        "comma-separated image prefixes that may be run, e.g. "
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com/models/ ('*' allows any image: "
+        "not for production)",
+        _prefixes,
+        expected="a list of prefixes",
+        required=True,
+    )
+    catalog: Mapping[str, Mapping[str, Any]] = var(
+        "MODEL_CATALOG",
+        "",
+        "per-image settings as JSON, or a path to a JSON file (see docs/configuration.md)",
+        parse_model_catalog,
+        expected="a model catalog",
+    )
+    launch_timeout: float = var(
+        "LAUNCH_TIMEOUT",
+        "180",
+        "seconds a model container may take to be ready (GET /ping for the sagemaker "
+        "protocol; each protocol says what ready is: docs/models.md)",
+        num(1, 3600, integer=False),
+    )
+    log_lines: int = var(
+        "MODEL_LOG_LINES",
+        "40",
+        "how many of the model's last log lines go into an .error file",
+        num(0, 1000),
+    )
+
+    def image_allowed(self, image: str) -> bool:
+        """Is ``image`` a valid reference under an allowed prefix (at a boundary)?"""
+        return images.image_allowed(self.allowed_image_prefixes, image)
+
+    def spec(self, image: str) -> ModelSpec:
+        """The catalog entry that applies to ``image`` (:func:`.catalog.spec_for`)."""
+        return spec_for(self.catalog, image)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How model containers are started, kept warm and reaped."""
+
+    backend: str = var(
+        "LAUNCH_BACKEND",
+        "local",
+        "how model containers are started: local (a process per file) or kubernetes "
+        "(a pod per file)",
+        choice("local", "kubernetes"),
+        expected="a backend",
+    )
+    warm_idle_seconds: float = var(
+        "WARM_IDLE_SECONDS",
+        "0",
+        "warm mode (opt-in): keep a model container alive this many seconds after its file "
+        "and reuse it for the next file of the same image; 0: a fresh container per file",
+        num(0, 86400, integer=False),
+    )
+    warm_max_per_image: int = var(
+        "WARM_MAX_PER_IMAGE",
+        "4",
+        "warm mode: at most this many idle containers kept per image (and cluster/namespace)",
+        num(1, 100),
+    )
+    reap_interval: float = var(
+        "REAP_INTERVAL",
+        "300",
+        "seconds between runs of the reaper (beat) that removes model containers left behind",
+        num(10, 86400, integer=False),
+    )
+    reap_max_age: float = var(
+        "REAP_MAX_AGE",
+        "21600",
+        "a model container older than this many seconds is removed by the reaper "
+        "whatever its state",
+        num(60, 7 * 86400, integer=False),
+    )
+
+
+@dataclass(frozen=True)
+class Kubernetes:
+    """The kubernetes backend: the clusters and namespaces files may name (what every
+    process needs), and the pods' settings (checked in depth by the backend,
+    workers/backends/k8s_config.py, at worker start-up)."""
+
+    default_cluster: str = var(
+        "DEFAULT_K8S_CLUSTER",
+        "default",
+        "cluster used when a file has no k8s_cluster tag",
+        _label,
+        expected="a cluster name",
+    )
+    default_namespace: str = var(
+        "DEFAULT_K8S_NAMESPACE",
+        "scoring",
+        "namespace used when a file has no k8s_namespace tag",
+        _label,
+        expected="a namespace name",
+    )
+    clusters: Mapping[str, Mapping[str, Any]] = var(
+        "K8S_CLUSTERS",
+        "",
+        "kubernetes backend: the clusters a k8s_cluster tag may name, as JSON or a path to a "
+        "JSON file (see docs/kubernetes.md); empty: DEFAULT_K8S_CLUSTER is the worker's own "
+        "cluster (in-cluster config)",
+        parse_clusters,
+        expected="a cluster map",
+    )
+    namespaces: tuple[str, ...] = var(
+        "K8S_NAMESPACES",
+        "",
+        "comma-separated namespaces a k8s_namespace tag may name on a cluster whose "
+        "K8S_CLUSTERS entry lists none (and on the default cluster when K8S_CLUSTERS is "
+        "empty); the reaper looks in the same ones. Empty: DEFAULT_K8S_NAMESPACE only",
+        _namespace_list,
+        expected="a list of namespaces",
+    )
+    resources: Mapping[str, Any] = var(
+        "K8S_RESOURCES",
+        '{"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}}',
+        "kubernetes backend: resources of a model container as JSON, as in a pod spec "
+        "(catalog key resources overrides it per image)",
+        _json({}),
+        expected="a resources object",
+    )
+    node_selector: Mapping[str, str] = var(
+        "K8S_NODE_SELECTOR",
+        "",
+        'kubernetes backend: nodeSelector of model pods as JSON, e.g. {"workload": "scoring"} '
+        "(catalog key node_selector overrides it per image)",
+        _json({}),
+        expected="a node selector",
+    )
+    tolerations: tuple[Mapping[str, Any], ...] = var(
+        "K8S_TOLERATIONS",
+        "",
+        "kubernetes backend: tolerations of model pods as a JSON list, as in a pod spec "
+        "(catalog key tolerations overrides it per image)",
+        _json([]),
+        expected="a list of tolerations",
+    )
+    image_pull_secrets: tuple[str, ...] = var(
+        "K8S_IMAGE_PULL_SECRETS",
+        "",
+        "kubernetes backend: comma-separated Secret names for pulling model images (none "
+        "needed for ECR with the nodes' IAM role; catalog key image_pull_secrets overrides it)",
+        comma_list(),
+        expected="a list of names",
+    )
+    service_account: str = var(
+        "K8S_SERVICE_ACCOUNT",
+        "",
+        "kubernetes backend: service account of model pods (default: the namespace's "
+        "default); its token is never mounted",
+        expected="a service account",
+    )
+    active_deadline: int = var(
+        "K8S_ACTIVE_DEADLINE",
+        "21600",
+        "kubernetes backend: activeDeadlineSeconds of a model pod, the last-resort bound on "
+        "its life",
+        num(60, 7 * 86400),
+    )
+    unschedulable_timeout: float = var(
+        "K8S_UNSCHEDULABLE_TIMEOUT",
+        "120",
+        "kubernetes backend: seconds a model pod may stay unschedulable before its launch "
+        "is retried later (counted as a transient failure)",
+        num(1, 3600, integer=False),
+    )
+
+    def namespaces_of(self, cluster: str) -> tuple[str, ...] | None:
+        """The namespaces files may name on ``cluster`` (None: not a configured cluster)."""
+        entry = self.clusters.get(cluster)
+        return None if entry is None else tuple(entry.get("namespaces") or ())
+
+
+@dataclass(frozen=True)
+class Local:
+    """The local backend (a model process per file, on the worker's machine)."""
+
+    max_live_models: int = var(
+        "MAX_LIVE_MODELS",
+        "0",
+        "local backend: at most this many model processes on the machine at once (running or "
+        "warm); a launch beyond it waits its turn in the queue. 0: no limit (kubernetes: use a "
+        "ResourceQuota, which launches also wait for)",
+        num(0, 10000),
+    )
+    state_dir: Path = var(
+        "STATE_DIR",
+        "",
+        "local backend: directory for model process records and logs (default: "
+        "~/.local/state/scorefleet)",
+        _state_dir,
+    )
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """The data path: mini-batches, the model's answers, input limits, step time."""
+
+    max_payload_bytes: int = var(
+        "MAX_PAYLOAD_MB",
+        "1",
+        "upper bound of one mini-batch sent to the model, in MB (like SageMaker's "
+        "MaxPayloadInMB, which allows up to 100); small batches keep several in flight",
+        num(0.01, 100, integer=False, scale=MB),
+        key="max_payload_bytes",
+    )
+    max_in_flight: int = var(
+        "MAX_IN_FLIGHT", "4", "mini-batches sent to the model concurrently per file", num(1, 64)
+    )
+    model_timeout: float = var(
+        "MODEL_TIMEOUT",
+        "120",
+        "seconds the model has to answer one mini-batch, in total (a model that sends its "
+        "answer slowly is cut off when they are up)",
+        num(1, 3600, integer=False),
+    )
+    max_answer_ratio: float = var(
+        "MAX_ANSWER_RATIO",
+        "20",
+        "a model's answer to a mini-batch may be at most this many times the size of the "
+        "request (but always MAX_ANSWER_FLOOR_MB); a bigger answer is an error, so a model "
+        "cannot exhaust the worker's memory",
+        num(1, 10000, integer=False),
+    )
+    max_answer_floor_bytes: int = var(
+        "MAX_ANSWER_FLOOR_MB",
+        "1",
+        "the smallest cap on a model's answer to one mini-batch, in MB (see MAX_ANSWER_RATIO)",
+        num(0.01, 4096, integer=False, scale=MB),
+        key="max_answer_floor_bytes",
+    )
+    max_expanded_bytes: int = var(
+        "MAX_EXPANDED_GB",
+        "50",
+        "a compressed input file (gzip, bzip2, xz, zstd) is refused with an .error once it "
+        "expands past this many GB",
+        num(0.001, 100000, integer=False, scale=1e9),
+        key="max_expanded_bytes",
+    )
+    max_expansion_ratio: float = var(
+        "MAX_EXPANSION_RATIO",
+        "200",
+        "a compressed input file is refused with an .error once it has expanded to more than "
+        "16 MiB and more than this many times the compressed bytes read so far (real CSV "
+        "compresses 3-100 times; a decompression bomb 1000 times and more)",
+        num(2, 1e9, integer=False),
+    )
+    max_step_seconds: float = var(
+        "MAX_STEP_SECONDS",
+        "42300",
+        "a step that runs this long stops with an .error rather than run past what SQS can "
+        "protect (a message's visibility cannot be extended past 12 hours from its receipt); "
+        "MAX_STEP_SECONDS + MODEL_TIMEOUT must stay under 43200",
+        num(5, 43200, integer=False),
+    )
+    csv_header: str = var(
+        "CSV_HEADER",
+        "auto",
+        "whether input files start with a header row: auto, present or absent",
+        choice("auto", "present", "absent"),
+        expected="a header mode",
+    )
+
+
+@dataclass(frozen=True)
+class Retries:
+    """Retries of a step after a transient failure."""
+
+    max: int = var(
+        "RETRY_MAX",
+        "5",
+        "retries of a step after a transient failure (connection error, 5xx, throttling)",
+        num(0, 50),
+    )
+    backoff: float = var(
+        "RETRY_BACKOFF",
+        "2",
+        "first retry delay in seconds; doubles each retry, with full jitter",
+        num(0, 900, integer=False),
+    )
+    backoff_max: float = var(
+        "RETRY_BACKOFF_MAX",
+        "300",
+        "longest retry delay in seconds (at most 900: retries wait in SQS, not in the worker)",
+        num(0, 900, integer=False),
+    )
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    """Logs, Celery events for Flower, and Flower itself."""
+
+    log_level: str = var(
+        "LOG_LEVEL",
+        "INFO",
+        "log level of workers and the Lambda",
+        _log_level,
+        expected="a level",
+    )
+    events: bool = var(
+        "EVENTS",
+        "true",
+        "workers send Celery events and answer remote control over SNS fanout, for Flower and "
+        "celery events/inspect (docs/flower.md); false: no SNS is used",
+        flag,
+        expected="true or false",
+    )
+    idle: int = var(
+        "MONITOR_IDLE",
+        "900",
+        "seconds after which the sweeper (beat) deletes an event, reply or control queue whose "
+        "Flower, celery events/inspect or worker stopped refreshing it",
+        num(60, 7 * 86400),
+    )
+    flower_unauthenticated: bool = var(
+        "FLOWER_UNAUTHENTICATED",
+        "false",
+        "true lets Flower start without FLOWER_BASIC_AUTH (or OAuth), on a loopback address "
+        "only: for the local stack, never in production",
+        flag,
+        expected="true or false",
+    )
