@@ -54,7 +54,7 @@ from bench.flower_events import recorded_requests, recorder
 from bench.large_file import write_rows
 from bench.memory import vm_hwm
 from bench.storm import body
-from tasks.s3io import encode_tags
+from scorefleet.storage.s3io import encode_tags
 from workers.localaws import start_moto
 from workers.localstack import BUCKET, IRIS_IMAGE, LocalStack, free_port, stop_process
 
