@@ -44,12 +44,14 @@ class Client:
         self.stack = stack
         self.s3 = emulator_client("s3", stack.endpoint)
 
-    def drop(self, key: str, path: Path, image: str = IRIS_IMAGE) -> float:
+    def drop(
+        self, key: str, path: Path, image: str = IRIS_IMAGE, tags: dict | None = None
+    ) -> float:
         self.s3.upload_file(
             str(path),
             BUCKET,
             f"in/{key}",
-            ExtraArgs={"Tagging": encode_tags({"model_image": image})},
+            ExtraArgs={"Tagging": encode_tags({"model_image": image, **(tags or {})})},
         )
         return time.perf_counter()
 

@@ -9,7 +9,14 @@ the ratio shows whether memory grows with file size.
 decompression bombs (gzip, bzip2, xz: about 1 MiB or less that expand to 1 GiB
 of valid rows), which must be refused with an ``.error`` while RSS stays flat.
 
-    python -m bench.memory [--sizes-mb 10,100,1000] [--compressed] [--json results.json]
+``--parquet-mb 1000`` adds Parquet inputs (issue 14): a file of that size with an id,
+the four iris features (full-precision doubles, so it does not compress away) and a
+160-character note the model never sees, scored with ``keep_columns=id``; once in
+row groups of 250,000 rows, once as a single row group (refused from the footer,
+workers.formats.MAX_ROW_GROUP_BYTES).
+
+    python -m bench.memory [--sizes-mb 10,100,1000] [--compressed] [--parquet-mb 1000]
+                           [--json results.json]
 """
 
 from __future__ import annotations
@@ -99,16 +106,112 @@ def compressed_runs(client: Client, worker: int, tmp: Path) -> list[tuple]:
     return results
 
 
+def write_parquet(path: Path, mb: float, row_group: int) -> int:
+    """About ``mb`` MB of Parquet: id, the iris features, a note; returns its rows."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(5)
+    names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    rows, writer, chunk = 0, None, 250_000
+    while not path.exists() or path.stat().st_size < mb * 1e6:
+        cols = {"id": pa.array(np.arange(rows, rows + chunk, dtype=np.int64))}
+        for name in names:
+            cols[name] = pa.array(rng.uniform(0.1, 8, chunk))
+        notes = rng.integers(0, 2**63, (chunk, 10), dtype=np.int64)
+        cols["note"] = pa.array([r.tobytes().hex() for r in notes])
+        table = pa.table(cols)
+        if writer is None:
+            writer = pq.ParquetWriter(path, table.schema)
+        writer.write_table(table, row_group_size=row_group)
+        rows += chunk
+    assert writer is not None
+    writer.close()
+    return rows
+
+
+def parquet_runs(client: Client, worker: int, tmp: Path, mb: float) -> list[tuple]:
+    results = []
+    for label, row_group in (("row groups of 250,000 rows", 250_000), ("one row group", 0)):
+        path = tmp / f"table-{row_group}.parquet"
+        if row_group:
+            rows = write_parquet(path, mb, row_group)
+        else:  # one row group: the same rows, rewritten whole
+            import pyarrow.parquet as pq
+
+            src = tmp / "table-250000.parquet"
+            table = pq.read_table(src)
+            rows = table.num_rows
+            pq.write_table(table, path, row_group_size=rows)
+            del table
+        suffix, peak, before, secs = measure_tagged(
+            client, worker, path.name, path, {"keep_columns": "id", "drop_columns": "id note"}
+        )
+        results.append((label, rows, path.stat().st_size, suffix, peak, before, secs))
+    for row_group in (250_000, 0):
+        (tmp / f"table-{row_group}.parquet").unlink()
+    return results
+
+
+def rss_split(pid: int) -> tuple[int, int]:
+    """(anonymous, file-backed) resident bytes of ``pid`` now."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    anon, file = (int(fields[k].split()[0]) * 1024 for k in ("RssAnon", "RssFile"))
+    return anon, file
+
+
+#: key -> (anonymous, file-backed) bytes at the largest sampled resident set
+SPLITS: dict[str, tuple[int, int]] = {}
+
+
+def measure_tagged(
+    client: Client, worker: int, key: str, path: Path, tags: dict
+) -> tuple[str, int, int, float]:
+    """Like :func:`measure`, with tags; also samples the anonymous and file-backed
+    parts of the resident set (shared libraries' pages are file-backed)."""
+    import threading
+
+    time.sleep(0.5)
+    if not reset_hwm(worker):
+        raise SystemExit("cannot reset VmHWM (needs /proc/<pid>/clear_refs)")
+    before = vm_hwm(worker)
+    most = [0, 0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.1):
+            anon, file = rss_split(worker)
+            if anon + file > sum(most):
+                most[:] = [anon, file]
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    t0 = client.drop(key, path, tags=tags)
+    suffix, t1, _ = client.wait(key)
+    done.set()
+    watcher.join()
+    SPLITS[key] = (most[0], most[1])
+    return suffix, vm_hwm(worker), before, t1 - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes-mb", default="10,100,1000")
     ap.add_argument("--json", help="also write the figures to this file (for docs/benchmarks.md)")
     ap.add_argument("--compressed", action="store_true", help="also compressed inputs and bombs")
+    ap.add_argument("--parquet-mb", type=float, default=0, help="also Parquet of this size")
+    ap.add_argument(
+        "--worker-env", action="append", default=[], help="NAME=VALUE for the worker (repeatable)"
+    )
     args = ap.parse_args()
     sizes = [float(s) for s in args.sizes_mb.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="scorefleet-mem-"))
     results = []
-    with local_stack(concurrency=1) as stack:
+    extra = dict(kv.split("=", 1) for kv in args.worker_env)
+    with local_stack(concurrency=1, extra_env=extra) as stack:
         client = Client(stack)
         worker = next(p for p in stack.procs if p.name == "worker0").popen.pid
         client.drop("warmup.csv", Path(__file__).resolve().parents[1] / "examples" / "iris.csv")
@@ -128,6 +231,7 @@ def main() -> None:
             results.append((mb, rows, peak, before, t1 - t0))
             path.unlink()
         compressed = compressed_runs(client, worker, tmp) if args.compressed else []
+        parquet = parquet_runs(client, worker, tmp, args.parquet_mb) if args.parquet_mb else []
     base = results[0][2]
     if args.json:
         Path(args.json).write_text(
@@ -153,6 +257,17 @@ def main() -> None:
             print(
                 f"  {label:28s} {size / 1e6:9.3f} MB -> {suffix:9s} peak {peak / 2**20:7.1f} MiB "
                 f"(idle {before / 2**20:6.1f}) {secs:6.1f}s  {peak / base:.2f}x"
+            )
+    if parquet:
+        print(f"Parquet, keep_columns=id (vs the {results[0][0]:g} MB CSV file's peak):")
+        for (label, rows, size, suffix, peak, before, secs), split in zip(
+            parquet, SPLITS.values(), strict=True
+        ):
+            print(
+                f"  {label:28s} {size / 1e6:7.0f} MB {rows:11,d} rows -> {suffix:9s} "
+                f"peak {peak / 2**20:7.1f} MiB (idle {before / 2**20:6.1f}) {secs:6.1f}s  "
+                f"{peak / base:.2f}x; largest sample: {split[0] / 2**20:.1f} MiB anonymous "
+                f"+ {split[1] / 2**20:.1f} MiB file-backed (libraries)"
             )
 
 

@@ -89,6 +89,8 @@ class Job:
     k8s_namespace: str
     #: the file's max_rejected_rows tag (a count or a fraction), if it has one
     max_rejected_rows: str | None = None
+    #: the file's data tags (content_type, output_format, keep/model/drop_columns)
+    data_tags: dict[str, str] = field(default_factory=dict)
     # --- bookkeeping ---
     #: without a version id: the upload's LastModified (epoch seconds), which pins it
     last_modified: float | None = None
@@ -107,6 +109,8 @@ class Job:
     rows: int | None = None
     #: rows the model refused, staged beside the output (its staging key's .rejected.part)
     rejected_rows: int = 0
+    #: the Content-Type of the staged output (its format: workers.formats)
+    output_type: str | None = None
     output_bytes: int | None = None
     score_seconds: float | None = None
     published: str | None = None

@@ -11,6 +11,7 @@ not to match inside a path or URI: a ``key=value`` pair must start a word.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -70,8 +71,15 @@ _SECRET_ENV = re.compile(
 _MIN_SECRET_LEN = 6
 
 
+@functools.lru_cache(maxsize=4096)
+def _secret_name(name: str) -> bool:
+    """Whether a variable's name says it holds a secret (cached: every log record is
+    redacted, and the environment's names hardly change)."""
+    return _SECRET_ENV.search(name) is not None
+
+
 def _env_secrets(environ: Mapping[str, str]) -> list[str]:
-    values = {v for k, v in environ.items() if _SECRET_ENV.search(k) and len(v) >= _MIN_SECRET_LEN}
+    values = {v for k, v in environ.items() if len(v) >= _MIN_SECRET_LEN and _secret_name(k)}
     return sorted(values, key=len, reverse=True)
 
 

@@ -17,8 +17,10 @@ from scorefleet.s3uri import S3Uri
 from scorefleet.settings import CLUSTER_NAME, DNS1123_LABEL, RejectBudget, Settings
 from scorefleet.storage.s3io import S3Client, error_code, read_tags
 
+#: The tags of a file's formats and columns (read by workers.formats.options).
+DATA_TAGS = ("content_type", "output_format", "keep_columns", "model_columns", "drop_columns")
 #: The tags the pipeline reads (read_tags maps the older names onto these).
-USED_TAGS = ("model_image", "k8s_cluster", "k8s_namespace", "max_rejected_rows")
+USED_TAGS = ("model_image", "k8s_cluster", "k8s_namespace", "max_rejected_rows", *DATA_TAGS)
 
 #: Under "scorefleet": the Lambda's own log configuration covers it.
 log = logging.getLogger("scorefleet.submission")
@@ -114,6 +116,7 @@ def build_job(
         k8s_cluster=tags.get("k8s_cluster") or settings.kubernetes.default_cluster,
         k8s_namespace=tags.get("k8s_namespace") or settings.kubernetes.default_namespace,
         max_rejected_rows=tags.get("max_rejected_rows") or None,
+        data_tags={k: tags[k] for k in DATA_TAGS if tags.get(k)},
         force=force,
     )
 

@@ -63,6 +63,11 @@ def check_job(settings: Settings, job: Job) -> None:
             raise Untrusted(f"the job's {name} is neither a string nor null")
     if not isinstance(job.handle, dict):
         raise Untrusted("the job's handle is not an object")
+    tags = job.data_tags
+    if not isinstance(tags, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
+    ):
+        raise Untrusted("the job's data_tags is not an object of strings")
     check_run_id(job.run_id)
     if run_pipeline(job.run_id) != job.pipeline_id:
         raise Untrusted(f"run id {job.run_id!r} is not a run of pipeline {job.pipeline_id!r}")

@@ -54,12 +54,13 @@ from scorefleet.storage.ledger import (
 )
 from scorefleet.submission import identity_of, job_for_object, validate
 from workers import compression, metrics, runtime
-from workers.firstbytes import preflight
+from workers.formats import MAX_ROW_GROUP_BYTES, Format, ReadLimits
+from workers.formats import source as data_source
 from workers.heartbeat import Heartbeat
 from workers.progress import RunProgress
 from workers.protocols import CallLimits, ModelProtocol, open_protocol, protocol_for
 from workers.rejects import RowRejects, budget_for
-from workers.scoring import score_stream
+from workers.scoring import no_model, reader_rows, score_stream
 
 log = logging.getLogger(__name__)
 
@@ -293,17 +294,13 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
             metrics.FILES_STARTED.inc()
         validate(s, j)
         spec = s.models.spec(j.model_image)
-        # an empty, header-only or binary file fails here, before any container starts
-        preflight(
-            runtime.s3(),
-            j.source,
-            j.version_id,
-            j.etag,
-            max_bytes=s.scoring.max_payload_bytes,
-            header_mode=s.scoring.csv_header,
-            send_header=spec.send_header,
-            limits=compression.Limits(s.scoring.max_expanded_bytes, s.scoring.max_expansion_ratio),
-        )
+        # an empty, header-only or binary file, a Parquet file whose footer is bad,
+        # columns that are not the file's: all fail here, before any container starts
+        rows = preflight(j, spec)
+        if rows == 0:
+            log.info("the file has no rows: its output needs no model")
+            j.handle = {"released": True}  # nothing for teardown to stop
+            return j
         j.launch_started_at = j.launch_started_at or time.time()
         ep = runtime.backend().launch(j, spec)
         j.endpoint, j.handle, j.model_ready_at = ep.url, ep.handle, time.time()
@@ -329,7 +326,13 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
         # registered (with a lease the heartbeat renews) before its upload exists
         ledger.register_writer(j, staging.key, s.broker.visibility_timeout)
         hb.writer = staging.key
-        client = _ready_client(j, spec)
+        s3 = runtime.s3()
+        described = data_source.describe(s3, j, spec.extra)
+        output = described.options.output
+        reader = data_source.open_reader(s3, j, described, read_limits(s, spec), _limits(s))
+        # a Parquet file with no rows: its (empty) output needs no model
+        empty = described.options.input is Format.PARQUET and reader_rows(reader) == 0
+        client = None if empty else _ready_client(j, spec)
         if not first_delivery(self):
             # uploads of earlier attempts whose workers died: their leases expired
             # (a live attempt's upload is never touched, however old)
@@ -339,8 +342,7 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
                 lambda: ledger.writers(j.pipeline_id),
                 unregistered_after=s.broker.visibility_timeout,
             )
-        source = s3io.open_source(runtime.s3(), j.source, j.version_id, j.etag, j.last_modified)
-        progress = RunProgress(ledger, j, source.content_length)
+        progress = RunProgress(ledger, j, described.size, read=lambda: reader.bytes_in)
         # rows the model may refuse: kept aside (on disk past a few MB) for the .rejected
         budget = budget_for(
             s.scoring.max_rejected_rows, spec.max_rejected_rows, j.max_rejected_rows
@@ -351,21 +353,14 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
             spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - closed below
             rejects = RowRejects(budget, spool, fraction_read=progress.fraction_read)
         try:
-            with s3io.MultipartWriter(runtime.s3(), staging) as sink:
+            with s3io.MultipartWriter(s3, staging, content_type=output.media_type) as sink:
                 stats = score_stream(
-                    compression.decompress(
-                        progress.count(source.chunks),
-                        compression.Limits(
-                            s.scoring.max_expanded_bytes, s.scoring.max_expansion_ratio
-                        ),
-                    ),
-                    client,
+                    reader,
+                    client.score if client else no_model,
                     sink,
-                    max_bytes=s.scoring.max_payload_bytes,
+                    output,
                     max_in_flight=s.scoring.max_in_flight,
-                    header_mode=s.scoring.csv_header,
-                    send_header=spec.send_header,
-                    total_bytes=source.content_length,
+                    total_bytes=described.size,
                     checkpoint=hb.check,
                     progress=progress.update,
                     rejects=rejects,
@@ -382,7 +377,8 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
                     )
                 sink.complete()
         finally:
-            client.close()
+            if client is not None:
+                client.close()
             if spool is not None:
                 spool.close()
         if rejects is not None and stats.rejected:
@@ -395,6 +391,7 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
             )
         j.rejected_rows = stats.rejected
         j.staging_key, j.rows, j.score_seconds = staging.key, stats.rows, stats.seconds
+        j.output_type = output.media_type
         j.output_bytes = sink.bytes_written
         progress.done(stats)
         log.info(
@@ -413,6 +410,27 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
         return j
 
     return self.run_step("score", job, body, lease=True)
+
+
+def preflight(j: Job, spec: ModelSpec) -> int | None:
+    """What the file's first bytes (CSV, JSON Lines) or footer (Parquet) show, before
+    any container starts: BadInput, or the number of rows when known (Parquet)."""
+    s, s3 = runtime.settings(), runtime.s3()
+    described = data_source.describe(s3, j, spec.extra)
+    return data_source.preflight(s3, j, described, read_limits(s, spec), _limits(s))
+
+
+def read_limits(s: Any, spec: Any) -> ReadLimits:
+    return ReadLimits(
+        max_bytes=s.scoring.max_payload_bytes,
+        max_group_bytes=MAX_ROW_GROUP_BYTES,
+        header_mode=s.scoring.csv_header,
+        send_header=spec.send_header,
+    )
+
+
+def _limits(s: Any) -> compression.Limits:
+    return compression.Limits(s.scoring.max_expanded_bytes, s.scoring.max_expansion_ratio)
 
 
 def _ready_client(j: Job, spec: ModelSpec) -> ModelProtocol:

@@ -19,6 +19,7 @@ from scorefleet.celeryconf import make_app
 from scorefleet.chain import describe_step
 from scorefleet.settings import ConfigError
 from workers import flowerconf, hardening, metrics, monitor
+from workers.formats.options import check_catalog as check_format_keys
 from workers.protocols import check_catalog
 from workers.settings import load
 
@@ -30,6 +31,8 @@ try:
     settings = load()
     # each protocol's own options (v2, json, ...): the settings checked only their shape
     check_catalog(settings.models.catalog)
+    # the formats' keys (content_type, output_format, keep/model/drop_columns)
+    check_format_keys(settings.models.catalog)
 except ConfigError as _exc:
     print(f"scorefleet: {_exc}", file=sys.stderr)
     raise SystemExit(2) from None

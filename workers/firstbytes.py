@@ -31,7 +31,11 @@ SIGNATURES: tuple[tuple[bytes, str, str], ...] = (
     (b"II*\x00", "a TIFF image", ""),
     (b"MM\x00*", "a TIFF image", ""),
     (b"%PDF-", "a PDF document", ""),
-    (b"PAR1", "a Parquet file", "export it as CSV"),
+    (
+        b"PAR1",
+        "a Parquet file",
+        "name it .parquet, or tag it content_type=parquet (docs/formats.md)",
+    ),
     (b"ARROW1", "an Arrow (Feather) file", "export it as CSV"),
     (b"ORC", "an ORC file", "export it as CSV"),
     (b"Obj\x01", "an Avro file", "export it as CSV"),
@@ -59,17 +63,18 @@ def _controls(head: bytes) -> int:
     return sum(1 for b in head if b < 0x20 and b not in _TEXT_CONTROLS)
 
 
-def binary_problem(head: bytes) -> str | None:
-    """Why ``head`` (a file's first bytes, decompressed) is not CSV text, or None."""
+def binary_problem(head: bytes, what: str = "CSV") -> str | None:
+    """Why ``head`` (a file's first bytes, decompressed) is not ``what`` (CSV, JSON
+    Lines) text, or None."""
     sample = head[:4096]
     if sample.startswith((b"\xff\xfe", b"\xfe\xff")):
         return "the file is UTF-16 text, not UTF-8: save it as UTF-8 (CSV UTF-8)"
     if not sample or (b"\x00" not in sample and _controls(sample) * 20 < len(sample)):
         return None  # text (maybe not UTF-8: the batcher says so, with the row)
-    for magic, what, advice in SIGNATURES:
+    for magic, kind, advice in SIGNATURES:
         if sample.startswith(magic):
-            return f"the file looks like {what}, not CSV" + (f": {advice}" if advice else "")
-    return "the file looks like binary data, not CSV text (it has NUL or control bytes)"
+            return f"the file looks like {kind}, not {what}" + (f": {advice}" if advice else "")
+    return f"the file looks like binary data, not {what} text (it has NUL or control bytes)"
 
 
 def excel_problem(head: bytes) -> str | None:
@@ -90,14 +95,18 @@ def preflight(
     header_mode: str,
     send_header: bool,
     limits: Any,
-) -> None:
-    """Raise :class:`BadInput` if the file's first bytes show it cannot be scored.
+    csv: bool = True,
+) -> tuple[bytes | None, bool]:
+    """Raise :class:`BadInput` if the file's first bytes show it cannot be scored;
+    return them (decompressed, None if the upload is gone or replaced) and whether
+    they are the whole file.
 
     Reads at most :data:`HEAD_BYTES` (one ranged GET). When that is the whole file
     (and it decompresses to at most that much), the whole file goes through the
     CSV batcher; otherwise only what the first bytes prove is reported (binary
     content, a compression that is not read): the rest is the scoring step's to
-    find. ``limits``: the decompression caps (:class:`workers.compression.Limits`)."""
+    find. ``limits``: the decompression caps (:class:`workers.compression.Limits`).
+    ``csv``: the file is CSV (else JSON Lines: workers.formats.source reads on)."""
     from botocore.exceptions import ClientError
 
     from scorefleet.storage.s3io import error_code, version_args
@@ -115,7 +124,7 @@ def preflight(
         if error_code(exc) in {"InvalidRange", "416"}:  # S3's answer for an empty object
             raise BadInput("the file is empty") from None
         if error_code(exc) in {"NoSuchKey", "NoSuchVersion", "404", "PreconditionFailed", "412"}:
-            return  # gone or replaced: the scoring step says so
+            return None, False  # gone or replaced: the scoring step says so
         raise
     body = resp["Body"].read()
     complete = _total_size(resp, len(body)) <= len(body)
@@ -133,14 +142,15 @@ def preflight(
         if complete:
             raise  # the whole file ends inside a member: cut short
         # else: where the first bytes end; the scoring step reads on
-    problem = binary_problem(bytes(head))
+    problem = binary_problem(bytes(head), "CSV" if csv else "JSON Lines")
     if problem:
         raise BadInput(problem)
-    if complete:
+    if complete and csv:
         for _batch in CsvBatcher(
             _once(bytes(head)), max_bytes, header_mode=header_mode, send_header=send_header
         ):
             pass
+    return bytes(head), complete
 
 
 def _once(data: bytes) -> Iterator[bytes]:

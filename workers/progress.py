@@ -25,15 +25,23 @@ class RunProgress:
         *,
         every: float = PROGRESS_EVERY_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        read: Callable[[], int] | None = None,
     ) -> None:
+        """``read``: the bytes read so far, as the input's reader counts them (else
+        :meth:`count` counts the chunks it passes on)."""
         self.ledger = ledger
         self.job = job
         self.total_bytes = total_bytes
-        self.bytes_read = 0
+        self._counted = 0
+        self._read = read
         self.every = every
         self.clock = clock
         self._next = clock()  # the first mini-batch is shown at once, then every few seconds
         self.writes = 0
+
+    @property
+    def bytes_read(self) -> int:
+        return self._read() if self._read is not None else self._counted
 
     def fraction_read(self) -> float:
         """The share of the input read so far (1.0 when its size is unknown)."""
@@ -43,7 +51,7 @@ class RunProgress:
 
     def count(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
-            self.bytes_read += len(chunk)
+            self._counted += len(chunk)
             yield chunk
 
     def _write(self, phase: str, rows: int, **extra: Any) -> None:

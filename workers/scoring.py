@@ -1,8 +1,10 @@
-"""Score one file: stream it in mini-batches to the model, results out in order.
+"""Score one file: read it in mini-batches, send each to the model, write in order.
 
-Reading the input, the model's work on up to ``max_in_flight`` mini-batches and
-uploading result parts all overlap; memory stays bounded by a few batches and
-upload parts, whatever the file size.
+Reading the input (any format: workers.formats), the model's work on up to
+``max_in_flight`` mini-batches and uploading result parts all overlap; memory stays
+bounded by a few batches and upload parts, whatever the file size. Each answer is
+written beside the kept columns of its own rows, in the input's order: output row i
+is the answer for input row i.
 """
 
 from __future__ import annotations
@@ -11,24 +13,24 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING
 
-from workers import csvbatch, metrics
+from scorefleet.errors import ModelError
+from workers import metrics
 from workers.batches import Batch, Scores
-from workers.csvbatch import CsvBatcher
-from workers.protocols.base import ModelProtocol
+from workers.formats import Format, Reader, Writer, make_writer
+from workers.formats.base import Sink
 from workers.rejects import Bisected, RowRejects
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_SECONDS = 10.0
-
-
-class Sink(Protocol):
-    def write(self, data: bytes) -> None: ...
 
 
 @dataclass
@@ -41,60 +43,79 @@ class ScoreStats:
     rejected: int = 0
 
 
-def _timed_score(protocol: ModelProtocol, batch: Batch) -> Scores:
+def _timed(score: Callable[[Batch], Scores], batch: Batch) -> Scores:
     started = time.monotonic()
-    scores = protocol.score(batch)
+    scores = score(batch)
     metrics.BATCH_LATENCY.observe(time.monotonic() - started)
     return scores
 
 
-def _whole(protocol: ModelProtocol, batch: Batch) -> Bisected[Scores]:
-    return Bisected([_timed_score(protocol, batch)])
+def _whole(score: Callable[[Batch], Scores], batch: Batch) -> Bisected[Scores]:
+    return Bisected([_timed(score, batch)])
+
+
+def _kept_parts(
+    kept: pa.Table | None, first_row: int, rows: int, result: Bisected[Scores]
+) -> list[pa.Table | None]:
+    """The kept input columns of each scored part: the batch's rows in order, less the
+    refused ones (the parts cover exactly those, in order)."""
+    if kept is None:
+        return [None] * len(result.parts)
+    if result.refused:
+        refused = {r.row - first_row for r in result.refused}
+        kept = kept.take([i for i in range(rows) if i not in refused])
+    out: list[pa.Table | None] = []
+    offset = 0
+    for part in result.parts:
+        out.append(kept.slice(offset, part.rows))
+        offset += part.rows
+    return out
 
 
 def score_stream(
-    chunks: Iterable[bytes],
-    protocol: ModelProtocol,
+    reader: Reader,
+    score: Callable[[Batch], Scores],
     sink: Sink,
+    output: Format,
     *,
-    max_bytes: int,
     max_in_flight: int,
-    header_mode: str,
-    send_header: bool,
     total_bytes: int | None = None,
     progress: Callable[[ScoreStats], None] | None = None,
     checkpoint: Callable[[], None] | None = None,
     rejects: RowRejects | None = None,
 ) -> ScoreStats:
-    """``checkpoint`` is called after each mini-batch is written; it may raise to
+    """``score``: the model protocol's call for one batch (in a pool thread).
+    ``checkpoint`` is called after each mini-batch is written; it may raise to
     stop the file (the step's time is up). ``progress`` too (it throttles itself).
     ``rejects``: the file may lose some rows the model refuses (workers/rejects.py):
     a refused mini-batch is bisected, the refused rows go to its ``.rejected``."""
     started = time.monotonic()
     stats = ScoreStats()
-    batcher = CsvBatcher(chunks, max_bytes, header_mode=header_mode, send_header=send_header)
-    wrote_header = False
     next_report = started + PROGRESS_EVERY_SECONDS
+    writer: Writer | None = None
 
-    def write_part(answer: Scores) -> None:
-        nonlocal wrote_header
-        header = answer.header_line() if not wrote_header else None
-        if header is not None:
-            sink.write(header)
-            stats.bytes_out += len(header)
-        wrote_header = True  # the header, if any, is the first line of the output only
-        data = answer.as_csv()
-        sink.write(data)
-        stats.bytes_out += len(data)
-        stats.rows += answer.rows
-
-    def write(result: Bisected[Scores]) -> None:
-        nonlocal next_report
-        for part in result.parts:
-            write_part(part)
+    def write(
+        kept: pa.Table | None, first_row: int, batch_rows: int, span: str, result: Bisected[Scores]
+    ) -> None:
+        nonlocal next_report, writer
+        answered = sum(p.rows for p in result.parts) + len(result.refused)
+        if answered != batch_rows:  # a protocol's own check, made once more here
+            raise ModelError(
+                f"the model answered {answered} result rows for {span} ({batch_rows} "
+                "rows); every input row needs exactly one result row, in order"
+            )
+        if writer is None:
+            assert reader.plan is not None
+            writer = make_writer(output, sink, reader.plan)
+        for part_kept, part in zip(
+            _kept_parts(kept, first_row, batch_rows, result), result.parts, strict=True
+        ):
+            writer.write(part_kept, part)
         if result.refused and rejects is not None:
             rejects.keep(result.refused)
             stats.rejected = rejects.rejected
+        stats.bytes_out = writer.bytes_out
+        stats.rows = writer.rows
         stats.batches += 1
         if checkpoint:
             checkpoint()
@@ -108,50 +129,54 @@ def score_stream(
                 stats.rows,
                 stats.batches,
                 now - started,
-                batcher.bytes_in / 1e6,
+                reader.bytes_in / 1e6,
                 f" of {total_bytes / 1e6:.1f} MB" if total_bytes else "",
             )
 
-    call: Callable[[Batch], Bisected[Scores]] = functools.partial(_whole, protocol)
+    call: Callable[[Batch], Bisected[Scores]] = functools.partial(_whole, score)
     if rejects is not None and rejects.budget.enabled:
-        call = rejects.wrap(functools.partial(_timed_score, protocol))
-        rejects.rows_read = lambda: batcher.rows
+        call = rejects.wrap(functools.partial(_timed, score))
+        rows_batched = 0
+        rejects.rows_read = lambda: rows_batched
     pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="model-call")
-    pending: deque[Future[Bisected[Scores]]] = deque()
-    columns: tuple[str, ...] | None = None
+    pending: deque[tuple[pa.Table | None, int, int, str, Future[Bisected[Scores]]]] = deque()
     try:
-        for raw in batcher:
-            if columns is None:
-                columns = _columns(batcher.header, raw.data)
-            batch = Batch(
-                first_row=raw.first_row,
-                rows=raw.rows,
-                span=raw.span,
-                columns=columns,
-                csv=raw.data,
-                csv_header=batcher.header,
-            )
-            del raw
-            # the batch's bytes are freed once its call is done
-            pending.append(pool.submit(call, batch))
-            del batch
+        for piece in reader:
+            # Only the batch goes to the pool; its rows are freed once sent.
+            b = piece.batch
+            if rejects is not None:
+                rows_batched = b.first_row + b.rows - 1
+            pending.append((piece.kept, b.first_row, b.rows, b.span, pool.submit(call, b)))
+            del piece, b
             if len(pending) >= max_in_flight:
-                write(pending.popleft().result())
+                kept, first, rows, span, fut = pending.popleft()
+                write(kept, first, rows, span, fut.result())
         while pending:
-            write(pending.popleft().result())
+            kept, first, rows, span, fut = pending.popleft()
+            write(kept, first, rows, span, fut.result())
         if rejects is not None:
             rejects.finish(stats.rows + stats.rejected)
     finally:
-        for f in pending:
+        for *_, f in pending:
             f.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+    if writer is None:  # no rows (an empty Parquet file): the schema, no model call
+        assert reader.plan is not None
+        writer = make_writer(output, sink, reader.plan)
+        writer.close(reader.kept_schema())
+    else:
+        writer.close()
+    stats.bytes_out = writer.bytes_out
     stats.seconds = time.monotonic() - started
     return stats
 
 
-def _columns(header: bytes | None, first_rows: bytes) -> tuple[str, ...]:
-    """The model columns' names: the header's, or "" for each field of the first row."""
-    if header is not None:
-        return tuple(csvbatch.csv_fields(header))
-    first = first_rows[: first_rows.find(b"\n") + 1] if b"\n" in first_rows else first_rows
-    return ("",) * len(csvbatch.csv_fields(first))
+def no_model(batch: Batch) -> Scores:
+    """The ``score`` of a file with no rows: never called."""
+    raise AssertionError(f"a model call for {batch.span} of a file with no rows")
+
+
+def reader_rows(reader: Reader) -> int | None:
+    """The rows of the file if the reader knows them before reading (Parquet)."""
+    rows = getattr(reader, "num_rows", None)
+    return rows if isinstance(rows, int) else None

@@ -159,7 +159,15 @@ def publish_scoreout(
         tags["rows"] = job.rows or 0
         if job.rejected_rows:
             tags["rejected_rows"] = job.rejected_rows
-        publish_copy(s3, staging, dest, tags=tags, metadata=_metadata(job), size=job.output_bytes)
+        publish_copy(
+            s3,
+            staging,
+            dest,
+            tags=tags,
+            metadata=_metadata(job),
+            content_type=job.output_type or "text/csv",
+            size=job.output_bytes,
+        )
     delete_quietly(s3, error_location(settings, job.source))
     if not job.rejected_rows:
         delete_quietly(s3, rejected)  # an earlier run's

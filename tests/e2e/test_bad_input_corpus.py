@@ -246,6 +246,89 @@ COMPRESSED_CASES = [
 CASES += COMPRESSED_CASES
 
 
+# ---- issue 14: Parquet and JSON Lines
+def _parquet(table: Any = None, **kw: Any) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if table is None:
+        table = pa.table({"id": list(range(200)), "x": [i / 4 for i in range(200)]})
+    buf = io.BytesIO()
+    pq.write_table(table, buf, **kw)
+    return buf.getvalue()
+
+
+def _corrupt_footer() -> bytes:
+    data = bytearray(_parquet())
+    data[-40:-8] = b"\xff" * 32
+    return bytes(data)
+
+
+def _nested() -> bytes:
+    import pyarrow as pa
+
+    return _parquet(pa.table({"id": [1, 2], "feats": [{"a": 1.0}, {"a": 2.0}]}))
+
+
+def _empty_parquet() -> bytes:
+    import pyarrow as pa
+
+    return _parquet(pa.table({"id": pa.array([], pa.int64()), "x": pa.array([], pa.float64())}))
+
+
+FORMAT_CASES = [
+    Case(
+        "f/corrupt-footer.parquet",
+        _corrupt_footer(),
+        HASH,
+        "error:footer (its metadata) is corrupt",
+    ),
+    Case("f/truncated.parquet", _parquet()[:700], HASH, "error:the Parquet file is truncated"),
+    Case(
+        "f/really-csv.parquet", b"a,b\n1,2\n", HASH, "error:is taken for Parquet but is not Parquet"
+    ),
+    Case("f/nested.parquet", _nested(), HASH, "error:the column 'feats' is nested"),
+    Case("f/empty.parquet", _empty_parquet(), HASH, "parquet:0"),
+    Case("f/ok.parquet", _parquet(), {**HASH, "keep_columns": "id"}, "parquet:200"),
+    Case("f/outer-gzip.parquet.gz", gzip.compress(_parquet()), HASH, "error:behind an outer .gz"),
+    Case(
+        "f/parquet-bytes.csv", _parquet(), HASH, "error:looks like a Parquet file, not CSV: name it"
+    ),
+    Case(
+        "f/keep-missing.parquet",
+        _parquet(),
+        {**HASH, "keep_columns": "id customer_id"},
+        "error:keep_columns names 'customer_id', which is not a column of the file; "
+        "its columns are 'id', 'x'",
+    ),
+    Case(
+        "f/keep-missing.csv",
+        b"a,b\n1,2\n",
+        {**HASH, "keep_columns": "id"},
+        "error:keep_columns names 'id', which is not a column of the file; its columns are 'a', 'b'",
+    ),
+    Case(
+        "f/not-object.jsonl",
+        b'{"a": 1}\n[1, 2]\n',
+        HASH,
+        "error:line 2 is a list, not a JSON object",
+    ),
+    Case(
+        "f/type-change.ndjson",
+        b'{"a": 1}\n{"a": "one"}\n',
+        HASH,
+        "error:line 2: the key 'a' is a string here but a number on line 1",
+    ),
+    Case(
+        "f/unknown-type.csv",
+        b"a\n1\n",
+        {**HASH, "content_type": "xml"},
+        "error:'xml' is not a format",
+    ),
+]
+CASES += FORMAT_CASES
+
+
 def locations(key: str) -> tuple[str, str]:
     src = S3Uri(BUCKET, f"in/{key}")
     ins, outs = S3Uri(BUCKET, "in/"), S3Uri(BUCKET, "out/")
@@ -298,7 +381,11 @@ def test_case(outcomes, corpus, case):
         assert "tasks.rescore" in text
     else:
         assert got == "scoreout", body.decode()[:2000]
-        if kind == "rows":
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            assert pq.read_table(io.BytesIO(body)).num_rows == int(arg)
+        elif kind == "rows":
             assert len(body.splitlines()) == int(arg) + (1 if case.tags == IRIS else 0)
         else:
             plain = case.plain if case.plain is not None else case.body

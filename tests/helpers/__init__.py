@@ -80,6 +80,13 @@ def test_catalog() -> dict[str, Any]:
             "test/never-ready:1": {**fake("never-ready"), "launch_timeout": 4},
             "test/slow:1": fake("slow", "--delay", "0.5"),
             "test/hash:1": fake("hash"),
+            # formats and columns from the catalog (tests/e2e/test_formats_e2e.py)
+            "test/hash-keep:1": {
+                **fake("hash"),
+                "keep_columns": ["id"],
+                "drop_columns": ["id"],
+                "output_format": "jsonl",
+            },
             "test/leaky:1": fake("leak400"),
             "test/refuse:1": fake("refuse"),
             # the catalog gives this image a budget of its own (issue 16)

@@ -1,0 +1,533 @@
+"""What one file costs: the workers' own CPU and every AWS request, against peers.
+
+On the local stack (moto, the Lambda bridge, 2 workers x 4 slots, the iris model):
+
+1. **Small files** (``--files`` of ``--rows`` rows, dropped at once), in warm mode
+   and with one model per file: the workers' own CPU-seconds per file, from their
+   processes' CPU times (``user + system`` of each ``celery worker`` process and of
+   ``celery beat``; the models' and moto's processes are not counted), less what the
+   same processes burn idle over a window as long; and every request moto served,
+   by origin (the workers, the Lambda, the benchmark's own drops and listings), by
+   service and API, also less the idle rate.
+2. **Peers** on the same emulator and model, in the same run:
+
+   - *seed 003's approach*: worker processes (as many as the stack's) that take an
+     SQS message naming the file, download the whole object into memory, read it
+     with pandas, ``predict_proba`` in process, and upload the result;
+   - *a single-process pyarrow script*: for each file, read it from the emulator
+     with pyarrow, ``predict_proba``, write it back with pyarrow.
+
+   For the storm and for one file of ``--large-rows`` rows: time and peak RSS
+   (the kernel's high-water mark, VmHWM, of the processes doing the work).
+
+Requests are attributed by the SDK's user-agent app id (``AWS_SDK_UA_APP_ID``):
+``worker`` for the Celery workers and beat, ``lambda`` for the Lambda bridge,
+``driver`` for this script. The bridge's own polling of the S3 events queue stands
+for Lambda's event source mapping, which AWS does not bill per request.
+
+    python -m bench.cost [--files 150] [--rows 50] [--large-rows 1000000] [--idle 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import psutil
+from botocore.config import Config
+
+from bench.common import REPO, machine
+from bench.flower_events import classify as classify_queue
+from bench.flower_events import recorded_requests, recorder
+from bench.large_file import write_rows
+from bench.memory import vm_hwm
+from bench.storm import body
+from scorefleet.storage.s3io import encode_tags
+from workers.localaws import start_moto
+from workers.localstack import BUCKET, IRIS_IMAGE, LocalStack, free_port, stop_process
+
+APPID_WORKER, APPID_LAMBDA, APPID_DRIVER = "sfworker", "sflambda", "sfdriver"
+
+
+# ------------------------------------------------------------------- requests
+def s3_api(method: str, url: str, headers: dict[str, str]) -> str:
+    """The S3 API of one REST request, from its method, path and query."""
+    parts = urlsplit(url)
+    q = parse_qs(parts.query, keep_blank_values=True)
+    path = parts.path.strip("/")
+    has_key = "/" in path
+    if method == "HEAD":
+        return "HeadObject" if has_key else "HeadBucket"
+    if method == "GET":
+        if not has_key:
+            return "ListObjectsV2" if q.get("list-type") == ["2"] else "ListObjects"
+        if "tagging" in q:
+            return "GetObjectTagging"
+        if "uploadId" in q:
+            return "ListParts"
+        return "GetObject"
+    if method == "PUT":
+        if "tagging" in q:
+            return "PutObjectTagging"
+        if "partNumber" in q:
+            return "UploadPartCopy" if "x-amz-copy-source" in headers else "UploadPart"
+        if "x-amz-copy-source" in headers:
+            return "CopyObject"
+        return "PutObject" if has_key else "CreateBucket"
+    if method == "POST":
+        if "uploads" in q:
+            return "CreateMultipartUpload"
+        if "uploadId" in q:
+            return "CompleteMultipartUpload"
+        if "delete" in q:
+            return "DeleteObjects"
+        return "PostObject"
+    if method == "DELETE":
+        return "AbortMultipartUpload" if "uploadId" in q else "DeleteObject"
+    return method
+
+
+def origin(headers: dict[str, str]) -> str:
+    ua = headers.get("user-agent", "")
+    for appid, name in (
+        (APPID_WORKER, "workers"),
+        (APPID_LAMBDA, "lambda"),
+        (APPID_DRIVER, "driver"),
+    ):
+        if f"app/{appid}" in ua:
+            return name
+    return "other"
+
+
+def requests_by(recording: bytes) -> Counter[tuple[str, str, str]]:
+    """(origin, service + purpose, API) -> count."""
+    counts: Counter[tuple[str, str, str]] = Counter()
+    entries, unreadable = recorded_requests(recording)
+    if unreadable:
+        print(f"warning: {unreadable} unreadable fragment(s) in moto's recording")
+    for e in entries:
+        headers = {k.lower(): v for k, v in e.get("headers", {}).items()}
+        who = origin(headers)
+        auth = headers.get("authorization", "")
+        if "/s3/aws4_request" in auth:
+            counts[(who, "S3", s3_api(e.get("method", ""), e.get("url", ""), headers))] += 1
+            continue
+        kind = classify_queue(e)
+        if kind is None:
+            continue
+        purpose, api = kind
+        if who == "other" and purpose in ("pipeline", "control", "events"):
+            # kombu long-polls with its own HTTP client, without the SDK's user agent;
+            # only the workers receive from these queues
+            who = "workers"
+        service = "SNS" if api.startswith("SNS.") else "SQS"
+        counts[(who, f"{service} {purpose}", api.removeprefix("SNS."))] += 1
+    return counts
+
+
+# -------------------------------------------------------------------- the CPU
+def worker_pids(stack: LocalStack) -> list[int]:
+    return [p.popen.pid for p in stack.procs if p.name.startswith(("worker", "beat"))]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """user + system of these processes themselves (not their reaped children: the
+    models a worker started are its children)."""
+    total = 0.0
+    for pid in pids:
+        t = psutil.Process(pid).cpu_times()
+        total += t.user + t.system
+    return total
+
+
+# --------------------------------------------------------------- the pipeline
+def driver_s3(endpoint: str) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(user_agent_appid=APPID_DRIVER, retries={"max_attempts": 10}),  # type: ignore[call-arg]
+    )
+
+
+def wait_outputs(s3: Any, prefix: str, n: int, timeout: float) -> dict[str, float]:
+    """Poll the output prefix until ``n`` outcomes are there; key -> first seen."""
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while len(seen) < n and time.monotonic() < deadline:
+        now = time.perf_counter()
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+            for o in page.get("Contents", []):
+                seen.setdefault(o["Key"], now)
+        time.sleep(0.05)
+    if len(seen) < n:
+        raise TimeoutError(f"{len(seen)} of {n} outcomes under {prefix} after {timeout:.0f}s")
+    return seen
+
+
+@dataclass
+class PipelineRun:
+    mode: str
+    files: int
+    seconds: float
+    cpu: float  # the workers' CPU-seconds during the run, less the idle rate
+    cpu_idle_rate: float  # CPU-seconds per second while idle
+    requests: Counter[tuple[str, str, str]]  # per run, less the idle rate
+    errors: int = 0
+    peak_rss: dict[str, int] = field(default_factory=dict)
+
+
+def pipeline_storm(files: int, rows: int, warm: bool, idle: float) -> PipelineRun:
+    state = Path(tempfile.mkdtemp(prefix="scorefleet-bench-cost-"))
+    os.environ["MOTO_RECORDER_FILEPATH"] = str(state / "moto-recording.jsonl")
+    os.environ["AWS_SDK_UA_APP_ID"] = APPID_LAMBDA  # the bridge runs in this process
+    extra = {
+        "AWS_SDK_UA_APP_ID": APPID_WORKER,
+        "SCOREFLEET_WARM_IDLE_SECONDS": "60" if warm else "0",
+        "SCOREFLEET_WARM_MAX_PER_IMAGE": "8",
+        "SCOREFLEET_MAX_LIVE_MODELS": "8",
+    }
+    stack = LocalStack(state, workers=2, concurrency=4, flower=False, extra_env=extra)
+    stack.start()
+    try:
+        stack.wait_worker_ready()
+        s3 = driver_s3(stack.endpoint)
+        pids = worker_pids(stack)
+        if warm:  # the models are started before the storm, as in a fleet already busy
+            warmup = [f"cost/warmup/w{i}.csv" for i in range(8)]
+            for key in warmup:
+                s3.put_object(
+                    Bucket=BUCKET,
+                    Key=f"in/{key}",
+                    Body=body(0, rows),
+                    Tagging=encode_tags({"model_image": IRIS_IMAGE}),
+                )
+            wait_outputs(s3, "out/cost/warmup/", len(warmup), 300)
+        time.sleep(3)  # the last steps' events and acknowledgements settle
+        recorder(stack, "reset-recording")
+        recorder(stack, "start-recording")
+        c0, t0 = cpu_seconds(pids), time.monotonic()
+        time.sleep(idle)
+        idle_cpu, idle_s = cpu_seconds(pids) - c0, time.monotonic() - t0
+        recorder(stack, "stop-recording")
+        idle_req = requests_by(recorder(stack, "download-recording"))
+
+        recorder(stack, "reset-recording")
+        recorder(stack, "start-recording")
+        payloads = {f"cost/storm/f{i:04d}.csv": body(i, rows) for i in range(files)}
+        tags = encode_tags({"model_image": IRIS_IMAGE})
+        c0, t0, p0 = cpu_seconds(pids), time.monotonic(), time.perf_counter()
+        for key, data in payloads.items():
+            s3.put_object(Bucket=BUCKET, Key=f"in/{key}", Body=data, Tagging=tags)
+        seen = wait_outputs(s3, "out/cost/storm/", files, 1800)
+        seconds = max(seen.values()) - p0
+        time.sleep(3)  # the teardowns after the last upload
+        cpu, window = cpu_seconds(pids) - c0, time.monotonic() - t0
+        recorder(stack, "stop-recording")
+        load_req = requests_by(recorder(stack, "download-recording"))
+        errors = sum(k.endswith(".error") for k in seen)
+    finally:
+        stack.stop()
+    rate = idle_cpu / idle_s
+    net: Counter[tuple[str, str, str]] = Counter()
+    for k in set(load_req) | set(idle_req):
+        n = load_req[k] - idle_req[k] * window / idle_s
+        if n > 0.5:
+            net[k] = round(n)
+    return PipelineRun(
+        "warm" if warm else "pod per file",
+        files,
+        seconds,
+        max(0.0, cpu - rate * window),
+        rate,
+        net,
+        errors,
+    )
+
+
+def pipeline_large(rows: int) -> tuple[float, float, dict[str, int]]:
+    """(seconds drop -> .scoreout, workers' CPU-seconds, peak RSS by process)."""
+    tmp = Path(tempfile.mkdtemp(prefix="scorefleet-bench-cost-large-"))
+    src = tmp / "large.csv"
+    write_rows(src, rows)
+    os.environ.pop("MOTO_RECORDER_FILEPATH", None)
+    extra = {"AWS_SDK_UA_APP_ID": APPID_WORKER}
+    stack = LocalStack(tmp / "state", workers=1, concurrency=4, flower=False, extra_env=extra)
+    stack.start()
+    try:
+        stack.wait_worker_ready()
+        s3 = driver_s3(stack.endpoint)
+        pids = worker_pids(stack)
+        worker = next(p.popen.pid for p in stack.procs if p.name == "worker0")
+        Path(f"/proc/{worker}/clear_refs").write_text("5")
+        c0, t0 = cpu_seconds(pids), time.perf_counter()
+        s3.upload_file(
+            str(src),
+            BUCKET,
+            "in/cost/large.csv",
+            ExtraArgs={"Tagging": encode_tags({"model_image": IRIS_IMAGE})},
+        )
+        model_peak = 0
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            for child in psutil.Process(worker).children(recursive=True):
+                with contextlib.suppress(OSError, RuntimeError, psutil.Error):
+                    model_peak = max(model_peak, vm_hwm(child.pid))
+            try:
+                s3.head_object(Bucket=BUCKET, Key="out/cost/large.csv.scoreout")
+                break
+            except s3.exceptions.ClientError:
+                time.sleep(0.05)
+        seconds = time.perf_counter() - t0
+        cpu = cpu_seconds(pids) - c0
+        peaks = {"worker": vm_hwm(worker), "model": model_peak}
+    finally:
+        stack.stop()
+    return seconds, cpu, peaks
+
+
+# ---------------------------------------------------------------------- peers
+SEED003_WORKER = r"""
+import io, json, sys, time, resource
+import boto3, pandas as pd
+sys.path.insert(0, sys.argv[3])
+from model import FEATURES, load_or_train
+endpoint, queue_url = sys.argv[1], sys.argv[2]
+kw = dict(endpoint_url=endpoint, region_name="us-east-1",
+          aws_access_key_id="testing", aws_secret_access_key="testing")
+s3, sqs = boto3.client("s3", **kw), boto3.client("sqs", **kw)
+model = load_or_train(None)
+print("ready", flush=True)
+while True:
+    got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=1)
+    for m in got.get("Messages", []):
+        job = json.loads(m["Body"])
+        if job.get("stop"):
+            print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, flush=True)
+            sys.exit(0)
+        data = s3.get_object(Bucket=job["bucket"], Key=job["key"])["Body"].read()
+        frame = pd.read_csv(io.BytesIO(data))[FEATURES]
+        proba = model.predict_proba(frame.to_numpy())
+        out = pd.DataFrame({"label": model.classes_[proba.argmax(axis=1)],
+                            "probability": proba.max(axis=1)})
+        s3.put_object(Bucket=job["bucket"], Key=job["out"],
+                      Body=out.to_csv(index=False, float_format="%.6f").encode())
+        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+"""
+
+PYARROW_SCRIPT = r"""
+import io, json, sys, time, resource
+import boto3, pyarrow as pa, pyarrow.csv as pacsv
+sys.path.insert(0, sys.argv[2])
+from model import FEATURES, load_or_train
+kw = dict(endpoint_url=sys.argv[1], region_name="us-east-1",
+          aws_access_key_id="testing", aws_secret_access_key="testing")
+s3 = boto3.client("s3", **kw)
+model = load_or_train(None)
+jobs = json.loads(sys.stdin.read())
+t0 = time.perf_counter()
+for bucket, key, out in jobs:
+    data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    table = pacsv.read_csv(pa.py_buffer(data))
+    x = table.select(FEATURES).to_pandas().to_numpy()
+    proba = model.predict_proba(x)
+    result = pa.table({"label": model.classes_[proba.argmax(axis=1)],
+                       "probability": proba.max(axis=1)})
+    sink = io.BytesIO()
+    pacsv.write_csv(result, sink)
+    s3.put_object(Bucket=bucket, Key=out, Body=sink.getvalue())
+print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+class Emulator:
+    """A bare emulator for the peers: one bucket, one queue, nothing of scorefleet."""
+
+    def __init__(self, state: Path) -> None:
+        self.port = free_port()
+        self.proc = start_moto(self.port, state / "moto-peers.log")
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.s3 = driver_s3(self.endpoint)
+        self.s3.create_bucket(Bucket=BUCKET)
+        self.sqs = boto3.client(
+            "sqs",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        self.queue = self.sqs.create_queue(QueueName="peer-jobs")["QueueUrl"]
+
+    def close(self) -> None:
+        stop_process(self.proc)
+
+
+def seed003(em: Emulator, jobs: list[tuple[str, str]], workers: int) -> tuple[float, int]:
+    """Seed 003's approach: (seconds from the first send to the last output, peak RSS
+    of the largest worker process)."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SEED003_WORKER, em.endpoint, em.queue, str(IRIS)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(workers)
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        t0 = time.perf_counter()
+        for key, out in jobs:
+            em.sqs.send_message(
+                QueueUrl=em.queue,
+                MessageBody=json.dumps({"bucket": BUCKET, "key": key, "out": out}),
+            )
+        prefix = jobs[0][1].rsplit("/", 1)[0] + "/"
+        seen = wait_outputs(em.s3, prefix, len(jobs), 1800)
+        seconds = max(seen.values()) - t0
+        for _ in procs:
+            em.sqs.send_message(QueueUrl=em.queue, MessageBody=json.dumps({"stop": True}))
+        peaks = []
+        for p in procs:
+            out, _ = p.communicate(timeout=120)
+            peaks.append(int(out.split()[-1]))
+        return seconds, max(peaks)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                stop_process(p)  # type: ignore[arg-type]
+
+
+def pyarrow_script(em: Emulator, jobs: list[tuple[str, str]]) -> tuple[float, float, int]:
+    """The single-process pyarrow script: (seconds in all, of its loop, its peak RSS)."""
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-c", PYARROW_SCRIPT, em.endpoint, str(IRIS)],
+        input=json.dumps([[BUCKET, k, o] for k, o in jobs]),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
+    ).stdout.split()
+    return time.perf_counter() - t0, float(out[0]), int(out[1])
+
+
+# ----------------------------------------------------------------------- main
+IRIS = REPO / "examples" / "iris"
+
+
+def per_file_table(run: PipelineRun) -> None:
+    print(
+        f"\n{run.mode}: {run.files} files in {run.seconds:.1f} s = "
+        f"{run.files / run.seconds * 60:.0f} files/minute; {run.errors} errors"
+    )
+    print(
+        f"  workers' own CPU: {run.cpu / run.files * 1000:.0f} ms per file "
+        f"(idle burn of {run.cpu_idle_rate * 1000:.1f} ms per second subtracted)"
+    )
+    by_origin: dict[str, Counter[str]] = {}
+    for (who, service, api), n in run.requests.items():
+        by_origin.setdefault(who, Counter())[f"{service} {api}"] += n
+    for who in ("workers", "lambda", "driver", "other"):
+        c = by_origin.get(who)
+        if not c:
+            continue
+        total = sum(c.values())
+        print(f"  {who}: {total / run.files:.1f} requests per file")
+        for name, n in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])):
+            print(f"    {n / run.files:6.2f}  {name}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--files", type=int, default=150)
+    ap.add_argument("--rows", type=int, default=50)
+    ap.add_argument("--large-rows", type=int, default=1_000_000)
+    ap.add_argument("--idle", type=float, default=20.0)
+    ap.add_argument("--only", choices=("storm", "large", "both"), default="both")
+    args = ap.parse_args()
+    print(f"machine: {machine()}")
+    state = Path(tempfile.mkdtemp(prefix="scorefleet-bench-peers-"))
+
+    if args.only in ("storm", "both"):
+        runs = [
+            pipeline_storm(args.files, args.rows, warm=True, idle=args.idle),
+            pipeline_storm(args.files, args.rows, warm=False, idle=args.idle),
+        ]
+        em = Emulator(state)
+        try:
+            jobs = []
+            for i in range(args.files):
+                key = f"in/storm/f{i:04d}.csv"
+                em.s3.put_object(Bucket=BUCKET, Key=key, Body=body(i, args.rows))
+                jobs.append((key, f"out/storm-a/f{i:04d}.csv"))
+            a_s, a_rss = seed003(em, jobs, workers=2)
+            _, b_s, b_rss = pyarrow_script(
+                em, [(k, o.replace("storm-a", "storm-b")) for k, o in jobs]
+            )
+        finally:
+            em.close()
+        print(f"\nstorm: {args.files} files x {args.rows} rows dropped at once, iris model")
+        for run in runs:
+            per_file_table(run)
+        rate = {r.mode: r.files / r.seconds * 60 for r in runs}
+        print("\npeers, same emulator and model, same run:")
+        print(
+            f"  seed 003 (2 workers: SQS, whole object, pandas, in process): "
+            f"{a_s:.1f} s = {args.files / a_s * 60:.0f} files/minute, peak RSS "
+            f"{a_rss / 2**20:.0f} MiB per worker"
+        )
+        print(
+            f"  pyarrow script (one process, a file at a time): {b_s:.1f} s = "
+            f"{args.files / b_s * 60:.0f} files/minute, peak RSS {b_rss / 2**20:.0f} MiB"
+        )
+        for mode, r in rate.items():
+            print(
+                f"  scorefleet {mode}: {r:.0f} files/minute = {r / (args.files / a_s * 60):.2f}x "
+                f"seed 003, {r / (args.files / b_s * 60):.2f}x the pyarrow script"
+            )
+
+    if args.only in ("large", "both"):
+        p_s, p_cpu, peaks = pipeline_large(args.large_rows)
+        src = state / "large.csv"
+        write_rows(src, args.large_rows)
+        em = Emulator(state)
+        try:
+            em.s3.upload_file(str(src), BUCKET, "in/large.csv")
+            a_s, a_rss = seed003(em, [("in/large.csv", "out/large-a.csv")], workers=1)
+            b_s, b_loop, b_rss = pyarrow_script(em, [("in/large.csv", "out/large-b.csv")])
+        finally:
+            em.close()
+        print(f"\none file of {args.large_rows:,} rows ({src.stat().st_size / 1e6:.1f} MB):")
+        print(
+            f"  scorefleet: {p_s:.2f} s drop -> .scoreout (model start included), workers' CPU "
+            f"{p_cpu:.2f} s, peak RSS worker {peaks['worker'] / 2**20:.0f} MiB + model "
+            f"{peaks['model'] / 2**20:.0f} MiB"
+        )
+        print(f"  seed 003: {a_s:.2f} s, peak RSS {a_rss / 2**20:.0f} MiB")
+        print(
+            f"  pyarrow script: {b_s:.2f} s with Python and the model's start "
+            f"({b_loop:.2f} s without), peak RSS {b_rss / 2**20:.0f} MiB"
+        )
+        print(
+            f"  ratio scorefleet / pyarrow script: {p_s / b_s:.2f}x; "
+            f"/ seed 003: {p_s / a_s:.2f}x (seed 003's worker was started before the file)"
+        )
+
+
+if __name__ == "__main__":
+    main()
