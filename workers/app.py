@@ -26,6 +26,15 @@ from workers.settings import load
 # cannot read this process's environment or memory through /proc.
 hardening.make_non_dumpable()
 
+#: The modules of the Celery tasks (tasks/): one per step, and the operators' tasks.
+TASK_MODULES = (
+    "tasks.launch",
+    "tasks.score",
+    "tasks.upload",
+    "tasks.teardown",
+    "tasks.operations",
+)
+
 try:
     settings = load()
     # each protocol's own options (v2, json, ...): the settings checked only their shape
@@ -45,7 +54,8 @@ app.events_cls = "workers.maskedevents:MaskedEvents"
 # Events and remote control over SNS fanout (Flower, celery events/inspect): docs/flower.md
 monitor.configure(app, settings)
 app.conf.update(
-    imports=("tasks.steps", "workers.monitor"),
+    # by name: workers never import tasks (the layers in pyproject.toml)
+    imports=(*TASK_MODULES, "workers.monitor"),
     beat_schedule={
         "reap-model-containers": {"task": "tasks.reap", "schedule": settings.launch.reap_interval},
         "sweep-monitor-queues": {

@@ -370,5 +370,5 @@ def sweep_monitor_queues(self: Task) -> dict[str, Any]:
     or worker died without cleaning up."""
     from workers import runtime
 
-    report = sweep_app(self.app, float(runtime.settings().monitoring.idle))
+    report = sweep_app(self.app, float(runtime.current().settings.monitoring.idle))
     return {"deleted": report.queues_deleted, "subscriptions": report.subscriptions_deleted}

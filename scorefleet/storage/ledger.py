@@ -49,8 +49,18 @@ log = logging.getLogger(__name__)
 
 _CAS_ATTEMPTS = 8
 
+
+class RunState(enum.StrEnum):
+    """The ``state`` of a run record (a plain string in its JSON)."""
+
+    RUNNING = "running"
+    PUBLISHED = "published"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"
+
+
 #: States of a run that is over: a new delivery of the same version does not rerun it.
-FINISHED_STATES = frozenset({"published", "failed", "superseded"})
+FINISHED_STATES = frozenset({RunState.PUBLISHED, RunState.FAILED, RunState.SUPERSEDED})
 
 
 class Claim(enum.Enum):
@@ -181,7 +191,7 @@ class Ledger:
         """
         mine = {
             "run_id": job.run_id,
-            "state": "running",
+            "state": RunState.RUNNING,
             "owner": owner,
             "holder": holder or uuid.uuid4().hex,
             "lease_until": time.time() + lease_seconds,
@@ -196,7 +206,10 @@ class Ledger:
             ours = rec.run_id == job.run_id
             if rec.state in FINISHED_STATES and (ours or not job.force):
                 return Claim.DONE  # (a forced rerun takes over from another run's end)
-            live = rec.state == "running" and float(rec.data.get("lease_until", 0)) > time.time()
+            live = (
+                rec.state == RunState.RUNNING
+                and float(rec.data.get("lease_until", 0)) > time.time()
+            )
             if live and ours and (continuing or rec.data.get("owner") == owner):
                 # a record without "holder" (older workers) counts as held
                 if rec.data.get("holder", "") is not None:
@@ -204,7 +217,7 @@ class Ledger:
             elif live and (ours or not job.force):
                 return Claim.RUNNING_ELSEWHERE
             if self._put(job.pipeline_id, mine, if_match=rec.etag):
-                if rec.state == "running" and not ours:
+                if rec.state == RunState.RUNNING and not ours:
                     log.warning("run %s takes over from run %s", job.run_id, rec.run_id)
                 return Claim.CLAIMED
         raise RuntimeError(f"could not claim {job.pipeline_id}: too much contention")

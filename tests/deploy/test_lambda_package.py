@@ -39,7 +39,7 @@ def test_only_what_the_handler_needs(package):
     assert {"lambda_enqueue", "scorefleet", "celery", "kombu", "boto3", "botocore"} <= tops
     assert "lambda_enqueue/handler.py" in names and "scorefleet/chain.py" in names
     for absent in (
-        "tasks/steps.py",
+        "tasks/launch.py",
         "scorefleet/storage/ledger.py",  # worker-only: the handler never imports it
         "lambda_enqueue/build.py",
     ):

@@ -150,7 +150,7 @@ def test_a_remote_eks_cluster_with_a_token(kstack, kout, dropped):
     assert tags["k8s_cluster"] == "blue" and body.decode().splitlines() == ["1,3", "2,3", "3,3"]
     name = torn_down(kstack, "eks.csv")
     auths = {r.authorization for r in kstack[1].requests() if r.concerns(name)}
-    # (a token per backend instance: runtime.backend() may build more than one at start-up)
+    # (a token per backend instance: a worker process may build more than one at start-up)
     assert auths and all(a.startswith("Bearer k8s-aws-v1.") for a in auths)
 
 
