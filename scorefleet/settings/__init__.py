@@ -24,13 +24,11 @@ from typing import Any, get_type_hints
 from scorefleet.s3uri import S3Uri
 from scorefleet.settings.catalog import PROTOCOL_OPTION_KEYS, ModelSpec, parse_model_catalog
 from scorefleet.settings.declare import PREFIX, ConfigError, Reader, Variable, variables
+from scorefleet.settings.kubernetes import CLUSTER_NAME, DNS1123_LABEL, Kubernetes
 from scorefleet.settings.sections import (
-    CLUSTER_NAME,
-    DNS1123_LABEL,
     SQS_VISIBILITY_CAP,
     Aws,
     Broker,
-    Kubernetes,
     Launch,
     Local,
     Models,
