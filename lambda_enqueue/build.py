@@ -71,6 +71,7 @@ MODULES = (
     "scorefleet.settings",
     "scorefleet.settings.catalog",
     "scorefleet.settings.declare",
+    "scorefleet.settings.kubernetes",
     "scorefleet.settings.sections",
     "scorefleet.storage",
     "scorefleet.storage.errordoc",

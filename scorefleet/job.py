@@ -12,6 +12,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from scorefleet.s3uri import S3Uri
@@ -59,6 +60,22 @@ def run_pipeline(run_id: str) -> str | None:
 
 def task_id(run_id: str, step: str) -> str:
     return f"{run_id}-{step}"
+
+
+class SkipReason(StrEnum):
+    """Why a run did nothing more (``Job.skipped``); a plain string in the JSON, so
+    messages queued by older workers read the same."""
+
+    #: a duplicate: another delivery of this file is running it (Claim.RUNNING_ELSEWHERE)
+    RUNNING_ELSEWHERE = "running elsewhere"
+    #: already published for this version (Claim.DONE)
+    DONE = "done"
+    #: a newer run of the file (a forced rerun) took over
+    SUPERSEDED = "superseded"
+    #: the source was replaced by a newer upload since: that one publishes
+    SOURCE_REPLACED = "source replaced"
+    #: another attempt of the same run recorded (and publishes) the outcome
+    PUBLISHED_ELSEWHERE = "published by another attempt"
 
 
 @dataclass
@@ -118,7 +135,9 @@ class Job:
     step_done_at: float | None = None
     waited: float = 0.0
     failure: Failure | None = None
-    skipped: str | None = None
+    skipped: SkipReason | None = None
+    #: the model was released right after scoring (warm mode): teardown has nothing to do
+    released: bool = False
 
     @property
     def source(self) -> S3Uri:
@@ -139,4 +158,12 @@ class Job:
         values = {k: v for k, v in data.items() if k in names}
         if values.get("failure") is not None:
             values["failure"] = Failure(**values["failure"])
+        if values.get("skipped") is not None:
+            values["skipped"] = SkipReason(values["skipped"])
+        handle = values.get("handle")
+        if isinstance(handle, dict) and "released" in handle:
+            # before 0.2 the flag travelled inside the backend's handle
+            handle = dict(handle)
+            values["released"] = bool(handle.pop("released")) or bool(values.get("released"))
+            values["handle"] = handle
         return cls(**values)

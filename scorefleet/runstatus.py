@@ -16,8 +16,13 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from scorefleet.storage.ledger import Phase, RunState
 
-class RunState(enum.Enum):
+
+class FileState(enum.Enum):
+    """A file's state as ``scorefleet status`` tells it: the record's state, and
+    the phase of a running one."""
+
     NOT_SEEN = "not seen"  # no run record: never notified (see `scorefleet sweep`)
     QUEUED = "queued"
     LAUNCHING = "launching"
@@ -28,27 +33,27 @@ class RunState(enum.Enum):
     SUPERSEDED = "superseded"  # a newer upload of the key (or a forced rerun) took over
 
 
-_PHASES = {
-    "launching": RunState.LAUNCHING,
-    "scoring": RunState.SCORING,
-    "publishing": RunState.PUBLISHING,
+_PHASES: dict[str, FileState] = {
+    Phase.LAUNCHING: FileState.LAUNCHING,
+    Phase.SCORING: FileState.SCORING,
+    Phase.PUBLISHING: FileState.PUBLISHING,
 }
-_FINAL = {
-    "published": RunState.PUBLISHED,
-    "failed": RunState.FAILED,
-    "superseded": RunState.SUPERSEDED,
+_FINAL: dict[str, FileState] = {
+    RunState.PUBLISHED: FileState.PUBLISHED,
+    RunState.FAILED: FileState.FAILED,
+    RunState.SUPERSEDED: FileState.SUPERSEDED,
 }
 
 
-def state_of(record: Mapping[str, Any] | None) -> RunState:
+def state_of(record: Mapping[str, Any] | None) -> FileState:
     if record is None:
-        return RunState.NOT_SEEN
+        return FileState.NOT_SEEN
     state = str(record.get("state", ""))
     if state in _FINAL:
         return _FINAL[state]
-    if state == "running":
-        return _PHASES.get(str(record.get("phase", "")), RunState.LAUNCHING)
-    return RunState.QUEUED
+    if state == RunState.RUNNING:
+        return _PHASES.get(str(record.get("phase", "")), FileState.LAUNCHING)
+    return FileState.QUEUED
 
 
 def _num(value: Any) -> float | None:
@@ -95,7 +100,7 @@ def view(
     now = time.time() if now is None else now
     state = state_of(record)
     rec = record or {}
-    running = state in {RunState.LAUNCHING, RunState.SCORING, RunState.PUBLISHING}
+    running = state in {FileState.LAUNCHING, FileState.SCORING, FileState.PUBLISHING}
     rows = _num(rec.get("rows"))
     rejected = _num(rec.get("rejected_rows"))
     read, total = _num(rec.get("bytes_read")), _num(rec.get("total_bytes"))
@@ -156,9 +161,9 @@ def render(v: RunView, *, now: float | None = None) -> str:
     """``scorefleet status`` as text."""
     now = time.time() if now is None else now
     state = v.state
-    if state == RunState.SCORING.value and progress_text(v):
+    if state == FileState.SCORING.value and progress_text(v):
         state += f" ({progress_text(v)} so far)"
-    elif state == RunState.PUBLISHED.value and progress_text(v):
+    elif state == FileState.PUBLISHED.value and progress_text(v):
         state += f" ({progress_text(v)})"
     if v.stalled:
         state += " - stalled: its worker stopped renewing the lease; a redelivery takes over"
@@ -168,7 +173,7 @@ def render(v: RunView, *, now: float | None = None) -> str:
         f"pipeline    {v.pipeline_id}"
         + (f"  (run {v.run_id})" if v.run_id and v.run_id != v.pipeline_id else ""),
     ]
-    if v.state == RunState.NOT_SEEN.value:
+    if v.state == FileState.NOT_SEEN.value:
         lines.append(
             "            no run record: its notification has not come (yet); the sweep "
             "queues it after its grace period, or queue it now:"

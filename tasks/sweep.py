@@ -26,12 +26,13 @@ def sweep(
     """One sweep from the checkpoint on (a failure: the next beat tries again). By
     hand: ``celery -A workers.app call tasks.sweep --kwargs '{"prefix": "s3://b/in/2026/"}'``
     sweeps that part of the input prefix from its start (the checkpoint untouched)."""
-    s = runtime.settings()
+    rt = runtime.current()
+    s = rt.settings
     limits = SweepLimits.from_settings(s)
     if grace_seconds is not None:
         limits = dataclasses.replace(limits, grace_seconds=float(grace_seconds))
     where = S3Uri.parse(prefix).as_prefix() if prefix else None
-    report = Sweep(s, runtime.s3(), self.app, limits).run(where, dry_run=dry_run)
+    report = Sweep(s, rt.s3, self.app, limits).run(where, dry_run=dry_run)
     for finding, n in report.findings.items():
         metrics.SWEEP_FINDINGS.labels(finding.value).inc(n)
     return report.to_json()

@@ -27,6 +27,16 @@ from workers.settings import load
 # cannot read this process's environment or memory through /proc.
 hardening.make_non_dumpable()
 
+#: The modules of the Celery tasks (tasks/): one per step, and the operators' tasks.
+TASK_MODULES = (
+    "tasks.launch",
+    "tasks.score",
+    "tasks.upload",
+    "tasks.teardown",
+    "tasks.operations",
+    "tasks.sweep",
+)
+
 try:
     settings = load()
     # each protocol's own options (v2, json, ...): the settings checked only their shape
@@ -61,7 +71,8 @@ if settings.sweep.interval > 0:
         "options": {"expires": settings.sweep.interval},
     }
 app.conf.update(
-    imports=("tasks.steps", "tasks.sweep", "workers.monitor"),
+    # by name: workers never import tasks (the layers in pyproject.toml)
+    imports=(*TASK_MODULES, "workers.monitor"),
     beat_schedule=_schedule,
 )
 

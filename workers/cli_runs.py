@@ -52,7 +52,7 @@ def pipeline_of(settings: Any, s3: Any, uri: str) -> tuple[Any, str | None]:
 def status_view(settings: Any, s3: Any, uri: str) -> Any:
     """The :class:`~scorefleet.runstatus.RunView` of ``uri``: one HEAD and one GET (and a
     ranged GET of the ``.error``'s first lines when it failed)."""
-    from scorefleet.runstatus import RunState, view
+    from scorefleet.runstatus import FileState, view
     from scorefleet.storage.ledger import Ledger
 
     source, pid = pipeline_of(settings, s3, uri)
@@ -64,7 +64,7 @@ def status_view(settings: Any, s3: Any, uri: str) -> Any:
     if data and data.get("state") == "failed" and data.get("outcome"):
         first_lines = _first_lines(s3, str(data["outcome"]), 12)
     v = view(str(source), pid, data, error_lines=first_lines)
-    if v.state == RunState.NOT_SEEN.value:
+    if v.state == FileState.NOT_SEEN.value:
         v = _outcome_without_record(settings, s3, source, v)
     return v
 

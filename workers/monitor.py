@@ -319,41 +319,31 @@ def sweep(sqs: Any, sns: Any, ns: str, max_idle: float, now: float | None = None
     return report
 
 
-def _list_queues(sqs: Any, prefix: str) -> list[str]:
-    urls: list[str] = []
-    kwargs: dict[str, Any] = {"QueueNamePrefix": prefix, "MaxResults": 1000}
-    for _ in range(100):  # bounded: 100,000 queues
-        page = sqs.list_queues(**kwargs)
-        urls.extend(page.get("QueueUrls", []))
-        if not page.get("NextToken"):
-            break
-        kwargs["NextToken"] = page["NextToken"]
-    return urls
+#: At most this many queues, topics or subscriptions are listed (bounded listings).
+MAX_LISTED = 100_000
+
+
+def _list_queues(sqs: Any, prefix: str, page_size: int = 1000) -> list[str]:
+    pages = sqs.get_paginator("list_queues").paginate(
+        QueueNamePrefix=prefix, PaginationConfig={"PageSize": page_size, "MaxItems": MAX_LISTED}
+    )
+    return [url for page in pages for url in page.get("QueueUrls", [])]
 
 
 def _topic_arn(sns: Any, name: str) -> str | None:
-    kwargs: dict[str, Any] = {}
-    for _ in range(100):
-        page = sns.list_topics(**kwargs)
+    pages = sns.get_paginator("list_topics").paginate(PaginationConfig={"MaxItems": MAX_LISTED})
+    for page in pages:
         for t in page.get("Topics", []):
             if t["TopicArn"].rsplit(":", 1)[1] == name:
                 return str(t["TopicArn"])
-        if not page.get("NextToken"):
-            return None
-        kwargs["NextToken"] = page["NextToken"]
     return None
 
 
 def _subscriptions(sns: Any, topic_arn: str) -> list[dict[str, Any]]:
-    subs: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"TopicArn": topic_arn}
-    for _ in range(1000):
-        page = sns.list_subscriptions_by_topic(**kwargs)
-        subs.extend(page.get("Subscriptions", []))
-        if not page.get("NextToken"):
-            break
-        kwargs["NextToken"] = page["NextToken"]
-    return subs
+    pages = sns.get_paginator("list_subscriptions_by_topic").paginate(
+        TopicArn=topic_arn, PaginationConfig={"MaxItems": MAX_LISTED}
+    )
+    return [sub for page in pages for sub in page.get("Subscriptions", [])]
 
 
 def sweep_app(app: Celery, max_idle: float) -> SweepReport:
@@ -370,5 +360,5 @@ def sweep_monitor_queues(self: Task) -> dict[str, Any]:
     or worker died without cleaning up."""
     from workers import runtime
 
-    report = sweep_app(self.app, float(runtime.settings().monitoring.idle))
+    report = sweep_app(self.app, float(runtime.current().settings.monitoring.idle))
     return {"deleted": report.queues_deleted, "subscriptions": report.subscriptions_deleted}

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from scorefleet.job import Job
+from scorefleet.storage.ledger import Phase
 
 #: seconds between two progress writes of one file (one GET and one PUT each)
 PROGRESS_EVERY_SECONDS = 5.0
@@ -54,7 +55,7 @@ class RunProgress:
             self._counted += len(chunk)
             yield chunk
 
-    def _write(self, phase: str, rows: int, **extra: Any) -> None:
+    def _write(self, phase: Phase, rows: int, **extra: Any) -> None:
         self.writes += 1
         self.ledger.progress(
             self.job,
@@ -70,11 +71,11 @@ class RunProgress:
         now = self.clock()
         if now >= self._next:
             self._next = now + self.every
-            self._write("scoring", int(stats.rows), **_rejected(stats))
+            self._write(Phase.SCORING, int(stats.rows), **_rejected(stats))
 
     def done(self, stats: Any) -> None:
         """Scored: the file now waits for its publication."""
-        self._write("publishing", int(stats.rows), **_rejected(stats))
+        self._write(Phase.PUBLISHING, int(stats.rows), **_rejected(stats))
 
 
 def _rejected(stats: Any) -> dict[str, int]:

@@ -29,13 +29,11 @@ from scorefleet.settings.catalog import (
     parse_model_catalog,
 )
 from scorefleet.settings.declare import PREFIX, ConfigError, Reader, Variable, variables
+from scorefleet.settings.kubernetes import CLUSTER_NAME, DNS1123_LABEL, Kubernetes
 from scorefleet.settings.sections import (
-    CLUSTER_NAME,
-    DNS1123_LABEL,
     SQS_VISIBILITY_CAP,
     Aws,
     Broker,
-    Kubernetes,
     Launch,
     Local,
     Metrics,

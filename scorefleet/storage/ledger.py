@@ -46,8 +46,27 @@ log = logging.getLogger(__name__)
 
 _CAS_ATTEMPTS = 8
 
+
+class RunState(enum.StrEnum):
+    """The ``state`` of a run record (a plain string in its JSON)."""
+
+    QUEUED = "queued"  # its chain is being sent (the Lambda, the sweep): not claimed yet
+    RUNNING = "running"
+    PUBLISHED = "published"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"
+
+
+class Phase(enum.StrEnum):
+    """Where a ``running`` run is (its record's ``phase``; ``scorefleet status``)."""
+
+    LAUNCHING = "launching"
+    SCORING = "scoring"
+    PUBLISHING = "publishing"
+
+
 #: States of a run that is over: a new delivery of the same version does not rerun it.
-FINISHED_STATES = frozenset({"published", "failed", "superseded"})
+FINISHED_STATES = frozenset({RunState.PUBLISHED, RunState.FAILED, RunState.SUPERSEDED})
 
 
 class Claim(enum.Enum):
@@ -161,8 +180,8 @@ class Ledger:
         now = time.time()
         mine = {
             "run_id": job.run_id,
-            "state": "running",
-            "phase": "launching",
+            "state": RunState.RUNNING,
+            "phase": Phase.LAUNCHING,
             "owner": owner,
             "holder": holder or uuid.uuid4().hex,
             "lease_until": now + lease_seconds,
@@ -184,7 +203,10 @@ class Ledger:
             ours = rec.run_id == job.run_id
             if rec.state in FINISHED_STATES and (ours or not job.force):
                 return Claim.DONE  # (a forced rerun takes over from another run's end)
-            live = rec.state == "running" and float(rec.data.get("lease_until", 0)) > time.time()
+            live = (
+                rec.state == RunState.RUNNING
+                and float(rec.data.get("lease_until", 0)) > time.time()
+            )
             if live and ours and (continuing or rec.data.get("owner") == owner):
                 # a record without "holder" (older workers) counts as held
                 if rec.data.get("holder", "") is not None:
@@ -192,7 +214,7 @@ class Ledger:
             elif live and (ours or not job.force):
                 return Claim.RUNNING_ELSEWHERE
             if self._put(job.pipeline_id, mine, if_match=rec.etag):
-                if rec.state == "running" and not ours:
+                if rec.state == RunState.RUNNING and not ours:
                     log.warning("run %s takes over from run %s", job.run_id, rec.run_id)
                 return Claim.CLAIMED
         raise RuntimeError(f"could not claim {job.pipeline_id}: too much contention")
@@ -216,7 +238,7 @@ class Ledger:
         it is (the claim decides what runs). Best effort: False if not written."""
         data = {
             "run_id": job.run_id,
-            "state": "queued",
+            "state": RunState.QUEUED,
             "source": str(job.source),
             "model_image": job.model_image,
             "queued_at": job.enqueued_at,
@@ -227,7 +249,7 @@ class Ledger:
             log.warning("could not record %s as queued: %s", job.source, exc)
             return False
 
-    def progress(self, job: Job, phase: str, **fields: Any) -> bool:
+    def progress(self, job: Job, phase: Phase, **fields: Any) -> bool:
         """Record the run's phase (launching, scoring, publishing) and its progress
         (rows and bytes so far), while the claim is this chain's. Best effort."""
         try:
@@ -257,7 +279,9 @@ class Ledger:
     def register_writer(self, job: Job, writer: str, lease_seconds: float) -> bool:
         """Record that a scoring attempt writes ``writer`` (its staging key), before it
         starts the upload; expired writers are dropped. False if superseded."""
-        return self._update_writers(job, writer, time.time() + lease_seconds, {"phase": "scoring"})
+        return self._update_writers(
+            job, writer, time.time() + lease_seconds, {"phase": Phase.SCORING}
+        )
 
     def writers(self, pipeline_id: str) -> dict[str, float]:
         """The registered scoring attempts of the run: staging key -> lease (epoch s)."""

@@ -41,7 +41,8 @@ def test_only_what_the_handler_needs(package):
     # the run record's "queued" state (scorefleet status) is written by the Lambda
     assert "scorefleet/storage/ledger.py" in names and "scorefleet/intake.py" in names
     for absent in (
-        "tasks/steps.py",
+        "tasks/launch.py",
+        "workers/app.py",
         "lambda_enqueue/build.py",
     ):
         assert absent not in names

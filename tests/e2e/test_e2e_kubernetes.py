@@ -35,7 +35,10 @@ ROWS = b"a,b,c\n1,2,3\n4,5,6\n7,8,9\n"
 
 SCENARIOS: dict[str, tuple[bytes, dict[str, str]]] = {
     "iris.csv": (IRIS, {"model_image": IRIS_IMAGE, "k8s_namespace": "team-a"}),
-    "eks.csv": (ROWS, {"model_image": "test/json:1", "k8s_cluster": "blue"}),
+    "eks.csv": (
+        ROWS,
+        {"model_image": "test/json:1", "k8s_cluster": "blue", "k8s_namespace": "blue-ns"},
+    ),
     "pull.csv": (ROWS, {"model_image": "test/pull-error:1"}),
     "crash.csv": (ROWS, {"model_image": "test/crash:1"}),
     "crashloop.csv": (ROWS, {"model_image": "test/crashloop:1"}),
@@ -81,7 +84,10 @@ def kstack(
                 "endpoint": api.url,
                 "eks_cluster_name": "blue-prod",
                 "region": "eu-west-1",
-                "namespaces": ["scoring"],
+                # a namespace of its own: the two "clusters" share one emulator, and the
+                # local cluster's reaper must not see (and delete, without a token) a pod
+                # that is really the remote cluster's
+                "namespaces": ["blue-ns"],
             },
         }
         extra["SCOREFLEET_K8S_CLUSTERS"] = json.dumps(clusters)
@@ -147,10 +153,11 @@ def test_iris_is_scored_in_a_pod(kstack, kout, dropped):
 def test_a_remote_eks_cluster_with_a_token(kstack, kout, dropped):
     suffix, body, tags = kout.wait("eks.csv")
     assert suffix == ".scoreout", body.decode()
-    assert tags["k8s_cluster"] == "blue" and body.decode().splitlines() == ["1,3", "2,3", "3,3"]
+    assert tags["k8s_cluster"] == "blue" and tags["k8s_namespace"] == "blue-ns"
+    assert body.decode().splitlines() == ["1,3", "2,3", "3,3"]
     name = torn_down(kstack, "eks.csv")
     auths = {r.authorization for r in kstack[1].requests() if r.concerns(name)}
-    # (a token per backend instance: runtime.backend() may build more than one at start-up)
+    # (a token per backend instance: a worker process may build more than one at start-up)
     assert auths and all(a.startswith("Bearer k8s-aws-v1.") for a in auths)
 
 

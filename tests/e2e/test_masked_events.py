@@ -38,9 +38,9 @@ OWN_URI = f"s3://{BUCKET}/in/rt/tokens:2026-12-01/batch.csv"  # a look-alike of 
 
 
 def failed_step() -> ExceptionInfo:
-    """A step that gave up on a model's answer (tasks.steps raises StepFailed from the
+    """A step that gave up on a model's answer (tasks.base raises StepFailed from the
     ModelError), as Celery's ExceptionInfo holds it."""
-    from tasks.steps import StepFailed
+    from tasks.base import StepFailed
 
     answer = f"bad row; connecting with token={LEAKED_SECRET} as {LEAKED_KEY_ID}"
     try:

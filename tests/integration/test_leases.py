@@ -12,11 +12,15 @@ from typing import Any
 
 import pytest
 
+import tasks.base
+import tasks.launch
+import tasks.score
 from scorefleet.job import pipeline_id
 from scorefleet.settings import ModelSpec
 from scorefleet.storage import s3io
 from scorefleet.storage.ledger import staging_prefix
-from tasks import steps
+from tasks.launch import launch
+from tasks.score import score
 from tests.helpers import FAKEMODEL, base_env, make_job
 from workers import heartbeat, runtime
 from workers.backends.base import Endpoint
@@ -28,8 +32,7 @@ SOURCE = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(200))
 def settle(monkeypatch, moto_endpoint, bucket, **extra):
     for name, value in base_env(moto_endpoint, bucket, **extra).items():
         monkeypatch.setenv(name, value)
-    for cache in (runtime.settings, runtime._make_backend, runtime.ledger):
-        cache.cache_clear()
+    runtime.reset()
 
 
 @pytest.fixture
@@ -41,14 +44,13 @@ def model(request, tmp_path, monkeypatch) -> Iterator[ModelSpec]:
     yield ModelSpec(
         image="test/ok:1", command=f"{{python}} {FAKEMODEL} --host {{host}} --port {{port}} {args}"
     )
-    runtime.backend().stop_all()  # type: ignore[attr-defined]
+    runtime.current().backend.stop_all()  # type: ignore[attr-defined]
 
 
 @pytest.fixture
 def clean_caches() -> Iterator[None]:
     yield
-    for cache in (runtime.settings, runtime._make_backend, runtime.ledger):
-        cache.cache_clear()
+    runtime.reset()
 
 
 def claimed_job(s3: Any, bucket: str, spec: ModelSpec, body: bytes = SOURCE):
@@ -56,8 +58,8 @@ def claimed_job(s3: Any, bucket: str, spec: ModelSpec, body: bytes = SOURCE):
     etag = s3.put_object(Bucket=bucket, Key="in/a.csv", Body=body)["ETag"].strip('"')
     run_id = pipeline_id(bucket, "in/a.csv", None, etag)  # its own (scorefleet.vouch)
     job = make_job(run_id, bucket, etag=etag, size=len(body))
-    assert runtime.ledger().claim(job, "launch-message", 300).value == "claimed"
-    ep = runtime.backend().launch(job, spec)
+    assert runtime.current().ledger.claim(job, "launch-message", 300).value == "claimed"
+    ep = runtime.current().backend.launch(job, spec)
     job.endpoint, job.handle = ep.url, ep.handle
     return job
 
@@ -75,7 +77,10 @@ def test_a_redelivery_leaves_a_live_writers_upload_alone(
     settle(monkeypatch, moto_endpoint, bucket, SCOREFLEET_VISIBILITY_TIMEOUT="30")
     s3 = emulator_client("s3", moto_endpoint)
     job = claimed_job(s3, bucket, model)
-    ledger, prefix = runtime.ledger(), staging_prefix(runtime.settings(), job.run_id)
+    ledger, prefix = (
+        runtime.current().ledger,
+        staging_prefix(runtime.current().settings, job.run_id),
+    )
     live, dead = prefix.join("live.scoreout.part"), prefix.join("dead.scoreout.part")
     ledger.register_writer(job, live.key, 3 * 3600)  # alive: its heartbeat renews this
     ledger.register_writer(job, dead.key, 3600)
@@ -89,9 +94,9 @@ def test_a_redelivery_leaves_a_live_writers_upload_alone(
     # both uploads started long ago, as far as S3's clock says (an hour > 30 s)
     real = time.time
     monkeypatch.setattr(s3io, "time", SimpleNamespace(time=lambda: real() + 3600))
-    monkeypatch.setattr(steps, "first_delivery", lambda task: False)  # a redelivery
+    monkeypatch.setattr(tasks.score, "first_delivery", lambda task: False)  # a redelivery
 
-    result = steps.score.apply(args=[job.to_dict()])
+    result = score.apply(args=[job.to_dict()])
     assert result.successful(), result.traceback
     left = uploads(s3, bucket)
     assert live.key in left, "the live writer's upload was aborted"
@@ -129,15 +134,15 @@ def test_a_step_stops_cleanly_before_what_sqs_can_protect(
     s3 = emulator_client("s3", moto_endpoint)
     big = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(20000))  # ~20 batches x 0.5 s
     job = claimed_job(s3, bucket, model, big)
-    monkeypatch.setattr(steps, "first_delivery", lambda task: True)
+    monkeypatch.setattr(tasks.score, "first_delivery", lambda task: True)
     tails = []
     monkeypatch.setattr(
-        steps,
+        tasks.base,
         "failure_tail",
         lambda j, step, app=None: SimpleNamespace(apply_async=lambda: tails.append((j, step))),
     )
     t0 = time.monotonic()
-    result = steps.score.apply(args=[job.to_dict()])
+    result = score.apply(args=[job.to_dict()])
     assert not result.successful()
     assert "OutOfTime" in str(result.result)
     assert time.monotonic() - t0 < 9
@@ -190,14 +195,16 @@ def test_a_redelivered_launch_waits_for_the_live_lease_without_a_retry(
     s3 = emulator_client("s3", moto_endpoint)
     etag = s3.put_object(Bucket=bucket, Key="in/a.csv", Body=SOURCE)["ETag"].strip('"')
     job = make_job(pipeline_id(bucket, "in/a.csv", None, etag), bucket, etag=etag)
-    ledger = runtime.ledger()
+    ledger = runtime.current().ledger
     assert ledger.claim(job, "launch-message", 30).value == "claimed"  # the first delivery
     first = ledger.get(job.pipeline_id).data.get("holder")
 
-    monkeypatch.setattr(steps, "delivery_id", lambda task: "launch-message")  # redelivered
+    monkeypatch.setattr(tasks.launch, "delivery_id", lambda task: "launch-message")  # redelivered
     started = []
     model = Endpoint(url="http://127.0.0.1:9", handle={})
-    monkeypatch.setattr(runtime.backend(), "launch", lambda j, spec: started.append(j) or model)
+    monkeypatch.setattr(
+        runtime.current().backend, "launch", lambda j, spec: started.append(j) or model
+    )
     sent = []
 
     def signature_from_request(self, request, args, **options):
@@ -207,8 +214,8 @@ def test_a_redelivered_launch_waits_for_the_live_lease_without_a_retry(
             apply_async=lambda: sent.append((args, options)), apply=lambda **kw: requeued
         )
 
-    monkeypatch.setattr(steps.PipelineStep, "signature_from_request", signature_from_request)
-    result = steps.launch.apply(args=[job.to_dict()])
+    monkeypatch.setattr(tasks.base.PipelineStep, "signature_from_request", signature_from_request)
+    result = launch.apply(args=[job.to_dict()])
     assert started == [], "the redelivery started a second model"
     assert result.state == "REQUEUED", result.traceback
     ((args, options),) = sent
@@ -220,8 +227,8 @@ def test_a_redelivered_launch_waits_for_the_live_lease_without_a_retry(
     # once the first delivery's lease has expired, the next delivery takes over
     rec = ledger.get(job.pipeline_id)
     assert ledger._put(job.pipeline_id, {**rec.data, "lease_until": 1}, if_match=rec.etag)
-    monkeypatch.setattr(steps, "preflight", lambda *a, **kw: None)
-    result = steps.launch.apply(args=args)
+    monkeypatch.setattr(tasks.launch, "preflight", lambda *a, **kw: None)
+    result = launch.apply(args=args)
     assert result.successful(), result.traceback
     assert len(started) == 1 and len(sent) == 1
     assert ledger.get(job.pipeline_id).data["holder"] not in (None, first)
@@ -245,7 +252,7 @@ def test_a_launch_does_not_renew_a_lease_before_it_holds_the_claim(
     s3 = emulator_client("s3", moto_endpoint)
     etag = s3.put_object(Bucket=bucket, Key="in/a.csv", Body=SOURCE)["ETag"].strip('"')
     job = make_job(pipeline_id(bucket, "in/a.csv", None, etag), bucket, etag=etag)
-    ledger = runtime.ledger()
+    ledger = runtime.current().ledger
     # a delivery that claimed the file and died: its lease has just run out
     assert ledger.claim(job, "dead-delivery", 0.5, holder="dead").value == "claimed"
     time.sleep(0.6)
@@ -260,11 +267,13 @@ def test_a_launch_does_not_renew_a_lease_before_it_holds_the_claim(
         return get(self, pid)
 
     monkeypatch.setattr(type(ledger), "get", slow_get)
-    monkeypatch.setattr(steps, "delivery_id", lambda task: "another-delivery")
+    monkeypatch.setattr(tasks.launch, "delivery_id", lambda task: "another-delivery")
     started = []
     model = Endpoint(url="http://127.0.0.1:9", handle={})
-    monkeypatch.setattr(runtime.backend(), "launch", lambda j, spec: started.append(j) or model)
-    monkeypatch.setattr(steps, "preflight", lambda *a, **kw: None)
+    monkeypatch.setattr(
+        runtime.current().backend, "launch", lambda j, spec: started.append(j) or model
+    )
+    monkeypatch.setattr(tasks.launch, "preflight", lambda *a, **kw: None)
     sent = []
 
     def signature_from_request(self, request, args, **options):
@@ -273,8 +282,8 @@ def test_a_launch_does_not_renew_a_lease_before_it_holds_the_claim(
             apply=lambda **kw: SimpleNamespace(state="REQUEUED"),
         )
 
-    monkeypatch.setattr(steps.PipelineStep, "signature_from_request", signature_from_request)
-    result = steps.launch.apply(args=[job.to_dict()])
+    monkeypatch.setattr(tasks.base.PipelineStep, "signature_from_request", signature_from_request)
+    result = launch.apply(args=[job.to_dict()])
     assert result.successful(), (result.state, result.traceback, sent)
     assert result.result.get("skipped") is None, result.result
     assert len(started) == 1, "the file was dropped: the claim saw the lease it had renewed"

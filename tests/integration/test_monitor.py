@@ -141,3 +141,15 @@ def test_event_queue_of_a_closed_receiver_is_deleted_at_once(moto_endpoint, buck
     thread.join(timeout=20)
     assert queues(moto_endpoint, f"{ns}-ev-") == []
     assert subscriptions(moto_endpoint, f"{ns}-ev-") == []
+
+
+def test_queue_listings_follow_every_page(moto_endpoint, bucket):
+    """boto3's paginator, not a hand-written NextToken loop: five queues in pages of two."""
+    sqs = emulator_client("sqs", moto_endpoint)
+    names = [f"{bucket}-paged-{i}" for i in range(5)]
+    for name in names:
+        sqs.create_queue(QueueName=name)
+    first = sqs.list_queues(QueueNamePrefix=f"{bucket}-paged-", MaxResults=2)
+    assert len(first["QueueUrls"]) == 2 and first.get("NextToken")  # the emulator pages
+    urls = monitor._list_queues(sqs, f"{bucket}-paged-", page_size=2)
+    assert sorted(u.rsplit("/", 1)[1] for u in urls) == names

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from scorefleet.runstatus import RunState, render, state_of, view
+from scorefleet.runstatus import FileState, render, state_of, view
 from scorefleet.settings import load
 from scorefleet.storage.ledger import Ledger, record_location
 from tests.helpers import base_env, make_job, run_cli
@@ -38,15 +38,15 @@ def s3(moto_endpoint):
 @pytest.mark.parametrize(
     ("record", "state"),
     [
-        (None, RunState.NOT_SEEN),
-        ({"state": "queued"}, RunState.QUEUED),
-        ({"state": "running"}, RunState.LAUNCHING),  # a record of an older worker
-        ({"state": "running", "phase": "launching"}, RunState.LAUNCHING),
-        ({"state": "running", "phase": "scoring"}, RunState.SCORING),
-        ({"state": "running", "phase": "publishing"}, RunState.PUBLISHING),
-        ({"state": "published"}, RunState.PUBLISHED),
-        ({"state": "failed"}, RunState.FAILED),
-        ({"state": "superseded"}, RunState.SUPERSEDED),
+        (None, FileState.NOT_SEEN),
+        ({"state": "queued"}, FileState.QUEUED),
+        ({"state": "running"}, FileState.LAUNCHING),  # a record of an older worker
+        ({"state": "running", "phase": "launching"}, FileState.LAUNCHING),
+        ({"state": "running", "phase": "scoring"}, FileState.SCORING),
+        ({"state": "running", "phase": "publishing"}, FileState.PUBLISHING),
+        ({"state": "published"}, FileState.PUBLISHED),
+        ({"state": "failed"}, FileState.FAILED),
+        ({"state": "superseded"}, FileState.SUPERSEDED),
     ],
 )
 def test_state_of_a_record(record, state):
@@ -86,15 +86,15 @@ def test_the_record_through_a_run(settings, s3, bucket):
     job = make_job(bucket=bucket, key="in/a.csv")
     ledger = Ledger(settings, s3)
     assert ledger.mark_queued(job)
-    assert state_of(ledger.get(job.pipeline_id).data) is RunState.QUEUED
+    assert state_of(ledger.get(job.pipeline_id).data) is FileState.QUEUED
     assert not ledger.mark_queued(job)  # never over an existing record
     ledger.claim(job, "owner-1", 60)
     job.claim_owner = "owner-1"
     rec = ledger.get(job.pipeline_id).data
-    assert state_of(rec) is RunState.LAUNCHING and rec["attempts"] == 1
+    assert state_of(rec) is FileState.LAUNCHING and rec["attempts"] == 1
     assert rec["queued_at"] == job.enqueued_at
     ledger.register_writer(job, "staging/x", 60)
-    assert state_of(ledger.get(job.pipeline_id).data) is RunState.SCORING
+    assert state_of(ledger.get(job.pipeline_id).data) is FileState.SCORING
     clock = [0.0]
     progress = RunProgress(ledger, job, 1000, every=5, clock=lambda: clock[0])
     chunks = list(progress.count([b"x" * 300, b"y" * 200]))
@@ -115,7 +115,7 @@ def test_the_record_through_a_run(settings, s3, bucket):
     assert ledger.get(job.pipeline_id).data["rows"] == 50
     assert progress.writes == 2
     progress.done(Stats)
-    assert state_of(ledger.get(job.pipeline_id).data) is RunState.PUBLISHING
+    assert state_of(ledger.get(job.pipeline_id).data) is FileState.PUBLISHING
     job.rows = 42
     seen = ledger.get(job.pipeline_id)
     ledger.record_outcome(job, "published", "s3://b/out/a.csv.scoreout", "staging/x", seen=seen)

@@ -16,9 +16,12 @@ from typing import Any
 
 import pytest
 
+import tasks.base
+import tasks.launch
+import tasks.score
 from scorefleet.job import Failure, Job, pipeline_id, rerun_id
 from scorefleet.storage.ledger import Publication, staging_location
-from tasks import steps
+from tasks.upload import upload as upload_task
 from tests.helpers import base_env, make_job
 from workers import runtime
 from workers.localstack import emulator_client
@@ -30,14 +33,11 @@ SOURCE = b"a,b\n1,2\n3,4\n"
 def env(moto_endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name, value in base_env(moto_endpoint, bucket).items():
         monkeypatch.setenv(name, value)
-    caches = (runtime.settings, runtime._make_backend, runtime.ledger)
-    for cache in caches:
-        cache.cache_clear()
+    runtime.reset()
     # Every message here is a first delivery, as both copies of a chain are.
-    monkeypatch.setattr(steps, "first_delivery", lambda task: True)
+    monkeypatch.setattr(tasks.score, "first_delivery", lambda task: True)
     yield
-    for cache in caches:
-        cache.cache_clear()
+    runtime.reset()
 
 
 @pytest.fixture
@@ -53,18 +53,18 @@ def scored_attempt(s3: Any, bucket: str, output: bytes) -> Job:
     etag = s3.put_object(Bucket=bucket, Key="in/a.csv", Body=SOURCE)["ETag"].strip('"')
     run_id = pipeline_id(bucket, "in/a.csv", None, etag)
     job = make_job(run_id, bucket, etag=etag, size=len(SOURCE))
-    staging = staging_location(runtime.settings(), run_id)
+    staging = staging_location(runtime.current().settings, run_id)
     s3.put_object(Bucket=staging.bucket, Key=staging.key, Body=output)
     job.staging_key, job.rows, job.output_bytes = staging.key, 2, len(output)
     return job
 
 
 def claim(job: Job) -> None:
-    assert runtime.ledger().claim(job, "launch-message", 60).value == "claimed"
+    assert runtime.current().ledger.claim(job, "launch-message", 60).value == "claimed"
 
 
 def upload(job: Job) -> dict[str, Any]:
-    result = steps.upload.apply(args=[job.to_dict()])
+    result = upload_task.apply(args=[job.to_dict()])
     assert result.successful(), result.traceback
     return dict(result.result)
 
@@ -100,7 +100,7 @@ def test_a_copy_of_the_chain_publishes_nothing(env, s3, bucket):
     again = upload(first)
     assert again["published"] == f"s3://{bucket}/out/a.csv.scoreout" and not again.get("skipped")
     assert len(versions(s3, bucket, "out/a.csv.scoreout")) == 1
-    record = runtime.ledger().get(first.pipeline_id)
+    record = runtime.current().ledger.get(first.pipeline_id)
     assert record is not None and record.state == "published"
     assert record.data["publisher"] == first.staging_key
 
@@ -130,7 +130,7 @@ def test_own_failure_after_recording_publishes_the_error(env, s3, bucket):
     error) hands over to its failure tail, which must publish the .error."""
     job = scored_attempt(s3, bucket, b"p\n1\n1\n")
     claim(job)
-    ledger = runtime.ledger()
+    ledger = runtime.current().ledger
     verdict = ledger.record_outcome(
         job, "published", f"s3://{bucket}/out/a.csv.scoreout", job.staging_key, seen=None
     )
@@ -143,7 +143,7 @@ def test_own_failure_after_recording_publishes_the_error(env, s3, bucket):
 
 
 def test_record_outcome_states(env, s3, bucket):
-    ledger = runtime.ledger()
+    ledger = runtime.current().ledger
     job = make_job("sf-00000000000000000c04", bucket)
     # no record at all (say the state prefix was cleaned): the first attempt records it
     assert ledger.record_outcome(job, "failed", None, "no-output", seen=None) is Publication.FIRST
@@ -168,7 +168,7 @@ def test_a_copy_leaves_the_publishers_staging_alone(env, s3, bucket):
     claim(publisher)
     copy = scored_attempt(s3, bucket, b"p\n0.7\n0.8\n")
     dest = f"s3://{bucket}/out/a.csv.scoreout"
-    ledger = runtime.ledger()
+    ledger = runtime.current().ledger
     seen = ledger.get(publisher.pipeline_id)
     assert (
         ledger.record_outcome(publisher, "published", dest, publisher.staging_key, seen=seen)
@@ -216,7 +216,7 @@ def test_the_rejected_rows_are_published_once_with_the_scoreout(env, s3, bucket)
     # the file scored again (a forced rerun, cleanly): its .scoreout takes the .rejected away
     clean = scored_attempt(s3, bucket, b"p\n0.1\n0.2\n")
     clean.run_id, clean.force = rerun_id(clean.pipeline_id), True
-    staging = staging_location(runtime.settings(), clean.run_id)
+    staging = staging_location(runtime.current().settings, clean.run_id)
     s3.put_object(Bucket=staging.bucket, Key=staging.key, Body=b"p\n0.1\n0.2\n")
     clean.staging_key = staging.key
     claim(clean)

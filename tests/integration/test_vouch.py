@@ -21,7 +21,10 @@ from typing import Any
 import pytest
 
 from scorefleet.job import pipeline_id
-from tasks import steps
+from tasks.launch import launch
+from tasks.score import score
+from tasks.teardown import teardown
+from tasks.upload import upload
 from tests import helpers
 from tests.helpers import base_env, make_job
 from workers import runtime
@@ -95,13 +98,10 @@ def env(
     )
     for name, value in values.items():
         monkeypatch.setenv(name, value)
-    caches = (runtime.settings, runtime._make_backend, runtime.ledger)
-    for cache in caches:
-        cache.cache_clear()
+    runtime.reset()
     yield values
-    runtime.backend().stop_all()  # type: ignore[attr-defined]
-    for cache in caches:
-        cache.cache_clear()
+    runtime.current().backend.stop_all()  # type: ignore[attr-defined]
+    runtime.reset()
 
 
 @pytest.fixture
@@ -142,16 +142,16 @@ def test_score_never_streams_to_an_endpoint_named_in_the_message(env, s3, bucket
     is the attacker's. The worker scores it with the model the backend started for
     this run, and the listener gets nothing."""
     job = real_job(s3, bucket, endpoint=listener.url, handle={"pid": 1, "port": 1})
-    result = steps.score.apply(args=[job])
+    result = score.apply(args=[job])
     assert result.successful(), result.traceback
     assert not listener.got_anything
     assert result.result["rows"] == 2 and result.result["endpoint"] != listener.url
-    assert runtime.backend().teardown(make_job(job["run_id"]))  # our own model ran it
+    assert runtime.current().backend.teardown(make_job(job["run_id"]))  # our own model ran it
 
 
 def test_score_refuses_a_source_outside_the_input_prefix(env, s3, bucket, listener):
     job = forged_job(s3, bucket, "private/salaries.csv", endpoint=listener.url)
-    result = steps.score.apply(args=[job])
+    result = score.apply(args=[job])
     assert SECRET not in b"".join(listener.received)
     assert "not a file under the input location" in refused(result)
 
@@ -177,7 +177,9 @@ def test_every_step_refuses_what_it_cannot_vouch_for(
         job["pipeline_id"] = job["run_id"] = pipeline_id(
             job["bucket"], job["key"], None, job["etag"]
         )
-    result = getattr(steps, step).apply(args=[job])
+    result = {"launch": launch, "score": score, "upload": upload, "teardown": teardown}[step].apply(
+        args=[job]
+    )
     assert not listener.got_anything
     assert outputs(s3, bucket) == []  # no .error either: it would name the forged file
     records = s3.list_objects_v2(Bucket=bucket, Prefix="scorefleet-state/").get("Contents", [])
@@ -191,7 +193,7 @@ def test_upload_never_publishes_or_deletes_an_object_the_message_points_at(env, 
     """staging_key is copied to the .scoreout: a crafted one would publish any object
     of the state bucket (here the output bucket, which also holds private/)."""
     job = real_job(s3, bucket, staging_key="private/salaries.csv", rows=1)
-    result = steps.upload.apply(args=[job])
+    result = upload.apply(args=[job])
     assert outputs(s3, bucket) == []
     assert s3.get_object(Bucket=bucket, Key="private/salaries.csv")["Body"].read() == SECRET
     assert "is not one of run" in refused(result)
@@ -205,7 +207,7 @@ def test_teardown_never_removes_a_directory_named_in_the_message(env, s3, bucket
     (victim / "precious.txt").write_text("keep me")
     (tmp_path / "state" / "local").mkdir(parents=True)  # the backend's root, as in use
     job = {**real_job(s3, bucket), "run_id": run_id.format(victim=victim)}
-    result = steps.teardown.apply(args=[job])
+    result = teardown.apply(args=[job])
     assert (victim / "precious.txt").read_text() == "keep me"
     assert "is not one scorefleet makes" in refused(result)
 
@@ -214,7 +216,7 @@ def test_the_local_backend_itself_refuses_a_path_for_a_run_id(env, tmp_path):
     """Defence in depth: the backend does not rely on the step's check."""
     victim = tmp_path / "victim"
     victim.mkdir()
-    backend = runtime.backend()
+    backend = runtime.current().backend
     with pytest.raises(Exception, match="is not one scorefleet makes"):
         backend.teardown(make_job(str(victim)))
     with pytest.raises(Exception, match="is not one scorefleet makes"):

@@ -98,7 +98,7 @@ PLANTS = [
     pytest.param(
         "scorefleet/errors.py", "import lambda_enqueue.events", {CORE, LAYERS}, id="core-lambda"
     ),
-    pytest.param("workers/cli.py", "import tasks.steps", {LAYERS}, id="workers-tasks"),
+    pytest.param("workers/cli.py", "import tasks.launch", {LAYERS}, id="workers-tasks"),
     pytest.param(
         # only the local stack's bridge may call the handler
         "workers/cli.py",

@@ -1,0 +1,155 @@
+"""``tasks.score``: stream the file through the model into a staging object."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from typing import Any
+
+from celery import shared_task
+
+from scorefleet.errors import ModelUnavailable
+from scorefleet.job import Job, SkipReason
+from scorefleet.settings import ModelSpec
+from scorefleet.storage import s3io
+from scorefleet.storage.ledger import rejected_staging_key, staging_location, staging_prefix
+from scorefleet.submission import validate
+from tasks.base import STEP_LOGGER, PipelineStep, first_delivery
+from tasks.inputs import expansion_limits, read_limits
+from workers.formats import Format
+from workers.formats import source as data_source
+from workers.heartbeat import Heartbeat
+from workers.progress import RunProgress
+from workers.protocols import CallLimits, ModelProtocol, open_protocol, protocol_for
+from workers.rejects import RowRejects, budget_for
+from workers.runtime import WorkerRuntime
+from workers.scoring import no_model, reader_rows, score_stream
+
+log = logging.getLogger(STEP_LOGGER)
+
+
+@shared_task(name="tasks.score", bind=True, base=PipelineStep)
+def score(self: PipelineStep, job: dict[str, Any]) -> Any:
+    """Stream the file through the model into a staging object."""
+
+    def body(rt: WorkerRuntime, j: Job, hb: Heartbeat) -> Job:
+        if j.skipped:
+            return j
+        s = rt.settings
+        validate(s, j)  # the image, cluster and namespace: a model may be started again
+        spec = s.models.spec(j.model_image)
+        staging = staging_location(s, j.run_id)
+        # registered (with a lease the heartbeat renews) before its upload exists
+        rt.ledger.register_writer(j, staging.key, s.broker.visibility_timeout)
+        hb.writer = staging.key
+        described = data_source.describe(rt.s3, j, spec.extra)
+        output = described.options.output
+        reader = data_source.open_reader(
+            rt.s3, j, described, read_limits(s, spec), expansion_limits(s)
+        )
+        # a Parquet file with no rows: its (empty) output needs no model
+        empty = described.options.input is Format.PARQUET and reader_rows(reader) == 0
+        client = None if empty else ready_client(rt, j, spec)
+        if not first_delivery(self):
+            # uploads of earlier attempts whose workers died: their leases expired
+            # (a live attempt's upload is never touched, however old)
+            s3io.abort_dead_uploads(
+                rt.s3,
+                staging_prefix(s, j.run_id),
+                lambda: rt.ledger.writers(j.pipeline_id),
+                unregistered_after=s.broker.visibility_timeout,
+            )
+        progress = RunProgress(rt.ledger, j, described.size, read=lambda: reader.bytes_in)
+        # rows the model may refuse: kept aside (on disk past a few MB) for the .rejected
+        budget = budget_for(
+            s.scoring.max_rejected_rows, spec.max_rejected_rows, j.max_rejected_rows
+        )
+        spool: Any = None
+        rejects = None
+        if budget.enabled:
+            spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - closed below
+            rejects = RowRejects(budget, spool, fraction_read=progress.fraction_read)
+        try:
+            with s3io.MultipartWriter(rt.s3, staging, content_type=output.media_type) as sink:
+                stats = score_stream(
+                    reader,
+                    client.score if client else no_model,
+                    sink,
+                    output,
+                    max_in_flight=s.scoring.max_in_flight,
+                    total_bytes=described.size,
+                    checkpoint=hb.check,
+                    progress=progress.update,
+                    rejects=rejects,
+                )
+                if hb.superseded:
+                    sink.abort()
+                    log.warning("a newer run of this file took over; this run stops")
+                    j.skipped = SkipReason.SUPERSEDED
+                    return j
+                if spool is not None and stats.rejected:
+                    spool.seek(0)
+                    rt.s3.upload_fileobj(spool, staging.bucket, rejected_staging_key(staging.key))
+                sink.complete()
+        finally:
+            if client is not None:
+                client.close()
+            if spool is not None:
+                spool.close()
+        if rejects is not None and stats.rejected:
+            log.warning(
+                "the model refused %d row(s), set aside in the .rejected (budget %s; %d extra "
+                "model calls to find them)",
+                stats.rejected,
+                budget,
+                rejects.extra_calls,
+            )
+        j.rejected_rows = stats.rejected
+        j.staging_key, j.rows, j.score_seconds = staging.key, stats.rows, stats.seconds
+        j.output_type = output.media_type
+        j.output_bytes = sink.bytes_written
+        progress.done(stats)
+        log.info(
+            "scored %d rows in %d mini-batches in %.2fs", stats.rows, stats.batches, stats.seconds
+        )
+        # Warm mode: park the model now, so the next file of its image can have it,
+        # rather than after publishing (tasks.teardown then has nothing left to do).
+        # Otherwise teardown stops it after publishing: stopping a model can take a
+        # moment, and the output should not wait for it.
+        if s.launch.warm_idle_seconds > 0:
+            try:
+                rt.backend.teardown(j)
+                j.released = True
+            except Exception as exc:  # teardown will try again
+                log.warning("could not release the model early: %s", exc)
+        return j
+
+    return self.run_step("score", job, body, lease=True)
+
+
+def ready_client(rt: WorkerRuntime, j: Job, spec: ModelSpec) -> ModelProtocol:
+    """The run's model in its protocol; starts the model again if it has died. The
+    endpoint is the one the backend recorded for this run, never the job's."""
+    s = rt.settings
+    limits = CallLimits(
+        timeout=s.scoring.model_timeout,
+        pool_size=s.scoring.max_in_flight,
+        max_answer_ratio=s.scoring.max_answer_ratio,
+        max_answer_floor=s.scoring.max_answer_floor_bytes,
+    )
+    backend = rt.backend
+    url = backend.endpoint(j)
+    client = open_protocol(url or "http://127.0.0.1:1", spec, limits)
+    if url and client.ready(2.0):
+        j.endpoint = url
+        return client
+    client.close()
+    if url and backend.is_alive(j):
+        raise ModelUnavailable(
+            "the model is running but does not answer "
+            + protocol_for(spec.protocol).describe_readiness(spec)
+        )
+    log.warning("the model of this run is gone; starting it again")
+    ep = backend.launch(j, spec)
+    j.endpoint, j.handle = ep.url, ep.handle
+    return open_protocol(ep.url, spec, limits)

@@ -1,0 +1,36 @@
+"""``tasks.teardown``: remove the run's model (after success and failure alike)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import shared_task
+
+from scorefleet.job import Job
+from tasks.base import STEP_LOGGER, PipelineStep
+from workers.heartbeat import Heartbeat
+from workers.runtime import WorkerRuntime
+
+log = logging.getLogger(STEP_LOGGER)
+
+
+@shared_task(name="tasks.teardown", bind=True, base=PipelineStep)
+def teardown(self: PipelineStep, job: dict[str, Any]) -> Any:
+    """Remove the run's model container (runs after success and failure alike)."""
+
+    def body(rt: WorkerRuntime, j: Job, hb: Heartbeat) -> Job:
+        removed = False if j.released else rt.backend.teardown(j)
+        total = time.time() - (j.launch_started_at or j.enqueued_at)
+        log.info(
+            "done: %s; model %s; %.0f ms since launch (model start %s ms), %.0f ms since enqueue",
+            j.published or j.skipped or "nothing published",
+            "released after scoring" if j.released else f"stopped: {removed}",
+            total * 1000,
+            j.model_start_ms,
+            (time.time() - j.enqueued_at) * 1000,
+        )
+        return j
+
+    return self.run_step("teardown", job, body)

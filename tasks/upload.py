@@ -1,0 +1,108 @@
+"""``tasks.upload``: publish ``<name>.scoreout`` (or ``<name>.error``), once."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+
+from scorefleet.job import Job, SkipReason
+from scorefleet.s3uri import S3Uri
+from scorefleet.storage import outcome, s3io
+from scorefleet.storage.ledger import Publication, Record, RunState, staging_prefix
+from tasks.base import STEP_LOGGER, PipelineStep
+from workers import metrics
+from workers.heartbeat import Heartbeat
+from workers.runtime import WorkerRuntime
+
+log = logging.getLogger(STEP_LOGGER)
+
+#: The attempt name under which a run that has no output (it failed before its
+#: scoring finished) records its ``.error``; see Ledger.record_outcome.
+NO_OUTPUT = "no-output"
+
+
+@shared_task(name="tasks.upload", bind=True, base=PipelineStep)
+def upload(self: PipelineStep, job: dict[str, Any]) -> Any:
+    """Publish ``<name>.scoreout`` (or ``<name>.error`` if the job failed), once.
+
+    Once: the outcome is recorded in the run's ledger record first, and only the
+    scoring attempt that recorded it publishes it; a redelivered or retried upload
+    of that attempt looks for its output before copying it again, and a copy of the
+    chain (a worker killed between sending a step and acknowledging its own message)
+    publishes nothing. A run that was superseded (a forced rerun took over) or whose
+    source has since been replaced by a newer version publishes nothing either: the
+    newer run publishes its own outcome.
+    """
+
+    def body(rt: WorkerRuntime, j: Job, hb: Heartbeat) -> Job:
+        s, s3 = rt.settings, rt.s3
+        staging = S3Uri(s.storage.state_uri.bucket, j.staging_key) if j.staging_key else None
+        rec = rt.ledger.get(j.pipeline_id)
+        if j.skipped:
+            pass
+        elif rec is not None and rec.run_id != j.run_id:
+            log.warning("a newer run of this file took over; not publishing")
+            j.skipped = SkipReason.SUPERSEDED
+        elif (newer := outcome.newer_source(s3, j)) is not None:
+            log.warning("not publishing: the file was replaced since (%s)", newer)
+            rt.ledger.finish(j, RunState.SUPERSEDED, None, seen=rec)
+            j.skipped = SkipReason.SOURCE_REPLACED
+        elif j.failure is not None or staging is not None:
+            publish(rt, j, staging, rec)
+        if staging is not None and j.skipped is SkipReason.PUBLISHED_ELSEWHERE:
+            # only its own: the publisher may not have copied its staging object yet
+            s3io.delete_quietly(s3, staging)
+        elif staging is not None:  # this attempt's staging object, and any of a copy's
+            s3io.delete_prefix(s3, staging_prefix(s, j.run_id))
+        return j
+
+    return self.run_step("upload", job, body)
+
+
+def publish(rt: WorkerRuntime, j: Job, staging: S3Uri | None, rec: Record | None) -> None:
+    """Record how the run ended (``rec``: its record as just read), then publish the
+    ``.error`` or the ``.scoreout`` if this attempt is the one to (Ledger.record_outcome)."""
+    s, s3 = rt.settings, rt.s3
+    failed = j.failure is not None
+    dest = (
+        outcome.error_location_or_none(s, j.source)
+        if failed
+        else outcome.scoreout_location(s, j.source)
+    )
+    verdict = rt.ledger.record_outcome(
+        j,
+        RunState.FAILED if failed else RunState.PUBLISHED,
+        str(dest) if dest else None,
+        j.staging_key or NO_OUTPUT,
+        seen=rec,
+    )
+    if verdict is Publication.SUPERSEDED:
+        log.warning("a newer run of this file took over; not publishing")
+        j.skipped = SkipReason.SUPERSEDED
+        return
+    if verdict is Publication.DUPLICATE:
+        # a copy of this run's chain (see scorefleet.storage.ledger) got there first
+        log.info("another attempt of this run published its outcome; not publishing")
+        j.skipped = SkipReason.PUBLISHED_ELSEWHERE
+        return
+    again = verdict is Publication.AGAIN  # this attempt recorded it before: look first
+    if j.failure is not None:
+        if not j.failure.model_logs and j.failure.step in {"launch", "score"}:
+            try:
+                j.failure.model_logs = rt.backend.logs(j, s.models.log_lines)
+            except Exception as exc:
+                log.warning("could not read the model's logs: %s", exc)
+        published = outcome.publish_error(s, s3, j, j.failure, maybe_done=again)
+        j.published = str(published) if published else None
+        log.warning("published %s", published)
+        if not again:
+            metrics.FILES_FAILED.labels(j.failure.step, j.failure.kind).inc()
+    elif staging is not None:
+        j.published = str(outcome.publish_scoreout(s, s3, j, staging, maybe_done=again))
+        log.info("published %s (%d rows)", j.published, j.rows or 0)
+        if not again:
+            metrics.FILES_PUBLISHED.inc()
+            metrics.ROWS_SCORED.inc(j.rows or 0)
+            metrics.ROWS_REJECTED.inc(j.rejected_rows)

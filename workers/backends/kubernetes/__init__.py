@@ -1,0 +1,79 @@
+"""The ``kubernetes`` launch backend: one pod per file, always torn down.
+
+A run's pod is named after its run id (so the same file version always maps to
+the same pod, and an AlreadyExists on launch means another attempt of this run
+made it: it is adopted, not duplicated). Scoring reaches the pod directly at
+``http://<pod IP>:<container port>``: the workers run in the cluster (or in a
+peered VPC), so no per-file Service or Ingress is needed.
+
+API calls per file on the happy path: one create, one watch, one delete. Launch
+does not poll: it watches the one pod (``fieldSelector=metadata.name=<pod>``) and
+decides on each event. The watch's socket read timeout is kept equal to the time
+left before the deadline that currently applies (the launch timeout, or the
+unschedulable timeout while the scheduler cannot place the pod), so a quiet pod
+wakes the worker exactly when a deadline passes, with no second call.
+
+Failures are sorted from the pod status (:func:`.status.pod_state`):
+
+* ``ErrImagePull`` / ``ImagePullBackOff`` / ``InvalidImageName`` -> permanent
+  (:class:`.api.ImagePullError`), within seconds;
+* ``OOMKilled``, ``CrashLoopBackOff`` or any exit before the pod was ready ->
+  permanent :class:`~scorefleet.errors.ModelError` with the container's last log lines;
+* unschedulable for longer than ``SCOREFLEET_K8S_UNSCHEDULABLE_TIMEOUT`` ->
+  :class:`.api.PodUnschedulable`, transient: the pod stays Pending (so the cluster
+  autoscaler keeps working on it) and the step is retried later, then ``.error``;
+* API answers 429/5xx and connection errors -> transient
+  :class:`.api.KubernetesApiError`; other 4xx -> permanent, with a hint (RBAC, ...).
+
+Clusters (``SCOREFLEET_K8S_CLUSTERS``): the worker's own through in-cluster
+config, another EKS cluster through its endpoint and CA with a token made like
+``aws eks get-token`` (:mod:`workers.eks_token`), or a kubeconfig (development
+and tests). Every API call goes through :class:`.api.CountingApiClient`, so
+:attr:`.backend.KubernetesBackend.calls` knows how many calls of each verb were made.
+
+Its parts, along their seams: :mod:`.api` (the API client, its call counter and the
+mapping of API errors onto the pipeline's), :mod:`.manifest` (a run's pod: name,
+labels, manifest), :mod:`.status` (what a pod's status means), :mod:`.warm` (warm
+mode's parked pods), :mod:`.backend` (launch, endpoint, logs, teardown, reap). Its
+settings are checked by :mod:`workers.backends.k8s_config`, which imports no
+kubernetes client. The names imported here are the ones other code uses.
+"""
+
+from __future__ import annotations
+
+from workers.backends.kubernetes.api import (
+    ClusterConfigError,
+    ImagePullError,
+    KubernetesApiError,
+    PodUnschedulable,
+    api_verb,
+)
+from workers.backends.kubernetes.backend import KubernetesBackend
+from workers.backends.kubernetes.manifest import (
+    FLEET_LABEL,
+    PIPELINE_LABEL,
+    RUN_ANNOTATION,
+    RUN_LABEL,
+    label_value,
+    pod_manifest,
+    pod_name,
+)
+from workers.backends.kubernetes.status import PodState, pod_state
+
+__all__ = [
+    "FLEET_LABEL",
+    "PIPELINE_LABEL",
+    "RUN_ANNOTATION",
+    "RUN_LABEL",
+    "ClusterConfigError",
+    "ImagePullError",
+    "KubernetesApiError",
+    "KubernetesBackend",
+    "PodState",
+    "PodUnschedulable",
+    "api_verb",
+    "label_value",
+    "pod_manifest",
+    "pod_name",
+    "pod_state",
+]
