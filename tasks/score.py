@@ -68,7 +68,12 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
         rejects = None
         if budget.enabled:
             spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - closed below
-            rejects = RowRejects(budget, spool, fraction_read=progress.fraction_read)
+            rejects = RowRejects(
+                budget,
+                spool,
+                fraction_read=progress.fraction_read,
+                parquet=described.options.input is Format.PARQUET,
+            )
         try:
             with s3io.MultipartWriter(rt.s3, staging, content_type=output.media_type) as sink:
                 stats = score_stream(

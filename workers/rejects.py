@@ -194,13 +194,18 @@ class RejectedWriter:
     """Writes refused rows to ``<name>.rejected`` (through ``sink``), in the input's
     format: for CSV, the input's own columns (its header line first, when it has one)
     between the row's 1-based number and the model's message, the row's bytes as the
-    file had them; for rows held as a table (JSON Lines, Parquet), one JSON object per
-    row: ``{"scorefleet_row": n, <the row's columns>, "scorefleet_message": "..."}``."""
+    file had them; for JSON Lines, one JSON object per row:
+    ``{"scorefleet_row": n, <the row's columns>, "scorefleet_message": "..."}``; for
+    Parquet (``parquet=True``), the same columns in a Parquet file, the row's columns
+    with the input's types, written by :meth:`close` (the refused rows are held until
+    then: at most the file's budget of them)."""
 
-    def __init__(self, sink: Any) -> None:
+    def __init__(self, sink: Any, *, parquet: bool = False) -> None:
         self.sink = sink
+        self.parquet = parquet
         self.rows = 0
         self._started = False
+        self._tables: list[Any] = []  # Parquet: one Arrow table per refused row
 
     def write(self, refusals: Sequence[Refusal]) -> None:
         for r in sorted(refusals, key=lambda r: r.row):
@@ -224,6 +229,14 @@ class RejectedWriter:
             out = io.StringIO()
             csv.writer(out, lineterminator="\n").writerow([message])
             line = f"{r.row},".encode() + batch.csv.rstrip(b"\r\n") + b"," + out.getvalue().encode()
+        elif self.parquet:
+            import pyarrow as pa
+
+            table = batch.as_table()
+            table = table.add_column(0, ROW_COLUMN, pa.array([r.row], pa.int64()))
+            self._tables.append(table.append_column(MESSAGE_COLUMN, pa.array([message])))
+            self.rows += 1
+            return
         else:
             (record,) = batch.as_records()
             obj = {ROW_COLUMN: r.row, **record, MESSAGE_COLUMN: message}
@@ -231,6 +244,18 @@ class RejectedWriter:
         self._started = True
         self.sink.write(line)
         self.rows += 1
+
+    def close(self) -> None:
+        """Write what is held (Parquet); nothing to do for the line formats."""
+        if not self._tables:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        # a column that is null in one row and typed in another: the types unified
+        table = pa.concat_tables(self._tables, promote_options="permissive")
+        self._tables = []
+        pq.write_table(table, self.sink)
 
 
 def budget_for(default: RejectBudget, image: RejectBudget | None, tag: str | None) -> RejectBudget:
@@ -256,9 +281,10 @@ class RowRejects:
         sink: Any,
         *,
         fraction_read: Callable[[], float] | None = None,
+        parquet: bool = False,
     ) -> None:
         self.budget = budget
-        self.writer = RejectedWriter(sink)
+        self.writer = RejectedWriter(sink, parquet=parquet)
         self.fraction_read = fraction_read
         #: rows the batcher has produced so far (the scoring loop sets it)
         self.rows_read: Callable[[], int] = lambda: 0
@@ -287,3 +313,4 @@ class RowRejects:
     def finish(self, rows: int) -> None:
         if self.bisector is not None:
             self.bisector.check_final(rows)
+        self.writer.close()

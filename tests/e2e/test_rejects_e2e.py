@@ -109,3 +109,38 @@ def test_a_bad_budget_tag_is_refused_up_front(outcomes: Outcomes):
     suffix, body, tags = outcomes.wait(key, timeout=60)
     assert suffix == ".error" and tags["error_step"] == "enqueue"
     assert "max_rejected_rows 'lots' is not a row count" in body.decode()
+
+
+def test_a_parquet_files_refused_rows_are_a_parquet_rejected(outcomes: Outcomes):
+    """The .rejected is in the input's format: Parquet in, Parquet .rejected, the
+    row's columns with the input's own types."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bad = {42, 1999}
+    rows = rows_with(bad)
+    table = pa.table(
+        {
+            "a": pa.array([int(r[0]) for r in rows], pa.int64()),
+            "b": pa.array([r[1] for r in rows]),
+            "c": pa.array([int(r[2]) for r in rows], pa.int32()),
+        }
+    )
+    data = io.BytesIO()
+    pq.write_table(table, data, row_group_size=1000)
+    key = f"rejects-{uuid.uuid4().hex[:8]}.parquet"
+    outcomes.put(key, data.getvalue(), {"model_image": "test/refuse:1", "max_rejected_rows": "5"})
+    suffix, body, tags = outcomes.wait(key, timeout=90)
+    assert suffix == ".scoreout", body.decode(errors="replace")
+    assert tags["rows"] == str(ROWS - 2) and tags["rejected_rows"] == "2"
+    assert pq.read_table(io.BytesIO(body)).num_rows == ROWS - 2
+    raw = outcomes.s3.get_object(Bucket=BUCKET, Key=f"out/{key}.rejected")["Body"].read()
+    assert raw[:4] == b"PAR1"
+    rejected = pq.read_table(io.BytesIO(raw))
+    assert rejected.column_names == ["scorefleet_row", "a", "b", "c", "scorefleet_message"]
+    assert rejected.schema.field("a").type == pa.int64()
+    assert rejected.schema.field("c").type == pa.int32()
+    got = rejected.to_pydict()
+    assert got["scorefleet_row"] == [42, 1999] and got["a"] == [42, 1999]
+    assert got["b"] == ["BAD", "BAD"]
+    assert all("value BAD is not a number" in m for m in got["scorefleet_message"])

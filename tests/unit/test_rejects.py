@@ -182,3 +182,65 @@ def test_a_message_with_a_credential_is_masked_in_the_rejected_file():
     RejectedWriter(sink).write(out.refused)
     assert LEAKED_SECRET not in sink.getvalue().decode()
     assert "bad row; connecting with token=" in sink.getvalue().decode()
+
+
+def table_batch(first: int, rows: int) -> Batch:
+    import pyarrow as pa
+
+    ids = list(range(first, first + rows))
+    table = pa.table({"a": pa.array(ids, pa.int64()), "b": pa.array([f"v{i}" for i in ids])})
+    return Batch(
+        first_row=first,
+        rows=rows,
+        span=f"data rows {first}-{first + rows - 1}",
+        columns=("a", "b"),
+        table=table,
+    )
+
+
+class TableModel:
+    def __init__(self, bad: set[int]) -> None:
+        self.bad = bad
+
+    def score(self, batch: Batch) -> Scores:
+        ids = batch.as_table().column("a").to_pylist()
+        hit = [i for i in ids if i in self.bad]
+        if hit:
+            raise RowsRefused(f"row {hit[0]} has a bad value")
+        return Scores(rows=len(ids), csv=b"".join(b"1\n" for _ in ids))
+
+
+def test_a_parquet_inputs_refused_rows_are_written_as_parquet_with_their_types():
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Bisector(TableModel({3, 7}).score, RejectBudget(count=5), lambda: 8)(table_batch(1, 8))
+    sink = io.BytesIO()
+    w = RejectedWriter(sink, parquet=True)
+    w.write(out.refused[:1])
+    w.write(out.refused[1:])
+    assert sink.getvalue() == b""  # held until close: one Parquet file
+    w.close()
+    table = pq.read_table(io.BytesIO(sink.getvalue()))
+    assert table.column_names == ["scorefleet_row", "a", "b", "scorefleet_message"]
+    assert table.schema.field("a").type == pa.int64() and w.rows == 2
+    got = table.to_pydict()
+    assert got["scorefleet_row"] == [3, 7] and got["b"] == ["v3", "v7"]
+    assert got["scorefleet_message"] == ["row 3 has a bad value", "row 7 has a bad value"]
+
+
+def test_a_json_lines_inputs_refused_rows_are_json_lines():
+    import json
+
+    out = Bisector(TableModel({2}).score, RejectBudget(count=5), lambda: 4)(table_batch(1, 4))
+    sink = io.BytesIO()
+    w = RejectedWriter(sink)
+    w.write(out.refused)
+    w.close()
+    (line,) = sink.getvalue().decode().splitlines()
+    assert json.loads(line) == {
+        "scorefleet_row": 2,
+        "a": 2,
+        "b": "v2",
+        "scorefleet_message": "row 2 has a bad value",
+    }
