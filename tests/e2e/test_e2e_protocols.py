@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -68,6 +69,44 @@ REFUSALS = {
     "proto/v2-refuse.csv": ("test/refuse-v2:1", IRIS, "with HTTP 400: "),
 }
 DEATHS = {f"proto/die-{p}.csv": f"test/die-{p}:1" for p in PROTOCOLS}
+#: iris as Parquet and as JSON Lines, with an id the model is not sent and every
+#: output row keeps: each protocol is sent what it takes (issue 14)
+KEEP_ID = {"keep_columns": "id", "drop_columns": "id"}
+TYPED = {
+    f"{key.removesuffix('.csv')}.{ext}": (image, header)
+    for key, (image, header) in SUCCESSES.items()
+    for ext in ("parquet", "jsonl")
+}
+
+
+def iris_records() -> list[dict[str, object]]:
+    rows = list(csv.DictReader(io.StringIO(IRIS.decode())))
+    # an empty cell (iris.csv has some) is a null
+    return [
+        {"id": i, **{k: float(v) if v else None for k, v in r.items()}}
+        for i, r in enumerate(rows, 1)
+    ]
+
+
+def typed_body(ext: str) -> bytes:
+    records = iris_records()
+    if ext == "jsonl":
+        return "".join(json.dumps(r) + "\n" for r in records).encode()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(records), out, row_group_size=64)
+    return out.getvalue()
+
+
+def typed_rows(ext: str, body: bytes) -> list[dict[str, object]]:
+    if ext == "jsonl":
+        return [json.loads(line) for line in body.decode().splitlines()]
+    import pyarrow.parquet as pq
+
+    rows: list[dict[str, object]] = pq.read_table(io.BytesIO(body)).to_pylist()
+    return rows
 
 
 def expected_labels() -> list[str]:
@@ -99,6 +138,8 @@ def dropped(outcomes: Outcomes, third_party: None) -> None:
         outcomes.put(key, body, {"model_image": image})
     for key, image in DEATHS.items():
         outcomes.put(key, IRIS, {"model_image": image})
+    for key, (image, _) in TYPED.items():
+        outcomes.put(key, typed_body(key.rsplit(".", 1)[1]), {"model_image": image, **KEEP_ID})
 
 
 @pytest.mark.parametrize("key", list(SUCCESSES))
@@ -110,13 +151,35 @@ def test_each_protocol_scores_iris(outcomes: Outcomes, dropped: None, key: str) 
     lines = text.splitlines()
     assert lines[0] == header and len(lines) == 151, lines[:3]
     assert tags["model_image"] == image and tags["rows"] == "150"
-    rows = list(csv.reader(lines[1:]))
+    check_labels(header, list(csv.reader(lines[1:])))
+
+
+def check_labels(header: str, rows: list[list[str]]) -> None:
     if header.startswith(("label", "I_label", "predict_0")):
         assert [r[0] for r in rows] == expected_labels()
     else:  # probabilities per class: the most likely class is the model's label
         names = ["setosa", "versicolor", "virginica"]
         best = [names[max(range(3), key=lambda k: float(r[k]))] for r in rows]
         assert best == expected_labels()
+
+
+@pytest.mark.parametrize("key", list(TYPED))
+def test_each_protocol_scores_parquet_and_json_lines_keeping_an_id(
+    outcomes: Outcomes, dropped: None, key: str
+) -> None:
+    """Parquet in -> Parquet out, JSON Lines in -> JSON Lines out, whatever the
+    protocol takes (CSV, v2 tensors, JSON records): the id first, then the answer."""
+    image, header = TYPED[key]
+    ext = key.rsplit(".", 1)[1]
+    suffix, body, tags = outcomes.wait(key, timeout=420)
+    assert suffix == ".scoreout", body.decode(errors="replace")
+    assert tags["model_image"] == image and tags["rows"] == "150"
+    if ext == "parquet":
+        assert body[:4] == b"PAR1"
+    rows = typed_rows(ext, body)
+    assert len(rows) == 150 and list(rows[0]) == ["id", *header.split(",")], list(rows[0])
+    assert [r["id"] for r in rows] == list(range(1, 151))
+    check_labels(header, [[str(v) for k, v in r.items() if k != "id"] for r in rows])
 
 
 @pytest.mark.parametrize("key", list(REFUSALS))
