@@ -59,6 +59,7 @@ MODULES = (
     "lambda_enqueue.events",
     "lambda_enqueue.handler",
     "scorefleet",
+    "scorefleet.aws",
     "scorefleet.celeryconf",
     "scorefleet.chain",
     "scorefleet.errors",

@@ -75,6 +75,19 @@ def _typed_column(values: list[str]) -> list[Any]:
     return [v if v != "" else None for v in values]
 
 
+def table_csv(table: pa.Table, *, header: bool) -> bytes:
+    """An Arrow table as CSV (values quoted where they must be)."""
+    import pyarrow.csv as pacsv
+
+    out = io.BytesIO()
+    pacsv.write_csv(
+        table,
+        out,
+        write_options=pacsv.WriteOptions(include_header=header, quoting_style="needed"),
+    )
+    return out.getvalue()
+
+
 def column_names(columns: Sequence[str]) -> list[str]:
     """Names to key records by: a CSV without a header has "" names, which become
     their 0-based position ("0", "1", ...)."""
@@ -109,16 +122,8 @@ class Batch:
             if header and self.csv_header is not None:
                 return self.csv_header + self.csv
             return self.csv
-        import pyarrow.csv as pacsv
-
-        out = io.BytesIO()
         assert self.table is not None
-        pacsv.write_csv(
-            self.table,
-            out,
-            write_options=pacsv.WriteOptions(include_header=header, quoting_style="needed"),
-        )
-        return out.getvalue()
+        return table_csv(self.table, header=header)
 
     def as_table(self) -> pa.Table:
         """Typed columns (CSV: types inferred by pyarrow)."""
@@ -207,16 +212,8 @@ class Scores:
         """The answer rows as CSV, no header."""
         if self.csv is not None:
             return self.csv
-        import pyarrow.csv as pacsv
-
-        out = io.BytesIO()
         assert self.table is not None
-        pacsv.write_csv(
-            self.table,
-            out,
-            write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed"),
-        )
-        return out.getvalue()
+        return table_csv(self.table, header=False)
 
     def as_table(self, names: Sequence[str] | None = None) -> pa.Table:
         """The answer as Arrow columns named ``names`` (else the model's names, else

@@ -56,6 +56,15 @@ D7 kombu 5.7.0 with ``predefined_queues`` (our production setting, so that the
    cache, and unknown names are resolved with GetQueueUrl (an exact, IAM-scopable
    call) instead of ListQueues. Not reported upstream; remove with D2.
 
+D8 kombu 5.7.0 ``Channel._new_boto_client`` makes a new boto3 ``Session`` for every
+   SQS and SNS client, and each session parses the services' JSON models again: a
+   worker held eight sessions after start-up, seven SQS/SNS clients from separate
+   sessions 57 MiB where from one session they take 10 MiB. Not a wrong result, a
+   cost (a worker's memory, and its start-up time when KEDA scales from zero). Fix:
+   the same client, made from the process's one session (:mod:`scorefleet.aws`),
+   credentials and config as kombu passes them. Not reported upstream; remove when
+   kombu reuses a session.
+
 Queue lifecycle (SQS ignores ``auto_delete``/``exclusive``/``x-expires``) is not
 a defect to shim but a gap that :mod:`workers.monitor` fills through
 :class:`SessionHooks`.
@@ -75,6 +84,7 @@ import celery.events
 import celery.events.dispatcher
 import celery.events.event
 import celery.events.receiver
+from botocore.config import Config
 from botocore.exceptions import ClientError
 from celery.app.control import Control as _CeleryControl
 from kombu.common import generate_oid, get_node_id
@@ -84,6 +94,8 @@ from kombu.transport import SQS as _sqs
 from kombu.transport.SQS.exceptions import DoesNotExistQueueException, UndefinedQueueException
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.objects import cached_property
+
+from scorefleet import aws
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +229,32 @@ class Channel(_sqs.Channel):
 
     _drain_timeout: float | None = None
     _declaring_session: bool = False
+
+    # ----------------------------------------------------------------- D8
+    def _new_boto_client(
+        self,
+        service: str,
+        region: str | None,
+        access_key_id: str | None,
+        secret_access_key: str | None,
+        session_token: str | None = None,
+        config: Config | None = None,
+    ) -> Any:
+        kwargs: dict[str, Any] = {"use_ssl": self.is_secure if self.is_secure is not None else True}
+        if self.endpoint_url is not None:
+            kwargs["endpoint_url"] = self.endpoint_url
+        client_config = Config(**(self.transport_options.get("client-config") or {}))
+        if config is not None:
+            client_config = client_config.merge(config)
+        return aws.client(
+            service,
+            region_name=region,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            aws_session_token=session_token,
+            config=client_config,
+            **kwargs,
+        )
 
     # ----------------------------------------------------------------- D7
     @cached_property

@@ -18,9 +18,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 from botocore.config import Config
 
+from scorefleet import aws
 from scorefleet.celeryconf import LATER_STEPS
 from scorefleet.logctx import escape
 from scorefleet.settings import Settings
@@ -42,7 +42,7 @@ class DeadLetter:
 
 
 def _client(settings: Settings) -> Any:
-    return boto3.client(
+    return aws.client(
         "sqs",
         config=Config(region_name=settings.aws.region, retries={"mode": "standard"}),
     )

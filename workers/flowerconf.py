@@ -143,11 +143,12 @@ class SqsQueues:
 
     def client(self) -> Any:
         if self._client is None:
-            import boto3
             from botocore.config import Config
 
+            from scorefleet import aws
+
             cfg = Config(connect_timeout=2, read_timeout=3, retries={"max_attempts": 1})
-            self._client = boto3.client("sqs", region_name=self.settings.aws.region, config=cfg)
+            self._client = aws.client("sqs", region_name=self.settings.aws.region, config=cfg)
         return self._client
 
     async def queues(self, names: Sequence[str]) -> list[dict[str, Any]]:

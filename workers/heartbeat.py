@@ -24,9 +24,9 @@ import threading
 import time
 from typing import Any
 
-import boto3
 from botocore.config import Config
 
+from scorefleet import aws
 from scorefleet.errors import OutOfTime
 from scorefleet.job import Job
 from scorefleet.settings import SQS_VISIBILITY_CAP
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 @functools.cache
 def sqs_client(region: str) -> Any:
-    return boto3.client(
+    return aws.client(
         "sqs", config=Config(region_name=region, retries={"mode": "standard", "max_attempts": 3})
     )
 

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from scorefleet import aws
 from scorefleet.errors import BadInput
 from scorefleet.s3uri import S3Uri
 
@@ -57,7 +57,8 @@ def client(region: str | None = None) -> S3Client:
         connect_timeout=10,
         read_timeout=60,
     )
-    return boto3.client("s3", config=cfg)
+    s3: S3Client = aws.client("s3", config=cfg)
+    return s3
 
 
 def error_code(exc: ClientError) -> str:

@@ -1,6 +1,6 @@
 """workers.compat_sqs: each upstream fix, against moto's SQS and SNS over HTTP.
 
-Two kinds of tests per defect (D1..D7, see the module docstring):
+Two kinds of tests per defect (D1..D8, see the module docstring):
 
 * ``test_dN_*`` fails if the shim is removed;
 * ``test_upstream_dN_*`` checks that stock celery/kombu still has the defect. When
@@ -197,3 +197,35 @@ def test_upstream_d7_stock_predefined_queues_refuse_other_queues(moto_endpoint):
         pytest.raises(UndefinedQueueException),
     ):
         conn.default_channel.queue_declare("stock-other-queue")
+
+
+# ------------------------------------------------------------------------- D8
+def _loader(client: object) -> object:
+    return client._loader  # type: ignore[attr-defined]
+
+
+def test_d8_every_sqs_and_sns_client_shares_the_process_session(moto_endpoint, bucket):
+    """Two connections (a worker has several: tasks, events, remote control) and
+    their SQS and SNS clients: one loader, so the service models are parsed once;
+    the clients still talk to the connection's endpoint with its credentials."""
+    from scorefleet import aws
+
+    app, _ = monitored_app(moto_endpoint, bucket)
+    with app.connection_for_write() as a, app.connection_for_read() as b:
+        clients = [
+            a.default_channel.sqs(),
+            b.default_channel.sqs(),
+            a.default_channel.fanout.get_client(),
+        ]
+        loaders = {id(_loader(c)) for c in clients}
+        assert loaders == {id(_loader(aws.client("s3", region_name="us-east-1")))}
+        for c in clients:
+            assert c.meta.endpoint_url == moto_endpoint
+        assert clients[0].list_queues()["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+def test_upstream_d8_stock_channels_still_make_a_session_per_client(moto_endpoint):
+    with stock_connection(moto_endpoint) as a, stock_connection(moto_endpoint) as b:
+        assert _loader(a.default_channel.sqs()) is not _loader(b.default_channel.sqs()), (
+            "kombu now reuses one boto3 session: remove D8 from workers/compat_sqs.py"
+        )

@@ -153,6 +153,21 @@ def joined(kept: pa.Table | None, answer: pa.Table, names: Sequence[str]) -> pa.
     return pa.Table.from_arrays(columns, names=list(names))
 
 
+def refuse_nested(schema: pa.Schema, model: Sequence[str]) -> None:
+    """A nested column (struct, list, map) among those sent to the model: BadInput
+    that says how to leave it out (it can still be kept beside the answer)."""
+    import pyarrow as pa
+
+    for name in model:
+        t = schema.field(name).type
+        if pa.types.is_nested(t):
+            raise BadInput(
+                f"the column {name!r} is nested ({t}), which the model cannot take: leave "
+                f"it out with drop_columns={name} (or name the model's columns with "
+                "model_columns); it can still be kept with keep_columns"
+            )
+
+
 def csv_bytes(table: pa.Table, *, header: bool = False) -> bytes:
     """``table`` as CSV: values unquoted unless they must be (pyarrow quotes every
     string when asked for 'needed' quoting, which would change what models see)."""

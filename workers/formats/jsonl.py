@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from scorefleet.errors import BadInput
 from workers.batches import Batch, Scores, span_of
 from workers.csvbatch import BOM, take
-from workers.formats.base import Piece, Reader, Writer, answer_table, joined
+from workers.formats.base import Piece, Reader, Writer, answer_table, joined, refuse_nested
 from workers.formats.options import Columns, Format
 from workers.formats.select import plan
 
@@ -181,7 +181,7 @@ class JsonlReader(Reader):
         if self.schema is None:
             self.schema = table.schema
             self.plan = plan(self.columns, table.column_names)
-            _refuse_nested(table.schema, self.plan.model)
+            refuse_nested(table.schema, self.plan.model)
             diagnose(block[: 64 * 1024], first_line, self._seen)  # kinds, for messages
             return table
         new = [n for n in table.column_names if n not in self.schema.names]
@@ -225,19 +225,6 @@ def _first_line_with(block: bytes, key: str, first_line: int) -> int:
         if raw.strip() and key in json.loads(raw):
             return n
     return first_line
-
-
-def _refuse_nested(schema: pa.Schema, model: tuple[str, ...]) -> None:
-    import pyarrow as pa
-
-    for name in model:
-        t = schema.field(name).type
-        if pa.types.is_nested(t):
-            raise BadInput(
-                f"the column {name!r} holds nested values ({t}), which the model cannot take: "
-                f"leave it out with drop_columns={name} (or name the model's columns with "
-                "model_columns); it can still be kept beside the answer with keep_columns"
-            )
 
 
 def _finite(column: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -37,6 +37,7 @@ from workers.formats.base import (
     answer_table,
     csv_bytes,
     joined,
+    refuse_nested,
 )
 from workers.formats.options import Columns, Format
 from workers.formats.select import ColumnPlan, plan
@@ -210,14 +211,7 @@ class ParquetReader(Reader):
             raise BadInput(_not_parquet(head, tail, size, exc)) from exc
         schema = pf.schema_arrow
         self.plan = plan(self.columns, schema.names)
-        for name in self.plan.model:
-            t = schema.field(name).type
-            if pa.types.is_nested(t):
-                raise BadInput(
-                    f"the column {name!r} is nested ({t}), which the model cannot take: leave "
-                    f"it out with drop_columns={name} (or name the model's columns with "
-                    "model_columns); it can still be kept with keep_columns"
-                )
+        refuse_nested(schema, self.plan.model)
         self._check_row_groups(pf, self.plan)
         self.pf = pf
         return pf
