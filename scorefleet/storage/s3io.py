@@ -34,8 +34,20 @@ else:
 
 log = logging.getLogger(__name__)
 
-#: Part size of multipart uploads (S3 minimum is 5 MiB except for the last part).
-PART_SIZE = 8 * 1024 * 1024
+#: Size of the first parts of a multipart upload: S3's minimum (5 MiB; the last part
+#: may be smaller). A writer holds two parts (one filling, one going up).
+PART_SIZE = 5 * 1024 * 1024
+#: Parts of one size before the size doubles: S3's 10,000 parts then hold 4.9 TiB (its
+#: largest object is 5 TiB; parts of 8 MiB throughout held 78 GiB), while an output of
+#: a few GB is held in pieces of 5 MiB.
+PARTS_PER_SIZE = 1000
+
+
+def part_size(number: int, first: int = PART_SIZE) -> int:
+    """The size of part ``number`` (1-based) of an upload whose first part is ``first``."""
+    return first << ((number - 1) // PARTS_PER_SIZE)
+
+
 #: Objects up to this size are published with a single CopyObject (atomic with tags).
 SINGLE_COPY_LIMIT = 5 * 1024**3
 
@@ -182,8 +194,10 @@ def open_source(
 class MultipartWriter:
     """Stream bytes into a multipart upload; parts go up on a background thread.
 
-    Memory is bounded by ``PART_SIZE`` times (1 filling + ``max_pending`` queued +
-    1 in flight). Nothing is visible at the destination until :meth:`complete`;
+    Memory is bounded by two parts: the one filling and the one uploading. A full
+    part waits until the part before it is up (backpressure), and a part is sent
+    as the buffer it was filled in (no copy of it). Nothing is visible at the
+    destination until :meth:`complete`;
     :meth:`abort` (also on ``with`` exit with an exception) discards everything.
     The multipart upload is only started once a first part is full: an output
     smaller than one part is written with a single PUT (one request, not three).
@@ -196,7 +210,6 @@ class MultipartWriter:
         *,
         content_type: str = "text/csv",
         part_size: int = PART_SIZE,
-        max_pending: int = 1,
     ) -> None:
         self.s3 = s3
         self.dest = dest
@@ -206,7 +219,9 @@ class MultipartWriter:
         self._parts: list[dict[str, Any]] = []
         self._parts_sent = 0
         self._error: BaseException | None = None
-        self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(max_pending)
+        self._queue: queue.Queue[tuple[int, bytearray] | None] = queue.Queue()
+        #: taken by a part handed to the uploader, given back once it is up
+        self._uploading = threading.Semaphore(1)
         self.content_type = content_type
         self.upload_id: str | None = None
         self._thread = threading.Thread(target=self._upload_loop, daemon=True, name="s3-parts")
@@ -224,6 +239,7 @@ class MultipartWriter:
             if item is None:
                 return
             if self._error is not None:
+                self._uploading.release()
                 continue  # drain without uploading after a failure
             number, data = item
             try:
@@ -232,31 +248,35 @@ class MultipartWriter:
                     Key=self.dest.key,
                     UploadId=str(self.upload_id),
                     PartNumber=number,
-                    Body=data,
+                    Body=data,  # type: ignore[arg-type]  # botocore takes a bytearray as a blob; the stubs say bytes
                 )
                 self._parts.append({"PartNumber": number, "ETag": resp["ETag"]})
             except BaseException as exc:  # surfaced to the writer thread
                 self._error = exc
+            finally:
+                del item, data  # the part's memory goes before the next one is filled
+                self._uploading.release()
 
     def _check(self) -> None:
         if self._error is not None:
             raise self._error
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, part: bytearray) -> None:
         if self.upload_id is None:
             self._start()
-        self._parts_sent += 1
-        self._queue.put((self._parts_sent, data))  # blocks while max_pending wait: backpressure
+        self._uploading.acquire()  # while the part before is still going up: backpressure
         self._check()
+        self._parts_sent += 1
+        self._queue.put((self._parts_sent, part))
 
     def write(self, data: bytes) -> None:
         self._check()
         self._buf += data
         self.bytes_written += len(data)
-        while len(self._buf) >= self.part_size:
-            with memoryview(self._buf) as view:
-                part = bytes(view[: self.part_size])  # one copy, not two
-            del self._buf[: self.part_size]
+        while len(self._buf) >= (size := part_size(self._parts_sent + 1, self.part_size)):
+            # the full buffer is the part; only what is past it is copied
+            part, self._buf = self._buf, self._buf[size:]
+            del part[size:]
             self._send(part)
 
     def complete(self) -> None:
@@ -270,8 +290,8 @@ class MultipartWriter:
             self._buf.clear()
             return
         if self._buf:  # the last part may be small
-            self._send(bytes(self._buf))
-            self._buf.clear()
+            part, self._buf = self._buf, bytearray()
+            self._send(part)
         self._queue.put(None)
         self._thread.join()
         self._check()
