@@ -13,7 +13,7 @@ of valid rows), which must be refused with an ``.error`` while RSS stays flat.
 the four iris features (full-precision doubles, so it does not compress away) and a
 160-character note the model never sees, scored with ``keep_columns=id``; once in
 row groups of 250,000 rows, once as a single row group (refused from the footer,
-workers.formats.MAX_ROW_GROUP_BYTES).
+SCOREFLEET_MAX_ROW_GROUP_MB).
 
     python -m bench.memory [--sizes-mb 10,100,1000] [--compressed] [--parquet-mb 1000]
                            [--json results.json]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from scorefleet.job import Job
 from scorefleet.settings import ModelSpec, Settings
 from workers import compression
-from workers.formats import MAX_ROW_GROUP_BYTES, ReadLimits
+from workers.formats import ReadLimits
 from workers.formats import source as data_source
 from workers.runtime import WorkerRuntime
 
@@ -24,7 +24,7 @@ def preflight(rt: WorkerRuntime, j: Job, spec: ModelSpec) -> int | None:
 def read_limits(s: Settings, spec: ModelSpec) -> ReadLimits:
     return ReadLimits(
         max_bytes=s.scoring.max_payload_bytes,
-        max_group_bytes=MAX_ROW_GROUP_BYTES,
+        max_group_bytes=s.scoring.max_row_group_bytes,
         header_mode=s.scoring.csv_header,
         send_header=spec.send_header,
     )

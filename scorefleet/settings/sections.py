@@ -350,6 +350,15 @@ class Scoring:
         RejectBudget.parse,
         expected="a row count or a fraction",
     )
+    max_row_group_bytes: int = var(
+        "MAX_ROW_GROUP_MB",
+        "128",
+        "a Parquet row group larger than this many MB, uncompressed in the columns read, gets "
+        "an .error saying how to rewrite the file (a worker holds one row group's pages at a "
+        "time: raise it with the workers' memory)",
+        num(1, 65536, integer=False, scale=MB),
+        key="max_row_group_bytes",
+    )
     csv_header: str = var(
         "CSV_HEADER",
         "auto",

@@ -531,3 +531,19 @@ def test_jsonl_integers_then_a_fraction_in_a_later_mini_batch():
         score_file(
             late, Format.JSONL, Columns(keep=("a",)), Format.PARQUET, ReadLimits(100_000, 1 << 30)
         )
+
+
+def test_the_row_group_limit_is_a_setting():
+    from scorefleet.settings import ConfigError, load
+    from tasks.inputs import read_limits
+
+    env = {
+        "SCOREFLEET_INPUT_URI": "s3://bucket-a/in/",
+        "SCOREFLEET_OUTPUT_URI": "s3://bucket-a/out/",
+        "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": "reg/",
+    }
+    s = load({**env, "SCOREFLEET_MAX_ROW_GROUP_MB": "1"})
+    assert read_limits(s, s.models.spec("reg/m:1")).max_group_bytes == 1 << 20
+    assert load(env).scoring.max_row_group_bytes == 128 << 20
+    with pytest.raises(ConfigError, match="SCOREFLEET_MAX_ROW_GROUP_MB"):
+        load({**env, "SCOREFLEET_MAX_ROW_GROUP_MB": "lots"})

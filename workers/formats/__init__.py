@@ -24,7 +24,6 @@ from workers.formats.select import ColumnPlan
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 __all__ = [
-    "MAX_ROW_GROUP_BYTES",
     "ColumnPlan",
     "Columns",
     "DataOptions",
@@ -37,12 +36,6 @@ __all__ = [
     "resolve",
     "stream_reader",
 ]
-
-
-#: The largest Parquet row group a worker reads (uncompressed, in the columns read): a
-#: worker holds one row group's pages at a time. Not a setting yet: issue 13 is
-#: regrouping the settings; see docs/formats.md.
-MAX_ROW_GROUP_BYTES = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True)

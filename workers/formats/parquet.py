@@ -228,9 +228,10 @@ class ParquetReader(Reader):
             )
             if size > self.max_group_bytes:
                 raise BadInput(
-                    f"row group {i + 1} of {meta.num_row_groups} holds {size / 1e6:,.0f} MB "
+                    f"row group {i + 1} of {meta.num_row_groups} holds {size / 2**20:,.0f} MiB "
                     f"(uncompressed, in the columns read) in {rg.num_rows:,d} rows, more than "
-                    f"a worker reads at once ({self.max_group_bytes / 1e6:,.0f} MB): rewrite "
+                    f"a worker reads at once ({self.max_group_bytes / 2**20:,.0f} MiB, "
+                    "SCOREFLEET_MAX_ROW_GROUP_MB): rewrite "
                     "the file with smaller row groups, e.g. "
                     "pyarrow.parquet.write_table(table, path, row_group_size=100_000), or "
                     "read fewer columns (model_columns, keep_columns)"
