@@ -128,6 +128,8 @@ class Job:
     rejected_rows: int = 0
     #: the Content-Type of the staged output (its format: workers.formats)
     output_type: str | None = None
+    #: the Content-Type of the staged .rejected (the input's format)
+    rejected_type: str | None = None
     output_bytes: int | None = None
     score_seconds: float | None = None
     published: str | None = None

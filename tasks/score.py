@@ -110,6 +110,7 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
                 rejects.extra_calls,
             )
         j.rejected_rows = stats.rejected
+        j.rejected_type = described.options.input.media_type if stats.rejected else None
         j.staging_key, j.rows, j.score_seconds = staging.key, stats.rows, stats.seconds
         j.output_type = output.media_type
         j.output_bytes = sink.bytes_written

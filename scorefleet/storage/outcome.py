@@ -151,7 +151,14 @@ def publish_scoreout(
             tags = _common_tags(job)
             tags["rows"] = job.rejected_rows
             part = S3Uri(staging.bucket, rejected_staging_key(staging.key))
-            publish_copy(s3, part, rejected, tags=tags, metadata=_metadata(job))
+            publish_copy(
+                s3,
+                part,
+                rejected,
+                tags=tags,
+                metadata=_metadata(job),
+                content_type=job.rejected_type or "text/csv",
+            )
     if maybe_done and _published_by(s3, dest, job):
         log.info("%s was already published by this run", dest)
     else:

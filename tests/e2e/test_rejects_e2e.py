@@ -40,8 +40,9 @@ def test_refused_rows_are_set_aside_and_the_rest_is_scored(outcomes: Outcomes, s
     # every other row scored, in order (the model's answer depends on the row only)
     expect = b"".join(hash_row(r) for i, r in enumerate(rows, 1) if i not in bad)
     assert body == expect
-    rejected = outcomes.s3.get_object(Bucket=BUCKET, Key=f"out/{key}.rejected")["Body"].read()
-    lines = list(csv.reader(io.StringIO(rejected.decode())))
+    got_rejected = outcomes.s3.get_object(Bucket=BUCKET, Key=f"out/{key}.rejected")
+    assert got_rejected["ContentType"] == "text/csv"
+    lines = list(csv.reader(io.StringIO(got_rejected["Body"].read().decode())))
     assert lines[0] == ["scorefleet_row", "a", "b", "c", "scorefleet_message"]
     assert [line[:4] for line in lines[1:]] == [
         ["100", "100", "BAD", "1"],
@@ -134,8 +135,9 @@ def test_a_parquet_files_refused_rows_are_a_parquet_rejected(outcomes: Outcomes)
     assert suffix == ".scoreout", body.decode(errors="replace")
     assert tags["rows"] == str(ROWS - 2) and tags["rejected_rows"] == "2"
     assert pq.read_table(io.BytesIO(body)).num_rows == ROWS - 2
-    raw = outcomes.s3.get_object(Bucket=BUCKET, Key=f"out/{key}.rejected")["Body"].read()
-    assert raw[:4] == b"PAR1"
+    got_rejected = outcomes.s3.get_object(Bucket=BUCKET, Key=f"out/{key}.rejected")
+    raw = got_rejected["Body"].read()
+    assert raw[:4] == b"PAR1" and got_rejected["ContentType"] == "application/vnd.apache.parquet"
     rejected = pq.read_table(io.BytesIO(raw))
     assert rejected.column_names == ["scorefleet_row", "a", "b", "c", "scorefleet_message"]
     assert rejected.schema.field("a").type == pa.int64()
