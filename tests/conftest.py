@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -40,6 +41,12 @@ def bucket(moto_endpoint: str) -> str:
     name = f"t-{uuid.uuid4().hex[:16]}"
     emulator_client("s3", moto_endpoint).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def s3(moto_endpoint: str) -> Any:
+    """An S3 client of the emulator."""
+    return emulator_client("s3", moto_endpoint)
 
 
 @pytest.fixture(scope="session")

@@ -24,11 +24,6 @@ def rt(env, moto_endpoint):
     return lam.Runtime(settings, emulator_client("s3", moto_endpoint), make_app(settings))
 
 
-@pytest.fixture
-def s3(moto_endpoint):
-    return emulator_client("s3", moto_endpoint)
-
-
 def sent_tasks(moto_endpoint, queue):
     """Decode every Celery message on the queue: (task name, task id, args, chain names)."""
     sqs = emulator_client("sqs", moto_endpoint)

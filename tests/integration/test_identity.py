@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-
 from scorefleet.s3uri import S3Uri
 from scorefleet.settings import load
 from scorefleet.storage import outcome
@@ -18,11 +16,6 @@ from workers.localstack import emulator_client
 
 A = b"a,b\n" + b"1,2\n" * 150
 B = b"a,b\n" + b"3,4\n" * 10
-
-
-@pytest.fixture
-def s3(moto_endpoint):
-    return emulator_client("s3", moto_endpoint)
 
 
 def job_of(settings, source: S3Uri, ident: Identity):

@@ -19,7 +19,6 @@ import pytest
 from scorefleet.errors import BadInput
 from workers import compression, firstbytes
 from workers.compression import Limits, Truncated, decompress
-from workers.localstack import emulator_client
 
 ROOMY = Limits(max_expanded=10**12, max_ratio=1e9)
 HEAD = firstbytes.HEAD_BYTES
@@ -49,11 +48,6 @@ def preflight(s3, bucket: str, body: bytes) -> None:
     firstbytes.preflight(
         s3, uri, None, max_bytes=10**6, header_mode="auto", send_header=True, limits=ROOMY
     )
-
-
-@pytest.fixture
-def s3(moto_endpoint):
-    return emulator_client("s3", moto_endpoint)
 
 
 STORED = {

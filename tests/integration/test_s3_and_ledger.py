@@ -7,12 +7,6 @@ from scorefleet.settings import load
 from scorefleet.storage.ledger import Claim, Ledger
 from scorefleet.storage.s3io import MultipartWriter, publish_copy, read_tags
 from tests.helpers import base_env, make_job
-from workers.localstack import emulator_client
-
-
-@pytest.fixture
-def s3(moto_endpoint):
-    return emulator_client("s3", moto_endpoint)
 
 
 def test_multipart_writer_streams_parts_and_publishes_atomically(s3, bucket):

@@ -16,7 +16,6 @@ from scorefleet.storage.ledger import Ledger, record_location
 from tests.helpers import base_env, make_job, run_cli
 from tests.integration.test_sweep import pid_of
 from workers.cli_runs import RunBar, parse_since
-from workers.localstack import emulator_client
 from workers.progress import RunProgress
 
 
@@ -28,11 +27,6 @@ def env(moto_endpoint, bucket):
 @pytest.fixture
 def settings(env):
     return load(env)
-
-
-@pytest.fixture
-def s3(moto_endpoint):
-    return emulator_client("s3", moto_endpoint)
 
 
 @pytest.mark.parametrize(

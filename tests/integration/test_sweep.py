@@ -15,7 +15,6 @@ from scorefleet.storage.ledger import Ledger, record_location
 from scorefleet.submission import identity_of
 from tests.helpers import base_env, run_cli
 from tests.integration.test_handler import sent_tasks
-from workers.localstack import emulator_client
 from workers.sweep import Finding, Sweep, SweepLimits, checkpoint_location
 
 
@@ -27,11 +26,6 @@ def env(moto_endpoint, bucket):
 @pytest.fixture
 def settings(env):
     return load(env)
-
-
-@pytest.fixture
-def s3(moto_endpoint):
-    return emulator_client("s3", moto_endpoint)
 
 
 @pytest.fixture
