@@ -271,13 +271,16 @@ class MultipartWriter:
 
     def write(self, data: bytes) -> None:
         self._check()
-        self._buf += data
         self.bytes_written += len(data)
-        while len(self._buf) >= (size := part_size(self._parts_sent + 1, self.part_size)):
-            # the full buffer is the part; only what is past it is copied
-            part, self._buf = self._buf, self._buf[size:]
-            del part[size:]
-            self._send(part)
+        # in pieces of at most one part: what is copied past a full part stays small
+        with memoryview(data) as view:
+            for start in range(0, len(view), self.part_size):
+                self._buf += view[start : start + self.part_size]
+                while len(self._buf) >= (size := part_size(self._parts_sent + 1, self.part_size)):
+                    # the full buffer is the part; only what is past it is copied
+                    part, self._buf = self._buf, self._buf[size:]
+                    del part[size:]
+                    self._send(part)
 
     def complete(self) -> None:
         if self.upload_id is None:  # all of it fits in one part: a single PUT

@@ -95,3 +95,14 @@ def test_the_writer_sends_parts_of_the_growing_size():
     w.complete()
     sizes = [len(b) for b in s3.bodies]
     assert sizes == [4] * 1000 + [8, 8, 3]
+
+
+def test_one_large_write_is_cut_into_parts_in_order():
+    s3 = SlowS3()
+    s3.go.set()
+    w = MultipartWriter(s3, S3Uri("bucket-a", "k"), part_size=PART)  # type: ignore[arg-type]
+    data = bytes(range(256)) * (PART * 7 // 256) + b"tail"
+    w.write(data)
+    w.complete()
+    assert b"".join(bytes(b) for b in s3.bodies) == data
+    assert [len(b) for b in s3.bodies] == [PART] * 7 + [4]
