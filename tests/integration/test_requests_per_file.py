@@ -1,0 +1,114 @@
+"""Issue 17: what one small file costs in S3 requests, step by step.
+
+The real steps run in this process (``.apply()``) against moto with the local
+backend and the fake model, as one file's chain runs on a worker: a first delivery
+of each message, warm mode (the model parked after scoring). Every S3 call the
+worker's client makes is counted by botocore's own event hooks: the counts are
+deterministic, so a request a change adds (or a cut removes) shows here. What each
+request is for: docs/benchmarks.md, "Each request per file and the guarantee it
+serves".
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tasks.score
+from scorefleet.job import pipeline_id
+from tasks.launch import launch
+from tasks.score import score
+from tasks.teardown import teardown
+from tasks.upload import upload
+from tests import helpers
+from tests.helpers import base_env, make_job
+from workers import runtime
+from workers.localstack import emulator_client
+
+SOURCE = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(50))
+
+
+@pytest.fixture
+def env(
+    moto_endpoint: str, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    values = base_env(
+        moto_endpoint,
+        bucket,
+        SCOREFLEET_STATE_DIR=str(tmp_path / "state"),
+        SCOREFLEET_MODEL_CATALOG=json.dumps(helpers.test_catalog()),
+        SCOREFLEET_WARM_IDLE_SECONDS="60",
+    )
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    runtime.reset()
+    # each message is a first delivery, as in a storm where nothing fails
+    monkeypatch.setattr(tasks.score, "first_delivery", lambda task: True)
+    yield
+    runtime.current().backend.stop_all()  # type: ignore[attr-defined]
+    runtime.reset()
+
+
+class Calls:
+    """The S3 operations the worker's client makes, counted by name."""
+
+    def __init__(self, client: Any) -> None:
+        self.counts: Counter[str] = Counter()
+        client.meta.events.register("before-call.s3.*", self._count)
+
+    def _count(self, model: Any, **_: Any) -> None:
+        self.counts[model.name] += 1
+
+    def take(self) -> dict[str, int]:
+        got, self.counts = dict(self.counts), Counter()
+        return got
+
+
+def run(step: Any, job: dict[str, Any]) -> dict[str, Any]:
+    result = step.apply(args=[job])
+    assert result.successful(), result.traceback
+    return dict(result.result)
+
+
+def test_the_s3_requests_of_one_small_file(env, bucket):
+    s3 = emulator_client("s3", runtime.current().s3.meta.endpoint_url)
+    etag = s3.put_object(Bucket=bucket, Key="in/a.csv", Body=SOURCE)["ETag"].strip('"')
+    job = make_job(
+        pipeline_id(bucket, "in/a.csv", None, etag), bucket, etag=etag, size=len(SOURCE)
+    ).to_dict()
+    rt = runtime.current()
+    assert rt.ledger.mark_queued(make_job(job["run_id"], bucket, etag=etag))  # the Lambda's
+    calls = Calls(rt.s3)
+
+    job = run(launch, job)
+    assert calls.take() == {
+        "GetObject": 2,  # the run record (claim), the file's first bytes (preflight)
+        "PutObject": 1,  # the claim
+        "HeadObject": 1,  # the upload's format and size
+    }
+    job = run(score, job)
+    assert calls.take() == {
+        "GetObject": 4,
+        "PutObject": 4,
+        "HeadObject": 1,
+    }
+    job = run(upload, job)
+    assert job["published"] == f"s3://{bucket}/out/a.csv.scoreout"
+    assert calls.take() == {
+        "GetObject": 1,
+        "PutObject": 1,
+        "HeadObject": 1,
+        "CopyObject": 1,
+        "DeleteObject": 2,
+        "ListObjectsV2": 1,
+        "DeleteObjects": 1,
+    }
+    run(teardown, job)
+    assert calls.take() == {}
+    got = s3.get_object(Bucket=bucket, Key="out/a.csv.scoreout")["Body"].read()
+    assert got.count(b"\n") == 50  # one score per row (the fake model sends no header)
