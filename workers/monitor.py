@@ -39,7 +39,7 @@ from celery import Celery, Task, shared_task
 
 from scorefleet.celeryconf import transport_options
 from scorefleet.settings import Settings
-from workers import compat_sqs
+from workers import compat_sqs, eventflush
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,9 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
     }
     if settings.monitoring.events:
         conf["broker_transport_options"] = {**transport_options(settings), "supports_fanout": True}
+        # task events gathered and published together (workers/eventflush.py)
+        conf["worker_consumer"] = "workers.eventflush:Consumer"
+        conf[eventflush.SETTING] = settings.monitoring.event_flush
     return conf
 
 

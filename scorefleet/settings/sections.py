@@ -411,6 +411,14 @@ class Monitoring:
         flag,
         expected="true or false",
     )
+    event_flush: float = var(
+        "EVENT_FLUSH_SECONDS",
+        "1",
+        "a worker gathers its task events for this long and publishes them as one SNS message "
+        "(Flower shows a step at most this much later); 0: one publish per turn of its event "
+        "loop, Celery's own",
+        num(0, 10, integer=False),
+    )
     idle: int = var(
         "MONITOR_IDLE",
         "900",

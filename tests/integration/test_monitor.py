@@ -15,7 +15,7 @@ from tests.helpers.monitoring import (  # noqa: F401
     queues,
     subscriptions,
 )
-from workers import monitor
+from workers import eventflush, monitor
 from workers.localstack import emulator_client
 
 
@@ -37,6 +37,10 @@ def test_celery_settings_follow_scorefleet_events(moto_endpoint, bucket):
     off = monitor.celery_settings(load(base_env(moto_endpoint, bucket, SCOREFLEET_EVENTS="false")))
     assert not off["worker_send_task_events"] and not off["worker_enable_remote_control"]
     assert "broker_transport_options" not in off
+    # issue 17: task events gathered for a second, one SNS publish for many
+    assert on["worker_consumer"] == "workers.eventflush:Consumer"
+    assert on[eventflush.SETTING] == 1.0
+    assert "worker_consumer" not in off
 
 
 def test_session_queues_are_tagged_short_lived_and_deleted_at_exit(moto_endpoint, bucket):

@@ -181,6 +181,7 @@ ADDED_SINCE = (
     "METRICS_ADDRESS",
     "MAX_REJECTED_ROWS",
     "MAX_ROW_GROUP_MB",
+    "EVENT_FLUSH_SECONDS",
 )
 #: ... and the Settings fields they fill (``scorefleet config`` prints the fields)
 ADDED_FIELDS = (
@@ -193,6 +194,7 @@ ADDED_FIELDS = (
     "metrics_address",
     "max_rejected_rows",
     "max_row_group_bytes",
+    "event_flush_seconds",
 )
 
 
