@@ -40,6 +40,7 @@ def upload(self: PipelineStep, job: dict[str, Any]) -> Any:
         s, s3 = rt.settings, rt.s3
         staging = S3Uri(s.storage.state_uri.bucket, j.staging_key) if j.staging_key else None
         rec = rt.ledger.get(j.pipeline_id)
+        cleaned = False  # the staging objects deleted with the publication
         if j.skipped:
             pass
         elif rec is not None and rec.run_id != j.run_id:
@@ -50,20 +51,21 @@ def upload(self: PipelineStep, job: dict[str, Any]) -> Any:
             rt.ledger.finish(j, RunState.SUPERSEDED, None, seen=rec)
             j.skipped = SkipReason.SOURCE_REPLACED
         elif j.failure is not None or staging is not None:
-            publish(rt, j, staging, rec)
+            cleaned = publish(rt, j, staging, rec)
         if staging is not None and j.skipped is SkipReason.PUBLISHED_ELSEWHERE:
             # only its own: the publisher may not have copied its staging object yet
             s3io.delete_quietly(s3, staging)
-        elif staging is not None:  # this attempt's staging object, and any of a copy's
+        elif staging is not None and not cleaned:  # this attempt's, and any of a copy's
             s3io.delete_prefix(s3, staging_prefix(s, j.run_id))
         return j
 
     return self.run_step("upload", job, body)
 
 
-def publish(rt: WorkerRuntime, j: Job, staging: S3Uri | None, rec: Record | None) -> None:
+def publish(rt: WorkerRuntime, j: Job, staging: S3Uri | None, rec: Record | None) -> bool:
     """Record how the run ended (``rec``: its record as just read), then publish the
-    ``.error`` or the ``.scoreout`` if this attempt is the one to (Ledger.record_outcome)."""
+    ``.error`` or the ``.scoreout`` if this attempt is the one to (Ledger.record_outcome).
+    True when the run's staging objects were deleted with the ``.scoreout``'s publication."""
     s, s3 = rt.settings, rt.s3
     failed = j.failure is not None
     dest = (
@@ -81,12 +83,12 @@ def publish(rt: WorkerRuntime, j: Job, staging: S3Uri | None, rec: Record | None
     if verdict is Publication.SUPERSEDED:
         log.warning("a newer run of this file took over; not publishing")
         j.skipped = SkipReason.SUPERSEDED
-        return
+        return False
     if verdict is Publication.DUPLICATE:
         # a copy of this run's chain (see scorefleet.storage.ledger) got there first
         log.info("another attempt of this run published its outcome; not publishing")
         j.skipped = SkipReason.PUBLISHED_ELSEWHERE
-        return
+        return False
     again = verdict is Publication.AGAIN  # this attempt recorded it before: look first
     if j.failure is not None:
         if not j.failure.model_logs and j.failure.step in {"launch", "score"}:
@@ -99,10 +101,18 @@ def publish(rt: WorkerRuntime, j: Job, staging: S3Uri | None, rec: Record | None
         log.warning("published %s", published)
         if not again:
             metrics.FILES_FAILED.labels(j.failure.step, j.failure.kind).inc()
-    elif staging is not None:
-        j.published = str(outcome.publish_scoreout(s, s3, j, staging, maybe_done=again))
+        return False
+    if staging is not None:
+        # this attempt's staging object, and any of a copy's: deleted with the file's
+        # stale outcomes once published, in one request
+        leftovers = tuple(s3io.list_prefix(s3, staging_prefix(s, j.run_id)))
+        j.published = str(
+            outcome.publish_scoreout(s, s3, j, staging, maybe_done=again, then_delete=leftovers)
+        )
         log.info("published %s (%d rows)", j.published, j.rows or 0)
         if not again:
             metrics.FILES_PUBLISHED.inc()
             metrics.ROWS_SCORED.inc(j.rows or 0)
             metrics.ROWS_REJECTED.inc(j.rejected_rows)
+        return True
+    return False

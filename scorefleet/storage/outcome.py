@@ -13,6 +13,8 @@ import logging
 import time
 import urllib.parse
 
+from botocore.exceptions import ClientError
+
 from scorefleet.job import Failure, Job
 from scorefleet.s3uri import ERROR_SUFFIX, REJECTED_SUFFIX, SCOREOUT_SUFFIX, S3Uri, output_uri
 from scorefleet.settings import Settings
@@ -20,7 +22,7 @@ from scorefleet.storage import errordoc
 from scorefleet.storage.ledger import rejected_staging_key
 from scorefleet.storage.s3io import (
     S3Client,
-    delete_quietly,
+    delete_many,
     head,
     publish_copy,
     put_text,
@@ -137,10 +139,18 @@ def _published_by(s3: S3Client, dest: S3Uri, job: Job) -> bool:
 
 
 def publish_scoreout(
-    settings: Settings, s3: S3Client, job: Job, staging: S3Uri, *, maybe_done: bool = True
+    settings: Settings,
+    s3: S3Client,
+    job: Job,
+    staging: S3Uri,
+    *,
+    maybe_done: bool = True,
+    then_delete: tuple[S3Uri, ...] = (),
 ) -> S3Uri:
     """``maybe_done``: this publication may have happened already (a redelivered or
-    retried upload): look before copying."""
+    retried upload): look before copying. ``then_delete``: objects to delete once it
+    is published (the run's staging objects), in the same request as the other
+    outcomes of the file (issue 17: one DeleteObjects instead of three requests)."""
     dest = scoreout_location(settings, job.source)
     rejected = rejected_location(settings, job.source)
     if job.rejected_rows:
@@ -175,9 +185,15 @@ def publish_scoreout(
             content_type=job.output_type or "text/csv",
             size=job.output_bytes,
         )
-    delete_quietly(s3, error_location(settings, job.source))
+    stale = [error_location(settings, job.source)]
     if not job.rejected_rows:
-        delete_quietly(s3, rejected)  # an earlier run's
+        stale.append(rejected)  # an earlier run's
+    try:
+        delete_many(s3, [*stale, *then_delete])
+    except ClientError as exc:
+        # an earlier run's outcome that cannot be deleted does not undo this one
+        log.warning("could not delete %s: %s", ", ".join(map(str, stale)), exc)
+        delete_many(s3, list(then_delete))  # the staging objects: raises, as before
     return dest
 
 
@@ -207,6 +223,9 @@ def publish_error(
         tags = _common_tags(job)
         tags["error_step"] = failure.step
         put_text(s3, dest, text, tags=tags, metadata=_metadata(job))
-    delete_quietly(s3, scoreout_location(settings, job.source))
-    delete_quietly(s3, rejected_location(settings, job.source))
+    stale = [scoreout_location(settings, job.source), rejected_location(settings, job.source)]
+    try:
+        delete_many(s3, stale)
+    except ClientError as exc:
+        log.warning("could not delete %s: %s", ", ".join(map(str, stale)), exc)
     return dest

@@ -363,17 +363,40 @@ def abort_dead_uploads(
     return n
 
 
+def list_prefix(s3: S3Client, prefix: S3Uri) -> list[S3Uri]:
+    """Every object under ``prefix`` (a run's staging objects)."""
+    return [
+        S3Uri(prefix.bucket, o["Key"])
+        for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=prefix.bucket, Prefix=prefix.key
+        )
+        for o in page.get("Contents", [])
+    ]
+
+
 def delete_prefix(s3: S3Client, prefix: S3Uri) -> int:
     """Delete every object under ``prefix`` (a run's staging objects); returns how many."""
-    n = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=prefix.bucket, Prefix=prefix.key
-    ):
-        keys: list[Any] = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            s3.delete_objects(Bucket=prefix.bucket, Delete={"Objects": keys, "Quiet": True})
-            n += len(keys)
-    return n
+    found = list_prefix(s3, prefix)
+    delete_many(s3, found)
+    return len(found)
+
+
+def delete_many(s3: S3Client, uris: list[S3Uri]) -> list[S3Uri]:
+    """Delete these objects in as few requests as S3 allows: one DeleteObjects per
+    bucket (and per 1,000 keys). A failed request raises; returns the objects S3
+    said it could not delete (logged), which a later run or the lifecycle rule removes."""
+    by_bucket: dict[str, list[str]] = {}
+    for uri in uris:
+        by_bucket.setdefault(uri.bucket, []).append(uri.key)
+    failed: list[S3Uri] = []
+    for bucket, keys in by_bucket.items():
+        for i in range(0, len(keys), 1000):
+            objects: list[Any] = [{"Key": k} for k in keys[i : i + 1000]]
+            resp = s3.delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
+            for err in resp.get("Errors", []):
+                log.warning("could not delete s3://%s/%s: %s", bucket, err.get("Key"), err)
+                failed.append(S3Uri(bucket, str(err.get("Key"))))
+    return failed
 
 
 def publish_copy(

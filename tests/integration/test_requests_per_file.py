@@ -102,12 +102,12 @@ def test_the_s3_requests_of_one_small_file(env, bucket):
     job = run(upload, job)
     assert job["published"] == f"s3://{bucket}/out/a.csv.scoreout"
     assert calls.take() == {
-        "GetObject": 1,
-        "PutObject": 1,
-        "HeadObject": 1,
-        "CopyObject": 1,
-        "DeleteObject": 2,
-        "ListObjectsV2": 1,
+        "GetObject": 1,  # the run record: superseded? (and the CAS of the outcome)
+        "PutObject": 1,  # the outcome, recorded before it is published (exactly once)
+        "HeadObject": 1,  # the source: replaced since? (never stale)
+        "CopyObject": 1,  # the .scoreout, tagged, in one step
+        "ListObjectsV2": 1,  # the run's staging objects (this attempt's and any copy's)
+        # those, and an earlier run's .error and .rejected, in one request
         "DeleteObjects": 1,
     }
     run(teardown, job)

@@ -161,3 +161,53 @@ def test_newer_source_is_detected(s3, bucket):
     assert newer_source(s3, unversioned) == f"ETag {v2['ETag'].strip(chr(34))}"
     s3.delete_object(Bucket=bucket, Key="in/a.csv")  # deleted since: still publish
     assert newer_source(s3, unversioned) is None
+
+
+class DeniedStaleDeletes:
+    """The real client, but a DeleteObjects naming an outcome key is refused (say the
+    role may not delete under the error prefix)."""
+
+    def __init__(self, s3):
+        self.s3 = s3
+        self.deletes = []
+
+    def __getattr__(self, name):
+        return getattr(self.s3, name)
+
+    def delete_objects(self, **kw):
+        keys = [o["Key"] for o in kw["Delete"]["Objects"]]
+        self.deletes.append(keys)
+        if any(k.startswith("out/") for k in keys):
+            from botocore.exceptions import ClientError
+
+            raise ClientError({"Error": {"Code": "AccessDenied"}}, "DeleteObjects")
+        return self.s3.delete_objects(**kw)
+
+
+def test_publishing_deletes_stale_outcomes_and_staging_in_one_request(s3, bucket, moto_endpoint):
+    """Issue 17: the earlier run's .error and .rejected and this run's staging objects
+    go in one DeleteObjects; when S3 refuses it, the stale outcomes are only logged
+    (they never undo a published .scoreout) and the staging objects go on their own."""
+    from scorefleet.storage import outcome
+
+    settings = load(base_env(moto_endpoint, bucket))
+    job = make_job(bucket=bucket, key="in/a.csv")
+    for key in ("out/a.csv.error", "out/a.csv.rejected", "staging/x", "staging/y"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"p\n")
+    job.staging_key, job.rows, job.output_bytes = "staging/x", 1, 2
+    staging = (S3Uri(bucket, "staging/x"), S3Uri(bucket, "staging/y"))
+    calls = []
+    s3.meta.events.register("before-call.s3.DeleteObjects", lambda **kw: calls.append(1))
+    outcome.publish_scoreout(settings, s3, job, staging[0], maybe_done=False, then_delete=staging)
+    listed = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+    assert listed == {"out/a.csv.scoreout"} and len(calls) == 1
+
+    for key in ("out/a.csv.error", "staging/x", "staging/y"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"p\n")
+    denied = DeniedStaleDeletes(s3)
+    outcome.publish_scoreout(
+        settings, denied, job, staging[0], maybe_done=False, then_delete=staging
+    )
+    assert denied.deletes[-1] == ["staging/x", "staging/y"]  # on their own, after the refusal
+    listed = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+    assert listed == {"out/a.csv.scoreout", "out/a.csv.error"}
