@@ -343,3 +343,32 @@ def test_a_worker_killed_while_it_stops_a_parked_model_leaves_none_running(tmp_p
     finally:
         if not gone(pid):
             os.kill(pid, 9)
+
+
+def test_a_launch_waits_a_moment_for_a_model_of_its_image_that_is_scoring(tmp_path):
+    """Issue 17: with no room for another model, a launch that finds the warm pool
+    empty takes the model of its image that is being parked, rather than going back
+    to the queue (its claim handed back, its first bytes read again); a launch of an
+    image none of whose models is scoring waits its turn in the queue at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scorefleet.errors import AtCapacity
+
+    b = LocalBackend(tmp_path, launch_timeout=5, warm_idle=30, warm_max=2, max_live=1)
+    try:
+        a, c = job("sf-0000000000000000000a"), job("sf-0000000000000000000c")
+        first = b.launch(a, spec("ok"))
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(b.launch, c, spec("ok"))
+            time.sleep(0.3)
+            assert not waiting.done()  # no room: it waits for a's model
+            assert b.teardown(a)  # a is scored: its model is parked
+            second = waiting.result(timeout=10)
+        assert second.handle["pid"] == first.handle["pid"] and second.handle.get("warm")
+        other = job("sf-0000000000000000000d")
+        started = time.monotonic()
+        with pytest.raises(AtCapacity):
+            b.launch(other, spec("hash"))  # no model of its image is scoring
+        assert time.monotonic() - started < 1.5
+    finally:
+        b.stop_all()

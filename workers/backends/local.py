@@ -68,6 +68,10 @@ from workers.protocols import probe, protocol_for
 log = logging.getLogger(__name__)
 
 WARM = "_warm"
+#: How long a launch waits for a model of its image that is scoring to be parked,
+#: when no model can start (SCOREFLEET_MAX_LIVE_MODELS), before it waits its turn in
+#: the queue instead.
+WARM_WAIT_SECONDS = 2.0
 #: A parked model being stopped (renamed first, so that no launch claims it).
 EXPIRING = "_expiring-"
 #: Beside the run directories: the model processes' private HOMEs.
@@ -176,7 +180,7 @@ class LocalBackend:
             )
         if self.warm_idle > 0:
             self._expire_warm()
-            warm = self._claim_warm(job, spec)
+            warm = self._claim_warm_or_wait(job, spec)
             if warm is not None:
                 return warm
         run_dir = self._dir(job.run_id)
@@ -344,6 +348,36 @@ class LocalBackend:
             )
             return Endpoint(url=url, handle={"pid": rec["pid"], "port": rec["port"], "warm": True})
         return None
+
+    def _claim_warm_or_wait(self, job: Job, spec: ModelSpec) -> Endpoint | None:
+        """A parked model of this image; when there is none and no room to start one,
+        but models of this image are scoring (each parked the moment its file is
+        scored), wait up to :data:`WARM_WAIT_SECONDS` for one of them. The launch
+        checked for room before it claimed its file, and another launch may have taken
+        the model it saw: going back to the queue for that costs the claim handed back
+        and made again, the first bytes read again and a queue hop (issue 17)."""
+        deadline = time.monotonic() + WARM_WAIT_SECONDS
+        while True:
+            warm = self._claim_warm(job, spec)
+            if warm is not None:
+                return warm
+            if self._room() or time.monotonic() > deadline or not self._busy(spec.image):
+                return None
+            time.sleep(0.02)
+
+    def _room(self) -> bool:
+        """Could a model start now without stopping another?"""
+        return not self.max_live or not self.root.exists() or len(self._live()) < self.max_live
+
+    def _busy(self, image: str) -> bool:
+        """Is a model of ``image`` scoring a file now (in warm mode: parked after it)?"""
+        for run_dir in self.root.iterdir():
+            if run_dir.name.startswith("_") or run_pipeline(run_dir.name) is None:
+                continue
+            rec = _read_record(run_dir)
+            if rec is not None and rec.get("image") == image and rec.get("pid"):
+                return True
+        return False
 
     def _park(self, job: Job) -> bool:
         """Keep this run's healthy model for the next file of its image."""
