@@ -350,12 +350,9 @@ class LocalBackend:
         return None
 
     def _claim_warm_or_wait(self, job: Job, spec: ModelSpec) -> Endpoint | None:
-        """A parked model of this image; when there is none and no room to start one,
-        but models of this image are scoring (each parked the moment its file is
-        scored), wait up to :data:`WARM_WAIT_SECONDS` for one of them. The launch
-        checked for room before it claimed its file, and another launch may have taken
-        the model it saw: going back to the queue for that costs the claim handed back
-        and made again, the first bytes read again and a queue hop (issue 17)."""
+        """A parked model of this image; with none, no room to start one, and one of
+        this image scoring (parked once its file is scored), wait up to
+        :data:`WARM_WAIT_SECONDS` for it: cheaper than the queue (issue 17)."""
         deadline = time.monotonic() + WARM_WAIT_SECONDS
         while True:
             warm = self._claim_warm(job, spec)
@@ -366,18 +363,12 @@ class LocalBackend:
             time.sleep(0.02)
 
     def _room(self) -> bool:
-        """Could a model start now without stopping another?"""
         return not self.max_live or not self.root.exists() or len(self._live()) < self.max_live
 
     def _busy(self, image: str) -> bool:
-        """Is a model of ``image`` scoring a file now (in warm mode: parked after it)?"""
-        for run_dir in self.root.iterdir():
-            if run_dir.name.startswith("_") or run_pipeline(run_dir.name) is None:
-                continue
-            rec = _read_record(run_dir)
-            if rec is not None and rec.get("image") == image and rec.get("pid"):
-                return True
-        return False
+        """Is a model of ``image`` scoring a file now?"""
+        runs = [p for p in self.root.iterdir() if run_pipeline(p.name) is not None]
+        return any((_read_record(p) or {}).get("image") == image for p in runs)
 
     def _park(self, job: Job) -> bool:
         """Keep this run's healthy model for the next file of its image."""
