@@ -39,9 +39,7 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
         validate(s, j)  # the image, cluster and namespace: a model may be started again
         spec = s.models.spec(j.model_image)
         staging = staging_location(s, j.run_id)
-        # registered (with a lease the heartbeat renews) before its upload exists
-        rt.ledger.register_writer(j, staging.key, s.broker.visibility_timeout)
-        hb.writer = staging.key
+        hb.writer = staging.key  # its lease renewed by the heartbeat, once registered
         described = data_source.describe(rt.s3, j, spec.extra)
         output = described.options.output
         reader = data_source.open_reader(
@@ -75,7 +73,17 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
                 parquet=described.options.input is Format.PARQUET,
             )
         try:
-            with s3io.MultipartWriter(rt.s3, staging, content_type=output.media_type) as sink:
+            with s3io.MultipartWriter(
+                rt.s3,
+                staging,
+                content_type=output.media_type,
+                # registered (with a lease the heartbeat renews) before its multipart
+                # upload exists; an output of one part is a single PUT, which no
+                # redelivery can find half done: a small file registers nothing
+                on_start=lambda: rt.ledger.register_writer(
+                    j, staging.key, s.broker.visibility_timeout
+                ),
+            ) as sink:
                 stats = score_stream(
                     reader,
                     client.score if client else no_model,

@@ -201,6 +201,8 @@ class MultipartWriter:
     :meth:`abort` (also on ``with`` exit with an exception) discards everything.
     The multipart upload is only started once a first part is full: an output
     smaller than one part is written with a single PUT (one request, not three).
+    ``on_start`` is called just before the multipart upload is created (the scoring
+    step registers its writer there: an upload that is never started needs none).
     """
 
     def __init__(
@@ -210,8 +212,10 @@ class MultipartWriter:
         *,
         content_type: str = "text/csv",
         part_size: int = PART_SIZE,
+        on_start: Callable[[], object] | None = None,
     ) -> None:
         self.s3 = s3
+        self.on_start = on_start
         self.dest = dest
         self.part_size = part_size
         self.bytes_written = 0
@@ -227,6 +231,8 @@ class MultipartWriter:
         self._thread = threading.Thread(target=self._upload_loop, daemon=True, name="s3-parts")
 
     def _start(self) -> None:
+        if self.on_start is not None:
+            self.on_start()
         resp = self.s3.create_multipart_upload(
             Bucket=self.dest.bucket, Key=self.dest.key, ContentType=self.content_type
         )

@@ -93,10 +93,10 @@ def test_the_s3_requests_of_one_small_file(env, bucket):
     }
     job = run(score, job)
     assert calls.take() == {
-        # the run record (registering the attempt as a writer), the file itself; no
-        # progress writes for a file scored within the progress interval
-        "GetObject": 2,
-        "PutObject": 2,  # the writer's registration, the staged output
+        # the file itself; no run record: no writer to register for an output of one
+        # PUT, no progress for a file scored within the progress interval
+        "GetObject": 1,
+        "PutObject": 1,  # the staged output
         "HeadObject": 1,  # the upload's format and size, again (pinned to it)
     }
     job = run(upload, job)

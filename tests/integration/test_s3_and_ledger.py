@@ -36,6 +36,31 @@ def test_empty_output_and_abort(s3, bucket):
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="f")
 
 
+def test_a_writer_is_registered_only_before_a_multipart_upload(s3, bucket):
+    """Issue 17: the scoring step registers its writer (a GET and a PUT of the run
+    record) in ``on_start``, before the multipart upload that a redelivery could
+    abort exists; an output of one part is a single PUT and registers nothing."""
+    events = []
+    s3.meta.events.register(
+        "before-call.s3.CreateMultipartUpload", lambda **kw: events.append("create")
+    )
+    with MultipartWriter(
+        s3, S3Uri(bucket, "small"), on_start=lambda: events.append("on_start")
+    ) as w:
+        w.write(b"p\n" * 1000)
+        w.complete()
+    assert events == []
+    with MultipartWriter(
+        s3,
+        S3Uri(bucket, "big"),
+        part_size=5 * 1024 * 1024,
+        on_start=lambda: events.append("on_start"),
+    ) as w:
+        w.write(b"x" * (6 * 1024 * 1024))
+        w.complete()
+    assert events == ["on_start", "create"]
+
+
 def test_old_tag_names_are_accepted(s3, bucket):
     s3.put_object(
         Bucket=bucket,
