@@ -1,11 +1,10 @@
 """A file's scoring progress, written to its run record every few seconds (rows and
 bytes so far, read by ``scorefleet status`` and ``submit --wait``'s progress bar).
 
-A file scored within one interval writes none: its record goes from ``scoring``
-(written when its scoring attempt registers) straight to its outcome, two record
-writes (and the two reads before them) fewer per small file (issue 17). A longer
-file shows its progress after the first interval, then every interval, and
-``publishing`` once scored."""
+A file scored within :data:`FIRST_PROGRESS_SECONDS` writes none: its record goes
+from its claim (``launching``) straight to its outcome, record writes (and the reads
+before them) that a small file does not need (issue 17). A longer file shows its
+progress from then on, every interval, and ``publishing`` once scored."""
 
 from __future__ import annotations
 
@@ -18,6 +17,8 @@ from scorefleet.storage.ledger import Phase
 
 #: seconds between two progress writes of one file (one GET and one PUT each)
 PROGRESS_EVERY_SECONDS = 5.0
+#: the first progress write of a file, this long after its scoring started
+FIRST_PROGRESS_SECONDS = 1.0
 
 
 class RunProgress:
@@ -31,6 +32,7 @@ class RunProgress:
         total_bytes: int | None,
         *,
         every: float = PROGRESS_EVERY_SECONDS,
+        first: float = FIRST_PROGRESS_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         read: Callable[[], int] | None = None,
     ) -> None:
@@ -43,8 +45,8 @@ class RunProgress:
         self._read = read
         self.every = every
         self.clock = clock
-        # the first write one interval after the start: a file scored sooner needs none
-        self._next = clock() + every
+        # the first write a moment after the start: a file scored sooner needs none
+        self._next = clock() + min(first, every)
         self.writes = 0
 
     @property
@@ -82,8 +84,8 @@ class RunProgress:
 
     def done(self, stats: Any) -> None:
         """Scored: the file now waits for its publication. Recorded only for a file
-        that showed progress (scored in more than one interval): a small file's next
-        record write is its outcome, a queue hop away."""
+        that showed progress: a small file's next record write is its outcome, a
+        queue hop away."""
         if self.writes:
             self._write(Phase.PUBLISHING, int(stats.rows), **_rejected(stats))
 

@@ -76,7 +76,8 @@ def test_view_of_a_run_scoring_and_one_that_stalled():
 
 
 def test_the_record_through_a_run(settings, s3, bucket):
-    """queued (intake) -> launching (claim) -> scoring with progress -> publishing -> published."""
+    """queued (intake) -> launching (claim) -> scoring (a writer registered for a large
+    output, or the first progress) -> publishing -> published."""
     job = make_job(bucket=bucket, key="in/a.csv")
     ledger = Ledger(settings, s3)
     assert ledger.mark_queued(job)
@@ -98,18 +99,19 @@ def test_the_record_through_a_run(settings, s3, bucket):
         rows = 42
 
     progress.update(Stats)  # the first mini-batch: not written (the file may be done soon)
-    clock[0] = 4.9
-    progress.update(Stats)  # within 5 s: not written either
+    clock[0] = 0.9
+    progress.update(Stats)  # within a second: not written either
     assert "rows" not in ledger.get(job.pipeline_id).data and progress.writes == 0
-    clock[0] = 5.0
-    progress.update(Stats)  # one interval in: shown
+    clock[0] = 1.0
+    progress.update(Stats)  # a second in: shown
     rec = ledger.get(job.pipeline_id).data
     assert (rec["rows"], rec["bytes_read"], rec["total_bytes"]) == (42, 500, 1000)
+    assert state_of(rec) is FileState.SCORING
     Stats.rows = 50
-    clock[0] = 9.9
-    progress.update(Stats)
+    clock[0] = 5.9
+    progress.update(Stats)  # then every 5 s
     assert ledger.get(job.pipeline_id).data["rows"] == 42
-    clock[0] = 10.0
+    clock[0] = 6.0
     progress.update(Stats)
     assert ledger.get(job.pipeline_id).data["rows"] == 50
     assert progress.writes == 2
@@ -123,27 +125,26 @@ def test_the_record_through_a_run(settings, s3, bucket):
     assert v.finished_at and v.started_at and v.queued_at
 
 
-def test_a_file_scored_within_one_interval_writes_no_progress(settings, s3, bucket):
-    """Issue 17: a small file's record goes from scoring straight to its outcome;
+def test_a_file_scored_within_a_second_writes_no_progress(settings, s3, bucket):
+    """Issue 17: a small file's record goes from its claim straight to its outcome;
     the progress and publishing writes (a GET and a PUT each) are for longer files."""
     job = make_job(bucket=bucket, key="in/a.csv")
     ledger = Ledger(settings, s3)
     ledger.claim(job, "owner-1", 60)
     job.claim_owner = "owner-1"
-    ledger.register_writer(job, "staging/x", 60)
-    before = ledger.get(job.pipeline_id)
+    before = ledger.get(job.pipeline_id)  # its output fits one PUT: no writer registered
     clock = [0.0]
     progress = RunProgress(ledger, job, 1000, every=5, clock=lambda: clock[0])
 
     class Stats:
         rows = 42
 
-    clock[0] = 4.9
+    clock[0] = 0.9
     progress.update(Stats)
     progress.done(Stats)
     assert progress.writes == 0
     after = ledger.get(job.pipeline_id)
-    assert after.etag == before.etag and state_of(after.data) is FileState.SCORING
+    assert after.etag == before.etag and state_of(after.data) is FileState.LAUNCHING
 
 
 def test_cli_status_and_runs(env, settings, s3, bucket):
