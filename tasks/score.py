@@ -40,11 +40,10 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
         spec = s.models.spec(j.model_image)
         staging = staging_location(s, j.run_id)
         hb.writer = staging.key  # its lease renewed by the heartbeat, once registered
-        described = data_source.describe(rt.s3, j, spec.extra)
-        output = described.options.output
-        reader = data_source.open_reader(
-            rt.s3, j, described, read_limits(s, spec), expansion_limits(s)
+        described, reader = data_source.open_described(
+            rt.s3, j, spec.extra, read_limits(s, spec), expansion_limits(s)
         )
+        output = described.options.output
         # a Parquet file with no rows: its (empty) output needs no model
         empty = described.options.input is Format.PARQUET and reader_rows(reader) == 0
         client = None if empty else ready_client(rt, j, spec)

@@ -154,6 +154,8 @@ class SourceStream:
     chunks: Iterator[bytes]
     content_length: int
     content_encoding: str
+    content_type: str = ""
+    close: Callable[[], None] = lambda: None
 
 
 def open_source(
@@ -187,6 +189,8 @@ def open_source(
         chunks=body.iter_chunks(chunk_size),
         content_length=int(resp.get("ContentLength", 0)),
         content_encoding=str(resp.get("ContentEncoding", "") or ""),
+        content_type=str(resp.get("ContentType", "") or ""),
+        close=body.close,
     )
 
 
