@@ -15,9 +15,8 @@ from workers.runtime import WorkerRuntime
 def preflight(rt: WorkerRuntime, j: Job, spec: ModelSpec) -> int | None:
     """What the file's first bytes (CSV, JSON Lines) or footer (Parquet) show, before
     any container starts: BadInput, or the number of rows when known (Parquet)."""
-    described = data_source.describe(rt.s3, j, spec.extra)
-    return data_source.preflight(
-        rt.s3, j, described, read_limits(rt.settings, spec), expansion_limits(rt.settings)
+    return data_source.look_first(
+        rt.s3, j, spec.extra, read_limits(rt.settings, spec), expansion_limits(rt.settings)
     )
 
 

@@ -96,6 +96,7 @@ def preflight(
     send_header: bool,
     limits: Any,
     csv: bool = True,
+    first: tuple[bytes, int] | None = None,
 ) -> tuple[bytes | None, bool]:
     """Raise :class:`BadInput` if the file's first bytes show it cannot be scored;
     return them (decompressed, None if the upload is gone or replaced) and whether
@@ -106,28 +107,32 @@ def preflight(
     CSV batcher; otherwise only what the first bytes prove is reported (binary
     content, a compression that is not read): the rest is the scoring step's to
     find. ``limits``: the decompression caps (:class:`workers.compression.Limits`).
-    ``csv``: the file is CSV (else JSON Lines: workers.formats.source reads on)."""
+    ``csv``: the file is CSV (else JSON Lines: workers.formats.source reads on).
+    ``first``: those bytes and the object's size, when the caller made that GET."""
     from botocore.exceptions import ClientError
 
     from scorefleet.storage.s3io import error_code, version_args
     from workers.compression import Truncated, decompress
     from workers.csvbatch import CsvBatcher
 
-    kwargs: dict[str, Any] = version_args(version_id)
-    if not version_id and etag:
-        kwargs["IfMatch"] = etag if etag.startswith('"') else f'"{etag}"'
-    try:
-        resp = s3.get_object(
-            Bucket=uri.bucket, Key=uri.key, Range=f"bytes=0-{HEAD_BYTES - 1}", **kwargs
-        )
-    except ClientError as exc:
-        if error_code(exc) in {"InvalidRange", "416"}:  # S3's answer for an empty object
-            raise BadInput("the file is empty") from None
-        if error_code(exc) in {"NoSuchKey", "NoSuchVersion", "404", "PreconditionFailed", "412"}:
-            return None, False  # gone or replaced: the scoring step says so
-        raise
-    body = resp["Body"].read()
-    complete = _total_size(resp, len(body)) <= len(body)
+    if first is None:
+        kwargs: dict[str, Any] = version_args(version_id)
+        if not version_id and etag:
+            kwargs["IfMatch"] = etag if etag.startswith('"') else f'"{etag}"'
+        try:
+            resp = s3.get_object(
+                Bucket=uri.bucket, Key=uri.key, Range=f"bytes=0-{HEAD_BYTES - 1}", **kwargs
+            )
+        except ClientError as exc:
+            if error_code(exc) in {"InvalidRange", "416"}:  # S3's answer for an empty object
+                raise BadInput("the file is empty") from None
+            gone = {"NoSuchKey", "NoSuchVersion", "404", "PreconditionFailed", "412"}
+            if error_code(exc) in gone:
+                return None, False  # gone or replaced: the scoring step says so
+            raise
+        first = resp["Body"].read(), total_size(resp, 0)
+    body, size = first
+    complete = max(size, len(body)) <= len(body)
     problem = excel_problem(body)
     if problem:
         raise BadInput(problem)
@@ -157,7 +162,7 @@ def _once(data: bytes) -> Iterator[bytes]:
     yield data
 
 
-def _total_size(resp: Any, got: int) -> int:
+def total_size(resp: Any, got: int) -> int:
     """The object's whole size from a ranged GET's Content-Range ("bytes 0-9/1234")."""
     content_range = str(resp.get("ContentRange") or "")
     if "/" in content_range:

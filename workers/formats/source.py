@@ -41,25 +41,54 @@ class Described:
     size: int
 
 
+def _gone_or_replaced(job: Job, exc: ClientError) -> None:
+    """Raise the :class:`BadInput` a pinned request's 404 or 412 means."""
+    code = s3io.error_code(exc)
+    if code in {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}:
+        raise BadInput(
+            f"{job.source} no longer exists (deleted before it could be scored)"
+        ) from exc
+    if code in {"PreconditionFailed", "412"}:
+        raise BadInput(
+            f"{job.source} was overwritten after it was queued; the newer version is "
+            "scored on its own"
+        ) from exc
+
+
 def describe(s3: Any, job: Job, catalog: Any) -> Described:
     """The job's formats and columns, from its key, Content-Type, tags and catalog
     entry (one HEAD of the upload)."""
     try:
         head = s3.head_object(Bucket=job.bucket, Key=job.key, **pin(job))
     except ClientError as exc:
-        code = s3io.error_code(exc)
-        if code in {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}:
-            raise BadInput(
-                f"{job.source} no longer exists (deleted before it could be scored)"
-            ) from exc
-        if code in {"PreconditionFailed", "412"}:
-            raise BadInput(
-                f"{job.source} was overwritten after it was queued; the newer version is "
-                "scored on its own"
-            ) from exc
+        _gone_or_replaced(job, exc)
         raise
     options = resolve(job.key, str(head.get("ContentType") or ""), job.data_tags, catalog)
     return Described(options, int(head.get("ContentLength") or 0))
+
+
+def look_first(
+    s3: Any, job: Job, catalog: Any, lim: ReadLimits, limits: compression.Limits
+) -> int | None:
+    """:func:`describe` and :func:`preflight` from one ranged GET of the file's first
+    bytes, whose Content-Type and Content-Range say what a HEAD would (issue 17: a
+    HEAD fewer per file). An empty object (S3 refuses the range) is described by a
+    HEAD, as before."""
+    from workers.firstbytes import HEAD_BYTES, total_size
+
+    try:
+        resp = s3.get_object(
+            Bucket=job.bucket, Key=job.key, Range=f"bytes=0-{HEAD_BYTES - 1}", **pin(job)
+        )
+    except ClientError as exc:
+        if s3io.error_code(exc) in {"InvalidRange", "416"}:
+            return preflight(s3, job, describe(s3, job, catalog), lim, limits)
+        _gone_or_replaced(job, exc)
+        raise
+    body = resp["Body"].read()
+    size = total_size(resp, len(body))
+    options = resolve(job.key, str(resp.get("ContentType") or ""), job.data_tags, catalog)
+    return preflight(s3, job, Described(options, size), lim, limits, first=(body, size))
 
 
 def open_reader(
@@ -109,10 +138,12 @@ def preflight(
     described: Described,
     lim: ReadLimits,
     limits: compression.Limits,
+    first: tuple[bytes, int] | None = None,
 ) -> int | None:
     """Raise :class:`BadInput` for what the first bytes (CSV, JSON Lines) or the
     footer (Parquet) show cannot be scored, before a model starts. Returns the number
-    of rows when it is known (Parquet: from the footer), else None."""
+    of rows when it is known (Parquet: from the footer), else None. ``first``: the
+    first bytes and the size, already read (:func:`look_first`)."""
     opts = described.options
     if opts.input is Format.PARQUET:
         reader = open_reader(s3, job, described, lim, limits)
@@ -132,6 +163,7 @@ def preflight(
         send_header=lim.send_header,
         limits=limits,
         csv=opts.input is Format.CSV,
+        first=first,
     )
     if head is None:
         return None  # gone or replaced: the scoring step says so
