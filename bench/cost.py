@@ -32,10 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -44,21 +41,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import boto3
 import psutil
-from botocore.config import Config
 
-from bench.common import REPO, machine
+from bench.common import machine
 from bench.flower_events import classify as classify_queue
 from bench.flower_events import recorded_requests, recorder
 from bench.large_file import write_rows
 from bench.memory import vm_hwm
+from bench.peers import APPID_DRIVER, Emulator, driver_s3, pyarrow_script, seed003, wait_outputs
 from bench.storm import body
 from scorefleet.storage.s3io import encode_tags
-from workers.localaws import start_moto
-from workers.localstack import BUCKET, IRIS_IMAGE, LocalStack, free_port, stop_process
+from workers.localstack import BUCKET, IRIS_IMAGE, LocalStack
 
-APPID_WORKER, APPID_LAMBDA, APPID_DRIVER = "sfworker", "sflambda", "sfdriver"
+APPID_WORKER, APPID_LAMBDA = "sfworker", "sflambda"
 
 
 # ------------------------------------------------------------------- requests
@@ -142,6 +137,10 @@ def worker_pids(stack: LocalStack) -> list[int]:
     return [p.popen.pid for p in stack.procs if p.name.startswith(("worker", "beat"))]
 
 
+def beat_pid(stack: LocalStack) -> int:
+    return next((p.popen.pid for p in stack.procs if p.name == "beat"), -1)
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """user + system of these processes themselves (not their reaped children: the
     models a worker started are its children)."""
@@ -152,33 +151,46 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+class CpuGroups:
+    """CPU-seconds of everything else on the two cores, to say where they went: the
+    emulator (moto), the models (the workers' children, live and reaped) and this
+    process (the Lambda bridge, and the script's own drops and polling)."""
+
+    def __init__(self, stack: LocalStack, workers: list[int]) -> None:
+        self.moto = next(p.popen.pid for p in stack.procs if p.name == "moto")
+        self.workers = workers
+
+    def _models(self) -> dict[int, float]:
+        found: dict[int, float] = {}
+        for pid in self.workers:
+            proc = psutil.Process(pid)
+            t = proc.cpu_times()
+            found[-pid] = t.children_user + t.children_system  # reaped models
+            for child in proc.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    c = child.cpu_times()
+                    found[child.pid] = c.user + c.system
+        return found
+
+    def sample(self) -> dict[str, Any]:
+        me, moto = psutil.Process().cpu_times(), psutil.Process(self.moto).cpu_times()
+        return {
+            "moto": moto.user + moto.system,
+            "models": self._models(),
+            "bridge and driver": me.user + me.system,
+        }
+
+    @staticmethod
+    def spent(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+        models = sum(v - before["models"].get(k, 0.0) for k, v in after["models"].items())
+        return {
+            "moto": after["moto"] - before["moto"],
+            "models": models,
+            "bridge and driver": after["bridge and driver"] - before["bridge and driver"],
+        }
+
+
 # --------------------------------------------------------------- the pipeline
-def driver_s3(endpoint: str) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(user_agent_appid=APPID_DRIVER, retries={"max_attempts": 10}),  # type: ignore[call-arg]
-    )
-
-
-def wait_outputs(s3: Any, prefix: str, n: int, timeout: float) -> dict[str, float]:
-    """Poll the output prefix until ``n`` outcomes are there; key -> first seen."""
-    seen: dict[str, float] = {}
-    deadline = time.monotonic() + timeout
-    while len(seen) < n and time.monotonic() < deadline:
-        now = time.perf_counter()
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
-            for o in page.get("Contents", []):
-                seen.setdefault(o["Key"], now)
-        time.sleep(0.05)
-    if len(seen) < n:
-        raise TimeoutError(f"{len(seen)} of {n} outcomes under {prefix} after {timeout:.0f}s")
-    return seen
-
-
 @dataclass
 class PipelineRun:
     mode: str
@@ -189,6 +201,7 @@ class PipelineRun:
     requests: Counter[tuple[str, str, str]]  # per run, less the idle rate
     errors: int = 0
     peak_rss: dict[str, int] = field(default_factory=dict)
+    others: dict[str, float] = field(default_factory=dict)  # CPU-seconds, see CpuGroups
 
 
 def pipeline_storm(files: int, rows: int, warm: bool, idle: float) -> PipelineRun:
@@ -230,6 +243,8 @@ def pipeline_storm(files: int, rows: int, warm: bool, idle: float) -> PipelineRu
         recorder(stack, "start-recording")
         payloads = {f"cost/storm/f{i:04d}.csv": body(i, rows) for i in range(files)}
         tags = encode_tags({"model_image": IRIS_IMAGE})
+        groups = CpuGroups(stack, [p for p in pids if p != beat_pid(stack)])
+        g0 = groups.sample()
         c0, t0, p0 = cpu_seconds(pids), time.monotonic(), time.perf_counter()
         for key, data in payloads.items():
             s3.put_object(Bucket=BUCKET, Key=f"in/{key}", Body=data, Tagging=tags)
@@ -237,6 +252,7 @@ def pipeline_storm(files: int, rows: int, warm: bool, idle: float) -> PipelineRu
         seconds = max(seen.values()) - p0
         time.sleep(3)  # the teardowns after the last upload
         cpu, window = cpu_seconds(pids) - c0, time.monotonic() - t0
+        others = CpuGroups.spent(g0, groups.sample())
         recorder(stack, "stop-recording")
         load_req = requests_by(recorder(stack, "download-recording"))
         errors = sum(k.endswith(".error") for k in seen)
@@ -256,6 +272,7 @@ def pipeline_storm(files: int, rows: int, warm: bool, idle: float) -> PipelineRu
         rate,
         net,
         errors,
+        others=others,
     )
 
 
@@ -300,134 +317,7 @@ def pipeline_large(rows: int) -> tuple[float, float, dict[str, int]]:
     return seconds, cpu, peaks
 
 
-# ---------------------------------------------------------------------- peers
-SEED003_WORKER = r"""
-import io, json, sys, time, resource
-import boto3, pandas as pd
-sys.path.insert(0, sys.argv[3])
-from model import FEATURES, load_or_train
-endpoint, queue_url = sys.argv[1], sys.argv[2]
-kw = dict(endpoint_url=endpoint, region_name="us-east-1",
-          aws_access_key_id="testing", aws_secret_access_key="testing")
-s3, sqs = boto3.client("s3", **kw), boto3.client("sqs", **kw)
-model = load_or_train(None)
-print("ready", flush=True)
-while True:
-    got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=1)
-    for m in got.get("Messages", []):
-        job = json.loads(m["Body"])
-        if job.get("stop"):
-            print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, flush=True)
-            sys.exit(0)
-        data = s3.get_object(Bucket=job["bucket"], Key=job["key"])["Body"].read()
-        frame = pd.read_csv(io.BytesIO(data))[FEATURES]
-        proba = model.predict_proba(frame.to_numpy())
-        out = pd.DataFrame({"label": model.classes_[proba.argmax(axis=1)],
-                            "probability": proba.max(axis=1)})
-        s3.put_object(Bucket=job["bucket"], Key=job["out"],
-                      Body=out.to_csv(index=False, float_format="%.6f").encode())
-        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
-"""
-
-PYARROW_SCRIPT = r"""
-import io, json, sys, time, resource
-import boto3, pyarrow as pa, pyarrow.csv as pacsv
-sys.path.insert(0, sys.argv[2])
-from model import FEATURES, load_or_train
-kw = dict(endpoint_url=sys.argv[1], region_name="us-east-1",
-          aws_access_key_id="testing", aws_secret_access_key="testing")
-s3 = boto3.client("s3", **kw)
-model = load_or_train(None)
-jobs = json.loads(sys.stdin.read())
-t0 = time.perf_counter()
-for bucket, key, out in jobs:
-    data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    table = pacsv.read_csv(pa.py_buffer(data))
-    x = table.select(FEATURES).to_pandas().to_numpy()
-    proba = model.predict_proba(x)
-    result = pa.table({"label": model.classes_[proba.argmax(axis=1)],
-                       "probability": proba.max(axis=1)})
-    sink = io.BytesIO()
-    pacsv.write_csv(result, sink)
-    s3.put_object(Bucket=bucket, Key=out, Body=sink.getvalue())
-print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-"""
-
-
-class Emulator:
-    """A bare emulator for the peers: one bucket, one queue, nothing of scorefleet."""
-
-    def __init__(self, state: Path) -> None:
-        self.port = free_port()
-        self.proc = start_moto(self.port, state / "moto-peers.log")
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.s3 = driver_s3(self.endpoint)
-        self.s3.create_bucket(Bucket=BUCKET)
-        self.sqs = boto3.client(
-            "sqs",
-            endpoint_url=self.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        self.queue = self.sqs.create_queue(QueueName="peer-jobs")["QueueUrl"]
-
-    def close(self) -> None:
-        stop_process(self.proc)
-
-
-def seed003(em: Emulator, jobs: list[tuple[str, str]], workers: int) -> tuple[float, int]:
-    """Seed 003's approach: (seconds from the first send to the last output, peak RSS
-    of the largest worker process)."""
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", SEED003_WORKER, em.endpoint, em.queue, str(IRIS)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(workers)
-    ]
-    try:
-        for p in procs:
-            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-        t0 = time.perf_counter()
-        for key, out in jobs:
-            em.sqs.send_message(
-                QueueUrl=em.queue,
-                MessageBody=json.dumps({"bucket": BUCKET, "key": key, "out": out}),
-            )
-        prefix = jobs[0][1].rsplit("/", 1)[0] + "/"
-        seen = wait_outputs(em.s3, prefix, len(jobs), 1800)
-        seconds = max(seen.values()) - t0
-        for _ in procs:
-            em.sqs.send_message(QueueUrl=em.queue, MessageBody=json.dumps({"stop": True}))
-        peaks = []
-        for p in procs:
-            out, _ = p.communicate(timeout=120)
-            peaks.append(int(out.split()[-1]))
-        return seconds, max(peaks)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                stop_process(p)  # type: ignore[arg-type]
-
-
-def pyarrow_script(em: Emulator, jobs: list[tuple[str, str]]) -> tuple[float, float, int]:
-    """The single-process pyarrow script: (seconds in all, of its loop, its peak RSS)."""
-    t0 = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-c", PYARROW_SCRIPT, em.endpoint, str(IRIS)],
-        input=json.dumps([[BUCKET, k, o] for k, o in jobs]),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=1800,
-    ).stdout.split()
-    return time.perf_counter() - t0, float(out[0]), int(out[1])
-
-
 # ----------------------------------------------------------------------- main
-IRIS = REPO / "examples" / "iris"
 
 
 def per_file_table(run: PipelineRun) -> None:
@@ -439,6 +329,9 @@ def per_file_table(run: PipelineRun) -> None:
         f"  workers' own CPU: {run.cpu / run.files * 1000:.0f} ms per file "
         f"(idle burn of {run.cpu_idle_rate * 1000:.1f} ms per second subtracted)"
     )
+    if run.others:
+        spent = ", ".join(f"{k} {v / run.files * 1000:.0f} ms" for k, v in run.others.items())
+        print(f"  the rest of the 2 cores per file (not idle-corrected): {spent}")
     by_origin: dict[str, Counter[str]] = {}
     for (who, service, api), n in run.requests.items():
         by_origin.setdefault(who, Counter())[f"{service} {api}"] += n
