@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import secrets
@@ -63,6 +62,9 @@ from workers.backends.processes import (
     stop_tree,
     tail,
 )
+from workers.backends.runrecords import read_record as _read_record
+from workers.backends.runrecords import spec_of as _spec_of
+from workers.backends.runrecords import write_record as _write_record
 from workers.protocols import probe, protocol_for
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,7 @@ class LocalBackend:
         self._exit_codes: OrderedDict[int, int] = OrderedDict()
         self._lock = threading.Lock()
         self._capacity_lock = threading.Lock()
+        self._waiter = threading.Semaphore(1)  # has_room: one launch waits in process
 
     # ----------------------------------------------------------------- records
     def _new_home(self, run_id: str) -> Path:
@@ -293,7 +296,20 @@ class LocalBackend:
 
     def has_room(self, spec: ModelSpec) -> bool:
         """Could a launch of this image go ahead now (a free slot, or a warm model of
-        it)? A cheap look, no lock: the launch itself decides for sure."""
+        it)? A cheap look, no lock: the launch itself decides for sure. In warm mode,
+        one launch per worker process (the others go back to the queue, and the
+        worker's other slots score the files that free the models) waits up to
+        :data:`WARM_WAIT_SECONDS` for a model of its image that is scoring."""
+        if self._looks_free(spec):
+            return True
+        if self.warm_idle <= 0 or not self._waiter.acquire(blocking=False):
+            return False
+        try:
+            return bool(self._wait_for(lambda: self._looks_free(spec), spec.image))
+        finally:
+            self._waiter.release()
+
+    def _looks_free(self, spec: ModelSpec) -> bool:
         if not self.max_live or not self.root.exists():
             return True
         if self.warm_idle > 0 and any(self._pool(spec.image).glob("*")):
@@ -302,6 +318,16 @@ class LocalBackend:
         return len(live) < self.max_live or (
             self.warm_idle > 0 and any(p.parent.parent.name == WARM for p in live)
         )
+
+    def _wait_for(self, done: Callable[[], object], image: str) -> Any:
+        """``done()`` once it is true, while a model of ``image`` is scoring (parked
+        once its file is scored), for up to :data:`WARM_WAIT_SECONDS`; else false."""
+        deadline = time.monotonic() + WARM_WAIT_SECONDS
+        while True:
+            got = done()
+            if got or time.monotonic() > deadline or not self._busy(image):
+                return got
+            time.sleep(0.02)
 
     def _make_room(self) -> None:
         """Enforce MAX_LIVE_MODELS: stop idle warm models of other images, or wait."""
@@ -350,17 +376,11 @@ class LocalBackend:
         return None
 
     def _claim_warm_or_wait(self, job: Job, spec: ModelSpec) -> Endpoint | None:
-        """A parked model of this image; with none, no room to start one, and one of
-        this image scoring (parked once its file is scored), wait up to
-        :data:`WARM_WAIT_SECONDS` for it: cheaper than the queue (issue 17)."""
-        deadline = time.monotonic() + WARM_WAIT_SECONDS
-        while True:
-            warm = self._claim_warm(job, spec)
-            if warm is not None:
-                return warm
-            if self._room() or time.monotonic() > deadline or not self._busy(spec.image):
-                return None
-            time.sleep(0.02)
+        """A parked model of this image; with none and no room to start one, wait for
+        one that is scoring (:meth:`_wait_for`): a launch that lost it to another
+        after its claim, cheaper here than through the queue (issue 17)."""
+        got = self._wait_for(lambda: self._claim_warm(job, spec) or self._room(), spec.image)
+        return got if isinstance(got, Endpoint) else None
 
     def _room(self) -> bool:
         return not self.max_live or not self.root.exists() or len(self._live()) < self.max_live
@@ -474,26 +494,3 @@ class LocalBackend:
     def stop_all(self) -> list[str]:
         """Stop every model process this state directory knows (local stack shutdown)."""
         return self._expire_warm(idle=-1) + self.reap(0, lambda _run: True)
-
-
-def _read_record(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        data: dict[str, Any] = json.loads((run_dir / "record.json").read_text())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-        return None
-    return data
-
-
-def _spec_of(rec: dict[str, Any]) -> ModelSpec:
-    """What readiness needs of a model's catalog entry, from its run record."""
-    return ModelSpec(
-        image=str(rec.get("image", "")),
-        protocol=str(rec.get("protocol", "sagemaker")),
-        protocol_options=dict(rec.get("protocol_options") or {}),
-    )
-
-
-def _write_record(run_dir: Path, rec: dict[str, Any]) -> None:
-    tmp = run_dir / "record.json.tmp"
-    tmp.write_text(json.dumps(rec))
-    tmp.replace(run_dir / "record.json")
