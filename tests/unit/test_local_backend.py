@@ -372,26 +372,3 @@ def test_a_launch_waits_a_moment_for_a_model_of_its_image_that_is_scoring(tmp_pa
         assert time.monotonic() - started < 1.5
     finally:
         b.stop_all()
-
-
-def test_one_launch_per_worker_waits_for_room_before_its_claim(tmp_path):
-    """Issue 17: has_room (the look before a launch claims its file) waits a moment,
-    in one launch per worker process, for a model of its image that is scoring; the
-    others go back to the queue at once, so the worker's other slots can score."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    b = LocalBackend(tmp_path, launch_timeout=5, warm_idle=30, warm_max=2, max_live=1)
-    try:
-        a = job("sf-0000000000000000000a")
-        b.launch(a, spec("ok"))
-        with ThreadPoolExecutor(1) as pool:
-            waiting = pool.submit(b.has_room, spec("ok"))
-            time.sleep(0.3)
-            assert not waiting.done()
-            started = time.monotonic()
-            assert not b.has_room(spec("ok"))  # a second one does not wait
-            assert time.monotonic() - started < 0.5
-            b.teardown(a)  # a is scored: its model parked
-            assert waiting.result(timeout=10)
-    finally:
-        b.stop_all()

@@ -105,7 +105,6 @@ class LocalBackend:
         self._exit_codes: OrderedDict[int, int] = OrderedDict()
         self._lock = threading.Lock()
         self._capacity_lock = threading.Lock()
-        self._waiter = threading.Semaphore(1)  # has_room: one launch waits in process
 
     # ----------------------------------------------------------------- records
     def _new_home(self, run_id: str) -> Path:
@@ -296,20 +295,7 @@ class LocalBackend:
 
     def has_room(self, spec: ModelSpec) -> bool:
         """Could a launch of this image go ahead now (a free slot, or a warm model of
-        it)? A cheap look, no lock: the launch itself decides for sure. In warm mode,
-        one launch per worker process (the others go back to the queue, and the
-        worker's other slots score the files that free the models) waits up to
-        :data:`WARM_WAIT_SECONDS` for a model of its image that is scoring."""
-        if self._looks_free(spec):
-            return True
-        if self.warm_idle <= 0 or not self._waiter.acquire(blocking=False):
-            return False
-        try:
-            return bool(self._wait_for(lambda: self._looks_free(spec), spec.image))
-        finally:
-            self._waiter.release()
-
-    def _looks_free(self, spec: ModelSpec) -> bool:
+        it)? A cheap look, no lock: the launch itself decides for sure."""
         if not self.max_live or not self.root.exists():
             return True
         if self.warm_idle > 0 and any(self._pool(spec.image).glob("*")):
@@ -318,16 +304,6 @@ class LocalBackend:
         return len(live) < self.max_live or (
             self.warm_idle > 0 and any(p.parent.parent.name == WARM for p in live)
         )
-
-    def _wait_for(self, done: Callable[[], object], image: str) -> Any:
-        """``done()`` once it is true, while a model of ``image`` is scoring (parked
-        once its file is scored), for up to :data:`WARM_WAIT_SECONDS`; else false."""
-        deadline = time.monotonic() + WARM_WAIT_SECONDS
-        while True:
-            got = done()
-            if got or time.monotonic() > deadline or not self._busy(image):
-                return got
-            time.sleep(0.02)
 
     def _make_room(self) -> None:
         """Enforce MAX_LIVE_MODELS: stop idle warm models of other images, or wait."""
@@ -376,11 +352,18 @@ class LocalBackend:
         return None
 
     def _claim_warm_or_wait(self, job: Job, spec: ModelSpec) -> Endpoint | None:
-        """A parked model of this image; with none and no room to start one, wait for
-        one that is scoring (:meth:`_wait_for`): a launch that lost it to another
-        after its claim, cheaper here than through the queue (issue 17)."""
-        got = self._wait_for(lambda: self._claim_warm(job, spec) or self._room(), spec.image)
-        return got if isinstance(got, Endpoint) else None
+        """A parked model of this image; with none, no room to start one, and one of
+        this image scoring (parked once its file is scored), wait up to
+        :data:`WARM_WAIT_SECONDS` for it: a launch that lost it to another after its
+        claim, cheaper here than through the queue (issue 17)."""
+        deadline = time.monotonic() + WARM_WAIT_SECONDS
+        while True:
+            warm = self._claim_warm(job, spec)
+            if warm is not None:
+                return warm
+            if self._room() or time.monotonic() > deadline or not self._busy(spec.image):
+                return None
+            time.sleep(0.02)
 
     def _room(self) -> bool:
         return not self.max_live or not self.root.exists() or len(self._live()) < self.max_live
