@@ -358,10 +358,13 @@ class LocalBackend:
         claim, cheaper here than through the queue (issue 17)."""
         deadline = time.monotonic() + WARM_WAIT_SECONDS
         while True:
+            # looked at before the claim: a model parked since is in the pool for it
+            # (else _make_room could stop the model just parked and start another)
+            busy = self._busy(spec.image)
             warm = self._claim_warm(job, spec)
             if warm is not None:
                 return warm
-            if self._room() or time.monotonic() > deadline or not self._busy(spec.image):
+            if self._room() or time.monotonic() > deadline or not busy:
                 return None
             time.sleep(0.02)
 
@@ -370,6 +373,8 @@ class LocalBackend:
 
     def _busy(self, image: str) -> bool:
         """Is a model of ``image`` scoring a file now?"""
+        if not self.root.exists():
+            return False
         runs = [p for p in self.root.iterdir() if run_pipeline(p.name) is not None]
         return any((_read_record(p) or {}).get("image") == image for p in runs)
 
