@@ -9,7 +9,7 @@ progress from then on, every interval, and ``publishing`` once scored."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from scorefleet.job import Job
@@ -31,17 +31,15 @@ class RunProgress:
         job: Job,
         total_bytes: int | None,
         *,
+        read: Callable[[], int],
         every: float = PROGRESS_EVERY_SECONDS,
         first: float = FIRST_PROGRESS_SECONDS,
         clock: Callable[[], float] = time.monotonic,
-        read: Callable[[], int] | None = None,
     ) -> None:
-        """``read``: the bytes read so far, as the input's reader counts them (else
-        :meth:`count` counts the chunks it passes on)."""
+        """``read``: the bytes read so far, as the input's reader counts them."""
         self.ledger = ledger
         self.job = job
         self.total_bytes = total_bytes
-        self._counted = 0
         self._read = read
         self.every = every
         self.clock = clock
@@ -51,18 +49,13 @@ class RunProgress:
 
     @property
     def bytes_read(self) -> int:
-        return self._read() if self._read is not None else self._counted
+        return self._read()
 
     def fraction_read(self) -> float:
         """The share of the input read so far (1.0 when its size is unknown)."""
         if not self.total_bytes:
             return 1.0
         return min(1.0, self.bytes_read / self.total_bytes)
-
-    def count(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        for chunk in chunks:
-            self._counted += len(chunk)
-            yield chunk
 
     def _write(self, phase: Phase, rows: int, **extra: Any) -> None:
         self.writes += 1

@@ -155,36 +155,21 @@ def publish_scoreout(
     rejected = rejected_location(settings, job.source)
     if job.rejected_rows:
         # first: whoever sees the .scoreout finds its .rejected there already
-        if maybe_done and _published_by(s3, rejected, job):
-            log.info("%s was already published by this run", rejected)
-        else:
-            tags = _common_tags(job)
-            tags["rows"] = job.rejected_rows
-            part = S3Uri(staging.bucket, rejected_staging_key(staging.key))
-            publish_copy(
-                s3,
-                part,
-                rejected,
-                tags=tags,
-                metadata=_metadata(job),
-                content_type=job.rejected_type or "text/csv",
-            )
-    if maybe_done and _published_by(s3, dest, job):
-        log.info("%s was already published by this run", dest)
-    else:
-        tags = _common_tags(job)
-        tags["rows"] = job.rows or 0
-        if job.rejected_rows:
-            tags["rejected_rows"] = job.rejected_rows
-        publish_copy(
+        part = S3Uri(staging.bucket, rejected_staging_key(staging.key))
+        _copy_once(
             s3,
-            staging,
-            dest,
-            tags=tags,
-            metadata=_metadata(job),
-            content_type=job.output_type or "text/csv",
-            size=job.output_bytes,
+            job,
+            part,
+            rejected,
+            {"rows": job.rejected_rows},
+            job.rejected_type,
+            None,
+            maybe_done,
         )
+    tags: dict[str, object] = {"rows": job.rows or 0}
+    if job.rejected_rows:
+        tags["rejected_rows"] = job.rejected_rows
+    _copy_once(s3, job, staging, dest, tags, job.output_type, job.output_bytes, maybe_done)
     stale = [error_location(settings, job.source)]
     if not job.rejected_rows:
         stale.append(rejected)  # an earlier run's
@@ -195,6 +180,32 @@ def publish_scoreout(
         log.warning("could not delete %s: %s", ", ".join(map(str, stale)), exc)
         delete_many(s3, list(then_delete))  # the staging objects: raises, as before
     return dest
+
+
+def _copy_once(
+    s3: S3Client,
+    job: Job,
+    part: S3Uri,
+    dest: S3Uri,
+    tags: dict[str, object],
+    content_type: str | None,
+    size: int | None,
+    maybe_done: bool,
+) -> None:
+    """Publish the staged ``part`` at ``dest`` with the run's tags, unless this run
+    published it already (``maybe_done``: a redelivered or retried upload)."""
+    if maybe_done and _published_by(s3, dest, job):
+        log.info("%s was already published by this run", dest)
+        return
+    publish_copy(
+        s3,
+        part,
+        dest,
+        tags={**_common_tags(job), **tags},
+        metadata=_metadata(job),
+        content_type=content_type or "text/csv",
+        size=size,
+    )
 
 
 def publish_error(

@@ -91,9 +91,9 @@ def test_the_record_through_a_run(settings, s3, bucket):
     ledger.register_writer(job, "staging/x", 60)
     assert state_of(ledger.get(job.pipeline_id).data) is FileState.SCORING
     clock = [0.0]
-    progress = RunProgress(ledger, job, 1000, every=5, clock=lambda: clock[0])
-    chunks = list(progress.count([b"x" * 300, b"y" * 200]))
-    assert len(chunks) == 2 and progress.bytes_read == 500
+    read = [500]  # what the input's reader has read so far
+    progress = RunProgress(ledger, job, 1000, read=lambda: read[0], every=5, clock=lambda: clock[0])
+    assert progress.bytes_read == 500 and progress.fraction_read() == 0.5
 
     class Stats:
         rows = 42
@@ -134,7 +134,7 @@ def test_a_file_scored_within_a_second_writes_no_progress(settings, s3, bucket):
     job.claim_owner = "owner-1"
     before = ledger.get(job.pipeline_id)  # its output fits one PUT: no writer registered
     clock = [0.0]
-    progress = RunProgress(ledger, job, 1000, every=5, clock=lambda: clock[0])
+    progress = RunProgress(ledger, job, 1000, read=lambda: 500, every=5, clock=lambda: clock[0])
 
     class Stats:
         rows = 42
