@@ -352,14 +352,22 @@ def main() -> None:
     ap.add_argument("--large-rows", type=int, default=1_000_000)
     ap.add_argument("--idle", type=float, default=20.0)
     ap.add_argument("--only", choices=("storm", "large", "both"), default="both")
+    ap.add_argument(
+        "--modes",
+        default="warm,pod",
+        help="the storm's modes, comma-separated: warm, pod (pod per file); default both",
+    )
     args = ap.parse_args()
     print(f"machine: {machine()}")
     state = Path(tempfile.mkdtemp(prefix="scorefleet-bench-peers-"))
 
     if args.only in ("storm", "both"):
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        if not modes or set(modes) - {"warm", "pod"}:
+            ap.error(f"--modes: warm, pod or both, not {args.modes!r}")
         runs = [
-            pipeline_storm(args.files, args.rows, warm=True, idle=args.idle),
-            pipeline_storm(args.files, args.rows, warm=False, idle=args.idle),
+            pipeline_storm(args.files, args.rows, warm=mode == "warm", idle=args.idle)
+            for mode in modes
         ]
         em = Emulator(state)
         try:

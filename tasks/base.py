@@ -130,7 +130,8 @@ class PipelineStep(Task):
         else:
             log.info("%s; waiting %ds in the queue", exc.message, delay)
         _hand_back(rt, step, job)
-        job.launch_started_at = None
+        if step == "launch":  # its model start is timed from its next delivery
+            job.launch_started_at = None
         try:
             sig = self.signature_from_request(
                 self.request,

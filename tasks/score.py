@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from typing import Any
 
 from celery import shared_task
@@ -162,7 +163,13 @@ def ready_client(rt: WorkerRuntime, j: Job, spec: ModelSpec) -> ModelProtocol:
             "the model is running but does not answer "
             + protocol_for(spec.protocol).describe_readiness(spec)
         )
-    log.warning("the model of this run is gone; starting it again")
+    if s.launch.warm_idle_seconds > 0 and not url:
+        # warm mode: the launch parked the model (or found one parked): take one
+        log.info("taking a warm model of %s", j.model_image)
+    else:
+        log.warning("the model of this run is gone; starting it again")
     ep = backend.launch(j, spec)
+    if not ep.handle.get("warm"):  # started here: the file waited for it from launch on
+        j.model_ready_at = time.time()
     j.endpoint, j.handle = ep.url, ep.handle
     return open_protocol(ep.url, spec, limits)

@@ -1,6 +1,7 @@
-"""A burst of files with a live-model limit and warm mode (issue 7): launches wait
-their turn in the queue instead of starting a model each, and a warm model serves
-file after file."""
+"""A burst of files with a live-model limit and warm mode (issue 7): one model
+serves file after file. Since issue 17 a launch hands its ready model to the warm
+pool at once and each score takes it from there: launches that find it parked start
+nothing, and no model is held idle while a file's score waits in the queue."""
 
 from __future__ import annotations
 
@@ -66,8 +67,12 @@ def test_burst_with_one_live_model_and_warm_reuse(tmp_path):
         log = (stack.state_dir / "logs" / "worker0.log").read_text()
         starts = len(re.findall(r"started model test/ok:1 as pid", log))
         reuses = len(re.findall(r"reusing the warm model process", log))
-        assert (starts, reuses) == (1, 5), log[-3000:]
-        assert "no room for another model" in log  # some launches waited their turn
+        # one start; each of the six scores took the model from the pool (a launch
+        # that found it busy may have taken it too, and parked it again)
+        assert starts == 1 and reuses >= 6, log[-3000:]
+        # (a score that found it busy for 2 s waited its turn in the queue, and took it then)
+        assert log.count("taking a warm model of test/ok:1") >= 6, log[-3000:]
+        assert log.count("a warm model of test/ok:1 is parked: nothing to start") >= 1, log[-3000:]
     finally:
         stop.set()
         watcher.join()

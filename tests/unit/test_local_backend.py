@@ -372,3 +372,41 @@ def test_a_launch_waits_a_moment_for_a_model_of_its_image_that_is_scoring(tmp_pa
         assert time.monotonic() - started < 1.5
     finally:
         b.stop_all()
+
+
+def test_making_room_never_stops_a_parked_model_of_the_image_being_launched(tmp_path, monkeypatch):
+    """A model of the launch's own image parked between its look at the pool and its
+    count of the live models is taken, not stopped to make room for a new one of the
+    same image (as `_make_room` did: it stopped the oldest parked model, any image)."""
+    b = LocalBackend(tmp_path, launch_timeout=5, warm_idle=30, warm_max=2, max_live=1)
+    try:
+        a, c = job("sf-0000000000000000000a"), job("sf-0000000000000000000c")
+        first = b.launch(a, spec("ok"))
+        assert b.teardown(a)  # parked
+        # c looked at the pool before a's model got there
+        monkeypatch.setattr(b, "_claim_warm_or_wait", lambda j, s: None)
+        second = b.launch(c, spec("ok"))
+        assert second.handle["pid"] == first.handle["pid"] and second.handle.get("warm")
+    finally:
+        b.stop_all()
+
+
+def test_has_parked_and_park_hand_a_ready_model_to_the_pool(tmp_path):
+    """Warm mode's launch hand-over: `park` puts a run's ready model in the pool at
+    once, `has_parked` sees it; without warm mode neither does anything."""
+    b = LocalBackend(tmp_path, launch_timeout=5, warm_idle=30, warm_max=2)
+    cold = LocalBackend(tmp_path / "cold", launch_timeout=5)
+    try:
+        a = job("sf-0000000000000000000a")
+        assert not b.has_parked(spec("ok"))
+        pid = b.launch(a, spec("ok")).handle["pid"]
+        assert b.park(a) and b.has_parked(spec("ok")) and not b.has_parked(spec("hash"))
+        assert b.endpoint(a) is None  # no longer the run's
+        c = job("sf-0000000000000000000c")
+        assert b.launch(c, spec("ok")).handle["pid"] == pid  # any run of the image takes it
+        assert not b.has_parked(spec("ok"))
+        assert cold.launch(a, spec("ok")) and not cold.park(a) and not cold.has_parked(spec("ok"))
+        assert cold.is_alive(a)
+    finally:
+        b.stop_all()
+        cold.stop_all()

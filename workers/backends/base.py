@@ -31,6 +31,20 @@ class LaunchBackend(Protocol):
         file, so that a launch without room goes back to the queue cheaply.)"""
         ...
 
+    def has_parked(self, spec: ModelSpec) -> bool:
+        """Warm mode: is a model of this image parked where any worker's next run of
+        it can take it? Then a launch need not start one (the score step takes it).
+        Always False for a backend whose parked models only their own worker reuses."""
+        ...
+
+    def park(self, job: Job) -> bool:
+        """Warm mode: hand this run's ready model over to the pool at once, for
+        whichever run of its image scores next (the launch step's hand-over: no model
+        sits idle, held for a file whose score is still in the queue). False when the
+        run keeps it: warm mode off, the pool full, the model not healthy, or a
+        backend whose parked models only their own worker reuses."""
+        ...
+
     def endpoint(self, job: Job) -> str | None:
         """The base URL of this run's model as this backend itself recorded it (never
         the job's ``endpoint``, which a task message can set to anything); None when

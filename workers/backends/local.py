@@ -18,11 +18,14 @@ the reaper find what a killed worker left behind. The model runs only once its
 record is written: it starts held (``processes.held_process``), and a worker killed
 before it released the model leaves a process that exits without running it.
 
-Warm mode (``SCOREFLEET_WARM_IDLE_SECONDS`` > 0): teardown of a run that succeeded
-parks its healthy model under ``STATE_DIR/local/_warm/<image>/`` instead of
-stopping it; the next launch of the same image claims a parked one by renaming
-its directory (atomic: two claimants cannot get the same model) and skips the
-start. Parked models idle longer than the limit are stopped.
+Warm mode (``SCOREFLEET_WARM_IDLE_SECONDS`` > 0): a healthy model is parked under
+``STATE_DIR/local/_warm/<image>/`` whenever no file needs it: by the launch step
+as soon as it is ready (:meth:`LocalBackend.park`: no model waits idle, held for a
+file whose score is still in the queue), and again right after its file is scored.
+The score step claims a parked model of its image by renaming its directory
+(atomic: two claimants cannot get the same model) and skips the start; a launch
+that finds one parked starts nothing. Any worker on the machine may claim any
+parked model. Parked models idle longer than the limit are stopped.
 """
 
 from __future__ import annotations
@@ -187,7 +190,14 @@ class LocalBackend:
                 return warm
         run_dir = self._dir(job.run_id)
         with self._capacity():  # count and reserve a slot in one go
-            self._make_room()
+            if not self._make_room(spec.image):
+                # a model of this image parked since the look above: take it
+                warm = self._claim_warm(job, spec)
+                if warm is not None:
+                    return warm
+                raise AtCapacity(
+                    f"{self.max_live} model processes are running (SCOREFLEET_MAX_LIVE_MODELS)"
+                )
             run_dir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         argv = shlex.split(spec.command.format(port=port, python=sys.executable, host=HOST))
@@ -298,21 +308,26 @@ class LocalBackend:
         it)? A cheap look, no lock: the launch itself decides for sure."""
         if not self.max_live or not self.root.exists():
             return True
-        if self.warm_idle > 0 and any(self._pool(spec.image).glob("*")):
+        if self.has_parked(spec):
             return True
         live = self._live()
         return len(live) < self.max_live or (
             self.warm_idle > 0 and any(p.parent.parent.name == WARM for p in live)
         )
 
-    def _make_room(self) -> None:
-        """Enforce MAX_LIVE_MODELS: stop idle warm models of other images, or wait."""
+    def _make_room(self, image: str) -> bool:
+        """Enforce MAX_LIVE_MODELS: True if a model of ``image`` may start, after
+        stopping the idle warm model of another image parked the longest if need be.
+        False in warm mode when only models of ``image`` itself are parked (the
+        caller takes one of those); otherwise, with no room, AtCapacity."""
         if not self.max_live or not self.root.exists():
-            return
+            return True
         if len(self._live()) < self.max_live:
-            return
-        if self._expire_warm(idle=-1, oldest_only=True):
-            return
+            return True
+        if self._expire_warm(idle=-1, oldest_only=True, keep_image=image):
+            return True
+        if self.warm_idle > 0 and any(self._pool(image).glob("*")):
+            return False
         raise AtCapacity(
             f"{self.max_live} model processes are running (SCOREFLEET_MAX_LIVE_MODELS)"
         )
@@ -378,6 +393,18 @@ class LocalBackend:
         runs = [p for p in self.root.iterdir() if run_pipeline(p.name) is not None]
         return any((_read_record(p) or {}).get("image") == image for p in runs)
 
+    def has_parked(self, spec: ModelSpec) -> bool:
+        """Warm mode: a model of this image is parked (any worker on this machine
+        may claim it; whether it still answers is checked when it is claimed)."""
+        return self.warm_idle > 0 and any(self._pool(spec.image).glob("*"))
+
+    def park(self, job: Job) -> bool:
+        """Warm mode: the run's ready model into the pool now (the launch step's
+        hand-over; the score step claims a model of the image from the pool)."""
+        if self.warm_idle <= 0:
+            return False
+        return self._park(job)
+
     def _park(self, job: Job) -> bool:
         """Keep this run's healthy model for the next file of its image."""
         rec = self._record(job.run_id)
@@ -400,17 +427,30 @@ class LocalBackend:
         log.info("parked model process %s warm for %gs", rec["pid"], self.warm_idle)
         return True
 
-    def _expire_warm(self, idle: float | None = None, *, oldest_only: bool = False) -> list[str]:
+    def _expire_warm(
+        self,
+        idle: float | None = None,
+        *,
+        oldest_only: bool = False,
+        keep_image: str | None = None,
+    ) -> list[str]:
         """Stop parked models idle for longer than ``idle`` (default: the warm limit);
-        with ``oldest_only``, just the one idle the longest."""
+        with ``oldest_only``, just the one idle the longest; never one of
+        ``keep_image`` (the image a launch is making room for)."""
         limit = self.warm_idle if idle is None else idle
         removed: list[str] = []
         warm = self.root / WARM
         if not warm.exists():
             return removed
         now = time.time()
+        kept = self._pool(keep_image).name if keep_image is not None else None
         candidates = sorted(
-            ((_read_record(p), p) for pool in warm.iterdir() for p in pool.iterdir()),
+            (
+                (_read_record(p), p)
+                for pool in warm.iterdir()
+                if pool.name != kept
+                for p in pool.iterdir()
+            ),
             key=lambda rp: float((rp[0] or {}).get("parked_at", 0)),
         )
         for rec, parked in candidates:

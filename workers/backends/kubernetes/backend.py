@@ -187,6 +187,16 @@ class KubernetesBackend:
         (a launch refused by the quota waits its turn like one refused here)."""
         return True
 
+    def has_parked(self, spec: ModelSpec) -> bool:
+        """Never: a worker reuses only the pods it parked itself (:mod:`.warm`), and
+        the score step may run on another worker."""
+        return False
+
+    def park(self, job: Job) -> bool:
+        """Never at launch: the pool is this worker's own (see :meth:`has_parked`),
+        so the run keeps its pod until its score is done."""
+        return False
+
     def launch(self, job: Job, spec: ModelSpec) -> Endpoint:
         cluster, ns = self._place(job)
         name = pod_name(check_run_id(job.run_id))  # its own (not a dead warm one it had)

@@ -1,0 +1,117 @@
+"""Issue 17: in warm mode the launch step hands its ready model to the warm pool at
+once, and the score step takes one from it; no model sits idle, held for a file
+whose score is still in the queue (with one model slot, a second file's launch used
+to wait its turn in the queue, 2-6 s, behind a model doing nothing).
+
+The real steps run in this process (``.apply()``) against moto with the local
+backend and the fake model; a step that must wait its turn is caught where it would
+go back to the queue (``signature_from_request``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+import tasks.base
+import tasks.score
+from scorefleet.job import pipeline_id
+from tasks.launch import launch
+from tasks.score import score
+from tasks.upload import upload
+from tests import helpers
+from tests.helpers import base_env, make_job
+from workers import runtime
+from workers.backends import local
+from workers.localstack import emulator_client
+
+SOURCE = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(20))
+
+
+@pytest.fixture
+def sent(
+    moto_endpoint: str, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[tuple[Any, dict[str, Any]]]]:
+    """Warm mode with one model slot; the messages steps put back in the queue."""
+    values = base_env(
+        moto_endpoint,
+        bucket,
+        SCOREFLEET_STATE_DIR=str(tmp_path / "state"),
+        SCOREFLEET_MODEL_CATALOG=json.dumps(helpers.test_catalog()),
+        SCOREFLEET_WARM_IDLE_SECONDS="60",
+        SCOREFLEET_MAX_LIVE_MODELS="1",
+    )
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    runtime.reset()
+    monkeypatch.setattr(tasks.score, "first_delivery", lambda task: True)
+    requeued: list[tuple[Any, dict[str, Any]]] = []
+
+    def signature_from_request(self: Any, request: Any, args: Any, **options: Any) -> Any:
+        return SimpleNamespace(
+            apply_async=lambda: requeued.append((args, options)),
+            apply=lambda **kw: SimpleNamespace(state="REQUEUED"),
+        )
+
+    monkeypatch.setattr(tasks.base.PipelineStep, "signature_from_request", signature_from_request)
+    yield requeued
+    runtime.current().backend.stop_all()  # type: ignore[attr-defined]
+    runtime.reset()
+
+
+def queued(bucket: str, key: str) -> dict[str, Any]:
+    """``key`` uploaded and queued, as the Lambda leaves it."""
+    s3 = emulator_client("s3", runtime.current().s3.meta.endpoint_url)
+    etag = s3.put_object(Bucket=bucket, Key=key, Body=SOURCE)["ETag"].strip('"')
+    job = make_job(pipeline_id(bucket, key, None, etag), bucket, key=key, etag=etag)
+    job.size = len(SOURCE)
+    assert runtime.current().ledger.mark_queued(job)
+    return job.to_dict()
+
+
+def run(step: Any, job: dict[str, Any]) -> dict[str, Any]:
+    result = step.apply(args=[job])
+    assert result.successful(), (result.state, result.traceback)
+    return dict(result.result)
+
+
+def model_pids(log: str) -> list[str]:
+    return [line.split(" as pid ")[1].split()[0] for line in log.splitlines() if " as pid " in line]
+
+
+def test_a_second_files_launch_does_not_wait_behind_a_model_doing_nothing(sent, bucket, caplog):
+    caplog.set_level("INFO")
+    a = run(launch, queued(bucket, "in/a.csv"))
+    b = run(launch, queued(bucket, "in/b.csv"))  # one slot, a's score not run yet
+    assert sent == [], "b's launch went back to the queue behind a's idle model"
+    # the scores take the one model in turn, whichever file launched it
+    b = run(score, b)
+    a = run(score, a)
+    for job in (a, b):
+        assert run(upload, job)["published"].endswith(".scoreout")
+    assert len(model_pids(caplog.text)) == 1, caplog.text  # one model served both
+
+
+def test_a_score_that_waits_for_a_model_keeps_the_files_launch_time(sent, bucket, monkeypatch):
+    """The family's other member: a score step going back to the queue for want of a
+    model slot (its warm model taken by another file's score) used to lose the
+    file's launch time (reset as for a launch), and with it the .scoreout's
+    model-start-ms and the since-launch duration."""
+    monkeypatch.setattr(local, "WARM_WAIT_SECONDS", 0.05)
+    a = run(launch, queued(bucket, "in/a.csv"))
+    assert a["launch_started_at"] and a["model_ready_at"]
+    # another file's score holds the one model
+    other = make_job("sf-000000000000000000ff", bucket)
+    rt = runtime.current()
+    rt.backend.launch(other, rt.settings.models.spec("test/ok:1"))
+    result = score.apply(args=[a])
+    assert result.state == "REQUEUED", result.traceback
+    ((args, options),) = sent
+    assert options["retries"] == 0  # a wait, not a retry
+    assert args[0]["launch_started_at"] == a["launch_started_at"]
+    assert args[0]["model_ready_at"] == a["model_ready_at"]
