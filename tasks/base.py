@@ -26,6 +26,7 @@ from scorefleet import logctx, vouch
 from scorefleet.chain import failure_tail
 from scorefleet.errors import AtCapacity, MustWait, PipelineError, Untrusted, describe, is_transient
 from scorefleet.job import Failure, Job
+from scorefleet.redact import redact
 from tasks.policies import compute_backoff, wait_delay
 from workers import metrics, runtime
 from workers.heartbeat import Heartbeat
@@ -172,12 +173,15 @@ class PipelineStep(Task):
                 raise Reject(publish_exc, requeue=True) from exc
         if not isinstance(exc, PipelineError):
             log.error("%s failed with an unexpected error", step, exc_info=exc)
+        # masked here, at the source: the failure travels on in the failure tail's task
+        # messages (SQS bodies, Flower's task pages), not only into the .error
+        message = redact(message)
         job.failure = job.failure or Failure(
             step=step,
             kind=kind,
             message=message,
             attempts=retries + 1,
-            model_logs=getattr(exc, "model_logs", "") or "",
+            model_logs=redact(getattr(exc, "model_logs", "") or ""),
         )
         tail = failure_tail(job, step, app=self.app)
         if tail is not None:

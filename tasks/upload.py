@@ -8,6 +8,7 @@ from typing import Any
 from celery import shared_task
 
 from scorefleet.job import Job, SkipReason
+from scorefleet.redact import redact
 from scorefleet.s3uri import S3Uri
 from scorefleet.storage import outcome, s3io
 from scorefleet.storage.ledger import Publication, Record, RunState, staging_prefix
@@ -93,7 +94,8 @@ def publish(rt: WorkerRuntime, j: Job, staging: S3Uri | None, rec: Record | None
     if j.failure is not None:
         if not j.failure.model_logs and j.failure.step in {"launch", "score"}:
             try:
-                j.failure.model_logs = rt.backend.logs(j, s.models.log_lines)
+                # masked before it rides on in the teardown's task message
+                j.failure.model_logs = redact(rt.backend.logs(j, s.models.log_lines))
             except Exception as exc:
                 log.warning("could not read the model's logs: %s", exc)
         published = outcome.publish_error(s, s3, j, j.failure, maybe_done=again)
