@@ -7,13 +7,16 @@ Every process started here is stopped by its PID when the fixture ends.
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import PLANTED_ENV_SECRETS, Outcomes, test_catalog
+from tests.helpers import PLANTED_ENV_SECRETS, Outcomes, base_env, test_catalog
+from workers import runtime
 from workers.localstack import (
     LocalStack,
     emulator_client,
@@ -21,6 +24,7 @@ from workers.localstack import (
     start_moto,
     stop_process,
 )
+from workers.runtime import WorkerRuntime
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +51,38 @@ def bucket(moto_endpoint: str) -> str:
 def s3(moto_endpoint: str) -> Any:
     """An S3 client of the emulator."""
     return emulator_client("s3", moto_endpoint)
+
+
+@pytest.fixture
+def worker_env(
+    moto_endpoint: str, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., WorkerRuntime]]:
+    """This process as a worker on ``bucket``, for steps run with ``.apply()``:
+    ``worker_env(**variables)`` sets the environment (the test models' catalog, a
+    state directory of the test's own, and the variables given) and returns the
+    runtime built from it. The models its backend started are stopped at the end."""
+    made: list[WorkerRuntime] = []
+
+    def settle(**extra: str) -> WorkerRuntime:
+        values = base_env(
+            moto_endpoint,
+            bucket,
+            SCOREFLEET_STATE_DIR=str(tmp_path / "state"),
+            SCOREFLEET_MODEL_CATALOG=json.dumps(test_catalog()),
+            **extra,
+        )
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        runtime.reset()
+        made.append(runtime.current())
+        return made[-1]
+
+    yield settle
+    for rt in made:
+        stop_all = getattr(rt.backend, "stop_all", None)
+        if stop_all is not None:
+            stop_all()
+    runtime.reset()
 
 
 @pytest.fixture(scope="session")

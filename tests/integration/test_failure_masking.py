@@ -9,8 +9,6 @@ The real steps run in this process (``.apply()``) against moto.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,8 +19,7 @@ from scorefleet.errors import ModelError
 from scorefleet.job import Failure, pipeline_id
 from tasks.launch import launch
 from tasks.upload import upload
-from tests import helpers
-from tests.helpers import base_env, make_job
+from tests.helpers import make_job
 from workers import runtime
 from workers.localstack import emulator_client
 
@@ -31,20 +28,8 @@ SAID = f"db password={SECRETS[0]}; Authorization: Bearer {SECRETS[1]}"
 
 
 @pytest.fixture
-def env(
-    moto_endpoint: str, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[None]:
-    values = base_env(
-        moto_endpoint,
-        bucket,
-        SCOREFLEET_STATE_DIR=str(tmp_path / "state"),
-        SCOREFLEET_MODEL_CATALOG=json.dumps(helpers.test_catalog()),
-    )
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    runtime.reset()
-    yield
-    runtime.reset()
+def env(worker_env: Any) -> None:
+    worker_env()
 
 
 def queued(bucket: str) -> dict[str, Any]:

@@ -11,10 +11,7 @@ serves".
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,8 +22,7 @@ from tasks.launch import launch
 from tasks.score import score
 from tasks.teardown import teardown
 from tasks.upload import upload
-from tests import helpers
-from tests.helpers import base_env, make_job
+from tests.helpers import make_job
 from workers import runtime
 from workers.localstack import emulator_client
 
@@ -34,24 +30,10 @@ SOURCE = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(50))
 
 
 @pytest.fixture
-def env(
-    moto_endpoint: str, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[None]:
-    values = base_env(
-        moto_endpoint,
-        bucket,
-        SCOREFLEET_STATE_DIR=str(tmp_path / "state"),
-        SCOREFLEET_MODEL_CATALOG=json.dumps(helpers.test_catalog()),
-        SCOREFLEET_WARM_IDLE_SECONDS="60",
-    )
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    runtime.reset()
+def env(worker_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    worker_env(SCOREFLEET_WARM_IDLE_SECONDS="60")
     # each message is a first delivery, as in a storm where nothing fails
     monkeypatch.setattr(tasks.score, "first_delivery", lambda task: True)
-    yield
-    runtime.current().backend.stop_all()  # type: ignore[attr-defined]
-    runtime.reset()
 
 
 class Calls:

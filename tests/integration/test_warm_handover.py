@@ -10,9 +10,7 @@ go back to the queue (``signature_from_request``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,8 +22,7 @@ from scorefleet.job import pipeline_id
 from tasks.launch import launch
 from tasks.score import score
 from tasks.upload import upload
-from tests import helpers
-from tests.helpers import base_env, make_job
+from tests.helpers import make_job
 from workers import runtime
 from workers.backends import local
 from workers.localstack import emulator_client
@@ -35,20 +32,10 @@ SOURCE = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(20))
 
 @pytest.fixture
 def sent(
-    moto_endpoint: str, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    worker_env: Any, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[list[tuple[Any, dict[str, Any]]]]:
     """Warm mode with one model slot; the messages steps put back in the queue."""
-    values = base_env(
-        moto_endpoint,
-        bucket,
-        SCOREFLEET_STATE_DIR=str(tmp_path / "state"),
-        SCOREFLEET_MODEL_CATALOG=json.dumps(helpers.test_catalog()),
-        SCOREFLEET_WARM_IDLE_SECONDS="60",
-        SCOREFLEET_MAX_LIVE_MODELS="1",
-    )
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    runtime.reset()
+    worker_env(SCOREFLEET_WARM_IDLE_SECONDS="60", SCOREFLEET_MAX_LIVE_MODELS="1")
     monkeypatch.setattr(tasks.score, "first_delivery", lambda task: True)
     requeued: list[tuple[Any, dict[str, Any]]] = []
 
@@ -60,8 +47,6 @@ def sent(
 
     monkeypatch.setattr(tasks.base.PipelineStep, "signature_from_request", signature_from_request)
     yield requeued
-    runtime.current().backend.stop_all()  # type: ignore[attr-defined]
-    runtime.reset()
 
 
 def queued(bucket: str, key: str) -> dict[str, Any]:
