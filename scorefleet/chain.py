@@ -5,7 +5,9 @@ Lambda that imports it) needs no worker code.
 Success path:  tasks.launch -> tasks.score -> tasks.upload -> tasks.teardown
 A step that gives up starts the failure tail instead (see :func:`failure_tail`):
                 tasks.upload (publishes the .error) -> tasks.teardown
-so teardown runs whether the file succeeded or failed.
+so teardown runs whether the file succeeded or failed. Only a run with nothing left
+to stop ends at upload (``tasks.upload`` drops the rest of the chain): in warm mode
+the score step has parked the model already, or a file without rows started none.
 
 Every step carries a short ``argsrepr``/``kwargsrepr`` (what Celery events, and so
 Flower, show instead of the whole job): the file's S3 URI, and the image, cluster,

@@ -22,15 +22,21 @@ def teardown(self: PipelineStep, job: dict[str, Any]) -> Any:
 
     def body(rt: WorkerRuntime, j: Job, hb: Heartbeat) -> Job:
         removed = False if j.released else rt.backend.teardown(j)
-        total = time.time() - (j.launch_started_at or j.enqueued_at)
-        log.info(
-            "done: %s; model %s; %.0f ms since launch (model start %s ms), %.0f ms since enqueue",
-            j.published or j.skipped or "nothing published",
-            "released after scoring" if j.released else f"stopped: {removed}",
-            total * 1000,
-            j.model_start_ms,
-            (time.time() - j.enqueued_at) * 1000,
-        )
+        log_done(j, "released after scoring" if j.released else f"stopped: {removed}")
         return j
 
     return self.run_step("teardown", job, body)
+
+
+def log_done(j: Job, model: str) -> None:
+    """The file's last line: what was published, what became of its model, how long
+    it all took. Said by teardown, or by upload when the chain ends there."""
+    now = time.time()
+    log.info(
+        "done: %s; model %s; %.0f ms since launch (model start %s ms), %.0f ms since enqueue",
+        j.published or j.skipped or "nothing published",
+        model,
+        (now - (j.launch_started_at or j.enqueued_at)) * 1000,
+        j.model_start_ms,
+        (now - j.enqueued_at) * 1000,
+    )

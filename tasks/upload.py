@@ -13,6 +13,7 @@ from scorefleet.s3uri import S3Uri
 from scorefleet.storage import outcome, s3io
 from scorefleet.storage.ledger import Publication, Record, RunState, staging_prefix
 from tasks.base import STEP_LOGGER, PipelineStep
+from tasks.teardown import log_done
 from workers import metrics
 from workers.heartbeat import Heartbeat
 from workers.runtime import WorkerRuntime
@@ -58,6 +59,12 @@ def upload(self: PipelineStep, job: dict[str, Any]) -> Any:
             s3io.delete_quietly(s3, staging)
         elif staging is not None and not cleaned:  # this attempt's, and any of a copy's
             s3io.delete_prefix(s3, staging_prefix(s, j.run_id))
+        if j.released:
+            # nothing is left for teardown to stop: the score step parked the model
+            # (warm mode) or none was started (a file without rows). The chain ends
+            # here, a queue hop fewer (issue 17); a failure's tail still queues teardown.
+            self.request.chain = None
+            log_done(j, "released after scoring" if j.handle else "none started")
         return j
 
     return self.run_step("upload", job, body)

@@ -73,6 +73,9 @@ def test_burst_with_one_live_model_and_warm_reuse(tmp_path):
         # (a score that found it busy for 2 s waited its turn in the queue, and took it then)
         assert log.count("taking a warm model of test/ok:1") >= 6, log[-3000:]
         assert log.count("a warm model of test/ok:1 is parked: nothing to start") >= 1, log[-3000:]
+        # each score parked the model: every chain ended at its upload, no teardown hop
+        assert log.count("; model released after scoring;") == 6, log[-3000:]
+        assert "tasks.teardown[" not in log, log[-3000:]
     finally:
         stop.set()
         watcher.join()

@@ -100,3 +100,29 @@ def test_a_score_that_waits_for_a_model_keeps_the_files_launch_time(sent, bucket
     assert options["retries"] == 0  # a wait, not a retry
     assert args[0]["launch_started_at"] == a["launch_started_at"]
     assert args[0]["model_ready_at"] == a["model_ready_at"]
+
+
+def chain_left(step: Any, job: dict[str, Any]) -> Any:
+    """Run ``step`` as a worker does, with the rest of its chain (teardown) in its
+    request: what is left of the chain afterwards (None: the chain ends there)."""
+    step.push_request(chain=[{"task": "tasks.teardown"}], retries=0, id="t")
+    try:
+        step.run(job)
+        return step.request.chain
+    finally:
+        step.pop_request()
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_the_chain_ends_at_upload_when_nothing_is_left_to_tear_down(worker_env, bucket, warm):
+    """Issue 17: in warm mode the score step parks the model, so the teardown step
+    would only log: upload ends the chain (one queue hop fewer per file). With a
+    model per file, teardown still runs (it stops the model)."""
+    worker_env(SCOREFLEET_WARM_IDLE_SECONDS="60" if warm else "0")
+    job = run(score, run(launch, queued(bucket, "in/a.csv")))
+    assert job["released"] is warm
+    left = chain_left(upload, job)
+    assert (left is None) is warm, left
+    assert emulator_client("s3", runtime.current().s3.meta.endpoint_url).head_object(
+        Bucket=bucket, Key="out/a.csv.scoreout"
+    )
