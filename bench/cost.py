@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import tempfile
 import time
@@ -320,6 +321,22 @@ def pipeline_large(rows: int) -> tuple[float, float, dict[str, int]]:
 # ----------------------------------------------------------------------- main
 
 
+def run_figures(run: PipelineRun) -> dict[str, Any]:
+    """One storm's figures per file, as ``--json`` writes them."""
+    requests: dict[str, dict[str, float]] = {}
+    for (who, service, api), n in run.requests.items():
+        requests.setdefault(who, {})[f"{service} {api}"] = n / run.files
+    return {
+        "files_per_minute": run.files / run.seconds * 60,
+        "errors": run.errors,
+        "cpu_ms_per_file": {
+            "workers": run.cpu / run.files * 1000,
+            **{k: v / run.files * 1000 for k, v in run.others.items()},
+        },
+        "requests_per_file": requests,
+    }
+
+
 def per_file_table(run: PipelineRun) -> None:
     print(
         f"\n{run.mode}: {run.files} files in {run.seconds:.1f} s = "
@@ -353,6 +370,9 @@ def main() -> None:
     ap.add_argument("--idle", type=float, default=20.0)
     ap.add_argument("--only", choices=("storm", "large", "both"), default="both")
     ap.add_argument(
+        "--json", type=Path, help="also write the figures to this file (for bench.plot_cost)"
+    )
+    ap.add_argument(
         "--modes",
         default="warm,pod",
         help="the storm's modes, comma-separated: warm, pod (pod per file); default both",
@@ -360,6 +380,7 @@ def main() -> None:
     args = ap.parse_args()
     print(f"machine: {machine()}")
     state = Path(tempfile.mkdtemp(prefix="scorefleet-bench-peers-"))
+    figures: dict[str, Any] = {"machine": machine(), "files": args.files, "rows": args.rows}
 
     if args.only in ("storm", "both"):
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -401,6 +422,14 @@ def main() -> None:
                 f"  scorefleet {mode}: {r:.0f} files/minute = {r / (args.files / a_s * 60):.2f}x "
                 f"seed 003, {r / (args.files / b_s * 60):.2f}x the pyarrow script"
             )
+        figures["storm"] = {run.mode: run_figures(run) for run in runs}
+        figures["storm_peers"] = {
+            "seed 003": {"files_per_minute": args.files / a_s * 60, "peak_rss_mib": a_rss / 2**20},
+            "pyarrow script": {
+                "files_per_minute": args.files / b_s * 60,
+                "peak_rss_mib": b_rss / 2**20,
+            },
+        }
 
     if args.only in ("large", "both"):
         p_s, p_cpu, peaks = pipeline_large(args.large_rows)
@@ -428,6 +457,15 @@ def main() -> None:
             f"  ratio scorefleet / pyarrow script: {p_s / b_s:.2f}x; "
             f"/ seed 003: {p_s / a_s:.2f}x (seed 003's worker was started before the file)"
         )
+        figures["large"] = {
+            "rows": args.large_rows,
+            "seconds": {"scorefleet": p_s, "seed 003": a_s, "pyarrow script": b_s},
+            "workers_cpu_s": p_cpu,
+            "peak_rss_mib": {k: v / 2**20 for k, v in peaks.items()},
+        }
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1) + "\n")
+        print(f"\nfigures written to {args.json}")
 
 
 if __name__ == "__main__":
