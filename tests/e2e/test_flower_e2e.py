@@ -208,8 +208,11 @@ def test_worker_is_listed_online_with_its_pool(stack, flower):
     assert workers[name]["stats"]["pool"]["max-concurrency"] == stack.concurrency
 
     def heartbeating() -> dict[str, Any] | None:
-        (info,) = json.loads(flower.get("/workers?json=1")[1])["data"]
-        return info if info["heartbeats"] and info["freq"] == 10.0 else None
+        # the list Flower builds from events may still be empty: a worker-online sent
+        # before Flower's event queue was subscribed is missed, the next heartbeat counts
+        data = json.loads(flower.get("/workers?json=1")[1])["data"]
+        info = next((w for w in data if w["hostname"] == name), None)
+        return info if info and info["heartbeats"] and info["freq"] == 10.0 else None
 
     info = flower.wait("a heartbeat", heartbeating, timeout=30)
     assert info["hostname"] == name and info["status"] is True
