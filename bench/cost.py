@@ -322,10 +322,10 @@ def pipeline_large(rows: int) -> tuple[float, float, dict[str, int]]:
 
 
 def run_figures(run: PipelineRun) -> dict[str, Any]:
-    """One storm's figures per file, as ``--json`` writes them."""
-    requests: dict[str, dict[str, float]] = {}
+    """One storm's figures per file: what the table prints and ``--json`` writes."""
+    requests: dict[str, Counter[str]] = {}
     for (who, service, api), n in run.requests.items():
-        requests.setdefault(who, {})[f"{service} {api}"] = n / run.files
+        requests.setdefault(who, Counter())[f"{service} {api}"] += n / run.files
     return {
         "files_per_minute": run.files / run.seconds * 60,
         "errors": run.errors,
@@ -333,33 +333,31 @@ def run_figures(run: PipelineRun) -> dict[str, Any]:
             "workers": run.cpu / run.files * 1000,
             **{k: v / run.files * 1000 for k, v in run.others.items()},
         },
-        "requests_per_file": requests,
+        "requests_per_file": {who: dict(c) for who, c in requests.items()},
     }
 
 
-def per_file_table(run: PipelineRun) -> None:
+def per_file_table(run: PipelineRun, fig: dict[str, Any]) -> None:
+    """``fig``: :func:`run_figures` of ``run``."""
     print(
         f"\n{run.mode}: {run.files} files in {run.seconds:.1f} s = "
-        f"{run.files / run.seconds * 60:.0f} files/minute; {run.errors} errors"
+        f"{fig['files_per_minute']:.0f} files/minute; {run.errors} errors"
     )
+    cpu = dict(fig["cpu_ms_per_file"])
     print(
-        f"  workers' own CPU: {run.cpu / run.files * 1000:.0f} ms per file "
+        f"  workers' own CPU: {cpu.pop('workers'):.0f} ms per file "
         f"(idle burn of {run.cpu_idle_rate * 1000:.1f} ms per second subtracted)"
     )
-    if run.others:
-        spent = ", ".join(f"{k} {v / run.files * 1000:.0f} ms" for k, v in run.others.items())
+    if cpu:
+        spent = ", ".join(f"{k} {v:.0f} ms" for k, v in cpu.items())
         print(f"  the rest of the 2 cores per file (not idle-corrected): {spent}")
-    by_origin: dict[str, Counter[str]] = {}
-    for (who, service, api), n in run.requests.items():
-        by_origin.setdefault(who, Counter())[f"{service} {api}"] += n
     for who in ("workers", "lambda", "driver", "other"):
-        c = by_origin.get(who)
+        c = fig["requests_per_file"].get(who)
         if not c:
             continue
-        total = sum(c.values())
-        print(f"  {who}: {total / run.files:.1f} requests per file")
+        print(f"  {who}: {sum(c.values()):.1f} requests per file")
         for name, n in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])):
-            print(f"    {n / run.files:6.2f}  {name}")
+            print(f"    {n:6.2f}  {name}")
 
 
 def main() -> None:
@@ -403,33 +401,34 @@ def main() -> None:
             )
         finally:
             em.close()
-        print(f"\nstorm: {args.files} files x {args.rows} rows dropped at once, iris model")
-        for run in runs:
-            per_file_table(run)
-        rate = {r.mode: r.files / r.seconds * 60 for r in runs}
-        print("\npeers, same emulator and model, same run:")
-        print(
-            f"  seed 003 (2 workers: SQS, whole object, pandas, in process): "
-            f"{a_s:.1f} s = {args.files / a_s * 60:.0f} files/minute, peak RSS "
-            f"{a_rss / 2**20:.0f} MiB per worker"
-        )
-        print(
-            f"  pyarrow script (one process, a file at a time): {b_s:.1f} s = "
-            f"{args.files / b_s * 60:.0f} files/minute, peak RSS {b_rss / 2**20:.0f} MiB"
-        )
-        for mode, r in rate.items():
-            print(
-                f"  scorefleet {mode}: {r:.0f} files/minute = {r / (args.files / a_s * 60):.2f}x "
-                f"seed 003, {r / (args.files / b_s * 60):.2f}x the pyarrow script"
-            )
         figures["storm"] = {run.mode: run_figures(run) for run in runs}
-        figures["storm_peers"] = {
+        peers = figures["storm_peers"] = {
             "seed 003": {"files_per_minute": args.files / a_s * 60, "peak_rss_mib": a_rss / 2**20},
             "pyarrow script": {
                 "files_per_minute": args.files / b_s * 60,
                 "peak_rss_mib": b_rss / 2**20,
             },
         }
+        a_rate, b_rate = (peers[p]["files_per_minute"] for p in ("seed 003", "pyarrow script"))
+        print(f"\nstorm: {args.files} files x {args.rows} rows dropped at once, iris model")
+        for run in runs:
+            per_file_table(run, figures["storm"][run.mode])
+        print("\npeers, same emulator and model, same run:")
+        print(
+            f"  seed 003 (2 workers: SQS, whole object, pandas, in process): "
+            f"{a_s:.1f} s = {a_rate:.0f} files/minute, peak RSS "
+            f"{a_rss / 2**20:.0f} MiB per worker"
+        )
+        print(
+            f"  pyarrow script (one process, a file at a time): {b_s:.1f} s = "
+            f"{b_rate:.0f} files/minute, peak RSS {b_rss / 2**20:.0f} MiB"
+        )
+        for mode, fig in figures["storm"].items():
+            r = fig["files_per_minute"]
+            print(
+                f"  scorefleet {mode}: {r:.0f} files/minute = {r / a_rate:.2f}x "
+                f"seed 003, {r / b_rate:.2f}x the pyarrow script"
+            )
 
     if args.only in ("large", "both"):
         p_s, p_cpu, peaks = pipeline_large(args.large_rows)

@@ -66,8 +66,7 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
             j.handle, j.released = {}, True  # nothing for teardown to stop
             return j
         j.launch_started_at = j.launch_started_at or time.time()
-        warm = s.launch.warm_idle_seconds > 0
-        if warm and rt.backend.has_parked(spec):
+        if rt.backend.has_parked(spec):  # warm mode only (the backend knows)
             # a model of this image waits in the warm pool: the score step claims one
             # (nothing is held for this file while its score waits in the queue)
             j.model_ready_at = time.time()
@@ -78,7 +77,7 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
         j.endpoint, j.handle, j.model_ready_at = ep.url, ep.handle, time.time()
         log.info("model %s ready at %s after %d ms", j.model_image, ep.url, j.model_start_ms)
         metrics.MODEL_START.observe((j.model_start_ms or 0) / 1000)
-        if warm and rt.backend.park(j):
+        if rt.backend.park(j):  # warm mode, and a pool any worker takes from
             log.info("the model is parked until a score of its image claims it")
         return j
 

@@ -21,17 +21,21 @@ def teardown(self: PipelineStep, job: dict[str, Any]) -> Any:
     """Remove the run's model container (runs after success and failure alike)."""
 
     def body(rt: WorkerRuntime, j: Job, hb: Heartbeat) -> Job:
-        removed = False if j.released else rt.backend.teardown(j)
-        log_done(j, "released after scoring" if j.released else f"stopped: {removed}")
+        log_done(j, stopped=None if j.released else rt.backend.teardown(j))
         return j
 
     return self.run_step("teardown", job, body)
 
 
-def log_done(j: Job, model: str) -> None:
-    """The file's last line: what was published, what became of its model, how long
-    it all took. Said by teardown, or by upload when the chain ends there."""
+def log_done(j: Job, stopped: bool | None = None) -> None:
+    """The file's last line: what was published, what became of its model (released
+    by an earlier step, or ``stopped`` by teardown: whether there was one to stop), how
+    long it all took. Said by teardown, or by upload when the chain ends there."""
     now = time.time()
+    if j.released:
+        model = "released after scoring" if j.handle else "none started"
+    else:
+        model = f"stopped: {stopped}"
     log.info(
         "done: %s; model %s; %.0f ms since launch (model start %s ms), %.0f ms since enqueue",
         j.published or j.skipped or "nothing published",

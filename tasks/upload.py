@@ -64,7 +64,7 @@ def upload(self: PipelineStep, job: dict[str, Any]) -> Any:
             # (warm mode) or none was started (a file without rows). The chain ends
             # here, a queue hop fewer (issue 17); a failure's tail still queues teardown.
             self.request.chain = None
-            log_done(j, "released after scoring" if j.handle else "none started")
+            log_done(j)
         return j
 
     return self.run_step("upload", job, body)

@@ -60,6 +60,20 @@ def make_job(run_id: str = "sf-00000000000000000001", bucket: str = "b", **field
     return Job(**values)
 
 
+def queued_job(rt: Any, bucket: str, key: str, body: bytes) -> dict[str, Any]:
+    """``key`` uploaded with ``body`` and queued as the Lambda leaves it (its run record
+    says "queued"): the launch message's job, for steps run with ``.apply()`` on the
+    runtime ``rt`` (a :class:`workers.runtime.WorkerRuntime`)."""
+    from scorefleet.job import pipeline_id
+
+    s3 = emulator_client("s3", rt.s3.meta.endpoint_url)
+    etag = s3.put_object(Bucket=bucket, Key=key, Body=body)["ETag"].strip('"')
+    job = make_job(pipeline_id(bucket, key, None, etag), bucket, key=key, etag=etag)
+    job.size = len(body)
+    assert rt.ledger.mark_queued(job)
+    return job.to_dict()
+
+
 def fake(mode: str, *extra: str) -> dict[str, Any]:
     args = " ".join(extra)
     return {"command": f"{{python}} {FAKEMODEL} --port {{port}} --mode {mode} {args}".strip()}

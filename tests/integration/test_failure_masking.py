@@ -16,10 +16,10 @@ import pytest
 
 import tasks.base
 from scorefleet.errors import ModelError
-from scorefleet.job import Failure, pipeline_id
+from scorefleet.job import Failure
 from tasks.launch import launch
 from tasks.upload import upload
-from tests.helpers import make_job
+from tests.helpers import queued_job
 from workers import runtime
 from workers.localstack import emulator_client
 
@@ -33,13 +33,7 @@ def env(worker_env: Any) -> None:
 
 
 def queued(bucket: str) -> dict[str, Any]:
-    s3 = emulator_client("s3", runtime.current().s3.meta.endpoint_url)
-    body = b"a,b\n1,2\n"
-    etag = s3.put_object(Bucket=bucket, Key="in/a.csv", Body=body)["ETag"].strip('"')
-    job = make_job(pipeline_id(bucket, "in/a.csv", None, etag), bucket, etag=etag)
-    job.size = len(body)
-    assert runtime.current().ledger.mark_queued(job)
-    return job.to_dict()
+    return queued_job(runtime.current(), bucket, "in/a.csv", b"a,b\n1,2\n")
 
 
 def test_a_failed_launch_sends_its_failure_on_masked(env, bucket, monkeypatch):
@@ -55,7 +49,7 @@ def test_a_failed_launch_sends_its_failure_on_masked(env, bucket, monkeypatch):
     )
     result = launch.apply(args=[queued(bucket)])
     assert not result.successful()
-    ((sent,),) = [tails]
+    (sent,) = tails
     text = json.dumps(sent)
     assert "the model said" in text and "starting" in text  # the failure is there ...
     assert not [s for s in SECRETS if s in text], text  # ... masked

@@ -17,14 +17,12 @@ from typing import Any
 import pytest
 
 import tasks.score
-from scorefleet.job import pipeline_id
 from tasks.launch import launch
 from tasks.score import score
 from tasks.teardown import teardown
 from tasks.upload import upload
-from tests.helpers import make_job
+from tests.helpers import queued_job
 from workers import runtime
-from workers.localstack import emulator_client
 
 SOURCE = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(50))
 
@@ -58,13 +56,8 @@ def run(step: Any, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_s3_requests_of_one_small_file(env, bucket):
-    s3 = emulator_client("s3", runtime.current().s3.meta.endpoint_url)
-    etag = s3.put_object(Bucket=bucket, Key="in/a.csv", Body=SOURCE)["ETag"].strip('"')
-    job = make_job(
-        pipeline_id(bucket, "in/a.csv", None, etag), bucket, etag=etag, size=len(SOURCE)
-    ).to_dict()
     rt = runtime.current()
-    assert rt.ledger.mark_queued(make_job(job["run_id"], bucket, etag=etag))  # the Lambda's
+    job = queued_job(rt, bucket, "in/a.csv", SOURCE)  # the run record the Lambda wrote
     calls = Calls(rt.s3)
 
     job = run(launch, job)
@@ -94,5 +87,5 @@ def test_the_s3_requests_of_one_small_file(env, bucket):
     }
     run(teardown, job)
     assert calls.take() == {}
-    got = s3.get_object(Bucket=bucket, Key="out/a.csv.scoreout")["Body"].read()
+    got = rt.s3.get_object(Bucket=bucket, Key="out/a.csv.scoreout")["Body"].read()
     assert got.count(b"\n") == 50  # one score per row (the fake model sends no header)

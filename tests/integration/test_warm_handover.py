@@ -18,11 +18,10 @@ import pytest
 
 import tasks.base
 import tasks.score
-from scorefleet.job import pipeline_id
 from tasks.launch import launch
 from tasks.score import score
 from tasks.upload import upload
-from tests.helpers import make_job
+from tests.helpers import make_job, queued_job
 from workers import runtime
 from workers.backends import local
 from workers.localstack import emulator_client
@@ -50,13 +49,7 @@ def sent(
 
 
 def queued(bucket: str, key: str) -> dict[str, Any]:
-    """``key`` uploaded and queued, as the Lambda leaves it."""
-    s3 = emulator_client("s3", runtime.current().s3.meta.endpoint_url)
-    etag = s3.put_object(Bucket=bucket, Key=key, Body=SOURCE)["ETag"].strip('"')
-    job = make_job(pipeline_id(bucket, key, None, etag), bucket, key=key, etag=etag)
-    job.size = len(SOURCE)
-    assert runtime.current().ledger.mark_queued(job)
-    return job.to_dict()
+    return queued_job(runtime.current(), bucket, key, SOURCE)
 
 
 def run(step: Any, job: dict[str, Any]) -> dict[str, Any]:

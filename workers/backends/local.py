@@ -195,9 +195,7 @@ class LocalBackend:
                 warm = self._claim_warm(job, spec)
                 if warm is not None:
                     return warm
-                raise AtCapacity(
-                    f"{self.max_live} model processes are running (SCOREFLEET_MAX_LIVE_MODELS)"
-                )
+                raise self._full()
             run_dir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         argv = shlex.split(spec.command.format(port=port, python=sys.executable, host=HOST))
@@ -326,9 +324,12 @@ class LocalBackend:
             return True
         if self._expire_warm(idle=-1, oldest_only=True, keep_image=image):
             return True
-        if self.warm_idle > 0 and any(self._pool(image).glob("*")):
+        if self._parked(image):
             return False
-        raise AtCapacity(
+        raise self._full()
+
+    def _full(self) -> AtCapacity:
+        return AtCapacity(
             f"{self.max_live} model processes are running (SCOREFLEET_MAX_LIVE_MODELS)"
         )
 
@@ -396,7 +397,10 @@ class LocalBackend:
     def has_parked(self, spec: ModelSpec) -> bool:
         """Warm mode: a model of this image is parked (any worker on this machine
         may claim it; whether it still answers is checked when it is claimed)."""
-        return self.warm_idle > 0 and any(self._pool(spec.image).glob("*"))
+        return self._parked(spec.image)
+
+    def _parked(self, image: str) -> bool:
+        return self.warm_idle > 0 and any(self._pool(image).glob("*"))
 
     def park(self, job: Job) -> bool:
         """Warm mode: the run's ready model into the pool now (the launch step's
