@@ -1,8 +1,10 @@
 """The plot of docs/benchmarks.md's "Cost per file" from two ``bench.cost --json`` runs.
 
-    python -m bench.cost --files 150 --large-rows 1000000 --json before.json   # old code
-    python -m bench.cost --files 150 --large-rows 1000000 --json after.json
+    python -m bench.cost --files 150 --only storm --json before.json   # the old code
+    python -m bench.cost --files 150 --only storm --json after.json
     python -m bench.plot_cost before.json after.json docs/bench-cost.png
+
+(docs/bench-cost-before.json and -after.json are the runs of docs/benchmarks.md.)
 
 Left: files per minute in the storm of small files, scorefleet (warm, and a model per
 file) beside its peers measured in the same run. Right: where the two cores went per
