@@ -121,6 +121,18 @@ def dropped(kstack, kout: Outcomes) -> dict[str, float]:
     return {key: kout.put(key, body, tags) for key, (body, tags) in SCENARIOS.items()}
 
 
+def step_calls(kstack, pod: str) -> dict[str, int]:
+    """The pipeline's own API calls about ``pod`` (calls_for), with its delete counted
+    once: the beat's reaper (every 10 s here) deletes the pod of a finished run too, and
+    it may do so between upload recording the outcome and teardown's delete (NotFound,
+    already gone); at least one delete, and at most that second one, are the
+    pipeline's."""
+    calls = calls_for(kstack[1], pod)
+    assert calls.get("delete pods") in (1, 2), calls
+    calls["delete pods"] = 1
+    return calls
+
+
 def torn_down(kstack, key: str) -> str:
     """The file's pod is deleted and its process stopped; returns the pod name."""
     _, api, node = kstack
@@ -147,7 +159,7 @@ def test_iris_is_scored_in_a_pod(kstack, kout, dropped):
     assert tags["k8s_cluster"] == "local" and tags["k8s_namespace"] == "team-a"
     name = torn_down(kstack, "iris.csv")
     # one create, one watch, one delete: nothing listed, nothing polled
-    assert calls_for(kstack[1], name) == {"create pods": 1, "watch pods": 1, "delete pods": 1}
+    assert step_calls(kstack, name) == {"create pods": 1, "watch pods": 1, "delete pods": 1}
 
 
 def test_a_remote_eks_cluster_with_a_token(kstack, kout, dropped):
@@ -197,9 +209,9 @@ def test_pod_that_cannot_be_scheduled_is_retried_then_reported(kstack, kout, dro
     )
     assert "Unschedulable" in text
     name = torn_down(kstack, "unschedulable.csv")
-    calls = calls_for(kstack[1], name)
+    calls = step_calls(kstack, name)
     assert calls["create pods"] == 3 and calls["watch pods"] == 3  # the retries adopt the pod
-    assert calls["delete pods"] == 1 and "list pods" not in calls
+    assert "list pods" not in calls  # (its delete: step_calls)
 
 
 def test_unknown_cluster_is_an_error_at_once(kstack, kout, dropped):
@@ -214,7 +226,7 @@ def test_api_server_error_is_retried(kstack, kout, dropped):
     suffix, body, _ = kout.wait("api-503.csv")
     assert suffix == ".scoreout", body.decode()
     name = torn_down(kstack, "api-503.csv")
-    assert calls_for(kstack[1], name) == {"create pods": 2, "watch pods": 1, "delete pods": 1}
+    assert step_calls(kstack, name) == {"create pods": 2, "watch pods": 1, "delete pods": 1}
     log = (kstack[0].state_dir / "logs" / "worker0.log").read_text()
     assert "launch failed (KubernetesError: create pod" in log and "HTTP 503" in log
 
