@@ -3,7 +3,7 @@
 # scorefleet: ONE image for the Celery workers, beat and Flower; the command picks the
 # role (the Helm chart in helm/scorefleet sets it per Deployment):
 #
-#   worker  celery -A workers.app worker -P threads -c 8 -I workers.liveness --heartbeat-interval 10
+#   worker  celery -A workers.app worker -P threads -c 8 -I workers.process.liveness --heartbeat-interval 10
 #   beat    celery -A workers.app beat -s /tmp/celerybeat-schedule
 #   flower  celery -A workers.app flower --port=5555      (needs FLOWER_BASIC_AUTH, from a Secret)
 #
@@ -59,7 +59,7 @@ COPY --from=build /opt/venv /opt/venv
 
 # MALLOC_*: glibc keeps multi-MB buffers mmapped and returns them when freed, and
 # caps the per-thread arenas, so a threads-pool worker's RSS stays flat whatever
-# the file size (the same values as workers/localstack.py MALLOC_ENV).
+# the file size (the same values as workers/localstack/stack.py MALLOC_ENV).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -74,9 +74,9 @@ USER 10001:10001
 EXPOSE 5555
 
 # Kubernetes ignores HEALTHCHECK; the chart has a probe per role (the worker's is
-# `python -m workers.liveness`, Flower's GET /healthcheck), and one HEALTHCHECK
+# `python -m workers.process.liveness`, Flower's GET /healthcheck), and one HEALTHCHECK
 # cannot fit the three roles of this image.
 HEALTHCHECK NONE
 
 # Default role: a worker (the chart always sets the command explicitly).
-CMD ["celery", "-A", "workers.app", "worker", "-P", "threads", "-c", "8", "-I", "workers.liveness", "--heartbeat-interval", "10", "-l", "INFO"]
+CMD ["celery", "-A", "workers.app", "worker", "-P", "threads", "-c", "8", "-I", "workers.process.liveness", "--heartbeat-interval", "10", "-l", "INFO"]

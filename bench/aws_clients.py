@@ -1,5 +1,5 @@
 """What kombu's SQS and SNS clients cost in memory: one boto3 session each (stock
-kombu) against one session for the process (scorefleet.aws, workers/compat_sqs.py D8).
+kombu) against one session for the process (scorefleet.aws, workers/monitoring/compat_sqs.py D8).
 
 Each variant runs in a fresh interpreter that first makes an S3 client (as a worker
 does), then the seven SQS/SNS clients a worker had after start-up (4 SQS, 3 SNS);

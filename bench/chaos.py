@@ -38,7 +38,7 @@ import psutil
 
 from bench.faultproxy import FaultProxy
 from tests.helpers.fakemodel import hash_row, records
-from workers.localstack import BUCKET, LocalStack, emulator_client, free_port
+from workers.localstack.stack import BUCKET, LocalStack, emulator_client, free_port
 
 FAKEMODEL = Path(__file__).resolve().parents[1] / "tests" / "helpers" / "fakemodel.py"
 IMAGE = "test/hash:1"

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 
 from scorefleet.storage.s3io import encode_tags
-from workers.localstack import BUCKET, IRIS_IMAGE, LocalStack, emulator_client
+from workers.localstack.stack import BUCKET, IRIS_IMAGE, LocalStack, emulator_client
 
 REPO = Path(__file__).resolve().parents[1]
 

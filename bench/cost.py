@@ -52,7 +52,7 @@ from bench.memory import vm_hwm
 from bench.peers import APPID_DRIVER, Emulator, driver_s3, pyarrow_script, seed003, wait_outputs
 from bench.storm import body
 from scorefleet.storage.s3io import encode_tags
-from workers.localstack import BUCKET, IRIS_IMAGE, LocalStack
+from workers.localstack.stack import BUCKET, IRIS_IMAGE, LocalStack
 
 APPID_WORKER, APPID_LAMBDA = "sfworker", "sflambda"
 

@@ -1,5 +1,5 @@
 """The CSV fast path's scoring loop alone, in process: 1,000,000 iris rows through
-``workers.scoring.score_stream`` with a model that answers at once, against the CSV
+``workers.scoring.engine.score_stream`` with a model that answers at once, against the CSV
 batcher alone (reading the same bytes into the same mini-batches) in the same run.
 
 Run it on two checkouts to compare them (it knows the loop's signature before and
@@ -39,9 +39,9 @@ def main() -> None:
         for i in range(0, len(data), 1 << 20):
             yield data[i : i + (1 << 20)]
 
-    import workers.scoring as sc
-    from workers.batches import Scores
-    from workers.csvbatch import CsvBatcher
+    import workers.scoring.engine as sc
+    from workers.scoring.batches import Scores
+    from workers.scoring.formats.csvsplit import CsvBatcher
 
     def score(batch):
         batch.as_csv(header=True)
@@ -51,7 +51,7 @@ def main() -> None:
 
     def loop() -> int:
         if hasattr(sc, "reader_rows"):  # issue 14: a reader, a score function, a format
-            from workers.formats import Columns, Format, ReadLimits, stream_reader
+            from workers.scoring.formats import Columns, Format, ReadLimits, stream_reader
 
             reader = stream_reader(Format.CSV, chunks(), Columns(), ReadLimits(1 << 20, 1 << 30))
             return sc.score_stream(reader, score, _Null(), Format.CSV, max_in_flight=4).rows

@@ -40,8 +40,7 @@ from urllib.parse import parse_qs
 
 from bench.common import REPO, machine
 from scorefleet.storage.s3io import encode_tags
-from workers import monitor
-from workers.localstack import (
+from workers.localstack.stack import (
     BUCKET,
     DLQ,
     EVENTS_QUEUE,
@@ -49,6 +48,7 @@ from workers.localstack import (
     LocalStack,
     emulator_client,
 )
+from workers.monitoring import monitor
 
 USER, PASSWORD = "bench", "bench-flower-password"
 MONTH = 30 * 86400

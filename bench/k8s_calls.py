@@ -32,10 +32,10 @@ from scorefleet.settings import ModelSpec, load
 from tests.helpers import make_job
 from tests.helpers.k8s import FakeApiServer, Recorded, calls_for, fake_cluster, k8s_catalog
 from workers.backends.kubernetes import KubernetesBackend, pod_name
-from workers.batches import Batch
-from workers.localstack import free_port
-from workers.protocols.calls import CallLimits
-from workers.protocols.sagemaker import SageMakerProtocol
+from workers.localstack.stack import free_port
+from workers.scoring.batches import Batch
+from workers.scoring.protocols.calls import CallLimits
+from workers.scoring.protocols.sagemaker import SageMakerProtocol
 
 VERBS = ("create pods", "watch pods", "get pods/log", "delete pods", "list pods", "get pods")
 CSV = b"a,b,c\n" + b"".join(b"%d,2,3\n" % i for i in range(100))

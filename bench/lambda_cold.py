@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench.common import machine
 from tests.helpers import base_env
-from workers.localstack import emulator_client, free_port, start_moto, stop_process
+from workers.localstack.stack import emulator_client, free_port, start_moto, stop_process
 
 IMPORT = "import time; t = time.perf_counter(); {stmt}; print(time.perf_counter() - t)"
 

@@ -17,7 +17,7 @@ import time
 import urllib.request
 
 from bench.common import REPO, Client, local_stack, machine, median
-from workers.localstack import free_port, stop_process
+from workers.localstack.stack import free_port, stop_process
 
 
 def baseline_once() -> tuple[float, float]:

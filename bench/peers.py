@@ -15,8 +15,8 @@ import boto3
 from botocore.config import Config
 
 from bench.common import REPO
-from workers.localaws import start_moto
-from workers.localstack import BUCKET, free_port, stop_process
+from workers.localstack.aws import start_moto
+from workers.localstack.stack import BUCKET, free_port, stop_process
 
 APPID_DRIVER = "sfdriver"
 IRIS = REPO / "examples" / "iris"

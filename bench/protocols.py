@@ -13,7 +13,7 @@ The ratio stack / direct is what scorefleet costs on top of the model server.
 
 Servers: sagemaker the iris example, v2 MLServer 1.7.1 (its own virtualenv,
 tests/helpers/servers/venvs.py), json the Flask app and KServe's ModelServer, lambda the
-handler behind workers/lambda_rie.py, sas-executions the executions server.
+handler behind workers/localstack/lambda_rie.py, sas-executions the executions server.
 """
 
 from __future__ import annotations
@@ -40,14 +40,14 @@ from bench.common import Client, local_stack, machine
 from scorefleet.settings import ModelSpec, load
 from tests.helpers.servers import venvs
 from tests.helpers.servers.catalog import protocol_catalog
-from workers.batches import Batch
-from workers.csvbatch import CsvBatcher
-from workers.localstack import free_port, iris_catalog
-from workers.protocols import CallLimits, open_protocol, probe
-from workers.protocols.aws_lambda import INVOKE_PATH, LambdaProtocol, wrap
-from workers.protocols.json_http import JsonProtocol
-from workers.protocols.v2 import V2Protocol
-from workers.scoring import _columns
+from workers.localstack.stack import free_port, iris_catalog
+from workers.scoring.batches import Batch
+from workers.scoring.engine import _columns
+from workers.scoring.formats.csvsplit import CsvBatcher
+from workers.scoring.protocols import CallLimits, open_protocol, probe
+from workers.scoring.protocols.aws_lambda import INVOKE_PATH, LambdaProtocol, wrap
+from workers.scoring.protocols.json_http import JsonProtocol
+from workers.scoring.protocols.v2 import V2Protocol
 
 IN_FLIGHT = 4
 CASES = {  # name -> image

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.rejects_bisect [--rows 1000000] [--payload-mb 1]
 
 The file is cut into mini-batches by the real CSV batcher (``SCOREFLEET_MAX_PAYLOAD_MB``,
-default 1) and each mini-batch goes through the real bisection (workers/rejects.py) to
+default 1) and each mini-batch goes through the real bisection (workers/scoring/rejects.py) to
 a model that refuses, as a 4xx, any request holding one of the bad rows. Counted: the
 model calls. The baseline, in the same run: the same file with no bad row (one call per
 mini-batch). Bad rows: 1 and 10, at random (seeded), and the worst placements (the
@@ -18,9 +18,9 @@ import time
 
 from scorefleet.errors import RowsRefused
 from scorefleet.settings import RejectBudget
-from workers.batches import Batch, Scores
-from workers.csvbatch import CsvBatcher
-from workers.rejects import Bisector, bisect_calls_per_row, extra_call_bound
+from workers.scoring.batches import Batch, Scores
+from workers.scoring.formats.csvsplit import CsvBatcher
+from workers.scoring.rejects import Bisector, bisect_calls_per_row, extra_call_bound
 
 
 def make_file(rows: int) -> bytes:

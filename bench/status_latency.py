@@ -22,8 +22,8 @@ from pathlib import Path
 
 from bench.common import REPO, Client, local_stack, machine
 from scorefleet.settings import load
-from workers.cli_runs import status_view
-from workers.localstack import BUCKET, IRIS_IMAGE
+from workers.cli.runs import status_view
+from workers.localstack.stack import BUCKET, IRIS_IMAGE
 
 
 def timed(fn, runs: int) -> list[float]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from bench.common import local_stack, machine
 from scorefleet.storage.s3io import encode_tags
-from workers.localstack import BUCKET, IRIS_IMAGE, emulator_client
+from workers.localstack.stack import BUCKET, IRIS_IMAGE, emulator_client
 
 
 @dataclass

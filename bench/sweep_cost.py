@@ -22,8 +22,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from scorefleet.settings import load
-from workers.localstack import CREDENTIALS, emulator_client, free_port, start_moto, stop_process
-from workers.sweep import PAGE, Finding, Sweep, SweepLimits
+from workers.localstack.stack import (
+    CREDENTIALS,
+    emulator_client,
+    free_port,
+    start_moto,
+    stop_process,
+)
+from workers.ops.sweep import PAGE, Finding, Sweep, SweepLimits
 
 
 def counted(client):

@@ -126,7 +126,7 @@ class Job:
     rows: int | None = None
     #: rows the model refused, staged beside the output (its staging key's .rejected.part)
     rejected_rows: int = 0
-    #: the Content-Type of the staged output (its format: workers.formats)
+    #: the Content-Type of the staged output (its format: workers.scoring.formats)
     output_type: str | None = None
     #: the Content-Type of the staged .rejected (the input's format)
     rejected_type: str | None = None

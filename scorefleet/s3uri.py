@@ -11,7 +11,7 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]\Z", re.ASCII)
 
 SCOREOUT_SUFFIX = ".scoreout"
 ERROR_SUFFIX = ".error"
-#: rows the model refused, beside the .scoreout (workers/rejects.py)
+#: rows the model refused, beside the .scoreout (workers/scoring/rejects.py)
 REJECTED_SUFFIX = ".rejected"
 #: S3's limit on the length of a key, in UTF-8 bytes.
 MAX_KEY_BYTES = 1024

@@ -28,8 +28,9 @@ from scorefleet.errors import AtCapacity, MustWait, PipelineError, Untrusted, de
 from scorefleet.job import Failure, Job
 from scorefleet.redact import redact
 from tasks.policies import compute_backoff, wait_delay
-from workers import metrics, runtime
-from workers.heartbeat import Heartbeat
+from workers import runtime
+from workers.process import metrics
+from workers.process.heartbeat import Heartbeat
 from workers.runtime import WorkerRuntime
 
 #: The steps log as "tasks.steps", the name their lines have always carried (what

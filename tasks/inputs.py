@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from scorefleet.job import Job
 from scorefleet.settings import ModelSpec, Settings
-from workers import compression
-from workers.formats import ReadLimits
-from workers.formats import source as data_source
 from workers.runtime import WorkerRuntime
+from workers.scoring.formats import ReadLimits, compression
+from workers.scoring.formats import source as data_source
 
 
 def preflight(rt: WorkerRuntime, j: Job, spec: ModelSpec) -> int | None:

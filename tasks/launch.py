@@ -16,8 +16,8 @@ from scorefleet.submission import validate
 from tasks.base import RNG, STEP_LOGGER, PipelineStep, delivery_id
 from tasks.inputs import preflight
 from tasks.policies import lease_wait
-from workers import metrics
-from workers.heartbeat import Heartbeat
+from workers.process import metrics
+from workers.process.heartbeat import Heartbeat
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(STEP_LOGGER)

@@ -17,14 +17,14 @@ from scorefleet.storage.ledger import rejected_staging_key, staging_location, st
 from scorefleet.submission import validate
 from tasks.base import STEP_LOGGER, PipelineStep, first_delivery
 from tasks.inputs import expansion_limits, read_limits
-from workers.formats import Format
-from workers.formats import source as data_source
-from workers.heartbeat import Heartbeat
-from workers.progress import RunProgress
-from workers.protocols import CallLimits, ModelProtocol, open_protocol, protocol_for
-from workers.rejects import RowRejects, budget_for
+from workers.process.heartbeat import Heartbeat
 from workers.runtime import WorkerRuntime
-from workers.scoring import no_model, reader_rows, score_stream
+from workers.scoring.engine import no_model, reader_rows, score_stream
+from workers.scoring.formats import Format
+from workers.scoring.formats import source as data_source
+from workers.scoring.progress import RunProgress
+from workers.scoring.protocols import CallLimits, ModelProtocol, open_protocol, protocol_for
+from workers.scoring.rejects import RowRejects, budget_for
 
 log = logging.getLogger(STEP_LOGGER)
 

@@ -1,5 +1,5 @@
 """``tasks.sweep`` (beat, every ``SCOREFLEET_SWEEP_INTERVAL`` seconds): queue the files
-whose notification never came (workers/sweep.py)."""
+whose notification never came (workers/ops/sweep.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any
 from celery import Task, shared_task
 
 from scorefleet.s3uri import S3Uri
-from workers import metrics, runtime
-from workers.sweep import Sweep, SweepLimits
+from workers import runtime
+from workers.ops.sweep import Sweep, SweepLimits
+from workers.process import metrics
 
 log = logging.getLogger(__name__)
 

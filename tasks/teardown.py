@@ -10,7 +10,7 @@ from celery import shared_task
 
 from scorefleet.job import Job
 from tasks.base import STEP_LOGGER, PipelineStep
-from workers.heartbeat import Heartbeat
+from workers.process.heartbeat import Heartbeat
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(STEP_LOGGER)

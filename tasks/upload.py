@@ -14,8 +14,8 @@ from scorefleet.storage import outcome, s3io
 from scorefleet.storage.ledger import Publication, Record, RunState, staging_prefix
 from tasks.base import STEP_LOGGER, PipelineStep
 from tasks.teardown import log_done
-from workers import metrics
-from workers.heartbeat import Heartbeat
+from workers.process import metrics
+from workers.process.heartbeat import Heartbeat
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(STEP_LOGGER)

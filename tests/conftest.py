@@ -17,7 +17,7 @@ import pytest
 
 from tests.helpers import PLANTED_ENV_SECRETS, Outcomes, base_env, test_catalog
 from workers import runtime
-from workers.localstack import (
+from workers.localstack.stack import (
     LocalStack,
     emulator_client,
     free_port,

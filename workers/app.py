@@ -18,9 +18,10 @@ from scorefleet import logctx
 from scorefleet.celeryconf import make_app
 from scorefleet.chain import describe_step
 from scorefleet.settings import ConfigError
-from workers import flowerconf, hardening, metrics, monitor
-from workers.formats.options import check_catalog as check_format_keys
-from workers.protocols import check_catalog
+from workers.monitoring import flowerconf, monitor
+from workers.process import hardening, metrics
+from workers.scoring.formats.options import check_catalog as check_format_keys
+from workers.scoring.protocols import check_catalog
 from workers.settings import load
 
 # Before anything reads credentials: a model process of the same user (local backend)
@@ -51,8 +52,8 @@ except ValueError as _exc:
     raise SystemExit(2) from None
 
 app = make_app(settings)
-# Celery events carry exception text and tracebacks: masked (workers/maskedevents.py)
-app.events_cls = "workers.maskedevents:MaskedEvents"
+# Celery events carry exception text and tracebacks: masked (workers/monitoring/maskedevents.py)
+app.events_cls = "workers.monitoring.maskedevents:MaskedEvents"
 # Events and remote control over SNS fanout (Flower, celery events/inspect): docs/flower.md
 monitor.configure(app, settings)
 _schedule: dict[str, dict[str, Any]] = {
@@ -63,7 +64,7 @@ _schedule: dict[str, dict[str, Any]] = {
     },
 }
 if settings.sweep.interval > 0:
-    # files whose notification never came (workers/sweep.py); a sweep not started
+    # files whose notification never came (workers/ops/sweep.py); a sweep not started
     # within one interval is dropped: the next one covers it
     _schedule["sweep-unnotified-files"] = {
         "task": "tasks.sweep",
@@ -72,7 +73,7 @@ if settings.sweep.interval > 0:
     }
 app.conf.update(
     # by name: workers never import tasks (the layers in pyproject.toml)
-    imports=(*TASK_MODULES, "workers.monitor"),
+    imports=(*TASK_MODULES, "workers.monitoring.monitor"),
     beat_schedule=_schedule,
 )
 
@@ -87,7 +88,7 @@ def _prepare_flower(sender: Any = None, **kwargs: Any) -> None:
 
 @signals.worker_init.connect
 def _serve_metrics(**_: Any) -> None:
-    """The worker's main process serves its metrics (workers/metrics.py)."""
+    """The worker's main process serves its metrics (workers/process/metrics.py)."""
     metrics.serve(settings.metrics.port, settings.metrics.address)
 
 

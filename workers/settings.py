@@ -1,6 +1,6 @@
 """The settings of a worker process (and of ``scorefleet config``): the core's
 (:func:`scorefleet.settings.load`) plus the kubernetes backend's own checks
-(:mod:`workers.backends.k8s_config`), every problem reported at once."""
+(:mod:`workers.backends.kubernetes.config`), every problem reported at once."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from scorefleet.settings import ConfigError, Settings
 from scorefleet.settings import load as load_core
-from workers.backends import k8s_config
+from workers.backends.kubernetes import config as k8s_config
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:

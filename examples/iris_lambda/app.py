@@ -2,7 +2,7 @@
 
 ``CMD ["app.handler"]`` in an image ``FROM public.ecr.aws/lambda/python``; behind
 API Gateway, or the Runtime Interface Emulator on port 8080 outside Lambda. On the
-local stack: ``{python} -m workers.lambda_rie app.handler --path examples/iris_lambda
+local stack: ``{python} -m workers.localstack.lambda_rie app.handler --path examples/iris_lambda
 --port {port}`` (docs/models.md).
 
 The event's ``body`` (an object, or a JSON string as API Gateway sends it) holds the

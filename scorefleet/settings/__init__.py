@@ -10,7 +10,7 @@ docs cannot drift from the code.
 What the Lambda loads at every cold start stays small: no pydantic, no Kubernetes
 checks. The kubernetes backend checks its own settings in depth (cluster entries,
 endpoints, CA data, pod resources, tolerations, the catalog's Kubernetes keys) in
-:mod:`workers.backends.k8s_config`, which workers and ``scorefleet config`` run
+:mod:`workers.backends.kubernetes.config`, which workers and ``scorefleet config`` run
 (:func:`workers.settings.load`).
 """
 

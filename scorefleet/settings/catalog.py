@@ -3,7 +3,7 @@ entry that applies to an image.
 
 What the core checks here holds for every backend (patterns, command, answer format,
 the model's environment). The per-image Kubernetes keys (resources, tolerations,
-...) are checked by the kubernetes backend (:mod:`workers.backends.k8s_config`) at
+...) are checked by the kubernetes backend (:mod:`workers.backends.kubernetes.config`) at
 worker start-up: the Lambda never reads them.
 """
 
@@ -84,9 +84,9 @@ class ModelSpec:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-#: The model protocols (catalog key ``protocol``, workers/protocols/) and the catalog
+#: The model protocols (catalog key ``protocol``, workers/scoring/protocols/) and the catalog
 #: key that holds each one's options (checked in detail by the worker at start-up:
-#: workers.protocols.check_catalog). Default: sagemaker.
+#: workers.scoring.protocols.check_catalog). Default: sagemaker.
 PROTOCOL_OPTION_KEYS: dict[str, str | None] = {
     "sagemaker": None,
     "v2": "v2",

@@ -1,6 +1,6 @@
 """The kubernetes section of the settings: the clusters and namespaces files may
 name (what every process needs, the Lambda included), and the pods' settings, read
-here and checked in depth by the kubernetes backend (workers/backends/k8s_config.py)."""
+here and checked in depth by the kubernetes backend (workers/backends/kubernetes/config.py)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _namespaces(entry: Mapping[str, Any]) -> None:
 def parse_clusters(value: str) -> dict[str, dict[str, Any]]:
     """K8S_CLUSTERS as far as every process needs it: the cluster names and their
     namespaces (what a file's tags may name). How to reach each cluster is checked
-    by the kubernetes backend (:mod:`workers.backends.k8s_config`)."""
+    by the kubernetes backend (:mod:`workers.backends.kubernetes.config`)."""
     if not value:
         return {}
     data = json_or_file(value)
@@ -67,7 +67,7 @@ def parse_clusters(value: str) -> dict[str, dict[str, Any]]:
 
 
 def _json(empty: Any) -> Parser[Any]:
-    """Inline JSON, checked by the kubernetes backend (workers/backends/k8s_config.py)."""
+    """Inline JSON, checked by the kubernetes backend (workers/backends/kubernetes/config.py)."""
 
     def parse(value: str) -> Any:
         return json.loads(value) if value else empty
@@ -79,7 +79,7 @@ def _json(empty: Any) -> Parser[Any]:
 class Kubernetes:
     """The kubernetes backend: the clusters and namespaces files may name (what every
     process needs), and the pods' settings (checked in depth by the backend,
-    workers/backends/k8s_config.py, at worker start-up)."""
+    workers/backends/kubernetes/config.py, at worker start-up)."""
 
     default_cluster: str = var(
         "DEFAULT_K8S_CLUSTER",

@@ -1,6 +1,6 @@
 """Publishing a file's outcome: ``<name>.scoreout`` or ``<name>.error``, never both,
 and ``<name>.rejected`` beside a ``.scoreout`` when the model refused rows the file
-could lose (workers/rejects.py).
+could lose (workers/scoring/rejects.py).
 
 The latest run for a key wins: publishing one outcome removes the other, so a
 file that failed and was fixed by a rerun does not keep its stale ``.error`` (nor a

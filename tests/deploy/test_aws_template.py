@@ -17,7 +17,7 @@ from lambda_enqueue import build
 from scorefleet.settings import VARIABLES, load
 from tests.helpers import REPO
 from tests.helpers.cloudformation import TEMPLATE, template
-from workers import monitor
+from workers.monitoring import monitor
 
 #: Actions IAM cannot scope to a resource (the sweeper's listings).
 UNSCOPABLE = {"sqs:ListQueues", "sns:ListTopics"}

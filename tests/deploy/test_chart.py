@@ -509,12 +509,12 @@ def test_pods_are_locked_down_and_commands_match_the_entry_points(render):
     assert worker["terminationGracePeriodSeconds"] == 3600
     (wc,) = worker["containers"]
     env = {e["name"]: e["value"] for e in wc["env"]}
-    from workers.localstack import MALLOC_ENV
+    from workers.localstack.stack import MALLOC_ENV
 
     assert MALLOC_ENV.items() <= env.items()
     probe = wc["livenessProbe"]["exec"]["command"]
-    assert probe[:3] == ["python", "-m", "workers.liveness"]
-    assert "workers.liveness" in commands["worker"][commands["worker"].index("-I") + 1]
+    assert probe[:3] == ["python", "-m", "workers.process.liveness"]
+    assert "workers.process.liveness" in commands["worker"][commands["worker"].index("-I") + 1]
     assert commands["worker"][:4] == ["celery", "-A", "workers.app", "worker"]
     assert commands["worker"][4:6] == ["-P", "threads"]
     assert commands["beat"][:4] == ["celery", "-A", "workers.app", "beat"]

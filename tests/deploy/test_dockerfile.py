@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.helpers import REPO, installed_tool
-from workers.localstack import MALLOC_ENV
+from workers.localstack.stack import MALLOC_ENV
 
 DOCKERFILE = REPO / "Dockerfile"
 
@@ -123,9 +123,9 @@ def test_default_command_is_the_charts_worker_command():
     (cmd,) = [a for i, a in final() if i == "CMD"]
     argv = yaml.safe_load(cmd)
     assert argv[:6] == ["celery", "-A", "workers.app", "worker", "-P", "threads"]
-    assert argv[argv.index("-I") + 1] == "workers.liveness"
+    assert argv[argv.index("-I") + 1] == "workers.process.liveness"
     chart = (REPO / "helm/scorefleet/templates/worker-deployment.yaml").read_text()
-    for word in ("celery", "workers.app", "worker", "threads", "workers.liveness"):
+    for word in ("celery", "workers.app", "worker", "threads", "workers.process.liveness"):
         assert f"- {word}" in chart
 
 
@@ -150,9 +150,9 @@ def test_the_image_holds_the_packages_pyproject_installs():
 
 def test_commands_the_image_runs_are_the_local_stacks(tmp_path, monkeypatch):
     """The chart's worker/flower commands are the local stack's (tests/e2e/test_e2e_*,
-    test_flower_e2e run those end to end), with -I workers.liveness added
+    test_flower_e2e run those end to end), with -I workers.process.liveness added
     (tests/integration/test_liveness.py runs a worker with it)."""
-    from workers import localstack
+    from workers.localstack import stack as localstack
 
     seen: list[list[str]] = []
 

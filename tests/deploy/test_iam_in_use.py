@@ -31,7 +31,7 @@ import pytest
 
 from bench.flower_events import recorded_requests
 from tests.helpers.cloudformation import template
-from workers.localstack import (
+from workers.localstack.stack import (
     CREDENTIALS,
     QUEUE,
     free_port,
@@ -41,7 +41,7 @@ from workers.localstack import (
     stop_process,
     wait_http,
 )
-from workers.monitor import namespace
+from workers.monitoring.monitor import namespace
 
 pytestmark = pytest.mark.slow
 

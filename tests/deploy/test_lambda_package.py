@@ -17,7 +17,7 @@ import pytest
 
 from lambda_enqueue import build
 from tests.helpers import base_env, s3_notification, s3_record, sqs_record
-from workers.localstack import emulator_client
+from workers.localstack.stack import emulator_client
 
 
 @pytest.fixture(scope="module")

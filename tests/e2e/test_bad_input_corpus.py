@@ -21,8 +21,8 @@ from scorefleet.s3uri import ERROR_SUFFIX, SCOREOUT_SUFFIX, S3Uri, output_uri
 from scorefleet.storage.s3io import encode_tags
 from tests.helpers import PLANTED_ENV_SECRETS, Outcomes, gzip_member_of, s3_notification, s3_record
 from tests.helpers.fakemodel import LEAKED_KEY_ID, LEAKED_SECRET, hash_row, records
-from workers.firstbytes import HEAD_BYTES
-from workers.localstack import BUCKET, IRIS_IMAGE, emulator_client
+from workers.localstack.stack import BUCKET, IRIS_IMAGE, emulator_client
+from workers.scoring.formats.firstbytes import HEAD_BYTES
 
 pytestmark = pytest.mark.slow
 
@@ -165,7 +165,7 @@ BGZIP_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000
 
 
 def _zstd(data: bytes) -> bytes:
-    from workers.compression import _zstd_module
+    from workers.scoring.formats.compression import _zstd_module
 
     return bytes(_zstd_module().compress(data))
 

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from tests.helpers import FAKEMODEL, Outcomes
-from workers.localstack import LocalStack
+from workers.localstack.stack import LocalStack
 
 pytestmark = pytest.mark.slow
 

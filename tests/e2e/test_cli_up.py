@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from tests.helpers import REPO
-from workers import stackstate
+from workers.localstack import state as stackstate
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ class BackgroundUp:
         self.cwd = cwd
         self.out = cwd / "up.out"
         pidfile = cwd / "up.pid"
-        command = shlex.join([sys.executable, "-m", "workers.cli", "up", *args])
+        command = shlex.join([sys.executable, "-m", "workers.cli.main", "up", *args])
         self.shell = subprocess.Popen(
             ["bash", "-c", f"{command} > {self.out} 2>&1 & echo $! > {pidfile}; wait $!"],
             cwd=cwd,
@@ -105,7 +105,7 @@ class BackgroundUp:
 
 def cli(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", *args],
+        [sys.executable, "-m", "workers.cli.main", *args],
         cwd=cwd,
         env=env or clean_env(),
         stdout=subprocess.PIPE,
@@ -120,7 +120,15 @@ def results(procs: dict[str, subprocess.Popen[str]]) -> dict[str, tuple[int, str
 
 def test_up_demo_scores_the_iris_file_and_stops(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "workers.cli", "up", "--demo", "--exit-after-demo", "--no-flower"],
+        [
+            sys.executable,
+            "-m",
+            "workers.cli.main",
+            "up",
+            "--demo",
+            "--exit-after-demo",
+            "--no-flower",
+        ],
         cwd=tmp_path,
         env=clean_env(),
         capture_output=True,
@@ -152,7 +160,7 @@ def test_make_up_in_the_background_printed_steps_run_and_ctrl_c_stops_it(tmp_pat
         out = up.wait_for("label,probability")  # the demo file, scored after "up"
         up.children = psutil.Process(up.pid).children(recursive=True)
         names = " ".join(" ".join(c.cmdline()) for c in up.children)
-        for part in ("workers.emulator", " worker ", " beat ", " flower "):
+        for part in ("workers.localstack.emulator", " worker ", " beat ", " flower "):
             assert part in names, names
         steps = next_steps(out)
         assert steps[0].startswith("source ") and any(s.startswith("aws ") for s in steps)
@@ -215,7 +223,7 @@ def test_own_model_one_stack_per_directory_sigterm_and_a_stopped_stack(tmp_path)
         up.wait_up()
         scored = subprocess.run(
             [
-                *(sys.executable, "-m", "workers.cli", "submit"),
+                *(sys.executable, "-m", "workers.cli.main", "submit"),
                 *(str(REPO / "examples" / "iris.csv"), "--model-image", "my-team/sum:1"),
                 *("--wait", "90"),
             ],
@@ -232,7 +240,7 @@ def test_own_model_one_stack_per_directory_sigterm_and_a_stopped_stack(tmp_path)
         env_file = tmp_path / ".scorefleet" / "stack.env"
         before = env_file.read_text()
         second = subprocess.run(
-            [sys.executable, "-m", "workers.cli", "up", "--no-flower"],
+            [sys.executable, "-m", "workers.cli.main", "up", "--no-flower"],
             cwd=tmp_path,
             env=clean_env(),
             capture_output=True,
@@ -287,13 +295,13 @@ def test_a_part_that_dies_stops_the_stack_with_its_error(tmp_path):
 
 BROKEN_BRIDGE = """
 import sys
-import workers.localstack as localstack
+import workers.localstack.stack as localstack
 
 def broken(self, *args):
     raise ImportError("cannot import name 'Celery' from 'celery'")
 
 localstack.Bridge._poll_loop = broken
-from workers.cli import main
+from workers.cli.main import main
 sys.exit(main(["up", "--no-flower"]))
 """
 

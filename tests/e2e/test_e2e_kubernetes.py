@@ -26,7 +26,7 @@ from tests.helpers.k8s import (
     wait_for,
 )
 from workers.backends.kubernetes import FLEET_LABEL, RUN_ANNOTATION, RUN_LABEL
-from workers.localstack import BUCKET, IRIS_IMAGE, LocalStack, free_port
+from workers.localstack.stack import BUCKET, IRIS_IMAGE, LocalStack, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ import pytest
 
 from tests.helpers import Outcomes
 from tests.helpers.servers import venvs
-from workers.localstack import IRIS_IMAGE
+from workers.localstack.stack import IRIS_IMAGE
 
 pytestmark = pytest.mark.slow
 

@@ -29,8 +29,8 @@ import pytest
 from tests import helpers
 from tests.helpers import Outcomes
 from tests.helpers.monitoring import queues, subscriptions
-from workers import monitor
-from workers.localstack import BUCKET, QUEUE, LocalStack, emulator_client
+from workers.localstack.stack import BUCKET, QUEUE, LocalStack, emulator_client
+from workers.monitoring import monitor
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from workers.localstack import BUCKET, IRIS_IMAGE
+from workers.localstack.stack import BUCKET, IRIS_IMAGE
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import Outcomes
 from tests.helpers.fakemodel import hash_row, records
-from workers.localstack import BUCKET
+from workers.localstack.stack import BUCKET
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,5 @@
 """Celery task-failed (and task-retried) events carry no credentials: what Flower
-shows on a task's page and ``celery events`` prints (workers/maskedevents.py).
+shows on a task's page and ``celery events`` prints (workers/monitoring/maskedevents.py).
 
 Reported: the exception text and traceback in those events were not masked, and a
 step's exception may quote a model's answer or log lines."""
@@ -25,9 +25,9 @@ from tests.helpers.monitoring import (  # noqa: F401
     _delete_session_queues,
     subscriptions,
 )
-from workers import monitor
-from workers.localstack import BUCKET, LocalStack
-from workers.maskedevents import MaskedEvents, MaskingDispatcher, masked
+from workers.localstack.stack import BUCKET, LocalStack
+from workers.monitoring import monitor
+from workers.monitoring.maskedevents import MaskedEvents, MaskingDispatcher, masked
 
 BASE = {
     "SCOREFLEET_INPUT_URI": "s3://data/in/",
@@ -77,7 +77,7 @@ def test_the_exception_and_traceback_celery_sends_are_masked():
 
 def test_the_apps_event_dispatcher_masks():
     app = make_app(load({**BASE, "SCOREFLEET_BROKER_URL": "memory://"}))
-    app.events_cls = "workers.maskedevents:MaskedEvents"
+    app.events_cls = "workers.monitoring.maskedevents:MaskedEvents"
     assert isinstance(app.events, MaskedEvents)
     assert issubclass(app.events.Dispatcher, MaskingDispatcher)
     sent: list[dict[str, Any]] = []

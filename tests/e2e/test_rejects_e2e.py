@@ -13,8 +13,8 @@ import pytest
 from scorefleet.settings import load
 from tests.helpers import Outcomes
 from tests.helpers.fakemodel import hash_row
-from workers.cli_runs import status_view
-from workers.localstack import BUCKET
+from workers.cli.runs import status_view
+from workers.localstack.stack import BUCKET
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ import pytest
 from scorefleet.celeryconf import make_app
 from scorefleet.settings import load
 from tests.helpers import Outcomes
-from workers.localstack import BUCKET
+from workers.localstack.stack import BUCKET
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.helpers import FAKEMODEL, Outcomes
-from workers.localstack import LocalStack
+from workers.localstack.stack import LocalStack
 
 pytestmark = pytest.mark.slow
 

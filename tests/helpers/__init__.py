@@ -22,7 +22,7 @@ from urllib.parse import quote_plus
 
 from scorefleet.job import Job
 from tests.helpers.servers.catalog import protocol_catalog
-from workers.localstack import BUCKET, CREDENTIALS, LocalStack, emulator_client, iris_catalog
+from workers.localstack.stack import BUCKET, CREDENTIALS, LocalStack, emulator_client, iris_catalog
 
 TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent

@@ -49,7 +49,7 @@ from kubernetes import watch as k8s_watch
 
 from scorefleet.settings import Settings
 from tests.helpers import fake, test_catalog
-from workers.backends.processes import PASSED_ENV, stop_tree
+from workers.backends.local.processes import PASSED_ENV, stop_tree
 
 log = logging.getLogger("tests.k8s")
 

@@ -14,8 +14,8 @@ from celery import Celery
 from scorefleet.celeryconf import make_app
 from scorefleet.settings import load
 from tests.helpers import base_env
-from workers import monitor
-from workers.localstack import emulator_client
+from workers.localstack.stack import emulator_client
+from workers.monitoring import monitor
 
 
 def monitored_app(moto_endpoint: str, bucket: str, **extra: str) -> tuple[Celery, str]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from scorefleet.settings import ModelSpec
-from workers.batches import Batch, Scores, span_of
-from workers.protocols.base import ModelProtocol
-from workers.protocols.calls import CallLimits
-from workers.protocols.sagemaker import SageMakerProtocol
+from workers.scoring.batches import Batch, Scores, span_of
+from workers.scoring.protocols.base import ModelProtocol
+from workers.scoring.protocols.calls import CallLimits
+from workers.scoring.protocols.sagemaker import SageMakerProtocol
 
 
 def sagemaker(

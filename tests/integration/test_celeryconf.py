@@ -5,7 +5,7 @@ import time
 from scorefleet.celeryconf import make_app
 from scorefleet.settings import load
 from tests.helpers import base_env
-from workers.localstack import emulator_client
+from workers.localstack.stack import emulator_client
 
 
 def test_production_defaults(moto_endpoint, bucket):

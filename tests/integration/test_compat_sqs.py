@@ -1,4 +1,4 @@
-"""workers.compat_sqs: each upstream fix, against moto's SQS and SNS over HTTP.
+"""workers.monitoring.compat_sqs: each upstream fix, against moto's SQS and SNS over HTTP.
 
 Two kinds of tests per defect (D1..D8, see the module docstring):
 
@@ -23,8 +23,8 @@ from tests.helpers.monitoring import (  # noqa: F401
     queues,
     subscriptions,
 )
-from workers import compat_sqs
-from workers.localstack import emulator_client
+from workers.localstack.stack import emulator_client
+from workers.monitoring import compat_sqs
 
 
 def stock_connection(moto_endpoint: str, **options: object) -> Connection:
@@ -79,7 +79,7 @@ def test_d1_d3_events_cross_connections(moto_endpoint, bucket):
 def test_upstream_d1_get_exchange_is_still_topic_on_sqs(moto_endpoint):
     with stock_connection(moto_endpoint, supports_fanout=True) as conn:
         assert compat_sqs.ORIGINAL_GET_EXCHANGE(conn).type == "topic", (
-            "celery now picks fanout on SQS: remove D1 from workers/compat_sqs.py"
+            "celery now picks fanout on SQS: remove D1 from workers/monitoring/compat_sqs.py"
         )
 
 
@@ -127,7 +127,7 @@ def test_d2_transport_declares_fanout(moto_endpoint, bucket):
 def test_upstream_d2_stock_transport_still_denies_fanout(moto_endpoint):
     with stock_connection(moto_endpoint, supports_fanout=True) as conn:
         assert not conn.supports_exchange_type("fanout"), (
-            "kombu's SQS transport now declares fanout: remove D2 from workers/compat_sqs.py"
+            "kombu's SQS transport now declares fanout: remove D2 from workers/monitoring/compat_sqs.py"
         )
 
 
@@ -227,5 +227,5 @@ def test_d8_every_sqs_and_sns_client_shares_the_process_session(moto_endpoint, b
 def test_upstream_d8_stock_channels_still_make_a_session_per_client(moto_endpoint):
     with stock_connection(moto_endpoint) as a, stock_connection(moto_endpoint) as b:
         assert _loader(a.default_channel.sqs()) is not _loader(b.default_channel.sqs()), (
-            "kombu now reuses one boto3 session: remove D8 from workers/compat_sqs.py"
+            "kombu now reuses one boto3 session: remove D8 from workers/monitoring/compat_sqs.py"
         )

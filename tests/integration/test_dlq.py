@@ -8,7 +8,7 @@ import sys
 import time
 
 from tests.helpers import base_env
-from workers.localstack import emulator_client
+from workers.localstack.stack import emulator_client
 
 
 def celery_message(task: str, args: list) -> str:
@@ -49,7 +49,7 @@ def test_poison_message_reaches_the_dlq_and_can_be_listed_and_redriven(moto_endp
 
     cli_env = {**os.environ, **env}
     out = subprocess.run(
-        [sys.executable, "-m", "workers.cli", "dlq", "list"],
+        [sys.executable, "-m", "workers.cli.main", "dlq", "list"],
         env=cli_env,
         capture_output=True,
         text=True,
@@ -58,7 +58,7 @@ def test_poison_message_reaches_the_dlq_and_can_be_listed_and_redriven(moto_endp
     assert "tasks.launch" in out and f"s3://{bucket}/in/poison.csv" in out and "1 message(s)" in out
     # listing leaves it there
     out = subprocess.run(
-        [sys.executable, "-m", "workers.cli", "dlq", "redrive", "--all"],
+        [sys.executable, "-m", "workers.cli.main", "dlq", "redrive", "--all"],
         env=cli_env,
         capture_output=True,
         text=True,
@@ -77,7 +77,7 @@ def test_poison_message_reaches_the_dlq_and_can_be_listed_and_redriven(moto_endp
 def test_redrive_needs_ids_or_all(moto_endpoint, bucket):
     env = {**os.environ, **base_env(moto_endpoint, bucket)}
     proc = subprocess.run(
-        [sys.executable, "-m", "workers.cli", "dlq", "redrive"],
+        [sys.executable, "-m", "workers.cli.main", "dlq", "redrive"],
         env=env,
         capture_output=True,
         text=True,
@@ -89,7 +89,7 @@ def test_redrive_needs_ids_or_all(moto_endpoint, bucket):
 def test_listed_messages_cannot_write_to_the_operators_terminal():
     """What `scorefleet dlq list` shows comes from whoever sent the message: control
     characters (a screen clear, a forged line) are shown escaped."""
-    from workers.dlq import describe_body
+    from workers.ops.dlq import describe_body
 
     job = {"bucket": "b", "key": "in/a.csv\x1b[2J\nall clear: 0 messages"}
     task, _, subject = describe_body(celery_message("tasks.score\r", [job]))

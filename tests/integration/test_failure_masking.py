@@ -21,7 +21,7 @@ from tasks.launch import launch
 from tasks.upload import upload
 from tests.helpers import queued_job
 from workers import runtime
-from workers.localstack import emulator_client
+from workers.localstack.stack import emulator_client
 
 SECRETS = ("hunter2hunter2", "eyJhbGciOiJIUzI1NiJ9abcdefgh")
 SAID = f"db password={SECRETS[0]}; Authorization: Bearer {SECRETS[1]}"

@@ -1,4 +1,4 @@
-"""Flower's authentication guard and defaults (workers.flowerconf)."""
+"""Flower's authentication guard and defaults (workers.monitoring.flowerconf)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from scorefleet.settings import load
 from tests.helpers import base_env
-from workers import flowerconf
+from workers.monitoring import flowerconf
 
 
 def options(**values):
@@ -98,7 +98,7 @@ def test_the_broker_tab_reads_queue_depths_from_sqs(moto_endpoint, bucket, monke
     and Redis): each queue with its waiting, in-flight and delayed messages."""
     import asyncio
 
-    from workers.localstack import emulator_client
+    from workers.localstack.stack import emulator_client
 
     env = base_env(moto_endpoint, bucket)
     settings = load(env)
@@ -127,7 +127,9 @@ def test_the_broker_view_is_installed_for_sqs_only(settings, monkeypatch):
     monkeypatch.setattr(views, "Broker", views.Broker)
     upstream = views.Broker
     flowerconf.install_broker_view(settings)
-    assert isinstance(views.Broker("workers.compat_sqs:Transport://x"), flowerconf.SqsQueues)
+    assert isinstance(
+        views.Broker("workers.monitoring.compat_sqs:Transport://x"), flowerconf.SqsQueues
+    )
     monkeypatch.setattr(views, "Broker", upstream)
     flowerconf.install_broker_view(
         SimpleNamespace(broker=SimpleNamespace(url="redis://localhost:6379/0"))  # type: ignore[arg-type]

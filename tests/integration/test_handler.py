@@ -10,7 +10,7 @@ from scorefleet.celeryconf import make_app
 from scorefleet.job import pipeline_id
 from scorefleet.settings import load
 from tests.helpers import base_env, load_event, s3_notification, s3_record, sqs_record
-from workers.localstack import emulator_client
+from workers.localstack.stack import emulator_client
 
 
 @pytest.fixture

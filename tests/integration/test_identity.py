@@ -12,7 +12,7 @@ from scorefleet.settings import load
 from scorefleet.storage import outcome
 from scorefleet.submission import Identity, build_job, identify, identity_of
 from tests.helpers import base_env
-from workers.localstack import emulator_client
+from workers.localstack.stack import emulator_client
 
 A = b"a,b\n" + b"1,2\n" * 150
 B = b"a,b\n" + b"3,4\n" * 10

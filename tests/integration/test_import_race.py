@@ -6,7 +6,7 @@ of their import. A thread that imports celery while another thread's import of i
 is still running gets the original, half-built module object, waits for the other
 import to finish, and then uses that stale object, which has no ``Celery``. In
 ``scorefleet up`` the bridge thread imported celery (through the Lambda handler)
-while the main thread imported ``workers.monitor`` (``wait_flower_ready``).
+while the main thread imported ``workers.monitoring.monitor`` (``wait_flower_ready``).
 
 These tests make the race certain instead of rare: a trace function holds the
 import of celery inside ``celery.local.recreate_module`` (just before the module
@@ -22,7 +22,7 @@ import textwrap
 from pathlib import Path
 
 from tests.helpers import REPO
-from workers.localstack import emulator_client
+from workers.localstack.stack import emulator_client
 
 HOLD_CELERY_IMPORT = """
 import os, sys, threading, time
@@ -78,7 +78,7 @@ def test_the_race_itself_is_real(tmp_path):
 def test_scorefleet_up_imports_celery_before_its_bridge_threads_start(moto_endpoint, tmp_path):
     """What `scorefleet up` does, in its order: import the local stack, start the
     S3 -> Lambda bridge (whose pollers call the Lambda handler, which uses celery),
-    then, in the main thread, import workers.monitor (Flower's readiness check). No
+    then, in the main thread, import workers.monitoring.monitor (Flower's readiness check). No
     ImportError in any thread, and every bridge poller polls."""
     queue_url = emulator_client("sqs", moto_endpoint).create_queue(QueueName="race-events")[
         "QueueUrl"
@@ -86,13 +86,13 @@ def test_scorefleet_up_imports_celery_before_its_bridge_threads_start(moto_endpo
     proc = run(
         f"""
         from pathlib import Path
-        from workers.localstack import Bridge, stack_env   # what the CLI imports first
+        from workers.localstack.stack import Bridge, stack_env   # what the CLI imports first
         env = stack_env({moto_endpoint!r}, Path({str(tmp_path)!r}))
         bridge = Bridge({moto_endpoint!r}, {queue_url!r}, env)
         bridge.start()
         entered.wait(3)   # a bridge thread importing celery now would hold it here
         try:
-            from workers.monitor import namespace   # what wait_flower_ready imports
+            from workers.monitoring.monitor import namespace   # what wait_flower_ready imports
         except ImportError as exc:
             errors.append(f"main: {{exc!r}}")
         deadline = time.monotonic() + 60

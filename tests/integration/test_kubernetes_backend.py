@@ -42,7 +42,7 @@ from workers.backends.kubernetes import (
     pod_name,
     pod_state,
 )
-from workers.localstack import free_port
+from workers.localstack.stack import free_port
 
 PORT = free_port()  # the container port of every test model (each pod has its own IP)
 BASE = {
@@ -239,8 +239,8 @@ def test_a_model_ready_by_its_protocols_probe_launches(cluster, image):
     """The SAS-style server answers GET /ping with 500 and the Lambda emulator has no
     health endpoint at all: both start, because the pod's probe and the worker's
     check are their protocol's."""
-    from workers.batches import Batch
-    from workers.protocols import CallLimits, open_protocol
+    from workers.scoring.batches import Batch
+    from workers.scoring.protocols import CallLimits, open_protocol
 
     backend = cluster.backend()
     job = new_job(image)

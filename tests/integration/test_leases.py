@@ -22,9 +22,10 @@ from scorefleet.storage.ledger import staging_prefix
 from tasks.launch import launch
 from tasks.score import score
 from tests.helpers import FAKEMODEL, base_env, make_job
-from workers import heartbeat, runtime
+from workers import runtime
 from workers.backends.base import Endpoint
-from workers.localstack import emulator_client
+from workers.localstack.stack import emulator_client
+from workers.process import heartbeat
 
 SOURCE = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(200))
 

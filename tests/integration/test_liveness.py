@@ -1,4 +1,4 @@
-"""The worker liveness probe (workers/liveness.py): no broker request per probe."""
+"""The worker liveness probe (workers/process/liveness.py): no broker request per probe."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import base_env
-from workers import liveness
-from workers.localstack import emulator_client, stop_process
+from workers.localstack.stack import emulator_client, stop_process
+from workers.process import liveness
 
 
 class FakeChannel:
@@ -65,7 +65,7 @@ def test_probe_reads_the_age_of_the_file(tmp_path):
     assert not ok and "stuck" in msg
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     proc = subprocess.run(
-        [sys.executable, "-m", "workers.liveness", "--max-age", "120"],
+        [sys.executable, "-m", "workers.process.liveness", "--max-age", "120"],
         env=env,
         capture_output=True,
         text=True,
@@ -74,7 +74,10 @@ def test_probe_reads_the_age_of_the_file(tmp_path):
     assert proc.returncode == 1 and "stuck" in proc.stderr
     path.touch()
     proc = subprocess.run(
-        [sys.executable, "-m", "workers.liveness"], env=env, capture_output=True, check=False
+        [sys.executable, "-m", "workers.process.liveness"],
+        env=env,
+        capture_output=True,
+        check=False,
     )
     assert proc.returncode == 0
 
@@ -82,7 +85,7 @@ def test_probe_reads_the_age_of_the_file(tmp_path):
 def test_the_probe_imports_no_celery():
     """The probe is a fresh interpreter every 30 s: standard library only."""
     code = "import sys, runpy; sys.argv = ['x', '--max-age', '1']\ntry:\n" + (
-        "    runpy.run_module('workers.liveness', run_name='__main__')\n"
+        "    runpy.run_module('workers.process.liveness', run_name='__main__')\n"
         "except SystemExit:\n    pass\nprint('celery' in sys.modules, 'kombu' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -113,11 +116,11 @@ def test_a_real_worker_touches_the_file_and_a_frozen_one_fails_the_probe(
     with log.open("wb") as out:
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-P", "threads",
-             "-c", "2", "-I", "workers.liveness", "-l", "INFO"],
+             "-c", "2", "-I", "workers.process.liveness", "-l", "INFO"],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     alive = tmp_path / liveness.FILENAME
-    probe = [sys.executable, "-m", "workers.liveness", "--max-age", "15"]
+    probe = [sys.executable, "-m", "workers.process.liveness", "--max-age", "15"]
     try:
         deadline = time.monotonic() + 60
         while not alive.exists():

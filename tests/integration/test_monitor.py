@@ -1,4 +1,4 @@
-"""workers.monitor: names, the life of per-session queues, and the sweeper."""
+"""workers.monitoring.monitor: names, the life of per-session queues, and the sweeper."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from tests.helpers.monitoring import (  # noqa: F401
     queues,
     subscriptions,
 )
-from workers import eventflush, monitor
-from workers.localstack import emulator_client
+from workers.localstack.stack import emulator_client
+from workers.monitoring import eventflush, monitor
 
 
 def test_namespace_keeps_every_derived_name_within_sqs_limits():
@@ -24,7 +24,7 @@ def test_namespace_keeps_every_derived_name_within_sqs_limits():
     long = monitor.namespace("a" * 75)
     assert len(long) <= 32 and long.endswith("-mon")
     assert long != monitor.namespace("a" * 74 + "b")
-    from workers.compat_sqs import node_queue_name, reply_queue_name
+    from workers.monitoring.compat_sqs import node_queue_name, reply_queue_name
 
     assert len(reply_queue_name(f"reply.{long}.pidbox", "0" * 36)) <= 80
     assert len(node_queue_name(long, "celery@" + "h" * 200)) == 80
@@ -38,7 +38,7 @@ def test_celery_settings_follow_scorefleet_events(moto_endpoint, bucket):
     assert not off["worker_send_task_events"] and not off["worker_enable_remote_control"]
     assert "broker_transport_options" not in off
     # issue 17: task events gathered for a second, one SNS publish for many
-    assert on["worker_consumer"] == "workers.eventflush:Consumer"
+    assert on["worker_consumer"] == "workers.monitoring.eventflush:Consumer"
     assert on[eventflush.SETTING] == 1.0
     assert "worker_consumer" not in off
 

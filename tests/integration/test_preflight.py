@@ -1,5 +1,5 @@
 """The launch preflight's first bytes of a compressed file: where they end is not an
-error, corrupt data in them is (workers/firstbytes.py, workers/compression.py).
+error, corrupt data in them is (workers/scoring/formats/firstbytes.py, workers/scoring/formats/compression.py).
 
 Reported: the preflight told a prefix cut off at its 64 KiB from a corrupt file by
 the word "truncated" in compression's message. The signal is a type now
@@ -17,8 +17,8 @@ import random
 import pytest
 
 from scorefleet.errors import BadInput
-from workers import compression, firstbytes
-from workers.compression import Limits, Truncated, decompress
+from workers.scoring.formats import compression, firstbytes
+from workers.scoring.formats.compression import Limits, Truncated, decompress
 
 ROOMY = Limits(max_expanded=10**12, max_ratio=1e9)
 HEAD = firstbytes.HEAD_BYTES

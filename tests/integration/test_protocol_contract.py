@@ -25,9 +25,9 @@ import urllib3
 
 from scorefleet.errors import ModelError, ModelUnavailable, RowsRefused, is_transient
 from scorefleet.settings import ModelSpec
-from workers.batches import Batch, span_of
-from workers.localstack import free_port, stop_process, wait_http
-from workers.protocols import PROTOCOLS, CallLimits, open_protocol
+from workers.localstack.stack import free_port, stop_process, wait_http
+from workers.scoring.batches import Batch, span_of
+from workers.scoring.protocols import PROTOCOLS, CallLimits, open_protocol
 
 SERVER = Path(__file__).resolve().parents[1] / "helpers" / "protocol_servers.py"
 

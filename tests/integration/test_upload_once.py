@@ -24,7 +24,7 @@ from scorefleet.storage.ledger import Publication, staging_location
 from tasks.upload import upload as upload_task
 from tests.helpers import base_env, make_job
 from workers import runtime
-from workers.localstack import emulator_client
+from workers.localstack.stack import emulator_client
 
 SOURCE = b"a,b\n1,2\n3,4\n"
 

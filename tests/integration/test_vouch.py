@@ -28,7 +28,7 @@ from tasks.upload import upload
 from tests import helpers
 from tests.helpers import base_env, make_job
 from workers import runtime
-from workers.localstack import emulator_client
+from workers.localstack.stack import emulator_client
 
 SECRET = b"ssn,salary\n123-45-6789,250000\n"
 SOURCE = b"a,b\n1,2\n3,4\n"

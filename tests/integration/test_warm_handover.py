@@ -23,8 +23,8 @@ from tasks.score import score
 from tasks.upload import upload
 from tests.helpers import make_job, queued_job
 from workers import runtime
-from workers.backends import local
-from workers.localstack import emulator_client
+from workers.backends.local import backend as local
+from workers.localstack.stack import emulator_client
 
 SOURCE = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(20))
 

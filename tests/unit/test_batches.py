@@ -1,10 +1,10 @@
-"""workers/batches.py: the types between formats, protocols and writers."""
+"""workers/scoring/batches.py: the types between formats, protocols and writers."""
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.batches import Batch, Scores, record_starts, scores_from_rows, span_of
+from workers.scoring.batches import Batch, Scores, record_starts, scores_from_rows, span_of
 
 CSV = b'5.1,3.5,,setosa\n4.9,"3,0",1.4,"a\nb"\n6.2,2.9,4.3,x\n'
 

@@ -16,9 +16,10 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from click.testing import CliRunner
 
 from scorefleet.settings import ConfigError, load
-from workers import clienv, stackstate
-from workers.cli import main
-from workers.localstack import IRIS_IMAGE, local_models
+from workers.cli import stackenv as clienv
+from workers.cli.main import main
+from workers.localstack import state as stackstate
+from workers.localstack.stack import IRIS_IMAGE, local_models
 
 BASE = {
     "SCOREFLEET_INPUT_URI": "s3://data/in/",
@@ -104,7 +105,7 @@ def test_a_dead_holder_leaves_no_lock(tmp_path):
     code = textwrap.dedent(f"""
         import os
         from pathlib import Path
-        from workers.stackstate import StateLock
+        from workers.localstack.state import StateLock
         StateLock(Path({str(tmp_path)!r})).acquire()
         os._exit(9)
     """)

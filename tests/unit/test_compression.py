@@ -1,4 +1,4 @@
-"""workers.compression: every member of every supported format, bounded pieces, clear
+"""workers.scoring.formats.compression: every member of every supported format, bounded pieces, clear
 errors for what is not read (issue 10, items 1 and 2)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import zlib
 import pytest
 
 from scorefleet.errors import BadInput
-from workers import compression
-from workers.compression import Limits, decompress
+from workers.scoring.formats import compression
+from workers.scoring.formats.compression import Limits, decompress
 
 ROWS = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i * 7) for i in range(100))
 MORE = b"".join(b"%d,%d\n" % (i, i * 7) for i in range(100, 200))

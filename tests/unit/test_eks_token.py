@@ -15,7 +15,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from scorefleet.errors import is_transient
-from workers.eks_token import (
+from workers.backends.kubernetes.eks_token import (
     REFRESH_AFTER_SECONDS,
     TOKEN_LIFETIME_SECONDS,
     EksTokenError,

@@ -1,5 +1,5 @@
 """Issue 17: a worker's task events go out together, at most once per interval,
-and none is lost (workers/eventflush.py)."""
+and none is lost (workers/monitoring/eventflush.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from celery import Celery
 from kombu import Connection
 
-from workers.eventflush import FlushTimer
+from workers.monitoring.eventflush import FlushTimer
 
 
 class Hub:

@@ -1,4 +1,4 @@
-"""Input and output formats (workers/formats/): each format read and written in
+"""Input and output formats (workers/scoring/formats/): each format read and written in
 process, with and without kept columns, through the real scoring loop; bad input
 refused with the message a user needs. The same paths on the local stack:
 tests/e2e/test_formats_e2e.py and the bad-input corpus."""
@@ -19,12 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scorefleet.errors import BadInput
-from workers.batches import Batch, Scores
-from workers.formats import Columns, Format, ReadLimits, parquet_reader, stream_reader
-from workers.formats.base import csv_bytes
-from workers.formats.options import check_catalog_entry, resolve, split_names
-from workers.formats.select import plan
-from workers.scoring import score_stream
+from workers.scoring.batches import Batch, Scores
+from workers.scoring.engine import score_stream
+from workers.scoring.formats import Columns, Format, ReadLimits, parquet_reader, stream_reader
+from workers.scoring.formats.base import csv_bytes
+from workers.scoring.formats.options import check_catalog_entry, resolve, split_names
+from workers.scoring.formats.select import plan
 
 BIG = ReadLimits(max_bytes=1 << 20, max_group_bytes=1 << 30)
 
@@ -176,7 +176,7 @@ def test_kept_csv_values_are_the_files_text():
 
 
 def test_gzip_jsonl_through_decompression():
-    from workers.compression import Limits, decompress
+    from workers.scoring.formats.compression import Limits, decompress
 
     table = table_of(200)
     body = gzip.compress(as_file(table, Format.JSONL))
@@ -477,7 +477,7 @@ class FakeS3:
 
 
 def test_parquet_is_read_in_ranges_one_row_group_at_a_time():
-    from workers.formats.parquet import RangeFile
+    from workers.scoring.formats.parquet import RangeFile
 
     data = parquet(table_of(200_000), row_group_size=20_000)
     s3 = FakeS3(data)

@@ -98,10 +98,10 @@ PLANTS = [
     pytest.param(
         "scorefleet/errors.py", "import lambda_enqueue.events", {CORE, LAYERS}, id="core-lambda"
     ),
-    pytest.param("workers/cli.py", "import tasks.launch", {LAYERS}, id="workers-tasks"),
+    pytest.param("workers/cli/main.py", "import tasks.launch", {LAYERS}, id="workers-tasks"),
     pytest.param(
         # only the local stack's bridge may call the handler
-        "workers/cli.py",
+        "workers/cli/main.py",
         "from lambda_enqueue import handler",
         {LAYERS},
         id="workers-lambda-outside-the-bridge",

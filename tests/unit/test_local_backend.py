@@ -13,7 +13,7 @@ from scorefleet.job import Failure
 from scorefleet.settings import ModelSpec
 from tests.helpers import FAKEMODEL, REPO, make_job
 from tests.helpers.protocols import invoke, sagemaker
-from workers.backends.local import LocalBackend
+from workers.backends.local.backend import LocalBackend
 
 
 def job(run_id="sf-00000000000000000001"):
@@ -127,7 +127,7 @@ def test_another_process_can_tear_down(backend, tmp_path):
     pid = backend.launch(j, spec("ok")).handle["pid"]
     code = (
         f"import sys; sys.path.insert(0, {os.getcwd()!r}); from pathlib import Path; "
-        "from workers.backends.local import LocalBackend; from tests.unit.test_local_backend import job; "
+        "from workers.backends.local.backend import LocalBackend; from tests.unit.test_local_backend import job; "
         f"print(LocalBackend(Path({str(tmp_path)!r}), 5).teardown(job()))"
     )
     import subprocess
@@ -140,7 +140,7 @@ def test_another_process_can_tear_down(backend, tmp_path):
 
 
 def test_log_tail_keeps_the_first_lines_of_a_long_log(tmp_path):
-    from workers.backends.processes import tail
+    from workers.backends.local.processes import tail
 
     log = tmp_path / "model.log"
     log.write_text("".join(f"line {i}\n" for i in range(1000)))
@@ -243,7 +243,7 @@ KILLED_LAUNCH = """
 import os, signal, subprocess, sys
 from pathlib import Path
 sys.path.insert(0, {repo!r})
-from workers.backends import local
+from workers.backends.local import backend as local
 from scorefleet.settings import ModelSpec
 from tests.helpers import make_job
 

@@ -1,4 +1,4 @@
-"""docs/metrics.md lists every metric of workers/metrics.py with its labels; the server
+"""docs/metrics.md lists every metric of workers/process/metrics.py with its labels; the server
 starts only where it should and serves the multiprocess sum under prefork."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import re
 from prometheus_client import REGISTRY
 
 from tests.helpers import REPO
-from workers import metrics
+from workers.process import metrics
 
 DOC = REPO / "docs" / "metrics.md"
 

@@ -1,5 +1,5 @@
 """Prefork: with PROMETHEUS_MULTIPROC_DIR set, what child processes count is what the
-main process serves (workers/metrics.py: the client's multiprocess mode)."""
+main process serves (workers/process/metrics.py: the client's multiprocess mode)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ def test_counts_of_forked_children_are_served_by_the_parent(tmp_path):
     script = textwrap.dedent(
         """
         import os, sys, urllib.request
-        from workers import metrics
-        from workers.localstack import free_port
+        from workers.process import metrics
+        from workers.localstack.stack import free_port
         port = free_port()
         server = metrics.serve(port, "127.0.0.1")
         pids = []

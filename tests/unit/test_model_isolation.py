@@ -29,14 +29,14 @@ import pytest
 
 from scorefleet.settings import ConfigError, ModelSpec, load
 from tests.helpers import FAKEMODEL, REPO, make_job
-from workers.backends.local import LocalBackend
+from workers.backends.local.backend import LocalBackend
 
 HOLDER = textwrap.dedent(
     """
     import sys, time
     sys.path.insert(0, {repo!r})
     if sys.argv[1] == "hardened":
-        from workers.hardening import make_non_dumpable
+        from workers.process.hardening import make_non_dumpable
         assert make_non_dumpable()
     print("ready", flush=True)
     time.sleep(60)
@@ -113,7 +113,7 @@ def test_every_process_of_the_worker_app_is_non_dumpable(tmp_path):
     }
     code = (
         f"import sys; sys.path.insert(0, {str(REPO)!r}); import workers.app; "
-        "from workers.hardening import is_dumpable; print(is_dumpable())"
+        "from workers.process.hardening import is_dumpable; print(is_dumpable())"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60

@@ -9,7 +9,7 @@ import pytest
 
 from scorefleet.errors import ModelError, ModelUnavailable, is_transient
 from tests.helpers.protocols import invoke, sagemaker
-from workers.protocols.sagemaker import count_records
+from workers.scoring.protocols.sagemaker import count_records
 
 
 def serve(respond: Callable[[int, bytes], tuple[int, str, bytes]]):
@@ -154,7 +154,7 @@ def start_fakemodel(*args):
     import sys
 
     from tests.helpers import FAKEMODEL
-    from workers.localstack import free_port, stop_process, wait_http
+    from workers.localstack.stack import free_port, stop_process, wait_http
 
     port = free_port()
     proc = subprocess.Popen(

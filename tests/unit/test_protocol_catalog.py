@@ -10,7 +10,7 @@ import pytest
 from scorefleet.settings import PROTOCOL_OPTION_KEYS, ConfigError, load
 from tests.helpers import REPO
 from tests.unit.test_settings import BASE
-from workers.protocols import PROTOCOLS, check_catalog, protocol_for
+from workers.scoring.protocols import PROTOCOLS, check_catalog, protocol_for
 
 
 def test_the_registry_and_the_settings_name_the_same_protocols():
@@ -87,7 +87,7 @@ def test_bad_protocol_options_name_the_image_and_the_option(entry, needle):
 
 
 def test_the_example_catalog_is_valid_and_has_one_entry_per_protocol():
-    from workers.localstack import local_models
+    from workers.localstack.stack import local_models
 
     path = REPO / "examples" / "catalog.json"
     catalog, _ = local_models({}, path)  # parsed and checked as `scorefleet up --catalog`

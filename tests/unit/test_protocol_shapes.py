@@ -9,11 +9,11 @@ import pytest
 
 from scorefleet.errors import ModelError, ModelUnavailable, RowsRefused
 from scorefleet.settings import ModelSpec
-from workers.batches import Batch, span_of
-from workers.protocols import CallLimits
-from workers.protocols.aws_lambda import LambdaProtocol, wrap
-from workers.protocols.json_http import JsonProtocol
-from workers.protocols.v2 import V2Protocol
+from workers.scoring.batches import Batch, span_of
+from workers.scoring.protocols import CallLimits
+from workers.scoring.protocols.aws_lambda import LambdaProtocol, wrap
+from workers.scoring.protocols.json_http import JsonProtocol
+from workers.scoring.protocols.v2 import V2Protocol
 
 URL = "http://127.0.0.1:1"
 IRIS = b"5.1,3.5,1.4,0.2\n4.9,,1.4,0.2\n"

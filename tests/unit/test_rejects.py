@@ -1,4 +1,4 @@
-"""Rejected rows (workers/rejects.py): the bisection finds exactly the refused rows,
+"""Rejected rows (workers/scoring/rejects.py): the bisection finds exactly the refused rows,
 within its bound of extra calls, never treats a transient failure as a refusal, and
 stops at the file's budget; the .rejected rows in the input's format."""
 
@@ -11,8 +11,8 @@ import pytest
 
 from scorefleet.errors import ModelUnavailable, RowsRefused
 from scorefleet.settings import RejectBudget
-from workers.batches import Batch, Scores
-from workers.rejects import (
+from workers.scoring.batches import Batch, Scores
+from workers.scoring.rejects import (
     Bisector,
     OverBudget,
     RejectedWriter,

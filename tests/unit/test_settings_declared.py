@@ -1,6 +1,6 @@
 """Each setting is declared once (scorefleet/settings/sections.py), and the Lambda's
 settings carry no Kubernetes checks: those are the kubernetes backend's
-(workers/backends/k8s_config.py), run by workers and `scorefleet config`."""
+(workers/backends/kubernetes/config.py), run by workers and `scorefleet config`."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ __all__ = ["Endpoint", "LaunchBackend", "make_backend"]
 
 def make_backend(settings: Settings) -> LaunchBackend:
     if settings.launch.backend == "local":
-        from workers.backends.local import LocalBackend
+        from workers.backends.local.backend import LocalBackend
 
         return LocalBackend(
             settings.local.state_dir,

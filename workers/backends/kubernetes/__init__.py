@@ -27,7 +27,7 @@ Failures are sorted from the pod status (:func:`.status.pod_state`):
 
 Clusters (``SCOREFLEET_K8S_CLUSTERS``): the worker's own through in-cluster
 config, another EKS cluster through its endpoint and CA with a token made like
-``aws eks get-token`` (:mod:`workers.eks_token`), or a kubeconfig (development
+``aws eks get-token`` (:mod:`workers.backends.kubernetes.eks_token`), or a kubeconfig (development
 and tests). Every API call goes through :class:`.api.CountingApiClient`, so
 :attr:`.backend.KubernetesBackend.calls` knows how many calls of each verb were made.
 
@@ -35,7 +35,7 @@ Its parts, along their seams: :mod:`.api` (the API client, its call counter and 
 mapping of API errors onto the pipeline's), :mod:`.manifest` (a run's pod: name,
 labels, manifest), :mod:`.status` (what a pod's status means), :mod:`.warm` (warm
 mode's parked pods), :mod:`.backend` (launch, endpoint, logs, teardown, reap). Its
-settings are checked by :mod:`workers.backends.k8s_config`, which imports no
+settings are checked by :mod:`workers.backends.kubernetes.config`, which imports no
 kubernetes client. The names imported here are the ones other code uses.
 """
 

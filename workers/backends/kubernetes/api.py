@@ -29,7 +29,7 @@ from scorefleet.errors import (
     PipelineError,
     TransientError,
 )
-from workers.eks_token import EksTokenSource
+from workers.backends.kubernetes.eks_token import EksTokenSource
 
 log = logging.getLogger("workers.backends.kubernetes")
 

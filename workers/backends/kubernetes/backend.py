@@ -56,7 +56,7 @@ from workers.backends.kubernetes.manifest import (
 )
 from workers.backends.kubernetes.status import PodState, created_at, pod_state
 from workers.backends.kubernetes.warm import WarmPool
-from workers.protocols import probe, protocol_for
+from workers.scoring.protocols import probe, protocol_for
 
 log = logging.getLogger("workers.backends.kubernetes")
 

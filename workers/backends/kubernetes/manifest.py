@@ -13,7 +13,7 @@ from typing import Any
 from scorefleet.job import Job
 from scorefleet.settings import DNS1123_LABEL, ModelSpec, Settings
 from workers.backends.kubernetes.api import CONTAINER
-from workers.protocols import protocol_for
+from workers.scoring.protocols import protocol_for
 
 log = logging.getLogger("workers.backends.kubernetes")
 

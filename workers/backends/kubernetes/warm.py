@@ -28,7 +28,7 @@ from workers.backends.kubernetes.manifest import (
     WARM_LABEL,
     label_value,
 )
-from workers.protocols import probe
+from workers.scoring.protocols import probe
 
 log = logging.getLogger("workers.backends.kubernetes")
 

@@ -1,0 +1,157 @@
+"""CSV in and out.
+
+The fast path, for a file scored whole (no ``keep_columns``, no
+``model_columns``/``drop_columns``) by a model that takes CSV: the batcher's
+line-aligned bytes go to the model as they are, and the model's CSV answer to the
+output as it is; nothing is parsed into Python or Arrow objects.
+
+With columns chosen, each mini-batch is parsed by pyarrow with every column as
+text, so that kept and model values reach the output and the model exactly as the
+file wrote them (``007`` stays ``007``); quotes are only added where a value needs
+them.
+"""
+
+from __future__ import annotations
+
+import csv as _csv
+import io
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from scorefleet.errors import BadInput
+from workers.scoring.batches import Batch, Scores
+from workers.scoring.formats.base import (
+    Piece,
+    Reader,
+    Sink,
+    Writer,
+    answer_table,
+    csv_bytes,
+    joined,
+)
+from workers.scoring.formats.csvsplit import CsvBatcher
+from workers.scoring.formats.options import Columns, Format
+from workers.scoring.formats.select import ColumnPlan, plan
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+
+
+def header_names(header: bytes | None, fields: int) -> tuple[str, ...]:
+    """The column names of a header line ("" names when there is no header)."""
+    if header is None:
+        return ("",) * fields
+    text = header.decode("utf-8").rstrip("\r\n")
+    return tuple(next(_csv.reader([text]), []))
+
+
+class CsvReader(Reader):
+    format = Format.CSV
+
+    def __init__(
+        self,
+        chunks: Iterable[bytes],
+        max_bytes: int,
+        *,
+        columns: Columns,
+        header_mode: str = "auto",
+        send_header: bool = True,
+    ) -> None:
+        super().__init__()
+        self.columns = columns
+        self.batcher = CsvBatcher(
+            chunks, max_bytes, header_mode=header_mode, send_header=send_header
+        )
+
+    def __iter__(self) -> Iterator[Piece]:
+        for b in self.batcher:
+            self.bytes_in = self.batcher.bytes_in
+            if self.plan is None:
+                names = header_names(self.batcher.header, self.batcher.fields or 1)
+                self.plan = plan(self.columns, names, named=self.batcher.header is not None)
+            self.rows += b.rows
+            if self.plan.passthrough:
+                yield Piece(
+                    Batch(
+                        first_row=b.first_row,
+                        rows=b.rows,
+                        span=b.span,
+                        columns=self.plan.input,
+                        csv=b.data,
+                        csv_header=self.batcher.header,
+                    )
+                )
+                continue
+            yield self._selected(b.data, b.first_row, b.rows, b.span)
+
+    def _selected(self, data: bytes, first_row: int, rows: int, span: str) -> Piece:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        assert self.plan is not None
+        p = self.plan
+        try:
+            table = pacsv.read_csv(
+                io.BytesIO(data),
+                read_options=pacsv.ReadOptions(
+                    column_names=list(p.input),
+                    use_threads=False,
+                    block_size=max(1 << 16, len(data) + 1),
+                ),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=list(p.needed),
+                    column_types=dict.fromkeys(p.needed, pa.string()),
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+        except pa.ArrowInvalid as exc:
+            raise BadInput(f"{span} cannot be read as CSV: {exc}") from exc
+        if table.num_rows != rows:
+            raise BadInput(f"{span}: {table.num_rows} rows parsed where {rows} were found")
+        model = table.select(list(p.model))
+        header = csv_bytes(model.slice(0, 0), header=True)
+        batch = Batch(
+            first_row=first_row,
+            rows=rows,
+            span=span,
+            columns=p.model,
+            csv=csv_bytes(model),
+            csv_header=header,
+        )
+        return Piece(batch, table.select(list(p.keep)) if p.keep else None)
+
+
+class CsvWriter(Writer):
+    format = Format.CSV
+
+    def __init__(self, sink: Sink, plan: ColumnPlan) -> None:
+        super().__init__(sink, plan)
+        self._started = False
+
+    def write(self, kept: pa.Table | None, scores: Scores) -> None:
+        if not self.plan.keep:  # the answer as the model sent it (today's output)
+            if not self._started:
+                self._started = True
+                self._emit(scores.header_line() or b"")
+            self._emit(scores.as_csv())
+            self.rows += scores.rows
+            return
+        answer = self.answer_names(scores)
+        if self.names is None:
+            self.names = self.plan.output_names(answer)
+            self._emit(_header_line(self.names))
+        table = answer_table(scores, answer, text=True)
+        self._emit(csv_bytes(joined(kept, table, self.names)))
+        self.rows += scores.rows
+
+    def close(self, empty_schema: pa.Schema | None = None) -> None:
+        if self.rows == 0 and self.plan.keep:
+            self._emit(_header_line(self.plan.keep))
+
+
+def _header_line(names: Iterable[str]) -> bytes:
+    out = io.StringIO()
+    _csv.writer(out, lineterminator="\n").writerow(list(names))
+    return out.getvalue().encode("utf-8")

@@ -1,0 +1,253 @@
+"""JSON Lines in and out: one JSON object per line.
+
+Reading: the (decompressed) stream is cut into line-aligned mini-batches of at
+most ``max_bytes`` and each is parsed by pyarrow's JSON reader. The first
+mini-batch fixes the file's columns (its keys, in the order they first appear) and
+their types; later lines are read against that schema, so a key that changes type
+between lines, or appears only after the first mini-batch, is an error naming the
+line. A key missing from a line is null. When pyarrow refuses a mini-batch, its
+lines are read again one by one to name the first bad line and say what is wrong
+with it (not JSON, not an object, a type that changed).
+
+Writing: one object per output row, keys in the output's column order, values
+typed (numbers as numbers, null for a missing value or NaN).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from scorefleet.errors import BadInput
+from workers.scoring.batches import Batch, Scores, span_of
+from workers.scoring.formats.base import Piece, Reader, Writer, answer_table, joined, refuse_nested
+from workers.scoring.formats.csvsplit import BOM, take
+from workers.scoring.formats.options import Columns, Format
+from workers.scoring.formats.select import plan
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def diagnose(data: bytes, first_line: int, seen: dict[str, tuple[str, int]]) -> str | None:
+    """What is wrong with the first bad line of ``data`` (lines numbered from
+    ``first_line``); ``seen``: each key's kind and the line it was first seen on."""
+    for n, raw in enumerate(data.split(b"\n"), start=first_line):
+        if not raw.strip():
+            continue
+        try:
+            value = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return f"line {n} is not valid JSON ({exc})"
+        if not isinstance(value, dict):
+            return (
+                f"line {n} is {_kind(value)}, not a JSON object: every line of a JSON Lines "
+                'file must be one object, such as {"id": 1, "x": 2.5}'
+            )
+        for key, v in value.items():
+            kind = _kind(v)
+            if kind == "null":
+                continue
+            if key in seen and seen[key][0] != kind:
+                was, line = seen[key]
+                return (
+                    f"line {n}: the key {key!r} is {kind} here but {was} on line {line}; "
+                    "a key must keep its type on every line"
+                )
+            seen.setdefault(key, (kind, n))
+    return None
+
+
+class JsonlReader(Reader):
+    format = Format.JSONL
+
+    def __init__(self, chunks: Iterable[bytes], max_bytes: int, *, columns: Columns) -> None:
+        super().__init__()
+        self._chunks = iter(chunks)
+        self.max_bytes = max_bytes
+        self.columns = columns
+        self._buf = bytearray()
+        self._eof = False
+        self.lines = 0
+        self.schema: pa.Schema | None = None
+        self._seen: dict[str, tuple[str, int]] = {}
+
+    def _fill(self, want: int) -> None:
+        while len(self._buf) < want and not self._eof:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self._eof = True
+                return
+            self._buf += chunk
+            self.bytes_in += len(chunk)
+
+    def _next_block(self) -> bytes | None:
+        self._fill(self.max_bytes + 1)
+        if not self._buf:
+            return None
+        cut = self._buf.rfind(b"\n", 0, self.max_bytes) + 1
+        if cut == 0:
+            if self._eof and len(self._buf) <= self.max_bytes:
+                cut = len(self._buf)
+            else:
+                mb = self.max_bytes / (1024 * 1024)
+                raise BadInput(
+                    f"line {self.lines + 1} is longer than the largest mini-batch "
+                    f"({mb:g} MB, SCOREFLEET_MAX_PAYLOAD_MB)"
+                )
+        return take(self._buf, cut)
+
+    def __iter__(self) -> Iterator[Piece]:
+        from workers.scoring.formats.firstbytes import binary_problem
+
+        self._fill(64 * 1024)
+        problem = binary_problem(bytes(self._buf[:4096]), "JSON Lines")
+        if problem:
+            raise BadInput(problem)
+        if self._buf.startswith(BOM):
+            del self._buf[: len(BOM)]
+        while (block := self._next_block()) is not None:
+            first_line = self.lines + 1
+            self.lines += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+            if not block.strip():
+                continue
+            table = self._parse(block, first_line)
+            if table.num_rows == 0:
+                continue
+            first_row = self.rows + 1
+            self.rows += table.num_rows
+            lines = self.lines - first_line + 1
+            span = span_of(
+                first_row, table.num_rows, first_line if lines == table.num_rows else None
+            )
+            assert self.plan is not None
+            yield Piece(
+                Batch(
+                    first_row=first_row,
+                    rows=table.num_rows,
+                    span=span,
+                    columns=self.plan.model,
+                    table=table.select(list(self.plan.model)),
+                ),
+                table.select(list(self.plan.keep)) if self.plan.keep else None,
+            )
+        if self.rows == 0:
+            raise BadInput("the file is empty" if self.lines == 0 else "the file has no data rows")
+
+    def _parse(self, block: bytes, first_line: int) -> pa.Table:
+        import pyarrow as pa
+        import pyarrow.json as pajson
+
+        known = None
+        if self.schema is not None:
+            # integers seen so far may be followed by 2.5: read numbers as numbers
+            known = pa.schema(
+                [
+                    pa.field(f.name, pa.float64()) if pa.types.is_integer(f.type) else f
+                    for f in self.schema
+                    if not pa.types.is_null(f.type)
+                ]
+            )
+        try:
+            table = pajson.read_json(
+                io.BytesIO(block),
+                read_options=pajson.ReadOptions(block_size=max(1 << 20, len(block) + 1)),
+                parse_options=pajson.ParseOptions(
+                    explicit_schema=known, unexpected_field_behavior="infer"
+                ),
+            )
+            if self.schema is not None:
+                table = _as_before(table, self.schema)
+        except pa.ArrowInvalid as exc:
+            why = diagnose(block, first_line, self._seen)
+            raise BadInput(why or f"lines {first_line}-{self.lines} cannot be read: {exc}") from exc
+        if self.schema is None:
+            self.schema = table.schema
+            self.plan = plan(self.columns, table.column_names)
+            refuse_nested(table.schema, self.plan.model)
+            diagnose(block[: 64 * 1024], first_line, self._seen)  # kinds, for messages
+            return table
+        new = [n for n in table.column_names if n not in self.schema.names]
+        if new:
+            line = _first_line_with(block, new[0], first_line)
+            raise BadInput(
+                f"line {line} has the key {new[0]!r}, which the lines before it do not have: "
+                "the first lines of a JSON Lines file fix its columns (a key missing from "
+                "a line is null, a new one cannot be added)"
+            )
+        # null-typed columns (all null so far) take this batch's type from now on
+        fields = [
+            table.schema.field(f.name) if pa.types.is_null(f.type) else f for f in self.schema
+        ]
+        self.schema = pa.schema(fields)
+        return table.select(self.schema.names)
+
+    def kept_schema(self) -> pa.Schema | None:
+        return None
+
+
+def _as_before(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with the integer columns of ``schema`` integers again where they hold
+    whole numbers only; where a number has a fraction (2.5 after 1, 2, 3), that
+    mini-batch keeps the column as floating point (a Parquet output, whose first
+    row group fixed an integer type, then says so)."""
+    import pyarrow as pa
+
+    columns = []
+    for name in table.column_names:
+        column = table.column(name)
+        if name in schema.names and pa.types.is_integer(schema.field(name).type):
+            with contextlib.suppress(pa.ArrowInvalid):  # 2.5 does not cast: kept as is
+                column = column.cast(schema.field(name).type)
+        columns.append(column)
+    return pa.Table.from_arrays(columns, names=table.column_names)
+
+
+def _first_line_with(block: bytes, key: str, first_line: int) -> int:
+    for n, raw in enumerate(block.split(b"\n"), start=first_line):
+        if raw.strip() and key in json.loads(raw):
+            return n
+    return first_line
+
+
+def _finite(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """NaN and infinities as null (JSON has no such numbers)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not pa.types.is_floating(column.type):
+        return column
+    return pc.if_else(pc.is_finite(column), column, pa.scalar(None, column.type))
+
+
+class JsonlWriter(Writer):
+    format = Format.JSONL
+
+    def write(self, kept: pa.Table | None, scores: Scores) -> None:
+        answer = self.answer_names(scores)
+        if self.names is None:
+            self.names = self.plan.output_names(answer)
+        table = joined(kept, answer_table(scores, answer, text=False), self.names)
+        names = self.names
+        columns = [_finite(c).to_pylist() for c in table.columns]
+        dumps = json.JSONEncoder(ensure_ascii=False, default=str, allow_nan=False).encode
+        lines = [dumps(dict(zip(names, row, strict=True))) for row in zip(*columns, strict=True)]
+        self._emit(("\n".join(lines) + "\n").encode("utf-8") if lines else b"")
+        self.rows += scores.rows

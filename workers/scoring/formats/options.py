@@ -1,0 +1,287 @@
+"""Which format a file is read in and written as, and which of its columns go where.
+
+Pure functions of what the file says about itself (its key, its Content-Type), its
+tags and the image's catalog entry; nothing here reads S3 or imports pyarrow.
+
+Input format, first that applies:
+
+1. the file's ``content_type`` tag,
+2. the image's catalog ``content_type``,
+3. the key's suffix (``.csv``, ``.jsonl``, ``.ndjson``, ``.parquet``; a compression
+   suffix such as ``.gz`` after it is looked through),
+4. the object's Content-Type (ignored when it is a generic one S3 clients set by
+   default, such as ``binary/octet-stream``),
+5. CSV (what scorefleet read before it read anything else).
+
+A key suffix and a Content-Type that name two different formats contradict each
+other: that is an error unless a tag or the catalog says which one is meant. The
+output format is the input's unless the ``output_format`` tag or catalog key says
+otherwise. A name that is no format is an error; so is Parquet behind an outer
+compression (a Parquet file compresses inside, and is read with ranged GETs).
+
+Column lists (``keep_columns``, ``model_columns``, ``drop_columns``): in tags,
+names separated by spaces (S3 tag values cannot hold commas); in the catalog, a JSON
+list of names (or one string, split like a tag). A tag overrides the catalog, and
+``model_columns``/``drop_columns`` count as one setting (what the model sees): a tag
+setting either replaces both of the catalog's.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from scorefleet.errors import BadInput
+
+
+class Format(enum.Enum):
+    CSV = "csv"
+    JSONL = "jsonl"
+    PARQUET = "parquet"
+
+    @property
+    def media_type(self) -> str:
+        """What the ``.scoreout`` is stored with (its Content-Type)."""
+        return _MEDIA_TYPE[self]
+
+    @property
+    def label(self) -> str:
+        return {"csv": "CSV", "jsonl": "JSON Lines", "parquet": "Parquet"}[self.value]
+
+
+_MEDIA_TYPE = {
+    Format.CSV: "text/csv",
+    Format.JSONL: "application/x-ndjson",
+    Format.PARQUET: "application/vnd.apache.parquet",
+}
+
+#: Key suffixes of each format (lower case).
+SUFFIXES: Mapping[str, Format] = {
+    ".csv": Format.CSV,
+    ".jsonl": Format.JSONL,
+    ".ndjson": Format.JSONL,
+    ".parquet": Format.PARQUET,
+}
+#: Compression suffixes looked through (the bytes decide the compression:
+#: workers.scoring.formats.compression).
+COMPRESSION_SUFFIXES = (".gz", ".gzip", ".bz2", ".xz", ".zst", ".zstd")
+
+#: Names a tag or the catalog may use: short names and media types.
+NAMES: Mapping[str, Format] = {
+    "csv": Format.CSV,
+    "text/csv": Format.CSV,
+    "application/csv": Format.CSV,
+    "text/comma-separated-values": Format.CSV,
+    "jsonl": Format.JSONL,
+    "ndjson": Format.JSONL,
+    "jsonlines": Format.JSONL,
+    "json-lines": Format.JSONL,
+    "application/jsonl": Format.JSONL,
+    "application/x-jsonl": Format.JSONL,
+    "application/jsonlines": Format.JSONL,
+    "application/x-jsonlines": Format.JSONL,
+    "application/json-lines": Format.JSONL,
+    "application/ndjson": Format.JSONL,
+    "application/x-ndjson": Format.JSONL,
+    "parquet": Format.PARQUET,
+    "application/parquet": Format.PARQUET,
+    "application/x-parquet": Format.PARQUET,
+    "application/vnd.apache.parquet": Format.PARQUET,
+}
+#: Content-Types that say nothing about the format (clients' defaults).
+GENERIC_TYPES = frozenset(
+    {
+        "",
+        "binary/octet-stream",
+        "application/octet-stream",
+        "text/plain",
+        "application/x-gzip",
+        "application/gzip",
+        "application/x-bzip2",
+        "application/x-xz",
+        "application/zstd",
+    }
+)
+
+#: The tags this module reads (beside the model image and cluster tags).
+TAGS = ("content_type", "output_format", "keep_columns", "model_columns", "drop_columns")
+#: The catalog keys it reads (per image).
+CATALOG_KEYS = TAGS
+
+ALL_COLUMNS = "*"
+
+
+def format_named(value: str, what: str) -> Format:
+    """The format a tag or catalog value names; ``ValueError`` listing the names."""
+    name = value.split(";", maxsplit=1)[0].strip().lower()
+    if name in NAMES:
+        return NAMES[name]
+    raise ValueError(
+        f"{what} {value!r} is not a format scorefleet reads: use csv, jsonl (or ndjson) "
+        "or parquet, or a media type such as text/csv, application/x-ndjson, "
+        "application/vnd.apache.parquet"
+    )
+
+
+def split_key(key: str) -> tuple[Format | None, str]:
+    """(the format the key's suffix names, the compression suffix after it, or "")."""
+    name = key.rsplit("/", 1)[-1].lower()
+    compression = ""
+    for suffix in COMPRESSION_SUFFIXES:
+        if name.endswith(suffix):
+            compression, name = suffix, name[: -len(suffix)]
+            break
+    for suffix, fmt in SUFFIXES.items():
+        if name.endswith(suffix):
+            return fmt, compression
+    return None, compression
+
+
+def split_names(value: Any, what: str) -> tuple[str, ...]:
+    """Column names from a tag (space-separated) or a catalog value (a JSON list of
+    names, or one space-separated string)."""
+    if isinstance(value, str):
+        names = tuple(value.split())
+    elif isinstance(value, list | tuple) and all(isinstance(v, str) and v for v in value):
+        names = tuple(value)
+    else:
+        raise ValueError(f"{what} must be a list of column names (got {value!r})")
+    if not names:
+        raise ValueError(f"{what} names no column")
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise ValueError(f"{what} names the column {dup!r} twice")
+    return names
+
+
+def check_catalog_entry(entry: Mapping[str, Any]) -> None:
+    """``ValueError`` for a catalog entry whose format or column keys are wrong (run
+    at start-up, so a typo fails the worker, not a file)."""
+    for key in ("content_type", "output_format"):
+        if key in entry:
+            if not isinstance(entry[key], str):
+                raise ValueError(f"{key} must be a string")
+            format_named(entry[key], key)
+    for key in ("keep_columns", "model_columns", "drop_columns"):
+        if key in entry:
+            split_names(entry[key], key)
+    if "model_columns" in entry and "drop_columns" in entry:
+        raise ValueError("set model_columns or drop_columns, not both")
+
+
+def check_catalog(catalog: Mapping[str, Mapping[str, Any]]) -> None:
+    """:class:`~scorefleet.settings.ConfigError` naming the image whose format or column
+    keys are wrong (the worker checks this at start-up)."""
+    from scorefleet.settings import ConfigError
+
+    for image, entry in catalog.items():
+        try:
+            check_catalog_entry(entry)
+        except ValueError as exc:
+            raise ConfigError([f"SCOREFLEET_MODEL_CATALOG: {image}: {exc}"]) from None
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which input columns are kept beside the answer, and which the model sees."""
+
+    keep: tuple[str, ...] = ()  # () keep nothing; ("*",) the whole input row
+    model: tuple[str, ...] | None = None  # None: every column not dropped
+    drop: tuple[str, ...] = ()
+
+    @property
+    def plain(self) -> bool:
+        """No join and no selection: the model sees the file's rows as they are."""
+        return not self.keep and self.model is None and not self.drop
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    input: Format
+    output: Format
+    compression: str  # the key's compression suffix ("" if none)
+    columns: Columns
+    #: how the input format was decided, for messages ("the key's suffix .csv")
+    decided_by: str = ""
+
+
+def _pick(tags: Mapping[str, str], catalog: Mapping[str, Any], key: str) -> tuple[Any, str]:
+    if tags.get(key):
+        return tags[key], f"the {key} tag"
+    if key in catalog:
+        return catalog[key], f"the catalog's {key} for this image"
+    return None, ""
+
+
+def resolve(
+    key: str,
+    object_content_type: str,
+    tags: Mapping[str, str],
+    catalog: Mapping[str, Any],
+) -> DataOptions:
+    """The formats and columns for one file; :class:`BadInput` when they are unknown
+    or contradict each other."""
+    try:
+        return _resolve(key, object_content_type, tags, catalog)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _resolve(
+    key: str, object_content_type: str, tags: Mapping[str, str], catalog: Mapping[str, Any]
+) -> DataOptions:
+    by_suffix, compression = split_key(key)
+    ctype = object_content_type.split(";", maxsplit=1)[0].strip().lower()
+    named, where = _pick(tags, catalog, "content_type")
+    if named is not None:
+        fmt = format_named(str(named), where)
+        decided = where
+    elif by_suffix is not None:
+        fmt, decided = by_suffix, "the key's suffix"
+        other = NAMES.get(ctype)
+        if ctype not in GENERIC_TYPES and other is not None and other is not by_suffix:
+            raise ValueError(
+                f"the key's suffix says {by_suffix.label} but the object's Content-Type "
+                f"{ctype!r} says {other.label}; tag the file content_type=csv|jsonl|parquet "
+                "to say which it is"
+            )
+    elif ctype not in GENERIC_TYPES:
+        fmt = format_named(ctype, "the object's Content-Type")
+        decided = "the object's Content-Type"
+    else:
+        fmt, decided = Format.CSV, "the default (no known suffix or Content-Type)"
+    if fmt is Format.PARQUET and compression:
+        raise ValueError(
+            f"the file is Parquet behind an outer {compression} compression, which cannot "
+            "be read in ranges: Parquet compresses its columns itself, upload the "
+            ".parquet file as it is"
+        )
+    out_named, out_where = _pick(tags, catalog, "output_format")
+    output = format_named(str(out_named), out_where) if out_named is not None else fmt
+    return DataOptions(
+        input=fmt,
+        output=output,
+        compression=compression,
+        columns=_columns(tags, catalog),
+        decided_by=decided,
+    )
+
+
+def _columns(tags: Mapping[str, str], catalog: Mapping[str, Any]) -> Columns:
+    keep_value, keep_where = _pick(tags, catalog, "keep_columns")
+    keep = split_names(keep_value, keep_where) if keep_value is not None else ()
+    if ALL_COLUMNS in keep and keep != (ALL_COLUMNS,):
+        raise ValueError(f"{keep_where}: '*' keeps every column and stands alone")
+    source: Mapping[str, Any] = (
+        tags if (tags.get("model_columns") or tags.get("drop_columns")) else catalog
+    )
+    where = "tag" if source is tags else "catalog entry"
+    model_value = source.get("model_columns") or None
+    drop_value = source.get("drop_columns") or None
+    if model_value is not None and drop_value is not None:
+        raise ValueError(f"the {where} sets both model_columns and drop_columns: set one")
+    model = split_names(model_value, f"model_columns ({where})") if model_value else None
+    drop = split_names(drop_value, f"drop_columns ({where})") if drop_value else ()
+    return Columns(keep=keep, model=model, drop=drop)

@@ -1,0 +1,393 @@
+"""Parquet in and out (pyarrow).
+
+Reading never downloads the file whole: :class:`RangeFile` is a seekable file over
+S3 ranged GETs of one exact upload (its version id, else its ETag), with a bounded
+read-ahead, and pyarrow reads the footer, then the needed columns one row group at
+a time (``ParquetFile.iter_batches``). Before anything is read beyond the footer,
+the metadata decide whether each row group fits: a row group whose needed columns
+are larger, uncompressed, than ``max_group_bytes`` gets an error that says so (a
+worker holds one decoded row group at a time). Nested columns (structs, lists,
+maps) cannot be sent to a model; they can be kept. A file with no rows is not an
+error: its output is an empty file with the kept columns' schema.
+
+Mini-batches are sized so their CSV form is about ``max_bytes``: a sample of each
+record batch read (16 Ki rows) is written as CSV to measure a row's size.
+
+Writing: :class:`ParquetWriter` buffers answers into row groups of
+``ROW_GROUP_ROWS`` rows and streams the file into the sink (the multipart staging
+upload) as pyarrow writes it; the first row group fixes the schema, later ones are
+cast to it.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from scorefleet.errors import BadInput
+from workers.scoring.batches import Batch, Scores, span_of
+from workers.scoring.formats.base import (
+    Piece,
+    Reader,
+    Sink,
+    Writer,
+    answer_table,
+    csv_bytes,
+    joined,
+    refuse_nested,
+)
+from workers.scoring.formats.options import Columns, Format
+from workers.scoring.formats.select import ColumnPlan, plan
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+MAGIC = b"PAR1"
+#: Rows per row group written (also what is buffered before a write).
+ROW_GROUP_ROWS = 64 * 1024
+#: pyarrow reads each column chunk in pieces of this size (not whole: a row group's
+#: chunks of a wide column can be tens of MB)
+READ_BUFFER = 1024 * 1024
+#: Rows per record batch read (re-measured and re-cut into mini-batches)
+_READ_ROWS = 16 * 1024
+#: Rows measured to size the mini-batches.
+_SAMPLE_ROWS = 500
+
+
+class RangeFile(io.RawIOBase):
+    """A read-only, seekable file over ranged GETs of one S3 object upload.
+
+    Reads up to ``block`` bytes are served from one cached block (read ahead from
+    the position asked); larger reads are one GET of exactly that range. Memory:
+    one block, whatever the object's size."""
+
+    def __init__(
+        self,
+        s3: Any,
+        bucket: str,
+        key: str,
+        *,
+        size: int,
+        pin: dict[str, Any],
+        block: int = 1024 * 1024,
+    ) -> None:
+        super().__init__()
+        self.s3, self.bucket, self.key, self.size = s3, bucket, key, size
+        self.pin = pin
+        self.block = block
+        self.pos = 0
+        self.gets = 0
+        self.bytes_fetched = 0
+        self._cache_at = 0
+        self._cache = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def _get(self, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` (exclusive) of the object."""
+        try:
+            resp = self.s3.get_object(
+                Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end - 1}", **self.pin
+            )
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in {"PreconditionFailed", "412"}:
+                raise BadInput(
+                    f"s3://{self.bucket}/{self.key} was overwritten while it was read; "
+                    "the newer version is scored on its own"
+                ) from exc
+            if code in {"NoSuchKey", "NoSuchVersion", "404"}:
+                raise BadInput(
+                    f"s3://{self.bucket}/{self.key} was deleted while it was read"
+                ) from exc
+            raise
+        data: bytes = resp["Body"].read()
+        self.gets += 1
+        self.bytes_fetched += len(data)
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self.size - self.pos
+        size = min(size, self.size - self.pos)
+        if size <= 0:
+            return b""
+        start, end = self.pos, self.pos + size
+        if size > self.block:
+            data = self._get(start, end)
+        else:
+            if not (self._cache_at <= start and end <= self._cache_at + len(self._cache)):
+                self._cache_at = start
+                self._cache = self._get(start, min(self.size, start + self.block))
+            offset = start - self._cache_at
+            data = self._cache[offset : offset + size]
+        self.pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _not_parquet(head: bytes, tail: bytes, size: int, exc: Exception) -> str:
+    """Why a file that should be Parquet cannot be opened as Parquet."""
+    if size == 0:
+        return "the file is empty (0 bytes), not a Parquet file"
+    if not head.startswith(MAGIC):
+        sample = head.lstrip()
+        looks = (
+            "JSON text"
+            if sample.startswith((b"{", b"["))
+            else "text (CSV?)"
+            if all(b >= 0x20 or b in b"\t\r\n" for b in head[:256])
+            else "some other binary format"
+        )
+        return (
+            f"the file is taken for Parquet but is not Parquet (it does not start with "
+            f"'PAR1'; it looks like {looks}): rename it with the suffix of its format "
+            "(.csv, .jsonl) or tag it content_type=csv|jsonl"
+        )
+    if not tail.endswith(MAGIC):
+        return (
+            "the Parquet file is truncated: it does not end with Parquet's footer "
+            "(was the upload cut short?)"
+        )
+    return f"the Parquet file's footer (its metadata) is corrupt: {exc}"
+
+
+class ParquetReader(Reader):
+    format = Format.PARQUET
+
+    def __init__(
+        self,
+        file: Any,
+        max_bytes: int,
+        *,
+        columns: Columns,
+        max_group_bytes: int,
+        size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.file = file
+        self.max_bytes = max_bytes
+        self.columns = columns
+        self.max_group_bytes = max_group_bytes
+        self.size = size
+        self.pf: pq.ParquetFile | None = None
+
+    # --------------------------------------------------------------------- open
+    def open(self) -> pq.ParquetFile:
+        """Read the footer and check the file before any row is read."""
+        if self.pf is not None:
+            return self.pf
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(self.file, buffer_size=READ_BUFFER)
+        except (pa.ArrowException, OSError) as exc:
+            size = self.size if self.size is not None else self.file.seek(0, io.SEEK_END)
+            self.file.seek(0)
+            head = self.file.read(4096)
+            self.file.seek(max(0, size - 4))
+            tail = self.file.read(4)
+            raise BadInput(_not_parquet(head, tail, size, exc)) from exc
+        schema = pf.schema_arrow
+        self.plan = plan(self.columns, schema.names)
+        refuse_nested(schema, self.plan.model)
+        self._check_row_groups(pf, self.plan)
+        self.pf = pf
+        return pf
+
+    def _check_row_groups(self, pf: pq.ParquetFile, p: ColumnPlan) -> None:
+        meta = pf.metadata
+        needed = set(p.needed)
+        for i in range(meta.num_row_groups):
+            rg = meta.row_group(i)
+            size = sum(
+                rg.column(j).total_uncompressed_size
+                for j in range(rg.num_columns)
+                if rg.column(j).path_in_schema.split(".")[0] in needed
+            )
+            if size > self.max_group_bytes:
+                raise BadInput(
+                    f"row group {i + 1} of {meta.num_row_groups} holds {size / 2**20:,.0f} MiB "
+                    f"(uncompressed, in the columns read) in {rg.num_rows:,d} rows, more than "
+                    f"a worker reads at once ({self.max_group_bytes / 2**20:,.0f} MiB, "
+                    "SCOREFLEET_MAX_ROW_GROUP_MB): rewrite "
+                    "the file with smaller row groups, e.g. "
+                    "pyarrow.parquet.write_table(table, path, row_group_size=100_000), or "
+                    "read fewer columns (model_columns, keep_columns)"
+                )
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.open().metadata.num_rows)
+
+    def kept_schema(self) -> pa.Schema | None:
+        pf = self.open()
+        assert self.plan is not None
+        if not self.plan.keep:
+            return None
+        schema = pf.schema_arrow
+        import pyarrow as pa
+
+        return pa.schema([schema.field(n) for n in self.plan.keep])
+
+    # --------------------------------------------------------------------- read
+    def _rows_per_batch(self, sample: pa.Table) -> int:
+        """Rows whose CSV form is about ``max_bytes`` (measured on ``sample``)."""
+        if sample.num_rows == 0:
+            return _SAMPLE_ROWS
+        per_row = max(1.0, len(csv_bytes(sample)) / sample.num_rows)
+        return max(1, int(self.max_bytes * 0.85 / per_row))
+
+    def __iter__(self) -> Iterator[Piece]:
+        import pyarrow as pa
+
+        pf = self.open()
+        p = self.plan
+        assert p is not None
+        if pf.metadata.num_rows == 0:
+            return
+        pending: pa.Table | None = None
+        try:
+            for rb in self._record_batches(pf, list(p.needed)):
+                table = pa.Table.from_batches([rb])
+                # measured again on each record batch: row sizes drift along a file
+                step = max(1, table.num_rows // _SAMPLE_ROWS)
+                sample = table.select(list(p.model)).take(pa.array(range(0, table.num_rows, step)))
+                rows_per_batch = self._rows_per_batch(sample)
+                pending = table if pending is None else pa.concat_tables([pending, table])
+                while pending.num_rows >= rows_per_batch:
+                    yield self._piece(pending.slice(0, rows_per_batch))
+                    pending = pending.slice(rows_per_batch)
+        except (pa.ArrowException, OSError) as exc:
+            raise BadInput(
+                f"the Parquet file cannot be read after data row {self.rows:,d} "
+                f"(corrupt or truncated?): {exc}"
+            ) from exc
+        if pending is not None and pending.num_rows:
+            yield self._piece(pending)
+
+    @staticmethod
+    def _record_batches(pf: pq.ParquetFile, columns: list[str]) -> Iterator[pa.RecordBatch]:
+        """The file's rows, one row group at a time: a single ``iter_batches`` over
+        all row groups keeps what it has read (a 1 GB file grew the worker past 1 GB;
+        one call per row group stays at one row group)."""
+        for group in range(pf.metadata.num_row_groups):
+            yield from pf.iter_batches(
+                batch_size=_READ_ROWS, row_groups=[group], columns=columns, use_threads=False
+            )
+
+    def _piece(self, table: pa.Table) -> Piece:
+        p = self.plan
+        assert p is not None
+        table = table.combine_chunks()
+        first = self.rows + 1
+        self.rows += table.num_rows
+        # what was fetched so far (only the columns read: less than the file)
+        self.bytes_in = int(getattr(self.file, "bytes_fetched", 0))
+        batch = Batch(
+            first_row=first,
+            rows=table.num_rows,
+            span=span_of(first, table.num_rows),
+            columns=p.model,
+            table=table.select(list(p.model)),
+        )
+        return Piece(batch, table.select(list(p.keep)) if p.keep else None)
+
+
+class _SinkFile(io.RawIOBase):
+    """What pyarrow writes the Parquet file to: every write forwarded to the sink."""
+
+    def __init__(self, sink: Sink) -> None:
+        super().__init__()
+        self.sink = sink
+        self.written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self.sink.write(chunk)
+        self.written += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self.written
+
+
+class ParquetWriter(Writer):
+    format = Format.PARQUET
+
+    def __init__(self, sink: Sink, plan: ColumnPlan) -> None:
+        super().__init__(sink, plan)
+        self._file = _SinkFile(sink)
+        self._writer: pq.ParquetWriter | None = None
+        self._buffer: list[pa.Table] = []
+        self._buffered = 0
+
+    def write(self, kept: pa.Table | None, scores: Scores) -> None:
+        answer = self.answer_names(scores)
+        if self.names is None:
+            self.names = self.plan.output_names(answer)
+        self._buffer.append(joined(kept, answer_table(scores, answer, text=False), self.names))
+        self._buffered += scores.rows
+        self.rows += scores.rows
+        if self._buffered >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self._buffer:
+            return
+        table = pa.concat_tables(self._buffer, promote_options="permissive")
+        self._buffer, self._buffered = [], 0
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._file, table.schema)
+        else:
+            schema = self._writer.schema
+            if table.schema != schema:
+                try:
+                    table = table.cast(schema)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise BadInput(
+                        f"the output's columns changed type after data row "
+                        f"{self.rows - table.num_rows:,d} ({exc}); Parquet output needs one "
+                        "type per column (the first rows decide it)"
+                    ) from exc
+        self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        self.bytes_out = self._file.written
+
+    def close(self, empty_schema: pa.Schema | None = None) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._flush()
+        if self._writer is None:  # no rows: the kept columns' schema, no row
+            schema = empty_schema if empty_schema is not None else pa.schema([])
+            self._writer = pq.ParquetWriter(self._file, schema)
+            self._writer.write_table(schema.empty_table())
+        self._writer.close()
+        self.bytes_out = self._file.written

@@ -1,0 +1,172 @@
+"""The ``lambda`` protocol: AWS Lambda container images, run unchanged.
+
+An image built ``FROM`` the Lambda Python base image (``CMD ["app.handler"]``) runs
+outside Lambda with the Runtime Interface Emulator on port 8080:
+``POST /2015-03-31/functions/function/invocations`` with the event as the body
+answers the handler's return value. There is no health endpoint: ready means the
+port accepts a connection (plus, if the catalog gives ``lambda.probe_event``, that
+event is invoked and must not fail).
+
+One record per invocation, sent concurrently (at most ``limits.pool_size`` at once),
+the record wrapped as the image expects (``lambda.event``):
+
+* ``body-string`` (default, what API Gateway sends): ``{"body": "<record as JSON>"}``
+* ``body-object``: ``{"body": {<record>}}``
+* ``bare``: the record itself.
+
+An empty CSV cell is JSON ``null``. An answer with ``statusCode``/``body`` is
+unwrapped (a non-2xx status is an error with its body in the ``.error``; the body is
+parsed as JSON when it is a string); then ``lambda.response`` points into it and
+``shape`` / ``columns`` / ``names`` say how the prediction becomes columns
+(``response: "prediction"`` + ``columns: ["label", "probability"]``). A handler
+that raised (the emulator answers ``{"errorMessage", "errorType", ...}``) refused
+its record: its message goes into the ``.error``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from scorefleet.errors import ModelError, ModelUnavailable, RowsRefused
+from scorefleet.settings import ModelSpec
+from workers.scoring.batches import Batch, Scores, scores_from_rows
+from workers.scoring.protocols.answers import (
+    Columns,
+    check_keys,
+    is_missing,
+    option,
+    parse_json,
+    resolve,
+    split_pointer,
+)
+from workers.scoring.protocols.base import ModelProtocol
+from workers.scoring.protocols.calls import CallLimits, check_status, fan_out, snippet
+
+INVOKE_PATH = "/2015-03-31/functions/function/invocations"
+EVENTS = ("body-string", "body-object", "bare")
+_JSON = {"Content-Type": "application/json"}
+
+
+@dataclass(frozen=True)
+class LambdaOptions:
+    event: str = "body-string"
+    response: tuple[str, ...] = ()
+    columns: Columns = field(default_factory=Columns)
+    probe_event: Any = None
+
+
+def wrap(record: Mapping[str, Any], event: str) -> Any:
+    if event == "bare":
+        return dict(record)
+    if event == "body-object":
+        return {"body": dict(record)}
+    return {"body": json.dumps(record, separators=(",", ":"))}
+
+
+class LambdaProtocol(ModelProtocol):
+    name: ClassVar[str] = "lambda"
+    options: LambdaOptions
+
+    @classmethod
+    def parse_options(cls, raw: Mapping[str, Any]) -> LambdaOptions:
+        check_keys(raw, {"event", "response", "shape", "columns", "names", "probe_event"})
+        event = option(raw, "event", str, "body-string")
+        if event not in EVENTS:
+            raise ValueError(f"event must be one of {', '.join(EVENTS)}, not {event!r}")
+        return LambdaOptions(
+            event=event,
+            response=split_pointer(option(raw, "response", str, "")),
+            columns=Columns.parse(raw),
+            probe_event=raw.get("probe_event"),
+        )
+
+    @classmethod
+    def describe_readiness(cls, spec: ModelSpec) -> str:
+        probe = cls.parse_options(spec.protocol_options).probe_event is not None
+        return "a connection to its port" + (" and an answer to the probe event" if probe else "")
+
+    @classmethod
+    def pod_probe(cls, spec: ModelSpec) -> dict[str, Any]:
+        return {"tcpSocket": {}}
+
+    def __init__(self, endpoint: str, spec: ModelSpec, limits: CallLimits) -> None:
+        super().__init__(endpoint, spec, limits)
+        self._fanout = ThreadPoolExecutor(limits.pool_size, thread_name_prefix="lambda-invoke")
+
+    def close(self) -> None:
+        self._fanout.shutdown(wait=False, cancel_futures=True)
+        super().close()
+
+    def ready(self, timeout: float) -> bool:
+        if not self.http.accepts(timeout):
+            return False
+        if self.options.probe_event is None:
+            return True
+        body = json.dumps(self.options.probe_event).encode("utf-8")
+        reply = self.http.probe("POST", INVOKE_PATH, timeout, body=body)
+        if reply is None or reply.status != 200:
+            return False
+        try:
+            self._unwrap(json.loads(reply.body), "the probe event")
+        except (ValueError, ModelError, ModelUnavailable):
+            return False
+        return True
+
+    # --------------------------------------------------------------- scoring
+    def score(self, batch: Batch) -> Scores:
+        calls = [
+            functools.partial(self._invoke, rec, batch.first_row + i)
+            for i, rec in enumerate(batch.as_records())
+        ]
+        preds = fan_out(self._fanout, self.limits, self.http, batch.span, calls)
+        cols = self.options.columns
+        header = cols.header(preds[0]) if preds else None
+        width = len(header or ())
+        rows = [cols.row(p, width, batch.first_row + i) for i, p in enumerate(preds)]
+        return scores_from_rows(rows, header)
+
+    def _invoke(self, record: Mapping[str, Any], row: int) -> Any:
+        span = f"data row {row}"
+        body = json.dumps(wrap(record, self.options.event), separators=(",", ":")).encode()
+        reply = self.http.request("POST", INVOKE_PATH, body=body, headers=_JSON, span=span)
+        check_status(reply, span, 1)  # the emulator itself (a 5xx: it is unwell)
+        value = self._unwrap(parse_json(reply.body, span), span)
+        pred = resolve(value, self.options.response)
+        if is_missing(pred):
+            raise ModelError(
+                f"the handler's answer for {span} has no "
+                f"{'.'.join(self.options.response)!r}: {snippet(json.dumps(value))}"
+            )
+        return pred
+
+    @staticmethod
+    def _unwrap(answer: Any, span: str) -> Any:
+        """The handler's return value: an error, an API Gateway style answer
+        (``statusCode``/``body``), or the value itself."""
+        if isinstance(answer, dict) and "errorMessage" in answer and "statusCode" not in answer:
+            kind = answer.get("errorType") or "an error"
+            raise RowsRefused(
+                f"the handler raised {kind} for {span}: {snippet(str(answer['errorMessage']))}"
+            )
+        if not isinstance(answer, dict) or "statusCode" not in answer:
+            return answer
+        status = answer.get("statusCode")
+        body = answer.get("body")
+        text = body if isinstance(body, str) else json.dumps(body)
+        if not isinstance(status, int) or isinstance(status, bool):
+            raise ModelError(f"the handler answered {span} with statusCode {status!r}")
+        if status == 429 or status >= 500:
+            raise ModelUnavailable(f"the handler answered {status} for {span}: {snippet(text)}")
+        if not 200 <= status < 300:
+            raise RowsRefused(f"the handler rejected {span} with {status}: {snippet(text)}")
+        if isinstance(body, str):
+            try:
+                return json.loads(body)
+            except ValueError:
+                return body  # a plain text answer: one value
+        return body

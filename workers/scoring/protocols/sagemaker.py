@@ -1,0 +1,139 @@
+"""The ``sagemaker`` protocol (the default): the SageMaker / MLflow container contract.
+
+``GET /ping`` answers 200 when the model is ready; ``POST /invocations`` with
+``Content-Type: text/csv`` scores a mini-batch (the input's header line first unless
+the catalog says ``send_header: false``). The answer may be CSV (``response_header:
+true`` when its first line names the columns), or JSON (``{"predictions": [...]}`` or
+a bare list). Its Content-Type must say CSV or JSON, or the catalog names the format
+with ``response_format``: nothing is silently read as CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any, ClassVar
+
+from scorefleet.errors import ModelError
+from workers.scoring.batches import Batch, Scores
+from workers.scoring.protocols.base import ModelProtocol
+from workers.scoring.protocols.calls import check_count, check_status, retrying, with_deadline
+
+CSV_TYPES = frozenset({"text/csv", "application/csv", "text/comma-separated-values"})
+#: What the catalog's ``response_format`` may say for a model that mislabels its answers.
+RESPONSE_FORMATS = ("csv", "json")
+
+
+def count_records(data: bytes) -> int:
+    """Newline-terminated CSV records (a newline inside quotes does not count)."""
+    if b'"' not in data:
+        return data.count(b"\n")
+    records, in_quotes, pos = 0, False, 0
+    while (nl := data.find(b"\n", pos)) >= 0:
+        if data.count(b'"', pos, nl) % 2:
+            in_quotes = not in_quotes
+        if not in_quotes:
+            records += 1
+        pos = nl + 1
+    return records
+
+
+def normalise(data: bytes) -> bytes:
+    """Drop trailing blank lines and make sure the last row ends with a newline."""
+    if data.endswith(b"\n") and not data.endswith((b"\n\n", b"\n\r\n")):
+        return data  # the usual case: no copy
+    data = data.rstrip(b"\r\n")
+    return data + b"\n" if data else b""
+
+
+def json_rows(payload: Any) -> tuple[bytes, int, bytes | None]:
+    """A JSON answer (``{"predictions": [...]}`` or a list) as CSV rows (+ header when
+    the predictions are objects)."""
+    preds = payload.get("predictions") if isinstance(payload, dict) else payload
+    if not isinstance(preds, list):
+        raise ModelError(
+            "the model answered JSON without a list of predictions "
+            '(expected {"predictions": [...]} or a list)'
+        )
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    header: list[str] | None = None
+    for p in preds:
+        if isinstance(p, dict):
+            if header is None:
+                header = [str(k) for k in p]
+            w.writerow([p.get(k, "") for k in header])
+        elif isinstance(p, list | tuple):
+            w.writerow(p)
+        else:
+            w.writerow([p])
+    head = (",".join(header) + "\n").encode() if header else None
+    return out.getvalue().encode("utf-8"), len(preds), head
+
+
+def _names(line: bytes | None) -> tuple[str, ...] | None:
+    if not line:
+        return None
+    row = next(csv.reader(io.StringIO(line.decode("utf-8", errors="replace"))), [])
+    return tuple(row)
+
+
+class SageMakerProtocol(ModelProtocol):
+    name: ClassVar[str] = "sagemaker"
+    readiness: ClassVar[str] = "GET /ping"
+
+    def ready(self, timeout: float) -> bool:
+        reply = self.http.probe("GET", "/ping", timeout)
+        return reply is not None and reply.status == 200
+
+    def score(self, batch: Batch) -> Scores:
+        payload = batch.as_csv(header=self.spec.send_header)
+        return retrying(
+            self.limits,
+            batch.span,
+            lambda: with_deadline(
+                self.limits, batch.span, self.http, lambda: self._once(payload, batch)
+            ),
+        )
+
+    def _once(self, payload: bytes, batch: Batch) -> Scores:
+        span = batch.span
+        reply = self.http.request(
+            "POST",
+            "/invocations",
+            body=payload,
+            headers={"Content-Type": "text/csv", "Accept": "text/csv, application/json"},
+            span=span,
+        )
+        check_status(reply, span, batch.first_row)
+        fmt = self._format(reply.ctype, span)
+        header: bytes | None
+        if fmt == "json":
+            try:
+                data, n, header = json_rows(json.loads(reply.body))
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+                raise ModelError(f"the model answered invalid JSON for {span}: {exc}") from exc
+        else:
+            data = normalise(reply.body)
+            header = None
+            if self.spec.response_header and data:
+                nl = data.index(b"\n") + 1
+                header, data = data[:nl], data[nl:]
+            n = count_records(data)
+        check_count(n, batch.rows, span)
+        return Scores(rows=n, csv=data, header=_names(header), csv_header=header)
+
+    def _format(self, ctype: str, span: str) -> str:
+        if self.spec.response_format:
+            return self.spec.response_format
+        if ctype in CSV_TYPES:
+            return "csv"
+        if ctype == "application/json" or ctype.endswith("+json"):
+            return "json"
+        said = f"Content-Type {ctype!r}" if ctype else "no Content-Type"
+        raise ModelError(
+            f"the model answered {span} with {said}; it must answer text/csv or "
+            "application/json (or set response_format: csv|json for this image in "
+            "SCOREFLEET_MODEL_CATALOG)"
+        )
