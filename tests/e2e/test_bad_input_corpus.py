@@ -22,7 +22,7 @@ from scorefleet.storage.s3io import encode_tags
 from tests.helpers import PLANTED_ENV_SECRETS, Outcomes, gzip_member_of, s3_notification, s3_record
 from tests.helpers.fakemodel import LEAKED_KEY_ID, LEAKED_SECRET, hash_row, records
 from workers.localstack.stack import BUCKET, IRIS_IMAGE, emulator_client
-from workers.scoring.formats.firstbytes import HEAD_BYTES
+from workers.scoring.formats.preflight import HEAD_BYTES
 
 pytestmark = pytest.mark.slow
 

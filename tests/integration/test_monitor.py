@@ -103,10 +103,10 @@ def test_sweep_deletes_only_abandoned_queues_and_their_subscriptions(moto_endpoi
         old_url = sqs.create_queue(QueueName=f"{ns}-reply-untagged")["QueueUrl"]
         foreign = sqs.create_queue(QueueName=f"{ns}x-not-ours")["QueueUrl"]
 
-        report = monitor.sweep(sqs, sns, ns, max_idle=600)
+        report = monitor.prune_queues(sqs, sns, ns, max_idle=600)
         assert report.queues_deleted == [f"{ns}-ev-00000000-0000-0000-0000-000000000000"]
         assert report.subscriptions_deleted == 1
-        later = monitor.sweep(sqs, sns, ns, max_idle=600, now=time.time() + 3600)
+        later = monitor.prune_queues(sqs, sns, ns, max_idle=600, now=time.time() + 3600)
         # an hour later without refreshes everything would go; the live one is
         # refreshed in production (see test_refresh_moves_the_seen_tag)
         assert f"{ns}-reply-untagged" in later.queues_deleted
@@ -121,7 +121,7 @@ def test_sweep_task_runs_with_the_apps_connection(moto_endpoint, bucket):
     app, ns = monitored_app(moto_endpoint, bucket)
     sqs = emulator_client("sqs", moto_endpoint)
     sqs.create_queue(QueueName=f"{ns}-pidbox-gone_host-00000000", tags={monitor.TAG_SEEN: "1000"})
-    report = monitor.sweep_app(app, max_idle=900)
+    report = monitor.prune_app(app, max_idle=900)
     assert report.queues_deleted == [f"{ns}-pidbox-gone_host-00000000"]
 
 

@@ -1,5 +1,5 @@
 """The launch preflight's first bytes of a compressed file: where they end is not an
-error, corrupt data in them is (workers/scoring/formats/firstbytes.py, workers/scoring/formats/compression.py).
+error, corrupt data in them is (workers/scoring/formats/preflight.py, workers/scoring/formats/compression.py).
 
 Reported: the preflight told a prefix cut off at its 64 KiB from a corrupt file by
 the word "truncated" in compression's message. The signal is a type now
@@ -17,11 +17,12 @@ import random
 import pytest
 
 from scorefleet.errors import BadInput
-from workers.scoring.formats import compression, firstbytes
+from workers.scoring.formats import compression
+from workers.scoring.formats import preflight as first_bytes
 from workers.scoring.formats.compression import Limits, Truncated, decompress
 
 ROOMY = Limits(max_expanded=10**12, max_ratio=1e9)
-HEAD = firstbytes.HEAD_BYTES
+HEAD = first_bytes.HEAD_BYTES
 
 
 def csv_rows(n: int, seed: int = 0) -> bytes:
@@ -45,7 +46,7 @@ def gzip_member_of(size: int, rows: bytes) -> bytes:
 def preflight(s3, bucket: str, body: bytes) -> None:
     s3.put_object(Bucket=bucket, Key="in/a.csv.gz", Body=body)
     uri = type("Uri", (), {"bucket": bucket, "key": "in/a.csv.gz"})()
-    firstbytes.preflight(
+    first_bytes.preflight(
         s3, uri, None, max_bytes=10**6, header_mode="auto", send_header=True, limits=ROOMY
     )
 

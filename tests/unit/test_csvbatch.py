@@ -213,7 +213,7 @@ def test_binary_files_are_named_by_their_magic_bytes(head, needle):
 
 
 def test_an_excel_workbook_is_named_as_one():
-    from workers.scoring.formats.firstbytes import excel_problem
+    from workers.scoring.formats.magic import excel_problem
 
     head = b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00xl/workbook.xml"
     assert "Excel workbook (.xlsx)" in (excel_problem(head) or "")

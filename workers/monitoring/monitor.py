@@ -200,7 +200,7 @@ class SessionQueues:
                 sns.unsubscribe(SubscriptionArn=entry.subscription)
             sqs.delete_queue(QueueUrl=entry.url)
             log.debug("deleted session queue %s", entry.name)
-        except Exception as exc:  # the sweeper removes it later
+        except Exception as exc:  # pruned later (tasks.sweep_monitor_queues)
             log.warning("could not delete session queue %s: %s", entry.name, exc)
         cache = getattr(entry.channel.connection, "_queue_cache", None)
         if cache is not None:
@@ -266,19 +266,21 @@ def _exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _term)
 
 
-# ---------------------------------------------------------------------- sweep
+# ------------------------------------------------------- pruning idle queues
 @dataclass
-class SweepReport:
+class PruneReport:
     queues_seen: int = 0
     queues_deleted: list[str] = field(default_factory=list)
     subscriptions_deleted: int = 0
 
 
-def sweep(sqs: Any, sns: Any, ns: str, max_idle: float, now: float | None = None) -> SweepReport:
+def prune_queues(
+    sqs: Any, sns: Any, ns: str, max_idle: float, now: float | None = None
+) -> PruneReport:
     """Delete the session queues of ``ns`` not refreshed for ``max_idle`` seconds
     (untagged ones: created that long ago), then SNS subscriptions whose queue is gone."""
     now = time.time() if now is None else now
-    report = SweepReport()
+    report = PruneReport()
     alive: set[str] = set()
     for url in _list_queues(sqs, f"{ns}-"):
         name = url.rsplit("/", 1)[1]
@@ -299,7 +301,7 @@ def sweep(sqs: Any, sns: Any, ns: str, max_idle: float, now: float | None = None
         except Exception as exc:
             if any(code in str(exc) for code in ("NonExistentQueue", "QueueDoesNotExist")):
                 continue
-            log.warning("sweep: could not check %s: %s", name, exc)
+            log.warning("pruning monitoring queues: could not check %s: %s", name, exc)
             alive.add(name)
     for topic in topic_names(ns):
         arn = _topic_arn(sns, topic)
@@ -314,7 +316,7 @@ def sweep(sqs: Any, sns: Any, ns: str, max_idle: float, now: float | None = None
                 report.subscriptions_deleted += 1
     if report.queues_deleted or report.subscriptions_deleted:
         log.warning(
-            "sweep: deleted %d abandoned monitoring queue(s) and %d subscription(s): %s",
+            "pruned %d abandoned monitoring queue(s) and %d subscription(s): %s",
             len(report.queues_deleted),
             report.subscriptions_deleted,
             ", ".join(report.queues_deleted),
@@ -349,12 +351,12 @@ def _subscriptions(sns: Any, topic_arn: str) -> list[dict[str, Any]]:
     return [sub for page in pages for sub in page.get("Subscriptions", [])]
 
 
-def sweep_app(app: Celery, max_idle: float) -> SweepReport:
-    """:func:`sweep` with the broker connection (and credentials) of ``app``."""
+def prune_app(app: Celery, max_idle: float) -> PruneReport:
+    """:func:`prune_queues` with the broker connection (and credentials) of ``app``."""
     ns = str(app.conf.control_exchange)
     with app.connection_for_write() as conn:
         channel = conn.default_channel
-        return sweep(channel.sqs(), channel.fanout.get_client(), ns, max_idle)
+        return prune_queues(channel.sqs(), channel.fanout.get_client(), ns, max_idle)
 
 
 @shared_task(name="tasks.sweep_monitor_queues", bind=True, ignore_result=True)
@@ -363,5 +365,5 @@ def sweep_monitor_queues(self: Task) -> dict[str, Any]:
     or worker died without cleaning up."""
     from workers import runtime
 
-    report = sweep_app(self.app, float(runtime.current().settings.monitoring.idle))
+    report = prune_app(self.app, float(runtime.current().settings.monitoring.idle))
     return {"deleted": report.queues_deleted, "subscriptions": report.subscriptions_deleted}

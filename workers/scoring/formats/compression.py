@@ -27,29 +27,20 @@ the variable that sets it.
 from __future__ import annotations
 
 import bz2
-import enum
 import importlib
 import lzma
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from scorefleet.errors import BadInput
+from workers.scoring.formats import magic
+from workers.scoring.formats.magic import COMPRESSIONS_READ, SNIFF, Compression, Role
 
 #: Compressed bytes handed to the decoder at a time (so the ratio is measured on
 #: what was really consumed, give or take one slice).
 SLICE = 64 * 1024
-#: Enough leading bytes to recognise every format below.
-SNIFF = 16
-
-
-class Format(enum.Enum):
-    PLAIN = "plain"
-    GZIP = "gzip"
-    BZIP2 = "bzip2"
-    XZ = "xz"
-    ZSTD = "zstd"
 
 
 @dataclass(frozen=True)
@@ -66,64 +57,11 @@ class Limits:
     piece: int = 1024 * 1024
 
 
-_MAGIC: tuple[tuple[Format, Callable[[bytes], bool]], ...] = (
-    (Format.GZIP, lambda b: b.startswith(b"\x1f\x8b")),
-    # "BZh" + block size digit + the block (pi) or end-of-stream (sqrt pi) magic
-    (
-        Format.BZIP2,
-        lambda b: (
-            b[:3] == b"BZh"
-            and b[3:4].isdigit()
-            and b[4:10] in (b"1AY&SY", b"\x17\x72\x45\x38\x50\x90")
-        ),
-    ),
-    (Format.XZ, lambda b: b.startswith(b"\xfd7zXZ\x00")),
-    (Format.ZSTD, lambda b: b.startswith(b"\x28\xb5\x2f\xfd")),
-)
-
-#: Formats recognised but not read: (magic, what it is, what to do instead).
-_UNSUPPORTED = (
-    (b"PK\x03\x04", "a zip archive", "upload the CSV itself, or gzip it"),
-    (b"PK\x05\x06", "an empty zip archive", "upload the CSV itself, or gzip it"),
-    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", "upload the CSV itself, or gzip it"),
-    (b"Rar!\x1a\x07", "a RAR archive", "upload the CSV itself, or gzip it"),
-    (b"\x04\x22\x4d\x18", "lz4-compressed", "recompress it with gzip, bzip2, xz or zstd"),
-    (b"\x1f\x9d", "compressed with Unix compress (.Z)", "recompress it with gzip"),
-    (b"LZIP", "lzip-compressed", "recompress it with gzip, bzip2, xz or zstd"),
-)
-
-_FORMATS_READ = "gzip, bzip2, xz or zstd"
-
-
 class Truncated(BadInput):
     """The compressed data ends inside a member (its data, or its header): a file
-    cut short, or, for the launch preflight (workers.scoring.formats.firstbytes), the end of the
+    cut short, or, for the launch preflight (workers.scoring.formats.preflight), the end of the
     first bytes it read. Any other ``BadInput`` of this module is about bytes that
     were there."""
-
-
-#: What a member starts with, byte by byte (``None``: any digit), to tell a header
-#: cut short from bytes that are no member at all.
-_MEMBER_STARTS: dict[Format, tuple[tuple[int | None, ...], ...]] = {
-    Format.GZIP: (tuple(b"\x1f\x8b"),),
-    Format.BZIP2: tuple(
-        (*b"BZh", None, *block) for block in (b"1AY&SY", b"\x17\x72\x45\x38\x50\x90")
-    ),
-    Format.XZ: (tuple(b"\xfd7zXZ\x00"),),
-    Format.ZSTD: (tuple(b"\x28\xb5\x2f\xfd"),),
-}
-
-
-def _could_start_member(fmt: Format, data: bytes) -> bool:
-    """Could ``data`` (shorter than a member's magic) be the start of a member?"""
-
-    def fits(start: tuple[int | None, ...]) -> bool:
-        if len(data) >= len(start):
-            return False
-        pairs = zip(data, start[: len(data)], strict=True)
-        return all((0x30 <= b <= 0x39) if want is None else b == want for b, want in pairs)
-
-    return any(fits(start) for start in _MEMBER_STARTS[fmt])
 
 
 def _zstd_module() -> Any | None:
@@ -135,21 +73,20 @@ def _zstd_module() -> Any | None:
     return None
 
 
-def sniff(head: bytes) -> Format:
+def sniff(head: bytes) -> Compression:
     """The format of a file starting with ``head``; ``BadInput`` for a compression
     or archive that is recognised but not read."""
-    for fmt, matches in _MAGIC:
-        if matches(head):
-            if fmt is Format.ZSTD and _zstd_module() is None:
-                raise BadInput(
-                    "the file is zstd-compressed, which this worker cannot read (it needs "
-                    "Python 3.14 or the backports.zstd package); recompress it with gzip"
-                )
-            return fmt
-    for magic, what, advice in _UNSUPPORTED:
-        if head.startswith(magic):
-            raise BadInput(f"the file is {what}, which scorefleet does not read: {advice}")
-    return Format.PLAIN
+    sig = magic.identify(head, Role.COMPRESSED, Role.REFUSED)
+    if sig is None:
+        return Compression.PLAIN
+    if sig.compression is None:
+        raise BadInput(f"the file is {sig.what}, which scorefleet does not read: {sig.advice}")
+    if sig.compression is Compression.ZSTD and _zstd_module() is None:
+        raise BadInput(
+            "the file is zstd-compressed, which this worker cannot read (it needs "
+            "Python 3.14 or the backports.zstd package); recompress it with gzip"
+        )
+    return sig.compression
 
 
 class _Decoder(Protocol):
@@ -189,12 +126,12 @@ class _Gzip:
         return out
 
 
-def _new_decoder(fmt: Format) -> _Decoder:
-    if fmt is Format.GZIP:
+def _new_decoder(fmt: Compression) -> _Decoder:
+    if fmt is Compression.GZIP:
         return _Gzip()
-    if fmt is Format.BZIP2:
+    if fmt is Compression.BZIP2:
         return bz2.BZ2Decompressor()
-    if fmt is Format.XZ:
+    if fmt is Compression.XZ:
         return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
     zstd = _zstd_module()
     if zstd is None:  # sniff() refused it already
@@ -227,7 +164,7 @@ def decompress(chunks: Iterable[bytes], limits: Limits) -> Iterator[bytes]:
     it = iter(chunks)
     head = _head(it)
     fmt = sniff(head)
-    if fmt is Format.PLAIN:
+    if fmt is Compression.PLAIN:
         if head:
             yield head
         yield from it
@@ -236,7 +173,7 @@ def decompress(chunks: Iterable[bytes], limits: Limits) -> Iterator[bytes]:
 
 
 class _Stream:
-    def __init__(self, fmt: Format, limits: Limits) -> None:
+    def __init__(self, fmt: Compression, limits: Limits) -> None:
         self.fmt = fmt
         self.limits = limits
         self.consumed = 0  # compressed bytes fed to decoders
@@ -287,8 +224,8 @@ class _Stream:
         if len(pending) < SNIFF:
             pending += _head(rest)
         self.members += 1
-        if self.members > 1 and not dict(_MAGIC)[self.fmt](pending):
-            if len(pending) < SNIFF and _could_start_member(self.fmt, pending):  # the end
+        if self.members > 1 and not magic.signature_of(self.fmt).matches(pending):
+            if len(pending) < SNIFF and magic.could_start(self.fmt, pending):  # the end
                 raise Truncated(
                     f"the {self.fmt.value}-compressed file is truncated: it ends inside the "
                     f"header of member {self.members} (was the upload cut short?)"
@@ -331,12 +268,9 @@ class _Stream:
 
     def _refuse_nested(self, piece: bytes) -> None:
         inner = piece[:SNIFF]
-        nested = any(matches(inner) for _, matches in _MAGIC) or any(
-            inner.startswith(m) for m, _, _ in _UNSUPPORTED
-        )
-        if nested:
+        if magic.identify(inner, Role.COMPRESSED, Role.REFUSED) is not None:
             raise BadInput(
                 f"the file is {self.fmt.value}-compressed and what it holds is compressed "
                 "or archived again; decompress it once and upload that, or compress the "
-                f"CSV itself ({_FORMATS_READ})"
+                f"CSV itself ({COMPRESSIONS_READ})"
             )

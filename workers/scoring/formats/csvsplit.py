@@ -1,6 +1,6 @@
 """Split a streamed CSV file into line-aligned mini-batches of bounded size.
 
-The input arrives as byte chunks (from S3) and leaves as :class:`Batch` objects
+The input arrives as byte chunks (from S3) and leaves as :class:`CsvChunk` objects
 whose payload, header included, never exceeds ``max_bytes`` (SageMaker's
 MaxPayloadInMB idea). Records are never split: a newline inside a quoted field
 is not a record boundary. Along the way the input is checked for what a model
@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from scorefleet.errors import BadInput
+from workers.scoring.formats.magic import binary_problem
 
 BOM = b"\xef\xbb\xbf"
 _SNIFF_BYTES = 64 * 1024
@@ -31,7 +32,7 @@ def where(row: int, line: int | None) -> str:
 
 
 @dataclass(frozen=True)
-class Batch:
+class CsvChunk:
     index: int  # 0-based batch number
     first_row: int  # 1-based number of its first data row in the file
     rows: int
@@ -101,7 +102,7 @@ def detect_header(first: bytes, sample: bytes) -> bool:
 
 
 class CsvBatcher:
-    """Iterate over :class:`Batch` objects; :attr:`header` is known after the first."""
+    """Iterate over :class:`CsvChunk` objects; :attr:`header` is known after the first."""
 
     def __init__(
         self,
@@ -212,7 +213,7 @@ class CsvBatcher:
             ) from exc
 
     # ----------------------------------------------------------------- fields
-    def _check_fields(self, data: bytes, raw: bytes, records: int, batch: Batch) -> None:
+    def _check_fields(self, data: bytes, raw: bytes, records: int, batch: CsvChunk) -> None:
         """Every record of ``data`` (``raw``: the same before blank lines were
         dropped) has :attr:`fields` fields, or :class:`BadInput` names the first
         record that has not."""
@@ -226,7 +227,7 @@ class CsvBatcher:
             return
         self._name_bad_record(raw, batch)
 
-    def _name_bad_record(self, raw: bytes, batch: Batch) -> None:
+    def _name_bad_record(self, raw: bytes, batch: CsvChunk) -> None:
         text = raw.decode("utf-8", errors="replace")
         reader = csv.reader(io.StringIO(text, newline=""))
         row, end = batch.first_row - 1, 0
@@ -253,8 +254,6 @@ class CsvBatcher:
 
     # ------------------------------------------------------------------ header
     def _read_header(self) -> None:
-        from workers.scoring.formats.firstbytes import binary_problem
-
         self._fill(_SNIFF_BYTES)
         problem = binary_problem(bytes(self._buf[:_SNIFF_BYTES]))
         if problem:
@@ -308,7 +307,7 @@ class CsvBatcher:
         )
 
     # -------------------------------------------------------------------- loop
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[CsvChunk]:
         self._read_header()
         header_len = len(self.header) if (self.header and self.send_header) else 0
         room = self.max_bytes - header_len
@@ -340,7 +339,7 @@ class CsvBatcher:
                     continue
             first_row = self.rows + 1
             self._check_utf8(raw, first_row, first_line)
-            batch = Batch(
+            batch = CsvChunk(
                 index=index,
                 first_row=first_row,
                 rows=records,
@@ -359,7 +358,7 @@ class CsvBatcher:
                 else "the file has no data rows"
             )
 
-    def payload(self, batch: Batch) -> bytes:
+    def payload(self, batch: CsvChunk) -> bytes:
         """What is sent to the model for ``batch`` (header first when configured)."""
         if self.header and self.send_header:
             return self.header + batch.data

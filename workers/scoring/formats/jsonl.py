@@ -25,6 +25,7 @@ from scorefleet.errors import BadInput
 from workers.scoring.batches import Batch, Scores, span_of
 from workers.scoring.formats.base import Piece, Reader, Writer, answer_table, joined, refuse_nested
 from workers.scoring.formats.csvsplit import BOM, take
+from workers.scoring.formats.magic import binary_problem
 from workers.scoring.formats.options import Columns, Format
 from workers.scoring.formats.select import plan
 
@@ -115,8 +116,6 @@ class JsonlReader(Reader):
         return take(self._buf, cut)
 
     def __iter__(self) -> Iterator[Piece]:
-        from workers.scoring.formats.firstbytes import binary_problem
-
         self._fill(64 * 1024)
         problem = binary_problem(bytes(self._buf[:4096]), "JSON Lines")
         if problem:

@@ -73,7 +73,7 @@ def look_first(
     bytes, whose Content-Type and Content-Range say what a HEAD would (issue 17: a
     HEAD fewer per file). An empty object (S3 refuses the range) is described by a
     HEAD, as before."""
-    from workers.scoring.formats.firstbytes import HEAD_BYTES, total_size
+    from workers.scoring.formats.preflight import HEAD_BYTES, total_size
 
     try:
         resp = s3.get_object(
@@ -150,7 +150,7 @@ def preflight(
 
         assert isinstance(reader, ParquetReader)
         return reader.num_rows
-    from workers.scoring.formats.firstbytes import preflight as first_bytes
+    from workers.scoring.formats.preflight import preflight as first_bytes
 
     head, complete = first_bytes(
         s3,

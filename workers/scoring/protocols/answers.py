@@ -56,7 +56,7 @@ def parse_json(body: bytes, what: str) -> Any:
 
 
 @dataclass(frozen=True)
-class Columns:
+class AnswerColumns:
     """How predictions become result columns."""
 
     shape: str = "auto"
@@ -66,7 +66,7 @@ class Columns:
     names: tuple[str, ...] = ()
 
     @classmethod
-    def parse(cls, raw: Mapping[str, Any]) -> Columns:
+    def parse(cls, raw: Mapping[str, Any]) -> AnswerColumns:
         shape = raw.get("shape", "auto")
         if shape not in SHAPES:
             raise ValueError(f"shape must be one of {', '.join(SHAPES)}, not {shape!r}")

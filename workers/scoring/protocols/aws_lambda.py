@@ -36,7 +36,7 @@ from scorefleet.errors import ModelError, ModelUnavailable, RowsRefused
 from scorefleet.settings import ModelSpec
 from workers.scoring.batches import Batch, Scores, scores_from_rows
 from workers.scoring.protocols.answers import (
-    Columns,
+    AnswerColumns,
     check_keys,
     is_missing,
     option,
@@ -56,7 +56,7 @@ _JSON = {"Content-Type": "application/json"}
 class LambdaOptions:
     event: str = "body-string"
     response: tuple[str, ...] = ()
-    columns: Columns = field(default_factory=Columns)
+    columns: AnswerColumns = field(default_factory=AnswerColumns)
     probe_event: Any = None
 
 
@@ -81,7 +81,7 @@ class LambdaProtocol(ModelProtocol):
         return LambdaOptions(
             event=event,
             response=split_pointer(option(raw, "response", str, "")),
-            columns=Columns.parse(raw),
+            columns=AnswerColumns.parse(raw),
             probe_event=raw.get("probe_event"),
         )
 

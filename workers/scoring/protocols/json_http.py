@@ -33,7 +33,7 @@ from scorefleet.errors import ModelError
 from scorefleet.settings import ModelSpec
 from workers.scoring.batches import Batch, Scores, column_names, scores_from_rows
 from workers.scoring.protocols.answers import (
-    Columns,
+    AnswerColumns,
     check_keys,
     is_missing,
     option,
@@ -64,7 +64,7 @@ class JsonOptions:
     request: str = "instances"
     instances_as: str = "lists"
     response: tuple[str, ...] = ("predictions",)
-    columns: Columns = field(default_factory=Columns)
+    columns: AnswerColumns = field(default_factory=AnswerColumns)
 
 
 def parse_readiness(raw: Mapping[str, Any], default_path: str) -> tuple[str, str, str]:
@@ -117,7 +117,7 @@ class JsonProtocol(ModelProtocol):
             request=request,
             instances_as=instances_as,
             response=split_pointer(option(raw, "response", str, default_response)),
-            columns=Columns.parse(raw),
+            columns=AnswerColumns.parse(raw),
         )
 
     @classmethod
