@@ -44,7 +44,7 @@ class BackgroundUp:
         self.cwd = cwd
         self.out = cwd / "up.out"
         pidfile = cwd / "up.pid"
-        command = shlex.join([sys.executable, "-m", "workers.cli.main", "up", *args])
+        command = shlex.join([sys.executable, "-m", "workers.cli", "up", *args])
         self.shell = subprocess.Popen(
             ["bash", "-c", f"{command} > {self.out} 2>&1 & echo $! > {pidfile}; wait $!"],
             cwd=cwd,
@@ -105,7 +105,7 @@ class BackgroundUp:
 
 def cli(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "workers.cli.main", *args],
+        [sys.executable, "-m", "workers.cli", *args],
         cwd=cwd,
         env=env or clean_env(),
         stdout=subprocess.PIPE,
@@ -123,7 +123,7 @@ def test_up_demo_scores_the_iris_file_and_stops(tmp_path):
         [
             sys.executable,
             "-m",
-            "workers.cli.main",
+            "workers.cli.commands",
             "up",
             "--demo",
             "--exit-after-demo",
@@ -223,7 +223,7 @@ def test_own_model_one_stack_per_directory_sigterm_and_a_stopped_stack(tmp_path)
         up.wait_up()
         scored = subprocess.run(
             [
-                *(sys.executable, "-m", "workers.cli.main", "submit"),
+                *(sys.executable, "-m", "workers.cli", "submit"),
                 *(str(REPO / "examples" / "iris.csv"), "--model-image", "my-team/sum:1"),
                 *("--wait", "90"),
             ],
@@ -240,7 +240,7 @@ def test_own_model_one_stack_per_directory_sigterm_and_a_stopped_stack(tmp_path)
         env_file = tmp_path / ".scorefleet" / "stack.env"
         before = env_file.read_text()
         second = subprocess.run(
-            [sys.executable, "-m", "workers.cli.main", "up", "--no-flower"],
+            [sys.executable, "-m", "workers.cli", "up", "--no-flower"],
             cwd=tmp_path,
             env=clean_env(),
             capture_output=True,
@@ -301,7 +301,7 @@ def broken(self, *args):
     raise ImportError("cannot import name 'Celery' from 'celery'")
 
 localstack.Bridge._poll_loop = broken
-from workers.cli.main import main
+from workers.cli.commands import main
 sys.exit(main(["up", "--no-flower"]))
 """
 

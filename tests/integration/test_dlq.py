@@ -49,7 +49,7 @@ def test_poison_message_reaches_the_dlq_and_can_be_listed_and_redriven(moto_endp
 
     cli_env = {**os.environ, **env}
     out = subprocess.run(
-        [sys.executable, "-m", "workers.cli.main", "dlq", "list"],
+        [sys.executable, "-m", "workers.cli", "dlq", "list"],
         env=cli_env,
         capture_output=True,
         text=True,
@@ -58,7 +58,7 @@ def test_poison_message_reaches_the_dlq_and_can_be_listed_and_redriven(moto_endp
     assert "tasks.launch" in out and f"s3://{bucket}/in/poison.csv" in out and "1 message(s)" in out
     # listing leaves it there
     out = subprocess.run(
-        [sys.executable, "-m", "workers.cli.main", "dlq", "redrive", "--all"],
+        [sys.executable, "-m", "workers.cli", "dlq", "redrive", "--all"],
         env=cli_env,
         capture_output=True,
         text=True,
@@ -77,7 +77,7 @@ def test_poison_message_reaches_the_dlq_and_can_be_listed_and_redriven(moto_endp
 def test_redrive_needs_ids_or_all(moto_endpoint, bucket):
     env = {**os.environ, **base_env(moto_endpoint, bucket)}
     proc = subprocess.run(
-        [sys.executable, "-m", "workers.cli.main", "dlq", "redrive"],
+        [sys.executable, "-m", "workers.cli", "dlq", "redrive"],
         env=env,
         capture_output=True,
         text=True,

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from scorefleet.settings import ConfigError, load
 from workers.cli import stackenv as clienv
-from workers.cli.main import main
+from workers.cli.commands import main
 from workers.localstack import state as stackstate
 from workers.localstack.stack import IRIS_IMAGE, local_models
 

@@ -214,7 +214,7 @@ def run_config(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
     """``scorefleet config`` in a clean environment (no AWS_*, a fixed HOME)."""
     clean = {"PATH": os.environ.get("PATH", ""), "HOME": "/nonexistent-home", **env}
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli.main", "config", *args],
+        [sys.executable, "-m", "workers.cli", "config", *args],
         env=clean,
         cwd=REPO,
         capture_output=True,

@@ -104,10 +104,10 @@ PLANTS = [
     pytest.param(
         "scorefleet/errors.py", "import lambda_enqueue.events", {CORE, LAYERS}, id="core-lambda"
     ),
-    pytest.param("workers/cli/main.py", "import tasks.launch", {LAYERS}, id="workers-tasks"),
+    pytest.param("workers/cli/commands.py", "import tasks.launch", {LAYERS}, id="workers-tasks"),
     pytest.param(
         # only the local stack's bridge may call the handler
-        "workers/cli/main.py",
+        "workers/cli/commands.py",
         "from lambda_enqueue import handler",
         {LAYERS},
         id="workers-lambda-outside-the-bridge",
@@ -124,7 +124,7 @@ PLANTS = [
         {RUNTIME, ACYCLIC},  # the CLI reads run records the backends write
         id="backend-cli",
     ),
-    pytest.param("tasks/score.py", "import workers.cli.main", {RUNTIME}, id="tasks-cli"),
+    pytest.param("tasks/score.py", "import workers.cli.commands", {RUNTIME}, id="tasks-cli"),
     pytest.param(
         "workers/scoring/formats/csv.py",
         "from workers.scoring.protocols import answers",

@@ -15,7 +15,7 @@ from scorefleet.job import Failure
 from scorefleet.redact import MASK, redact
 from scorefleet.s3uri import S3Uri
 from scorefleet.storage.errordoc import render
-from workers.cli.main import main
+from workers.cli.commands import main
 
 SIGV4 = "fe5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024"
 PLANTED = "planted-db-password-9431"

@@ -1,3 +1,8 @@
-"""The ``scorefleet`` command (:func:`workers.cli.main.main`): its verbs in :mod:`.main`,
-the run views (``status``, ``runs``, ``sweep``) in :mod:`.runs`, and how a command finds
-the running local stack's settings in :mod:`.stackenv`."""
+"""The ``scorefleet`` command (``scorefleet = workers.cli:main``, or ``python -m
+workers.cli``): its verbs in :mod:`.commands`, the run views (``status``, ``runs``,
+``sweep``) in :mod:`.runs`, and how a command finds the running local stack's
+settings in :mod:`.stackenv`."""
+
+from workers.cli.commands import main
+
+__all__ = ["main"]

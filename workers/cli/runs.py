@@ -1,6 +1,6 @@
 """``scorefleet status``, ``scorefleet runs`` and ``scorefleet sweep``: where a file
 is, what ran lately, and files whose notification never came (registered on the
-``scorefleet`` group by workers/cli/main.py)."""
+``scorefleet`` group by workers/cli/commands.py)."""
 
 from __future__ import annotations
 

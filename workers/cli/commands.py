@@ -408,6 +408,3 @@ def config(markdown: bool, env_file: Path | None) -> None:
 
 
 cli_runs.register(main)
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
