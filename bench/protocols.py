@@ -140,7 +140,8 @@ def _execution(pool: Any, body: bytes, ctype: str) -> None:
 
 def direct(spec: ModelSpec, bs: list[Batch], rows: int) -> float:
     port = free_port()
-    argv = shlex.split(spec.command.format(port=port, python=sys.executable, host="127.0.0.1"))
+    command = str(spec.extra["command"])
+    argv = shlex.split(command.format(port=port, python=sys.executable, host="127.0.0.1"))
     # the environment and directory the local backend gives it (catalog env, cwd)
     env = {**os.environ, **{k: str(v) for k, v in (spec.extra.get("env") or {}).items()}}
     proc = subprocess.Popen(

@@ -9,6 +9,7 @@ from scorefleet.settings import ModelSpec, Settings
 from workers.runtime import WorkerRuntime
 from workers.scoring.formats import ReadLimits, compression
 from workers.scoring.formats import source as data_source
+from workers.scoring.protocols import protocol_for
 
 
 def preflight(rt: WorkerRuntime, j: Job, spec: ModelSpec) -> int | None:
@@ -24,7 +25,7 @@ def read_limits(s: Settings, spec: ModelSpec) -> ReadLimits:
         max_bytes=s.scoring.max_payload_bytes,
         max_group_bytes=s.scoring.max_row_group_bytes,
         header_mode=s.scoring.csv_header,
-        send_header=spec.send_header,
+        send_header=protocol_for(spec.protocol).sends_header(spec),
     )
 
 

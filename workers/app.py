@@ -1,8 +1,10 @@
 """The Celery app: ``celery -A workers.app worker|beat|flower|call|inspect``.
 
 Configuration comes from ``SCOREFLEET_*`` environment variables
-(:mod:`scorefleet.settings`), validated here at start-up: a bad value stops the process
-with a message that names the variable.
+(:mod:`scorefleet.settings`), validated here at start-up by the one worker load
+(:func:`workers.settings.load`: settings, the whole model catalog, the launch
+backends): a bad value stops the process (exit 2) with a message that names the
+variable, every problem at once.
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ from scorefleet.chain import describe_step
 from scorefleet.settings import ConfigError
 from workers.monitoring import flowerconf, monitor
 from workers.process import hardening, metrics
-from workers.scoring.formats.options import check_catalog as check_format_keys
-from workers.scoring.protocols import check_catalog
 from workers.settings import load
 
 # Before anything reads credentials: a model process of the same user (local backend)
@@ -40,15 +40,8 @@ TASK_MODULES = (
 
 try:
     settings = load()
-    # each protocol's own options (v2, json, ...): the settings checked only their shape
-    check_catalog(settings.models.catalog)
-    # the formats' keys (content_type, output_format, keep/model/drop_columns)
-    check_format_keys(settings.models.catalog)
 except ConfigError as _exc:
     print(f"scorefleet: {_exc}", file=sys.stderr)
-    raise SystemExit(2) from None
-except ValueError as _exc:
-    print(f"scorefleet: SCOREFLEET_MODEL_CATALOG: {_exc}", file=sys.stderr)
     raise SystemExit(2) from None
 
 app = make_app(settings)

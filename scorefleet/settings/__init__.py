@@ -8,24 +8,26 @@ is generated from the same declarations (``scorefleet config --markdown``), so t
 docs cannot drift from the code.
 
 What the Lambda loads at every cold start stays small: no pydantic, no Kubernetes
-checks. The kubernetes backend checks its own settings in depth (cluster entries,
-endpoints, CA data, pod resources, tolerations, the catalog's Kubernetes keys) in
-:mod:`workers.backends.kubernetes.config`, which workers and ``scorefleet config`` run
-(:func:`workers.settings.load`).
+checks, and no knowledge of the extensions (protocols, formats, launch backends): the
+core checks the catalog keys it reads itself (:func:`.catalog.catalog_problems`) and
+takes any backend name. The worker's load (:func:`workers.settings.load`, which
+workers, ``scorefleet config`` and the chart's tests run) hands this load the one
+check of the whole catalog and adds each launch backend's own checks (for the
+kubernetes backend: cluster entries, endpoints, CA data, pod resources, tolerations).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
 from scorefleet.s3uri import S3Uri
 from scorefleet.settings.catalog import (
-    PROTOCOL_OPTION_KEYS,
     ModelSpec,
     RejectBudget,
+    catalog_problems,
     parse_model_catalog,
 )
 from scorefleet.settings.declare import PREFIX, ConfigError, Reader, Variable, variables
@@ -49,19 +51,23 @@ __all__ = [
     "CLUSTER_NAME",
     "DNS1123_LABEL",
     "PREFIX",
-    "PROTOCOL_OPTION_KEYS",
     "SECTIONS",
     "SQS_VISIBILITY_CAP",
     "VARIABLES",
+    "CatalogCheck",
     "ConfigError",
     "ModelSpec",
     "RejectBudget",
     "Settings",
     "Variable",
+    "catalog_problems",
     "describe_markdown",
     "load",
     "parse_model_catalog",
 ]
+
+#: A check of a whole model catalog: every problem, each naming the image and the key.
+CatalogCheck = Callable[[Mapping[str, Mapping[str, Any]]], list[str]]
 
 
 @dataclass(frozen=True)
@@ -98,11 +104,17 @@ VARIABLES: tuple[Variable, ...] = tuple(
 )
 
 
-def load(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate the configuration; raise :class:`ConfigError` naming every bad variable."""
+def load(
+    environ: Mapping[str, str] | None = None, *, check_catalog: CatalogCheck = catalog_problems
+) -> Settings:
+    """Read and validate the configuration; raise :class:`ConfigError` naming every bad
+    variable. ``check_catalog``: what checks the model catalog's entries (the core's
+    own keys by default; the worker passes the check of every key,
+    :func:`workers.catalog.problems`)."""
     env = os.environ if environ is None else environ
     r = Reader(env)
     raw = {name: r.values(section) for name, section in SECTIONS.items()}
+    _catalog(raw["models"], r, check_catalog)
     _storage(raw["storage"], r)
     aws = raw["aws"]
     aws["region"] = (
@@ -147,6 +159,18 @@ def _storage(kw: dict[str, Any], r: Reader) -> None:
         r.problems.append(
             f"{PREFIX}{name.upper()}={other}{default} overlaps {PREFIX}INPUT_URI={input_uri}: "
             "outputs written there would be scored again"
+        )
+
+
+def _catalog(kw: dict[str, Any], r: Reader, check: CatalogCheck) -> None:
+    """Every problem of the catalog's entries, each on its own line, worded as a bad
+    value of ``SCOREFLEET_MODEL_CATALOG`` is."""
+    if kw["catalog"] is None:
+        return  # not JSON, or not an object of objects: already reported
+    variable = dict(variables(Models))["catalog"]
+    for problem in check(kw["catalog"]):
+        r.problems.append(
+            variable.parser.problem(variable.env, r.raw(variable), ValueError(problem))
         )
 
 

@@ -1,10 +1,14 @@
 """The model catalog (``SCOREFLEET_MODEL_CATALOG``): per-image settings, and the
 entry that applies to an image.
 
-What the core checks here holds for every backend (patterns, command, answer format,
-the model's environment). The per-image Kubernetes keys (resources, tolerations,
-...) are checked by the kubernetes backend (:mod:`workers.backends.kubernetes.config`) at
-worker start-up: the Lambda never reads them.
+The core reads three keys of an entry and checks them here, for every process (the
+Lambda too): ``protocol`` (a name), ``max_rejected_rows`` and ``env`` (whatever the
+backend, a model never gets the worker's variables). Every other key belongs to an
+extension and is checked by its owner -- the entry's protocol, the formats, the launch
+backends -- in the one call :func:`workers.catalog.problems`, which the worker runs
+at start-up (:func:`workers.settings.load` hands it to :func:`scorefleet.settings.load`),
+as do ``scorefleet config``, ``scorefleet up`` and the chart's tests. The core names
+no protocol, format or backend: docs/development.md, "What is validated where".
 """
 
 from __future__ import annotations
@@ -61,47 +65,21 @@ class RejectBudget:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Per-image settings from the model catalog (the part common to all backends)."""
+    """Per-image settings from the model catalog, as the core sees them."""
 
     image: str
-    #: local backend: command with a {port} placeholder ({python} = this interpreter)
-    command: str | None = None
-    #: send the input's header row with every mini-batch
-    send_header: bool = True
-    #: the model's CSV answer starts with a header row (kept once in the .scoreout)
-    response_header: bool = False
-    #: container port (kubernetes backend)
-    port: int = 8080
-    #: "csv" or "json" for a model whose Content-Type does not say (empty: it must)
-    response_format: str = ""
-    #: how the worker talks to the model (PROTOCOL_OPTION_KEYS), and that protocol's
-    #: options (the catalog entry's object under the protocol's key)
-    protocol: str = "sagemaker"
-    protocol_options: Mapping[str, Any] = field(default_factory=dict)
+    #: how the worker talks to the model: a protocol's name (workers/scoring/protocols/
+    #: registry.py); empty: the default protocol
+    protocol: str = ""
     #: rows this image's model may refuse per file (SCOREFLEET_MAX_REJECTED_ROWS otherwise)
     max_rejected_rows: RejectBudget | None = None
-    #: everything else (backend specific: resources, node selector, ...)
+    #: the entry's other keys, read by their owners: the protocol's options, the
+    #: formats' keys, the launch backends' keys (command, resources, ...), env
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-#: The model protocols (catalog key ``protocol``, workers/scoring/protocols/) and the catalog
-#: key that holds each one's options (checked in detail by the worker at start-up:
-#: workers.scoring.protocols.check_catalog). Default: sagemaker.
-PROTOCOL_OPTION_KEYS: dict[str, str | None] = {
-    "sagemaker": None,
-    "v2": "v2",
-    "json": "json",
-    "lambda": "lambda",
-    "sas-executions": "sas",
-}
-_KNOWN = {
-    "command",
-    "send_header",
-    "response_header",
-    "port",
-    "response_format",
-    "max_rejected_rows",
-}
+#: The keys of a catalog entry the core reads or checks itself.
+CORE_KEYS = ("protocol", "max_rejected_rows", "env")
 
 
 def spec_for(catalog: Mapping[str, Mapping[str, Any]], image: str) -> ModelSpec:
@@ -125,71 +103,61 @@ def spec_for(catalog: Mapping[str, Mapping[str, Any]], image: str) -> ModelSpec:
         )
         if patterns:
             entry = catalog[patterns[0]]
-    protocol = str(entry.get("protocol", "sagemaker"))
-    options_key = PROTOCOL_OPTION_KEYS.get(protocol)
-    known = _KNOWN | ({"protocol", options_key} if options_key else {"protocol"})
     return ModelSpec(
         image=image,
-        command=entry.get("command"),
-        send_header=bool(entry.get("send_header", True)),
-        response_header=bool(entry.get("response_header", False)),
-        port=int(entry.get("port", 8080)),
-        response_format=str(entry.get("response_format", "")),
-        protocol=protocol,
-        protocol_options=dict(entry.get(options_key) or {}) if options_key else {},
+        protocol=str(entry.get("protocol") or ""),
         max_rejected_rows=(
             RejectBudget.parse(entry["max_rejected_rows"])
             if entry.get("max_rejected_rows") is not None
             else None
         ),
-        extra={k: v for k, v in entry.items() if k not in known},
+        extra={k: v for k, v in entry.items() if k not in ("protocol", "max_rejected_rows")},
     )
 
 
 def parse_model_catalog(value: str) -> dict[str, dict[str, Any]]:
-    """A model catalog (JSON, or the path of a JSON file), checked as at start-up by
-    every process; ValueError says what is wrong."""
+    """A model catalog (JSON, or the path of a JSON file) of the right shape; its
+    entries are checked by :func:`catalog_problems` (or the worker's one call).
+    ValueError says what is wrong."""
     if not value:
         return {}
     data = json_or_file(value)
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise ValueError('expected a JSON object {"<image>": {...}, ...}')
-    for image, entry in data.items():
-        if image.endswith("*") and image != images.ANY:
-            try:
-                images.check_prefix(image[:-1])
-            except ValueError as exc:
-                raise ValueError(
-                    f"{image}: a '*' pattern matches at a boundary, as an allowed image "
-                    f"prefix does: {exc}"
-                ) from None
-        cmd = entry.get("command")
-        if cmd is not None and (not isinstance(cmd, str) or "{port}" not in cmd):
-            raise ValueError(f"{image}: command must be a string with a {{port}} placeholder")
-        if entry.get("response_format", "csv") not in ("csv", "json"):
-            raise ValueError(f"{image}: response_format must be csv or json")
-        if entry.get("max_rejected_rows") is not None:
-            try:
-                RejectBudget.parse(entry["max_rejected_rows"])
-            except ValueError as exc:
-                raise ValueError(
-                    f"{image}: max_rejected_rows must be a row count or a fraction: {exc}"
-                ) from None
-        protocol = entry.get("protocol", "sagemaker")
-        if protocol not in PROTOCOL_OPTION_KEYS:
-            raise ValueError(
-                f"{image}: protocol must be one of {', '.join(PROTOCOL_OPTION_KEYS)}, "
-                f"not {protocol!r}"
-            )
-        options_key = PROTOCOL_OPTION_KEYS[protocol]
-        if options_key and not isinstance(entry.get(options_key, {}), dict):
-            raise ValueError(f"{image}: {options_key}: expected a JSON object of options")
-        if "env" in entry:
-            try:
-                check_model_env(entry["env"])
-            except ValueError as exc:
-                raise ValueError(f"{image}: env: {exc}") from None
     return data
+
+
+def catalog_problems(catalog: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What the core finds wrong in a catalog's entries, every problem at once, each
+    naming the image and the key."""
+    return [p for image, entry in catalog.items() for p in entry_problems(image, entry)]
+
+
+def entry_problems(image: str, entry: Mapping[str, Any]) -> list[str]:
+    """The core's checks of one entry: its image pattern and :data:`CORE_KEYS`."""
+    found: list[str] = []
+    if image.endswith("*") and image != images.ANY:
+        try:
+            images.check_prefix(image[:-1])
+        except ValueError as exc:
+            found.append(
+                f"{image}: a '*' pattern matches at a boundary, as an allowed image "
+                f"prefix does: {exc}"
+            )
+    protocol = entry.get("protocol")
+    if protocol is not None and not (isinstance(protocol, str) and protocol):
+        found.append(f"{image}: protocol must be the name of a protocol, not {protocol!r}")
+    if entry.get("max_rejected_rows") is not None:
+        try:
+            RejectBudget.parse(entry["max_rejected_rows"])
+        except ValueError as exc:
+            found.append(f"{image}: max_rejected_rows must be a row count or a fraction: {exc}")
+    if "env" in entry:
+        try:
+            check_model_env(entry["env"])
+        except ValueError as exc:
+            found.append(f"{image}: env: {exc}")
+    return found
 
 
 def check_model_env(obj: Any) -> dict[str, Any]:

@@ -11,8 +11,9 @@ fields.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -128,6 +129,25 @@ def json_value(kind: type, empty: Any) -> Callable[[str], Any]:
         return data
 
     return parse
+
+
+def nearest(name: str, known: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The known name closest to ``name`` (difflib), if one is at least that close."""
+    close = difflib.get_close_matches(name, sorted(set(known)), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+def unknown_key(key: str, known: Iterable[str], what: str = "key") -> str:
+    """The problem of a key nobody reads (a typo, or an option of a newer version),
+    naming the nearest known one (difflib): ``unknown key 'comand': did you mean
+    'command'?``, or, when none is close, the nearest and every known one."""
+    names = sorted(set(known))
+    close = nearest(key, names)
+    if close:
+        return f"unknown {what} {key!r}: did you mean {close!r}?"
+    far = nearest(key, names, cutoff=0.0)
+    hint = f"the nearest is {far!r}; " if far else ""
+    return f"unknown {what} {key!r} ({hint}known: {', '.join(names)})"
 
 
 def comma_list(check: Callable[[str], str] | None = None) -> Callable[[str], tuple[str, ...]]:

@@ -45,6 +45,19 @@ def _prefixes(value: str) -> tuple[str, ...]:
     return items
 
 
+_NAME = re.compile(r"^[a-z][a-z0-9-]*\Z", re.ASCII)
+
+
+def backend_name(value: str) -> str:
+    """The name of a launch backend (lower case). Which names exist is the worker's
+    to say (workers/backends/registry.py, checked by :func:`workers.settings.load`):
+    the core lists no backend."""
+    name = value.strip().lower()
+    if not _NAME.match(name):
+        raise ValueError("a name of lowercase letters, digits and '-'")
+    return name
+
+
 def _state_dir(value: str) -> Path:
     return Path(value).expanduser() if value else Path.home() / ".local" / "state" / "scorefleet"
 
@@ -228,7 +241,7 @@ class Launch:
         "local",
         "how model containers are started: local (a process per file) or kubernetes "
         "(a pod per file)",
-        choice("local", "kubernetes"),
+        backend_name,
         expected="a backend",
     )
     warm_idle_seconds: float = var(

@@ -496,7 +496,8 @@ class FakeKubelet:
             )
             return
         spec = self.settings.models.spec(run.image)
-        if behaviour in PULL_MESSAGES or not spec.command:
+        command = spec.extra.get("command")
+        if behaviour in PULL_MESSAGES or not command:
             reason = behaviour if behaviour in PULL_MESSAGES else "ErrImagePull"
             waiting = {"reason": reason, "message": PULL_MESSAGES[reason].format(image=run.image)}
             self._patch(
@@ -511,7 +512,7 @@ class FakeKubelet:
         container = ((pod.get("spec") or {}).get("containers") or [{}])[0]
         port = int(((container.get("ports") or [{}])[0]).get("containerPort", 8080))
         run.ip = next_loopback_ip()
-        argv = shlex.split(spec.command.format(port=port, python=sys.executable, host=run.ip))
+        argv = shlex.split(command.format(port=port, python=sys.executable, host=run.ip))
         env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
         env.update({e["name"]: e.get("value", "") for e in container.get("env") or []})
         log_path = self.api.log_dir / f"{run.namespace}_{run.name}.log"

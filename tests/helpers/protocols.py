@@ -21,7 +21,7 @@ def sagemaker(
     **spec: Any,
 ) -> SageMakerProtocol:
     limits = CallLimits(timeout=timeout, pool_size=pool_size, attempts=attempts, backoff=backoff)
-    return SageMakerProtocol(url, ModelSpec(image="test/model:1", **spec), limits)
+    return SageMakerProtocol(url, ModelSpec(image="test/model:1", extra=spec), limits)
 
 
 def invoke(proto: ModelProtocol, payload: bytes, first_row: int, rows: int) -> Scores:

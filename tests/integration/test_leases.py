@@ -42,9 +42,8 @@ def model(request, tmp_path, monkeypatch) -> Iterator[ModelSpec]:
     model's URL from the backend's record of the run, never from the job."""
     args = " ".join(getattr(request, "param", ("--mode", "ok")))
     monkeypatch.setenv("SCOREFLEET_STATE_DIR", str(tmp_path / "state"))
-    yield ModelSpec(
-        image="test/ok:1", command=f"{{python}} {FAKEMODEL} --host {{host}} --port {{port}} {args}"
-    )
+    command = f"{{python}} {FAKEMODEL} --host {{host}} --port {{port}} {args}"
+    yield ModelSpec(image="test/ok:1", extra={"command": command})
     runtime.current().backend.stop_all()  # type: ignore[attr-defined]
 
 

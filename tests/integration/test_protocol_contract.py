@@ -31,7 +31,8 @@ from workers.scoring.protocols import PROTOCOLS, CallLimits, open_protocol
 
 SERVER = Path(__file__).resolve().parents[1] / "helpers" / "protocol_servers.py"
 
-#: (case id, protocol, its catalog options, sagemaker-only spec keys, the answer's
+#: (case id, protocol, its catalog options, its options at the top level of the
+#: entry (sagemaker's, as catalogs have always written them), the answer's
 #: column names, whether the model sees one record per request)
 CASES: list[tuple[str, str, dict[str, Any], dict[str, Any], tuple[str, ...], bool]] = [
     ("sagemaker", "sagemaker", {}, {"response_header": True}, ("score", "fields"), False),
@@ -107,7 +108,8 @@ def server(request):
 
 def protocol(case, url, **limits):
     _, name, options, spec_keys, _, _ = case
-    spec = ModelSpec(image="test/fake:1", protocol=name, protocol_options=options, **spec_keys)
+    entry = {**PROTOCOLS[name].as_entry(options), **spec_keys}
+    spec = ModelSpec(image="test/fake:1", protocol=name, extra=entry)
     limits = {"timeout": 10.0, "pool_size": 4, "attempts": 3, "backoff": 0.01, **limits}
     return open_protocol(url, spec, CallLimits(**limits))
 

@@ -145,8 +145,8 @@ def test_local_models_merge_the_users_with_the_examples(tmp_path):
         "team/churn:2",
     ]
     settings = load({**BASE, "SCOREFLEET_MODEL_CATALOG": json.dumps(catalog)})
-    assert settings.models.spec("scorefleet-examples/iris:2.0").command is None  # exact only
-    assert settings.models.spec("lab/x:1").command == "serve --port {port}"  # on purpose
+    assert "command" not in settings.models.spec("scorefleet-examples/iris:2.0").extra  # exact
+    assert settings.models.spec("lab/x:1").extra["command"] == "serve --port {port}"  # on purpose
 
 
 def test_local_models_allow_each_catalog_image_at_a_boundary():

@@ -22,7 +22,7 @@ def job(run_id="sf-00000000000000000001"):
 
 def spec(mode, *extra):
     cmd = f"{{python}} {FAKEMODEL} --host {{host}} --port {{port}} --mode {mode} {' '.join(extra)}"
-    return ModelSpec(image=f"test/{mode}", command=cmd)
+    return ModelSpec(image=f"test/{mode}", extra={"command": cmd})
 
 
 @pytest.fixture
@@ -84,7 +84,9 @@ def test_teardown_stops_children_too(backend, tmp_path):
         "p.wait()\n"
     )
     j = job()
-    ep = backend.launch(j, ModelSpec(image="t/w", command=f"{{python}} {script} {{port}}"))
+    ep = backend.launch(
+        j, ModelSpec(image="t/w", extra={"command": f"{{python}} {script} {{port}}"})
+    )
     parent = psutil.Process(ep.handle["pid"])
     kids = parent.children(recursive=True)
     assert kids
@@ -268,7 +270,7 @@ def write_record(run_dir, rec):
 subprocess.Popen, local._write_record = Popen, write_record
 job = make_job("sf-000000000000000000aa", model_image="test/x")
 backend = local.LocalBackend(Path(state), 5, warm_idle=60)
-backend.launch(job, ModelSpec(image="test/x", command=command))
+backend.launch(job, ModelSpec(image="test/x", extra={{"command": command}}))
 if moment == "expiring":  # park it (a success), then die while stopping it
     assert backend.teardown(job)
     local.stop_tree = lambda proc, grace=0: die()

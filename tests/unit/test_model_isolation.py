@@ -131,7 +131,7 @@ def backend(tmp_path):
 
 def model_spec(**env: str) -> ModelSpec:
     cmd = f"{{python}} {FAKEMODEL} --host {{host}} --port {{port}} --mode ok"
-    return ModelSpec(image="test/ok:1", command=cmd, extra={"env": env} if env else {})
+    return ModelSpec(image="test/ok:1", extra={"command": cmd, **({"env": env} if env else {})})
 
 
 def environ_of(pid: int) -> dict[str, str]:

@@ -26,7 +26,7 @@ def batch(data: bytes = IRIS, columns: tuple[str, ...] = COLS, first_row: int = 
 
 
 def make(cls, name, options):
-    return cls(URL, ModelSpec(image="m", protocol=name, protocol_options=options), CallLimits())
+    return cls(URL, ModelSpec(image="m", protocol=name, extra=cls.as_entry(options)), CallLimits())
 
 
 # -------------------------------------------------------------------- v2

@@ -43,19 +43,41 @@ def test_missing_required_variables_are_all_named():
         ("SCOREFLEET_MAX_IN_FLIGHT", "zero", "is not an integer"),
         ("SCOREFLEET_MAX_IN_FLIGHT", "0", "allowed range"),
         ("SCOREFLEET_BROKER_TLS", "maybe", "true or false"),
-        ("SCOREFLEET_LAUNCH_BACKEND", "docker", "one of local, kubernetes"),
+        ("SCOREFLEET_LAUNCH_BACKEND", "local process", "lowercase letters"),
         ("SCOREFLEET_CSV_HEADER", "sometimes", "auto, present, absent"),
         ("SCOREFLEET_DEFAULT_K8S_NAMESPACE", "Not_A_Namespace", "DNS-1123"),
         ("SCOREFLEET_QUEUE", "has spaces", "valid SQS queue name"),
         ("SCOREFLEET_QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/1/other", "same queue"),
-        ("SCOREFLEET_MODEL_CATALOG", '{"img": {"command": "serve --port 80"}}', "{port}"),
         ("SCOREFLEET_MODEL_CATALOG", "/no/such/catalog.json", "no such file"),
+        ("SCOREFLEET_MODEL_CATALOG", '{"img": {"max_rejected_rows": -1}}', "img: max_rejected"),
         ("SCOREFLEET_RETRY_BACKOFF_MAX", "3600", "allowed range"),
     ],
 )
 def test_bad_values_name_the_variable(name, value, needle):
     with pytest.raises(ConfigError) as err:
         load({**BASE, name: value})
+    problems = err.value.problems
+    assert len(problems) == 1, problems
+    assert name.removeprefix("SCOREFLEET_") in problems[0]
+    assert needle in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "needle"),
+    [
+        ("SCOREFLEET_LAUNCH_BACKEND", "docker", "one of local, kubernetes"),
+        ("SCOREFLEET_LAUNCH_BACKEND", "kubernetis", "did you mean 'kubernetes'"),
+        ("SCOREFLEET_MODEL_CATALOG", '{"img": {"command": "serve --port 80"}}', "{port}"),
+    ],
+)
+def test_what_names_an_extension_is_checked_by_the_worker(name, value, needle):
+    """The core (the Lambda's) takes any backend name and any command: the backends
+    are listed by the worker's registry, which checks them (workers.settings.load)."""
+    from workers.settings import load as load_worker
+
+    load({**BASE, name: value})
+    with pytest.raises(ConfigError) as err:
+        load_worker({**BASE, name: value})
     problems = err.value.problems
     assert len(problems) == 1, problems
     assert name.removeprefix("SCOREFLEET_") in problems[0]
@@ -75,10 +97,16 @@ def test_model_catalog_lookup(tmp_path: Path):
     )
     s = load({**BASE, "SCOREFLEET_MODEL_CATALOG": str(cat)})
     exact = s.models.spec("reg/iris:1")
-    assert exact.command == "x --port {port}" and exact.response_header and exact.send_header
+    assert exact.extra == {"command": "x --port {port}", "response_header": True}
     pattern = s.models.spec("reg/other:2")
-    assert pattern.send_header is False and pattern.extra == {"cpu": "2"}
-    assert s.models.spec("elsewhere/x").port == 9000
+    assert pattern.extra == {"send_header": False, "cpu": "2"}
+    assert s.models.spec("elsewhere/x").extra == {"port": 9000}
+    # the sagemaker options, read by the protocol (at the top level, as catalogs have them)
+    from workers.scoring.protocols import protocol_for
+
+    options = protocol_for(exact.protocol).options_of
+    assert options(exact).response_header and options(exact).send_header
+    assert options(pattern).send_header is False
 
 
 def test_catalog_patterns_match_at_a_boundary():
@@ -110,7 +138,7 @@ def test_catalog_patterns_match_at_a_boundary():
         ("reg/tagged:10", 9),
         ("elsewhere/x", 9),
     ):
-        assert s.models.spec(image).port == port, image
+        assert s.models.spec(image).extra["port"] == port, image
 
 
 @pytest.mark.parametrize("pattern", ["reg/iris-*", "reg/iris.*", "Reg/*", "reg/*/x*", "a**"])

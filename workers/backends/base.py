@@ -1,14 +1,21 @@
 """What a launch backend does: start one model container per run, tell whether it
-is alive, hand out its logs, remove it, and reap what dead workers left behind."""
+is alive, hand out its logs, remove it, and reap what dead workers left behind
+(:class:`LaunchBackend`); and what the registry knows of a backend without loading it
+(:class:`BackendKind`: its name, how it is made, its catalog keys and settings checks).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from scorefleet.job import Job
-from scorefleet.settings import ModelSpec
+from scorefleet.settings import ModelSpec, Settings
+
+#: A check of one catalog value (its key's): ValueError says what is wrong.
+OptionCheck = Callable[[Any], None]
 
 
 @dataclass(frozen=True)
@@ -67,3 +74,36 @@ class LaunchBackend(Protocol):
         """Remove containers older than ``max_age`` seconds or whose run is finished
         (``is_finished(run_id)``); return the run ids removed."""
         ...
+
+
+@dataclass(frozen=True)
+class BackendKind:
+    """A launch backend as its registry line names it. Defined in a module of the
+    backend that loads nothing heavy (the kubernetes client is imported by
+    :attr:`make` only), so that the worker's settings checks, ``scorefleet config``
+    and the Lambda's package never load a backend they do not run."""
+
+    #: the value of SCOREFLEET_LAUNCH_BACKEND
+    name: str
+    #: the backend, made from the settings (its modules are imported then)
+    make: Callable[[Settings], LaunchBackend]
+    #: the per-image catalog keys it reads, each with its check
+    catalog_options: Mapping[str, OptionCheck] = field(default_factory=dict)
+    #: what is wrong with its own variables in an environment, one problem per
+    #: variable, worded as :func:`scorefleet.settings.load` words its own
+    settings_problems: Callable[[Mapping[str, str]], list[str]] = lambda environ: []
+
+
+def check_launch_timeout(value: Any) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 < value <= 86400
+    ):
+        raise ValueError(f"expected seconds, a number above 0 and at most 86400, not {value!r}")
+
+
+#: Catalog keys every backend reads (``env``, the model's environment, is the core's:
+#: scorefleet/settings/catalog.py checks it whatever the backend).
+COMMON_OPTIONS: Mapping[str, OptionCheck] = {"launch_timeout": check_launch_timeout}

@@ -40,10 +40,11 @@ def local_models(
     file), then those of ``catalog_file`` (later entries win); allowed are the
     examples' prefix, ``SCOREFLEET_ALLOWED_IMAGE_PREFIXES`` and every image the
     catalog names (on this machine the catalog says what may run). Raises
-    ValueError naming the source of a bad catalog."""
+    ValueError naming the source of a bad catalog, with every problem the worker
+    would find (:func:`workers.catalog.check`, the one check of a catalog)."""
     from scorefleet.images import prefix_allows
     from scorefleet.settings import parse_model_catalog
-    from workers.scoring.protocols import check_catalog
+    from workers.catalog import check
 
     catalog = iris_catalog()
     sources = [
@@ -54,7 +55,7 @@ def local_models(
         if value:
             try:
                 entries = parse_model_catalog(value)
-                check_catalog(entries)
+                check(entries)
                 catalog.update(entries)
             except ValueError as exc:
                 raise ValueError(f"{name}: not a model catalog: {exc}") from None

@@ -34,33 +34,63 @@ and tests). Every API call goes through :class:`.api.CountingApiClient`, so
 Its parts, along their seams: :mod:`.api` (the API client, its call counter and the
 mapping of API errors onto the pipeline's), :mod:`.manifest` (a run's pod: name,
 labels, manifest), :mod:`.status` (what a pod's status means), :mod:`.warm` (warm
-mode's parked pods), :mod:`.backend` (launch, endpoint, logs, teardown, reap). Its
-settings are checked by :mod:`workers.backends.kubernetes.config`, which imports no
-kubernetes client. The names imported here are the ones other code uses.
+mode's parked pods), :mod:`.watch` (waiting for the pod to be ready),
+:mod:`.backend` (launch, endpoint, logs, teardown, reap). Its settings and catalog
+keys are checked by :mod:`.config`. :data:`BACKEND` is what the registry knows of
+it. The names other code uses are importable from here, loaded on first use:
+importing the package (or :mod:`.config`) loads no kubernetes client.
 """
 
 from __future__ import annotations
 
-from workers.backends.kubernetes.api import (
-    ClusterConfigError,
-    ImagePullError,
-    KubernetesApiError,
-    PodUnschedulable,
-    api_verb,
-)
-from workers.backends.kubernetes.backend import KubernetesBackend
-from workers.backends.kubernetes.manifest import (
-    FLEET_LABEL,
-    PIPELINE_LABEL,
-    RUN_ANNOTATION,
-    RUN_LABEL,
-    label_value,
-    pod_manifest,
-    pod_name,
-)
-from workers.backends.kubernetes.status import PodState, pod_state
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from scorefleet.settings import Settings
+from workers.backends.base import BackendKind, LaunchBackend
+from workers.backends.kubernetes.config import CATALOG_OPTIONS, problems
+
+if TYPE_CHECKING:  # pragma: no cover
+    from workers.backends.kubernetes.api import (
+        ClusterConfigError,
+        ImagePullError,
+        KubernetesApiError,
+        PodUnschedulable,
+        api_verb,
+    )
+    from workers.backends.kubernetes.backend import KubernetesBackend
+    from workers.backends.kubernetes.manifest import (
+        FLEET_LABEL,
+        PIPELINE_LABEL,
+        RUN_ANNOTATION,
+        RUN_LABEL,
+        label_value,
+        pod_manifest,
+        pod_name,
+    )
+    from workers.backends.kubernetes.status import PodState, pod_state
+
+#: {name: the module that defines it}
+_EXPORTS = {
+    "ClusterConfigError": "api",
+    "ImagePullError": "api",
+    "KubernetesApiError": "api",
+    "PodUnschedulable": "api",
+    "api_verb": "api",
+    "KubernetesBackend": "backend",
+    "FLEET_LABEL": "manifest",
+    "PIPELINE_LABEL": "manifest",
+    "RUN_ANNOTATION": "manifest",
+    "RUN_LABEL": "manifest",
+    "label_value": "manifest",
+    "pod_manifest": "manifest",
+    "pod_name": "manifest",
+    "PodState": "status",
+    "pod_state": "status",
+}
 
 __all__ = [
+    "BACKEND",
     "FLEET_LABEL",
     "PIPELINE_LABEL",
     "RUN_ANNOTATION",
@@ -77,3 +107,25 @@ __all__ = [
     "pod_name",
     "pod_state",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def _make(settings: Settings) -> LaunchBackend:
+    from workers.backends.kubernetes.backend import KubernetesBackend
+
+    return KubernetesBackend(settings)
+
+
+#: the registry line's entry (workers/backends/registry.py)
+BACKEND = BackendKind(
+    name="kubernetes",
+    make=_make,
+    catalog_options=CATALOG_OPTIONS,
+    settings_problems=problems,
+)

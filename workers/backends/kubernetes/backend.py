@@ -42,6 +42,7 @@ from workers.backends.kubernetes.api import (
     set_read_timeout,
     translated,
 )
+from workers.backends.kubernetes.config import DEFAULT_PORT, port_of
 from workers.backends.kubernetes.manifest import (
     FLEET_LABEL,
     PARKED_ANNOTATION,
@@ -172,7 +173,7 @@ class KubernetesBackend:
             return None
         containers = (pod.get("spec") or {}).get("containers") or []
         model: dict[str, Any] = next((c for c in containers if c.get("name") == CONTAINER), {})
-        port = int(((model.get("ports") or [{}])[0]).get("containerPort") or 8080)
+        port = int(((model.get("ports") or [{}])[0]).get("containerPort") or DEFAULT_PORT)
         return pod_url(str(ip), port)
 
     def _remember(self, run_id: str, name: str, url: str) -> None:
@@ -233,7 +234,7 @@ class KubernetesBackend:
         ):  # an AlreadyExists for a pod that is not this run's (warm mode reused it)
             raise TransientError(f"pod {ns}/{name} is another run's now; launching again later")
         ip = str(pod["status"]["podIP"])
-        url = pod_url(ip, spec.port)
+        url = pod_url(ip, port_of(spec))
         self._check_reachable(url, ns, name, spec)
         self._remember(job.run_id, name, url)
         return Endpoint(
@@ -243,7 +244,7 @@ class KubernetesBackend:
                 "namespace": ns,
                 "pod": name,
                 "pod_ip": ip,
-                "port": spec.port,
+                "port": port_of(spec),
                 "node": (pod.get("spec") or {}).get("nodeName"),
             },
         )

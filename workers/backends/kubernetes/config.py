@@ -1,13 +1,15 @@
-"""The kubernetes backend's own settings, checked in depth: how each cluster is
+"""The ``kubernetes`` backend's own settings, checked in depth: how each cluster is
 reached (in-cluster, a kubeconfig, or an endpoint with its CA and EKS name), the
 pods' resources, node selector, tolerations, pull secrets and service account, and
-the same keys in model catalog entries.
+the per-image catalog keys (:data:`CATALOG_OPTIONS`: the same, plus ``port``,
+``args``, ``run_as_user``).
 
 The variables are declared with the rest in :mod:`scorefleet.settings` (one table,
 one ``scorefleet config``); only what the Lambda needs is checked there (cluster
-names and their namespaces). These checks run where pods are made: at worker
-start-up and in ``scorefleet config`` (:func:`workers.settings.load`). They import no
-kubernetes client: they read the values only.
+names and their namespaces). These checks run at worker start-up, in ``scorefleet
+config`` and in the chart's tests (:func:`workers.settings.load`). Importing this
+module loads no kubernetes client (the package's ``__init__`` imports it lazily):
+these checks read the values only.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from scorefleet.settings import VARIABLES, Variable
+from scorefleet.settings import VARIABLES, ModelSpec, Variable
 from scorefleet.settings.declare import Reader
 
 #: DNS-1123 subdomain: names of Secrets and ServiceAccounts.
@@ -153,8 +155,23 @@ def _check_uid(obj: Any) -> None:
         raise ValueError("expected a non-root user id (a positive integer)")
 
 
+def check_port(obj: Any) -> None:
+    if isinstance(obj, bool) or not isinstance(obj, int) or not 1 <= obj <= 65535:
+        raise ValueError(f"expected a port number (1..65535), not {obj!r}")
+
+
+#: The container port of a model whose catalog entry gives none.
+DEFAULT_PORT = 8080
+
+
+def port_of(spec: ModelSpec) -> int:
+    """The model container's port (catalog ``port``)."""
+    return int(spec.extra.get("port", DEFAULT_PORT))
+
+
 #: Per-image kubernetes settings a model catalog entry may carry.
-CATALOG_CHECKS: dict[str, Callable[[Any], None]] = {
+CATALOG_OPTIONS: dict[str, Callable[[Any], None]] = {
+    "port": check_port,
     "resources": check_resources,
     "node_selector": check_string_map,
     "tolerations": check_tolerations,
@@ -165,20 +182,10 @@ CATALOG_CHECKS: dict[str, Callable[[Any], None]] = {
 }
 
 
-def check_catalog(catalog: Mapping[str, Mapping[str, Any]]) -> None:
-    for image, entry in catalog.items():
-        for key, check in CATALOG_CHECKS.items():
-            if key in entry:
-                try:
-                    check(entry[key])
-                except ValueError as exc:
-                    raise ValueError(f"{image}: {key}: {exc}") from None
-
-
 #: {variable: check of its parsed value}; empty variables are not checked (their
-#: defaults are good).
+#: defaults are good). The catalog's keys are checked with every other key of the
+#: catalog (:data:`CATALOG_OPTIONS`, :mod:`workers.catalog`).
 CHECKS: dict[str, Callable[[Any], None]] = {
-    "MODEL_CATALOG": check_catalog,
     "K8S_CLUSTERS": check_clusters,
     "K8S_RESOURCES": check_resources,
     "K8S_NODE_SELECTOR": check_string_map,

@@ -13,7 +13,8 @@ from typing import Any
 from scorefleet.job import Job
 from scorefleet.settings import DNS1123_LABEL, ModelSpec, Settings
 from workers.backends.kubernetes.api import CONTAINER
-from workers.scoring.protocols import protocol_for
+from workers.backends.kubernetes.config import port_of
+from workers.scoring.protocols import HttpCheck, Readiness, protocol_for
 
 log = logging.getLogger("workers.backends.kubernetes")
 
@@ -56,10 +57,16 @@ def _quantities(resources: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[st
     return {part: {k: str(v) for k, v in q.items()} for part, q in resources.items()}
 
 
-def _probe_handler(spec: ModelSpec, port: int) -> dict[str, Any]:
-    """The readiness probe's handler: the model's protocol says what ready means."""
-    handler = protocol_for(spec.protocol).pod_probe(spec)
-    return {kind: {**body, "port": port} for kind, body in handler.items()}
+def probe_handler(readiness: Readiness, port: int) -> dict[str, Any]:
+    """The readiness probe's handler for what the model's protocol says ready means:
+    a pod has one handler, so it is the last (most specific) GET among the checks,
+    else a TCP connection to the port. What the kubelet cannot check (an answer's
+    text, a POST) the worker checks itself before it scores
+    (:meth:`KubernetesBackend._check_reachable`)."""
+    gets = [c for c in readiness.checks if isinstance(c, HttpCheck) and c.method == "GET"]
+    if gets:
+        return {"httpGet": {"path": gets[-1].path, "port": port}}
+    return {"tcpSocket": {"port": port}}
 
 
 def pod_manifest(
@@ -67,14 +74,14 @@ def pod_manifest(
 ) -> dict[str, Any]:
     """The pod of one run. Catalog entry keys override the SCOREFLEET_K8S_* defaults."""
     extra = spec.extra
-    port = spec.port
+    port = port_of(spec)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image,
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         "resources": _quantities(extra.get("resources", settings.kubernetes.resources)),
         "readinessProbe": {
-            **_probe_handler(spec, port),
+            **probe_handler(protocol_for(spec.protocol).readiness(spec), port),
             "periodSeconds": 2,
             "timeoutSeconds": 2,
             "failureThreshold": 3,

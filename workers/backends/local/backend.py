@@ -54,6 +54,7 @@ from scorefleet.job import Job, run_pipeline
 from scorefleet.settings import ModelSpec
 from scorefleet.vouch import check_run_id
 from workers.backends.base import Endpoint
+from workers.backends.local.config import command_of
 from workers.backends.local.processes import (
     HOST,
     KILLED_FROM_OUTSIDE,
@@ -175,7 +176,8 @@ class LocalBackend:
             return self._wait_ready(job, earlier, running)
         if earlier:
             self._remove(job.run_id)  # a dead one from an earlier attempt
-        if not spec.command:
+        command = command_of(spec)
+        if not command:
             raise ModelError(
                 f"no model command for image {spec.image!r} on this machine: the model "
                 "catalog (SCOREFLEET_MODEL_CATALOG; `scorefleet up --catalog FILE` on the local "
@@ -198,7 +200,7 @@ class LocalBackend:
                 raise self._full()
             run_dir.mkdir(parents=True, exist_ok=True)
         port = free_port()
-        argv = shlex.split(spec.command.format(port=port, python=sys.executable, host=HOST))
+        argv = shlex.split(command.format(port=port, python=sys.executable, host=HOST))
         home = self._new_home(job.run_id)
         env = model_environment(os.environ, spec.extra.get("env") or {}, home)
         cwd = spec.extra.get("cwd") or None
@@ -207,7 +209,7 @@ class LocalBackend:
             "image": spec.image,
             # readiness is the model's protocol's: kept for the warm pool's checks
             "protocol": spec.protocol,
-            "protocol_options": dict(spec.protocol_options),
+            "protocol_options": protocol_for(spec.protocol).raw_options(spec.extra),
             "started": time.time(),
             "source": str(job.source),
             "launch_timeout": float(spec.extra.get("launch_timeout", self.launch_timeout)),

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from scorefleet.settings import ModelSpec
+from workers.scoring.protocols import protocol_for
 
 
 def read_record(run_dir: Path) -> dict[str, Any] | None:
@@ -20,11 +21,15 @@ def read_record(run_dir: Path) -> dict[str, Any] | None:
 
 
 def spec_of(rec: dict[str, Any]) -> ModelSpec:
-    """What readiness needs of a model's catalog entry, from its run record."""
+    """What readiness needs of a model's catalog entry, from its run record (its
+    protocol's options, as :meth:`~workers.scoring.protocols.ModelProtocol.raw_options`
+    gave them)."""
+    protocol = str(rec.get("protocol") or "")
+    options = dict(rec.get("protocol_options") or {})
     return ModelSpec(
         image=str(rec.get("image", "")),
-        protocol=str(rec.get("protocol", "sagemaker")),
-        protocol_options=dict(rec.get("protocol_options") or {}),
+        protocol=protocol,
+        extra=protocol_for(protocol).as_entry(options),
     )
 
 

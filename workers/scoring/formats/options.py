@@ -156,31 +156,36 @@ def split_names(value: Any, what: str) -> tuple[str, ...]:
     return names
 
 
-def check_catalog_entry(entry: Mapping[str, Any]) -> None:
-    """``ValueError`` for a catalog entry whose format or column keys are wrong (run
-    at start-up, so a typo fails the worker, not a file)."""
+def catalog_problems(entry: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a catalog entry's format and column keys, one problem per
+    key, each naming it (checked at start-up, so a typo fails the worker, not a file:
+    :mod:`workers.catalog`)."""
+    found: list[str] = []
     for key in ("content_type", "output_format"):
         if key in entry:
             if not isinstance(entry[key], str):
-                raise ValueError(f"{key} must be a string")
-            format_named(entry[key], key)
+                found.append(f"{key} must be a string")
+                continue
+            try:
+                format_named(entry[key], key)
+            except ValueError as exc:
+                found.append(str(exc))
     for key in ("keep_columns", "model_columns", "drop_columns"):
         if key in entry:
-            split_names(entry[key], key)
+            try:
+                split_names(entry[key], key)
+            except ValueError as exc:
+                found.append(str(exc))
     if "model_columns" in entry and "drop_columns" in entry:
-        raise ValueError("set model_columns or drop_columns, not both")
+        found.append("set model_columns or drop_columns, not both")
+    return found
 
 
-def check_catalog(catalog: Mapping[str, Mapping[str, Any]]) -> None:
-    """:class:`~scorefleet.settings.ConfigError` naming the image whose format or column
-    keys are wrong (the worker checks this at start-up)."""
-    from scorefleet.settings import ConfigError
-
-    for image, entry in catalog.items():
-        try:
-            check_catalog_entry(entry)
-        except ValueError as exc:
-            raise ConfigError([f"SCOREFLEET_MODEL_CATALOG: {image}: {exc}"]) from None
+def check_catalog_entry(entry: Mapping[str, Any]) -> None:
+    """``ValueError`` for a catalog entry whose format or column keys are wrong."""
+    found = catalog_problems(entry)
+    if found:
+        raise ValueError("; ".join(found))
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,20 @@
 """Model protocols: how a worker talks to a model server (one module per protocol).
 
-``base`` holds the interface (:class:`ModelProtocol`), the limits every call keeps
-(:class:`CallLimits`), ``registry`` the list of protocols (:data:`PROTOCOLS`); ``calls`` the bounded
-HTTP plumbing they share. docs/models.md describes each contract.
+``base`` holds the interface (:class:`ModelProtocol`), what readiness means as data
+(:class:`Readiness`), the limits every call keeps (:class:`CallLimits`);
+``registry`` the list of protocols (:data:`PROTOCOLS`); ``calls`` the bounded HTTP
+plumbing they share. docs/models.md describes each contract.
 """
 
-from workers.scoring.protocols.base import CallLimits, ModelProtocol
+from workers.scoring.protocols.base import (
+    CallLimits,
+    HttpCheck,
+    ModelProtocol,
+    PortCheck,
+    Readiness,
+)
 from workers.scoring.protocols.registry import (
     PROTOCOLS,
-    check_catalog,
     open_protocol,
     probe,
     protocol_for,
@@ -17,8 +23,10 @@ from workers.scoring.protocols.registry import (
 __all__ = [
     "PROTOCOLS",
     "CallLimits",
+    "HttpCheck",
     "ModelProtocol",
-    "check_catalog",
+    "PortCheck",
+    "Readiness",
     "open_protocol",
     "probe",
     "protocol_for",

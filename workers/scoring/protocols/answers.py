@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from scorefleet.errors import ModelError
+from scorefleet.settings.declare import unknown_key
 
 SHAPES = ("auto", "scalar", "list", "object")
 _MISSING = object()
@@ -158,10 +159,10 @@ def option(raw: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
     return value
 
 
-def check_keys(raw: Mapping[str, Any], known: set[str]) -> None:
-    unknown = sorted(set(raw) - known)
+def check_keys(raw: Mapping[str, Any], known: Iterable[str]) -> None:
+    """ValueError naming every key of ``raw`` that is no option, each with the nearest
+    known one."""
+    names = frozenset(known)
+    unknown = sorted(set(raw) - names)
     if unknown:
-        raise ValueError(
-            f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
-            f"(known: {', '.join(sorted(known))})"
-        )
+        raise ValueError("; ".join(unknown_key(k, names, "option") for k in unknown))

@@ -44,7 +44,7 @@ from workers.scoring.protocols.answers import (
     resolve,
     split_pointer,
 )
-from workers.scoring.protocols.base import ModelProtocol
+from workers.scoring.protocols.base import HttpCheck, ModelProtocol, PortCheck, Readiness
 from workers.scoring.protocols.calls import CallLimits, check_status, fan_out, snippet
 
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
@@ -70,11 +70,15 @@ def wrap(record: Mapping[str, Any], event: str) -> Any:
 
 class LambdaProtocol(ModelProtocol):
     name: ClassVar[str] = "lambda"
+    options_key: ClassVar[str | None] = "lambda"
+    option_names: ClassVar[frozenset[str]] = frozenset(
+        {"event", "response", "shape", "columns", "names", "probe_event"}
+    )
     options: LambdaOptions
 
     @classmethod
     def parse_options(cls, raw: Mapping[str, Any]) -> LambdaOptions:
-        check_keys(raw, {"event", "response", "shape", "columns", "names", "probe_event"})
+        check_keys(raw, cls.option_names)
         event = option(raw, "event", str, "body-string")
         if event not in EVENTS:
             raise ValueError(f"event must be one of {', '.join(EVENTS)}, not {event!r}")
@@ -86,13 +90,13 @@ class LambdaProtocol(ModelProtocol):
         )
 
     @classmethod
-    def describe_readiness(cls, spec: ModelSpec) -> str:
-        probe = cls.parse_options(spec.protocol_options).probe_event is not None
-        return "a connection to its port" + (" and an answer to the probe event" if probe else "")
-
-    @classmethod
-    def pod_probe(cls, spec: ModelSpec) -> dict[str, Any]:
-        return {"tcpSocket": {}}
+    def readiness(cls, spec: ModelSpec) -> Readiness:
+        """No health endpoint: the port, and the probe event when the catalog gives one
+        (run by :meth:`ready`: its answer must not be the handler's error)."""
+        if cls.options_of(spec).probe_event is None:
+            return Readiness((PortCheck(),))
+        event = HttpCheck(INVOKE_PATH, "POST", shown="an answer to the probe event")
+        return Readiness((PortCheck(), event))
 
     def __init__(self, endpoint: str, spec: ModelSpec, limits: CallLimits) -> None:
         super().__init__(endpoint, spec, limits)

@@ -41,7 +41,7 @@ from workers.scoring.protocols.answers import (
     resolve,
     split_pointer,
 )
-from workers.scoring.protocols.base import ModelProtocol
+from workers.scoring.protocols.base import HttpCheck, ModelProtocol, Readiness
 from workers.scoring.protocols.calls import (
     CallLimits,
     check_count,
@@ -79,25 +79,26 @@ def parse_readiness(raw: Mapping[str, Any], default_path: str) -> tuple[str, str
 
 class JsonProtocol(ModelProtocol):
     name: ClassVar[str] = "json"
+    options_key: ClassVar[str | None] = "json"
+    option_names: ClassVar[frozenset[str]] = frozenset(
+        {
+            "path",
+            "ready_path",
+            "ready_method",
+            "ready_contains",
+            "request",
+            "instances_as",
+            "response",
+            "shape",
+            "columns",
+            "names",
+        }
+    )
     options: JsonOptions
 
     @classmethod
     def parse_options(cls, raw: Mapping[str, Any]) -> JsonOptions:
-        check_keys(
-            raw,
-            {
-                "path",
-                "ready_path",
-                "ready_method",
-                "ready_contains",
-                "request",
-                "instances_as",
-                "response",
-                "shape",
-                "columns",
-                "names",
-            },
-        )
+        check_keys(raw, cls.option_names)
         path = option(raw, "path", str, "")
         if not path.startswith("/"):
             raise ValueError("path is required: where to POST, e.g. /v1/models/iris:predict")
@@ -121,18 +122,9 @@ class JsonProtocol(ModelProtocol):
         )
 
     @classmethod
-    def describe_readiness(cls, spec: ModelSpec) -> str:
-        o = cls.parse_options(spec.protocol_options)
-        return f"{o.ready_method} {o.ready_path}" + (
-            f" (answering {o.ready_contains!r})" if o.ready_contains else ""
-        )
-
-    @classmethod
-    def pod_probe(cls, spec: ModelSpec) -> dict[str, Any]:
-        o = cls.parse_options(spec.protocol_options)
-        if o.ready_method != "GET":
-            return {"tcpSocket": {}}
-        return {"httpGet": {"path": o.ready_path}}
+    def readiness(cls, spec: ModelSpec) -> Readiness:
+        o = cls.options_of(spec)
+        return Readiness((HttpCheck(o.ready_path, o.ready_method, o.ready_contains),))
 
     def __init__(self, endpoint: str, spec: ModelSpec, limits: CallLimits) -> None:
         super().__init__(endpoint, spec, limits)
@@ -144,13 +136,6 @@ class JsonProtocol(ModelProtocol):
         if self._fanout is not None:
             self._fanout.shutdown(wait=False, cancel_futures=True)
         super().close()
-
-    def ready(self, timeout: float) -> bool:
-        o = self.options
-        reply = self.http.probe(o.ready_method, o.ready_path, timeout)
-        if reply is None or reply.status != 200:
-            return False
-        return not o.ready_contains or o.ready_contains in reply.body.decode("utf-8", "replace")
 
     # --------------------------------------------------------------- scoring
     def score(self, batch: Batch) -> Scores:

@@ -6,6 +6,10 @@ the catalog says ``send_header: false``). The answer may be CSV (``response_head
 true`` when its first line names the columns), or JSON (``{"predictions": [...]}`` or
 a bare list). Its Content-Type must say CSV or JSON, or the catalog names the format
 with ``response_format``: nothing is silently read as CSV.
+
+Options (catalog ``sagemaker: {...}``, or at the top level of the entry, where
+catalogs have always given them): ``send_header``, ``response_header``,
+``response_format``.
 """
 
 from __future__ import annotations
@@ -13,10 +17,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from scorefleet.errors import ModelError
+from scorefleet.settings import ModelSpec
 from workers.scoring.batches import Batch, Scores
+from workers.scoring.protocols.answers import check_keys, option
 from workers.scoring.protocols.base import ModelProtocol
 from workers.scoring.protocols.calls import check_count, check_status, retrying, with_deadline
 
@@ -79,16 +87,44 @@ def _names(line: bytes | None) -> tuple[str, ...] | None:
     return tuple(row)
 
 
+@dataclass(frozen=True)
+class SageMakerOptions:
+    #: send the input's header row with every mini-batch
+    send_header: bool = True
+    #: the model's CSV answer starts with a header row (kept once in the .scoreout)
+    response_header: bool = False
+    #: "csv" or "json" for a model whose Content-Type does not say (empty: it must)
+    response_format: str = ""
+
+
+_OPTIONS = frozenset({"send_header", "response_header", "response_format"})
+
+
 class SageMakerProtocol(ModelProtocol):
     name: ClassVar[str] = "sagemaker"
-    readiness: ClassVar[str] = "GET /ping"
+    options_key: ClassVar[str | None] = "sagemaker"
+    option_names: ClassVar[frozenset[str]] = _OPTIONS
+    entry_keys: ClassVar[frozenset[str]] = _OPTIONS
+    options: SageMakerOptions
 
-    def ready(self, timeout: float) -> bool:
-        reply = self.http.probe("GET", "/ping", timeout)
-        return reply is not None and reply.status == 200
+    @classmethod
+    def parse_options(cls, raw: Mapping[str, Any]) -> SageMakerOptions:
+        check_keys(raw, cls.option_names)
+        response_format = raw.get("response_format", "")
+        if "response_format" in raw and response_format not in RESPONSE_FORMATS:
+            raise ValueError(f"response_format must be csv or json, not {response_format!r}")
+        return SageMakerOptions(
+            send_header=option(raw, "send_header", bool, True),
+            response_header=option(raw, "response_header", bool, False),
+            response_format=str(response_format),
+        )
+
+    @classmethod
+    def sends_header(cls, spec: ModelSpec) -> bool:
+        return bool(cls.options_of(spec).send_header)
 
     def score(self, batch: Batch) -> Scores:
-        payload = batch.as_csv(header=self.spec.send_header)
+        payload = batch.as_csv(header=self.options.send_header)
         return retrying(
             self.limits,
             batch.span,
@@ -117,7 +153,7 @@ class SageMakerProtocol(ModelProtocol):
         else:
             data = normalise(reply.body)
             header = None
-            if self.spec.response_header and data:
+            if self.options.response_header and data:
                 nl = data.index(b"\n") + 1
                 header, data = data[:nl], data[nl:]
             n = count_records(data)
@@ -125,8 +161,8 @@ class SageMakerProtocol(ModelProtocol):
         return Scores(rows=n, csv=data, header=_names(header), csv_header=header)
 
     def _format(self, ctype: str, span: str) -> str:
-        if self.spec.response_format:
-            return self.spec.response_format
+        if self.options.response_format:
+            return self.options.response_format
         if ctype in CSV_TYPES:
             return "csv"
         if ctype == "application/json" or ctype.endswith("+json"):

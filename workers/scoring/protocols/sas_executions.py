@@ -30,9 +30,10 @@ from urllib.parse import quote
 from urllib3 import encode_multipart_formdata
 
 from scorefleet.errors import ModelError, PipelineError, RowsRefused
+from scorefleet.settings import ModelSpec
 from workers.scoring.batches import Batch, Scores, column_names
 from workers.scoring.protocols.answers import check_keys, option
-from workers.scoring.protocols.base import ModelProtocol
+from workers.scoring.protocols.base import HttpCheck, ModelProtocol, Readiness
 from workers.scoring.protocols.calls import (
     check_count,
     check_status,
@@ -56,12 +57,15 @@ class SasOptions:
 
 class SasExecutionsProtocol(ModelProtocol):
     name: ClassVar[str] = "sas-executions"
-    readiness: ClassVar[str] = "GET / (answering pong)"
+    options_key: ClassVar[str | None] = "sas"
+    option_names: ClassVar[frozenset[str]] = frozenset(
+        {"columns", "header", "file_name", "poll_initial", "poll_max", "log_lines"}
+    )
     options: SasOptions
 
     @classmethod
     def parse_options(cls, raw: Mapping[str, Any]) -> SasOptions:
-        check_keys(raw, {"columns", "header", "file_name", "poll_initial", "poll_max", "log_lines"})
+        check_keys(raw, cls.option_names)
         columns = option(raw, "columns", list, [])
         if not all(isinstance(c, str) and c for c in columns):
             raise ValueError("columns must be a list of the scored file's column names")
@@ -81,10 +85,12 @@ class SasExecutionsProtocol(ModelProtocol):
         return SasOptions(tuple(columns), header, file_name, poll_initial, poll_max, log_lines)
 
     @classmethod
-    def pod_probe(cls, spec: Any) -> dict[str, Any]:
-        return {"httpGet": {"path": "/"}}
+    def readiness(cls, spec: ModelSpec) -> Readiness:
+        """``GET /`` answers pong (``GET /ping`` answers 500 on these servers)."""
+        return Readiness((HttpCheck("/", contains="pong"),))
 
     def ready(self, timeout: float) -> bool:
+        """As :meth:`readiness` says, and the answer is pong itself (maybe quoted)."""
         reply = self.http.probe("GET", "/", timeout)
         return (
             reply is not None

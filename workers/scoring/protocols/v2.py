@@ -35,7 +35,7 @@ from scorefleet.errors import ModelError, RowsRefused
 from scorefleet.settings import ModelSpec
 from workers.scoring.batches import Batch, Scores, column_names, scores_from_rows
 from workers.scoring.protocols.answers import check_keys, option, parse_json
-from workers.scoring.protocols.base import ModelProtocol
+from workers.scoring.protocols.base import HttpCheck, ModelProtocol, Readiness
 from workers.scoring.protocols.calls import check_status, retrying, row_note, with_deadline
 
 DATATYPES = ("FP32", "FP64", "INT64", "BYTES")
@@ -102,23 +102,24 @@ def _to(datatype: str, value: Any) -> Any:
 
 class V2Protocol(ModelProtocol):
     name: ClassVar[str] = "v2"
+    options_key: ClassVar[str | None] = "v2"
+    option_names: ClassVar[frozenset[str]] = frozenset(
+        {
+            "model_name",
+            "model_version",
+            "layout",
+            "datatype",
+            "datatypes",
+            "input_name",
+            "outputs",
+            "parameters",
+        }
+    )
     options: V2Options
 
     @classmethod
     def parse_options(cls, raw: Mapping[str, Any]) -> V2Options:
-        check_keys(
-            raw,
-            {
-                "model_name",
-                "model_version",
-                "layout",
-                "datatype",
-                "datatypes",
-                "input_name",
-                "outputs",
-                "parameters",
-            },
-        )
+        check_keys(raw, cls.option_names)
         name = option(raw, "model_name", str, "")
         if not name:
             raise ValueError("model_name is required (the name the server serves the model as)")
@@ -141,21 +142,10 @@ class V2Protocol(ModelProtocol):
         )
 
     @classmethod
-    def describe_readiness(cls, spec: ModelSpec) -> str:
-        opts = cls.parse_options(spec.protocol_options)
-        return f"GET /v2/health/ready and GET {opts.model_path}/ready"
-
-    @classmethod
-    def pod_probe(cls, spec: ModelSpec) -> dict[str, Any]:
-        opts = cls.parse_options(spec.protocol_options)
-        return {"httpGet": {"path": f"{opts.model_path}/ready"}}
-
-    def ready(self, timeout: float) -> bool:
-        for path in ("/v2/health/ready", f"{self.options.model_path}/ready"):
-            reply = self.http.probe("GET", path, timeout)
-            if reply is None or reply.status != 200:
-                return False
-        return True
+    def readiness(cls, spec: ModelSpec) -> Readiness:
+        """The server, then the model (the one a pod probe checks: the last)."""
+        path = cls.options_of(spec).model_path
+        return Readiness((HttpCheck("/v2/health/ready"), HttpCheck(f"{path}/ready")))
 
     # --------------------------------------------------------------- scoring
     def score(self, batch: Batch) -> Scores:
