@@ -51,10 +51,11 @@ def main() -> None:
 
     def loop() -> int:
         if hasattr(sc, "reader_rows"):  # issue 14: a reader, a score function, a format
-            from workers.scoring.formats import Columns, Format, ReadLimits, stream_reader
+            from workers.scoring.formats import FORMATS, Columns, ReadLimits, stream_reader
 
-            reader = stream_reader(Format.CSV, chunks(), Columns(), ReadLimits(1 << 20, 1 << 30))
-            return sc.score_stream(reader, score, _Null(), Format.CSV, max_in_flight=4).rows
+            csv = FORMATS["csv"]
+            reader = stream_reader(csv, chunks(), Columns(), ReadLimits(1 << 20, 1 << 30))
+            return sc.score_stream(reader, score, _Null(), csv, max_in_flight=4).rows
         return sc.score_stream(
             chunks(),
             protocol,

@@ -20,7 +20,6 @@ from tasks.inputs import expansion_limits, read_limits
 from workers.process.heartbeat import Heartbeat
 from workers.runtime import WorkerRuntime
 from workers.scoring.engine import no_model, reader_rows, score_stream
-from workers.scoring.formats import Format
 from workers.scoring.formats import source as data_source
 from workers.scoring.progress import RunProgress
 from workers.scoring.protocols import CallLimits, ModelProtocol, open_protocol, protocol_for
@@ -45,8 +44,8 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
             rt.s3, j, spec.extra, read_limits(s, spec), expansion_limits(s)
         )
         output = described.options.output
-        # a Parquet file with no rows: its (empty) output needs no model
-        empty = described.options.input is Format.PARQUET and reader_rows(reader) == 0
+        # a file whose footer says it has no rows (Parquet): its empty output needs no model
+        empty = reader_rows(reader) == 0
         client = None if empty else ready_client(rt, j, spec)
         if not first_delivery(self):
             # uploads of earlier attempts whose workers died: their leases expired
@@ -70,7 +69,7 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
                 budget,
                 spool,
                 fraction_read=progress.fraction_read,
-                parquet=described.options.input is Format.PARQUET,
+                parquet=described.options.input.rejected_as_table,
             )
         try:
             with s3io.MultipartWriter(

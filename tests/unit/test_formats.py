@@ -21,12 +21,21 @@ from hypothesis import strategies as st
 from scorefleet.errors import BadInput
 from workers.scoring.batches import Batch, Scores
 from workers.scoring.engine import score_stream
-from workers.scoring.formats import Columns, Format, ReadLimits, parquet_reader, stream_reader
+from workers.scoring.formats import (
+    FORMATS,
+    Columns,
+    Format,
+    ReadLimits,
+    ranged_reader,
+    stream_reader,
+)
 from workers.scoring.formats.base import csv_bytes
 from workers.scoring.formats.options import check_catalog_entry, resolve, split_names
 from workers.scoring.formats.select import plan
 
 BIG = ReadLimits(max_bytes=1 << 20, max_group_bytes=1 << 30)
+
+CSV, JSONL, PARQUET = FORMATS["csv"], FORMATS["jsonl"], FORMATS["parquet"]
 
 
 # ------------------------------------------------------------------ a model
@@ -60,9 +69,9 @@ def table_of(n: int) -> pa.Table:
 
 
 def as_file(table: pa.Table, fmt: Format, row_group: int = 1000) -> bytes:
-    if fmt is Format.CSV:
+    if fmt is CSV:
         return csv_bytes(table, header=True)
-    if fmt is Format.JSONL:
+    if fmt is JSONL:
         return b"".join(json.dumps(r).encode() + b"\n" for r in table.to_pylist())
     buf = io.BytesIO()
     pq.write_table(table, buf, row_group_size=row_group)
@@ -70,16 +79,16 @@ def as_file(table: pa.Table, fmt: Format, row_group: int = 1000) -> bytes:
 
 
 def read_output(data: bytes, fmt: Format) -> list[dict[str, Any]]:
-    if fmt is Format.CSV:
+    if fmt is CSV:
         return list(csv.DictReader(io.StringIO(data.decode(), newline="")))
-    if fmt is Format.JSONL:
+    if fmt is JSONL:
         return [json.loads(line) for line in data.splitlines()]
     return pq.read_table(io.BytesIO(data)).to_pylist()
 
 
 def reader_for(data: bytes, fmt: Format, columns: Columns, lim: ReadLimits = BIG) -> Any:
-    if fmt is Format.PARQUET:
-        return parquet_reader(io.BytesIO(data), columns, lim)
+    if fmt is PARQUET:
+        return ranged_reader(PARQUET, io.BytesIO(data), columns, lim)
     return stream_reader(fmt, [data[i : i + 4096] for i in range(0, len(data), 4096)], columns, lim)
 
 
@@ -102,7 +111,7 @@ CHOICES = {
 }
 
 
-@pytest.mark.parametrize("fmt", list(Format), ids=lambda f: f.value)
+@pytest.mark.parametrize("fmt", list(FORMATS.values()), ids=lambda f: f.name)
 @pytest.mark.parametrize("choice", list(CHOICES))
 def test_round_trip(fmt, choice):
     """Each format in, the same format out, for each column choice: output row i is
@@ -121,7 +130,7 @@ def test_round_trip(fmt, choice):
     source = table.to_pylist()
     for name in kept:
         got = [r[name] for r in rows]
-        if fmt is Format.CSV:  # CSV keeps the text as written
+        if fmt is CSV:  # CSV keeps the text as written
             assert got == [
                 str(s[name]) if not isinstance(s[name], float) else got[i]
                 for i, s in enumerate(source)
@@ -130,8 +139,8 @@ def test_round_trip(fmt, choice):
             assert got == [s[name] for s in source]
 
 
-@pytest.mark.parametrize("src", list(Format), ids=lambda f: f.value)
-@pytest.mark.parametrize("out", list(Format), ids=lambda f: f.value)
+@pytest.mark.parametrize("src", list(FORMATS.values()), ids=lambda f: f.name)
+@pytest.mark.parametrize("out", list(FORMATS.values()), ids=lambda f: f.name)
 def test_output_format_can_differ(src, out):
     table = table_of(500)
     rows, _, _ = score_file(as_file(table, src), src, Columns(keep=("id",)), out)
@@ -141,9 +150,7 @@ def test_output_format_can_differ(src, out):
 
 def test_parquet_output_is_typed():
     table = table_of(100)
-    _, _, data = score_file(
-        as_file(table, Format.PARQUET), Format.PARQUET, Columns(keep=("*",)), Format.PARQUET
-    )
+    _, _, data = score_file(as_file(table, PARQUET), PARQUET, Columns(keep=("*",)), PARQUET)
     schema = pq.read_schema(io.BytesIO(data))
     assert schema.field("x").type == pa.float64()
     assert schema.field("k").type == pa.int64()
@@ -162,14 +169,14 @@ def test_csv_fast_path_passes_bytes_through():
         return Scores(rows=batch.rows, csv=b"x\n" * batch.rows, csv_header=b"score\n")
 
     sink = io.BytesIO()
-    score_stream(reader_for(data, Format.CSV, Columns()), model, sink, Format.CSV, max_in_flight=1)
+    score_stream(reader_for(data, CSV, Columns()), model, sink, CSV, max_in_flight=1)
     assert seen == [data]
     assert sink.getvalue() == b"score\nx\nx\n"
 
 
 def test_kept_csv_values_are_the_files_text():
     data = b'id,a\n007,"1,5"\n"x ""y""",2\n'
-    rows, _, raw = score_file(data, Format.CSV, Columns(keep=("id", "a"), model=("a",)), Format.CSV)
+    rows, _, raw = score_file(data, CSV, Columns(keep=("id", "a"), model=("a",)), CSV)
     assert [r["id"] for r in rows] == ["007", 'x "y"']
     assert [r["a"] for r in rows] == ["1,5", "2"]
     assert raw.startswith(b"id,a,hash,fields\n007,")
@@ -179,23 +186,21 @@ def test_gzip_jsonl_through_decompression():
     from workers.scoring.formats.compression import Limits, decompress
 
     table = table_of(200)
-    body = gzip.compress(as_file(table, Format.JSONL))
+    body = gzip.compress(as_file(table, JSONL))
     reader = stream_reader(
-        Format.JSONL, decompress([body], Limits(1 << 30, 1000)), Columns(keep=("id",)), BIG
+        JSONL, decompress([body], Limits(1 << 30, 1000)), Columns(keep=("id",)), BIG
     )
     sink = io.BytesIO()
-    score_stream(reader, hash_model, sink, Format.JSONL, max_in_flight=2)
-    assert [r["id"] for r in read_output(sink.getvalue(), Format.JSONL)] == table.column(
-        "id"
-    ).to_pylist()
+    score_stream(reader, hash_model, sink, JSONL, max_in_flight=2)
+    assert [r["id"] for r in read_output(sink.getvalue(), JSONL)] == table.column("id").to_pylist()
 
 
 # ------------------------------------------------------------------ property
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     n=st.integers(1, 400),
-    fmt=st.sampled_from(list(Format)),
-    out=st.sampled_from(list(Format)),
+    fmt=st.sampled_from(list(FORMATS.values())),
+    out=st.sampled_from(list(FORMATS.values())),
     max_bytes=st.integers(150, 5000),
     row_group=st.integers(1, 300),
     in_flight=st.integers(1, 5),
@@ -232,21 +237,18 @@ def test_output_row_i_belongs_to_input_row_i(n, fmt, out, max_bytes, row_group, 
 
 # ------------------------------------------------------------------ options
 def test_format_from_suffix_type_tag_and_catalog():
-    assert resolve("in/a.parquet", "", {}, {}).input is Format.PARQUET
-    assert resolve("in/a.ndjson.gz", "", {}, {}).input is Format.JSONL
-    assert resolve("in/a.JSONL", "binary/octet-stream", {}, {}).input is Format.JSONL
-    assert resolve("in/a", "application/x-parquet", {}, {}).input is Format.PARQUET
-    assert resolve("in/a.txt", "text/plain", {}, {}).input is Format.CSV
-    assert resolve("in/a.csv", "", {"content_type": "jsonl"}, {}).input is Format.JSONL
-    assert resolve("in/a.csv", "", {}, {"content_type": "parquet"}).input is Format.PARQUET
+    assert resolve("in/a.parquet", "", {}, {}).input is PARQUET
+    assert resolve("in/a.ndjson.gz", "", {}, {}).input is JSONL
+    assert resolve("in/a.JSONL", "binary/octet-stream", {}, {}).input is JSONL
+    assert resolve("in/a", "application/x-parquet", {}, {}).input is PARQUET
+    assert resolve("in/a.txt", "text/plain", {}, {}).input is CSV
+    assert resolve("in/a.csv", "", {"content_type": "jsonl"}, {}).input is JSONL
+    assert resolve("in/a.csv", "", {}, {"content_type": "parquet"}).input is PARQUET
     # a tag overrides the catalog
-    assert (
-        resolve("in/a", "", {"content_type": "csv"}, {"content_type": "parquet"}).input
-        is Format.CSV
-    )
+    assert resolve("in/a", "", {"content_type": "csv"}, {"content_type": "parquet"}).input is CSV
     opts = resolve("in/a.parquet", "", {"output_format": "text/csv"}, {"output_format": "jsonl"})
-    assert (opts.input, opts.output) == (Format.PARQUET, Format.CSV)
-    assert resolve("in/a.jsonl", "", {}, {}).output is Format.JSONL
+    assert (opts.input, opts.output) == (PARQUET, CSV)
+    assert resolve("in/a.jsonl", "", {}, {}).output is JSONL
 
 
 @pytest.mark.parametrize(
@@ -320,10 +322,10 @@ def test_unnamed_answers_are_numbered():
 
     sink = io.BytesIO()
     score_stream(
-        reader_for(as_file(table, Format.JSONL), Format.JSONL, Columns(keep=("id",))),
+        reader_for(as_file(table, JSONL), JSONL, Columns(keep=("id",))),
         model,
         sink,
-        Format.JSONL,
+        JSONL,
         max_in_flight=1,
     )
     assert json.loads(sink.getvalue().splitlines()[0]) == {
@@ -355,7 +357,7 @@ def run(data: bytes, fmt: Format, columns: Columns = PLAIN, lim: ReadLimits = BI
 )
 def test_bad_jsonl(body, needle):
     with pytest.raises(BadInput) as exc:
-        run(body, Format.JSONL)
+        run(body, JSONL)
     assert needle in str(exc.value)
 
 
@@ -364,17 +366,17 @@ def test_jsonl_key_changes_type_across_mini_batches():
     with pytest.raises(
         BadInput, match="line 201: the key 'a' is a string here but a number on line 1"
     ):
-        run(body, Format.JSONL, lim=ReadLimits(300, 1 << 30))
+        run(body, JSONL, lim=ReadLimits(300, 1 << 30))
 
 
 def test_jsonl_new_key_after_the_first_mini_batch():
     body = b"".join(b'{"a": %d}\n' % i for i in range(200)) + b'{"a": 1, "b": 2}\n'
     with pytest.raises(BadInput, match="line 201 has the key 'b', which the lines before it"):
-        run(body, Format.JSONL, lim=ReadLimits(300, 1 << 30))
+        run(body, JSONL, lim=ReadLimits(300, 1 << 30))
 
 
 def test_jsonl_missing_keys_are_null():
-    rows = run(b'{"a": 1, "b": 2}\n{"a": 3}\n', Format.JSONL, Columns(keep=("*",)))
+    rows = run(b'{"a": 1, "b": 2}\n{"a": 3}\n', JSONL, Columns(keep=("*",)))
     assert [(r["a"], r["b"]) for r in rows] == [(1, 2), (3, None)]
 
 
@@ -388,38 +390,34 @@ def test_parquet_corrupt_footer():
     data = bytearray(parquet(table_of(50)))
     data[-40:-8] = b"\xff" * 32
     with pytest.raises(BadInput, match=r"footer .* is corrupt"):
-        run(bytes(data), Format.PARQUET)
+        run(bytes(data), PARQUET)
 
 
 def test_parquet_truncated():
     data = parquet(table_of(500))
     with pytest.raises(BadInput, match="the Parquet file is truncated"):
-        run(data[: len(data) // 2], Format.PARQUET)
+        run(data[: len(data) // 2], PARQUET)
 
 
 def test_parquet_that_is_really_csv():
     with pytest.raises(BadInput, match=r"not Parquet .* looks like text \(CSV\?\)"):
-        run(b"a,b\n1,2\n" * 100, Format.PARQUET)
+        run(b"a,b\n1,2\n" * 100, PARQUET)
 
 
 def test_parquet_nested_column_the_model_cannot_take():
     table = pa.table({"id": [1, 2], "feats": [{"a": 1}, {"a": 2}], "tags": [[1], [2, 3]]})
     with pytest.raises(BadInput, match=r"the column 'feats' is nested .* drop_columns=feats"):
-        run(parquet(table), Format.PARQUET)
+        run(parquet(table), PARQUET)
     # kept, not sent: fine (Parquet and JSON Lines outputs hold nested values)
-    rows = run(parquet(table), Format.PARQUET, Columns(keep=("*",), model=("id",)))
+    rows = run(parquet(table), PARQUET, Columns(keep=("*",), model=("id",)))
     assert [r["tags"] for r in rows] == [[1], [2, 3]]
     with pytest.raises(BadInput, match="CSV cannot hold"):
-        score_file(
-            parquet(table), Format.PARQUET, Columns(keep=("tags",), model=("id",)), Format.CSV
-        )
+        score_file(parquet(table), PARQUET, Columns(keep=("tags",), model=("id",)), CSV)
 
 
 def test_parquet_with_no_rows_is_an_empty_output_with_the_schema():
     table = table_of(0)
-    _, _, data = score_file(
-        parquet(table), Format.PARQUET, Columns(keep=("id", "x")), Format.PARQUET
-    )
+    _, _, data = score_file(parquet(table), PARQUET, Columns(keep=("id", "x")), PARQUET)
     out = pq.read_table(io.BytesIO(data))
     assert out.num_rows == 0
     assert out.schema.names == ["id", "x"]
@@ -431,13 +429,13 @@ def test_parquet_row_group_too_big_is_refused_before_reading():
         BadInput,
         match=r"row group 1 of 1 holds .* more than a worker reads at once .* smaller row groups",
     ):
-        run(data, Format.PARQUET, lim=ReadLimits(1 << 20, 100_000))
+        run(data, PARQUET, lim=ReadLimits(1 << 20, 100_000))
     # the same file in small row groups is fine
     assert (
         len(
             run(
                 parquet(table_of(20_000), row_group_size=1000),
-                Format.PARQUET,
+                PARQUET,
                 lim=ReadLimits(1 << 20, 100_000),
             )
         )
@@ -453,10 +451,8 @@ def test_parquet_mini_batches_are_sized_like_csv_payloads():
         return hash_model(batch)
 
     sink = io.BytesIO()
-    reader = reader_for(
-        parquet(table_of(20_000)), Format.PARQUET, Columns(), ReadLimits(50_000, 1 << 30)
-    )
-    score_stream(reader, model, sink, Format.PARQUET, max_in_flight=1)
+    reader = reader_for(parquet(table_of(20_000)), PARQUET, Columns(), ReadLimits(50_000, 1 << 30))
+    score_stream(reader, model, sink, PARQUET, max_in_flight=1)
     assert len(sizes) > 10
     assert max(sizes) <= 50_000 * 1.1
     assert sum(sizes) / len(sizes) > 50_000 * 0.6
@@ -477,16 +473,16 @@ class FakeS3:
 
 
 def test_parquet_is_read_in_ranges_one_row_group_at_a_time():
-    from workers.scoring.formats.parquet import RangeFile
+    from workers.scoring.formats.source import RangeFile
 
     data = parquet(table_of(200_000), row_group_size=20_000)
     s3 = FakeS3(data)
     f = RangeFile(s3, "b", "k", size=len(data), pin={}, block=256 * 1024)
-    reader = parquet_reader(f, Columns(keep=("id",), model=("x",)), BIG, size=len(data))
+    reader = ranged_reader(PARQUET, f, Columns(keep=("id",), model=("x",)), BIG, size=len(data))
     assert reader.num_rows == 200_000
     assert f.bytes_fetched < 300 * 1024  # the footer, not the file
     sink = io.BytesIO()
-    score_stream(reader, hash_model, sink, Format.PARQUET, max_in_flight=2)
+    score_stream(reader, hash_model, sink, PARQUET, max_in_flight=2)
     assert pq.read_table(io.BytesIO(sink.getvalue())).num_rows == 200_000
     assert max(end - start for start, end in s3.ranges) < len(data) / 4
     # the unread columns (k, name) are never fetched: less than the file in all
@@ -521,15 +517,13 @@ def test_jsonl_integers_then_a_fraction_in_a_later_mini_batch():
     ints = b"".join(b'{"a": %d}\n' % i for i in range(200))
     lim = ReadLimits(300, 1 << 30)
     body = ints + b'{"a": 3.0}\n{"a": 2.5}\n'
-    rows = run(body, Format.JSONL, Columns(keep=("a",)), lim)
+    rows = run(body, JSONL, Columns(keep=("a",)), lim)
     assert [r["a"] for r in rows][-3:] == [199, 3, 2.5]
-    _, _, out = score_file(body, Format.JSONL, Columns(keep=("a",)), Format.PARQUET, lim)
+    _, _, out = score_file(body, JSONL, Columns(keep=("a",)), PARQUET, lim)
     assert pq.read_table(io.BytesIO(out)).column("a").to_pylist()[-1] == 2.5
     late = b"".join(b'{"a": %d}\n' % i for i in range(100_000)) + b'{"a": 2.5}\n'
     with pytest.raises(BadInput, match="the output's columns changed type after data row"):
-        score_file(
-            late, Format.JSONL, Columns(keep=("a",)), Format.PARQUET, ReadLimits(100_000, 1 << 30)
-        )
+        score_file(late, JSONL, Columns(keep=("a",)), PARQUET, ReadLimits(100_000, 1 << 30))
 
 
 def test_the_row_group_limit_is_a_setting():

@@ -177,6 +177,5 @@ def no_model(batch: Batch) -> Scores:
 
 
 def reader_rows(reader: Reader) -> int | None:
-    """The rows of the file if the reader knows them before reading (Parquet)."""
-    rows = getattr(reader, "num_rows", None)
-    return rows if isinstance(rows, int) else None
+    """The rows of the file if the reader knows them before reading (a footer)."""
+    return reader.known_rows

@@ -14,11 +14,10 @@ import io
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from scorefleet.errors import BadInput
 from workers.scoring.batches import Batch, Scores
-from workers.scoring.formats.options import Format
 from workers.scoring.formats.select import ColumnPlan
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,8 +39,6 @@ class Piece:
 class Reader(ABC):
     """Iterate over :class:`Piece` objects, in file order, memory bounded."""
 
-    format: ClassVar[Format]
-
     def __init__(self) -> None:
         #: known once the file's columns are (after the first piece, or at open)
         self.plan: ColumnPlan | None = None
@@ -56,11 +53,14 @@ class Reader(ABC):
         """The kept columns' schema, for the output of a file with no rows."""
         return None
 
+    @property
+    def known_rows(self) -> int | None:
+        """The file's rows, if the reader knows them before reading (a footer says)."""
+        return None
+
 
 class Writer(ABC):
     """Streams the output of one file into ``sink``; :meth:`close` ends it."""
-
-    format: ClassVar[Format]
 
     def __init__(self, sink: Sink, plan: ColumnPlan) -> None:
         self.sink = sink

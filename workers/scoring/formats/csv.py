@@ -30,8 +30,8 @@ from workers.scoring.formats.base import (
     joined,
 )
 from workers.scoring.formats.csvsplit import CsvBatcher
-from workers.scoring.formats.options import Columns, Format
-from workers.scoring.formats.select import ColumnPlan, plan
+from workers.scoring.formats.kind import Format, ReadLimits
+from workers.scoring.formats.select import ColumnPlan, Columns, plan
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -46,8 +46,6 @@ def header_names(header: bytes | None, fields: int) -> tuple[str, ...]:
 
 
 class CsvReader(Reader):
-    format = Format.CSV
-
     def __init__(
         self,
         chunks: Iterable[bytes],
@@ -124,8 +122,6 @@ class CsvReader(Reader):
 
 
 class CsvWriter(Writer):
-    format = Format.CSV
-
     def __init__(self, sink: Sink, plan: ColumnPlan) -> None:
         super().__init__(sink, plan)
         self._started = False
@@ -155,3 +151,48 @@ def _header_line(names: Iterable[str]) -> bytes:
     out = io.StringIO()
     _csv.writer(out, lineterminator="\n").writerow(list(names))
     return out.getvalue().encode("utf-8")
+
+
+def read(chunks: Iterable[bytes], columns: Columns, lim: ReadLimits) -> CsvReader:
+    return CsvReader(
+        chunks,
+        lim.max_bytes,
+        columns=columns,
+        header_mode=lim.header_mode,
+        send_header=lim.send_header,
+    )
+
+
+def check_head(head: bytes, complete: bool, columns: Columns, lim: ReadLimits) -> None:
+    """The launch preflight of a CSV file: a whole file is read as the scoring step
+    reads it; of a longer one, the columns chosen must be in its header."""
+    if complete:
+        for _batch in CsvBatcher(
+            [head], lim.max_bytes, header_mode=lim.header_mode, send_header=lim.send_header
+        ):
+            pass
+        if not columns.plain:
+            for _piece in read([head], columns, lim):
+                pass
+        return
+    if columns.plain:
+        return
+    batcher = CsvBatcher([head], lim.max_bytes, header_mode=lim.header_mode)
+    try:
+        batcher._read_header()
+    except BadInput:
+        return  # a header longer than the first bytes: the scoring step decides
+    names = header_names(batcher.header, batcher.fields or 1)
+    plan(columns, names, named=batcher.header is not None)
+
+
+FORMAT = Format(
+    name="csv",
+    label="CSV",
+    media_type="text/csv",
+    suffixes=(".csv",),
+    aliases=("application/csv", "text/comma-separated-values"),
+    stream=read,
+    writer=CsvWriter,
+    check_head=check_head,
+)

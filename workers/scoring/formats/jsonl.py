@@ -25,9 +25,9 @@ from scorefleet.errors import BadInput
 from workers.scoring.batches import Batch, Scores, span_of
 from workers.scoring.formats.base import Piece, Reader, Writer, answer_table, joined, refuse_nested
 from workers.scoring.formats.csvsplit import BOM, take
+from workers.scoring.formats.kind import Format, ReadLimits
 from workers.scoring.formats.magic import binary_problem
-from workers.scoring.formats.options import Columns, Format
-from workers.scoring.formats.select import plan
+from workers.scoring.formats.select import Columns, plan
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -77,8 +77,6 @@ def diagnose(data: bytes, first_line: int, seen: dict[str, tuple[str, int]]) -> 
 
 
 class JsonlReader(Reader):
-    format = Format.JSONL
-
     def __init__(self, chunks: Iterable[bytes], max_bytes: int, *, columns: Columns) -> None:
         super().__init__()
         self._chunks = iter(chunks)
@@ -237,8 +235,6 @@ def _finite(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 class JsonlWriter(Writer):
-    format = Format.JSONL
-
     def write(self, kept: pa.Table | None, scores: Scores) -> None:
         answer = self.answer_names(scores)
         if self.names is None:
@@ -250,3 +246,42 @@ class JsonlWriter(Writer):
         lines = [dumps(dict(zip(names, row, strict=True))) for row in zip(*columns, strict=True)]
         self._emit(("\n".join(lines) + "\n").encode("utf-8") if lines else b"")
         self.rows += scores.rows
+
+
+def read(chunks: Iterable[bytes], columns: Columns, lim: ReadLimits) -> JsonlReader:
+    return JsonlReader(chunks, lim.max_bytes, columns=columns)
+
+
+def check_head(head: bytes, complete: bool, columns: Columns, lim: ReadLimits) -> None:
+    """The launch preflight of a JSON Lines file: its lines hold no newline, so its
+    first complete lines are read as the scoring step reads them."""
+    if not complete:
+        head = head[: head.rfind(b"\n") + 1]
+    if head.strip():
+        for _piece in read([head], columns, lim):
+            if not complete:
+                break
+    elif complete:
+        raise BadInput("the file is empty")
+
+
+FORMAT = Format(
+    name="jsonl",
+    label="JSON Lines",
+    media_type="application/x-ndjson",
+    suffixes=(".jsonl", ".ndjson"),
+    aliases=(
+        "ndjson",
+        "jsonlines",
+        "json-lines",
+        "application/jsonl",
+        "application/x-jsonl",
+        "application/jsonlines",
+        "application/x-jsonlines",
+        "application/json-lines",
+        "application/ndjson",
+    ),
+    stream=read,
+    writer=JsonlWriter,
+    check_head=check_head,
+)

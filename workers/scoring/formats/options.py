@@ -28,68 +28,19 @@ setting either replaces both of the catalog's.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from scorefleet.errors import BadInput
+from workers.scoring.formats import registry
+from workers.scoring.formats.kind import Format
+from workers.scoring.formats.select import ALL_COLUMNS, Columns
 
-
-class Format(enum.Enum):
-    CSV = "csv"
-    JSONL = "jsonl"
-    PARQUET = "parquet"
-
-    @property
-    def media_type(self) -> str:
-        """What the ``.scoreout`` is stored with (its Content-Type)."""
-        return _MEDIA_TYPE[self]
-
-    @property
-    def label(self) -> str:
-        return {"csv": "CSV", "jsonl": "JSON Lines", "parquet": "Parquet"}[self.value]
-
-
-_MEDIA_TYPE = {
-    Format.CSV: "text/csv",
-    Format.JSONL: "application/x-ndjson",
-    Format.PARQUET: "application/vnd.apache.parquet",
-}
-
-#: Key suffixes of each format (lower case).
-SUFFIXES: Mapping[str, Format] = {
-    ".csv": Format.CSV,
-    ".jsonl": Format.JSONL,
-    ".ndjson": Format.JSONL,
-    ".parquet": Format.PARQUET,
-}
 #: Compression suffixes looked through (the bytes decide the compression:
 #: workers.scoring.formats.compression).
 COMPRESSION_SUFFIXES = (".gz", ".gzip", ".bz2", ".xz", ".zst", ".zstd")
 
-#: Names a tag or the catalog may use: short names and media types.
-NAMES: Mapping[str, Format] = {
-    "csv": Format.CSV,
-    "text/csv": Format.CSV,
-    "application/csv": Format.CSV,
-    "text/comma-separated-values": Format.CSV,
-    "jsonl": Format.JSONL,
-    "ndjson": Format.JSONL,
-    "jsonlines": Format.JSONL,
-    "json-lines": Format.JSONL,
-    "application/jsonl": Format.JSONL,
-    "application/x-jsonl": Format.JSONL,
-    "application/jsonlines": Format.JSONL,
-    "application/x-jsonlines": Format.JSONL,
-    "application/json-lines": Format.JSONL,
-    "application/ndjson": Format.JSONL,
-    "application/x-ndjson": Format.JSONL,
-    "parquet": Format.PARQUET,
-    "application/parquet": Format.PARQUET,
-    "application/x-parquet": Format.PARQUET,
-    "application/vnd.apache.parquet": Format.PARQUET,
-}
 #: Content-Types that say nothing about the format (clients' defaults).
 GENERIC_TYPES = frozenset(
     {
@@ -110,18 +61,17 @@ TAGS = ("content_type", "output_format", "keep_columns", "model_columns", "drop_
 #: The catalog keys it reads (per image).
 CATALOG_KEYS = TAGS
 
-ALL_COLUMNS = "*"
-
 
 def format_named(value: str, what: str) -> Format:
     """The format a tag or catalog value names; ``ValueError`` listing the names."""
-    name = value.split(";", maxsplit=1)[0].strip().lower()
-    if name in NAMES:
-        return NAMES[name]
+    fmt = registry.by_name(value.split(";", maxsplit=1)[0].strip().lower())
+    if fmt is not None:
+        return fmt
+    formats = registry.FORMATS.values()
     raise ValueError(
-        f"{what} {value!r} is not a format scorefleet reads: use csv, jsonl (or ndjson) "
-        "or parquet, or a media type such as text/csv, application/x-ndjson, "
-        "application/vnd.apache.parquet"
+        f"{what} {value!r} is not a format scorefleet reads: use "
+        f"{', '.join(f.name for f in formats)}, or a media type such as "
+        f"{', '.join(f.media_type for f in formats)}"
     )
 
 
@@ -133,10 +83,7 @@ def split_key(key: str) -> tuple[Format | None, str]:
         if name.endswith(suffix):
             compression, name = suffix, name[: -len(suffix)]
             break
-    for suffix, fmt in SUFFIXES.items():
-        if name.endswith(suffix):
-            return fmt, compression
-    return None, compression
+    return registry.by_suffix(name), compression
 
 
 def split_names(value: Any, what: str) -> tuple[str, ...]:
@@ -189,20 +136,6 @@ def check_catalog_entry(entry: Mapping[str, Any]) -> None:
 
 
 @dataclass(frozen=True)
-class Columns:
-    """Which input columns are kept beside the answer, and which the model sees."""
-
-    keep: tuple[str, ...] = ()  # () keep nothing; ("*",) the whole input row
-    model: tuple[str, ...] | None = None  # None: every column not dropped
-    drop: tuple[str, ...] = ()
-
-    @property
-    def plain(self) -> bool:
-        """No join and no selection: the model sees the file's rows as they are."""
-        return not self.keep and self.model is None and not self.drop
-
-
-@dataclass(frozen=True)
 class DataOptions:
     input: Format
     output: Format
@@ -245,7 +178,7 @@ def _resolve(
         decided = where
     elif by_suffix is not None:
         fmt, decided = by_suffix, "the key's suffix"
-        other = NAMES.get(ctype)
+        other = registry.by_name(ctype)
         if ctype not in GENERIC_TYPES and other is not None and other is not by_suffix:
             raise ValueError(
                 f"the key's suffix says {by_suffix.label} but the object's Content-Type "
@@ -256,12 +189,12 @@ def _resolve(
         fmt = format_named(ctype, "the object's Content-Type")
         decided = "the object's Content-Type"
     else:
-        fmt, decided = Format.CSV, "the default (no known suffix or Content-Type)"
-    if fmt is Format.PARQUET and compression:
+        fmt, decided = registry.DEFAULT, "the default (no known suffix or Content-Type)"
+    if fmt.stream is None and compression:
         raise ValueError(
-            f"the file is Parquet behind an outer {compression} compression, which cannot "
-            "be read in ranges: Parquet compresses its columns itself, upload the "
-            ".parquet file as it is"
+            f"the file is {fmt.label} behind an outer {compression} compression, which "
+            f"cannot be read in ranges: {fmt.label} compresses its columns itself, upload "
+            f"the {fmt.suffixes[0]} file as it is"
         )
     out_named, out_where = _pick(tags, catalog, "output_format")
     output = format_named(str(out_named), out_where) if out_named is not None else fmt

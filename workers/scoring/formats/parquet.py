@@ -1,10 +1,11 @@
 """Parquet in and out (pyarrow).
 
-Reading never downloads the file whole: :class:`RangeFile` is a seekable file over
-S3 ranged GETs of one exact upload (its version id, else its ETag), with a bounded
-read-ahead, and pyarrow reads the footer, then the needed columns one row group at
-a time (``ParquetFile.iter_batches``). Before anything is read beyond the footer,
-the metadata decide whether each row group fits: a row group whose needed columns
+Reading never downloads the file whole: it is read from a seekable file (on S3 a
+:class:`~workers.scoring.formats.source.RangeFile`: ranged GETs of one exact upload,
+its version id, else its ETag, with a bounded read-ahead), and pyarrow reads the
+footer, then the needed columns one row group at a time
+(``ParquetFile.iter_batches``). Before anything is read beyond the footer, the
+metadata decide whether each row group fits: a row group whose needed columns
 are larger, uncompressed, than ``max_group_bytes`` gets an error that says so (a
 worker holds one decoded row group at a time). Nested columns (structs, lists,
 maps) cannot be sent to a model; they can be kept. A file with no rows is not an
@@ -25,8 +26,6 @@ import io
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
 from scorefleet.errors import BadInput
 from workers.scoring.batches import Batch, Scores, span_of
 from workers.scoring.formats.base import (
@@ -39,8 +38,8 @@ from workers.scoring.formats.base import (
     joined,
     refuse_nested,
 )
-from workers.scoring.formats.options import Columns, Format
-from workers.scoring.formats.select import ColumnPlan, plan
+from workers.scoring.formats.kind import Format, ReadLimits
+from workers.scoring.formats.select import ColumnPlan, Columns, plan
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -56,94 +55,6 @@ READ_BUFFER = 1024 * 1024
 _READ_ROWS = 16 * 1024
 #: Rows measured to size the mini-batches.
 _SAMPLE_ROWS = 500
-
-
-class RangeFile(io.RawIOBase):
-    """A read-only, seekable file over ranged GETs of one S3 object upload.
-
-    Reads up to ``block`` bytes are served from one cached block (read ahead from
-    the position asked); larger reads are one GET of exactly that range. Memory:
-    one block, whatever the object's size."""
-
-    def __init__(
-        self,
-        s3: Any,
-        bucket: str,
-        key: str,
-        *,
-        size: int,
-        pin: dict[str, Any],
-        block: int = 1024 * 1024,
-    ) -> None:
-        super().__init__()
-        self.s3, self.bucket, self.key, self.size = s3, bucket, key, size
-        self.pin = pin
-        self.block = block
-        self.pos = 0
-        self.gets = 0
-        self.bytes_fetched = 0
-        self._cache_at = 0
-        self._cache = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
-        self.pos = max(0, base + offset)
-        return self.pos
-
-    def _get(self, start: int, end: int) -> bytes:
-        """Bytes ``start`` to ``end`` (exclusive) of the object."""
-        try:
-            resp = self.s3.get_object(
-                Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end - 1}", **self.pin
-            )
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in {"PreconditionFailed", "412"}:
-                raise BadInput(
-                    f"s3://{self.bucket}/{self.key} was overwritten while it was read; "
-                    "the newer version is scored on its own"
-                ) from exc
-            if code in {"NoSuchKey", "NoSuchVersion", "404"}:
-                raise BadInput(
-                    f"s3://{self.bucket}/{self.key} was deleted while it was read"
-                ) from exc
-            raise
-        data: bytes = resp["Body"].read()
-        self.gets += 1
-        self.bytes_fetched += len(data)
-        return data
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = self.size - self.pos
-        size = min(size, self.size - self.pos)
-        if size <= 0:
-            return b""
-        start, end = self.pos, self.pos + size
-        if size > self.block:
-            data = self._get(start, end)
-        else:
-            if not (self._cache_at <= start and end <= self._cache_at + len(self._cache)):
-                self._cache_at = start
-                self._cache = self._get(start, min(self.size, start + self.block))
-            offset = start - self._cache_at
-            data = self._cache[offset : offset + size]
-        self.pos += len(data)
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 def _not_parquet(head: bytes, tail: bytes, size: int, exc: Exception) -> str:
@@ -173,8 +84,6 @@ def _not_parquet(head: bytes, tail: bytes, size: int, exc: Exception) -> str:
 
 
 class ParquetReader(Reader):
-    format = Format.PARQUET
-
     def __init__(
         self,
         file: Any,
@@ -240,6 +149,11 @@ class ParquetReader(Reader):
     @property
     def num_rows(self) -> int:
         return int(self.open().metadata.num_rows)
+
+    @property
+    def known_rows(self) -> int | None:
+        """From the footer, before any row group is read."""
+        return self.num_rows
 
     def kept_schema(self) -> pa.Schema | None:
         pf = self.open()
@@ -337,8 +251,6 @@ class _SinkFile(io.RawIOBase):
 
 
 class ParquetWriter(Writer):
-    format = Format.PARQUET
-
     def __init__(self, sink: Sink, plan: ColumnPlan) -> None:
         super().__init__(sink, plan)
         self._file = _SinkFile(sink)
@@ -391,3 +303,23 @@ class ParquetWriter(Writer):
             self._writer.write_table(schema.empty_table())
         self._writer.close()
         self.bytes_out = self._file.written
+
+
+def read(file: Any, columns: Columns, lim: ReadLimits, size: int | None = None) -> ParquetReader:
+    """A reader of a Parquet file (any seekable file object: a
+    :class:`~workers.scoring.formats.source.RangeFile` on S3)."""
+    return ParquetReader(
+        file, lim.max_bytes, columns=columns, max_group_bytes=lim.max_group_bytes, size=size
+    )
+
+
+FORMAT = Format(
+    name="parquet",
+    label="Parquet",
+    media_type="application/vnd.apache.parquet",
+    suffixes=(".parquet",),
+    aliases=("application/parquet", "application/x-parquet"),
+    ranged=read,
+    writer=ParquetWriter,
+    rejected_as_table=True,
+)

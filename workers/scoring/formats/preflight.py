@@ -1,11 +1,13 @@
 """The launch preflight: what the first bytes of an input file say, before any model
 starts.
 
-:func:`preflight` is what ``tasks.launch`` runs before it starts a container (on
+:func:`preflight` is what ``tasks.launch`` runs (through
+:func:`workers.scoring.formats.source.preflight`) before it starts a container (on
 EKS a pod start costs tens of seconds): one ranged GET of the first bytes,
-decompressed like the scoring step does, checked by the same CSV batcher. An
-empty, header-only or binary file gets its ``.error`` without a model; so does any
-other bad input of a file small enough to be read whole here.
+decompressed like the scoring step does; then the file's format reads them as the
+scoring step would (its ``check_head``). An empty, header-only or binary file gets
+its ``.error`` without a model; so does any other bad input of a file small enough
+to be read whole here.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import Any
 
 from scorefleet.errors import BadInput
 from workers.scoring.formats.compression import Truncated, decompress
-from workers.scoring.formats.csvsplit import CsvBatcher
 from workers.scoring.formats.magic import binary_problem, excel_problem
 
 #: How many first bytes are looked at (and fetched by the preflight).
@@ -28,24 +29,21 @@ def preflight(
     version_id: str | None,
     etag: str | None = None,
     *,
-    max_bytes: int,
-    header_mode: str,
-    send_header: bool,
+    label: str,
     limits: Any,
-    csv: bool = True,
     first: tuple[bytes, int] | None = None,
 ) -> tuple[bytes | None, bool]:
     """Raise :class:`BadInput` if the file's first bytes show it cannot be scored;
     return them (decompressed, None if the upload is gone or replaced) and whether
-    they are the whole file.
+    they are the whole file (then its format reads it whole:
+    :attr:`~workers.scoring.formats.kind.Format.check_head`).
 
-    Reads at most :data:`HEAD_BYTES` (one ranged GET). When that is the whole file
-    (and it decompresses to at most that much), the whole file goes through the
-    CSV batcher; otherwise only what the first bytes prove is reported (binary
-    content, a compression that is not read): the rest is the scoring step's to
-    find. ``limits``: the decompression caps (:class:`workers.scoring.formats.compression.Limits`).
-    ``csv``: the file is CSV (else JSON Lines: workers.scoring.formats.source reads on).
-    ``first``: those bytes and the object's size, when the caller made that GET."""
+    Reads at most :data:`HEAD_BYTES` (one ranged GET). Only what the first bytes
+    prove is reported here (binary content, a compression that is not read): the
+    rest is the format's, or the scoring step's, to find. ``label``: the format's
+    name in messages ("CSV"). ``limits``: the decompression caps
+    (:class:`workers.scoring.formats.compression.Limits`). ``first``: those bytes and
+    the object's size, when the caller made that GET."""
     from botocore.exceptions import ClientError
 
     from scorefleet.storage.s3io import error_code, version_args
@@ -82,14 +80,9 @@ def preflight(
         if complete:
             raise  # the whole file ends inside a member: cut short
         # else: where the first bytes end; the scoring step reads on
-    problem = binary_problem(bytes(head), "CSV" if csv else "JSON Lines")
+    problem = binary_problem(bytes(head), label)
     if problem:
         raise BadInput(problem)
-    if complete and csv:
-        for _batch in CsvBatcher(
-            _once(bytes(head)), max_bytes, header_mode=header_mode, send_header=send_header
-        ):
-            pass
     return bytes(head), complete
 
 

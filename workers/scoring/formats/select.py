@@ -18,9 +18,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from scorefleet.errors import BadInput
-from workers.scoring.formats.options import ALL_COLUMNS, Columns
 
 _LIST_AT_MOST = 40
+ALL_COLUMNS = "*"
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which input columns are kept beside the answer, and which the model sees."""
+
+    keep: tuple[str, ...] = ()  # () keep nothing; ("*",) the whole input row
+    model: tuple[str, ...] | None = None  # None: every column not dropped
+    drop: tuple[str, ...] = ()
+
+    @property
+    def plain(self) -> bool:
+        """No join and no selection: the model sees the file's rows as they are."""
+        return not self.keep and self.model is None and not self.drop
 
 
 def _listing(columns: Sequence[str]) -> str:

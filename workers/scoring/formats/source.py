@@ -1,5 +1,6 @@
-"""A job's input on S3 as a :class:`~workers.scoring.formats.base.Reader`, and the launch
-preflight of each format (what can be refused before a model starts).
+"""A job's input on S3 as a :class:`~workers.scoring.formats.base.Reader` (streamed
+and decompressed, or read by ranges: :class:`RangeFile`), and the launch preflight
+of its format (what can be refused before a model starts).
 
 Every request is pinned to the exact upload the job is about (its version id, else
 its ETag and LastModified), as :func:`scorefleet.storage.s3io.open_source` is.
@@ -7,6 +8,7 @@ its ETag and LastModified), as :func:`scorefleet.storage.s3io.open_source` is.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,9 +18,9 @@ from botocore.exceptions import ClientError
 from scorefleet.errors import BadInput
 from scorefleet.job import Job
 from scorefleet.storage import s3io
-from workers.scoring.formats import ReadLimits, compression, parquet_reader, stream_reader
+from workers.scoring.formats import ReadLimits, compression, ranged_reader, stream_reader
 from workers.scoring.formats.base import Reader
-from workers.scoring.formats.options import DataOptions, Format, resolve
+from workers.scoring.formats.options import DataOptions, resolve
 
 #: What the preflight reads of a CSV or JSON Lines file (one ranged GET).
 HEAD_BYTES = 64 * 1024
@@ -32,6 +34,94 @@ def pin(job: Job) -> dict[str, Any]:
         if job.last_modified is not None:
             kwargs["IfUnmodifiedSince"] = datetime.fromtimestamp(job.last_modified, UTC)
     return kwargs
+
+
+class RangeFile(io.RawIOBase):
+    """A read-only, seekable file over ranged GETs of one S3 object upload.
+
+    Reads up to ``block`` bytes are served from one cached block (read ahead from
+    the position asked); larger reads are one GET of exactly that range. Memory:
+    one block, whatever the object's size."""
+
+    def __init__(
+        self,
+        s3: Any,
+        bucket: str,
+        key: str,
+        *,
+        size: int,
+        pin: dict[str, Any],
+        block: int = 1024 * 1024,
+    ) -> None:
+        super().__init__()
+        self.s3, self.bucket, self.key, self.size = s3, bucket, key, size
+        self.pin = pin
+        self.block = block
+        self.pos = 0
+        self.gets = 0
+        self.bytes_fetched = 0
+        self._cache_at = 0
+        self._cache = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def _get(self, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` (exclusive) of the object."""
+        try:
+            resp = self.s3.get_object(
+                Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end - 1}", **self.pin
+            )
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in {"PreconditionFailed", "412"}:
+                raise BadInput(
+                    f"s3://{self.bucket}/{self.key} was overwritten while it was read; "
+                    "the newer version is scored on its own"
+                ) from exc
+            if code in {"NoSuchKey", "NoSuchVersion", "404"}:
+                raise BadInput(
+                    f"s3://{self.bucket}/{self.key} was deleted while it was read"
+                ) from exc
+            raise
+        data: bytes = resp["Body"].read()
+        self.gets += 1
+        self.bytes_fetched += len(data)
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self.size - self.pos
+        size = min(size, self.size - self.pos)
+        if size <= 0:
+            return b""
+        start, end = self.pos, self.pos + size
+        if size > self.block:
+            data = self._get(start, end)
+        else:
+            if not (self._cache_at <= start and end <= self._cache_at + len(self._cache)):
+                self._cache_at = start
+                self._cache = self._get(start, min(self.size, start + self.block))
+            offset = start - self._cache_at
+            data = self._cache[offset : offset + size]
+        self.pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 @dataclass(frozen=True)
@@ -97,14 +187,12 @@ def open_reader(
     lim: ReadLimits,
     limits: compression.Limits,
 ) -> Reader:
-    """The reader of the job's input (Parquet over ranged GETs, the others streamed
-    and decompressed)."""
+    """The reader of the job's input (over ranged GETs when its format is read so,
+    Parquet; else streamed and decompressed)."""
     opts = described.options
-    if opts.input is Format.PARQUET:
-        from workers.scoring.formats.parquet import RangeFile
-
+    if opts.input.ranged is not None:
         file = RangeFile(s3, job.bucket, job.key, size=described.size, pin=pin(job))
-        return parquet_reader(file, opts.columns, lim, size=described.size)
+        return ranged_reader(opts.input, file, opts.columns, lim, size=described.size)
     source = s3io.open_source(s3, job.source, job.version_id, job.etag, job.last_modified)
     return stream_reader(
         opts.input, compression.decompress(source.chunks, limits), opts.columns, lim
@@ -120,11 +208,11 @@ def open_described(
 ) -> tuple[Described, Reader]:
     """:func:`describe` and :func:`open_reader` in one request: the GET of the upload
     says its Content-Type and size as a HEAD would (issue 17: a HEAD fewer per file).
-    A Parquet file, read by ranges from its footer, closes that GET unread."""
+    A file read by ranges (Parquet, from its footer) closes that GET unread."""
     source = s3io.open_source(s3, job.source, job.version_id, job.etag, job.last_modified)
     options = resolve(job.key, source.content_type, job.data_tags, catalog)
     described = Described(options, source.content_length)
-    if options.input is Format.PARQUET:
+    if options.input.ranged is not None:
         source.close()
         return described, open_reader(s3, job, described, lim, limits)
     chunks = compression.decompress(source.chunks, limits)
@@ -139,63 +227,20 @@ def preflight(
     limits: compression.Limits,
     first: tuple[bytes, int] | None = None,
 ) -> int | None:
-    """Raise :class:`BadInput` for what the first bytes (CSV, JSON Lines) or the
-    footer (Parquet) show cannot be scored, before a model starts. Returns the number
-    of rows when it is known (Parquet: from the footer), else None. ``first``: the
-    first bytes and the size, already read (:func:`look_first`)."""
-    opts = described.options
-    if opts.input is Format.PARQUET:
-        reader = open_reader(s3, job, described, lim, limits)
-        from workers.scoring.formats.parquet import ParquetReader
-
-        assert isinstance(reader, ParquetReader)
-        return reader.num_rows
+    """Raise :class:`BadInput` for what the first bytes (of a streamed format) or the
+    footer (of a format read by ranges, Parquet) show cannot be scored, before a model
+    starts. Returns the number of rows when it is known (from a footer), else None.
+    ``first``: the first bytes and the size, already read (:func:`look_first`)."""
+    fmt = described.options.input
+    if fmt.ranged is not None:
+        return open_reader(s3, job, described, lim, limits).known_rows
     from workers.scoring.formats.preflight import preflight as first_bytes
 
     head, complete = first_bytes(
-        s3,
-        job.source,
-        job.version_id,
-        job.etag,
-        max_bytes=lim.max_bytes,
-        header_mode=lim.header_mode,
-        send_header=lim.send_header,
-        limits=limits,
-        csv=opts.input is Format.CSV,
-        first=first,
+        s3, job.source, job.version_id, job.etag, label=fmt.label, limits=limits, first=first
     )
     if head is None:
         return None  # gone or replaced: the scoring step says so
-    if opts.input is Format.CSV:
-        if not opts.columns.plain:
-            _check_csv_columns(head, complete, opts, lim)
-        return None
-    # JSON Lines: its lines hold no newline, so the first complete lines can be read
-    if not complete:
-        head = head[: head.rfind(b"\n") + 1]
-    if head.strip():
-        for _piece in stream_reader(Format.JSONL, [head], opts.columns, lim):
-            if not complete:
-                break
-    elif complete:
-        raise BadInput("the file is empty")
+    if fmt.check_head is not None:
+        fmt.check_head(head, complete, described.options.columns, lim)
     return None
-
-
-def _check_csv_columns(head: bytes, complete: bool, opts: DataOptions, lim: ReadLimits) -> None:
-    """The columns chosen exist in the header (read from the first bytes)."""
-    from workers.scoring.formats.csv import header_names
-    from workers.scoring.formats.csvsplit import CsvBatcher
-    from workers.scoring.formats.select import plan
-
-    batcher = CsvBatcher([head], lim.max_bytes, header_mode=lim.header_mode)
-    if complete:
-        for _batch in stream_reader(Format.CSV, [head], opts.columns, lim):
-            pass
-        return
-    try:
-        batcher._read_header()
-    except BadInput:
-        return  # a header longer than the first bytes: the scoring step decides
-    names = header_names(batcher.header, batcher.fields or 1)
-    plan(opts.columns, names, named=batcher.header is not None)
