@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from scorefleet.job import Job
-from scorefleet.settings import VARIABLES
+from scorefleet.settings import VARIABLES, ConfigError
 from tests.helpers import REPO, installed_tool
 from workers.settings import load
 
@@ -374,6 +374,40 @@ def test_rendered_settings_load_with_the_real_settings_loader(render, values_fil
         assert {"configMapRef": {"name": f"{RELEASE}-config"}} in container["envFrom"]
         checksums.add(pod["metadata"]["annotations"]["checksum/config"])
     assert len(checksums) == 1
+
+
+def test_a_catalog_in_the_values_is_checked_by_the_workers_one_catalog_check(render):
+    """The chart's catalog (models.catalog) reaches the workers as the ConfigMap's
+    SCOREFLEET_MODEL_CATALOG; the values schema takes any object per image, and the
+    real loader refuses what a worker would, with the same words as
+    :func:`workers.catalog.problems` (one per bad key, every one at once)."""
+    from workers import catalog as model_catalog
+
+    values = ci_values("keda")
+    entries = values["models"]["catalog"]
+    good = one(render(values), "ConfigMap", "-config")["data"]
+    assert json.loads(good["SCOREFLEET_MODEL_CATALOG"]) == entries
+    assert model_catalog.problems(entries) == []
+    bad = {
+        **entries,
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com/models/churn:2": {
+            "protocol": "v2",
+            "v2": {"model_name": "churn", "layout": "rows"},
+            "resources": {"requests": {"cpu": "lots"}},
+            "resource": {},
+        },
+    }
+    values["models"]["catalog"] = bad
+    data = one(render(values), "ConfigMap", "-config")["data"]
+    expected = model_catalog.problems(bad)
+    assert [p.split(": ", 2)[1] for p in expected] == ["v2", "resources", "unknown key 'resource'"]
+    with pytest.raises(ConfigError) as err:
+        load(data)
+    assert err.value.problems == [
+        f"SCOREFLEET_MODEL_CATALOG={data['SCOREFLEET_MODEL_CATALOG']!r} is not a model "
+        f"catalog ({p})"
+        for p in expected
+    ]
 
 
 def test_roles_match_docs_and_cover_every_scoring_namespace(render):
