@@ -1,25 +1,21 @@
-"""The backend itself: launch (watching the one pod), endpoint, logs, teardown (or
-parking, warm mode) and the reaper. The package docstring tells the whole story."""
+"""The backend itself: launch (the watch of the one pod is :mod:`.watch`), endpoint,
+logs, teardown (or parking, warm mode) and the reaper. The package docstring tells
+the whole story."""
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
 
 from scorefleet.errors import (
     AtCapacity,
-    ModelError,
     PipelineError,
     Rejected,
     TransientError,
@@ -34,12 +30,9 @@ from workers.backends.kubernetes.api import (
     ApiCallCounter,
     Cluster,
     CountingApiClient,
-    ImagePullError,
     KubernetesApiError,
     PodsApi,
-    PodUnschedulable,
     cluster_configuration,
-    set_read_timeout,
     translated,
 )
 from workers.backends.kubernetes.config import DEFAULT_PORT, port_of
@@ -55,14 +48,12 @@ from workers.backends.kubernetes.manifest import (
     pod_url,
     worker_identity,
 )
-from workers.backends.kubernetes.status import PodState, created_at, pod_state
+from workers.backends.kubernetes.status import created_at, pod_state
 from workers.backends.kubernetes.warm import WarmPool
+from workers.backends.kubernetes.watch import wait_ready
 from workers.scoring.protocols import probe, protocol_for
 
 log = logging.getLogger("workers.backends.kubernetes")
-
-#: A watch that keeps ending early (a proxy cutting streams) stops being retried.
-MAX_WATCHES = 20
 
 
 # ------------------------------------------------------------------- backend
@@ -227,7 +218,18 @@ class KubernetesBackend:
             raise
         # the catalog may give an image more time (large models load slowly)
         launch_timeout = float(spec.extra.get("launch_timeout", self.launch_timeout))
-        pod = self._wait_ready(cluster, ns, name, spec, created, launch_timeout)
+        pod = wait_ready(
+            cluster,
+            ns,
+            name,
+            spec.image,
+            created,
+            launch_timeout=launch_timeout,
+            unschedulable_timeout=self.unschedulable_timeout,
+            logs=lambda previous: self._read_logs(
+                cluster, ns, name, self.log_lines, previous=previous
+            ),
+        )
         labels = (pod.get("metadata") or {}).get("labels") or {}
         if labels.get(FLEET_LABEL) != self.fleet or labels.get(RUN_LABEL) != label_value(
             job.run_id
@@ -247,118 +249,6 @@ class KubernetesBackend:
                 "port": port_of(spec),
                 "node": (pod.get("spec") or {}).get("nodeName"),
             },
-        )
-
-    def _wait_ready(
-        self,
-        cluster: Cluster,
-        ns: str,
-        name: str,
-        spec: ModelSpec,
-        created: dict[str, Any] | None,
-        launch_timeout: float,
-    ) -> dict[str, Any]:
-        """Watch the pod until it is Ready; raise as soon as it cannot become so."""
-        clock = time.monotonic
-        launch_deadline = clock() + launch_timeout
-        unschedulable_deadline: float | None = None
-        last = PodState(summary="no status yet")
-
-        def ready(pod: dict[str, Any]) -> bool:
-            nonlocal last, launch_deadline, unschedulable_deadline
-            last = pod_state(pod, spec.image)
-            if last.failure:
-                raise self._failure(cluster, ns, name, last)
-            if last.ready:
-                return True
-            now = clock()
-            if last.unschedulable and unschedulable_deadline is None:
-                log.warning("pod %s/%s is unschedulable: %s", ns, name, last.unschedulable)
-                unschedulable_deadline = now + self.unschedulable_timeout
-            elif not last.unschedulable and unschedulable_deadline is not None:
-                unschedulable_deadline = None  # scheduled after all: the launch clock restarts
-                launch_deadline = max(launch_deadline, now + launch_timeout)
-            return False
-
-        def deadline() -> float:
-            return unschedulable_deadline if unschedulable_deadline is not None else launch_deadline
-
-        if created is not None and ready(created):
-            return created
-        rv = ((created or {}).get("metadata") or {}).get("resourceVersion")
-        # the server ends the watch by itself at the latest possible deadline
-        server_timeout = math.ceil(launch_timeout + self.unschedulable_timeout) + 5
-        for _ in range(MAX_WATCHES):
-            remaining = deadline() - clock()
-            if remaining <= 0:
-                raise self._timeout(cluster, ns, name, last, launch_timeout)
-            opened, events = clock(), 0
-            with translated(f"watch pod {ns}/{name}", cluster.name):
-                resp = cluster.api.watch(
-                    ns, name, resource_version=rv, timeout=server_timeout, read=remaining + 0.5
-                )
-            try:
-                for line in iter_resp_lines(resp):  # type: ignore[no-untyped-call]
-                    event = json.loads(line) if line.strip() else {}
-                    events += 1
-                    kind, obj = event.get("type"), event.get("object") or {}
-                    meta = obj.get("metadata") or {}
-                    if kind == "ERROR":
-                        if obj.get("code") == 410:  # our resourceVersion is too old
-                            rv = None
-                            break
-                        code = int(obj.get("code") or 500)
-                        raise KubernetesApiError(
-                            f"watching pod {ns}/{name} on cluster {cluster.name!r} failed: "
-                            f"{obj.get('message') or obj.get('reason')}",
-                            status=code,
-                            transient=code == 429 or code >= 500,
-                        )
-                    rv = meta.get("resourceVersion") or rv
-                    if kind in {"ADDED", "MODIFIED", "DELETED"} and meta.get("name") == name:
-                        if kind == "DELETED":
-                            raise TransientError(
-                                f"pod {ns}/{name} was deleted before the model was ready"
-                            )
-                        if ready(obj):
-                            return obj
-                    set_read_timeout(resp, deadline() - clock())
-            except urllib3.exceptions.ReadTimeoutError:
-                pass  # a deadline passed (checked above) or the stream went quiet
-            except (urllib3.exceptions.ProtocolError, OSError) as exc:
-                log.info("the watch of pod %s/%s ended (%s); watching again", ns, name, exc)
-            except ValueError as exc:
-                log.warning("unreadable watch event for pod %s/%s: %s", ns, name, exc)
-            finally:
-                resp.close()
-                resp.release_conn()
-            if not events and clock() - opened < 1.0 and deadline() > clock() + 1.0:
-                time.sleep(1.0)  # a stream that ends at once, empty: do not hammer the server
-        raise TransientError(f"the watch of pod {ns}/{name} kept ending early")
-
-    def _failure(self, cluster: Cluster, ns: str, name: str, state: PodState) -> PipelineError:
-        message = str(state.failure)
-        if state.failure_class == "pull":
-            return ImagePullError(message)
-        if state.failure_class == "transient":
-            return TransientError(f"pod {ns}/{name}: {message}")
-        logs = ""
-        if state.started:
-            logs = self._read_logs(cluster, ns, name, self.log_lines, previous=state.previous_logs)
-        return ModelError(message, model_logs=logs)
-
-    def _timeout(
-        self, cluster: Cluster, ns: str, name: str, state: PodState, launch_timeout: float
-    ) -> PipelineError:
-        if state.unschedulable:
-            return PodUnschedulable(
-                f"pod {ns}/{name} could not be scheduled within "
-                f"{self.unschedulable_timeout:g}s: {state.unschedulable}"
-            )
-        logs = self._read_logs(cluster, ns, name, self.log_lines) if state.started else ""
-        return ModelError(
-            f"the model did not become ready within {launch_timeout:g}s ({state.summary})",
-            model_logs=logs,
         )
 
     def _check_reachable(self, url: str, ns: str, name: str, spec: ModelSpec) -> None:
