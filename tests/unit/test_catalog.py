@@ -400,3 +400,20 @@ def test_the_settings_checks_load_no_kubernetes_client():
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert r.stdout.strip() == "[]", r.stdout
+
+
+def test_every_extension_and_catalog_key_is_documented():
+    """Each protocol has its section in docs/models.md, each format in docs/formats.md,
+    and every catalog key a row of the catalog table of docs/configuration.md."""
+    docs = REPO / "docs"
+    models = (docs / "models.md").read_text()
+    assert all(f"## `{name}`" in models for name in PROTOCOLS), "docs/models.md"
+    formats_doc = (docs / "formats.md").read_text()
+    assert all(f"**{f.label}.**" in formats_doc for f in formats.FORMATS.values())
+    rows = [
+        line.split("|")[1]
+        for line in (docs / "configuration.md").read_text().splitlines()
+        if line.startswith("| `") and not line.startswith("| `SCOREFLEET_")
+    ]
+    table = {key.strip("` ") for row in rows for key in row.split(",")}
+    assert not catalog.known_keys() - table, sorted(catalog.known_keys() - table)

@@ -87,8 +87,8 @@ def read_output(data: bytes, fmt: Format) -> list[dict[str, Any]]:
 
 
 def reader_for(data: bytes, fmt: Format, columns: Columns, lim: ReadLimits = BIG) -> Any:
-    if fmt is PARQUET:
-        return ranged_reader(PARQUET, io.BytesIO(data), columns, lim)
+    if fmt.ranged is not None:  # read by ranges (Parquet): from a seekable file
+        return ranged_reader(fmt, io.BytesIO(data), columns, lim)
     return stream_reader(fmt, [data[i : i + 4096] for i in range(0, len(data), 4096)], columns, lim)
 
 
