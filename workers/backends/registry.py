@@ -2,10 +2,10 @@
 
 A new backend is one package beside ``local/`` and ``kubernetes/`` whose ``__init__``
 defines its :class:`~workers.backends.base.BackendKind` (and imports nothing heavy),
-plus one line in
-:data:`BACKENDS` and its docs page (docs/development.md, "Extension points"). A
-backend's modules are imported only when it is made (:func:`make_backend`): the
-kubernetes client is never loaded by a process that does not use it.
+plus one line in :data:`BACKENDS` and its docs page (docs/development.md, "Extension
+points"). A backend's modules are imported only when it is made
+(:func:`make_backend`): the kubernetes client is never loaded by a process that does
+not use it.
 """
 
 from __future__ import annotations
