@@ -125,7 +125,7 @@ def test_up_demo_scores_the_iris_file_and_stops(tmp_path):
         [
             sys.executable,
             "-m",
-            "workers.cli.commands",
+            "workers.cli",
             "up",
             "--demo",
             "--exit-after-demo",

@@ -160,26 +160,26 @@ def test_cli_status_and_runs(env, settings, s3, bucket):
         loc = record_location(settings, pid_of(s3, bucket, key))
         body = {"run_id": "r", "state": state, "source": f"s3://{bucket}/{key}", **extra}
         s3.put_object(Bucket=loc.bucket, Key=loc.key, Body=json.dumps(body).encode())
-    res = run_cli(["workers.cli.commands", "status", f"s3://{bucket}/in/ok.csv"], env)
+    res = run_cli(["workers.cli", "status", f"s3://{bucket}/in/ok.csv"], env)
     assert res.returncode == 0, res.stderr
     assert "state       published (1 rows)" in res.stdout
-    res = run_cli(["workers.cli.commands", "status", f"s3://{bucket}/in/bad.csv", "--json"], env)
+    res = run_cli(["workers.cli", "status", f"s3://{bucket}/in/bad.csv", "--json"], env)
     data = json.loads(res.stdout)
     assert data["state"] == "failed" and data["error"] == "line one\nline two"
     assert data["rerun"] == f"scorefleet rerun s3://{bucket}/in/bad.csv"
-    res = run_cli(["workers.cli.commands", "status", f"s3://{bucket}/in/never.csv"], env)
+    res = run_cli(["workers.cli", "status", f"s3://{bucket}/in/never.csv"], env)
     assert "state       not seen" in res.stdout
-    res = run_cli(["workers.cli.commands", "status", f"s3://{bucket}/in/missing.csv"], env)
+    res = run_cli(["workers.cli", "status", f"s3://{bucket}/in/missing.csv"], env)
     assert res.returncode != 0 and "does not exist" in res.stderr
-    res = run_cli(["workers.cli.commands", "runs", "--json"], env)
+    res = run_cli(["workers.cli", "runs", "--json"], env)
     assert res.returncode == 0, res.stderr
     assert sorted(json.loads(line)["state"] for line in res.stdout.splitlines()) == [
         "failed",
         "published",
     ]
-    res = run_cli(["workers.cli.commands", "runs", "--failed"], env)
+    res = run_cli(["workers.cli", "runs", "--failed"], env)
     assert "bad.csv" in res.stdout and "ok.csv" not in res.stdout
-    res = run_cli(["workers.cli.commands", "runs", "--max-scan", "1", "--limit", "1"], env)
+    res = run_cli(["workers.cli", "runs", "--max-scan", "1", "--limit", "1"], env)
     assert len(res.stdout.splitlines()) == 1 and "--max-scan" in res.stderr
     assert ledger.get(pid_of(s3, bucket, "in/ok.csv")) is not None
 
