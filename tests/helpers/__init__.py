@@ -124,6 +124,9 @@ def base_env(moto_endpoint: str, bucket: str, **extra: str) -> dict[str, str]:
         "SCOREFLEET_QUEUE": f"q-{bucket}",
         "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": "scorefleet-examples/,test/",
         "SCOREFLEET_DEFAULT_MODEL_IMAGE": "test/ok:1",
+        # a subprocess runs the code under test, also from a git worktree beside the
+        # checkout the venv's editable install points at
+        "PYTHONPATH": str(REPO),
     }
     env.update(extra)
     return env
