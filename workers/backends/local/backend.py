@@ -364,7 +364,7 @@ class LocalBackend:
             log.info(
                 "reusing the warm model process %d (file %d it scores)", proc.pid, rec["serves"]
             )
-            return Endpoint(url=url, handle={"pid": rec["pid"], "port": rec["port"], "warm": True})
+            return Endpoint(url=url, handle={"pid": rec["pid"], "port": rec["port"]}, warm=True)
         return None
 
     def _claim_warm_or_wait(self, job: Job, spec: ModelSpec) -> Endpoint | None:
@@ -479,6 +479,14 @@ class LocalBackend:
         shutil.rmtree(doomed, ignore_errors=True)
 
     # -------------------------------------------------------------- teardown
+    def release(self, job: Job) -> bool:
+        """Warm mode: park the run's model for the next file of its image now (or
+        stop it if it cannot be kept), rather than at teardown."""
+        if self.warm_idle <= 0:
+            return False
+        self.teardown(job)
+        return True
+
     def teardown(self, job: Job) -> bool:
         """Stop the run's model, or park it (warm mode, after a success)."""
         if self.warm_idle > 0 and job.failure is None and not job.skipped and self._park(job):
