@@ -27,7 +27,7 @@ from tasks.score import score
 from tasks.upload import upload
 from tests.helpers import make_job, queued_job
 from workers import runtime
-from workers.backends.local import backend as local
+from workers.backends.local import warm as warm_pool
 from workers.localstack.stack import emulator_client
 
 SOURCE = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(20))
@@ -84,7 +84,7 @@ def test_a_score_that_waits_for_a_model_keeps_the_files_launch_time(sent, bucket
     model slot (its warm model taken by another file's score) used to lose the
     file's launch time (reset as for a launch), and with it the .scoreout's
     model-start-ms and the since-launch duration."""
-    monkeypatch.setattr(local, "WARM_WAIT_SECONDS", 0.05)
+    monkeypatch.setattr(warm_pool, "WARM_WAIT_SECONDS", 0.05)
     a = run(launch, queued(bucket, "in/a.csv"))
     assert a["launch_started_at"] and a["model_ready_at"]
     # another file's score holds the one model

@@ -136,7 +136,7 @@ def test_another_process_can_tear_down(backend, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
     time.sleep(0.1)
-    backend._reap_children()
+    backend.runs.reap_children()
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
@@ -193,7 +193,7 @@ def test_warm_models_expire_and_dead_ones_are_not_reused(warm_backend):
     assert fresh.handle["pid"] != pid and not fresh.warm
     warm_backend.teardown(b)
     assert warm_backend.reap(3600, lambda run: False) == []  # not idle long enough
-    warm_backend.warm_idle = 0.01
+    warm_backend.warm.idle = 0.01
     time.sleep(0.05)
     assert warm_backend.reap(3600, lambda run: False) == [b.run_id]
     assert not warm_backend.is_alive(b)
@@ -222,7 +222,7 @@ def test_a_model_killed_while_starting_is_worth_another_try(backend):
     # a model that never answers /ping, killed from outside while the launch waits
     def kill_soon():
         for _ in range(100):
-            rec = backend._record(j.run_id)
+            rec = backend.runs.record(j.run_id)
             if rec and "pid" in rec:  # written before the model runs, its pid once known
                 time.sleep(0.2)
                 os.kill(rec["pid"], 9)
@@ -244,12 +244,12 @@ KILLED_LAUNCH = """
 import os, signal, subprocess, sys
 from pathlib import Path
 sys.path.insert(0, {repo!r})
-from workers.backends.local import backend as local
+from workers.backends.local import backend as local, runs
 from scorefleet.settings import ModelSpec
 from tests.helpers import make_job
 
 state, pid_file, moment, command = sys.argv[1:5]
-real_popen, real_write = subprocess.Popen, local._write_record
+real_popen, real_write = subprocess.Popen, local.write_record
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
@@ -266,14 +266,14 @@ def write_record(run_dir, rec):
     if moment == "recorded" and "pid" in rec:
         die()
 
-subprocess.Popen, local._write_record = Popen, write_record
+subprocess.Popen, local.write_record = Popen, write_record
 job = make_job("sf-000000000000000000aa", model_image="test/x")
 backend = local.LocalBackend(Path(state), 5, warm_idle=60)
 backend.launch(job, ModelSpec(image="test/x", command=command))
 if moment == "expiring":  # park it (a success), then die while stopping it
     assert backend.teardown(job)
-    local.stop_tree = lambda proc, grace=0: die()
-    backend._expire_warm(idle=-1)
+    runs.stop_tree = lambda proc, grace=0: die()
+    backend.warm.expire(idle=-1)
 """
 
 
@@ -385,7 +385,7 @@ def test_making_room_never_stops_a_parked_model_of_the_image_being_launched(tmp_
         first = b.launch(a, spec("ok"))
         assert b.teardown(a)  # parked
         # c looked at the pool before a's model got there
-        monkeypatch.setattr(b, "_claim_warm_or_wait", lambda j, s: None)
+        monkeypatch.setattr(b.warm, "claim_or_wait", lambda j, s, room: None)
         second = b.launch(c, spec("ok"))
         assert second.handle["pid"] == first.handle["pid"] and second.warm
     finally:
@@ -435,3 +435,12 @@ def test_release_parks_in_warm_mode_and_leaves_the_model_to_teardown_otherwise(t
     finally:
         warm.stop_all()
         cold.stop_all()
+
+
+def test_the_backend_is_split_along_its_concerns():
+    """Issue 23: LocalBackend was one 443-line class in a 528-line module; its warm pool,
+    capacity, state directory and reaper are modules of their own, none over 500 lines."""
+    package = REPO / "workers" / "backends" / "local"
+    sizes = {p.name: len(p.read_text().splitlines()) for p in package.glob("*.py")}
+    assert {"warm.py", "capacity.py", "runs.py", "reaper.py"} <= sizes.keys()
+    assert max(sizes.values()) <= 500, sizes
