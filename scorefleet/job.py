@@ -12,8 +12,9 @@ A :class:`Job` is two things (issue 23):
   the score's), and how it ended (``published``, ``failure``, ``skipped``), with the
   chain's own clock (``step_done_at``, ``waited``).
 
-Every part is frozen: a step returns a new job with what it learned
-(``dataclasses.replace``), it patches nothing into a shared one. The ticket's fields
+Every part is frozen (the two mappings, ``data_tags`` and ``handle``, are read-only by
+type): a step returns a new job with what it learned (``dataclasses.replace``), it
+patches nothing into a shared one. The ticket's fields
 read through the job too (``job.run_id`` is ``job.ticket.run_id``).
 
 On the wire (a step's task message and return value) a job stays the one flat JSON

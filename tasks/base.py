@@ -137,7 +137,7 @@ class PipelineStep(Task):
                 raise
             except MustWait as exc:
                 timing["result"] = "wait"
-                # the job as the step got it; its wait is counted again when it runs after it
+                # the job as far as the step got; its wait is counted again when it runs
                 now = replace(hb.job, waited=hb.job.waited - gap)
                 self._wait_turn(rt, step, now, exc)
                 raise  # unreachable: _wait_turn always raises
@@ -149,9 +149,9 @@ class PipelineStep(Task):
     def _wait_turn(self, rt: WorkerRuntime, step: Step, job: Job, exc: MustWait) -> None:
         """Put this step back in the queue for a while, its retries untouched: files
         already running finish first (their next steps are in the queue meanwhile),
-        or the delivery holding the run's lease goes on. The job goes back as the step
-        got it (what its ``on_wait`` makes of it), so a launch keeps the claim it made
-        (and hands it to its next delivery)."""
+        or the delivery holding the run's lease goes on. The job goes back as far as
+        the step got with it (and what its ``on_wait`` makes of that), so a launch keeps
+        the claim it made (and hands it to its next delivery)."""
         delay = wait_delay(exc.delay, RNG)
         if isinstance(exc, AtCapacity):
             log.info("no room for another model (%s); waiting %ds in the queue", exc.message, delay)
