@@ -1,3 +1,5 @@
 """The ``local`` launch backend: a model process per file on this machine
-(:mod:`.backend`), the processes themselves (:mod:`.processes`) and their run records
-(:mod:`.runrecords`)."""
+(:mod:`.backend`), the state directory and the processes it knows (:mod:`.runs`),
+starting and stopping one (:mod:`.processes`), their run records (:mod:`.runrecords`),
+the warm pool (:mod:`.warm`), the machine's model slots (:mod:`.capacity`) and the
+reaper (:mod:`.reaper`)."""
