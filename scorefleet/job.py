@@ -1,17 +1,40 @@
-"""The job: everything the chain knows about one file, passed from step to step.
+"""The job: one run of one file, passed from step to step (launch -> score -> upload
+-> teardown).
 
-A :class:`Job` travels as the JSON-serialisable return value of each step
-(launch -> score -> upload -> teardown). Steps add to it; none removes.
+A :class:`Job` is two things (issue 23):
+
+* its :class:`Ticket`: which upload of which object, which run of it, and what to run
+  it with (model image, cluster, namespace, the options its tags give). Written when
+  the file is enqueued (the Lambda, a rerun, a sweep) and never changed after;
+* what the steps learn along the way, each part of its own: the run's claim on the
+  file (:class:`Claimant`, the launch's), its model (:class:`ModelState`, the
+  launch's, or the score's when it had to start one), its output (:class:`Output`,
+  the score's), and how it ended (``published``, ``failure``, ``skipped``), with the
+  chain's own clock (``step_done_at``, ``waited``).
+
+Every part is frozen (the two mappings, ``data_tags`` and ``handle``, are read-only by
+type): a step returns a new job with what it learned (``dataclasses.replace``), it
+patches nothing into a shared one. The ticket's fields
+read through the job too (``job.run_id`` is ``job.ticket.run_id``).
+
+On the wire (a step's task message and return value) a job stays the one flat JSON
+object it has always been (:meth:`Job.to_dict`): the same keys with the same values,
+so messages queued by an older worker read the same (:meth:`Job.from_dict` also
+takes the older forms), and an older worker reads ours (it ignores the keys it does
+not know; the only one added is ``model_pooled``). tests/unit/test_job_wire.py holds
+this against messages captured from the release before the split.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -78,7 +101,7 @@ class SkipReason(StrEnum):
     PUBLISHED_ELSEWHERE = "published by another attempt"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Failure:
     """Why a file could not be scored, as recorded by the step that gave up."""
 
@@ -89,9 +112,13 @@ class Failure:
     model_logs: str = ""
 
 
-@dataclass
-class Job:
-    # --- identity of the source file (set at enqueue) ---
+@dataclass(frozen=True)
+class Ticket:
+    """What the run is: the upload, the run of it, and what to run it with. Fixed
+    at enqueue (scorefleet.submission.build_job); scorefleet.vouch re-derives the
+    parts a worker acts on."""
+
+    # --- the upload of the source object ---
     pipeline_id: str
     run_id: str
     bucket: str
@@ -100,72 +127,263 @@ class Job:
     etag: str | None
     size: int | None
     sequencer: str | None
-    # --- what to run it with (tags or fallbacks) ---
+    # --- what to run it with (its tags, or the fallbacks) ---
     model_image: str
     k8s_cluster: str
     k8s_namespace: str
     #: the file's max_rejected_rows tag (a count or a fraction), if it has one
     max_rejected_rows: str | None = None
     #: the file's data tags (content_type, output_format, keep/model/drop_columns)
-    data_tags: dict[str, str] = field(default_factory=dict)
-    # --- bookkeeping ---
+    data_tags: Mapping[str, str] = field(default_factory=dict)
+    # --- how it was asked for ---
     #: without a version id: the upload's LastModified (epoch seconds), which pins it
     last_modified: float | None = None
     enqueued_at: float = field(default_factory=time.time)
     force: bool = False
-    #: the delivery that claimed the file (a launch waiting its turn keeps its claim)
-    claim_owner: str | None = None
-    #: the one execution of the launch holding the claim (scorefleet.storage.ledger: Ledger.release)
-    claim_holder: str | None = None
-    # --- filled in by the steps ---
-    launch_started_at: float | None = None
-    model_ready_at: float | None = None
-    endpoint: str | None = None
-    handle: dict[str, Any] = field(default_factory=dict)
-    staging_key: str | None = None
-    rows: int | None = None
-    #: rows the model refused, staged beside the output (its staging key's .rejected.part)
-    rejected_rows: int = 0
-    #: the Content-Type of the staged output (its format: workers.scoring.formats)
-    output_type: str | None = None
-    #: the Content-Type of the staged .rejected (the input's format)
-    rejected_type: str | None = None
-    output_bytes: int | None = None
-    score_seconds: float | None = None
-    published: str | None = None
-    #: when the last step finished, and the total time spent between steps
-    step_done_at: float | None = None
-    waited: float = 0.0
-    failure: Failure | None = None
-    skipped: SkipReason | None = None
-    #: the model was released right after scoring (warm mode): teardown has nothing to do
-    released: bool = False
 
     @property
     def source(self) -> S3Uri:
         return S3Uri(self.bucket, self.key)
 
-    @property
-    def model_start_ms(self) -> int | None:
-        if self.launch_started_at is None or self.model_ready_at is None:
-            return None
-        return round((self.model_ready_at - self.launch_started_at) * 1000)
 
+@dataclass(frozen=True)
+class Claimant:
+    """Who holds the run's claim on the file (scorefleet.storage.ledger: held_by)."""
+
+    #: the delivery of the launch that claimed the file (travels with the chain; a
+    #: launch waiting its turn keeps it for its next delivery)
+    owner: str | None = None
+    #: the one execution of the launch holding the claim (Ledger.release); never
+    #: taken from a message: only the launch's own claim sets it
+    holder: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """What the steps learned about the run's model."""
+
+    #: when the launch that started it (or took one over) began, and when it was ready
+    started_at: float | None = None
+    ready_at: float | None = None
+    #: its URL and the backend's details, as the backend returned them (the steps
+    #: never act on these: a backend looks up what it recorded for the run)
+    endpoint: str | None = None
+    handle: Mapping[str, Any] = field(default_factory=dict)
+    #: the launch left the model in the warm pool (parked it, or found one parked):
+    #: the score step takes one from there
+    pooled: bool = False
+    #: nothing is left for teardown to stop: the model was released after scoring
+    #: (warm mode), or none was started (a file without rows)
+    released: bool = False
+
+    @property
+    def start_ms(self) -> int | None:
+        if self.started_at is None or self.ready_at is None:
+            return None
+        return round((self.ready_at - self.started_at) * 1000)
+
+
+@dataclass(frozen=True)
+class Output:
+    """What the score step made: the staged output, and how much."""
+
+    staging_key: str | None = None
+    rows: int | None = None
+    #: rows the model refused, staged beside the output (its staging key's .rejected.part)
+    rejected_rows: int = 0
+    #: the Content-Type of the staged output (its format: workers.scoring.formats)
+    media_type: str | None = None
+    #: the Content-Type of the staged .rejected (the input's format)
+    rejected_media_type: str | None = None
+    size: int | None = None
+    seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    ticket: Ticket
+    claim: Claimant = field(default_factory=Claimant)
+    model: ModelState = field(default_factory=ModelState)
+    output: Output = field(default_factory=Output)
+    # --- how it ended ---
+    published: str | None = None
+    failure: Failure | None = None
+    skipped: SkipReason | None = None
+    # --- the chain's clock: when the last step finished, the total time between steps
+    step_done_at: float | None = None
+    waited: float = 0.0
+
+    # ------------------------------------------------- the ticket, read through
+    @property
+    def pipeline_id(self) -> str:
+        return self.ticket.pipeline_id
+
+    @property
+    def run_id(self) -> str:
+        return self.ticket.run_id
+
+    @property
+    def bucket(self) -> str:
+        return self.ticket.bucket
+
+    @property
+    def key(self) -> str:
+        return self.ticket.key
+
+    @property
+    def version_id(self) -> str | None:
+        return self.ticket.version_id
+
+    @property
+    def etag(self) -> str | None:
+        return self.ticket.etag
+
+    @property
+    def size(self) -> int | None:
+        return self.ticket.size
+
+    @property
+    def sequencer(self) -> str | None:
+        return self.ticket.sequencer
+
+    @property
+    def model_image(self) -> str:
+        return self.ticket.model_image
+
+    @property
+    def k8s_cluster(self) -> str:
+        return self.ticket.k8s_cluster
+
+    @property
+    def k8s_namespace(self) -> str:
+        return self.ticket.k8s_namespace
+
+    @property
+    def max_rejected_rows(self) -> str | None:
+        return self.ticket.max_rejected_rows
+
+    @property
+    def data_tags(self) -> Mapping[str, str]:
+        return self.ticket.data_tags
+
+    @property
+    def last_modified(self) -> float | None:
+        return self.ticket.last_modified
+
+    @property
+    def enqueued_at(self) -> float:
+        return self.ticket.enqueued_at
+
+    @property
+    def force(self) -> bool:
+        return self.ticket.force
+
+    @property
+    def source(self) -> S3Uri:
+        return self.ticket.source
+
+    # ------------------------------------------------------- what steps learn
+    def claimed(self, owner: str | None, holder: str | None = None) -> Job:
+        """This job with its claim held by ``owner`` (and, within the launch that made
+        it, its ``holder``)."""
+        return replace(self, claim=Claimant(owner, holder))
+
+    def rerun(self) -> Job:
+        """A new run of the same upload (:func:`rerun_id`), learned nothing yet."""
+        return Job(replace(self.ticket, run_id=rerun_id(self.pipeline_id)))
+
+    # ------------------------------------------------------------------ wire
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The job as it travels: one flat JSON object (see the module docstring)."""
+        t, c, m, o = self.ticket, self.claim, self.model, self.output
+        return {
+            "pipeline_id": t.pipeline_id,
+            "run_id": t.run_id,
+            "bucket": t.bucket,
+            "key": t.key,
+            "version_id": t.version_id,
+            "etag": t.etag,
+            "size": t.size,
+            "sequencer": t.sequencer,
+            "model_image": t.model_image,
+            "k8s_cluster": t.k8s_cluster,
+            "k8s_namespace": t.k8s_namespace,
+            "max_rejected_rows": t.max_rejected_rows,
+            "data_tags": dict(t.data_tags),
+            "last_modified": t.last_modified,
+            "enqueued_at": t.enqueued_at,
+            "force": t.force,
+            "claim_owner": c.owner,
+            "claim_holder": c.holder,
+            "launch_started_at": m.started_at,
+            "model_ready_at": m.ready_at,
+            "endpoint": m.endpoint,
+            "handle": copy.deepcopy(dict(m.handle)),
+            "staging_key": o.staging_key,
+            "rows": o.rows,
+            "rejected_rows": o.rejected_rows,
+            "output_type": o.media_type,
+            "rejected_type": o.rejected_media_type,
+            "output_bytes": o.size,
+            "score_seconds": o.seconds,
+            "published": self.published,
+            "step_done_at": self.step_done_at,
+            "waited": self.waited,
+            "failure": dataclasses.asdict(self.failure) if self.failure is not None else None,
+            "skipped": self.skipped,
+            "released": m.released,
+            "model_pooled": m.pooled,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Job:
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in names}
-        if values.get("failure") is not None:
-            values["failure"] = Failure(**values["failure"])
-        if values.get("skipped") is not None:
-            values["skipped"] = SkipReason(values["skipped"])
-        handle = values.get("handle")
+    def from_dict(cls, data: Mapping[str, Any]) -> Job:
+        """A job from its JSON (this release's, or an older one's); keys it does not
+        know are ignored (a newer release's). TypeError, ValueError or AttributeError
+        when it is no job at all (scorefleet.vouch then checks the values' types)."""
+        values = dict(data.items())
+        handle = values.get("handle", {})
         if isinstance(handle, dict) and "released" in handle:
             # before 0.2 the flag travelled inside the backend's handle
             handle = dict(handle)
             values["released"] = bool(handle.pop("released")) or bool(values.get("released"))
             values["handle"] = handle
-        return cls(**values)
+        if values.get("failure") is not None:
+            values["failure"] = Failure(**values["failure"])
+        if values.get("skipped") is not None:
+            values["skipped"] = SkipReason(values["skipped"])
+        ticket = Ticket(**_part(values, _TICKET_KEYS))
+        return cls(
+            ticket,
+            claim=Claimant(**_part(values, _CLAIM_KEYS)),
+            model=ModelState(**_part(values, _MODEL_KEYS)),
+            output=Output(**_part(values, _OUTPUT_KEYS)),
+            **_part(values, _JOB_KEYS),
+        )
+
+
+def _part(values: Mapping[str, Any], keys: Mapping[str, str]) -> dict[str, Any]:
+    """The fields of one part of a job from its flat JSON (``keys``: JSON key -> field)."""
+    return {name: values[wire] for wire, name in keys.items() if wire in values}
+
+
+#: Each part's fields by their JSON keys (Job.to_dict writes the same keys).
+_TICKET_KEYS = {f.name: f.name for f in dataclasses.fields(Ticket)}
+_CLAIM_KEYS = {"claim_owner": "owner", "claim_holder": "holder"}
+_MODEL_KEYS = {
+    "launch_started_at": "started_at",
+    "model_ready_at": "ready_at",
+    "endpoint": "endpoint",
+    "handle": "handle",
+    "model_pooled": "pooled",
+    "released": "released",
+}
+_OUTPUT_KEYS = {
+    "staging_key": "staging_key",
+    "rows": "rows",
+    "rejected_rows": "rejected_rows",
+    "output_type": "media_type",
+    "rejected_type": "rejected_media_type",
+    "output_bytes": "size",
+    "score_seconds": "seconds",
+}
+_JOB_KEYS = {name: name for name in ("published", "failure", "skipped", "step_done_at", "waited")}

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 
 from scorefleet import images
 from scorefleet.errors import Rejected
-from scorefleet.job import Job, pipeline_id
+from scorefleet.job import Job, Ticket, pipeline_id
 from scorefleet.s3uri import S3Uri
 from scorefleet.settings import CLUSTER_NAME, DNS1123_LABEL, RejectBudget, Settings
 from scorefleet.storage.s3io import S3Client, error_code, read_tags
@@ -100,9 +100,9 @@ def build_job(
     force: bool = False,
 ) -> Job:
     """A job from the object's identity and tags, with the configured fallbacks
-    for missing tags. Not validated: see :func:`validate`."""
+    for missing tags: its ticket, nothing learned yet. Not validated: see :func:`validate`."""
     pid = pipeline_id(source.bucket, source.key, version_id, etag, last_modified)
-    return Job(
+    ticket = Ticket(
         pipeline_id=pid,
         run_id=run_id or pid,
         bucket=source.bucket,
@@ -119,6 +119,7 @@ def build_job(
         data_tags={k: tags[k] for k in DATA_TAGS if tags.get(k)},
         force=force,
     )
+    return Job(ticket)
 
 
 def validate(settings: Settings, job: Job) -> None:

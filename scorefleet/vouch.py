@@ -39,7 +39,7 @@ _TEXT_FIELDS = (
     *("pipeline_id", "run_id", "bucket", "key"),
     *("model_image", "k8s_cluster", "k8s_namespace"),
 )
-_OPTIONAL_TEXT_FIELDS = ("version_id", "etag", "sequencer", "staging_key")
+_OPTIONAL_TEXT_FIELDS = ("version_id", "etag", "sequencer")
 
 
 def check_run_id(run_id: object) -> str:
@@ -56,12 +56,15 @@ def check_job(settings: Settings, job: Job) -> None:
     """Raise :class:`Untrusted` unless ``job``'s identity is one this worker would
     have made itself for that file (see the module docstring)."""
     for name in _TEXT_FIELDS:
-        if not isinstance(getattr(job, name), str):
+        if not isinstance(getattr(job.ticket, name), str):
             raise Untrusted(f"the job's {name} is not a string")
     for name in _OPTIONAL_TEXT_FIELDS:
-        if not isinstance(getattr(job, name), str | None):
+        if not isinstance(getattr(job.ticket, name), str | None):
             raise Untrusted(f"the job's {name} is neither a string nor null")
-    if not isinstance(job.handle, dict):
+    staging_key = job.output.staging_key
+    if not isinstance(staging_key, str | None):
+        raise Untrusted("the job's staging_key is neither a string nor null")
+    if not isinstance(job.model.handle, dict):
         raise Untrusted("the job's handle is not an object")
     tags = job.data_tags
     if not isinstance(tags, dict) or not all(
@@ -90,8 +93,8 @@ def check_job(settings: Settings, job: Job) -> None:
         )
     if any(p.contains(source) for p in settings.storage.ignored_prefixes()):
         raise Untrusted(f"{source} is one of the pipeline's own outputs")
-    if job.staging_key is not None and not is_staging_key(settings, job.run_id, job.staging_key):
+    if staging_key is not None and not is_staging_key(settings, job.run_id, staging_key):
         raise Untrusted(
-            f"staging key {job.staging_key!r} is not one of run {job.run_id}'s "
+            f"staging key {staging_key!r} is not one of run {job.run_id}'s "
             f"({staging_prefix(settings, job.run_id)}<12 hex>.scoreout.part)"
         )

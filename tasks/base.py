@@ -8,6 +8,13 @@ failure on the job and starts the failure tail (upload the ``.error``, then tear
 If even that cannot be enqueued, the message is handed back to SQS, so nothing is
 lost. A step body gets the worker's runtime (:class:`workers.runtime.WorkerRuntime`)
 as its first argument: settings, S3, backend and ledger, passed in, never looked up.
+
+A step body returns the job with what it learned (the job is immutable); what it
+learned before it has to stop early (its claim, its model) it hands to its heartbeat
+(:meth:`workers.process.heartbeat.Heartbeat.advance`), and that is the job that goes
+back to the queue or into the failure tail. What sets a step apart here (the lease,
+making the run's claim, what waiting its turn does to its job) the step declares in
+its :class:`Step`: nothing in this module tests a step's name.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from celery import Task
@@ -46,6 +54,23 @@ RNG = random.Random()
 
 class StepFailed(Exception):
     """A step gave up on its file; the failure tail (``.error``, teardown) is queued."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a step declares about itself to :meth:`PipelineStep.run_step`."""
+
+    #: its name: in metrics, logs, the failure it records, the failure tail it starts
+    name: str
+    #: renew the run's lease (scorefleet.storage.ledger) while it works
+    lease: bool = False
+    #: it makes the run's claim itself (the launch): its heartbeat renews the lease
+    #: only once it holds the claim, and a delivery of it going back to the queue (a
+    #: retry, a wait) hands its claim on to the next (Ledger.release)
+    claims: bool = False
+    #: what its job goes back to the queue as when it must wait its turn (default: as
+    #: it is now)
+    on_wait: Callable[[Job], Job] | None = None
 
 
 def delivery_id(task: Task) -> str:
@@ -78,62 +103,63 @@ class PipelineStep(Task):
     acks_late = True
     reject_on_worker_lost = True
 
-    def run_step(
-        self, step: str, payload: dict[str, Any], body: Body, *, lease: bool = False
-    ) -> Any:
-        """Run ``body`` under a heartbeat (SQS visibility, and the run's lease when
-        ``lease``), sorting any failure into retry or give up. A job this worker cannot
-        vouch for (scorefleet.vouch) is refused before anything is done."""
+    def run_step(self, step: Step, payload: dict[str, Any], body: Body) -> Any:
+        """Run ``body`` under a heartbeat (SQS visibility, and the run's lease when the
+        step declares ``lease``), sorting any failure into retry or give up. A job this
+        worker cannot vouch for (scorefleet.vouch) is refused before anything is done."""
         rt = runtime.current()
         s = rt.settings
         job = _job_from(payload)
-        job.claim_holder = None  # set by this delivery's own claim: never a message's
         # time spent between steps: queue hops, and waiting for a free worker slot
         gap = max(0.0, time.time() - (job.step_done_at or job.enqueued_at))
-        job.waited += gap
-        metrics.QUEUE_WAIT.labels(step).observe(gap)
-        with logctx.bind(job.run_id, str(job.source)), metrics.timed_step(step) as timing:
+        # the claim's holder is set by this delivery's own claim: never a message's
+        job = replace(job, claim=replace(job.claim, holder=None), waited=job.waited + gap)
+        metrics.QUEUE_WAIT.labels(step.name).observe(gap)
+        with logctx.bind(job.run_id, str(job.source)), metrics.timed_step(step.name) as timing:
+            hb = Heartbeat(
+                job=job,
+                request=self.request,
+                visibility_timeout=s.broker.visibility_timeout,
+                region=s.aws.region,
+                ledger=rt.ledger if step.lease else None,
+                max_seconds=s.scoring.max_step_seconds,
+                step=step.name,
+                claims=step.claims,
+            )
             try:
                 vouch.check_job(s, job)
-                with Heartbeat(
-                    job=job,
-                    request=self.request,
-                    visibility_timeout=s.broker.visibility_timeout,
-                    region=s.aws.region,
-                    ledger=rt.ledger if lease else None,
-                    max_seconds=s.scoring.max_step_seconds,
-                    step=step,
-                ) as hb:
+                with hb:
                     done = body(rt, job, hb)
-                done.step_done_at = time.time()
                 timing["result"] = "done"
-                return done.to_dict()
+                return replace(done, step_done_at=time.time()).to_dict()
             except Untrusted as exc:
-                log.error("%s refused a task message it cannot vouch for: %s", step, exc)
+                log.error("%s refused a task message it cannot vouch for: %s", step.name, exc)
                 raise
             except MustWait as exc:
                 timing["result"] = "wait"
-                job.waited -= gap  # counted again when the step runs after its wait
-                self._wait_turn(rt, step, job, exc)
+                # the job as far as the step got; its wait is counted again when it runs
+                now = replace(hb.job, waited=hb.job.waited - gap)
+                self._wait_turn(rt, step, now, exc)
                 raise  # unreachable: _wait_turn always raises
             except Exception as exc:
                 timing["result"] = "retry" if is_transient(exc) else "failed"
-                self._retry_or_give_up(rt, step, job, exc)
+                self._retry_or_give_up(rt, step, hb.job, exc)
                 raise  # unreachable: _retry_or_give_up always raises
 
-    def _wait_turn(self, rt: WorkerRuntime, step: str, job: Job, exc: MustWait) -> None:
+    def _wait_turn(self, rt: WorkerRuntime, step: Step, job: Job, exc: MustWait) -> None:
         """Put this step back in the queue for a while, its retries untouched: files
         already running finish first (their next steps are in the queue meanwhile),
-        or the delivery holding the run's lease goes on. The job goes back as it is
-        now, so a launch keeps the claim it made (and hands it to its next delivery)."""
+        or the delivery holding the run's lease goes on. The job goes back as far as
+        the step got with it (and what its ``on_wait`` makes of that), so a launch keeps
+        the claim it made (and hands it to its next delivery)."""
         delay = wait_delay(exc.delay, RNG)
         if isinstance(exc, AtCapacity):
             log.info("no room for another model (%s); waiting %ds in the queue", exc.message, delay)
         else:
             log.info("%s; waiting %ds in the queue", exc.message, delay)
-        _hand_back(rt, step, job)
-        if step == "launch":  # its model start is timed from its next delivery
-            job.launch_started_at = None
+        job = _hand_back(rt, step, job)
+        if step.on_wait is not None:
+            job = step.on_wait(job)
         try:
             sig = self.signature_from_request(
                 self.request,
@@ -147,14 +173,14 @@ class PipelineStep(Task):
             raise Reject(publish_exc, requeue=True) from exc
         raise Retry(str(exc), exc=exc, when=delay, sig=sig)
 
-    def _retry_or_give_up(self, rt: WorkerRuntime, step: str, job: Job, exc: Exception) -> None:
+    def _retry_or_give_up(self, rt: WorkerRuntime, step: Step, job: Job, exc: Exception) -> None:
         retries, policy = int(self.request.retries or 0), rt.settings.retries
         kind, message = describe(exc)
         if is_transient(exc) and retries < policy.max:
             delay = compute_backoff(retries, policy.backoff, policy.backoff_max, RNG)
             log.warning(
                 "%s failed (%s: %s); retry %d of %d in %ds",
-                step,
+                step.name,
                 kind,
                 message,
                 retries + 1,
@@ -173,18 +199,22 @@ class PipelineStep(Task):
                 )
                 raise Reject(publish_exc, requeue=True) from exc
         if not isinstance(exc, PipelineError):
-            log.error("%s failed with an unexpected error", step, exc_info=exc)
+            log.error("%s failed with an unexpected error", step.name, exc_info=exc)
         # masked here, at the source: the failure travels on in the failure tail's task
         # messages (SQS bodies, Flower's task pages), not only into the .error
         message = redact(message)
-        job.failure = job.failure or Failure(
-            step=step,
-            kind=kind,
-            message=message,
-            attempts=retries + 1,
-            model_logs=redact(getattr(exc, "model_logs", "") or ""),
+        job = replace(
+            job,
+            failure=job.failure
+            or Failure(
+                step=step.name,
+                kind=kind,
+                message=message,
+                attempts=retries + 1,
+                model_logs=redact(getattr(exc, "model_logs", "") or ""),
+            ),
         )
-        tail = failure_tail(job, step, app=self.app)
+        tail = failure_tail(job, step.name, app=self.app)
         if tail is not None:
             try:
                 tail.apply_async()
@@ -194,21 +224,24 @@ class PipelineStep(Task):
                     publish_exc,
                 )
                 raise Reject(publish_exc, requeue=True) from exc
-        log.warning("%s gave up: %s: %s", step, kind, message)
+        log.warning("%s gave up: %s: %s", step.name, kind, message)
         raise StepFailed(f"{kind}: {message}") from exc
 
 
-def _hand_back(rt: WorkerRuntime, step: str, job: Job) -> None:
-    """A launch going back to the queue (its retry, or its wait for a slot) hands
-    its claim to the delivery that comes next, which then need not wait for this
-    one's lease to expire (scorefleet.storage.ledger: Ledger.release)."""
-    holder, job.claim_holder = job.claim_holder, None
-    if step != "launch" or not holder:
-        return
+def _hand_back(rt: WorkerRuntime, step: Step, job: Job) -> Job:
+    """A step that claims the run (the launch) going back to the queue (its retry, or
+    its wait for a slot) hands its claim to the delivery that comes next, which then
+    need not wait for this one's lease to expire (scorefleet.storage.ledger:
+    Ledger.release). The job without its holder: it goes back to the queue."""
+    holder = job.claim.holder
+    job = replace(job, claim=replace(job.claim, holder=None))
+    if not step.claims or not holder:
+        return job
     try:
         rt.ledger.release(job, holder)
     except Exception as exc:  # the next delivery waits for the lease instead
         log.warning("could not hand the claim back (%s): its lease has to expire", exc)
+    return job
 
 
 def _job_from(payload: Any) -> Job:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from celery import shared_task
@@ -13,7 +14,7 @@ from scorefleet.errors import AtCapacity, LeaseHeld
 from scorefleet.job import Job, SkipReason
 from scorefleet.storage.ledger import Claim
 from scorefleet.submission import validate
-from tasks.base import RNG, STEP_LOGGER, PipelineStep, delivery_id
+from tasks.base import RNG, STEP_LOGGER, PipelineStep, Step, delivery_id
 from tasks.inputs import preflight
 from tasks.policies import lease_wait
 from workers.process import metrics
@@ -23,16 +24,26 @@ from workers.runtime import WorkerRuntime
 log = logging.getLogger(STEP_LOGGER)
 
 
+def untimed(job: Job) -> Job:
+    """A launch going back to the queue to wait its turn: its model start is timed
+    from the delivery that gets to start the model."""
+    return replace(job, model=replace(job.model, started_at=None))
+
+
+#: The launch renews the run's lease once it has claimed the run itself.
+LAUNCH = Step("launch", lease=True, claims=True, on_wait=untimed)
+
+
 @shared_task(name="tasks.launch", bind=True, base=PipelineStep)
 def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
     """Claim the file (duplicates stop here) and start its model container."""
 
     def body(rt: WorkerRuntime, j: Job, hb: Heartbeat) -> Job:
         s = rt.settings
-        if not j.claim_owner and not rt.backend.has_room(s.models.spec(j.model_image)):
+        if not j.claim.owner and not rt.backend.has_room(s.models.spec(j.model_image)):
             # before claiming: a launch that has to wait costs nothing but its message
             raise AtCapacity("no free model slot (SCOREFLEET_MAX_LIVE_MODELS)")
-        owner = j.claim_owner or delivery_id(self)
+        owner = j.claim.owner or delivery_id(self)
         holder = uuid.uuid4().hex
         claim = rt.ledger.claim(
             j,
@@ -42,7 +53,7 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
             holder=holder,
         )
         if claim is Claim.HELD:
-            j.claim_owner = owner  # the next delivery is of this launch too
+            hb.advance(j.claimed(owner))  # the next delivery is of this launch too
             left = rt.ledger.lease_left(j.pipeline_id)
             raise LeaseHeld(
                 f"another delivery of this launch holds the run's lease for {left:.0f}s more",
@@ -51,10 +62,10 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
         if claim is not Claim.CLAIMED:
             log.info("not running %s again: %s", j.source, claim.value)
             self.request.chain = None  # the other delivery (or the finished run) owns it
-            j.skipped = SkipReason(claim.value)
-            return j
-        j.claim_owner, j.claim_holder = owner, holder  # kept if the launch has to wait its turn
-        if not j.launch_started_at:
+            return replace(j, skipped=SkipReason(claim.value))
+        # kept if the launch has to wait its turn (and its lease renewed from now on)
+        j = hb.advance(j.claimed(owner, holder))
+        if not j.model.started_at:
             metrics.FILES_STARTED.inc()
         validate(s, j)
         spec = s.models.spec(j.model_image)
@@ -63,22 +74,24 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
         rows = preflight(rt, j, spec)
         if rows == 0:
             log.info("the file has no rows: its output needs no model")
-            j.handle, j.released = {}, True  # nothing for teardown to stop
-            return j
-        j.launch_started_at = j.launch_started_at or time.time()
+            # nothing for teardown to stop
+            return replace(j, model=replace(j.model, endpoint=None, handle={}, released=True))
+        started = j.model.started_at or time.time()
+        j = hb.advance(replace(j, model=replace(j.model, started_at=started)))
         if rt.backend.has_parked(spec):  # warm mode only (the backend knows)
             # a model of this image waits in the warm pool: the score step claims one
             # (nothing is held for this file while its score waits in the queue)
-            j.model_ready_at = time.time()
             log.info("a warm model of %s is parked: nothing to start", j.model_image)
             metrics.MODEL_START.observe(0.0)
-            return j
+            return replace(j, model=replace(j.model, ready_at=time.time(), pooled=True))
         ep = rt.backend.launch(j, spec)
-        j.endpoint, j.handle, j.model_ready_at = ep.url, ep.handle, time.time()
-        log.info("model %s ready at %s after %d ms", j.model_image, ep.url, j.model_start_ms)
-        metrics.MODEL_START.observe((j.model_start_ms or 0) / 1000)
+        model = replace(j.model, endpoint=ep.url, handle=ep.handle, ready_at=time.time())
+        j = hb.advance(replace(j, model=model))
+        log.info("model %s ready at %s after %d ms", j.model_image, ep.url, j.model.start_ms)
+        metrics.MODEL_START.observe((j.model.start_ms or 0) / 1000)
         if rt.backend.park(j):  # warm mode, and a pool any worker takes from
             log.info("the model is parked until a score of its image claims it")
+            j = replace(j, model=replace(j.model, pooled=True))
         return j
 
-    return self.run_step("launch", job, body, lease=True)
+    return self.run_step(LAUNCH, job, body)

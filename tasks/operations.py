@@ -11,7 +11,7 @@ from celery import Task, shared_task
 from scorefleet import logctx
 from scorefleet.chain import enqueue
 from scorefleet.errors import Rejected, is_transient
-from scorefleet.job import Failure, rerun_id
+from scorefleet.job import Failure
 from scorefleet.s3uri import S3Uri
 from scorefleet.storage import outcome, s3io
 from scorefleet.submission import identity_of, job_for_object, validate
@@ -67,7 +67,7 @@ def rescore(
             force=force,
         )
         if force:
-            pid_job.run_id = rerun_id(pid_job.pipeline_id)
+            pid_job = pid_job.rerun()
         elif outcome.already_scored(s, s3, pid_job):
             log.info("%s was already scored for this version; not rerunning it", uri)
             return {"run_id": pid_job.run_id, "skipped": "already scored"}

@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from dataclasses import replace
 from typing import Any
 
 from celery import shared_task
 
 from scorefleet.errors import ModelUnavailable
-from scorefleet.job import Job, SkipReason
+from scorefleet.job import Job, Output, SkipReason
 from scorefleet.settings import ModelSpec
 from scorefleet.storage import s3io
 from scorefleet.storage.ledger import rejected_staging_key, staging_location, staging_prefix
 from scorefleet.submission import validate
-from tasks.base import STEP_LOGGER, PipelineStep, first_delivery
+from tasks.base import STEP_LOGGER, PipelineStep, Step, first_delivery
 from tasks.inputs import expansion_limits, read_limits
 from workers.process.heartbeat import Heartbeat
 from workers.runtime import WorkerRuntime
@@ -26,6 +27,9 @@ from workers.scoring.protocols import CallLimits, ModelProtocol, open_protocol, 
 from workers.scoring.rejects import RowRejects, budget_for
 
 log = logging.getLogger(STEP_LOGGER)
+
+#: The score step renews the run's lease (and its upload's) while it works.
+SCORE = Step("score", lease=True)
 
 
 @shared_task(name="tasks.score", bind=True, base=PipelineStep)
@@ -46,7 +50,10 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
         output = described.options.output
         # a file whose footer says it has no rows (Parquet): its empty output needs no model
         empty = reader_rows(reader) == 0
-        client = None if empty else ready_client(rt, j, spec)
+        client = None
+        if not empty:
+            client, j = ready_client(rt, j, spec)
+            hb.advance(j)  # a model started again is this run's, also if scoring fails
         if not first_delivery(self):
             # uploads of earlier attempts whose workers died: their leases expired
             # (a live attempt's upload is never touched, however old)
@@ -97,8 +104,7 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
                 if hb.superseded:
                     sink.abort()
                     log.warning("a newer run of this file took over; this run stops")
-                    j.skipped = SkipReason.SUPERSEDED
-                    return j
+                    return replace(j, skipped=SkipReason.SUPERSEDED)
                 if spool is not None and stats.rejected:
                     spool.seek(0)
                     rt.s3.upload_fileobj(spool, staging.bucket, rejected_staging_key(staging.key))
@@ -116,33 +122,43 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
                 budget,
                 rejects.extra_calls,
             )
-        j.rejected_rows = stats.rejected
-        j.rejected_type = described.options.input.media_type if stats.rejected else None
-        j.staging_key, j.rows, j.score_seconds = staging.key, stats.rows, stats.seconds
-        j.output_type = output.media_type
-        j.output_bytes = sink.bytes_written
+        j = replace(
+            j,
+            output=Output(
+                staging_key=staging.key,
+                rows=stats.rows,
+                rejected_rows=stats.rejected,
+                media_type=output.media_type,
+                rejected_media_type=(
+                    described.options.input.media_type if stats.rejected else None
+                ),
+                size=sink.bytes_written,
+                seconds=stats.seconds,
+            ),
+        )
         progress.done(stats)
         log.info(
             "scored %d rows in %d mini-batches in %.2fs", stats.rows, stats.batches, stats.seconds
         )
-        # Warm mode: park the model now, so the next file of its image can have it,
-        # rather than after publishing (tasks.teardown then has nothing left to do).
-        # Otherwise teardown stops it after publishing: stopping a model can take a
-        # moment, and the output should not wait for it.
-        if s.launch.warm_idle_seconds > 0:
-            try:
-                rt.backend.teardown(j)
-                j.released = True
-            except Exception as exc:  # teardown will try again
-                log.warning("could not release the model early: %s", exc)
+        # A backend that keeps models (warm mode) lets this one go now, so the next
+        # file of its image can have it, rather than after publishing (tasks.teardown
+        # then has nothing left to do). Otherwise teardown stops it after publishing:
+        # stopping a model can take a moment, and the output should not wait for it.
+        try:
+            if rt.backend.release(j):
+                j = replace(j, model=replace(j.model, released=True))
+        except Exception as exc:  # teardown will try again
+            log.warning("could not release the model early: %s", exc)
         return j
 
-    return self.run_step("score", job, body, lease=True)
+    return self.run_step(SCORE, job, body)
 
 
-def ready_client(rt: WorkerRuntime, j: Job, spec: ModelSpec) -> ModelProtocol:
-    """The run's model in its protocol; starts the model again if it has died. The
-    endpoint is the one the backend recorded for this run, never the job's."""
+def ready_client(rt: WorkerRuntime, j: Job, spec: ModelSpec) -> tuple[ModelProtocol, Job]:
+    """The run's model in its protocol, and the job with what was learned about the
+    model; starts the model again if it has died (or takes one from the warm pool,
+    where the launch left it). The endpoint is the one the backend recorded for this
+    run, never the job's."""
     s = rt.settings
     limits = CallLimits(
         timeout=s.scoring.model_timeout,
@@ -154,21 +170,20 @@ def ready_client(rt: WorkerRuntime, j: Job, spec: ModelSpec) -> ModelProtocol:
     url = backend.endpoint(j)
     client = open_protocol(url or "http://127.0.0.1:1", spec, limits)
     if url and client.ready(2.0):
-        j.endpoint = url
-        return client
+        return client, replace(j, model=replace(j.model, endpoint=url))
     client.close()
     if url and backend.is_alive(j):
         raise ModelUnavailable(
             "the model is running but does not answer "
             + protocol_for(spec.protocol).describe_readiness(spec)
         )
-    if s.launch.warm_idle_seconds > 0 and not url:
-        # warm mode: the launch parked the model (or found one parked): take one
+    if j.model.pooled and not url:
+        # the launch parked the model (or found one parked): take one
         log.info("taking a warm model of %s", j.model_image)
     else:
         log.warning("the model of this run is gone; starting it again")
     ep = backend.launch(j, spec)
-    if not ep.handle.get("warm"):  # started here: the file waited for it from launch on
-        j.model_ready_at = time.time()
-    j.endpoint, j.handle = ep.url, ep.handle
-    return open_protocol(ep.url, spec, limits)
+    # one started here: the file waited for it from launch on (a warm one was ready)
+    ready_at = j.model.ready_at if ep.warm else time.time()
+    j = replace(j, model=replace(j.model, endpoint=ep.url, handle=ep.handle, ready_at=ready_at))
+    return open_protocol(ep.url, spec, limits), j

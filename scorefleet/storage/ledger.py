@@ -133,12 +133,12 @@ def is_staging_key(settings: Settings, run_id: str, key: str) -> bool:
 
 def held_by(rec: Record, job: Job) -> bool:
     """Is the run's claim in ``rec`` this chain's? It is when it was claimed by the
-    chain's launch message (``job.claim_owner``) and, within the launch step itself,
-    by this very delivery (``job.claim_holder``). A job that names no owner (a message
+    chain's launch message (``job.claim.owner``) and, within the launch step itself,
+    by this very delivery (``job.claim.holder``). A job that names no owner (a message
     from before owners travelled with the job) is taken at its run id."""
-    if job.claim_owner is not None and rec.data.get("owner") != job.claim_owner:
+    if job.claim.owner is not None and rec.data.get("owner") != job.claim.owner:
         return False
-    return job.claim_holder is None or rec.data.get("holder") == job.claim_holder
+    return job.claim.holder is None or rec.data.get("holder") == job.claim.holder
 
 
 class Ledger:
@@ -343,8 +343,8 @@ class Ledger:
             "outcome": outcome,
             "lease_until": 0,
             "publisher": attempt,
-            "rows": job.rows,
-            "rejected_rows": job.rejected_rows,
+            "rows": job.output.rows,
+            "rejected_rows": job.output.rejected_rows,
             "finished_at": time.time(),
         }
         if job.failure is not None:

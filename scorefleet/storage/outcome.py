@@ -63,7 +63,7 @@ def _common_tags(job: Job) -> dict[str, object]:
         "k8s_namespace": sanitize_tag_value(job.k8s_namespace),
         "pipeline_id": job.run_id,
     }
-    start = job.launch_started_at or job.enqueued_at
+    start = job.model.started_at or job.enqueued_at
     tags["duration_ms"] = max(0, round((time.time() - start) * 1000))
     return tags
 
@@ -78,13 +78,13 @@ def _metadata(job: Job) -> dict[str, str]:
         "pipeline-id": job.pipeline_id,
         "run-id": job.run_id,
     }
-    if job.model_start_ms is not None:
-        meta["model-start-ms"] = str(job.model_start_ms)
+    if job.model.start_ms is not None:
+        meta["model-start-ms"] = str(job.model.start_ms)
     # time between steps: queue hops, and waiting for a free worker slot in a busy fleet
     meta["wait-ms"] = str(round(job.waited * 1000))
     meta["enqueued-at"] = f"{job.enqueued_at:.3f}"
-    if job.score_seconds is not None:
-        meta["score-ms"] = str(round(job.score_seconds * 1000))
+    if job.output.seconds is not None:
+        meta["score-ms"] = str(round(job.output.seconds * 1000))
     return {k: v for k, v in meta.items() if v}
 
 
@@ -151,9 +151,10 @@ def publish_scoreout(
     retried upload): look before copying. ``then_delete``: objects to delete once it
     is published (the run's staging objects), in the same request as the other
     outcomes of the file (issue 17: one DeleteObjects instead of three requests)."""
+    out = job.output
     dest = scoreout_location(settings, job.source)
     rejected = rejected_location(settings, job.source)
-    if job.rejected_rows:
+    if out.rejected_rows:
         # first: whoever sees the .scoreout finds its .rejected there already
         part = S3Uri(staging.bucket, rejected_staging_key(staging.key))
         _copy_once(
@@ -161,17 +162,17 @@ def publish_scoreout(
             job,
             part,
             rejected,
-            {"rows": job.rejected_rows},
-            job.rejected_type,
+            {"rows": out.rejected_rows},
+            out.rejected_media_type,
             None,
             maybe_done,
         )
-    tags: dict[str, object] = {"rows": job.rows or 0}
-    if job.rejected_rows:
-        tags["rejected_rows"] = job.rejected_rows
-    _copy_once(s3, job, staging, dest, tags, job.output_type, job.output_bytes, maybe_done)
+    tags: dict[str, object] = {"rows": out.rows or 0}
+    if out.rejected_rows:
+        tags["rejected_rows"] = out.rejected_rows
+    _copy_once(s3, job, staging, dest, tags, out.media_type, out.size, maybe_done)
     stale = [error_location(settings, job.source)]
-    if not job.rejected_rows:
+    if not out.rejected_rows:
         stale.append(rejected)  # an earlier run's
     try:
         delete_many(s3, [*stale, *then_delete])

@@ -29,7 +29,7 @@ import jsonschema
 import pytest
 import yaml
 
-from scorefleet.job import Job
+from scorefleet.job import Job, Ticket
 from scorefleet.settings import VARIABLES, ConfigError
 from tests.helpers import REPO, installed_tool
 from workers.settings import load
@@ -491,17 +491,19 @@ def test_only_workers_reach_model_pods(render):
     docs = render(values)
     settings = load(one(docs, "ConfigMap", "-config")["data"])
     job = Job(
-        pipeline_id="sf-00000000000000000001",
-        run_id="sf-00000000000000000001",
-        bucket="b",
-        key="in/a.csv",
-        version_id=None,
-        etag="e",
-        size=1,
-        sequencer=None,
-        model_image="123456789012.dkr.ecr.eu-west-1.amazonaws.com/models/iris:1.0",
-        k8s_cluster="prod",
-        k8s_namespace="scoring",
+        Ticket(
+            pipeline_id="sf-00000000000000000001",
+            run_id="sf-00000000000000000001",
+            bucket="b",
+            key="in/a.csv",
+            version_id=None,
+            etag="e",
+            size=1,
+            sequencer=None,
+            model_image="123456789012.dkr.ecr.eu-west-1.amazonaws.com/models/iris:1.0",
+            k8s_cluster="prod",
+            k8s_namespace="scoring",
+        )
     )
     model_pod = pod_manifest(
         job, ModelSpec(image=job.model_image), settings, fleet=settings.broker.queue, worker="w"

@@ -18,12 +18,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, docs
 from workers.localstack import state as stackstate
 
 pytestmark = pytest.mark.slow
 
 UP_LINE = "Ctrl-C stops everything"
+#: Where "A model of your own" is (it was the README's until issue 23).
+OWN_MODEL_DOC = "docs/local-stack.md"
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -123,7 +125,7 @@ def test_up_demo_scores_the_iris_file_and_stops(tmp_path):
         [
             sys.executable,
             "-m",
-            "workers.cli.commands",
+            "workers.cli",
             "up",
             "--demo",
             "--exit-after-demo",
@@ -186,14 +188,16 @@ def test_make_up_in_the_background_printed_steps_run_and_ctrl_c_stops_it(tmp_pat
         up.kill_all()
 
 
-def write_own_model(cwd: Path) -> None:
-    """`my_model.py` and `my-models.json` exactly as the README shows them."""
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("### A model of your own", 1)[1]
-    code = section.split("```python\n", 1)[1].split("```", 1)[0]
-    catalog = section.split("```json\n", 1)[1].split("```", 1)[0]
+def write_own_model(cwd: Path) -> str:
+    """`my_model.py` and `my-models.json` exactly as docs/local-stack.md shows them;
+    returns the commands it then runs in another shell."""
+    (code,) = docs.blocks(OWN_MODEL_DOC, "python")
+    (catalog,) = docs.blocks(OWN_MODEL_DOC, "json")
     (cwd / "my_model.py").write_text(code)
     (cwd / "my-models.json").write_text(catalog)
+    block = docs.block_with(OWN_MODEL_DOC, "--catalog my-models.json")
+    assert block.startswith(".venv/bin/scorefleet up --catalog my-models.json ")  # as started below
+    return docs.another_shell(block)
 
 
 COMMANDS = {
@@ -213,28 +217,18 @@ def assert_one_line(got: dict[str, tuple[int, str]], needle: str) -> None:
 
 
 def test_own_model_one_stack_per_directory_sigterm_and_a_stopped_stack(tmp_path):
-    """A user's own model (the README's) scores a file; a second `up` in the same
-    directory refuses, naming the running stack, and leaves it alone; SIGTERM stops
-    the first cleanly; then every command answers in one line: after a clean stop,
-    with a stack.env a killed stack left behind, and configured for a dead emulator."""
-    write_own_model(tmp_path)
+    """A user's own model (docs/local-stack.md's) scores a file, with the commands the
+    page shows run as written in a fresh shell; a second `up` in the same directory
+    refuses, naming the running stack, and leaves it alone; SIGTERM stops the first
+    cleanly; then every command answers in one line: after a clean stop, with a
+    stack.env a killed stack left behind, and configured for a dead emulator."""
+    commands = write_own_model(tmp_path)
+    (tmp_path / "examples").symlink_to(REPO / "examples")
     up = BackgroundUp(tmp_path, "--no-flower", "--catalog", "my-models.json")
     try:
         up.wait_up()
-        scored = subprocess.run(
-            [
-                *(sys.executable, "-m", "workers.cli", "submit"),
-                *(str(REPO / "examples" / "iris.csv"), "--model-image", "my-team/sum:1"),
-                *("--wait", "90"),
-            ],
-            cwd=tmp_path,
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert scored.returncode == 0, scored.stdout + scored.stderr
+        scored = docs.run_in_a_fresh_shell(commands, tmp_path, tmp_path, 120)
+        assert scored.returncode == 0, commands + scored.stdout + scored.stderr
         assert "scored in" in scored.stdout and "\n10.20\n" in scored.stdout  # 5.1+3.5+1.4+0.2
 
         env_file = tmp_path / ".scorefleet" / "stack.env"

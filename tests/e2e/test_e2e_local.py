@@ -305,7 +305,7 @@ def test_rescore_from_the_celery_cli_and_scorefleet_rerun(outcomes, dropped, sta
     assert re.fullmatch(r"sf-[0-9a-f]{20}-r\d+[0-9a-f]{4}", tags["pipeline_id"]), tags
     assert tags["pipeline_id"] != first_tags["pipeline_id"]
     # scorefleet rerun, scoring with another image this time
-    proc = run_cli(["workers.cli.commands", "rerun", uri, "--model-image", "test/ok:1"], env)
+    proc = run_cli(["workers.cli", "rerun", uri, "--model-image", "test/ok:1"], env)
     assert proc.returncode == 0, proc.stderr
     wait_versions(outcomes, "iris.csv.scoreout", 3)
     _, body, tags = outcomes.wait("iris.csv")
@@ -314,7 +314,7 @@ def test_rescore_from_the_celery_cli_and_scorefleet_rerun(outcomes, dropped, sta
 
 def test_rerun_of_a_missing_file_is_reported(stack):
     env = {**os.environ, **stack.env}
-    proc = run_cli(["workers.cli.commands", "rerun", "not-a-uri"], env)
+    proc = run_cli(["workers.cli", "rerun", "not-a-uri"], env)
     assert proc.returncode != 0 and "s3://" in proc.stderr
 
 

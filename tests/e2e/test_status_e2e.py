@@ -47,8 +47,8 @@ def test_status_follows_a_long_file(outcomes: Outcomes, stack):
     assert final.rows == ROWS and final.bytes_read == len(body) == final.total_bytes
     assert final.attempts == 1 and final.outcome == f"s3://{BUCKET}/out/{key}.scoreout"
     assert final.queued_at <= final.started_at <= final.finished_at
-    res = run_cli(["workers.cli.commands", "status", uri, "--json"], {**os.environ, **stack.env})
+    res = run_cli(["workers.cli", "status", uri, "--json"], {**os.environ, **stack.env})
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["state"] == "published"
-    res = run_cli(["workers.cli.commands", "runs", "--since", "10m"], {**os.environ, **stack.env})
+    res = run_cli(["workers.cli", "runs", "--since", "10m"], {**os.environ, **stack.env})
     assert res.returncode == 0 and key in res.stdout, res.stdout + res.stderr

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
@@ -42,7 +43,9 @@ def installed_tool(name: str) -> str | None:
 
 
 def make_job(run_id: str = "sf-00000000000000000001", bucket: str = "b", **fields: Any) -> Job:
-    """A job for unit tests (pipeline id = the first 23 characters of the run id)."""
+    """A job for unit tests (pipeline id = the first 23 characters of the run id), as
+    a task message carrying ``fields`` would give it (their JSON names: the ticket's,
+    or what steps learned, e.g. ``endpoint``, ``staging_key``)."""
     values: dict[str, Any] = {
         "pipeline_id": run_id[:23],
         "run_id": run_id,
@@ -57,7 +60,15 @@ def make_job(run_id: str = "sf-00000000000000000001", bucket: str = "b", **field
         "k8s_namespace": "n",
     }
     values.update(fields)
-    return Job(**values)
+    job = Job.from_dict(values)
+    unknown = set(fields) - set(job.to_dict())
+    assert not unknown, f"not fields of a job: {sorted(unknown)}"
+    return job
+
+
+def launched(job: Job, url: str | None, handle: dict[str, Any]) -> Job:
+    """``job`` as a launch leaves it whose backend answered with ``url`` and ``handle``."""
+    return replace(job, model=replace(job.model, endpoint=url, handle=handle))
 
 
 def queued_job(rt: Any, bucket: str, key: str, body: bytes) -> dict[str, Any]:
@@ -68,8 +79,7 @@ def queued_job(rt: Any, bucket: str, key: str, body: bytes) -> dict[str, Any]:
 
     s3 = emulator_client("s3", rt.s3.meta.endpoint_url)
     etag = s3.put_object(Bucket=bucket, Key=key, Body=body)["ETag"].strip('"')
-    job = make_job(pipeline_id(bucket, key, None, etag), bucket, key=key, etag=etag)
-    job.size = len(body)
+    job = make_job(pipeline_id(bucket, key, None, etag), bucket, key=key, etag=etag, size=len(body))
     assert rt.ledger.mark_queued(job)
     return job.to_dict()
 
@@ -124,6 +134,9 @@ def base_env(moto_endpoint: str, bucket: str, **extra: str) -> dict[str, str]:
         "SCOREFLEET_QUEUE": f"q-{bucket}",
         "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": "scorefleet-examples/,test/",
         "SCOREFLEET_DEFAULT_MODEL_IMAGE": "test/ok:1",
+        # a subprocess runs the code under test, also from a git worktree beside the
+        # checkout the venv's editable install points at
+        "PYTHONPATH": str(REPO),
     }
     env.update(extra)
     return env

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 
+from scorefleet.job import Output
 from scorefleet.s3uri import S3Uri
 from scorefleet.settings import load
 from scorefleet.storage import outcome
@@ -84,7 +86,7 @@ def test_already_scored_means_this_upload_not_these_bytes(s3, bucket, moto_endpo
     old = job_of(settings, src, identify(s3, src, etag=etag))
     dest = outcome.scoreout_location(settings, src)
     s3.put_object(Bucket=bucket, Key="staging/x", Body=b"p\n")
-    old.staging_key, old.rows, old.output_bytes = "staging/x", 1, 2
+    old = replace(old, output=Output(staging_key="staging/x", rows=1, size=2))
     outcome.publish_scoreout(settings, s3, old, S3Uri(bucket, "staging/x"), maybe_done=False)
     assert outcome.already_scored(settings, s3, old)
     time.sleep(1.1)

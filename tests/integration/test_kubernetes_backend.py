@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -25,7 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from scorefleet.errors import ModelError, Rejected, is_transient
 from scorefleet.job import Failure
 from scorefleet.settings import ModelSpec, load
-from tests.helpers import REPO, make_job
+from tests.helpers import REPO, launched, make_job
 from tests.helpers.k8s import FakeApiServer, FakeKubelet, fake_cluster, k8s_catalog
 from tests.helpers.protocols import invoke, sagemaker
 from workers.backends import make_backend
@@ -499,7 +499,7 @@ def test_the_endpoint_is_what_the_backend_recorded_never_the_jobs(cluster):
     launcher = cluster.backend()
     job = new_job("test/ok:1")
     ep = launcher.launch(job, spec(launcher, "test/ok:1"))
-    job.endpoint, job.handle = "http://127.0.0.1:9/attacker", ep.handle
+    job = launched(job, "http://127.0.0.1:9/attacker", ep.handle)
     try:
         before = launcher.calls.snapshot()
         assert launcher.endpoint(job) == ep.url and launcher.calls.since(before) == {}
@@ -677,13 +677,14 @@ def test_warm_mode_parks_and_reuses_a_pod(cluster):
     backend = cluster.backend(SCOREFLEET_WARM_IDLE_SECONDS="30")
     first = new_job("test/ok:1")
     ep = backend.launch(first, spec(backend, "test/ok:1"))
-    first.endpoint, first.handle = ep.url, ep.handle
+    first = launched(first, ep.url, ep.handle)
     before = backend.calls.snapshot()
     assert backend.teardown(first) is True  # parked, not deleted
     assert first.run_id in cluster.api.pod_names()
     second = new_job("test/ok:1")
     again = backend.launch(second, spec(backend, "test/ok:1"))
-    assert again.url == ep.url and again.handle["pod"] == first.run_id and again.handle["warm"]
+    assert again.url == ep.url and again.handle["pod"] == first.run_id and again.warm
+    assert not ep.warm
     # park + claim: no create, no watch; one get: the pod is still this run's to park
     assert backend.calls.since(before) == {"get pods": 1, "patch pods": 2}
     # another image never gets it
@@ -691,9 +692,37 @@ def test_warm_mode_parks_and_reuses_a_pod(cluster):
     assert backend.launch(other, spec(backend, "test/json:1")).handle["pod"] == other.run_id
     backend.teardown(other)
     # a failed run's pod is deleted, not parked
-    second.endpoint, second.handle = again.url, again.handle
-    second.failure = Failure(step="score", kind="ModelError", message="wrong rows")
+    second = launched(second, again.url, again.handle)
+    second = replace(second, failure=Failure(step="score", kind="ModelError", message="wrong rows"))
     assert backend.teardown(second) is True
+    assert_gone(cluster, first.run_id)
+
+
+def test_release_parks_the_pod_in_warm_mode_and_leaves_it_to_teardown_otherwise(cluster):
+    """What the score step asks once its file is scored (issue 23: it no longer tests
+    the warm settings and calls teardown itself): a warm backend parks the run's pod
+    for the next file of its image now; without warm mode the run keeps it."""
+    cold = cluster.backend()
+    job = new_job("test/ok:1")
+    ep = cold.launch(job, spec(cold, "test/ok:1"))
+    job = launched(job, ep.url, ep.handle)
+    before = cold.calls.snapshot()
+    assert cold.release(job) is False and cold.calls.since(before) == {}
+    assert cold.is_alive(job)
+    assert cold.teardown(job) is True
+    assert_gone(cluster, job.run_id)
+
+    warm = cluster.backend(SCOREFLEET_WARM_IDLE_SECONDS="30")
+    first = new_job("test/ok:1")
+    ep = warm.launch(first, spec(warm, "test/ok:1"))
+    assert warm.release(launched(first, ep.url, ep.handle)) is True
+    assert first.run_id in cluster.api.pod_names()  # parked, not deleted
+    second = new_job("test/ok:1")
+    again = warm.launch(second, spec(warm, "test/ok:1"))
+    assert again.warm and again.handle["pod"] == first.run_id
+    second = launched(second, again.url, again.handle)
+    failed = replace(second, failure=Failure(step="score", kind="ModelError", message="x"))
+    assert warm.teardown(failed) is True  # a failed run's pod is deleted, not parked
     assert_gone(cluster, first.run_id)
 
 
@@ -701,7 +730,7 @@ def test_the_reaper_expires_parked_pods(cluster):
     backend = cluster.backend(SCOREFLEET_WARM_IDLE_SECONDS="30")
     job = new_job("test/ok:1")
     ep = backend.launch(job, spec(backend, "test/ok:1"))
-    job.endpoint, job.handle = ep.url, ep.handle
+    job = launched(job, ep.url, ep.handle)
     assert backend.teardown(job)
     # a finished run's parked pod stays while it is warm ...
     assert job.run_id not in backend.reap(3600, lambda run: True)

@@ -21,7 +21,7 @@ from scorefleet.storage import s3io
 from scorefleet.storage.ledger import staging_prefix
 from tasks.launch import launch
 from tasks.score import score
-from tests.helpers import FAKEMODEL, base_env, make_job
+from tests.helpers import FAKEMODEL, base_env, launched, make_job
 from workers import runtime
 from workers.backends.base import Endpoint
 from workers.localstack.stack import emulator_client
@@ -60,8 +60,7 @@ def claimed_job(s3: Any, bucket: str, spec: ModelSpec, body: bytes = SOURCE):
     job = make_job(run_id, bucket, etag=etag, size=len(body))
     assert runtime.current().ledger.claim(job, "launch-message", 300).value == "claimed"
     ep = runtime.current().backend.launch(job, spec)
-    job.endpoint, job.handle = ep.url, ep.handle
-    return job
+    return launched(job, ep.url, ep.handle)
 
 
 def uploads(s3: Any, bucket: str) -> set[str]:
@@ -307,25 +306,37 @@ def test_a_heartbeat_renews_only_the_claim_its_chain_holds(moto_endpoint, bucket
     lease = lambda: ledger.get(job.pipeline_id).data["lease_until"]  # noqa: E731
     before = lease()
 
-    job.claim_owner, job.claim_holder = "launch-2", None  # another chain's step
+    job = job.claimed("launch-2")  # another chain's step
     assert not ledger.renew(job, 600)
     assert not ledger.renew(job, 600, writer="staging/x")
-    job.claim_owner, job.claim_holder = "launch-1", "h2"  # another delivery of the launch
+    job = job.claimed("launch-1", "h2")  # another delivery of the launch
     assert not ledger.renew(job, 600)
     assert lease() == before, "a lease was renewed by a step whose chain does not hold it"
 
-    job.claim_owner, job.claim_holder = "launch-1", "h1"  # the launch that holds it
+    job = job.claimed("launch-1", "h1")  # the launch that holds it
     assert ledger.renew(job, 600)
-    job.claim_holder = None  # a later step of its chain
+    job = job.claimed("launch-1")  # a later step of its chain
     assert ledger.renew(job, 900, writer="staging/y")
     assert lease() > before + 800
 
-    hb = heartbeat.Heartbeat(
-        job=job,
-        request=None,
-        visibility_timeout=60,
-        region="us-east-1",
-        ledger=ledger,
-        step="launch",
-    )
+    def beating(step: tasks.base.Step) -> heartbeat.Heartbeat:
+        return heartbeat.Heartbeat(
+            job=job,
+            request=None,
+            visibility_timeout=60,
+            region="us-east-1",
+            ledger=ledger,
+            step=step.name,
+            claims=step.claims,
+        )
+
+    hb = beating(tasks.launch.LAUNCH)
     assert not hb.holds_claim  # a launch before its own claim renews nothing
+    renewed = lease()
+    hb.beat()
+    assert lease() == renewed
+    hb.advance(job.claimed("launch-1", "h1"))  # its own claim made
+    assert hb.holds_claim
+    hb.beat()
+    assert lease() < renewed  # renewed, for the heartbeat's 60 s
+    assert beating(tasks.score.SCORE).holds_claim  # a later step: its chain's claim

@@ -1,7 +1,10 @@
 """S3 I/O and the run ledger against moto over HTTP."""
 
+from dataclasses import replace
+
 import pytest
 
+from scorefleet.job import Output
 from scorefleet.s3uri import S3Uri
 from scorefleet.settings import load
 from scorefleet.storage.ledger import Claim, Ledger
@@ -219,7 +222,7 @@ def test_publishing_deletes_stale_outcomes_and_staging_in_one_request(s3, bucket
     job = make_job(bucket=bucket, key="in/a.csv")
     for key in ("out/a.csv.error", "out/a.csv.rejected", "staging/x", "staging/y"):
         s3.put_object(Bucket=bucket, Key=key, Body=b"p\n")
-    job.staging_key, job.rows, job.output_bytes = "staging/x", 1, 2
+    job = replace(job, output=Output(staging_key="staging/x", rows=1, size=2))
     staging = (S3Uri(bucket, "staging/x"), S3Uri(bucket, "staging/y"))
     calls = []
     s3.meta.events.register("before-call.s3.DeleteObjects", lambda **kw: calls.append(1))

@@ -7,9 +7,11 @@ from __future__ import annotations
 import io
 import json
 import time
+from dataclasses import replace
 
 import pytest
 
+from scorefleet.job import Output
 from scorefleet.runstatus import FileState, render, state_of, view
 from scorefleet.settings import load
 from scorefleet.storage.ledger import Ledger, record_location
@@ -84,7 +86,7 @@ def test_the_record_through_a_run(settings, s3, bucket):
     assert state_of(ledger.get(job.pipeline_id).data) is FileState.QUEUED
     assert not ledger.mark_queued(job)  # never over an existing record
     ledger.claim(job, "owner-1", 60)
-    job.claim_owner = "owner-1"
+    job = job.claimed("owner-1")
     rec = ledger.get(job.pipeline_id).data
     assert state_of(rec) is FileState.LAUNCHING and rec["attempts"] == 1
     assert rec["queued_at"] == job.enqueued_at
@@ -117,7 +119,7 @@ def test_the_record_through_a_run(settings, s3, bucket):
     assert progress.writes == 2
     progress.done(Stats)
     assert state_of(ledger.get(job.pipeline_id).data) is FileState.PUBLISHING
-    job.rows = 42
+    job = replace(job, output=Output(rows=42))
     seen = ledger.get(job.pipeline_id)
     ledger.record_outcome(job, "published", "s3://b/out/a.csv.scoreout", "staging/x", seen=seen)
     v = view("s3://b/in/a.csv", job.pipeline_id, ledger.get(job.pipeline_id).data)
@@ -131,7 +133,7 @@ def test_a_file_scored_within_a_second_writes_no_progress(settings, s3, bucket):
     job = make_job(bucket=bucket, key="in/a.csv")
     ledger = Ledger(settings, s3)
     ledger.claim(job, "owner-1", 60)
-    job.claim_owner = "owner-1"
+    job = job.claimed("owner-1")
     before = ledger.get(job.pipeline_id)  # its output fits one PUT: no writer registered
     clock = [0.0]
     progress = RunProgress(ledger, job, 1000, read=lambda: 500, every=5, clock=lambda: clock[0])
@@ -160,26 +162,26 @@ def test_cli_status_and_runs(env, settings, s3, bucket):
         loc = record_location(settings, pid_of(s3, bucket, key))
         body = {"run_id": "r", "state": state, "source": f"s3://{bucket}/{key}", **extra}
         s3.put_object(Bucket=loc.bucket, Key=loc.key, Body=json.dumps(body).encode())
-    res = run_cli(["workers.cli.commands", "status", f"s3://{bucket}/in/ok.csv"], env)
+    res = run_cli(["workers.cli", "status", f"s3://{bucket}/in/ok.csv"], env)
     assert res.returncode == 0, res.stderr
     assert "state       published (1 rows)" in res.stdout
-    res = run_cli(["workers.cli.commands", "status", f"s3://{bucket}/in/bad.csv", "--json"], env)
+    res = run_cli(["workers.cli", "status", f"s3://{bucket}/in/bad.csv", "--json"], env)
     data = json.loads(res.stdout)
     assert data["state"] == "failed" and data["error"] == "line one\nline two"
     assert data["rerun"] == f"scorefleet rerun s3://{bucket}/in/bad.csv"
-    res = run_cli(["workers.cli.commands", "status", f"s3://{bucket}/in/never.csv"], env)
+    res = run_cli(["workers.cli", "status", f"s3://{bucket}/in/never.csv"], env)
     assert "state       not seen" in res.stdout
-    res = run_cli(["workers.cli.commands", "status", f"s3://{bucket}/in/missing.csv"], env)
+    res = run_cli(["workers.cli", "status", f"s3://{bucket}/in/missing.csv"], env)
     assert res.returncode != 0 and "does not exist" in res.stderr
-    res = run_cli(["workers.cli.commands", "runs", "--json"], env)
+    res = run_cli(["workers.cli", "runs", "--json"], env)
     assert res.returncode == 0, res.stderr
     assert sorted(json.loads(line)["state"] for line in res.stdout.splitlines()) == [
         "failed",
         "published",
     ]
-    res = run_cli(["workers.cli.commands", "runs", "--failed"], env)
+    res = run_cli(["workers.cli", "runs", "--failed"], env)
     assert "bad.csv" in res.stdout and "ok.csv" not in res.stdout
-    res = run_cli(["workers.cli.commands", "runs", "--max-scan", "1", "--limit", "1"], env)
+    res = run_cli(["workers.cli", "runs", "--max-scan", "1", "--limit", "1"], env)
     assert len(res.stdout.splitlines()) == 1 and "--max-scan" in res.stderr
     assert ledger.get(pid_of(s3, bucket, "in/ok.csv")) is not None
 
@@ -199,7 +201,7 @@ def test_wait_bar_follows_the_record(settings, s3, bucket):
     bar.poll()
     assert bar.bar is None  # no record yet
     ledger.claim(job, "o", 60)
-    job.claim_owner = "o"
+    job = job.claimed("o")
     ledger.progress(job, "scoring", rows=1000, bytes_read=400, total_bytes=1000)
     bar.poll()
     assert bar.bar.total == 1000 and bar.bar.n == 400

@@ -202,16 +202,16 @@ def test_cli_sweep_prefix_and_dry_run(env, s3, bucket, moto_endpoint, settings):
     put(s3, bucket, "in/a/one.csv")
     put(s3, bucket, "in/b/two.csv")
     env = {**env, "SCOREFLEET_SWEEP_GRACE_SECONDS": "0"}
-    res = run_cli(["workers.cli.commands", "sweep", "--dry-run", "--prefix", "a/"], env)
+    res = run_cli(["workers.cli", "sweep", "--dry-run", "--prefix", "a/"], env)
     assert res.returncode == 0, res.stderr
     assert f"would queue s3://{bucket}/in/a/one.csv" in res.stdout
     assert "two.csv" not in res.stdout
     assert queued_keys(moto_endpoint, settings) == []
-    res = run_cli(["workers.cli.commands", "sweep", "--json"], env)
+    res = run_cli(["workers.cli", "sweep", "--json"], env)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["findings"] == {"enqueued": 2}
     assert queued_keys(moto_endpoint, settings) == ["in/a/one.csv", "in/b/two.csv"]
-    res = run_cli(["workers.cli.commands", "sweep", "--prefix", "s3://elsewhere/x/"], env)
+    res = run_cli(["workers.cli", "sweep", "--prefix", "s3://elsewhere/x/"], env)
     assert res.returncode != 0 and "not under the input location" in res.stderr
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ import pytest
 import tasks.base
 import tasks.launch
 import tasks.score
-from scorefleet.job import Failure, Job, pipeline_id, rerun_id
+from scorefleet.job import Failure, Job, Output, pipeline_id, rerun_id
 from scorefleet.storage.ledger import Publication, staging_location
 from tasks.upload import upload as upload_task
 from tests.helpers import base_env, make_job
@@ -55,8 +56,7 @@ def scored_attempt(s3: Any, bucket: str, output: bytes) -> Job:
     job = make_job(run_id, bucket, etag=etag, size=len(SOURCE))
     staging = staging_location(runtime.current().settings, run_id)
     s3.put_object(Bucket=staging.bucket, Key=staging.key, Body=output)
-    job.staging_key, job.rows, job.output_bytes = staging.key, 2, len(output)
-    return job
+    return replace(job, output=Output(staging_key=staging.key, rows=2, size=len(output)))
 
 
 def claim(job: Job) -> None:
@@ -91,7 +91,9 @@ def test_a_copy_of_the_chain_publishes_nothing(env, s3, bucket):
     assert staged(s3, bucket) == []  # the copy's staging object went too
 
     # the copy fails afterwards (say its model died): no .error, the output stays
-    second.failure = Failure(step="score", kind="ModelUnavailable", message="gone", attempts=1)
+    second = replace(
+        second, failure=Failure(step="score", kind="ModelUnavailable", message="gone", attempts=1)
+    )
     assert upload(second)["skipped"] == "published by another attempt"
     assert versions(s3, bucket, "out/a.csv.error") == []
     assert len(versions(s3, bucket, "out/a.csv.scoreout")) == 1
@@ -102,7 +104,7 @@ def test_a_copy_of_the_chain_publishes_nothing(env, s3, bucket):
     assert len(versions(s3, bucket, "out/a.csv.scoreout")) == 1
     record = runtime.current().ledger.get(first.pipeline_id)
     assert record is not None and record.state == "published"
-    assert record.data["publisher"] == first.staging_key
+    assert record.data["publisher"] == first.output.staging_key
 
 
 def test_concurrent_copies_publish_once(env, s3, bucket):
@@ -132,10 +134,12 @@ def test_own_failure_after_recording_publishes_the_error(env, s3, bucket):
     claim(job)
     ledger = runtime.current().ledger
     verdict = ledger.record_outcome(
-        job, "published", f"s3://{bucket}/out/a.csv.scoreout", job.staging_key, seen=None
+        job, "published", f"s3://{bucket}/out/a.csv.scoreout", job.output.staging_key, seen=None
     )
     assert verdict is Publication.FIRST
-    job.failure = Failure(step="upload", kind="AccessDenied", message="no", attempts=1)
+    job = replace(
+        job, failure=Failure(step="upload", kind="AccessDenied", message="no", attempts=1)
+    )
     assert upload(job)["published"] == f"s3://{bucket}/out/a.csv.error"
     record = ledger.get(job.pipeline_id)
     assert record is not None and record.state == "failed"
@@ -171,12 +175,12 @@ def test_a_copy_leaves_the_publishers_staging_alone(env, s3, bucket):
     ledger = runtime.current().ledger
     seen = ledger.get(publisher.pipeline_id)
     assert (
-        ledger.record_outcome(publisher, "published", dest, publisher.staging_key, seen=seen)
+        ledger.record_outcome(publisher, "published", dest, publisher.output.staging_key, seen=seen)
         is Publication.FIRST
     )
 
     assert upload(copy)["skipped"] == "published by another attempt"
-    assert staged(s3, bucket) == [publisher.staging_key]  # only the copy's own went
+    assert staged(s3, bucket) == [publisher.output.staging_key]  # only the copy's own went
 
     # the publisher's upload (its retry after the record was written) still publishes
     assert upload(publisher)["published"] == dest
@@ -190,11 +194,10 @@ def rejected_attempt(s3: Any, bucket: str) -> Job:
     from scorefleet.storage.ledger import rejected_staging_key
 
     job = scored_attempt(s3, bucket, b"p\n0.1\n")
-    assert job.staging_key is not None
-    key = rejected_staging_key(job.staging_key)
+    assert job.output.staging_key is not None
+    key = rejected_staging_key(job.output.staging_key)
     s3.put_object(Bucket=bucket, Key=key, Body=b"scorefleet_row,a,b,scorefleet_message\n2,3,4,no\n")
-    job.rows, job.rejected_rows = 1, 1
-    return job
+    return replace(job, output=replace(job.output, rows=1, rejected_rows=1))
 
 
 def test_the_rejected_rows_are_published_once_with_the_scoreout(env, s3, bucket):
@@ -215,10 +218,10 @@ def test_the_rejected_rows_are_published_once_with_the_scoreout(env, s3, bucket)
     assert staged(s3, bucket) == []
     # the file scored again (a forced rerun, cleanly): its .scoreout takes the .rejected away
     clean = scored_attempt(s3, bucket, b"p\n0.1\n0.2\n")
-    clean.run_id, clean.force = rerun_id(clean.pipeline_id), True
-    staging = staging_location(runtime.current().settings, clean.run_id)
+    ticket = replace(clean.ticket, run_id=rerun_id(clean.pipeline_id), force=True)
+    staging = staging_location(runtime.current().settings, ticket.run_id)
     s3.put_object(Bucket=staging.bucket, Key=staging.key, Body=b"p\n0.1\n0.2\n")
-    clean.staging_key = staging.key
+    clean = replace(clean, ticket=ticket, output=replace(clean.output, staging_key=staging.key))
     claim(clean)
     assert upload(clean)["published"] == f"s3://{bucket}/out/a.csv.scoreout"
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="out/a.csv.rejected")

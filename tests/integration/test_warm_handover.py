@@ -10,6 +10,9 @@ go back to the queue (``signature_from_request``).
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -18,12 +21,13 @@ import pytest
 
 import tasks.base
 import tasks.score
+from scorefleet.errors import AtCapacity
 from tasks.launch import launch
 from tasks.score import score
 from tasks.upload import upload
 from tests.helpers import make_job, queued_job
 from workers import runtime
-from workers.backends.local import backend as local
+from workers.backends.local import warm as warm_pool
 from workers.localstack.stack import emulator_client
 
 SOURCE = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(20))
@@ -80,7 +84,7 @@ def test_a_score_that_waits_for_a_model_keeps_the_files_launch_time(sent, bucket
     model slot (its warm model taken by another file's score) used to lose the
     file's launch time (reset as for a launch), and with it the .scoreout's
     model-start-ms and the since-launch duration."""
-    monkeypatch.setattr(local, "WARM_WAIT_SECONDS", 0.05)
+    monkeypatch.setattr(warm_pool, "WARM_WAIT_SECONDS", 0.05)
     a = run(launch, queued(bucket, "in/a.csv"))
     assert a["launch_started_at"] and a["model_ready_at"]
     # another file's score holds the one model
@@ -119,3 +123,54 @@ def test_the_chain_ends_at_upload_when_nothing_is_left_to_tear_down(worker_env, 
     assert emulator_client("s3", runtime.current().s3.meta.endpoint_url).head_object(
         Bucket=bucket, Key="out/a.csv.scoreout"
     )
+
+
+def test_a_score_knows_a_warm_model_waits_for_it_from_its_launch_not_from_settings(
+    worker_env, bucket, caplog
+):
+    """Issue 23: the score step takes a warm model because its launch left the model in
+    the pool (the job says so), not because warm mode is on: in warm mode, a model the
+    run kept (the pool was full) that died is started again, and the log says so."""
+    worker_env(SCOREFLEET_WARM_IDLE_SECONDS="60")
+    caplog.set_level("INFO")
+    rt = runtime.current()
+    rt.backend.park = lambda job: False  # type: ignore[method-assign]  # the pool is full
+    kept = run(launch, queued(bucket, "in/a.csv"))
+    assert kept["model_pooled"] is False and kept["handle"]["pid"]
+    os.kill(kept["handle"]["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while rt.backend.is_alive(make_job(kept["run_id"])) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    scored = run(score, kept)
+    assert scored["rows"] == 20 and scored["handle"]["pid"] != kept["handle"]["pid"]
+    assert "the model of this run is gone; starting it again" in caplog.text
+    assert "taking a warm model" not in caplog.text
+    # the score parked the model it started: the next file's launch finds it there
+    del rt.backend.park  # the pool takes models again
+    caplog.clear()
+    pooled = run(launch, queued(bucket, "in/b.csv"))
+    assert pooled["model_pooled"] is True
+    assert run(score, pooled)["handle"]["pid"] == scored["handle"]["pid"]
+    assert "taking a warm model of test/ok:1" in caplog.text
+    assert "starting it again" not in caplog.text
+
+
+def test_a_launch_that_waits_its_turn_keeps_its_claim_and_hands_back_its_lease(sent, bucket):
+    """What the launch declares (its Step): waiting its turn, it goes back to the queue
+    with the claim's owner (its next delivery is of the same launch), its lease handed
+    back, and its model start timed from the delivery that starts the model."""
+    rt = runtime.current()
+
+    def no_room(job: Any, spec: Any) -> Any:
+        raise AtCapacity("a model slot was taken meanwhile")
+
+    rt.backend.launch = no_room  # type: ignore[method-assign]
+    result = launch.apply(args=[queued(bucket, "in/a.csv")])
+    assert result.state == "REQUEUED", result.traceback
+    ((args, options),) = sent
+    job = args[0]
+    assert options["retries"] == 0  # a wait, not a retry
+    assert job["claim_owner"] and job["claim_holder"] is None
+    assert job["launch_started_at"] is None
+    record = rt.ledger.get(job["pipeline_id"]).data
+    assert record["owner"] == job["claim_owner"] and record["holder"] is None

@@ -148,8 +148,8 @@ def test_the_chart_schema_and_the_template_agree_with_the_code(prefix, good):
 )
 def test_validation_reads_to_the_end_of_every_value(field, value, needle):
     settings = load({**BASE, "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": "test/"})
-    job = make_job(bucket="data", k8s_cluster="default", k8s_namespace="scoring")
-    validate(settings, job)  # the job as it is is fine
-    setattr(job, field, value)
+    fine = {"bucket": "data", "k8s_cluster": "default", "k8s_namespace": "scoring"}
+    validate(settings, make_job(**fine))  # the job as it is is fine
+    job = make_job(**{**fine, field: value})
     with pytest.raises(Rejected, match=re.escape(needle)):
         validate(settings, job)

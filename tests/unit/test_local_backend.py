@@ -3,6 +3,7 @@
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -11,7 +12,7 @@ import pytest
 from scorefleet.errors import ModelError
 from scorefleet.job import Failure
 from scorefleet.settings import ModelSpec
-from tests.helpers import FAKEMODEL, REPO, make_job
+from tests.helpers import FAKEMODEL, REPO, launched, make_job
 from tests.helpers.protocols import invoke, sagemaker
 from workers.backends.local.backend import LocalBackend
 
@@ -115,7 +116,7 @@ def test_the_endpoint_comes_from_the_runs_own_record(backend, tmp_path):
     worker on the machine reads the same record), never the job's endpoint field."""
     j = job()
     ep = backend.launch(j, spec("ok"))
-    j.endpoint = "http://127.0.0.1:9/attacker"
+    j = launched(j, "http://127.0.0.1:9/attacker", {})
     assert backend.endpoint(j) == ep.url
     assert LocalBackend(tmp_path, launch_timeout=5).endpoint(j) == ep.url
     assert backend.endpoint(job("sf-00000000000000000002")) is None  # no such run
@@ -137,7 +138,7 @@ def test_another_process_can_tear_down(backend, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
     time.sleep(0.1)
-    backend._reap_children()
+    backend.runs.reap_children()
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
@@ -170,13 +171,13 @@ def test_warm_mode_reuses_a_healthy_model_of_the_same_image(warm_backend):
     assert warm_backend.teardown(a)  # parked, not stopped
     assert psutil.pid_exists(first.handle["pid"])
     second = warm_backend.launch(b, spec("ok"))
-    assert second.handle["pid"] == first.handle["pid"] and second.handle.get("warm")
+    assert second.handle["pid"] == first.handle["pid"] and second.warm
     assert "now scores" in warm_backend.logs(b, 5)
     # another image never gets it
     other = warm_backend.launch(c, spec("hash"))
     assert other.handle["pid"] != first.handle["pid"]
     # a failed run's model is stopped, not parked
-    b.failure = Failure(step="score", kind="ModelError", message="wrong rows")
+    b = replace(b, failure=Failure(step="score", kind="ModelError", message="wrong rows"))
     warm_backend.teardown(b)
     assert (
         not psutil.pid_exists(first.handle["pid"])
@@ -191,10 +192,10 @@ def test_warm_models_expire_and_dead_ones_are_not_reused(warm_backend):
     os.kill(pid, 9)  # the parked model dies while idle
     time.sleep(0.2)
     fresh = warm_backend.launch(b, spec("ok"))
-    assert fresh.handle["pid"] != pid and not fresh.handle.get("warm")
+    assert fresh.handle["pid"] != pid and not fresh.warm
     warm_backend.teardown(b)
     assert warm_backend.reap(3600, lambda run: False) == []  # not idle long enough
-    warm_backend.warm_idle = 0.01
+    warm_backend.warm.idle = 0.01
     time.sleep(0.05)
     assert warm_backend.reap(3600, lambda run: False) == [b.run_id]
     assert not warm_backend.is_alive(b)
@@ -209,7 +210,7 @@ def test_concurrent_launches_never_share_a_warm_model(warm_backend):
     jobs = [job(f"sf-00000000000000000{i:03d}") for i in range(4)]
     with ThreadPoolExecutor(4) as pool:
         eps = list(pool.map(lambda j: warm_backend.launch(j, spec("ok")), jobs))
-    assert sum(1 for e in eps if e.handle.get("warm")) == 1
+    assert sum(1 for e in eps if e.warm) == 1
     assert len({e.handle["pid"] for e in eps}) == 4
 
 
@@ -223,7 +224,7 @@ def test_a_model_killed_while_starting_is_worth_another_try(backend):
     # a model that never answers /ping, killed from outside while the launch waits
     def kill_soon():
         for _ in range(100):
-            rec = backend._record(j.run_id)
+            rec = backend.runs.record(j.run_id)
             if rec and "pid" in rec:  # written before the model runs, its pid once known
                 time.sleep(0.2)
                 os.kill(rec["pid"], 9)
@@ -245,12 +246,12 @@ KILLED_LAUNCH = """
 import os, signal, subprocess, sys
 from pathlib import Path
 sys.path.insert(0, {repo!r})
-from workers.backends.local import backend as local
+from workers.backends.local import backend as local, runs
 from scorefleet.settings import ModelSpec
 from tests.helpers import make_job
 
 state, pid_file, moment, command = sys.argv[1:5]
-real_popen, real_write = subprocess.Popen, local._write_record
+real_popen, real_write = subprocess.Popen, local.write_record
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
@@ -267,14 +268,14 @@ def write_record(run_dir, rec):
     if moment == "recorded" and "pid" in rec:
         die()
 
-subprocess.Popen, local._write_record = Popen, write_record
+subprocess.Popen, local.write_record = Popen, write_record
 job = make_job("sf-000000000000000000aa", model_image="test/x")
 backend = local.LocalBackend(Path(state), 5, warm_idle=60)
 backend.launch(job, ModelSpec(image="test/x", extra={{"command": command}}))
 if moment == "expiring":  # park it (a success), then die while stopping it
     assert backend.teardown(job)
-    local.stop_tree = lambda proc, grace=0: die()
-    backend._expire_warm(idle=-1)
+    runs.stop_tree = lambda proc, grace=0: die()
+    backend.warm.expire(idle=-1)
 """
 
 
@@ -366,7 +367,7 @@ def test_a_launch_waits_a_moment_for_a_model_of_its_image_that_is_scoring(tmp_pa
             assert not waiting.done()  # no room: it waits for a's model
             assert b.teardown(a)  # a is scored: its model is parked
             second = waiting.result(timeout=10)
-        assert second.handle["pid"] == first.handle["pid"] and second.handle.get("warm")
+        assert second.handle["pid"] == first.handle["pid"] and second.warm
         other = job("sf-0000000000000000000d")
         started = time.monotonic()
         with pytest.raises(AtCapacity):
@@ -386,9 +387,9 @@ def test_making_room_never_stops_a_parked_model_of_the_image_being_launched(tmp_
         first = b.launch(a, spec("ok"))
         assert b.teardown(a)  # parked
         # c looked at the pool before a's model got there
-        monkeypatch.setattr(b, "_claim_warm_or_wait", lambda j, s: None)
+        monkeypatch.setattr(b.warm, "claim_or_wait", lambda j, s, room: None)
         second = b.launch(c, spec("ok"))
-        assert second.handle["pid"] == first.handle["pid"] and second.handle.get("warm")
+        assert second.handle["pid"] == first.handle["pid"] and second.warm
     finally:
         b.stop_all()
 
@@ -412,3 +413,36 @@ def test_has_parked_and_park_hand_a_ready_model_to_the_pool(tmp_path):
     finally:
         b.stop_all()
         cold.stop_all()
+
+
+def test_release_parks_in_warm_mode_and_leaves_the_model_to_teardown_otherwise(tmp_path):
+    """What the score step asks once its file is scored (issue 23: it no longer tests
+    the warm settings and calls teardown itself): a warm backend parks the run's model
+    for the next file of its image now; without warm mode the run keeps it."""
+    warm = LocalBackend(tmp_path, launch_timeout=5, warm_idle=30, warm_max=2)
+    cold = LocalBackend(tmp_path / "cold", launch_timeout=5)
+    try:
+        a, c = job("sf-0000000000000000000a"), job("sf-0000000000000000000c")
+        pid = cold.launch(c, spec("ok")).handle["pid"]
+        assert cold.release(c) is False
+        assert cold.is_alive(c) and cold.endpoint(c)  # still the run's: teardown stops it
+        assert cold.teardown(c) and gone(pid)
+        pid = warm.launch(a, spec("ok")).handle["pid"]
+        assert warm.release(a) is True
+        assert warm.endpoint(a) is None and warm.has_parked(spec("ok")) and not gone(pid)
+        assert warm.teardown(a) is False  # nothing left for teardown
+        b = job("sf-0000000000000000000b")
+        again = warm.launch(b, spec("ok"))
+        assert again.warm and again.handle["pid"] == pid
+    finally:
+        warm.stop_all()
+        cold.stop_all()
+
+
+def test_the_backend_is_split_along_its_concerns():
+    """Issue 23: LocalBackend was one 443-line class in a 528-line module; its warm pool,
+    capacity, state directory and reaper are modules of their own, none over 500 lines."""
+    package = REPO / "workers" / "backends" / "local"
+    sizes = {p.name: len(p.read_text().splitlines()) for p in package.glob("*.py")}
+    assert {"warm.py", "capacity.py", "runs.py", "reaper.py"} <= sizes.keys()
+    assert max(sizes.values()) <= 500, sizes

@@ -177,7 +177,7 @@ def test_a_tampered_record_cannot_make_teardown_remove_another_directory(backend
     for forged in (str(victim), "../../victim", ".."):
         data = json.loads(record.read_text())
         record.write_text(json.dumps({**data, "home": forged}))
-        backend._remove_home(json.loads(record.read_text()))
+        backend.runs.remove_home(json.loads(record.read_text()))
         assert victim.is_dir()
     assert backend.teardown(job)
     assert victim.is_dir() and (tmp_path / "state").is_dir()

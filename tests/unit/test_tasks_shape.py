@@ -69,7 +69,7 @@ OLD_MESSAGE.pop("released")
 
 def test_a_message_queued_before_the_upgrade_reads_the_same():
     job = Job.from_dict(json.loads(json.dumps(OLD_MESSAGE)))
-    assert job.released is True and job.handle == {"pid": 4242}
+    assert job.model.released is True and job.model.handle == {"pid": 4242}
     assert job.skipped is SkipReason.SUPERSEDED
     # and what the new worker sends is plain JSON again, read back the same
     again = Job.from_dict(json.loads(json.dumps(job.to_dict())))
@@ -144,3 +144,32 @@ def test_one_module_per_step_and_concern():
         ["__init__", "base", "inputs", "policies", "operations", "sweep", *STEP_MODULES]
     )
     assert all(len(p.read_text().splitlines()) < 500 for p in Path(REPO / "tasks").glob("*.py"))
+
+
+def _compared_strings(path: Path) -> set[str]:
+    """The string constants ``path`` compares anything with (==, !=, in, not in)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare):
+            for side in (node.left, *node.comparators):
+                elts = side.elts if isinstance(side, ast.Set | ast.Tuple | ast.List) else [side]
+                found |= {e.value for e in elts if isinstance(e, ast.Constant)}
+    return found
+
+
+def test_no_step_is_told_apart_by_its_name():
+    """Issue 23: what sets a step apart in the machinery every step shares (run_step,
+    the heartbeat) is what the step declares (tasks.base.Step), never its name."""
+    from scorefleet.job import STEPS
+    from tasks.launch import LAUNCH
+    from tasks.score import SCORE
+    from tasks.teardown import TEARDOWN
+    from tasks.upload import UPLOAD
+
+    for path in (REPO / "tasks" / "base.py", REPO / "workers" / "process" / "heartbeat.py"):
+        assert not _compared_strings(path) & set(STEPS), path
+    declared = (LAUNCH, SCORE, UPLOAD, TEARDOWN)
+    assert [s.name for s in declared] == list(STEPS)
+    assert [s.name for s in declared if s.claims] == ["launch"]
+    assert [s.name for s in declared if s.lease] == ["launch", "score"]
+    assert [s.name for s in declared if s.on_wait] == ["launch"]

@@ -1,8 +1,13 @@
 """What a launch backend does: start one model container per run, tell whether it
-is alive, hand out its logs, remove it, and reap what dead workers left behind
-(:class:`LaunchBackend`); and what the registry knows of a backend without loading it
-(:class:`BackendKind`: its name, how it is made, its catalog keys and settings checks).
-"""
+is alive, hand out its logs, let it go once its file is scored, remove it, and reap
+what dead workers left behind (:class:`LaunchBackend`); and what the registry knows of
+a backend without loading it (:class:`BackendKind`: its name, how it is made, its
+catalog keys and settings checks).
+
+The steps (tasks/) know a backend by this interface only: a backend's ``handle``
+(:attr:`Endpoint.handle`) is its own, travelling with the job for the backend to read
+back; whatever a step needs to know is answered here (:attr:`Endpoint.warm`,
+:meth:`LaunchBackend.release`), and warm mode is the backend's business."""
 
 from __future__ import annotations
 
@@ -22,6 +27,9 @@ OptionCheck = Callable[[Any], None]
 class Endpoint:
     url: str  # base URL of the model's HTTP server, e.g. http://10.0.3.7:8080
     handle: dict[str, Any] = field(default_factory=dict)  # backend details, JSON-safe
+    #: the model was taken over from the warm pool, ready before this run asked for it
+    #: (not started for it)
+    warm: bool = False
 
 
 class LaunchBackend(Protocol):
@@ -66,8 +74,17 @@ class LaunchBackend(Protocol):
         """The container's last ``lines`` log lines ('' if none)."""
         ...
 
+    def release(self, job: Job) -> bool:
+        """The run's file is scored: let its model go now if this backend keeps models
+        for the next file of their image (warm mode), parked for it or else stopped.
+        True when it was let go (teardown has nothing left to stop); False when the
+        run keeps its model until teardown stops it (no warm mode). Raises when it
+        could not be let go (teardown tries again)."""
+        ...
+
     def teardown(self, job: Job) -> bool:
-        """Remove this run's container; idempotent. True if something was removed."""
+        """Remove this run's container (warm mode, after a success: park it); idempotent.
+        True if something was removed (or parked)."""
         ...
 
     def reap(self, max_age: float, is_finished: Callable[[str], bool]) -> list[str]:

@@ -64,9 +64,13 @@ class Heartbeat:
         ledger: Any | None,
         max_seconds: float = SQS_VISIBILITY_CAP - 900,
         step: str = "step",
+        claims: bool = False,
     ) -> None:
+        #: the job as the step has advanced it so far (:meth:`advance`)
         self.job = job
         self.step = step
+        #: the step makes the run's claim itself (the launch): see :attr:`holds_claim`
+        self.claims = claims
         self.max_seconds = max_seconds
         #: when the step started (the message was received a moment before)
         self.started = time.monotonic()
@@ -103,10 +107,18 @@ class Heartbeat:
 
     @property
     def holds_claim(self) -> bool:
-        """May this step renew the run's lease? Not a launch before its own claim: the
-        lease it would renew is another delivery's (a dead one's, perhaps), and
-        renewing it would keep every later delivery off the file for good."""
-        return not (self.step == "launch" and self.job.claim_holder is None)
+        """May this step renew the run's lease? Not a step that claims the run itself
+        (the launch) before its own claim: the lease it would renew is another
+        delivery's (a dead one's, perhaps), and renewing it would keep every later
+        delivery off the file for good."""
+        return not self.claims or self.job.claim.holder is not None
+
+    def advance(self, job: Job) -> Job:
+        """The job as the step has advanced it so far (its claim, its model): the lease
+        is renewed as this job's from now on, and this is the job that goes back to the
+        queue should the step have to wait its turn or give up. Returns ``job``."""
+        self.job = job
+        return job
 
     def beat(self) -> None:
         self.beats += 1

@@ -119,7 +119,7 @@ class KubernetesBackend:
         pod (and, in warm mode, any) is taken only if it says it is this run's."""
         cluster, ns = self._place(job)
         name = pod_name(check_run_id(job.run_id))
-        claimed = job.handle.get("pod")
+        claimed = job.model.handle.get("pod")
         if claimed is not None and claimed != name:
             if not isinstance(claimed, str) or not DNS1123_LABEL.match(claimed):
                 raise Untrusted(f"{claimed!r} is not a pod name")
@@ -192,7 +192,7 @@ class KubernetesBackend:
     def launch(self, job: Job, spec: ModelSpec) -> Endpoint:
         cluster, ns = self._place(job)
         name = pod_name(check_run_id(job.run_id))  # its own (not a dead warm one it had)
-        if self.warm.enabled and "pod" not in job.handle:
+        if self.warm.enabled and "pod" not in job.model.handle:
             warm = self.warm.take(
                 job, spec, cluster, ns, cluster_of=self.cluster, delete=self._delete_quietly
             )
@@ -296,7 +296,7 @@ class KubernetesBackend:
     def _park(self, job: Job, cluster: Cluster, ns: str, name: str) -> bool:
         """Keep this run's healthy pod (``name``, as _target found it) for this
         worker's next file of its image (:class:`.warm.WarmPool`)."""
-        if not job.handle.get("pod"):
+        if not job.model.handle.get("pod"):
             return False
         url = self._url_of(cluster, ns, name, job)
         if not url or not probe(url, self.settings.models.spec(job.model_image)):
@@ -310,6 +310,14 @@ class KubernetesBackend:
             log.warning("could not delete pod %s/%s: %s", ns, name, exc)
 
     # --------------------------------------------------------------- teardown
+    def release(self, job: Job) -> bool:
+        """Warm mode: park the run's pod for this worker's next file of its image now
+        (or delete it if it cannot be kept), rather than at teardown."""
+        if not self.warm.enabled:
+            return False
+        self.teardown(job)
+        return True
+
     def teardown(self, job: Job) -> bool:
         """Delete the run's pod, or park it (warm mode, after a success)."""
         try:

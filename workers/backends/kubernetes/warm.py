@@ -100,7 +100,7 @@ class WarmPool:
                     },
                 )
             log.info("reusing warm pod %s/%s for this file", ns, parked.name)
-            return Endpoint(url=parked.url, handle={**parked.handle, "warm": True})
+            return Endpoint(url=parked.url, handle=dict(parked.handle), warm=True)
 
     def park(self, job: Job, cluster: Cluster, ns: str, name: str, url: str) -> bool:
         """Keep this run's healthy pod ``name`` (answering at ``url``) for this

@@ -1,6 +1,8 @@
 """The ``local`` launch backend: a model process per file on this machine
-(:mod:`.backend`), the processes themselves (:mod:`.processes`), their run records
-(:mod:`.runrecords`), and its catalog keys (:mod:`.config`). :data:`BACKEND` is what
+(:mod:`.backend`), the state directory and the processes it knows (:mod:`.runs`),
+starting and stopping one (:mod:`.processes`), their run records (:mod:`.runrecords`),
+the warm pool (:mod:`.warm`), the machine's model slots (:mod:`.capacity`), the
+reaper (:mod:`.reaper`) and its catalog keys (:mod:`.config`). :data:`BACKEND` is what
 the registry knows of it; importing this package loads nothing else."""
 
 from __future__ import annotations
