@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,17 @@ def choice(*options: str) -> Callable[[str], str]:
         return value.lower()
 
     return parse
+
+
+_NAME = re.compile(r"^[a-z][a-z0-9-]*\Z", re.ASCII)
+
+
+def lower_name(value: str) -> str:
+    """A name of lowercase letters, digits and '-' (given in any case)."""
+    lowered = value.strip().lower()
+    if not _NAME.match(lowered):
+        raise ValueError("a name of lowercase letters, digits and '-'")
+    return lowered
 
 
 def json_or_file(value: str) -> Any:

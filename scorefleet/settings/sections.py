@@ -16,7 +16,7 @@ from typing import Any
 from scorefleet import images
 from scorefleet.s3uri import S3Uri
 from scorefleet.settings.catalog import ModelSpec, RejectBudget, parse_model_catalog, spec_for
-from scorefleet.settings.declare import Located, choice, flag, var
+from scorefleet.settings.declare import Located, choice, flag, lower_name, var
 from scorefleet.settings.declare import number as num
 
 #: SQS: a message's visibility cannot be extended past 12 hours from its receipt.
@@ -43,19 +43,6 @@ def _prefixes(value: str) -> tuple[str, ...]:
     if not items:
         raise ValueError("give at least one prefix")
     return items
-
-
-_NAME = re.compile(r"^[a-z][a-z0-9-]*\Z", re.ASCII)
-
-
-def backend_name(value: str) -> str:
-    """The name of a launch backend (lower case). Which names exist is the worker's
-    to say (workers/backends/registry.py, checked by :func:`workers.settings.load`):
-    the core lists no backend."""
-    name = value.strip().lower()
-    if not _NAME.match(name):
-        raise ValueError("a name of lowercase letters, digits and '-'")
-    return name
 
 
 def _state_dir(value: str) -> Path:
@@ -241,7 +228,9 @@ class Launch:
         "local",
         "how model containers are started: local (a process per file) or kubernetes "
         "(a pod per file)",
-        backend_name,
+        # any name: which backends exist is the worker's registry's to say
+        # (workers/backends/registry.py, checked by workers.settings.load)
+        lower_name,
         expected="a backend",
     )
     warm_idle_seconds: float = var(
