@@ -18,7 +18,14 @@ from scorefleet.settings import CLUSTER_NAME, DNS1123_LABEL, RejectBudget, Setti
 from scorefleet.storage.s3io import S3Client, error_code, read_tags
 
 #: The tags of a file's formats and columns (read by workers.scoring.formats.options).
-DATA_TAGS = ("content_type", "output_format", "keep_columns", "model_columns", "drop_columns")
+DATA_TAGS = (
+    "content_type",
+    "output_format",
+    "keep_columns",
+    "model_columns",
+    "drop_columns",
+    "csv_header",
+)
 #: The tags the pipeline reads (read_tags maps the older names onto these).
 USED_TAGS = ("model_image", "k8s_cluster", "k8s_namespace", "max_rejected_rows", *DATA_TAGS)
 

@@ -127,6 +127,7 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("keep_columns", {"keep_columns": []}, "keep_columns names no column"),
     ("model_columns", {"model_columns": [""]}, "model_columns must be a list of column names"),
     ("drop_columns", {"drop_columns": ["a", "a"]}, "drop_columns names the column 'a' twice"),
+    ("csv_header", {"csv_header": "sometimes"}, "csv_header must be one of auto, present, absent"),
     # --- the backends' keys
     ("command", {"command": "serve --port 80"}, "command: expected a string with a {port}"),
     ("cwd", {"cwd": ""}, "cwd: expected the path of a directory"),

@@ -32,6 +32,7 @@ from workers.scoring.formats.base import (
 from workers.scoring.formats.csvsplit import CsvBatcher
 from workers.scoring.formats.kind import Format, ReadLimits
 from workers.scoring.formats.select import ColumnPlan, Columns, plan
+from workers.scoring.values import binary_as_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -138,8 +139,12 @@ class CsvWriter(Writer):
         if self.names is None:
             self.names = self.plan.output_names(answer)
             self._emit(_header_line(self.names))
-        table = answer_table(scores, answer, text=True)
-        self._emit(csv_bytes(joined(kept, table, self.names)))
+        table = joined(kept, answer_table(scores, answer, text=True), self.names)
+        try:
+            table = binary_as_text(table, self.rows + 1)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        self._emit(csv_bytes(table))
         self.rows += scores.rows
 
     def close(self, empty_schema: pa.Schema | None = None) -> None:

@@ -190,6 +190,7 @@ def open_reader(
     """The reader of the job's input (over ranged GETs when its format is read so,
     Parquet; else streamed and decompressed)."""
     opts = described.options
+    lim = opts.limits(lim)
     if opts.input.ranged is not None:
         file = RangeFile(s3, job.bucket, job.key, size=described.size, pin=pin(job))
         return ranged_reader(opts.input, file, opts.columns, lim, size=described.size)
@@ -216,7 +217,7 @@ def open_described(
         source.close()
         return described, open_reader(s3, job, described, lim, limits)
     chunks = compression.decompress(source.chunks, limits)
-    return described, stream_reader(options.input, chunks, options.columns, lim)
+    return described, stream_reader(options.input, chunks, options.columns, options.limits(lim))
 
 
 def preflight(
@@ -242,5 +243,5 @@ def preflight(
     if head is None:
         return None  # gone or replaced: the scoring step says so
     if fmt.check_head is not None:
-        fmt.check_head(head, complete, described.options.columns, lim)
+        fmt.check_head(head, complete, described.options.columns, described.options.limits(lim))
     return None
