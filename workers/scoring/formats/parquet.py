@@ -40,6 +40,7 @@ from workers.scoring.formats.base import (
 )
 from workers.scoring.formats.kind import Format, ReadLimits
 from workers.scoring.formats.select import ColumnPlan, Columns, plan
+from workers.scoring.values import binary_as_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -185,9 +186,11 @@ class ParquetReader(Reader):
         try:
             for rb in self._record_batches(pf, list(p.needed)):
                 table = pa.Table.from_batches([rb])
+                first = self.rows + (pending.num_rows if pending is not None else 0) + 1
+                model = _model_text(table.select(list(p.model)), first)
                 # measured again on each record batch: row sizes drift along a file
                 step = max(1, table.num_rows // _SAMPLE_ROWS)
-                sample = table.select(list(p.model)).take(pa.array(range(0, table.num_rows, step)))
+                sample = model.take(pa.array(range(0, table.num_rows, step)))
                 rows_per_batch = self._rows_per_batch(sample)
                 pending = table if pending is None else pa.concat_tables([pending, table])
                 while pending.num_rows >= rows_per_batch:
@@ -224,9 +227,18 @@ class ParquetReader(Reader):
             rows=table.num_rows,
             span=span_of(first, table.num_rows),
             columns=p.model,
-            table=table.select(list(p.model)),
+            table=_model_text(table.select(list(p.model)), first),
         )
         return Piece(batch, table.select(list(p.keep)) if p.keep else None)
+
+
+def _model_text(model: pa.Table, first_row: int) -> pa.Table:
+    """The model's columns with binary ones as the text they hold (BadInput naming the
+    row and column of bytes that are not UTF-8: a model is sent text)."""
+    try:
+        return binary_as_text(model, first_row)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
 
 class _SinkFile(io.RawIOBase):
@@ -281,16 +293,28 @@ class ParquetWriter(Writer):
         else:
             schema = self._writer.schema
             if table.schema != schema:
-                try:
-                    table = table.cast(schema)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                    raise BadInput(
-                        f"the output's columns changed type after data row "
-                        f"{self.rows - table.num_rows:,d} ({exc}); Parquet output needs one "
-                        "type per column (the first rows decide it)"
-                    ) from exc
+                table = self._cast(table, schema)
         self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
         self.bytes_out = self._file.written
+
+    def _cast(self, table: pa.Table, schema: pa.Schema) -> pa.Table:
+        """``table`` in the types the first row group fixed; BadInput naming the first
+        column that cannot be cast and the rows it is in."""
+        import pyarrow as pa
+
+        columns = []
+        for field, column in zip(schema, table.columns, strict=True):
+            try:
+                columns.append(column.cast(field.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                first = self.rows - table.num_rows + 1
+                raise BadInput(
+                    f"the output column {field.name!r} changed type in data rows "
+                    f"{first:,d}-{self.rows:,d} ({column.type} where the first rows had "
+                    f"{field.type}: {exc}); Parquet output needs one type per column (the "
+                    "first rows decide it): write JSON Lines or CSV (output_format=jsonl|csv)"
+                ) from exc
+        return pa.Table.from_arrays(columns, schema=schema)
 
     def close(self, empty_schema: pa.Schema | None = None) -> None:
         import pyarrow as pa
