@@ -119,7 +119,9 @@ def detect_header(first: bytes, sample: bytes, line: int = 1) -> bool:
     shown = first.decode("utf-8", errors="replace").rstrip("\r\n")
     shown = shown if len(shown) <= 120 else shown[:120] + "..."
     hint = ""
-    if len(fields) == 1 and any(sep in shown for sep in (";", "\t", "|")):
+    if shown.lstrip().startswith("{"):
+        hint = " (it looks like JSON Lines: name it .jsonl or tag it content_type=jsonl)"
+    elif len(fields) == 1 and any(sep in shown for sep in (";", "\t", "|")):
         hint = " (is the file separated by ';', tabs or '|'? commas are expected)"
     raise BadInput(
         f"scorefleet cannot tell whether the first row (line {line}: {shown!r}) is a header "
