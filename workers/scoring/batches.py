@@ -73,6 +73,8 @@ def table_csv(table: pa.Table, *, header: bool) -> bytes:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    if table.num_columns == 1 and _has_empty(table.column(0)):
+        return _quoted_csv(table, header)
     out = io.BytesIO()
     try:
         pacsv.write_csv(
@@ -86,6 +88,17 @@ def table_csv(table: pa.Table, *, header: bool) -> bytes:
     return _quoted_csv(table, header)
 
 
+def _has_empty(column: pa.ChunkedArray) -> bool:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if column.null_count:
+        return True
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return False
+    return bool(pc.any(pc.equal(pc.utf8_length(column), 0)).as_py())
+
+
 def _quoted_csv(table: pa.Table, header: bool) -> bytes:
     """CSV with quotes around the values that need them and no others."""
     import pyarrow as pa
@@ -93,7 +106,9 @@ def _quoted_csv(table: pa.Table, header: bool) -> bytes:
 
     def field(column: pa.ChunkedArray) -> pa.ChunkedArray:
         text = pc.fill_null(column.cast(pa.string()), "")
-        needs = pc.match_substring_regex(text, r'[",\r\n]')
+        # one column: an empty value is written "", else its row would be a blank line
+        pattern = r'^$|[",\r\n]' if table.num_columns == 1 else r'[",\r\n]'
+        needs = pc.match_substring_regex(text, pattern)
         quoted = pc.binary_join_element_wise('"', pc.replace_substring(text, '"', '""'), '"', "")
         return pc.if_else(needs, quoted, text)
 

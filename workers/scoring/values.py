@@ -128,6 +128,14 @@ def answer_table(rows: Sequence[Sequence[Any]], names: Sequence[str]) -> pa.Tabl
     return pa.Table.from_arrays([answer_column(c) for c in columns], names=list(names))
 
 
+def json_text(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """A column of JSON values (an answer's) as their JSON text (:func:`cell_text`):
+    what :func:`answer_column` writes when a column cannot be one type."""
+    import pyarrow as pa
+
+    return pa.array([None if v is None else cell_text(v) for v in column.to_pylist()], pa.string())
+
+
 def typed_text(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """A column of CSV text (a model's CSV answer) as a typed column: JSON numbers as
     int64 or float64 when every non-empty cell is one and the type holds each

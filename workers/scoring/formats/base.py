@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from scorefleet.errors import BadInput
 from workers.scoring.batches import Batch, Scores, table_csv
+from workers.scoring.formats.csvsplit import BOM, keep_bom
 from workers.scoring.formats.select import ColumnPlan
 from workers.scoring.values import typed_text
 
@@ -125,9 +126,12 @@ def answer_table(scores: Scores, names: Sequence[str], *, text: bool) -> pa.Tabl
     data = scores.csv or b""
     try:
         table = pacsv.read_csv(
-            io.BytesIO(data),
+            io.BytesIO(keep_bom(data)),
             read_options=pacsv.ReadOptions(
-                column_names=list(names), use_threads=False, block_size=max(1 << 16, len(data) + 1)
+                column_names=list(names),
+                skip_rows=int(data.startswith(BOM)),
+                use_threads=False,
+                block_size=max(1 << 16, len(data) + 2),
             ),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(

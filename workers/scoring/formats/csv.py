@@ -29,7 +29,7 @@ from workers.scoring.formats.base import (
     csv_bytes,
     joined,
 )
-from workers.scoring.formats.csvsplit import CsvBatcher
+from workers.scoring.formats.csvsplit import BOM, CsvBatcher, keep_bom
 from workers.scoring.formats.kind import Format, ReadLimits
 from workers.scoring.formats.select import ColumnPlan, Columns, plan
 from workers.scoring.values import binary_as_text
@@ -91,11 +91,12 @@ class CsvReader(Reader):
         p = self.plan
         try:
             table = pacsv.read_csv(
-                io.BytesIO(data),
+                io.BytesIO(keep_bom(data)),
                 read_options=pacsv.ReadOptions(
                     column_names=list(p.input),
+                    skip_rows=int(data.startswith(BOM)),
                     use_threads=False,
-                    block_size=max(1 << 16, len(data) + 1),
+                    block_size=max(1 << 16, len(data) + 2),
                 ),
                 parse_options=pacsv.ParseOptions(newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(

@@ -68,6 +68,14 @@ class CsvChunk:
         return text
 
 
+def keep_bom(data: bytes) -> bytes:
+    """``data`` for pyarrow's CSV reader, which takes a U+FEFF starting its input for
+    a byte-order mark and drops it: a value's own one (a mini-batch, an answer, whose
+    first value starts with it) is kept behind a blank line that ``skip_rows=1`` skips
+    (only then: ``skip_rows=int(data.startswith(BOM))``)."""
+    return b"\n" + data if data.startswith(BOM) else data
+
+
 def take(buf: bytearray, n: int) -> bytes:
     """Remove and return the first ``n`` bytes of ``buf``, copying them once."""
     with memoryview(buf) as view:

@@ -173,9 +173,10 @@ def _text_types(t: pa.DataType) -> pa.DataType:
 
 
 def _rounded(table: pa.Table, block: bytes, first_line: int) -> str | None:
-    """What a double column lost: an integer of the text (beyond 2**53 beside a
-    fraction, or beyond 64 bits) that pyarrow read as a double it is not; None when
-    every number is the ``json`` module's."""
+    """An integer of the text that pyarrow read as a double, from 2**53 on (beside a
+    fraction, beyond 64 bits, or -2**63, which pyarrow's reader takes for one): a
+    double cannot be trusted to be it, and its text would be a float's; None when
+    every such number is the ``json`` module's."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -197,11 +198,11 @@ def _rounded(table: pa.Table, block: bytes, first_line: int) -> str | None:
                 ]
             n, raw = lines[i]
             read = json.loads(raw).get(name)
-            if isinstance(read, int) and read != column[i].as_py():
+            if isinstance(read, int) and not isinstance(read, bool):
                 return (
                     f"line {n}: the key {name!r} holds the integer {read}, which a number "
-                    "column that also holds fractions, or any beyond 64-bit integers, "
-                    f"would change (to {column[i].as_py()!r}): write such ids as strings "
+                    "column that also holds fractions, or beyond 64-bit integers, can only "
+                    f"hold as a double ({column[i].as_py()!r}): write such ids as strings "
                     f'("{name}": "{read}")'
                 )
     return None

@@ -40,7 +40,7 @@ from workers.scoring.formats.base import (
 )
 from workers.scoring.formats.kind import Format, ReadLimits
 from workers.scoring.formats.select import ColumnPlan, Columns, plan
-from workers.scoring.values import binary_as_text
+from workers.scoring.values import EXACT_IN_DOUBLE, binary_as_text, json_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -269,12 +269,32 @@ class ParquetWriter(Writer):
         self._writer: pq.ParquetWriter | None = None
         self._buffer: list[pa.Table] = []
         self._buffered = 0
+        #: answer columns the first rows made text: later ones are the model's text too
+        self._text: list[int] | None = None
 
     def write(self, kept: pa.Table | None, scores: Scores) -> None:
+        import pyarrow as pa
+
         answer = self.answer_names(scores)
         if self.names is None:
             self.names = self.plan.output_names(answer)
-        self._buffer.append(joined(kept, answer_table(scores, answer, text=False), self.names))
+        typed = answer_table(scores, answer, text=False)
+        if self._text is None:
+            self._text = [i for i, c in enumerate(typed.columns) if pa.types.is_string(c.type)]
+        elif any(not pa.types.is_string(typed.column(i).type) for i in self._text):
+            # numbers here in a column the first rows made text: the model's own text
+            # (a CSV answer's; a JSON answer's JSON text), not pyarrow's ("-0.0" is not "-0")
+            text = answer_table(scores, answer, text=True) if scores.csv is not None else None
+            typed = pa.Table.from_arrays(
+                [
+                    c
+                    if i not in self._text
+                    else (text.column(i) if text is not None else json_text(c))
+                    for i, c in enumerate(typed.columns)
+                ],
+                names=typed.column_names,
+            )
+        self._buffer.append(joined(kept, typed, self.names))
         self._buffered += scores.rows
         self.rows += scores.rows
         if self._buffered >= ROW_GROUP_ROWS:
@@ -286,31 +306,58 @@ class ParquetWriter(Writer):
 
         if not self._buffer:
             return
-        table = pa.concat_tables(self._buffer, promote_options="permissive")
+        first = self.rows - self._buffered + 1  # of the buffered rows
+        if self._writer is not None:
+            schema = self._writer.schema
+        else:  # the first rows decide each column's type (all null so far: a later one)
+            schema = (
+                pa.unify_schemas([t.schema for t in self._buffer], promote_options="permissive")
+                if self._same_kinds()
+                else self._buffer[0].schema
+            )
+        parts = []
+        for part in self._buffer:
+            parts.append(part if part.schema == schema else self._cast(part, schema, first))
+            first += part.num_rows
+        table = pa.concat_tables(parts)
         self._buffer, self._buffered = [], 0
         if self._writer is None:
             self._writer = pq.ParquetWriter(self._file, table.schema)
-        else:
-            schema = self._writer.schema
-            if table.schema != schema:
-                table = self._cast(table, schema)
         self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
         self.bytes_out = self._file.written
 
-    def _cast(self, table: pa.Table, schema: pa.Schema) -> pa.Table:
-        """``table`` in the types the first row group fixed; BadInput naming the first
-        column that cannot be cast and the rows it is in."""
+    def _same_kinds(self) -> bool:
+        """The buffered tables' schemas unify (nulls and integer widths aside)."""
         import pyarrow as pa
+
+        try:
+            pa.unify_schemas([t.schema for t in self._buffer], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return False
+        return True
+
+    @staticmethod
+    def _cast(table: pa.Table, schema: pa.Schema, first: int) -> pa.Table:
+        """``table`` (data rows ``first`` on) in the types of ``schema``, which the
+        first rows fixed; BadInput naming the first column that cannot be cast."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
         columns = []
         for field, column in zip(schema, table.columns, strict=True):
             try:
+                if pa.types.is_integer(column.type) and pa.types.is_floating(field.type):
+                    biggest = pc.max(pc.abs(column)).as_py()
+                    if biggest is not None and biggest > EXACT_IN_DOUBLE:
+                        raise pa.ArrowInvalid(
+                            f"the integer {biggest} beside fractions, which a double would round"
+                        )
                 columns.append(column.cast(field.type))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                first = self.rows - table.num_rows + 1
+                last = first + table.num_rows - 1
                 raise BadInput(
                     f"the output column {field.name!r} changed type in data rows "
-                    f"{first:,d}-{self.rows:,d} ({column.type} where the first rows had "
+                    f"{first:,d}-{last:,d} ({column.type} where the first rows had "
                     f"{field.type}: {exc}); Parquet output needs one type per column (the "
                     "first rows decide it): write JSON Lines or CSV (output_format=jsonl|csv)"
                 ) from exc
