@@ -842,24 +842,20 @@ def test_scorefleet_config_check_backend_prints_the_pod_security_of_each_namespa
 
 
 def test_a_pod_that_would_fail_the_restricted_profile_is_never_created(cluster, monkeypatch):
-    """A bug in the manifest code (here: a privileged container slipped in) is refused
-    by the backend itself, also in a namespace that enforces nothing."""
-    import workers.backends.kubernetes.backend as backend_module
+    """A bug in the manifest code (here: the readiness probe given a host, which would
+    let the kubelet probe any address from the node) is refused by the backend
+    itself, also in a namespace that enforces nothing."""
+    import workers.backends.kubernetes.manifest as manifest_module
 
-    real = backend_module.pod_manifest
+    def buggy(readiness, port):
+        return {"httpGet": {"path": "/ping", "port": port, "host": "169.254.169.254"}}
 
-    def buggy(*args, **kwargs):
-        pod = real(*args, **kwargs)
-        pod["spec"]["containers"][0]["securityContext"]["privileged"] = True
-        pod["spec"]["hostNetwork"] = True
-        return pod
-
-    monkeypatch.setattr(backend_module, "pod_manifest", buggy)
+    monkeypatch.setattr(manifest_module, "probe_handler", buggy)
     backend = cluster.backend()
     job = new_job("test/ok:1")
     with pytest.raises(ClusterConfigError) as err:
         backend.launch(job, spec(backend, "test/ok:1"))
     assert "would fail the restricted Pod Security Standard" in str(err.value)
-    assert "Privileged Containers" in str(err.value) and "Host Namespaces" in str(err.value)
+    assert "Host Probes / Lifecycle Hooks: spec.containers[0].readinessProbe" in str(err.value)
     assert not is_transient(err.value)
     assert backend.calls.snapshot() == {} and job.run_id not in cluster.api.pod_names()
