@@ -173,7 +173,12 @@ def text_means(text: str, value: Any) -> bool:
     if isinstance(value, bool):
         return text == ("true" if value else "false")
     if isinstance(value, int):
-        return text == str(value)
+        if text == str(value):
+            return True
+        try:  # in a column of doubles (beside fractions, within 2**53): 1e+10
+            return same_number(float(text), value)
+        except ValueError:
+            return False
     if isinstance(value, float):
         try:
             return same_number(float(text), value)

@@ -69,6 +69,7 @@ SAMPLES: dict[str, Any] = {
     "keep_columns": ["id"],
     "model_columns": ["a", "b"],
     "drop_columns": ["c"],
+    "csv_header": "present",
     # the sagemaker protocol's options at the top level (on its entries only)
     "send_header": False,
     "response_header": True,
