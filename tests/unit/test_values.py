@@ -386,3 +386,13 @@ def test_parquet_utf8_binary_goes_to_a_model_as_text():
     (piece,) = pieces(data, PARQUET, columns=Columns())
     assert piece.batch.as_records() == [{"b": "café"}, {"b": "x"}]
     assert piece.batch.as_csv(header=False) == "café\nx\n".encode()
+
+
+def test_a_json_answer_without_names_gets_no_csv_header_it_did_not_send():
+    """A list or value answer names no column: a CSV output without kept columns is
+    the answer alone, as before (its table's score_0... names stay inside)."""
+    from workers.scoring.protocols.sagemaker import json_rows
+
+    scores = json_rows({"predictions": [[1, 2.5], [3, 4.0]]})
+    assert scores.header_line() is None and scores.as_csv() == b"1,2.5\n3,4\n"
+    assert json_rows([0.5, 1]).header_line() is None

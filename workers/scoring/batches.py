@@ -251,7 +251,7 @@ class Scores:
         """The answer's header as one CSV line (None: the model named no columns)."""
         if self.csv_header is not None:
             return self.csv_header
-        names = self.header or (tuple(self.table.column_names) if self.table is not None else None)
+        names = self.header  # (a JSON answer's table has score_0... names of its own)
         if not names:
             return None
         out = io.StringIO()
