@@ -10,8 +10,9 @@ rules of docs/formats.md "Values" (tests/helpers/oracle.py); or the file gets an
 error that names the row (line) and the column, for the inputs that may have one.
 
 Examples: the ``values-ci`` Hypothesis profile in CI (``ORACLE_EXAMPLES``, default
-300), ``SCOREFLEET_ORACLE_PROFILE=values-long`` for a longer local run (20,000); the
-seed corpus of the issue's cases is run each time (``@example``).
+600, about 13 s), ``SCOREFLEET_ORACLE_PROFILE=values-long`` for a longer local run
+(20,000, about 9 min; with ``--timeout=0``); the seed corpus of the issue's cases is
+run each time (``@example``).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from workers.scoring.values import cell_text
 
 settings.register_profile(
     "values-ci",
-    max_examples=int(os.environ.get("ORACLE_EXAMPLES", "300")),
+    max_examples=int(os.environ.get("ORACLE_EXAMPLES", "600")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=os.environ.get("CI") == "true",
