@@ -139,32 +139,30 @@ def json_text(column: pa.Array | pa.ChunkedArray) -> pa.Array:
 def typed_text(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """A column of CSV text (a model's CSV answer) as a typed column: JSON numbers as
     int64 or float64 when every non-empty cell is one and the type holds each
-    exactly, else the text; empty cells null."""
+    exactly, else the text; empty cells null. (A text column is told by its first
+    value; a column of numbers takes the JSON grammar's regex over every cell.)"""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     text = column.cast(pa.string())
-    present = pc.not_equal(text, "")
-    blank = pc.if_else(present, text, pa.scalar(None, pa.string()))
+    blank = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
     filled = pc.drop_null(blank)
     if len(filled) == 0:
-        return pa.nulls(len(text)) if pc.all(pc.equal(text, "")).as_py() else blank
+        return pa.nulls(len(text)) if len(text) == 0 or blank.null_count == len(text) else blank
+    if json_number(filled[0].as_py()) is None:
+        return blank  # the usual text column ('setosa'): told by its first value
     if not pc.all(pc.match_substring_regex(filled, "^" + JSON_NUMBER + "$")).as_py():
-        return blank
-    if pc.all(pc.match_substring_regex(filled, r"^-?(0|[1-9][0-9]*)$")).as_py():
+        return blank  # 007, +5, nan, inf, .5 further down
+    if not any(pc.any(pc.match_substring(filled, c)).as_py() for c in ".eE"):  # integers
         try:
             return blank.cast(pa.int64())
         except pa.ArrowInvalid:
             return blank  # beyond 64 bits: exact only as text
-    long_ints = pc.filter(
-        filled,
-        pc.and_(
-            pc.match_substring_regex(filled, r"^-?[0-9]+$"),
-            pc.greater(pc.utf8_length(filled), 15),
-        ),
-    )
-    if any(abs(int(v)) > EXACT_IN_DOUBLE for v in long_ints.to_pylist()):
-        return blank  # an integer a double would round: exact only as text
+    lengths = pc.utf8_length(filled)
+    if pc.max(lengths).as_py() > 15:
+        long_ints = pc.filter(filled, pc.greater(lengths, 15)).to_pylist()
+        if any(_INTEGER.match(v) and abs(int(v)) > EXACT_IN_DOUBLE for v in long_ints):
+            return blank  # an integer a double would round: exact only as text
     doubles = blank.cast(pa.float64())
     if not pc.all(pc.is_finite(pc.drop_null(doubles))).as_py():
         return blank  # 1e400: not a finite number

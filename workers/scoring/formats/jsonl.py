@@ -185,6 +185,9 @@ def _rounded(table: pa.Table, block: bytes, first_line: int) -> str | None:
         column = table.column(name)
         if not pa.types.is_floating(column.type):
             continue
+        biggest = pc.max(pc.abs(column)).as_py()
+        if biggest is None or not biggest >= EXACT_IN_DOUBLE:
+            continue  # the usual case: nothing from 2**53 on, no row to look at
         big = pc.and_(
             pc.greater_equal(pc.abs(column), float(EXACT_IN_DOUBLE)),
             pc.equal(pc.floor(column), column),
