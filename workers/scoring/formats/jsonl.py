@@ -147,6 +147,16 @@ def _same_kinds(read: pa.Schema, before: pa.Schema) -> None:
                 raise pa.ArrowInvalid(f"the key {f.name!r} changed type")
 
 
+def _not_finite(table: pa.Table) -> bool:
+    """Whether a number column read a NaN or an infinity (JSON has neither)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return any(
+        pa.types.is_floating(c.type) and not pc.all(pc.is_finite(c)).as_py() for c in table.columns
+    )
+
+
 def _constants(block: bytes, first_line: int) -> str | None:
     """The first line holding NaN or Infinity outside a string (the json module and
     pyarrow take them; JSON has no such numbers, and an output could not keep them)."""
@@ -306,7 +316,7 @@ class JsonlReader(Reader):
                 _same_kinds(table.schema, self.schema)
                 table = _as_before(table, self.schema)
             lost = _rounded(table, block, first_line)
-            if lost is None and (b"NaN" in block or b"Infinity" in block):
+            if lost is None and _not_finite(table):  # NaN, Infinity: find the line
                 lost = _constants(block, first_line)
         except pa.ArrowInvalid as exc:
             why = diagnose(block, first_line, self._seen)
