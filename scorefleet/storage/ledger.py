@@ -34,6 +34,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,6 +197,11 @@ class Ledger:
             if rec is not None and rec.run_id == job.run_id:
                 # the deliveries of one run: how many launches it took (for status)
                 mine["attempts"] = int(rec.data.get("attempts", 0)) + 1
+                # its scoring attempts' uploads and committed parts stay the run's:
+                # a score step of it may still take them up (issue 26)
+                for kept in ("writers", "resume"):
+                    if kept in rec.data:
+                        mine[kept] = rec.data[kept]
             if rec is None:
                 if self._put(job.pipeline_id, mine, if_match=None):
                     return Claim.CLAIMED
@@ -374,6 +380,22 @@ class Ledger:
         """Is the run over (or superseded by another run of its file)? For the reaper."""
         rec = self.get(run_id[: len("sf-") + 20])
         return rec is not None and (rec.run_id != run_id or rec.state in FINISHED_STATES)
+
+    def change(self, job: Job, change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> bool:
+        """Rewrite the run's record with ``change(data)`` (``None``: leave it as it is),
+        while the run and its claim are this chain's (:func:`held_by`), with a
+        conditional write, read again and retried if another write came first.
+        False if the record is not this chain's, or ``change`` left it."""
+        for _ in range(_CAS_ATTEMPTS):
+            rec = self.get(job.pipeline_id)
+            if rec is None or rec.run_id != job.run_id or not held_by(rec, job):
+                return False
+            data = change(dict(rec.data))
+            if data is None:
+                return False
+            if self._put(job.pipeline_id, data, if_match=rec.etag):
+                return True
+        raise RuntimeError(f"could not update the run record of {job.pipeline_id}")
 
     def _update(
         self, job: Job, changes: dict[str, Any], *, create: bool = True, owned: bool = False

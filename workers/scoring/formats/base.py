@@ -14,7 +14,7 @@ import io
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from scorefleet.errors import BadInput
 from workers.scoring.batches import Batch, Scores
@@ -34,6 +34,9 @@ class Piece:
 
     batch: Batch
     kept: pa.Table | None = None  # the kept input columns of the same rows
+    #: where the input goes on after this piece (its format's resume point, JSON);
+    #: None from a format that cannot be taken up again mid-file
+    at: dict[str, Any] | None = None
 
 
 class Reader(ABC):
@@ -92,6 +95,39 @@ class Writer(ABC):
     def close(self, empty_schema: pa.Schema | None = None) -> None:
         """End the output (``empty_schema``: the kept columns of a file with no rows)."""
         del empty_schema
+
+    # ------------------------------------------- taken up again (issue 26)
+    @property
+    def settled(self) -> bool:
+        """Is everything written so far in the sink (nothing held back)? Only then
+        may the output be cut and committed here."""
+        return True
+
+    def state(self) -> dict[str, Any]:
+        """What a writer that takes this output up from here needs (JSON)."""
+        return {
+            "rows": self.rows,
+            "bytes": self.bytes_out,
+            "names": list(self.names) if self.names else None,
+        }
+
+    def side(self) -> bytes:
+        """What the bytes written since the last call need kept beside them (a
+        Parquet file's row groups' metadata, for its footer); b"" for nothing."""
+        return b""
+
+    def held(self) -> bytes:
+        """What the writer holds and has not written (Parquet: buffered rows), for a
+        hand-over between steps; b"" for nothing."""
+        return b""
+
+    def restore(self, state: dict[str, Any], sides: list[bytes], held: bytes) -> None:
+        """Take the output up where a writer of the same output left it: its
+        :meth:`state`, the :meth:`side` of every committed part, and what it
+        :meth:`held`."""
+        del sides, held
+        self.rows, self.bytes_out = int(state["rows"]), int(state["bytes"])
+        self.names = tuple(state["names"]) if state.get("names") else None
 
 
 def answer_width(scores: Scores) -> int:

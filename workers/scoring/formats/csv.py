@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import csv as _csv
 import io
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from scorefleet.errors import BadInput
 from workers.scoring.batches import Batch, Scores
@@ -54,20 +54,28 @@ class CsvReader(Reader):
         columns: Columns,
         header_mode: str = "auto",
         send_header: bool = True,
+        start: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.columns = columns
         self.batcher = CsvBatcher(
-            chunks, max_bytes, header_mode=header_mode, send_header=send_header
+            chunks, max_bytes, header_mode=header_mode, send_header=send_header, start=start
         )
+        if start is not None:
+            self.rows = int(start["rows"])
+            # the bytes skipped count as read (the share of the file read so far)
+            self._skipped = int(start["offset"]) - int(start["head"])
+
+    _skipped = 0
 
     def __iter__(self) -> Iterator[Piece]:
         for b in self.batcher:
-            self.bytes_in = self.batcher.bytes_in
+            self.bytes_in = self.batcher.bytes_in + self._skipped
             if self.plan is None:
                 names = header_names(self.batcher.header, self.batcher.fields or 1)
                 self.plan = plan(self.columns, names, named=self.batcher.header is not None)
             self.rows += b.rows
+            at = self.batcher.position(b)
             if self.plan.passthrough:
                 yield Piece(
                     Batch(
@@ -77,12 +85,18 @@ class CsvReader(Reader):
                         columns=self.plan.input,
                         csv=b.data,
                         csv_header=self.batcher.header,
-                    )
+                    ),
+                    at=at,
                 )
                 continue
-            yield self._selected(b.data, b.first_row, b.rows, b.span)
+            yield self._selected(b.data, b.first_row, b.rows, b.span, at)
+        if self.plan is None:  # taken up again after its last row: its columns still
+            names = header_names(self.batcher.header, self.batcher.fields or 1)
+            self.plan = plan(self.columns, names, named=self.batcher.header is not None)
 
-    def _selected(self, data: bytes, first_row: int, rows: int, span: str) -> Piece:
+    def _selected(
+        self, data: bytes, first_row: int, rows: int, span: str, at: dict[str, Any]
+    ) -> Piece:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
@@ -118,7 +132,7 @@ class CsvReader(Reader):
             csv=csv_bytes(model),
             csv_header=header,
         )
-        return Piece(batch, table.select(list(p.keep)) if p.keep else None)
+        return Piece(batch, table.select(list(p.keep)) if p.keep else None, at=at)
 
 
 class CsvWriter(Writer):
@@ -146,6 +160,13 @@ class CsvWriter(Writer):
         if self.rows == 0 and self.plan.keep:
             self._emit(_header_line(self.plan.keep))
 
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "started": self._started}
+
+    def restore(self, state: dict[str, Any], sides: list[bytes], held: bytes) -> None:
+        super().restore(state, sides, held)
+        self._started = bool(state.get("started"))
+
 
 def _header_line(names: Iterable[str]) -> bytes:
     out = io.StringIO()
@@ -153,13 +174,19 @@ def _header_line(names: Iterable[str]) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
-def read(chunks: Iterable[bytes], columns: Columns, lim: ReadLimits) -> CsvReader:
+def read(
+    chunks: Iterable[bytes],
+    columns: Columns,
+    lim: ReadLimits,
+    start: Mapping[str, Any] | None = None,
+) -> CsvReader:
     return CsvReader(
         chunks,
         lim.max_bytes,
         columns=columns,
         header_mode=lim.header_mode,
         send_header=lim.send_header,
+        start=start,
     )
 
 
@@ -195,4 +222,5 @@ FORMAT = Format(
     stream=read,
     writer=CsvWriter,
     check_head=check_head,
+    resumes=True,
 )

@@ -9,6 +9,8 @@ its ETag and LastModified), as :func:`scorefleet.storage.s3io.open_source` is.
 from __future__ import annotations
 
 import io
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +20,7 @@ from botocore.exceptions import ClientError
 from scorefleet.errors import BadInput
 from scorefleet.job import Job
 from scorefleet.storage import s3io
-from workers.scoring.formats import ReadLimits, compression, ranged_reader, stream_reader
+from workers.scoring.formats import ReadLimits, compression, magic, ranged_reader, stream_reader
 from workers.scoring.formats.base import Reader
 from workers.scoring.formats.options import DataOptions, resolve
 
@@ -128,6 +130,8 @@ class RangeFile(io.RawIOBase):
 class Described:
     options: DataOptions
     size: int
+    #: the ETag of the upload as its GET said (what a resumed read checks it against)
+    etag: str = ""
 
 
 def _gone_or_replaced(job: Job, exc: ClientError) -> None:
@@ -209,14 +213,89 @@ def open_described(
     """:func:`describe` and :func:`open_reader` in one request: the GET of the upload
     says its Content-Type and size as a HEAD would (issue 17: a HEAD fewer per file).
     A file read by ranges (Parquet, from its footer) closes that GET unread."""
-    source = s3io.open_source(s3, job.source, job.version_id, job.etag, job.last_modified)
-    options = resolve(job.key, source.content_type, job.data_tags, catalog)
-    described = Described(options, source.content_length)
-    if options.input.ranged is not None:
-        source.close()
-        return described, open_reader(s3, job, described, lim, limits)
-    chunks = compression.decompress(source.chunks, limits)
-    return described, stream_reader(options.input, chunks, options.columns, lim)
+    opened = Opened.get(s3, job, catalog)
+    return opened.described, opened.reader(s3, job, lim, limits)
+
+
+@dataclass
+class Opened:
+    """The GET of a job's input, described (its formats, size and ETag) before it is
+    read: the reader then starts at the beginning, or at a resume point (issue 26)."""
+
+    described: Described
+    source: s3io.SourceStream
+
+    @classmethod
+    def get(cls, s3: Any, job: Job, catalog: Any) -> Opened:
+        source = s3io.open_source(s3, job.source, job.version_id, job.etag, job.last_modified)
+        options = resolve(job.key, source.content_type, job.data_tags, catalog)
+        return cls(Described(options, source.content_length, source.etag), source)
+
+    def reader(
+        self,
+        s3: Any,
+        job: Job,
+        lim: ReadLimits,
+        limits: compression.Limits,
+        start: Mapping[str, Any] | None = None,
+    ) -> Reader:
+        """The input's reader, from ``start`` (a piece's resume point) when given:
+        Parquet from its row group (ranged GETs); plain CSV or JSON Lines by a
+        ranged GET from the point (the header read again first); compressed, read
+        and decompressed from the start, the bytes before the point skipped unread
+        by the format."""
+        options = self.described.options
+        if options.input.ranged is not None:
+            self.source.close()
+            file = RangeFile(s3, job.bucket, job.key, size=self.described.size, pin=pin(job))
+            return ranged_reader(
+                options.input, file, options.columns, lim, size=self.described.size, start=start
+            )
+        if start is None:
+            chunks = compression.decompress(self.source.chunks, limits)
+            return stream_reader(options.input, chunks, options.columns, lim)
+        return stream_reader(
+            options.input,
+            self._resumed(s3, job, int(start["head"]), int(start["offset"]), limits),
+            options.columns,
+            lim,
+            start=start,
+        )
+
+    def _resumed(
+        self, s3: Any, job: Job, head: int, offset: int, limits: compression.Limits
+    ) -> Iterator[bytes]:
+        """The file's first ``head`` (decompressed) bytes, then those from ``offset``."""
+        it = iter(self.source.chunks)
+        first = b""
+        for chunk in it:
+            first += chunk
+            if len(first) >= max(head, magic.SNIFF):
+                break
+        if compression.sniff(first) is compression.Compression.PLAIN:
+            self.source.close()
+            if head:
+                yield first[:head]
+            rest = s3io.open_source(
+                s3, job.source, job.version_id, job.etag, job.last_modified, start=offset
+            )
+            yield from rest.chunks
+            return
+        expanded = compression.decompress(itertools.chain([first], it), limits)
+        yield from splice(expanded, head, offset)
+
+
+def splice(chunks: Iterable[bytes], head: int, offset: int) -> Iterator[bytes]:
+    """``chunks``' first ``head`` bytes, then those from ``offset`` on (the bytes
+    between are read and dropped)."""
+    pos = 0
+    for chunk in chunks:
+        end = pos + len(chunk)
+        if pos < head:
+            yield chunk[: head - pos]
+        if end > offset:
+            yield chunk[max(0, offset - pos) :]
+        pos = end
 
 
 def preflight(
