@@ -100,6 +100,13 @@ class LeaseHeld(MustWait):
     kind = "LeaseHeld"
 
 
+class Continues(MustWait):
+    """The score step hands the file to a continuation of itself (its committed parts
+    recorded) before it runs past SCOREFLEET_MAX_STEP_SECONDS (issue 26)."""
+
+    kind = "Continues"
+
+
 class ModelUnavailable(TransientError):
     """The model did not answer (connection refused/reset, timeout, 5xx, 429)."""
 

@@ -21,8 +21,9 @@ On the wire (a step's task message and return value) a job stays the one flat JS
 object it has always been (:meth:`Job.to_dict`): the same keys with the same values,
 so messages queued by an older worker read the same (:meth:`Job.from_dict` also
 takes the older forms), and an older worker reads ours (it ignores the keys it does
-not know; the only one added is ``model_pooled``). tests/unit/test_job_wire.py holds
-this against messages captured from the release before the split.
+not know; the ones added are ``model_pooled`` and ``handovers``).
+tests/unit/test_job_wire.py holds this against messages captured from the release
+before the split.
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ class SkipReason(StrEnum):
     SOURCE_REPLACED = "source replaced"
     #: another attempt of the same run recorded (and publishes) the outcome
     PUBLISHED_ELSEWHERE = "published by another attempt"
+    #: a later delivery of the score step took this attempt's upload over (this one
+    #: was thought dead): it goes on with the file
+    TAKEN_OVER = "taken over by a later delivery"
 
 
 @dataclass(frozen=True)
@@ -212,6 +216,10 @@ class Job:
     # --- the chain's clock: when the last step finished, the total time between steps
     step_done_at: float | None = None
     waited: float = 0.0
+    #: how many times the score step handed the file to a continuation of itself
+    #: (SCOREFLEET_MAX_STEP_SECONDS; issue 26): a continuation takes its committed
+    #: parts up although its message is a first delivery
+    handovers: int = 0
 
     # ------------------------------------------------- the ticket, read through
     @property
@@ -333,6 +341,7 @@ class Job:
             "skipped": self.skipped,
             "released": m.released,
             "model_pooled": m.pooled,
+            "handovers": self.handovers,
         }
 
     @classmethod
@@ -386,4 +395,7 @@ _OUTPUT_KEYS = {
     "output_bytes": "size",
     "score_seconds": "seconds",
 }
-_JOB_KEYS = {name: name for name in ("published", "failure", "skipped", "step_done_at", "waited")}
+_JOB_KEYS = {
+    name: name
+    for name in ("published", "failure", "skipped", "step_done_at", "waited", "handovers")
+}

@@ -76,6 +76,8 @@ def check_job(settings: Settings, job: Job) -> None:
         raise Untrusted(f"run id {job.run_id!r} is not a run of pipeline {job.pipeline_id!r}")
     if not isinstance(job.last_modified, int | float | None) or isinstance(job.last_modified, bool):
         raise Untrusted("the job's last_modified is not a number")
+    if not isinstance(job.handovers, int) or isinstance(job.handovers, bool) or job.handovers < 0:
+        raise Untrusted("the job's handovers is not a count")
     derived = pipeline_id(job.bucket, job.key, job.version_id, job.etag, job.last_modified)
     if derived != job.pipeline_id:
         raise Untrusted(

@@ -3,28 +3,30 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
+import uuid
 from dataclasses import replace
 from typing import Any
 
 from celery import shared_task
 
-from scorefleet.errors import ModelUnavailable
+from scorefleet.errors import Continues, ModelUnavailable
 from scorefleet.job import Job, Output, SkipReason
 from scorefleet.settings import ModelSpec
 from scorefleet.storage import s3io
-from scorefleet.storage.ledger import rejected_staging_key, staging_location, staging_prefix
+from scorefleet.storage.ledger import staging_location, staging_prefix
 from scorefleet.submission import validate
 from tasks.base import STEP_LOGGER, PipelineStep, Step, first_delivery
 from tasks.inputs import expansion_limits, read_limits
 from workers.process.heartbeat import Heartbeat
 from workers.runtime import WorkerRuntime
-from workers.scoring.engine import no_model, reader_rows, score_stream
+from workers.scoring import resume
+from workers.scoring.attempt import Attempt, Ending
+from workers.scoring.engine import no_model, reader_rows
 from workers.scoring.formats import source as data_source
 from workers.scoring.progress import RunProgress
 from workers.scoring.protocols import CallLimits, ModelProtocol, open_protocol, protocol_for
-from workers.scoring.rejects import RowRejects, budget_for
+from workers.scoring.rejects import budget_for
 
 log = logging.getLogger(STEP_LOGGER)
 
@@ -34,7 +36,13 @@ SCORE = Step("score", lease=True)
 
 @shared_task(name="tasks.score", bind=True, base=PipelineStep)
 def score(self: PipelineStep, job: dict[str, Any]) -> Any:
-    """Stream the file through the model into a staging object."""
+    """Stream the file through the model into a staging object.
+
+    A delivery that is not the message's first (a redelivery after a worker died, a
+    retry) or that continues a step that handed the file over takes the file up from
+    its last committed part when everything still holds (workers/scoring/resume.py);
+    a step that reaches SCOREFLEET_MAX_STEP_SECONDS hands the file to a continuation
+    of itself (issue 26)."""
 
     def body(rt: WorkerRuntime, j: Job, hb: Heartbeat) -> Job:
         if j.skipped:
@@ -42,21 +50,40 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
         s = rt.settings
         validate(s, j)  # the image, cluster and namespace: a model may be started again
         spec = s.models.spec(j.model_image)
-        staging = staging_location(s, j.run_id)
-        hb.writer = staging.key  # its lease renewed by the heartbeat, once registered
-        described, reader = data_source.open_described(
-            rt.s3, j, spec.extra, read_limits(s, spec), expansion_limits(s)
+        lim = read_limits(s, spec)
+        opened = data_source.Opened.get(rt.s3, j, spec.extra)
+        described = opened.described
+        budget = budget_for(
+            s.scoring.max_rejected_rows, spec.max_rejected_rows, j.max_rejected_rows
         )
-        output = described.options.output
+        token = uuid.uuid4().hex  # this delivery, as the writer of its upload
+        options = resume.fingerprint(described, lim, spec, str(budget))
+        source = resume.source_of(j, described)
+        again = j.handovers > 0 or not first_delivery(self)
+        plan = None
+        if again and described.options.input.resumes and described.options.output.resumes:
+            plan = resume.find(rt.s3, rt.ledger, s, j, source=source, options=options, token=token)
+        staging = plan.staging if plan is not None else staging_location(s, j.run_id)
+        hb.writer = staging.key  # its lease renewed by the heartbeat, once registered
+        at = plan.entry.at if plan is not None else None
+        reader = opened.reader(rt.s3, j, lim, expansion_limits(s), start=at)
+        if plan is not None:
+            log.warning(
+                "taking the file up at data row %d, after its %d committed part(s) (%s)",
+                plan.entry.rows + plan.entry.rejected + 1,
+                plan.entry.parts,
+                "a continuation" if j.handovers else "its earlier attempt stopped",
+            )
         # a file whose footer says it has no rows (Parquet): its empty output needs no model
-        empty = reader_rows(reader) == 0
+        empty = plan is None and reader_rows(reader) == 0
         client = None
         if not empty:
             client, j = ready_client(rt, j, spec)
             hb.advance(j)  # a model started again is this run's, also if scoring fails
-        if not first_delivery(self):
+        if again:
             # uploads of earlier attempts whose workers died: their leases expired
-            # (a live attempt's upload is never touched, however old)
+            # (a live attempt's upload is never touched, however old; one taken up
+            # here has a live lease again)
             s3io.abort_dead_uploads(
                 rt.s3,
                 staging_prefix(s, j.run_id),
@@ -64,64 +91,57 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
                 unregistered_after=s.broker.visibility_timeout,
             )
         progress = RunProgress(rt.ledger, j, described.size, read=lambda: reader.bytes_in)
-        # rows the model may refuse: kept aside (on disk past a few MB) for the .rejected
-        budget = budget_for(
-            s.scoring.max_rejected_rows, spec.max_rejected_rows, j.max_rejected_rows
+        attempt = Attempt(
+            rt.s3,
+            rt.ledger,
+            j,
+            staging,
+            described=described,
+            budget=budget,
+            progress=progress,
+            lease_seconds=s.broker.visibility_timeout,
+            token=token,
+            options=options,
+            source=source,
+            plan=plan,
+            stop=lambda: hb.due,
         )
-        spool: Any = None
-        rejects = None
-        if budget.enabled:
-            spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - closed below
-            rejects = RowRejects(
-                budget,
-                spool,
-                fraction_read=progress.fraction_read,
-                parquet=described.options.input.rejected_as_table,
-            )
         try:
-            with s3io.MultipartWriter(
-                rt.s3,
-                staging,
-                content_type=output.media_type,
-                # registered (with a lease the heartbeat renews) before its multipart
-                # upload exists; an output of one part is a single PUT, which no
-                # redelivery can find half done: a small file registers nothing
-                on_start=lambda: rt.ledger.register_writer(
-                    j, staging.key, s.broker.visibility_timeout
-                ),
-            ) as sink:
-                stats = score_stream(
-                    reader,
-                    client.score if client else no_model,
-                    sink,
-                    output,
-                    max_in_flight=s.scoring.max_in_flight,
-                    total_bytes=described.size,
-                    checkpoint=hb.check,
-                    progress=progress.update,
-                    rejects=rejects,
-                )
-                if hb.superseded:
-                    sink.abort()
-                    log.warning("a newer run of this file took over; this run stops")
-                    return replace(j, skipped=SkipReason.SUPERSEDED)
-                if spool is not None and stats.rejected:
-                    spool.seek(0)
-                    rt.s3.upload_fileobj(spool, staging.bucket, rejected_staging_key(staging.key))
-                sink.complete()
+            ending, stats = attempt.run(
+                reader,
+                client.score if client else no_model,
+                max_in_flight=s.scoring.max_in_flight,
+                # an attempt that can hand its file over does so at MAX_STEP_SECONDS
+                checkpoint=hb.check if attempt.checkpointer is None else hb.check_cap,
+                superseded=lambda: hb.superseded,
+            )
         finally:
             if client is not None:
                 client.close()
-            if spool is not None:
-                spool.close()
-        if rejects is not None and stats.rejected:
+            attempt.close()
+        if ending is Ending.SUPERSEDED:
+            log.warning("a newer run of this file took over; this run stops")
+            return replace(j, skipped=SkipReason.SUPERSEDED)
+        if ending is Ending.TAKEN_OVER:
+            return replace(j, skipped=SkipReason.TAKEN_OVER)
+        if ending is Ending.HANDED_OVER:
+            hb.advance(replace(j, handovers=j.handovers + 1))
+            raise Continues(
+                f"handing the file to a continuation of this step after {hb.elapsed:.0f}s "
+                f"(SCOREFLEET_MAX_STEP_SECONDS={s.scoring.max_step_seconds:g}): "
+                f"{stats.rows:,d} rows scored so far"
+                + (f", {attempt.handed.parts} part(s) committed" if attempt.handed else ""),
+                delay=1,
+            )
+        if attempt.rejects is not None and stats.rejected:
             log.warning(
                 "the model refused %d row(s), set aside in the .rejected (budget %s; %d extra "
                 "model calls to find them)",
                 stats.rejected,
                 budget,
-                rejects.extra_calls,
+                attempt.rejects.extra_calls,
             )
+        output = described.options.output
         j = replace(
             j,
             output=Output(
@@ -132,7 +152,7 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
                 rejected_media_type=(
                     described.options.input.media_type if stats.rejected else None
                 ),
-                size=sink.bytes_written,
+                size=attempt.sink.bytes_written,
                 seconds=stats.seconds,
             ),
         )

@@ -113,7 +113,7 @@ class MultipartWriter:
         dest: S3Uri,
         *,
         content_type: str = "text/csv",
-        part_size: int = PART_SIZE,
+        part_size: int | None = None,
         on_start: Callable[[], object] | None = None,
         cut_at_marks: bool = False,
         on_part: Callable[[UploadedPart, Any], None] | None = None,
@@ -124,7 +124,7 @@ class MultipartWriter:
         self.on_part = on_part
         self.cut_at_marks = cut_at_marks
         self.dest = dest
-        self.part_size = part_size
+        self.part_size = part_size or PART_SIZE
         self.bytes_written = 0
         self._buf = bytearray()
         self._parts: list[UploadedPart] = []
@@ -249,7 +249,7 @@ class MultipartWriter:
             Bucket=self.dest.bucket,
             Key=self.dest.key,
             UploadId=self.upload_id,
-            MultipartUpload={  # type: ignore[typeddict-item]
+            MultipartUpload={
                 "Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in self.parts]
             },
         )

@@ -135,7 +135,7 @@ class Checkpointer:
         options: str,
         source: dict[str, Any],
         rejects: RowRejects | None,
-        progress: dict[str, Any] | None = None,
+        progress: Callable[[], dict[str, Any]] = dict,
         on_commit: Callable[[], None] = lambda: None,
         stop: Callable[[], bool] = lambda: False,
         base: Base | None = None,
@@ -144,7 +144,7 @@ class Checkpointer:
         self.staging, self.token = staging, token
         self.options, self.source = options, source
         self.rejects = rejects
-        self.progress = progress or {}
+        self.progress = progress
         self.on_commit = on_commit
         self._stop = stop
         self.base = base or Base()
@@ -244,7 +244,7 @@ class Checkpointer:
             log.warning("could not commit part %d (%s); no more commits", part.number, exc)
 
     def _progress(self, snap: Snapshot) -> dict[str, Any]:
-        out = {**self.progress, "phase": "scoring", "rows": snap.rows}
+        out = {**self.progress(), "phase": "scoring", "rows": snap.rows}
         if snap.rejected:
             out["rejected_rows"] = snap.rejected
         return out

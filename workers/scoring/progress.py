@@ -75,6 +75,16 @@ class RunProgress:
             self._next = now + self.every
             self._write(Phase.SCORING, int(stats.rows), **_rejected(stats))
 
+    def fields(self) -> dict[str, Any]:
+        """What a commit of the file's parts records of its progress (bytes read)."""
+        return {"bytes_read": self.bytes_read, "total_bytes": self.total_bytes}
+
+    def committed(self) -> None:
+        """A commit recorded the progress (workers.scoring.checkpoint): the next
+        progress write waits its interval from now."""
+        self.writes += 1
+        self._next = self.clock() + self.every
+
     def done(self, stats: Any) -> None:
         """Scored: the file now waits for its publication. Recorded only for a file
         that showed progress: a small file's next record write is its outcome, a

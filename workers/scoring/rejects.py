@@ -269,14 +269,14 @@ class RejectedWriter:
         if self._new_tables:
             import pyarrow as pa
 
-            new, self._new_tables = self._tables[-self._new_tables :], 0
-            table = pa.concat_tables(new, promote_options="permissive")
+            tables, self._new_tables = self._tables[-self._new_tables :], 0
+            table = pa.concat_tables(tables, promote_options="permissive")
             out = pa.BufferOutputStream()
             with pa.ipc.new_stream(out, table.schema) as ipc:
                 ipc.write_table(table)
             return b"T" + bytes(out.getvalue().to_pybytes())
-        new, self._new = bytes(self._new), bytearray()
-        return b"L" + new if new else b""
+        lines, self._new = bytes(self._new), bytearray()
+        return b"L" + lines if lines else b""
 
     def restore(self, sides: Sequence[bytes], rows: int) -> None:
         """Take the ``.rejected`` up where a writer of it left it (its committed

@@ -22,6 +22,7 @@ from scorefleet.job import Job
 from scorefleet.storage import s3io
 from workers.scoring.formats import ReadLimits, compression, magic, ranged_reader, stream_reader
 from workers.scoring.formats.base import Reader
+from workers.scoring.formats.magic import Compression
 from workers.scoring.formats.options import DataOptions, resolve
 
 #: What the preflight reads of a CSV or JSON Lines file (one ranged GET).
@@ -272,7 +273,7 @@ class Opened:
             first += chunk
             if len(first) >= max(head, magic.SNIFF):
                 break
-        if compression.sniff(first) is compression.Compression.PLAIN:
+        if compression.sniff(first) is Compression.PLAIN:
             self.source.close()
             if head:
                 yield first[:head]
