@@ -216,9 +216,10 @@ class Job:
     # --- the chain's clock: when the last step finished, the total time between steps
     step_done_at: float | None = None
     waited: float = 0.0
-    #: how many times the score step handed the file to a continuation of itself
-    #: (SCOREFLEET_MAX_STEP_SECONDS; issue 26): a continuation takes its committed
-    #: parts up although its message is a first delivery
+    #: how many times the score step went back to the queue with its file under way
+    #: (it reached SCOREFLEET_MAX_STEP_SECONDS, or waited for a dead attempt's lease
+    #: to end; issue 26): its next delivery takes the committed parts up although
+    #: its message is a first delivery
     handovers: int = 0
 
     # ------------------------------------------------- the ticket, read through

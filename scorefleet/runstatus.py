@@ -82,6 +82,12 @@ class RunView:
     error: str | None = None
     #: a running record whose lease has expired: its worker died, a redelivery takes over
     stalled: bool = False
+    #: output parts committed (the file goes on from the last after a worker dies),
+    #: and how many steps it took: hand-overs at SCOREFLEET_MAX_STEP_SECONDS, and
+    #: take-overs from a worker that stopped (issue 26)
+    parts_committed: int | None = None
+    continued: int = 0
+    resumed: int = 0
     rerun: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -105,6 +111,8 @@ def view(
     rejected = _num(rec.get("rejected_rows"))
     read, total = _num(rec.get("bytes_read")), _num(rec.get("total_bytes"))
     attempts = _num(rec.get("attempts"))
+    committed = rec.get("resume") if isinstance(rec.get("resume"), dict) else {}
+    parts = _num(committed.get("parts"))
     return RunView(
         uri=uri,
         state=state.value,
@@ -123,6 +131,9 @@ def view(
         outcome=str(rec["outcome"]) if rec.get("outcome") else None,
         error=error_lines or (str(rec["error"]) if rec.get("error") else None),
         stalled=running and (_num(rec.get("lease_until")) or 0.0) < now,
+        parts_committed=int(parts) if parts is not None and running else None,
+        continued=int(_num(committed.get("handovers")) or 0),
+        resumed=int(_num(committed.get("resumes")) or 0),
         rerun=f"scorefleet rerun {shlex.quote(uri)}",
     )
 
@@ -182,6 +193,18 @@ def render(v: RunView, *, now: float | None = None) -> str:
         lines.append(f"model       {v.model_image}")
     if v.attempts:
         lines.append(f"attempts    {v.attempts}")
+    if v.parts_committed:
+        lines.append(
+            f"committed   {v.parts_committed} output part(s): a worker that stops, the file "
+            "goes on from the last"
+        )
+    if v.continued:
+        lines.append(
+            f"continued   {v.continued} time(s): each step hands the file on at "
+            "SCOREFLEET_MAX_STEP_SECONDS"
+        )
+    if v.resumed:
+        lines.append(f"resumed     {v.resumed} time(s) from its last committed part")
     for label, stamp in (
         ("queued", v.queued_at),
         ("started", v.started_at),

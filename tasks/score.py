@@ -30,8 +30,11 @@ from workers.scoring.rejects import budget_for
 
 log = logging.getLogger(STEP_LOGGER)
 
-#: The score step renews the run's lease (and its upload's) while it works.
-SCORE = Step("score", lease=True)
+#: The score step renews the run's lease (and its upload's) while it works. Going
+#: back to the queue (its time is up, it waits for a dead attempt's lease to end, or
+#: for room for its model), it counts a hand-over: its next delivery looks for the
+#: parts committed so far, although its message is a first delivery.
+SCORE = Step("score", lease=True, on_wait=lambda j: replace(j, handovers=j.handovers + 1))
 
 
 @shared_task(name="tasks.score", bind=True, base=PipelineStep)
@@ -125,7 +128,6 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
         if ending is Ending.TAKEN_OVER:
             return replace(j, skipped=SkipReason.TAKEN_OVER)
         if ending is Ending.HANDED_OVER:
-            hb.advance(replace(j, handovers=j.handovers + 1))
             raise Continues(
                 f"handing the file to a continuation of this step after {hb.elapsed:.0f}s "
                 f"(SCOREFLEET_MAX_STEP_SECONDS={s.scoring.max_step_seconds:g}): "

@@ -42,7 +42,7 @@ class BackgroundUp:
     as `make up &` or a script's `scorefleet up &` does: such a job starts with
     SIGINT ignored."""
 
-    def __init__(self, cwd: Path, *args: str) -> None:
+    def __init__(self, cwd: Path, *args: str, **env: str) -> None:
         self.cwd = cwd
         self.out = cwd / "up.out"
         pidfile = cwd / "up.pid"
@@ -50,7 +50,7 @@ class BackgroundUp:
         self.shell = subprocess.Popen(
             ["bash", "-c", f"{command} > {self.out} 2>&1 & echo $! > {pidfile}; wait $!"],
             cwd=cwd,
-            env=clean_env(),
+            env=clean_env(**env),
             stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
@@ -93,8 +93,24 @@ class BackgroundUp:
         time.sleep(0.5)
         return [c for c in self.children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
 
+    def workers(self) -> list[psutil.Process]:
+        """Its Celery workers now (one it started again after another died included)."""
+        with contextlib.suppress(psutil.NoSuchProcess):
+            self.children = list(
+                {c.pid: c for c in self.children + psutil.Process(self.pid).children(True)}.values()
+            )
+        return [
+            c
+            for c in self.children
+            if c.is_running()
+            and c.status() != psutil.STATUS_ZOMBIE
+            and " worker " in " ".join(c.cmdline())
+        ]
+
     def kill_all(self) -> None:
         """Only when a test failed half way: what it started, by PID."""
+        with contextlib.suppress(psutil.NoSuchProcess):
+            self.workers()  # (the ones started since wait_up too)
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
         for c in self.children:
@@ -272,15 +288,25 @@ def test_own_model_one_stack_per_directory_sigterm_and_a_stopped_stack(tmp_path)
     assert all("scorefleet up" in out for _, out in got.values())
 
 
-def test_a_part_that_dies_stops_the_stack_with_its_error(tmp_path):
+def test_a_worker_that_keeps_dying_stops_the_stack_with_its_error(tmp_path):
+    """A worker that dies is started again, as its Deployment would (issue 26); one
+    that keeps dying stops the stack, with its last log lines."""
     up = BackgroundUp(tmp_path, "--no-flower")
     try:
         up.wait_up()
-        (worker,) = [c for c in up.children if " worker " in " ".join(c.cmdline())]
-        worker.kill()
+        killed = set()
+        deadline = time.monotonic() + 90
+        while up.shell.poll() is None and time.monotonic() < deadline:
+            for worker in up.workers():
+                if worker.pid not in killed:
+                    worker.kill()
+                    killed.add(worker.pid)
+            time.sleep(0.2)
         assert up.wait_exit(60) == 1
         out = up.output()
+        assert "worker0 exited on signal SIGKILL; starting it again in 1s" in out, out
         assert "scorefleet up: worker0 exited on signal SIGKILL; the end of" in out, out
+        assert len(killed) == 4  # started again three times, then given up
         assert "worker0.log" in out and "stopped every process" in out
         assert up.alive_children() == []
     finally:

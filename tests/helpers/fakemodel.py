@@ -11,13 +11,18 @@ Modes:
   never-ready listens, but /ping always answers 503
   leak400     answers HTTP 400 with credentials in the body
   refuse      answers like hash, but HTTP 400 for any mini-batch with a field "BAD"
-              (naming the first such row of the request), as a model refuses a value
+              (naming the first such row of the request), as a model refuses a value;
+              with --delay, that long per 1,000 rows it scores
   slow        like ok, but sleeps --delay seconds per request
   json        like ok, but answers {"predictions": [...]} as JSON
   hash        one row per input row: "<12 hex of sha1(row)>,<field count>" (the same
               whatever the batching; honours --delay)
   drip        like ok, but sends its answer one byte every --delay seconds (a model
               that holds a mini-batch far longer than any one socket timeout)
+
+--log FILE (hash and refuse): appends "<first field of the first row> <rows>" for
+each mini-batch it scores, so a test can count the rows scored per file (issue 26:
+rows scored twice after a worker dies).
 """
 
 from __future__ import annotations
@@ -59,6 +64,12 @@ class Handler(BaseHTTPRequestHandler):
     mode = "ok"
     delay = 0.0
     fails = 0
+    log_path = ""
+
+    def _scored(self, rows: list[list[str]]) -> None:
+        if self.log_path and rows:
+            with LOCK, open(self.log_path, "a") as f:
+                f.write(f"{rows[0][0]} {len(rows)}\n")
 
     def log_message(self, format: str, *args: object) -> None:
         sys.stderr.write("fakemodel: " + (format % args) + "\n")
@@ -101,6 +112,8 @@ class Handler(BaseHTTPRequestHandler):
                 msg = f"cannot score record {bad} of the request: value BAD is not a number"
                 self._send(400, msg.encode(), "text/plain")
                 return
+            time.sleep(self.delay * len(rows) / 1000)
+            self._scored(rows)
             self._send(200, b"".join(hash_row(r) for r in rows))
             return
         if self.mode == "few-rows":
@@ -110,6 +123,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, json.dumps({"predictions": preds}).encode(), "application/json")
             return
         if self.mode == "hash":
+            self._scored(rows)
             self._send(200, b"".join(hash_row(r) for r in rows))
             return
         if self.mode == "drip":
@@ -133,6 +147,7 @@ def main() -> int:
     ap.add_argument("--mode", default="ok")
     ap.add_argument("--delay", type=float, default=0.0)
     ap.add_argument("--fails", type=int, default=0)
+    ap.add_argument("--log", default="")
     args = ap.parse_args()
     if args.mode == "crash":
         secret = os.environ.get("FAKEMODEL_SECRET", "")
@@ -143,6 +158,7 @@ def main() -> int:
     Handler.mode = args.mode
     Handler.delay = args.delay
     Handler.fails = args.fails
+    Handler.log_path = args.log
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     print(f"fakemodel {args.mode} listening on {args.port}", flush=True)

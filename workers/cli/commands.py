@@ -67,7 +67,8 @@ def up(
 
     Models: the examples, plus the entries of SCOREFLEET_MODEL_CATALOG and --catalog
     (allowed to run, with SCOREFLEET_ALLOWED_IMAGE_PREFIXES). Ctrl-C (SIGINT) or
-    SIGTERM stops every process it started; so does any part that dies, with its error.
+    SIGTERM stops every process it started; so does any part that dies, with its error
+    (a worker that dies is started again, as a Deployment would, unless it keeps dying).
     """
     from workers.localstack.stack import LocalStack, PartFailed, free_port, local_models
     from workers.localstack.state import StackRunning
@@ -112,6 +113,8 @@ def up(
             code = 0 if ok or not exit_after_demo else 1
         while not exit_after_demo:
             stack.check()
+            while stack.notices:
+                click.echo(f"scorefleet up: {stack.notices.pop(0)}", err=True)
             time.sleep(0.5)
     except StackRunning as exc:
         refused = True

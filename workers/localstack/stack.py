@@ -52,6 +52,7 @@ from workers.localstack.aws import (
     wait_http,
 )
 from workers.localstack.models import EXAMPLES_PREFIX, IRIS_IMAGE, REPO, iris_catalog, local_models
+from workers.localstack.restarts import LOCAL_VISIBILITY_TIMEOUT, Restarts
 from workers.localstack.state import StateLock, remove_env_file, write_env_file
 
 log = logging.getLogger("scorefleet.local")
@@ -113,7 +114,7 @@ def stack_env(
         "SCOREFLEET_DEFAULT_K8S_NAMESPACE": "scoring",
         "SCOREFLEET_LAUNCH_BACKEND": "local",
         "SCOREFLEET_STATE_DIR": str(state_dir),
-        "SCOREFLEET_VISIBILITY_TIMEOUT": "600",
+        "SCOREFLEET_VISIBILITY_TIMEOUT": str(LOCAL_VISIBILITY_TIMEOUT),
         "SCOREFLEET_MODEL_CATALOG": json.dumps(catalog if catalog is not None else iris_catalog()),
         # Flower listens on 127.0.0.1 here; anywhere else it needs FLOWER_BASIC_AUTH
         "SCOREFLEET_FLOWER_UNAUTHENTICATED": "true",
@@ -167,6 +168,10 @@ class LocalStack:
     #: for tests: the share of S3 notifications the bridge loses (Bridge.drop)
     bridge_drop: float = 0.0
     lock: StateLock | None = None
+    #: a worker that dies is started again (workers.localstack.restarts)
+    restarts: Restarts | None = field(default_factory=Restarts)
+    #: what :meth:`check` did that the user should hear of (``scorefleet up`` prints it)
+    notices: list[str] = field(default_factory=list)
     _started: bool = False
 
     @property
@@ -202,7 +207,8 @@ class LocalStack:
         moto = start_moto(self.moto_port, self.state_dir / "logs" / "moto.log")
         self.procs.append(Proc("moto", moto, self.state_dir / "logs" / "moto.log"))
         self.urls = provision(
-            self.endpoint, int(self.extra_env.get("SCOREFLEET_VISIBILITY_TIMEOUT", "600"))
+            self.endpoint,
+            int(self.extra_env.get("SCOREFLEET_VISIBILITY_TIMEOUT", LOCAL_VISIBILITY_TIMEOUT)),
         )
         # one machine: at most one model per file slot, so a burst of files is
         # scored a few at a time instead of starting every model at once
@@ -314,15 +320,28 @@ class LocalStack:
         self._wait_for("flower", self._flower_ready, timeout)
 
     def check(self) -> None:
-        """Raise :class:`PartFailed` if a part of the stack has died."""
-        for p in self.procs:
+        """Raise :class:`PartFailed` if a part of the stack has died (a worker that
+        dies is started again, unless it keeps dying: :attr:`restarts`)."""
+        for p in list(self.procs):
             rc = p.popen.poll()
-            if rc is not None:
+            if rc is None:
+                continue
+            pause = None
+            if p.name.startswith("worker") and self.restarts is not None:
+                pause = self.restarts.died(p.name, rc, time.monotonic())
+            if pause is None:
                 lines = _log_tail(p.log_path, p.log_offset, ERROR_LOG_LINES)
                 raise PartFailed(
                     p.name,
                     f"exited{_exit_text(rc)}; the end of {p.log_path}:\n{lines}",
                 )
+            self.procs.remove(p)
+            self.notices.append(
+                f"{p.name} exited{_exit_text(rc)}; starting it again in {pause:g}s (its "
+                f"file goes on from its last committed part; see {p.log_path})"
+            )
+        for name in self.restarts.ready(time.monotonic()) if self.restarts else []:
+            self.start_worker(int(name.removeprefix("worker")))
         if self.bridge is not None:
             if self.bridge.failure:
                 raise PartFailed("the S3 -> Lambda bridge", self.bridge.failure)

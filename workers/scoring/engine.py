@@ -138,6 +138,7 @@ def score_stream(
             _kept_parts(kept, first_row, batch_rows, result), result.parts, strict=True
         ):
             writer.write(part_kept, part)
+        writer.end_batch()
         if result.refused and rejects is not None:
             rejects.keep(result.refused)
             stats.rejected = rejects.rejected

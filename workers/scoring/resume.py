@@ -8,7 +8,9 @@ holds; otherwise it starts over, as before, and says why in the log:
 
 * the entry is this run's own, in its staging prefix (not a record from another run);
 * its writer's lease has expired (a live writer's upload is never touched: this
-  delivery then starts an attempt of its own, as before);
+  delivery then starts an attempt of its own, as before; a writer that missed its
+  last heartbeat, its lease about to end, is waited for, the message back in the
+  queue: SQS hands a dead worker's message on about when its lease ends);
 * the source read is the same upload (version id, ETag, size) and everything that
   decides the output is the same (``options``: the formats, the columns, the
   mini-batch size, the image and its catalog entry, the file's budget of refused rows);
@@ -26,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +36,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from scorefleet.errors import LeaseHeld
 from scorefleet.job import Job
 from scorefleet.s3uri import S3Uri
 from scorefleet.settings import ModelSpec, Settings
@@ -138,12 +142,23 @@ def _plan(
     if why:
         raise StartOver(why)
     lease = ledger.writers(job.pipeline_id).get(entry.key, 0.0)
-    if lease > time.time():
+    left = lease - time.time()
+    visibility = settings.broker.visibility_timeout
+    if 0 < left < visibility / 2:
+        # a live writer renews its lease every third of the visibility timeout, so it
+        # always has more than two thirds of it left: this one missed its beat (its
+        # worker died as SQS handed its message on, a moment before its lease ends)
+        raise LeaseHeld(
+            f"the attempt writing {entry.key} missed its heartbeat; its lease runs out "
+            f"in {left:.0f}s",
+            delay=math.ceil(left) + 1,
+        )
+    if left > 0:
         log.info(
             "the attempt writing %s is alive (its lease runs %.0fs more): this delivery "
             "scores the file on its own",
             entry.key,
-            lease - time.time(),
+            left,
         )
         return None
     if entry.source != source:

@@ -96,6 +96,10 @@ class Writer(ABC):
         """End the output (``empty_schema``: the kept columns of a file with no rows)."""
         del empty_schema
 
+    def end_batch(self) -> None:  # noqa: B027 - most writers hold nothing back
+        """A mini-batch's answers are all written (the place to write what was held
+        for it: a Parquet row group)."""
+
     # ------------------------------------------- taken up again (issue 26)
     @property
     def settled(self) -> bool:

@@ -274,8 +274,9 @@ class ParquetReader(Reader):
 
 
 class ParquetWriter(Writer):
-    """Buffers answers into row groups of ``ROW_GROUP_ROWS`` rows; each row group is
-    written as it fills (its own pyarrow writer: :mod:`.parquet_footer`), and the
+    """Buffers answers into row groups of ``ROW_GROUP_ROWS`` rows, written at the
+    end of the mini-batch that fills them (each by its own pyarrow writer:
+    :mod:`.parquet_footer`), and the
     footer at the end, from the row groups' metadata. So the output can be cut and
     committed after any row group, and taken up there by another process (issue 26):
     :meth:`side` is the metadata of the row groups written since it was last asked,
@@ -298,6 +299,10 @@ class ParquetWriter(Writer):
         self._buffer.append(joined(kept, answer_table(scores, answer, text=False), self.names))
         self._buffered += scores.rows
         self.rows += scores.rows
+
+    def end_batch(self) -> None:
+        # at a mini-batch's end, never inside one: the output can then be cut and
+        # committed right after (settled), and taken up at the next mini-batch
         if self._buffered >= ROW_GROUP_ROWS:
             self._flush()
 
