@@ -111,7 +111,8 @@ def view(
     rejected = _num(rec.get("rejected_rows"))
     read, total = _num(rec.get("bytes_read")), _num(rec.get("total_bytes"))
     attempts = _num(rec.get("attempts"))
-    committed = rec.get("resume") if isinstance(rec.get("resume"), dict) else {}
+    raw = rec.get("resume")
+    committed: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
     parts = _num(committed.get("parts"))
     return RunView(
         uri=uri,
