@@ -10,7 +10,7 @@ from typing import Any
 
 from celery import shared_task
 
-from scorefleet.errors import Continues, ModelUnavailable
+from scorefleet.errors import Continues, ModelUnavailable, MustWait, describe, is_transient
 from scorefleet.job import Job, Output, SkipReason
 from scorefleet.settings import ModelSpec
 from scorefleet.storage import s3io
@@ -118,6 +118,18 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
                 checkpoint=hb.check if attempt.checkpointer is None else hb.check_cap,
                 superseded=lambda: hb.superseded,
             )
+        except Exception as exc:
+            if attempt.progressed and is_transient(exc) and not isinstance(exc, MustWait):
+                # it committed parts before it failed (say its model pod reached its
+                # deadline): the next delivery goes on from them, without a retry
+                # spent, so a file that makes progress never runs out of retries
+                kind, message = describe(exc)
+                raise Continues(
+                    f"{kind} after {attempt.progressed} part(s) committed here ({message}); "
+                    "going on from the last",
+                    delay=2,
+                ) from exc
+            raise
         finally:
             if client is not None:
                 client.close()

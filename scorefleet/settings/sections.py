@@ -339,9 +339,10 @@ class Scoring:
     max_step_seconds: float = var(
         "MAX_STEP_SECONDS",
         "42300",
-        "a step that runs this long stops with an .error rather than run past what SQS can "
-        "protect (a message's visibility cannot be extended past 12 hours from its receipt); "
-        "MAX_STEP_SECONDS + MODEL_TIMEOUT must stay under 43200",
+        "a score step that runs this long hands its file to a continuation of itself, its "
+        "output parts committed (SQS cannot keep a message hidden past 12 hours from its "
+        "receipt): a file may take any number of steps; MAX_STEP_SECONDS + MODEL_TIMEOUT "
+        "must stay under 43200",
         num(5, 43200, integer=False),
     )
     max_rejected_rows: RejectBudget = var(

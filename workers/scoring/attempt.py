@@ -165,6 +165,11 @@ class Attempt:
             self._failed(exc)
             raise
 
+    @property
+    def progressed(self) -> int:
+        """Parts this attempt committed."""
+        return self.checkpointer.commits if self.checkpointer is not None else 0
+
     def _failed(self, exc: BaseException) -> None:
         """A retry takes the upload up from its last commit; anything else aborts it."""
         cp = self.checkpointer
