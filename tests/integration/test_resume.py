@@ -12,6 +12,7 @@ tests/e2e/test_resume_e2e.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -358,3 +359,87 @@ def test_a_step_at_its_time_limit_hands_the_file_to_a_continuation(env, monkeypa
     assert model.rows == ROWS - BAD  # nothing scored twice across the hand-overs
     entry = commits.of(runtime.current().ledger.get(job.pipeline_id))
     assert entry is not None and entry.handovers == steps - 1
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["model per file", "warm models"])
+def test_a_resumed_step_whose_model_is_gone_starts_it_again(env, monkeypatch, tmp_path, warm):
+    """The real local backend and the fake model process: the worker dies mid-file
+    and its model with it; the next delivery finds the model gone, starts one (or
+    takes a warm one) and goes on from the last committed part."""
+    import psutil
+
+    from tests.helpers import FAKEMODEL
+
+    command = f"{{python}} {FAKEMODEL} --host {{host}} --port {{port}} --mode refuse"
+    catalog = {"test/ok:1": {"command": command, "keep_columns": ["id"], "max_rejected_rows": "50"}}
+    monkeypatch.setenv("SCOREFLEET_MODEL_CATALOG", json.dumps(catalog))
+    if warm:
+        monkeypatch.setenv("SCOREFLEET_WARM_IDLE_SECONDS", "60")
+    runtime.reset()
+    monkeypatch.setattr(tasks.score, "ready_client", real_ready_client)
+    rt = runtime.current()
+    data = body(seed=11)
+    try:
+        job = queued(env, "in/undisturbed.csv", data)
+        job = launched_by(rt, job)
+        env.first = True
+        result = score.apply(args=[job.to_dict()])
+        assert result.successful(), result.traceback
+        want = staged(env, result.result)
+        rt.backend.stop_all()
+
+        job = launched_by(rt, queued(env, "in/a.csv", data))
+        dying = Dies(after=ROWS // 2)
+        monkeypatch.setattr(tasks.score, "ready_client", dying)
+        with pytest.raises(Killed):
+            score.apply(args=[job.to_dict()], throw=True)
+        for pid in dying.models:  # the model dies with it (a pod on the same node)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()
+        env.first = False
+        entry = expire(env, job)
+        monkeypatch.setattr(tasks.score, "ready_client", real_ready_client)
+        result = score.apply(args=[job.to_dict()])
+        assert result.successful(), result.traceback
+        assert result.result["staging_key"] == entry.key
+        assert staged(env, result.result) == want
+    finally:
+        rt.backend.stop_all()  # type: ignore[attr-defined]
+
+
+real_ready_client = tasks.score.ready_client
+
+
+def launched_by(rt: Any, job: Job) -> Job:
+    """``job`` as its launch step leaves it: the model started by the backend."""
+    from tests.helpers import launched
+
+    ep = rt.backend.launch(job, rt.settings.models.spec(job.model_image))
+    return launched(job, ep.url, ep.handle)
+
+
+class Dies:
+    """``ready_client`` whose client dies (Killed) once it has scored ``after`` rows;
+    remembers the models' pids."""
+
+    def __init__(self, after: int) -> None:
+        self.after = after
+        self.rows = 0
+        self.models: list[int] = []
+
+    def __call__(self, rt: Any, j: Job, spec: Any) -> tuple[Any, Job]:
+        client, j = real_ready_client(rt, j, spec)
+        pid = (j.model.handle or {}).get("pid")
+        if pid:
+            self.models.append(int(pid))
+        score_batch = client.score
+
+        def score(batch: Batch) -> Scores:
+            if self.rows >= self.after:
+                raise Killed
+            scores = score_batch(batch)
+            self.rows += batch.rows
+            return scores
+
+        client.score = score
+        return client, j
