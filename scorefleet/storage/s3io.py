@@ -1,4 +1,5 @@
-"""All S3 I/O: clients, tags, streaming reads, multipart writes, atomic publishing.
+"""All S3 I/O: clients, tags, streaming reads, atomic publishing (a multipart upload
+written as a stream: scorefleet.storage.multipart, which the Lambda does not load).
 
 Endpoints come from boto3's own configuration (``AWS_ENDPOINT_URL`` /
 ``AWS_ENDPOINT_URL_S3`` point it at the local emulator), credentials from the
@@ -24,12 +25,6 @@ from botocore.exceptions import ClientError
 from scorefleet import aws
 from scorefleet.errors import BadInput
 from scorefleet.s3uri import S3Uri
-from scorefleet.storage.multipart import (  # noqa: F401 - re-exported
-    PART_SIZE,
-    PARTS_PER_SIZE,
-    MultipartWriter,
-    part_size,
-)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client as S3Client  # noqa: PLC0414 - re-export
