@@ -105,19 +105,25 @@ def belongs(settings: Settings, job: Job, entry: Committed) -> str | None:
     return None
 
 
-def commit(ledger: Ledger, job: Job, entry: Committed, progress: dict[str, Any]) -> bool:
-    """Record ``entry`` (and the run's ``progress``) as the run's committed parts; False
-    if another attempt has taken this upload over (or the run is no longer this
-    chain's). The entry of another upload (an attempt of the run that died) is
-    replaced: the latest commit is the one to go on from."""
+def commit(
+    ledger: Ledger, job: Job, entry: Committed, progress: dict[str, Any]
+) -> bool | None:
+    """Record ``entry`` (and the run's ``progress``) as the run's committed parts: True;
+    False if another attempt has taken this upload over; None if the run is no longer
+    this chain's (superseded). The entry of another upload (an attempt of the run that
+    died) is replaced: the latest commit is the one to go on from."""
+    taken: list[bool] = []
 
     def change(data: dict[str, Any]) -> dict[str, Any] | None:
         now = Committed.from_json(data.get(RESUME))
         if now is not None and now.key == entry.key and now.writer != entry.writer:
+            taken.append(True)
             return None  # taken over by a later delivery
         return {**data, **progress, RESUME: entry.to_json(), "progress_at": time.time()}
 
-    return ledger.change(job, change)
+    if ledger.change(job, change):
+        return True
+    return False if taken else None
 
 
 def take_over(

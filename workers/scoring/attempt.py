@@ -143,10 +143,10 @@ class Attempt:
                 rejects=self.rejects,
                 checkpoints=self.checkpointer,
             )
-            if superseded():
+            cp = self.checkpointer
+            if superseded() or (cp is not None and cp.superseded):
                 self.sink.abort()
                 return Ending.SUPERSEDED, stats
-            cp = self.checkpointer
             if cp is not None and cp.taken_over:
                 self.sink.leave()
                 return Ending.TAKEN_OVER, stats

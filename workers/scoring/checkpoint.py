@@ -159,6 +159,7 @@ class Checkpointer:
         self.commits = 0
         self.broken = False
         self.taken_over = False
+        self.superseded = False
         self.last: tuple[dict[str, Any], Writer] | None = None
 
     # ------------------------------------------------- the scoring loop's side
@@ -173,7 +174,7 @@ class Checkpointer:
             self.sink.mark(lambda: self._snapshot(writer, at, stats))
 
     def stop(self) -> bool:
-        return self.taken_over or self._stop()
+        return self.taken_over or self.superseded or self._stop()
 
     def _take_sides(self, writer: Writer | None) -> Bundle:
         side = Bundle(
@@ -229,8 +230,13 @@ class Checkpointer:
             self.digest = parts_digest([part], self.digest)
             self.size += part.size
             entry = self._entry(snap, part.number)
-            if not commits.commit(self.ledger, self.job, entry, self._progress(snap)):
-                self.broken = self.taken_over = True
+            done = commits.commit(self.ledger, self.job, entry, self._progress(snap))
+            if not done:
+                self.broken = True
+                if done is None:  # the run is no longer this chain's
+                    self.superseded = True
+                    return
+                self.taken_over = True
                 log.warning(
                     "part %d is not committed: another delivery has taken this file's "
                     "upload over; this attempt stops",
@@ -281,7 +287,7 @@ class Checkpointer:
         )
         entry = self._entry(snap, len(handed.parts), held=key)
         if not commits.hand_back(self.ledger, self.job, self.staging.key, entry):
-            if not commits.commit(self.ledger, self.job, entry, self._progress(snap)):
+            if commits.commit(self.ledger, self.job, entry, self._progress(snap)) is not True:
                 return None
             commits.hand_back(self.ledger, self.job, self.staging.key, entry)
         return entry
