@@ -357,8 +357,15 @@ def test_a_step_at_its_time_limit_hands_the_file_to_a_continuation(env, monkeypa
     out, rejected = staged(env, result.result)
     assert out == want and rejected == want_rejected
     assert model.rows == ROWS - BAD  # nothing scored twice across the hand-overs
-    entry = commits.of(runtime.current().ledger.get(job.pipeline_id))
+    rec = runtime.current().ledger.get(job.pipeline_id)
+    entry = commits.of(rec)
     assert entry is not None and entry.handovers == steps - 1
+    # scorefleet status: one file, with how many steps it took
+    from scorefleet.runstatus import render, view
+
+    shown = view(str(job.source), job.pipeline_id, rec.data)
+    assert shown.continued == steps - 1 and shown.rows == ROWS - BAD
+    assert f"continued   {steps - 1} time(s)" in render(shown)
 
 
 @pytest.mark.parametrize("warm", [False, True], ids=["model per file", "warm models"])
