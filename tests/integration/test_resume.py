@@ -75,7 +75,7 @@ class Model:
         self.calls += 1
         if self.die_after is not None and self.rows >= self.die_after:
             raise Killed
-        if batch.rows > 50:  # (the bisection's small calls at full speed)
+        if batch.rows > 300:  # whole mini-batches (~500 rows); the bisection's at full speed
             time.sleep(self.delay)
         if b"BAD" in batch.as_csv(header=False):
             raise RowsRefused("cannot score a row holding BAD")
@@ -340,7 +340,7 @@ def test_a_step_at_its_time_limit_hands_the_file_to_a_continuation(env, monkeypa
         )
 
     monkeypatch.setattr(tasks.base.PipelineStep, "signature_from_request", signature_from_request)
-    model = env.use(Model(delay=0.15))  # ~36 mini-batches, 2 in flight: about 3 steps of 5 s
+    model = env.use(Model(delay=1.0))  # ~35 whole mini-batches, 2 in flight: ~17 s, 3 steps or more
     env.first = True
     message = job.to_dict()
     for steps in range(1, 10):
