@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import subprocess
 import sys
 import tempfile
@@ -109,6 +110,11 @@ def main() -> None:
     #: the score step's own seconds (the .scoreout's score-ms): no model start, no queue
     scoring: dict[str, list[float]] = {"this": [], "against": []}
     with contextlib.ExitStack() as stacks:
+        if args.against:
+            # out of any checkout: each stack's PYTHONPATH decides its workers' code
+            # (`python -m celery` puts its working directory first on sys.path)
+            os.chdir(tmp)
+            extra["PYTHONPATH"] = str(REPO)
         client = Client(stacks.enter_context(local_stack(extra_env=extra)))
         other = None
         if args.against:

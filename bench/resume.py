@@ -6,8 +6,9 @@ as a Deployment would. Also what committing costs in S3 requests, per output par
 
     python -m bench.resume [--rows 1000000] [--base main] [--kill-at 0.5]
 
-For each tree: one undisturbed run (its time T), then one run killed at
-``kill-at`` x T after the drop. Printed: rows the model scored more than once (the
+For each tree: one undisturbed run (its time T), then one run killed once about
+``kill-at`` of the rows are written (the model has scored them and the 4 mini-batches
+in flight behind them). Printed: rows the model scored more than once (the
 'hash' test model logs every row it scores), seconds lost (killed run - T; the
 local stack's 30 s visibility timeout, which SQS waits before it hands a dead
 worker's message on, is in both), and the S3 requests of the undisturbed run by
@@ -58,6 +59,7 @@ class Tree:
     path: Path
     undisturbed: Run = field(default_factory=Run)
     killed: Run = field(default_factory=Run)
+    log: str = ""
 
 
 @contextlib.contextmanager
@@ -154,15 +156,19 @@ def measure(tree: Tree, src: Path, rows: int, kill_at: float) -> None:
         time.sleep(1)
         tree.undisturbed.requests, _ = count_requests(moto_log, logged)
         tree.undisturbed.parts = tree.undisturbed.requests["part upload"]
-        # killed at kill_at of the undisturbed time
+        # killed once about kill_at of the rows are written: the model has scored them
+        # and the mini-batches in flight behind them (4 of 1 MB, the defaults)
+        in_flight = 4 * 1_000_000 * rows / src.stat().st_size
         t0 = client.drop("killed.csv", src, IMAGE)
-        time.sleep(max(0.0, kill_at * tree.undisturbed.seconds - (time.perf_counter() - t0)))
+        while rows_logged(scored, lines)[0] < kill_at * rows + in_flight:
+            time.sleep(0.01)
         worker = next(p for p in stack.procs if p.name == "worker0")
         os.killpg(worker.popen.pid, signal.SIGKILL)  # the worker we started, as a pod dies
         suffix, t1, _ = client.wait("killed.csv")
         assert suffix == ".scoreout", suffix
         tree.killed.seconds = t1 - t0
         tree.killed.rows_scored, _ = rows_logged(scored, lines)
+        tree.log = (stack.state_dir / "logs" / "worker0.log").read_text(errors="replace")
 
 
 def revision(rev: str) -> str:
@@ -179,6 +185,10 @@ def main() -> None:
     args = ap.parse_args()
     src = Path(tempfile.mkdtemp(prefix="scorefleet-resume-in-")) / "large.csv"
     write_rows(src, args.rows)
+    # the stacks' processes run `python -m celery` from this directory, whose first
+    # sys.path entry is the directory itself: out of any checkout, so that each
+    # tree's PYTHONPATH decides which code its workers run
+    os.chdir(src.parent)
     base_rev = subprocess.run(
         ["git", "rev-parse", "--short", args.base],
         cwd=REPO,
@@ -193,10 +203,13 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(
         f"input: {args.rows:,} rows, {src.stat().st_size / 1e6:.1f} MB; the worker killed "
-        f"(kill -9) at {args.kill_at:.0%} of the undisturbed time; 30 s visibility timeout"
+        f"(kill -9) once about {args.kill_at:.0%} of the rows were written; {VISIBILITY} s "
+        "visibility timeout"
     )
     head, base = trees
     for t in trees:
+        ran = "taking the file up" in t.log
+        assert ran == (t is head), f"{t.name}: its workers did not run its code"
         u, k = t.undisturbed, t.killed
         lost = k.seconds - u.seconds
         print(
