@@ -34,7 +34,7 @@ from typing import Any
 
 from scorefleet.job import Job
 from scorefleet.settings import Settings
-from scorefleet.storage.ledger import Ledger, Record, staging_prefix
+from scorefleet.storage.ledger import Ledger, Record, staging_prefix, writer_lease
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def take_over(
 ) -> Committed | None:
     """Make this delivery (``token``) the writer of ``entry``'s upload, if its writer's
     lease has still expired and nobody took it over since; the entry as taken over,
-    or None."""
+    or None. ``lease_seconds``: the visibility timeout (ledger.writer_lease)."""
     taken: list[Committed] = []
 
     def change(data: dict[str, Any]) -> dict[str, Any] | None:
@@ -144,7 +144,7 @@ def take_over(
             return None  # its writer renewed its lease meanwhile: alive after all
         mine = dataclasses.replace(now, writer=token, resumes=now.resumes + 1)
         taken.append(mine)
-        writers[entry.key] = time.time() + lease_seconds
+        writers[entry.key] = time.time() + writer_lease(lease_seconds)
         return {**data, RESUME: mine.to_json(), "writers": writers, "phase": "scoring"}
 
     return taken[-1] if ledger.change(job, change) and taken else None

@@ -132,6 +132,15 @@ def is_staging_key(settings: Settings, run_id: str, key: str) -> bool:
     return key.startswith(prefix) and bool(_STAGING_NAME.match(key[len(prefix) :]))
 
 
+def writer_lease(visibility_timeout: float) -> float:
+    """How long a scoring attempt's lease on its upload lasts from each renewal: a
+    little less than the visibility timeout, so that a dead attempt's lease is over
+    when SQS hands its message on (the redelivery then takes its committed parts up
+    at once: issue 26), and still far more than the third of it between two renewals
+    of a live attempt."""
+    return max(visibility_timeout / 2, visibility_timeout - 10)
+
+
 def held_by(rec: Record, job: Job) -> bool:
     """Is the run's claim in ``rec`` this chain's? It is when it was claimed by the
     chain's launch message (``job.claim.owner``) and, within the launch step itself,
@@ -280,13 +289,15 @@ class Ledger:
         until = time.time() + lease_seconds
         if writer is None:
             return self._update(job, {"lease_until": until}, create=False, owned=True)
-        return self._update_writers(job, writer, until, {"lease_until": until}, owned=True)
+        mine = time.time() + writer_lease(lease_seconds)
+        return self._update_writers(job, writer, mine, {"lease_until": until}, owned=True)
 
     def register_writer(self, job: Job, writer: str, lease_seconds: float) -> bool:
         """Record that a scoring attempt writes ``writer`` (its staging key), before it
-        starts the upload; expired writers are dropped. False if superseded."""
+        starts the upload; expired writers are dropped. False if superseded.
+        ``lease_seconds``: the visibility timeout (see :func:`writer_lease`)."""
         return self._update_writers(
-            job, writer, time.time() + lease_seconds, {"phase": Phase.SCORING}
+            job, writer, time.time() + writer_lease(lease_seconds), {"phase": Phase.SCORING}
         )
 
     def writers(self, pipeline_id: str) -> dict[str, float]:

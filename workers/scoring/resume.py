@@ -42,7 +42,7 @@ from scorefleet.s3uri import S3Uri
 from scorefleet.settings import ModelSpec, Settings
 from scorefleet.storage import commits, s3io
 from scorefleet.storage.commits import Committed
-from scorefleet.storage.ledger import Ledger
+from scorefleet.storage.ledger import Ledger, writer_lease
 from scorefleet.storage.multipart import Continued, list_parts, parts_digest
 from workers.scoring.checkpoint import Base, Bundle, side_key, stem
 from workers.scoring.formats import ReadLimits
@@ -144,10 +144,10 @@ def _plan(
     lease = ledger.writers(job.pipeline_id).get(entry.key, 0.0)
     left = lease - time.time()
     visibility = settings.broker.visibility_timeout
-    if 0 < left < visibility / 2:
+    if 0 < left < (writer_lease(visibility) - visibility / 3) / 2:
         # a live writer renews its lease every third of the visibility timeout, so it
-        # always has more than two thirds of it left: this one missed its beat (its
-        # worker died as SQS handed its message on, a moment before its lease ends)
+        # always has more than its lease less that third left: this one missed its
+        # beat (its worker died about when SQS handed its message on)
         raise LeaseHeld(
             f"the attempt writing {entry.key} missed its heartbeat; its lease runs out "
             f"in {left:.0f}s",
