@@ -21,7 +21,8 @@ On the wire (a step's task message and return value) a job stays the one flat JS
 object it has always been (:meth:`Job.to_dict`): the same keys with the same values,
 so messages queued by an older worker read the same (:meth:`Job.from_dict` also
 takes the older forms), and an older worker reads ours (it ignores the keys it does
-not know; the only one added is ``model_pooled``). tests/unit/test_job_wire.py holds
+not know; the ones added are ``model_pooled`` and ``model_replicas``).
+tests/unit/test_job_wire.py holds
 this against messages captured from the release before the split.
 """
 
@@ -175,6 +176,10 @@ class ModelState:
     #: nothing is left for teardown to stop: the model was released after scoring
     #: (warm mode), or none was started (a file without rows)
     released: bool = False
+    #: the numbers of the model replicas the run has (workers/backends/replicas.py);
+    #: empty: one model, replica 0, as before replicas. Like ``handle``, what the
+    #: backend answered; a step bounds it by the catalog before it acts on it
+    replicas: tuple[int, ...] = ()
 
     @property
     def start_ms(self) -> int | None:
@@ -333,6 +338,7 @@ class Job:
             "skipped": self.skipped,
             "released": m.released,
             "model_pooled": m.pooled,
+            "model_replicas": list(m.replicas),
         }
 
     @classmethod
@@ -351,6 +357,8 @@ class Job:
             values["failure"] = Failure(**values["failure"])
         if values.get("skipped") is not None:
             values["skipped"] = SkipReason(values["skipped"])
+        if isinstance(values.get("model_replicas"), list):
+            values["model_replicas"] = tuple(values["model_replicas"])
         ticket = Ticket(**_part(values, _TICKET_KEYS))
         return cls(
             ticket,
@@ -376,6 +384,7 @@ _MODEL_KEYS = {
     "handle": "handle",
     "model_pooled": "pooled",
     "released": "released",
+    "model_replicas": "replicas",
 }
 _OUTPUT_KEYS = {
     "staging_key": "staging_key",

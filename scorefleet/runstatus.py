@@ -69,6 +69,8 @@ class RunView:
     pipeline_id: str
     run_id: str | None = None
     model_image: str | None = None
+    #: the model replicas scoring the file, when several (its progress records it)
+    replicas: int | None = None
     attempts: int | None = None
     queued_at: float | None = None
     started_at: float | None = None
@@ -105,12 +107,14 @@ def view(
     rejected = _num(rec.get("rejected_rows"))
     read, total = _num(rec.get("bytes_read")), _num(rec.get("total_bytes"))
     attempts = _num(rec.get("attempts"))
+    replicas = _num(rec.get("replicas"))
     return RunView(
         uri=uri,
         state=state.value,
         pipeline_id=pipeline_id,
         run_id=str(rec["run_id"]) if rec.get("run_id") else None,
         model_image=str(rec["model_image"]) if rec.get("model_image") else None,
+        replicas=int(replicas) if replicas is not None else None,
         attempts=int(attempts) if attempts is not None else None,
         queued_at=_num(rec.get("queued_at")),
         started_at=_num(rec.get("started_at")),
@@ -179,7 +183,8 @@ def render(v: RunView, *, now: float | None = None) -> str:
             "queues it after its grace period, or queue it now:"
         )
     if v.model_image:
-        lines.append(f"model       {v.model_image}")
+        several = f" ({v.replicas} replicas)" if v.replicas and v.replicas > 1 else ""
+        lines.append(f"model       {v.model_image}{several}")
     if v.attempts:
         lines.append(f"attempts    {v.attempts}")
     for label, stamp in (

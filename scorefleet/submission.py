@@ -17,8 +17,17 @@ from scorefleet.s3uri import S3Uri
 from scorefleet.settings import CLUSTER_NAME, DNS1123_LABEL, RejectBudget, Settings
 from scorefleet.storage.s3io import S3Client, error_code, read_tags
 
-#: The tags of a file's formats and columns (read by workers.scoring.formats.options).
-DATA_TAGS = ("content_type", "output_format", "keep_columns", "model_columns", "drop_columns")
+#: The tags a worker resolves against the image's catalog entry, carried in the job's
+#: ``data_tags``: its formats and columns (workers.scoring.formats.options) and the
+#: model replicas it asks for (workers.backends.replicas).
+DATA_TAGS = (
+    "content_type",
+    "output_format",
+    "keep_columns",
+    "model_columns",
+    "drop_columns",
+    "replicas",
+)
 #: The tags the pipeline reads (read_tags maps the older names onto these).
 USED_TAGS = ("model_image", "k8s_cluster", "k8s_namespace", "max_rejected_rows", *DATA_TAGS)
 

@@ -17,6 +17,7 @@ from scorefleet.submission import validate
 from tasks.base import RNG, STEP_LOGGER, PipelineStep, Step, delivery_id
 from tasks.inputs import preflight
 from tasks.policies import lease_wait
+from workers.backends import replicas
 from workers.process import metrics
 from workers.process.heartbeat import Heartbeat
 from workers.runtime import WorkerRuntime
@@ -72,6 +73,9 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
         # an empty, header-only or binary file, a Parquet file whose footer is bad,
         # columns that are not the file's: all fail here, before any container starts
         rows = preflight(rt, j, spec)
+        plan = replicas.plan(spec, j)  # a bad replicas tag fails here too
+        if plan.count > 1 or plan.asked is not None:
+            log.info("the file gets %s", plan.describe())
         if rows == 0:
             log.info("the file has no rows: its output needs no model")
             # nothing for teardown to stop
@@ -84,10 +88,27 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
             log.info("a warm model of %s is parked: nothing to start", j.model_image)
             metrics.MODEL_START.observe(0.0)
             return replace(j, model=replace(j.model, ready_at=time.time(), pooled=True))
-        ep = rt.backend.launch(j, spec)
-        model = replace(j.model, endpoint=ep.url, handle=ep.handle, ready_at=time.time())
+        launched = replicas.start(
+            lambda i: replicas.for_replica(rt.backend.launch, i, j, spec),
+            list(range(plan.count)),
+            image=j.model_image,
+        )
+        ep = launched[0][1]
+        model = replace(
+            j.model,
+            endpoint=ep.url,
+            handle=replicas.merged_handle(launched),
+            ready_at=time.time(),
+            replicas=tuple(i for i, _ in launched) if plan.count > 1 else (),
+        )
         j = hb.advance(replace(j, model=model))
-        log.info("model %s ready at %s after %d ms", j.model_image, ep.url, j.model.start_ms)
+        log.info(
+            "model %s ready at %s after %d ms%s",
+            j.model_image,
+            ep.url,
+            j.model.start_ms,
+            f" ({len(launched)} replicas)" if len(launched) > 1 else "",
+        )
         metrics.MODEL_START.observe((j.model.start_ms or 0) / 1000)
         if rt.backend.park(j):  # warm mode, and a pool any worker takes from
             log.info("the model is parked until a score of its image claims it")

@@ -18,6 +18,10 @@ Modes:
               whatever the batching; honours --delay)
   drip        like ok, but sends its answer one byte every --delay seconds (a model
               that holds a mini-batch far longer than any one socket timeout)
+
+--only-first PATH: of several processes started with the same PATH, the first to
+create it runs its mode; every other one crashes at start (exit 4) with a log line
+naming its port (one replica of a file that fails to start).
 """
 
 from __future__ import annotations
@@ -133,7 +137,14 @@ def main() -> int:
     ap.add_argument("--mode", default="ok")
     ap.add_argument("--delay", type=float, default=0.0)
     ap.add_argument("--fails", type=int, default=0)
+    ap.add_argument("--only-first", default="")
     args = ap.parse_args()
+    if args.only_first:
+        try:
+            os.close(os.open(args.only_first, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            print(f"fatal: replica on port {args.port} lost the race for its GPU", flush=True)
+            return 4
     if args.mode == "crash":
         secret = os.environ.get("FAKEMODEL_SECRET", "")
         print(f"loading weights with password={secret or 'hunter2-secret'}", flush=True)

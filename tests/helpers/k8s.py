@@ -156,6 +156,7 @@ class Fault:
     status: int
     times: int
     when: Callable[[Recorded], bool]
+    message: str = ""
 
 
 class _Emulator(kmock.KubernetesEmulator):
@@ -174,10 +175,10 @@ class _Emulator(kmock.KubernetesEmulator):
             body=request.data if isinstance(request.data, dict) else None,
         )
         h.record(rec)
-        status = h.take_fault(rec)
+        status, message = h.take_fault(rec)
         if status:
             reason = {429: "TooManyRequests", 503: "ServiceUnavailable"}.get(status, "Injected")
-            return _status(status, reason, f"injected HTTP {status}")
+            return _status(status, reason, message or f"injected HTTP {status}")
         is_pods = request.resource == PODS
         if is_pods and request.subresource == "log" and rec.method == "GET":
             return aiohttp.web.Response(
@@ -273,20 +274,23 @@ class FakeApiServer:
         with self._lock:
             return [r for r in self._requests if r.from_worker or not worker_only]
 
-    def fail(self, status: int, when: Callable[[Recorded], bool], times: int = 1) -> None:
-        """Answer the next ``times`` requests for which ``when`` is true with ``status``."""
+    def fail(
+        self, status: int, when: Callable[[Recorded], bool], times: int = 1, message: str = ""
+    ) -> None:
+        """Answer the next ``times`` requests for which ``when`` is true with ``status``
+        (and ``message``, as the API server's Status says it)."""
         with self._lock:
-            self._faults.append(Fault(status, times, when))
+            self._faults.append(Fault(status, times, when, message))
 
-    def take_fault(self, rec: Recorded) -> int:
+    def take_fault(self, rec: Recorded) -> tuple[int, str]:
         if rec.agent == KUBELET_AGENT:
-            return 0
+            return 0, ""
         with self._lock:
             for f in self._faults:
                 if f.times > 0 and f.when(rec):
                     f.times -= 1
-                    return f.status
-        return 0
+                    return f.status, f.message
+        return 0, ""
 
     def log_text(self, namespace: str | None, name: str | None, query: dict[str, str]) -> str:
         path = self.log_dir / f"{namespace}_{name}.log"

@@ -740,3 +740,90 @@ def test_the_reaper_expires_parked_pods(cluster):
     time.sleep(1.1)
     assert job.run_id in reaper.reap(3600, lambda run: False)
     assert_gone(cluster, job.run_id)
+
+
+# ------------------------------------------------------------ replicas (issue 25)
+def test_a_runs_replicas_are_pods_of_their_own_that_teardown_and_the_reaper_find(cluster):
+    """Three replicas: three pods created and watched together, named ``<run>``,
+    ``<run>-1``, ``<run>-2``, each labelled with its run and replica; each answers at
+    its own URL; teardown deletes every one."""
+    from workers.backends import replicas
+
+    catalog = {**k8s_catalog(PORT)}
+    catalog["test/ok:1"] = {**catalog["test/ok:1"], "replicas": 3, "min_mb_per_replica": 0}
+    backend = cluster.backend(SCOREFLEET_MODEL_CATALOG=json.dumps(catalog))
+    job = new_job("test/ok:1")
+    s = spec(backend, "test/ok:1")
+    t0 = time.monotonic()
+    started = replicas.start(lambda i: backend.launch(job, s, i), [0, 1, 2], image=s.image)
+    assert time.monotonic() - t0 < 8  # together: not three launches one after another
+    names = [job.run_id, f"{job.run_id}-1", f"{job.run_id}-2"]
+    assert [ep.handle["pod"] for _, ep in started] == names
+    assert len({ep.url for _, ep in started}) == 3
+    pods = {p["metadata"]["name"]: p["metadata"]["labels"] for p in cluster.api.pods("scoring")}
+    for i, name in enumerate(names):
+        assert pods[name][RUN_LABEL] == job.run_id and pods[name]["scorefleet.io/replica"] == str(i)
+    job = replace(
+        job,
+        model=replace(job.model, handle=replicas.merged_handle(started), replicas=(0, 1, 2)),
+    )
+    for i, (_, ep) in enumerate(started):
+        assert backend.endpoint(job, i) == ep.url
+        client = sagemaker(ep.url)
+        assert invoke(client, b"a\n1\n", 1, 1).rows == 1
+        client.close()
+    assert backend.is_alive(job, 2) and "listening" in backend.logs(job, 5, 2)
+    # another worker (no memory of the launch) finds replica 1 by its name
+    other = cluster.backend(SCOREFLEET_MODEL_CATALOG=json.dumps(catalog))
+    assert other.endpoint(job, 1) == started[1][1].url
+    before = backend.calls.snapshot()
+    assert backend.teardown(job) is True
+    for name in names:
+        assert_gone(cluster, name)
+    # one delete per replica, and one list for any the job did not learn of
+    assert backend.calls.since(before) == {"delete pods": 3, "list pods": 1}
+
+
+def test_teardown_finds_the_replicas_of_a_launch_that_failed_half_way(cluster):
+    """A launch that failed after two of its replicas were made: the job the failure
+    tail carries knows none of them; teardown finds them by the run's label."""
+    catalog = {**k8s_catalog(PORT)}
+    catalog["test/ok:1"] = {**catalog["test/ok:1"], "replicas": 4}
+    backend = cluster.backend(SCOREFLEET_MODEL_CATALOG=json.dumps(catalog))
+    job = new_job("test/ok:1")
+    s = spec(backend, "test/ok:1")
+    for i in (1, 3):
+        backend.launch(job, s, i)
+    # a pod of another run of the fleet, and a stranger with the run's label: kept
+    other = new_job("test/ok:1")
+    backend.launch(other, s, 1)
+    failed = replace(job, failure=Failure(step="launch", kind="ModelError", message="x"))
+    assert backend.teardown(failed) is True
+    for name in (f"{job.run_id}-1", f"{job.run_id}-3"):
+        assert_gone(cluster, name)
+    assert f"{other.run_id}-1" in cluster.api.pod_names("scoring")
+    # the reaper finds a run's replicas by its labels, like its one pod
+    assert backend.reap(0, lambda run: False) == [other.run_id]
+    assert_gone(cluster, f"{other.run_id}-1")
+
+
+def test_a_replica_the_quota_refuses_is_dropped(cluster):
+    """The namespace's ResourceQuota refuses the third pod: the file goes on with two."""
+    from workers.backends import replicas
+
+    backend = cluster.backend()
+    job = new_job("test/ok:1")
+    s = spec(backend, "test/ok:1")
+    third = f"{job.run_id}-2"
+    cluster.api.fail(
+        403,
+        lambda rec: rec.method == "POST" and rec.concerns(third),
+        message='pods "x" is forbidden: exceeded quota: scoring-quota, requested: pods=1',
+    )
+    started = replicas.start(lambda i: backend.launch(job, s, i), [0, 1, 2], image=s.image)
+    assert [i for i, _ in started] == [0, 1]
+    assert third not in cluster.api.pod_names("scoring")
+    job = replace(job, model=replace(job.model, replicas=(0, 1)))
+    assert backend.teardown(job)
+    for name in (job.run_id, f"{job.run_id}-1"):
+        assert_gone(cluster, name)

@@ -131,6 +131,8 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("command", {"command": "serve --port 80"}, "command: expected a string with a {port}"),
     ("cwd", {"cwd": ""}, "cwd: expected the path of a directory"),
     ("launch_timeout", {"launch_timeout": -1}, "launch_timeout: expected seconds"),
+    ("replicas", {"replicas": 0}, "replicas: expected a whole number from 1 to 64"),
+    ("min_mb_per_replica", {"min_mb_per_replica": "1"}, "min_mb_per_replica: expected megabytes"),
     ("port", {"port": 0}, "port: expected a port number"),
     ("resources", {"resources": {"requests": {"cpu": "lots"}}}, "resources: requests.cpu"),
     ("node_selector", {"node_selector": {"gpu": 1}}, "node_selector: expected an object"),

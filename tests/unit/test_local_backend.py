@@ -387,7 +387,7 @@ def test_making_room_never_stops_a_parked_model_of_the_image_being_launched(tmp_
         first = b.launch(a, spec("ok"))
         assert b.teardown(a)  # parked
         # c looked at the pool before a's model got there
-        monkeypatch.setattr(b.warm, "claim_or_wait", lambda j, s, room: None)
+        monkeypatch.setattr(b.warm, "claim_or_wait", lambda j, s, room, replica=0: None)
         second = b.launch(c, spec("ok"))
         assert second.handle["pid"] == first.handle["pid"] and second.warm
     finally:

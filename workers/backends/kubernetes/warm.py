@@ -22,6 +22,7 @@ from workers.backends.kubernetes.api import Cluster, translated
 from workers.backends.kubernetes.manifest import (
     PARKED_ANNOTATION,
     PIPELINE_LABEL,
+    REPLICA_LABEL,
     RUN_ANNOTATION,
     RUN_LABEL,
     SOURCE_ANNOTATION,
@@ -66,9 +67,11 @@ class WarmPool:
         *,
         cluster_of: Callable[[str], Cluster],
         delete: Delete,
+        replica: int = 0,
     ) -> Endpoint | None:
         """A parked pod of ``spec``'s image that still answers, relabelled as this
-        run's; None if there is none."""
+        run's ``replica`` (each parked pod is one replica: a run of several takes one
+        per replica); None if there is none."""
         self.expire(cluster_of=cluster_of, delete=delete)
         key = (cluster.name, ns, spec.image)
         while True:
@@ -90,6 +93,7 @@ class WarmPool:
                                 WARM_LABEL: None,
                                 RUN_LABEL: label_value(job.run_id),
                                 PIPELINE_LABEL: label_value(job.pipeline_id),
+                                REPLICA_LABEL: str(replica),
                             },
                             "annotations": {
                                 PARKED_ANNOTATION: None,
@@ -100,7 +104,8 @@ class WarmPool:
                     },
                 )
             log.info("reusing warm pod %s/%s for this file", ns, parked.name)
-            return Endpoint(url=parked.url, handle=dict(parked.handle), warm=True)
+            handle = {**parked.handle, **({"replica": replica} if replica else {})}
+            return Endpoint(url=parked.url, handle=handle, warm=True)
 
     def park(self, job: Job, cluster: Cluster, ns: str, name: str, url: str) -> bool:
         """Keep this run's healthy pod ``name`` (answering at ``url``) for this

@@ -92,16 +92,16 @@ class LocalBackend:
         self.capacity = Capacity(self.runs, self.warm, max_live)
 
     # ------------------------------------------------------------------ launch
-    def launch(self, job: Job, spec: ModelSpec) -> Endpoint:
+    def launch(self, job: Job, spec: ModelSpec, replica: int = 0) -> Endpoint:
         runs = self.runs
         runs.reap_children()
-        earlier = runs.record(job.run_id)
+        earlier = runs.record(job.run_id, replica)
         running = runs.process(earlier)
         if earlier and running:
             log.info("adopting the model process %s of this run", earlier["pid"])
-            return self._wait_ready(job, earlier, running)
+            return self._wait_ready(job, earlier, running, replica)
         if earlier:
-            runs.remove(job.run_id)  # a dead one from an earlier attempt
+            runs.remove(job.run_id, replica)  # a dead one from an earlier attempt
         command = command_of(spec)
         if not command:
             raise ModelError(
@@ -113,14 +113,14 @@ class LocalBackend:
             )
         if self.warm.enabled:
             self.warm.expire()
-            warm = self.warm.claim_or_wait(job, spec, self.capacity.room)
+            warm = self.warm.claim_or_wait(job, spec, self.capacity.room, replica)
             if warm is not None:
                 return warm
-        run_dir = runs.dir(job.run_id)
+        run_dir = runs.dir(job.run_id, replica)
         with self.capacity.lock():  # count and reserve a slot in one go
             if not self.capacity.make_room(spec.image):
                 # a model of this image parked since the look above: take it
-                warm = self.warm.claim(job, spec)
+                warm = self.warm.claim(job, spec, replica)
                 if warm is not None:
                     return warm
                 raise self.capacity.full()
@@ -140,6 +140,7 @@ class LocalBackend:
             "source": str(job.source),
             "launch_timeout": float(spec.extra.get("launch_timeout", self.launch_timeout)),
             "home": home.name,
+            "replica": replica,
         }
         write_record(run_dir, rec)  # a worker killed from here on leaves its HOME found
         try:
@@ -156,10 +157,13 @@ class LocalBackend:
         except OSError as exc:
             runs.remove_home(rec)
             raise ModelError(f"could not start the model command {argv[0]!r}: {exc}") from exc
-        log.info("started model %s as pid %d on port %d", spec.image, popen.pid, port)
-        return self._wait_ready(job, rec, proc)
+        which = f" (replica {replica})" if replica else ""
+        log.info("started model %s%s as pid %d on port %d", spec.image, which, popen.pid, port)
+        return self._wait_ready(job, rec, proc, replica)
 
-    def _wait_ready(self, job: Job, rec: dict[str, Any], proc: psutil.Process) -> Endpoint:
+    def _wait_ready(
+        self, job: Job, rec: dict[str, Any], proc: psutil.Process, replica: int
+    ) -> Endpoint:
         url = f"http://{HOST}:{rec['port']}"
         spec = spec_of(rec)
         readiness = protocol_for(spec.protocol).describe_readiness(spec)
@@ -170,35 +174,39 @@ class LocalBackend:
             if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
                 rc = self.runs.exit_code(int(rec["pid"]))
                 message = f"the model exited{describe_exit(rc)} before it answered {readiness}"
-                logs = self.logs(job, self.log_lines)
+                logs = self.logs(job, self.log_lines, replica)
                 if rc is not None and -rc in KILLED_FROM_OUTSIDE:
                     # killed by someone else (an operator, a node going away): a new
                     # launch may well work; retried, and an .error after the last try
                     raise ModelUnavailable(message, model_logs=logs)
                 raise ModelError(message, model_logs=logs)
             if probe(url, spec, timeout=1.0):
-                return Endpoint(url=url, handle={"pid": rec["pid"], "port": rec["port"]})
+                handle = {"pid": rec["pid"], "port": rec["port"]}
+                return Endpoint(
+                    url=url, handle={**handle, **({"replica": replica} if replica else {})}
+                )
             if time.monotonic() > deadline:
                 raise ModelError(
                     f"the model did not answer {readiness} within {limit:g}s",
-                    model_logs=self.logs(job, self.log_lines),
+                    model_logs=self.logs(job, self.log_lines, replica),
                 )
             time.sleep(delay)
             delay = min(delay * 1.5, 0.05)
 
     # --------------------------------------------------------------- queries
-    def endpoint(self, job: Job) -> str | None:
-        """From the run's own record (the port this backend picked), if its process runs."""
-        rec = self.runs.record(job.run_id)
+    def endpoint(self, job: Job, replica: int = 0) -> str | None:
+        """From the record of the run's replica (the port this backend picked), if its
+        process runs."""
+        rec = self.runs.record(job.run_id, replica)
         if rec is None or self.runs.process(rec) is None:
             return None
         return f"http://{HOST}:{int(rec['port'])}"
 
-    def is_alive(self, job: Job) -> bool:
-        return self.runs.process(self.runs.record(job.run_id)) is not None
+    def is_alive(self, job: Job, replica: int = 0) -> bool:
+        return self.runs.process(self.runs.record(job.run_id, replica)) is not None
 
-    def logs(self, job: Job, lines: int) -> str:
-        return tail(self.runs.dir(job.run_id) / "model.log", lines)
+    def logs(self, job: Job, lines: int, replica: int = 0) -> str:
+        return tail(self.runs.dir(job.run_id, replica) / "model.log", lines)
 
     def has_room(self, spec: ModelSpec) -> bool:
         """Could a launch of this image go ahead now (a free slot, or a warm model of
@@ -212,11 +220,13 @@ class LocalBackend:
         return self.warm.parked(spec.image)
 
     def park(self, job: Job) -> bool:
-        """Warm mode: the run's ready model into the pool now (the launch step's
-        hand-over; the score step claims a model of the image from the pool)."""
+        """Warm mode: the run's ready models into the pool now, each replica a
+        parked model of its own (the launch step's hand-over; the score step claims
+        models of the image from the pool). True when every one was parked."""
         if not self.warm.enabled:
             return False
-        return self.warm.park(job)
+        parked = [self.warm.park(job, i) for i in self.runs.replicas(job.run_id)]
+        return bool(parked) and all(parked)
 
     def release(self, job: Job) -> bool:
         """Warm mode: park the run's model for the next file of its image now (or
@@ -228,11 +238,18 @@ class LocalBackend:
 
     # -------------------------------------------------------------- teardown
     def teardown(self, job: Job) -> bool:
-        """Stop the run's model, or park it (warm mode, after a success)."""
-        if self.warm.enabled and job.failure is None and not job.skipped and self.warm.park(job):
+        """Stop the run's models (every replica it has here), or park them (warm
+        mode, after a success)."""
+        done = False
+        keep = self.warm.enabled and job.failure is None and not job.skipped
+        for replica in self.runs.replicas(job.run_id):
+            if keep and self.warm.park(job, replica):
+                done = True
+                continue
+            done = self.runs.remove(job.run_id, replica) or done
+        if keep:
             self.warm.expire()
-            return True
-        return self.runs.remove(job.run_id)
+        return done
 
     def reap(self, max_age: float, is_finished: Callable[[str], bool]) -> list[str]:
         return reaper.reap(self.runs, self.warm, max_age, is_finished)

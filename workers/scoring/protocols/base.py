@@ -165,6 +165,12 @@ class ModelProtocol(ABC):
                 return False
         return True
 
+    @property
+    def max_in_flight(self) -> int:
+        """Mini-batches this model may have in flight (``limits.pool_size``:
+        SCOREFLEET_MAX_IN_FLIGHT): what the scoring loop keeps in flight for it."""
+        return self.limits.pool_size
+
     @abstractmethod
     def score(self, batch: Batch) -> Scores:
         """Score one mini-batch: exactly ``batch.rows`` rows back, in order. Raises
