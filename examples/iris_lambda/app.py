@@ -2,8 +2,9 @@
 
 ``CMD ["app.handler"]`` in an image ``FROM public.ecr.aws/lambda/python``; behind
 API Gateway, or the Runtime Interface Emulator on port 8080 outside Lambda. On the
-local stack: ``{python} -m workers.localstack.lambda_rie app.handler --path examples/iris_lambda
---port {port}`` (docs/models.md).
+local stack it runs as in the image, under ``awslambdaric`` behind scorefleet's
+stand-in for the emulator: ``{python} -m workers.localstack.lambda_emulator app.handler
+--path examples/iris_lambda --port {port}`` (docs/models.md).
 
 The event's ``body`` (an object, or a JSON string as API Gateway sends it) holds the
 four iris features; a missing or empty feature is imputed (the pipeline's median
