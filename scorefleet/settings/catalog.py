@@ -174,3 +174,37 @@ def check_model_env(obj: Any) -> dict[str, Any]:
             "the worker's credentials and settings; give the model its own under other names)"
         )
     return obj
+
+
+#: The keys of SCOREFLEET_LOCAL_MODEL_AWS (what a local model whose catalog entry says
+#: ``local_aws`` gets as its AWS_* variables).
+MODEL_AWS_KEYS = {
+    "endpoint_url": "AWS_ENDPOINT_URL",
+    "region": "AWS_REGION",
+    "access_key_id": "AWS_ACCESS_KEY_ID",
+    "secret_access_key": "AWS_SECRET_ACCESS_KEY",
+}
+
+
+def parse_model_aws(value: str) -> dict[str, str]:
+    """SCOREFLEET_LOCAL_MODEL_AWS: the AWS endpoint, region and credentials of the
+    models themselves on a machine without IAM roles for them (the local stack). JSON
+    or a file; every key of :data:`MODEL_AWS_KEYS`, each a non-empty string."""
+    if not value:
+        return {}
+    data = json_or_file(value)
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object")
+    unknown = sorted(set(data) - set(MODEL_AWS_KEYS))
+    missing = sorted(set(MODEL_AWS_KEYS) - set(data))
+    if unknown or missing:
+        raise ValueError(
+            f"expected the keys {', '.join(MODEL_AWS_KEYS)}"
+            + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+        )
+    if not all(isinstance(v, str) and v.strip() for v in data.values()):
+        raise ValueError("every value must be a non-empty string")
+    if not data["endpoint_url"].startswith(("http://", "https://")):
+        raise ValueError("endpoint_url must be an http:// or https:// URL")
+    return {str(k): str(v) for k, v in data.items()}

@@ -118,6 +118,14 @@ def test_catalog() -> dict[str, Any]:
         }
     )
     catalog.update(protocol_catalog())  # tests/e2e/test_e2e_protocols.py
+    # a Lambda handler that loads its model from S3 at init, with the models' own
+    # credentials and endpoint (tests/e2e/test_model_artifacts_e2e.py)
+    lambda_iris = catalog["scorefleet-examples/iris-lambda:1"]
+    catalog["test/iris-lambda-s3:1"] = {
+        **lambda_iris,
+        "env": {"MODEL_S3_URI": f"s3://{BUCKET}/models/iris/model.joblib"},
+        "local_aws": True,
+    }
     return catalog
 
 

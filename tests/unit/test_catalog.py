@@ -132,6 +132,7 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("cwd", {"cwd": ""}, "cwd: expected the path of a directory"),
     ("launch_timeout", {"launch_timeout": -1}, "launch_timeout: expected seconds"),
     ("replicas", {"replicas": 0}, "replicas: expected a whole number from 1 to 64"),
+    ("local_aws", {"local_aws": "yes"}, "local_aws: expected true or false"),
     ("min_mb_per_replica", {"min_mb_per_replica": "1"}, "min_mb_per_replica: expected megabytes"),
     ("port", {"port": 0}, "port: expected a port number"),
     ("resources", {"resources": {"requests": {"cpu": "lots"}}}, "resources: requests.cpu"),

@@ -44,6 +44,7 @@ from workers.localstack.aws import (
     DLQ,
     EVENTS_QUEUE,
     MAX_RECEIVE_COUNT,
+    MODEL_CREDENTIALS,
     QUEUE,
     Bridge,
     emulator_client,
@@ -120,6 +121,11 @@ def stack_env(
         # a worker gets a metrics port of its own (LocalStack.start_worker); the other
         # processes, and a shell that sources stack.env, serve none
         "SCOREFLEET_METRICS_PORT": "0",
+        # what a model whose catalog entry says local_aws gets: the emulator, and a
+        # credential of the models' own, never the worker's (docs/models.md)
+        "SCOREFLEET_LOCAL_MODEL_AWS": json.dumps(
+            {"endpoint_url": endpoint, "region": CREDENTIALS["AWS_REGION"], **MODEL_CREDENTIALS}
+        ),
         **MALLOC_ENV,
     }
     env.update(extra or {})

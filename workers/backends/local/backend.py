@@ -41,7 +41,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +84,11 @@ class LocalBackend:
         warm_idle: float = 0.0,
         warm_max: int = 4,
         max_live: int = 0,
+        model_aws: Mapping[str, str] | None = None,
     ) -> None:
         self.launch_timeout = launch_timeout
+        #: SCOREFLEET_LOCAL_MODEL_AWS: the models' own AWS access (catalog local_aws)
+        self.model_aws = dict(model_aws or {})
         self.log_lines = log_lines
         self.runs = Runs(state_dir)
         self.warm = WarmPool(self.runs, warm_idle, warm_max)
@@ -111,6 +114,7 @@ class LocalBackend:
                 '"<command that serves the model> --port {port}"}}, or tag the file with an '
                 "image the catalog lists"
             )
+        model_aws = self._model_aws(spec)  # before anything is made for the model
         if self.warm.enabled:
             self.warm.expire()
             warm = self.warm.claim_or_wait(job, spec, self.capacity.room, replica)
@@ -128,7 +132,7 @@ class LocalBackend:
         port = free_port()
         argv = shlex.split(command.format(port=port, python=sys.executable, host=HOST))
         home = runs.new_home(job.run_id)
-        env = model_environment(os.environ, spec.extra.get("env") or {}, home)
+        env = model_environment(os.environ, spec.extra.get("env") or {}, home, model_aws)
         cwd = spec.extra.get("cwd") or None
         rec = {
             "port": port,
@@ -160,6 +164,18 @@ class LocalBackend:
         which = f" (replica {replica})" if replica else ""
         log.info("started model %s%s as pid %d on port %d", spec.image, which, popen.pid, port)
         return self._wait_ready(job, rec, proc, replica)
+
+    def _model_aws(self, spec: ModelSpec) -> Mapping[str, str] | None:
+        """The models' own AWS access, for an entry that says ``local_aws``."""
+        if not spec.extra.get("local_aws"):
+            return None
+        if not self.model_aws:
+            raise ModelError(
+                f"the catalog entry of {spec.image!r} says local_aws, but the worker has no "
+                "SCOREFLEET_LOCAL_MODEL_AWS (the AWS endpoint and credentials of the models "
+                "themselves; `scorefleet up` sets it for its emulator)"
+            )
+        return self.model_aws
 
     def _wait_ready(
         self, job: Job, rec: dict[str, Any], proc: psutil.Process, replica: int
