@@ -210,9 +210,11 @@ class LocalStack:
         self.urls = provision(
             self.endpoint, int(self.extra_env.get("SCOREFLEET_VISIBILITY_TIMEOUT", "600"))
         )
-        # one machine: at most one model per file slot, so a burst of files is
-        # scored a few at a time instead of starting every model at once
-        limit = {"SCOREFLEET_MAX_LIVE_MODELS": str(self.workers * self.concurrency)}
+        # one machine: at most one model (with its replicas) per file slot, so a burst
+        # of files is scored a few at a time instead of starting every model at once
+        replicas = [e.get("replicas") for e in (self.catalog or {}).values()]
+        most = max([r for r in replicas if isinstance(r, int) and r > 1] or [1])
+        limit = {"SCOREFLEET_MAX_LIVE_MODELS": str(self.workers * self.concurrency * most)}
         self.env = stack_env(
             self.endpoint,
             self.state_dir,
