@@ -103,7 +103,7 @@ def requests_for(spec: ModelSpec, url: str, bs: list[Batch]) -> list[Callable[[A
     proto = open_protocol(url, spec, CallLimits())
     calls: list[Callable[[Any], None]] = []
     try:
-        if spec.protocol == "sagemaker":
+        if spec.protocol in ("", "sagemaker"):
             for b in bs:
                 body = b.as_csv(header=True)
                 calls.append(lambda pool, body=body: _post(pool, "/invocations", body, "text/csv"))

@@ -29,7 +29,6 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -94,7 +93,7 @@ def _text_columns(batch: Batch) -> list[pa.ChunkedArray]:
     try:
         table = pacsv.read_csv(
             io.BytesIO(data),
-            read_options=pacsv.ReadOptions(column_names=names),
+            read_options=pacsv.ReadOptions(column_names=names, use_threads=False),
             parse_options=pacsv.ParseOptions(quote_char=False, ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(
                 column_types=dict.fromkeys(names, pa.string()),
@@ -117,12 +116,19 @@ def _typed(text: pa.ChunkedArray) -> Column:
     present = pc.not_equal(text, "")
     nulls = pc.all(present).as_py() is False
     cells = pc.if_else(present, text, pa.scalar(None, pa.string()))
-    if _all_match(cells, FAST_INT):
+    # the reference's integer rule holds when int() reads every cell: a cell with
+    # another character than digits and '-' decides at once (the first one: if int()
+    # reads it, `` 7`` or ``+5``, only the reference can say); without one, pyarrow's
+    # cast reads exactly -?[0-9]+, as int() does
+    odd = pc.filter(cells, pc.match_substring_regex(cells, "[^0-9-]"))
+    if len(odd) == 0:
         try:
             return Column("int", cells.cast(pa.int64()).to_pylist(), nulls)
         except pa.ArrowInvalid:
-            raise Fallback("an integer beyond 64 bits") from None
-    _refuses(cells, FAST_INT, int)
+            raise Fallback("an integer beyond 64 bits, or a lone '-'") from None
+    first = odd[0].as_py()
+    if _int_reads(first):
+        raise Fallback(f"{first!r}: Python's int() reads it")
     if _all_match(cells, FAST_FLOAT):
         numbers = cells.cast(pa.float64())
         if pc.all(pc.is_finite(numbers)).as_py() is not False:
@@ -130,6 +136,14 @@ def _typed(text: pa.ChunkedArray) -> Column:
         return Column("text", cells.to_pylist(), nulls)  # 1e400: not a JSON number
     _refuses(cells, FAST_FLOAT, float)
     return Column("text", cells.to_pylist(), nulls)
+
+
+def _int_reads(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _all_match(cells: pa.ChunkedArray, pattern: str) -> bool:
@@ -185,8 +199,12 @@ def flat(columns: Sequence[list[Any]]) -> list[Any]:
 
 
 # --------------------------------------------------------------- from JSON
-#: 19 digits in a row: maybe an integer beyond 64 bits, which orjson reads as a float
-_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+#: digits as 1, anything else 0: 19 digits in a row (maybe an integer beyond 64 bits,
+#: which orjson reads as a float) are then a substring search, at memory speed
+_DIGITS = bytes(1 if chr(b).isdigit() and b < 128 else 0 for b in range(256)).translate(
+    bytes.maketrans(b"\x00\x01", b"01")
+)
+_LONG_NUMBER = b"1" * 19
 
 
 def loads(body: bytes) -> Any:
@@ -194,7 +212,7 @@ def loads(body: bytes) -> Any:
     for what orjson refuses (``NaN``, ``1e400``) or would read otherwise (an integer
     beyond 64 bits, which orjson makes a float), which then says whether it is JSON
     at all."""
-    if _LONG_NUMBER.search(body) is None:
+    if _LONG_NUMBER not in body.translate(_DIGITS):
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
