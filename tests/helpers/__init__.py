@@ -104,6 +104,8 @@ def test_catalog() -> dict[str, Any]:
             "test/never-ready:1": {**fake("never-ready"), "launch_timeout": 4},
             "test/slow:1": fake("slow", "--delay", "0.5"),
             "test/hash:1": fake("hash"),
+            # three replicas for every file (issue 25: tests/e2e/test_e2e_kubernetes.py)
+            "test/hash-replicas:1": {**fake("hash"), "replicas": 3, "min_mb_per_replica": 0},
             # formats and columns from the catalog (tests/e2e/test_formats_e2e.py)
             "test/hash-keep:1": {
                 **fake("hash"),

@@ -12,6 +12,7 @@ from typing import Any
 
 import psutil
 import pytest
+from prometheus_client import REGISTRY
 
 import tasks.base
 import tasks.score
@@ -89,8 +90,10 @@ def test_a_file_is_scored_by_its_replicas_in_input_order(rt, bucket, caplog):
     assert replica_dirs(rt, run_id) == [run_id, f"{run_id}.1", f"{run_id}.2"]
     pids = {rt.backend.runs.record(run_id, i)["pid"] for i in range(3)}
     assert len(pids) == 3
+    before = REGISTRY.get_sample_value("scorefleet_model_replicas_sum") or 0.0
     job = run(score, job)
     assert "scoring with 3 model replicas" in caplog.text
+    assert REGISTRY.get_sample_value("scorefleet_model_replicas_sum") == before + 3
     # every replica got mini-batches; between them, every one (and a header each)
     counts = [posts(rt, run_id, i) for i in range(3)]
     assert all(counts) and sum(counts) >= 7, counts

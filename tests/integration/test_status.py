@@ -127,6 +127,32 @@ def test_the_record_through_a_run(settings, s3, bucket):
     assert v.finished_at and v.started_at and v.queued_at
 
 
+def test_status_shows_the_replicas_a_file_is_scored_with(settings, s3, bucket):
+    """Issue 25: the score step's progress records its model replicas (when several),
+    and ``scorefleet status`` shows them beside the image."""
+    job = make_job(bucket=bucket, key="in/r.csv")
+    ledger = Ledger(settings, s3)
+    ledger.claim(job, "owner-1", 60)
+    job = job.claimed("owner-1")
+    clock = [0.0]
+    progress = RunProgress(
+        ledger, job, 10, read=lambda: 5, every=5, clock=lambda: clock[0], replicas=4
+    )
+
+    class Stats:
+        rows = 7
+
+    clock[0] = 2.0
+    progress.update(Stats)
+    rec = ledger.get(job.pipeline_id).data
+    assert rec["replicas"] == 4
+    text = render(view("s3://b/in/r.csv", job.pipeline_id, {**rec, "model_image": "i:1"}))
+    assert "model       i:1 (4 replicas)" in text
+    single = RunProgress(ledger, job, 10, read=lambda: 5, every=5, clock=lambda: clock[0])
+    assert single.replicas == 1
+    assert "(1 replicas)" not in render(view("s3://b/x", "p", {"model_image": "i:1"}))
+
+
 def test_a_file_scored_within_a_second_writes_no_progress(settings, s3, bucket):
     """Issue 17: a small file's record goes from its claim straight to its outcome;
     the progress and publishing writes (a GET and a PUT each) are for longer files."""
