@@ -73,6 +73,7 @@ MODULES = (
     "scorefleet.settings.catalog",
     "scorefleet.settings.declare",
     "scorefleet.settings.kubernetes",
+    "scorefleet.settings.local",
     "scorefleet.settings.sections",
     "scorefleet.storage",
     "scorefleet.storage.errordoc",

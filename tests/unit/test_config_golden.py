@@ -183,6 +183,7 @@ ADDED_SINCE = (
     "MAX_ROW_GROUP_MB",
     "EVENT_FLUSH_SECONDS",
     "LOCAL_MODEL_AWS",
+    "REQUIRE_IMAGE_DIGEST",
 )
 #: ... and the Settings fields they fill (``scorefleet config`` prints the fields)
 ADDED_FIELDS = (
@@ -197,6 +198,7 @@ ADDED_FIELDS = (
     "max_row_group_bytes",
     "event_flush_seconds",
     "local_model_aws",
+    "require_image_digest",
 )
 
 

@@ -12,8 +12,9 @@ from typing import Any
 
 from scorefleet.job import Job
 from scorefleet.settings import DNS1123_LABEL, ModelSpec, Settings
-from workers.backends.kubernetes.api import CONTAINER
+from workers.backends.kubernetes.api import CONTAINER, ClusterConfigError
 from workers.backends.kubernetes.config import port_of
+from workers.backends.kubernetes.podsecurity import restricted_violations
 from workers.scoring.protocols import HttpCheck, Readiness, protocol_for
 
 log = logging.getLogger("workers.backends.kubernetes")
@@ -85,7 +86,9 @@ def pod_manifest(
     job: Job, spec: ModelSpec, settings: Settings, *, fleet: str, worker: str, replica: int = 0
 ) -> dict[str, Any]:
     """The pod of one run's ``replica``. Catalog entry keys override the
-    SCOREFLEET_K8S_* defaults."""
+    SCOREFLEET_K8S_* defaults. Every pod the backend creates is made here, and one that
+    would fail the restricted Pod Security Standard (a bug here) is refused, whatever
+    its namespace admits."""
     extra = spec.extra
     port = port_of(spec)
     container: dict[str, Any] = {
@@ -142,7 +145,7 @@ def pod_manifest(
     }
     if job.version_id:
         annotations["scorefleet.io/source-version"] = job.version_id
-    return {
+    pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -162,6 +165,13 @@ def pod_manifest(
         },
         "spec": pod_spec,
     }
+    refused = restricted_violations(pod)
+    if refused:
+        raise ClusterConfigError(
+            f"the pod of {spec.image} would fail the restricted Pod Security Standard "
+            f"({'; '.join(refused)}); not creating it"
+        )
+    return pod
 
 
 def pod_url(ip: str, port: int) -> str:
