@@ -12,7 +12,9 @@ the score step has parked the model already, or a file without rows started none
 Every step carries a short ``argsrepr``/``kwargsrepr`` (what Celery events, and so
 Flower, show instead of the whole job): the file's S3 URI, and the image, cluster,
 namespace and run id as a dict, so that Flower's task list reads one line per step
-per file and can be searched by file name or ``kwargs:model_image=...``.
+per file and can be searched by file name or ``kwargs:model_image=...``; a file
+scored by several model replicas shows how many (``model_replicas``) from its score
+step on.
 """
 
 from __future__ import annotations
@@ -28,12 +30,16 @@ from scorefleet.job import STEPS, Job, task_id
 def describe_job(job: Job | dict[str, Any]) -> dict[str, str]:
     """``argsrepr``/``kwargsrepr`` of a step of ``job``."""
     d = job.to_dict() if isinstance(job, Job) else job
-    shown = {
+    shown: dict[str, Any] = {
         "model_image": d.get("model_image"),
         "k8s_cluster": d.get("k8s_cluster"),
         "k8s_namespace": d.get("k8s_namespace"),
         "run_id": d.get("run_id"),
     }
+    replicas = d.get("model_replicas")
+    if isinstance(replicas, list) and len(replicas) > 1:
+        # the model replicas the launch started (issue 25): on the score step's line on
+        shown["model_replicas"] = str(len(replicas))
     return {"argsrepr": f"s3://{d.get('bucket')}/{d.get('key')}", "kwargsrepr": repr(shown)}
 
 

@@ -221,3 +221,14 @@ def test_a_model_error_is_not_sent_elsewhere_and_names_its_replica():
     assert err.value.model_logs == "(model replica 0)\nTraceback: bad value"
     with_replica_logs(err.value, logs, 7)  # logs already there: not read again
     assert len(asked) == 1
+
+
+def test_flower_shows_how_many_replicas_score_a_file():
+    """The steps' short kwargs (Flower's task list): the replicas, once the launch
+    started several; nothing new for a file of one model."""
+    from scorefleet.chain import describe_step
+
+    one = make_job().to_dict()
+    assert "model_replicas" not in describe_step("tasks.score", one)["kwargsrepr"]
+    three = {**one, "model_replicas": [0, 1, 2]}
+    assert "'model_replicas': '3'" in describe_step("tasks.score", three)["kwargsrepr"]
