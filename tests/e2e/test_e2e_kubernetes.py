@@ -261,8 +261,11 @@ def test_a_file_with_replicas_gets_a_pod_for_each(kstack, kout, dropped):
     for name in names:
         wait_for(lambda name=name: name not in api.pod_names(), 30, f"deletion of {name}")
         node.wait_gone(name)
-        calls = step_calls(kstack, name)
+        # created and watched once each; deleted by teardown (and maybe by the beat's
+        # reaper too, which deletes a finished run's pods, every 10 s here)
+        calls = calls_for(api, name)
         assert calls["create pods"] == 1 and calls["watch pods"] == 1, calls
+        assert calls["delete pods"] >= 1, calls
 
 
 def test_beat_reaper_deletes_a_pod_a_dead_worker_left(kstack, dropped):

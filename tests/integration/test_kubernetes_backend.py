@@ -744,6 +744,11 @@ def test_the_reaper_expires_parked_pods(cluster):
 
 
 # ------------------------------------------------------------ replicas (issue 25)
+#: several model processes start at once on the fake kubelet: more than the 2 s the
+#: single-pod tests give one
+SLOW_START = "15"
+
+
 def test_a_runs_replicas_are_pods_of_their_own_that_teardown_and_the_reaper_find(cluster):
     """Three replicas: three pods created and watched together, named ``<run>``,
     ``<run>-1``, ``<run>-2``, each labelled with its run and replica; each answers at
@@ -752,7 +757,9 @@ def test_a_runs_replicas_are_pods_of_their_own_that_teardown_and_the_reaper_find
 
     catalog = {**k8s_catalog(PORT)}
     catalog["test/ok:1"] = {**catalog["test/ok:1"], "replicas": 3, "min_mb_per_replica": 0}
-    backend = cluster.backend(SCOREFLEET_MODEL_CATALOG=json.dumps(catalog))
+    backend = cluster.backend(
+        SCOREFLEET_MODEL_CATALOG=json.dumps(catalog), SCOREFLEET_LAUNCH_TIMEOUT=SLOW_START
+    )
     job = new_job("test/ok:1")
     s = spec(backend, "test/ok:1")
     t0 = time.monotonic()
@@ -790,7 +797,9 @@ def test_teardown_finds_the_replicas_of_a_launch_that_failed_half_way(cluster):
     tail carries knows none of them; teardown finds them by the run's label."""
     catalog = {**k8s_catalog(PORT)}
     catalog["test/ok:1"] = {**catalog["test/ok:1"], "replicas": 4}
-    backend = cluster.backend(SCOREFLEET_MODEL_CATALOG=json.dumps(catalog))
+    backend = cluster.backend(
+        SCOREFLEET_MODEL_CATALOG=json.dumps(catalog), SCOREFLEET_LAUNCH_TIMEOUT=SLOW_START
+    )
     job = new_job("test/ok:1")
     s = spec(backend, "test/ok:1")
     for i in (1, 3):
@@ -812,7 +821,7 @@ def test_a_replica_the_quota_refuses_is_dropped(cluster):
     """The namespace's ResourceQuota refuses the third pod: the file goes on with two."""
     from workers.backends import replicas
 
-    backend = cluster.backend()
+    backend = cluster.backend(SCOREFLEET_LAUNCH_TIMEOUT=SLOW_START)
     job = new_job("test/ok:1")
     s = spec(backend, "test/ok:1")
     third = f"{job.run_id}-2"

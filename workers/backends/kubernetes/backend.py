@@ -408,6 +408,7 @@ class KubernetesBackend:
             if (
                 name
                 and name not in seen
+                and not meta.get("deletionTimestamp")  # already going
                 and labels.get(FLEET_LABEL) == self.fleet
                 and labels.get(RUN_LABEL) == label_value(job.run_id)
                 and labels.get(WARM_LABEL) != "idle"
@@ -465,6 +466,8 @@ class KubernetesBackend:
             run_id = notes.get(RUN_ANNOTATION) or labels.get(RUN_LABEL)
             if labels.get(FLEET_LABEL) != self.fleet or not run_id or not meta.get("name"):
                 continue  # not ours, whatever the server's selector said
+            if meta.get("deletionTimestamp"):
+                continue  # already being deleted (by teardown, or an earlier pass)
             created = created_at(pod)
             try:
                 if labels.get(WARM_LABEL) == "idle":  # parked: expires after the idle limit
