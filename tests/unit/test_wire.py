@@ -20,7 +20,7 @@ from workers.scoring.batches import Batch
 from workers.scoring.protocols import CallLimits, open_protocol, wire
 from workers.scoring.protocols.aws_lambda import wrap
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def same(a: Any, b: Any) -> bool:
