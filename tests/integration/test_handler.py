@@ -80,7 +80,11 @@ def test_disallowed_image_gets_error_file_and_nothing_is_enqueued(
         Bucket=bucket, Key="in/x.csv", Body=b"a\n1\n", Tagging="model_image=evil%2Fminer%3A1"
     )
     result = lam.handle(s3_event(bucket, "in/x.csv"), rt)
-    assert result["rejected"] == 1 and sent_tasks(moto_endpoint, env["SCOREFLEET_QUEUE"]) == []
+    assert result["rejected"] == 1
+    # no chain: only the notice that shows the refusal in Flower (issue 28)
+    ((name, task_id, args, chain),) = sent_tasks(moto_endpoint, env["SCOREFLEET_QUEUE"])
+    assert (name, chain) == ("tasks.refused", []) and task_id.endswith("-refused")
+    assert args[0] == f"s3://{bucket}/in/x.csv" and "not allowed" in args[2]
     text = s3.get_object(Bucket=bucket, Key="out/x.csv.error")["Body"].read().decode()
     assert "evil/miner:1" in text and "not allowed" in text and "tasks.rescore" in text
 

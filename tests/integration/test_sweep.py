@@ -53,8 +53,11 @@ def sweep(settings, s3, app, **limits):
 
 
 def queued_keys(moto_endpoint, settings):
+    """The keys whose chain was sent (not the refusals shown in Flower: tasks.refused)."""
     return sorted(
-        args[0]["key"] for _n, _id, args, _chain in sent_tasks(moto_endpoint, settings.broker.queue)
+        args[0]["key"]
+        for name, _id, args, _chain in sent_tasks(moto_endpoint, settings.broker.queue)
+        if name == "tasks.launch"
     )
 
 
