@@ -84,7 +84,10 @@ class LocalBackend:
         warm_idle: float = 0.0,
         warm_max: int = 4,
         max_live: int = 0,
+        served: tuple[str, ...] = (),
     ) -> None:
+        #: the images (and ``prefix*`` patterns) the catalog has a command for
+        self.served = served
         self.launch_timeout = launch_timeout
         self.log_lines = log_lines
         self.runs = Runs(state_dir)
@@ -110,6 +113,7 @@ class LocalBackend:
                 f'stack) has no entry for it. Add one, e.g. {{"{spec.image}": {{"command": '
                 '"<command that serves the model> --port {port}"}}, or tag the file with an '
                 "image the catalog lists"
+                + (f" ({', '.join(sorted(self.served))})" if self.served else "")
             )
         if self.warm.enabled:
             self.warm.expire()
