@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from typing import Any
 
 from celery import signals
@@ -21,7 +22,7 @@ from scorefleet.celeryconf import make_app
 from scorefleet.chain import describe_step
 from scorefleet.settings import ConfigError
 from workers.monitoring import flowerconf, monitor
-from workers.process import hardening, metrics
+from workers.process import hardening, metrics, reach
 from workers.settings import load
 
 # Before anything reads credentials: a model process of the same user (local backend)
@@ -41,10 +42,23 @@ TASK_MODULES = (
 try:
     settings = load()
 except ConfigError as _exc:
-    print(f"scorefleet: {_exc}", file=sys.stderr)
+    _problem = str(_exc)
+    if not any(name.startswith("SCOREFLEET_") for name in os.environ):
+        # nothing configured at all: a shell that did not source a stack's stack.env
+        _problem = (
+            "not configured: no SCOREFLEET_* variable is set (for the local stack: "
+            "`source .scorefleet/stack.env` while `scorefleet up` runs; every variable: "
+            "`scorefleet config --markdown`)"
+        )
+    print(f"scorefleet: {_problem}", file=sys.stderr)
     raise SystemExit(2) from None
 
 app = make_app(settings)
+# celery's own commands (call, inspect, events, ...) say in one line that the broker
+# cannot be reached, before they try (workers/process/reach.py)
+reach.install(app, settings)
+# Celery 5.7's `events` declares -d twice (--dump, --detach): Click warns on every run
+warnings.filterwarnings("ignore", message="The parameter -d is used more than once")
 # Celery events carry exception text and tracebacks: masked (workers/monitoring/maskedevents.py)
 app.events_cls = "workers.monitoring.maskedevents:MaskedEvents"
 # Events and remote control over SNS fanout (Flower, celery events/inspect): docs/flower.md
