@@ -190,3 +190,29 @@ def test_unreachable_services_are_one_line_that_says_what_to_do(monkeypatch):
     denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "PutObject")
     assert clienv.unreachable(denied) == "PutObject failed: AccessDenied: no"
     assert clienv.unreachable(ValueError("a bug")) is None  # bugs keep their traceback
+
+
+def test_a_port_a_server_just_left_is_free_for_flower_again():
+    """Issue 28, item 5: after a quick restart Flower moved off 5555, because the
+    free-port test bound without SO_REUSEADDR and the old Flower's connections in
+    TIME-WAIT made the port look taken (Flower itself binds with SO_REUSEADDR)."""
+    import socket
+
+    from workers.cli.commands import _port_free
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = server.accept()
+    conn.close()  # the server side closes first: its end of the connection in TIME-WAIT
+    client.close()
+    assert not _port_free(port)  # still listening: taken
+    server.close()
+    bare = socket.socket()  # what the old test did: bind without SO_REUSEADDR
+    with pytest.raises(OSError):
+        bare.bind(("127.0.0.1", port))
+    bare.close()
+    assert _port_free(port)

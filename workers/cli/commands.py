@@ -131,9 +131,13 @@ def up(
 
 
 def _port_free(port: int) -> bool:
+    """Can a server listen on ``port``? Bound as Flower (Tornado) binds it, with
+    SO_REUSEADDR: the connections a Flower stopped a moment ago leaves in TIME-WAIT
+    do not keep the next one off its port."""
     import socket
 
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
