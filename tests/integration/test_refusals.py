@@ -220,3 +220,24 @@ def test_the_refused_task_fails_with_the_refusal_and_counts_it(worker):
     result = ops.refused.apply(args=["s3://b/in/x.csv", "Rejected", "model image 'x' no"])
     assert result.state == "FAILURE" and str(result.result) == "model image 'x' no"
     assert metrics.FILES_FAILED.labels("enqueue", "Rejected")._value.get() == before + 1
+
+
+# ------------------------------------------------------------ submit --tag
+def test_submit_uploads_the_tags_it_is_given(env, s3, bucket, tmp_path):
+    """Issue 28, item 7: any tag scorefleet reads, with its URL-encoded syntax done
+    by submit (spaces included); a near miss is refused before any upload."""
+    data = tmp_path / "q3.csv"
+    data.write_text("id,a\n1,2\n")
+    args = ["workers.cli", "submit", str(data), "--key", "t/q3.csv", "--model-image", "test/ok:1"]
+    tags = ["--tag", "keep_columns=id customer_id", "--tag", "max_rejected_rows=0.005"]
+    done = run_cli([*args, *tags], env)
+    assert done.returncode == 0, done.stderr
+    got = s3.get_object_tagging(Bucket=bucket, Key="in/t/q3.csv")["TagSet"]
+    assert {t["Key"]: t["Value"] for t in got} == {
+        "model_image": "test/ok:1",
+        "keep_columns": "id customer_id",
+        "max_rejected_rows": "0.005",
+    }
+    typo = run_cli([*args, "--key", "t/typo.csv", "--tag", "keep_colums=id"], env)
+    assert typo.returncode == 2 and "did you mean 'keep_columns'?" in typo.stderr
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="in/t/typo")

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import click
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from click.testing import CliRunner
@@ -216,3 +218,31 @@ def test_a_port_a_server_just_left_is_free_for_flower_again():
         bare.bind(("127.0.0.1", port))
     bare.close()
     assert _port_free(port)
+
+
+def test_submit_tag_sets_any_tag_scorefleet_reads_and_refuses_the_rest():
+    """Issue 28, item 7: submit set only image, cluster and namespace."""
+    from scorefleet.submission import USED_TAGS
+    from workers.cli.tags import file_tags
+
+    every = tuple(f"{name}=v{i}" for i, name in enumerate(USED_TAGS))
+    assert file_tags(every, {}) == {name: f"v{i}" for i, name in enumerate(USED_TAGS)}
+    got = file_tags(("keep_columns=id customer_id", "max_rejected_rows=0.1%"), {"model_image": "a"})
+    assert got == {
+        "model_image": "a",
+        "keep_columns": "id customer_id",
+        "max_rejected_rows": "0.1%",
+    }
+    for given, needle in (
+        (
+            "keep_colums=id",
+            "'keep_colums' is not a tag scorefleet reads: did you mean 'keep_columns'?",
+        ),
+        ("team=risk", "'team' is not a tag scorefleet reads: it reads model_image, "),
+        ("keep_columns", "'keep_columns': give NAME=VALUE"),
+        ("model_image=b", "model_image is given twice, as 'a' and 'b'"),
+    ):
+        with pytest.raises(click.BadParameter, match=re.escape(needle)):
+            file_tags((given,), {"model_image": "a"})
+    result = CliRunner().invoke(main, ["submit", "--help"])
+    assert "--tag NAME=VALUE" in result.output and "drop_columns" in result.output

@@ -21,6 +21,7 @@ import click
 
 from workers.cli import runs as cli_runs
 from workers.cli.stackenv import DEFAULT_STATE, Group, load_settings
+from workers.cli.tags import TagOption, file_tags
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -210,6 +211,7 @@ def _run_demo(stack: Any) -> bool:
 @click.option("--model-image", help="tag model_image (default: the configured fallback)")
 @click.option("--cluster", help="tag k8s_cluster")
 @click.option("--namespace", help="tag k8s_namespace")
+@click.option("--tag", "tag_items", multiple=True, metavar="NAME=VALUE", cls=TagOption)
 @click.option("--key", help="path under the input prefix (default: the file name)")
 @click.option("--wait", default=0, help="seconds to wait for the outcome (0: do not wait)")
 @click.option("--env-file", type=click.Path(path_type=Path), help="export-style settings file")
@@ -218,16 +220,20 @@ def submit(
     model_image: str | None,
     cluster: str | None,
     namespace: str | None,
+    tag_items: tuple[str, ...],
     key: str | None,
     wait: int,
     env_file: Path | None,
 ) -> None:
-    """Upload FILE to the input prefix with its tags (the notification does the rest)."""
+    """Upload FILE to the input prefix with its tags (the notification does the rest).
+
+    Any tag scorefleet reads is set with --tag, e.g. --tag keep_columns=id --tag
+    max_rejected_rows=10 (--model-image, --cluster and --namespace are short for three
+    of them)."""
+    named = {"model_image": model_image, "k8s_cluster": cluster, "k8s_namespace": namespace}
+    tags = file_tags(tag_items, named)
     settings = load_settings(env_file)
-    tags = {"model_image": model_image, "k8s_cluster": cluster, "k8s_namespace": namespace}
-    ok = _submit_and_wait(
-        settings, file, key or file.name, {k: v for k, v in tags.items() if v}, wait=wait
-    )
+    ok = _submit_and_wait(settings, file, key or file.name, tags, wait=wait)
     if not ok:
         raise SystemExit(1)
 
