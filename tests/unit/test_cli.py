@@ -246,3 +246,14 @@ def test_submit_tag_sets_any_tag_scorefleet_reads_and_refuses_the_rest():
             file_tags((given,), {"model_image": "a"})
     result = CliRunner().invoke(main, ["submit", "--help"])
     assert "--tag NAME=VALUE" in result.output and "drop_columns" in result.output
+
+
+def test_the_local_stack_sweeps_after_seconds_and_production_after_a_quarter_hour(tmp_path):
+    """Issue 28, item 9: the local stack kept the production grace (900 s), so
+    `scorefleet sweep` found a lost notification only after a quarter of an hour."""
+    from workers.localstack.stack import stack_env
+
+    env = stack_env("http://127.0.0.1:1", tmp_path)
+    assert load(env).sweep.grace == 10
+    production = {k: v for k, v in env.items() if k != "SCOREFLEET_SWEEP_GRACE_SECONDS"}
+    assert load(production).sweep.grace == 900
