@@ -177,7 +177,9 @@ def test_make_up_in_the_background_printed_steps_run_and_ctrl_c_stops_it(tmp_pat
             check=False,
         )
         assert shell.returncode == 0, "\n".join(steps) + "\n" + shell.stdout + shell.stderr
-        assert shell.stdout.count("scored in") == 2, shell.stdout  # submit and rerun --wait
+        assert shell.stdout.count("scored in") == 3, shell.stdout  # submit twice, rerun --wait
+        # issue 28: it says plainly that the emulator keeps nothing across restarts
+        assert "stopping the stack loses them, outputs included" in out
         assert "label,probability" in shell.stdout
         assert re.search(r"^[0-9a-f-]{36}$", shell.stdout, re.M)  # celery call: the task id
         assert up.stop(signal.SIGINT) == 0

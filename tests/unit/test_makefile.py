@@ -39,8 +39,8 @@ def fake_checkout(tmp_path: Path) -> Path:
     bin_dir.mkdir(parents=True)
     for name, text in (
         ("pip", FAKE_PIP.format(python=shutil.which("python3") or "/usr/bin/python3")),
-        ("python", f"#!/bin/sh\nexec {sys.executable} \"$@\"\n"),
-        ("scorefleet", "#!/bin/sh\necho \"scorefleet $*\"\n"),
+        ("python", f'#!/bin/sh\nexec {sys.executable} "$@"\n'),
+        ("scorefleet", '#!/bin/sh\necho "scorefleet $*"\n'),
     ):
         path = bin_dir / name
         path.write_text(text)

@@ -127,7 +127,10 @@ def up(
         stopping = True
         stack.stop()
         if not refused:
-            click.echo("stopped every process the local stack started.")
+            click.echo(
+                "stopped every process the local stack started (the emulator's buckets "
+                "and queues went with it)."
+            )
     raise SystemExit(code)
 
 
@@ -155,35 +158,60 @@ def _shown(path: Path) -> str:
     return shlex.quote(shown)
 
 
-def _print_next_steps(stack: Any, state_dir: Path) -> None:
+#: The README's "Try it" commands, in its order (tests/e2e/test_readme.py holds the two
+#: the same): what `scorefleet up` prints as next steps. {env}, {iris}: paths as the
+#: user's shell sees them; {image}, {bucket}: the example's.
+TOUR = (
+    "source {env}",
+    "scorefleet submit {iris} --model-image {image} --wait 60",
+    "scorefleet submit {iris} --key kept/iris.csv --model-image {image} "
+    "--tag keep_columns=sepal_length --wait 60",
+    "aws s3 cp s3://{bucket}/out/kept/iris.csv.scoreout -",
+    "aws s3api put-object --bucket {bucket} --key in/by-hand.csv --body {iris} "
+    "--tagging 'model_image={image}'",
+    "scorefleet status s3://{bucket}/in/by-hand.csv",
+    "scorefleet rerun s3://{bucket}/in/iris.csv --wait 60",
+    "celery -A workers.app call tasks.rescore --args '[\"s3://{bucket}/in/kept/iris.csv\"]'",
+    "scorefleet runs --since 1h",
+    "scorefleet sweep --dry-run",
+    "scorefleet dlq list",
+)
+
+#: What `scorefleet up` says about the emulator's state (issue 28): it is not kept.
+NOT_KEPT = (
+    "The emulator keeps its buckets, queues and files in memory only: stopping the "
+    "stack loses them, outputs included (its logs stay)."
+)
+
+
+def tour(env: str, iris: str) -> list[str]:
+    """The README's commands, for a shell whose paths are ``env`` and ``iris``."""
     from workers.localstack.stack import BUCKET, IRIS_IMAGE
 
+    return [line.format(env=env, iris=iris, image=IRIS_IMAGE, bucket=BUCKET) for line in TOUR]
+
+
+def _print_next_steps(stack: Any, state_dir: Path) -> None:
+    from workers.localstack.stack import BUCKET
+
     bin_dir = Path(sys.executable).parent
-    iris = _shown(REPO / "examples" / "iris.csv")
-    flower = stack.flower_url or "(not started)"
-    src = f"s3://{BUCKET}/in/iris.csv"
-    tag = shlex.quote(f"model_image={IRIS_IMAGE}")
     aws = shutil.which("aws", path=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    aws_lines = (
-        f"  aws s3api put-object --bucket {BUCKET} --key in/iris.csv --body {iris} "
-        f"--tagging {tag}\n"
-        f"  aws s3 cp s3://{BUCKET}/out/iris.csv.scoreout -\n"
-        if aws
-        else "  (the aws CLI is not installed here: `make up` installs it)\n"
-    )
-    rescore = shlex.quote(f'["{src}"]')
+    steps = tour(_shown(state_dir / "stack.env"), _shown(REPO / "examples" / "iris.csv"))
+    if not aws:
+        steps = [s for s in steps if not s.startswith("aws ")]
+        steps.append("(the aws CLI is not installed here: `make up` installs it)")
+    lines = "\n".join(f"  {step}" for step in steps)
     click.echo(f"""
 scorefleet local stack is up.
   S3/SQS/SNS emulator  {stack.endpoint}
   input                s3://{BUCKET}/in/      outputs  s3://{BUCKET}/out/
-  Flower               {flower}
+  Flower               {stack.flower_url or "(not started)"}
   logs                 {_shown(state_dir / "logs")}
+{NOT_KEPT}
 
-In another shell, from this directory (stack.env also puts scorefleet, celery and aws on PATH):
-  source {_shown(state_dir / "stack.env")}
-  scorefleet submit {iris} --model-image {IRIS_IMAGE} --wait 60
-{aws_lines}  scorefleet rerun {src} --wait 60
-  celery -A workers.app call tasks.rescore --args {rescore}
+In another shell, from this directory (README.md, "Try it", says what each command
+does and prints; stack.env puts scorefleet, celery and aws on PATH):
+{lines}
 
 Ctrl-C stops everything.
 """)
