@@ -100,3 +100,20 @@ def test_a_shell_configured_for_nothing_gets_one_line_too(tmp_path, skip):
     rc, out = run([*args, "--skip-broker-check"] if skip else args, env, tmp_path)
     assert rc == 2 and len(out.splitlines()) == 1, out
     assert "no SCOREFLEET_* variable is set" in out and "source .scorefleet/stack.env" in out
+
+
+def test_the_check_passes_a_reachable_broker_whose_queue_is_not_made_yet(
+    moto_endpoint, bucket, monkeypatch
+):
+    """kombu makes the queue when it first uses it: a missing queue is no reason to
+    stop a command (a worker on a new emulator, `celery call` before any worker)."""
+    from scorefleet.settings import load
+    from tests.helpers import base_env
+    from workers.process.reach import broker_problem
+
+    env = base_env(moto_endpoint, bucket)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    assert broker_problem(load(env)) is None
+    dead = base_env(f"http://127.0.0.1:{free_port()}", bucket)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", dead["AWS_ENDPOINT_URL"])
+    assert "cannot reach the local stack's emulator" in (broker_problem(load(dead)) or "")

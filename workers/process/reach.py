@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -82,6 +82,9 @@ def broker_problem(settings: Settings) -> str | None:
     one attempt, a few seconds at most. Brokers other than SQS are not checked."""
     import boto3
     from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    from scorefleet.storage.s3io import error_code
 
     url = urlsplit(settings.broker.url)
     if url.scheme != "sqs":
@@ -91,17 +94,28 @@ def broker_problem(settings: Settings) -> str | None:
         scheme = "https" if settings.broker.tls else "http"
         endpoint = f"{scheme}://{url.hostname}" + (f":{url.port}" if url.port else "")
     config = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1})
+    # the credentials kombu uses: the broker URL's, else the environment's
+    user, password = url.username, url.password
     try:
-        sqs = boto3.session.Session().client(
-            "sqs", region_name=settings.aws.region, endpoint_url=endpoint, config=config
-        )
+        sqs = boto3.session.Session(
+            aws_access_key_id=unquote(user) if user and password else None,
+            aws_secret_access_key=unquote(password) if user and password else None,
+        ).client("sqs", region_name=settings.aws.region, endpoint_url=endpoint, config=config)
         if settings.broker.queue_url:
             sqs.get_queue_attributes(QueueUrl=settings.broker.queue_url, AttributeNames=["All"])
         else:
             sqs.get_queue_url(QueueName=settings.broker.queue)
+    except ClientError as exc:
+        if error_code(exc) in _NO_QUEUE:
+            return None  # reached: kombu makes the queue when it first uses it
+        return unreachable(exc)
     except Exception as exc:
         return unreachable(exc) or f"cannot use the broker's queue: {type(exc).__name__}: {exc}"
     return None
+
+
+#: SQS's answers for a queue that does not exist (yet)
+_NO_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 
 
 def install(app: Celery, settings: Settings) -> None:
