@@ -28,7 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve()
 IMAGE = "bench/raises:1"
-MODEL = '''
+MODEL = """
 import argparse, traceback
 from flask import Flask, request
 
@@ -53,7 +53,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     app.run(host="127.0.0.1", port=parser.parse_args().port)
-'''
+"""
 
 
 def child(runs: int) -> None:

@@ -64,6 +64,8 @@ def test_the_readme_commands_run_as_written(stack, tmp_path):
     out = shell.stdout
     assert shell.returncode == 0, block + "\n" + out + shell.stderr
     assert out.count("scored in") == 3, out  # submit --wait twice, rerun --wait
+    # issue 28, item 8: the output shown cut to its first lines, saying so
+    assert "(its first 6 lines; all of it: aws s3 cp s3://scorefleet-local/out/iris.csv" in out
     assert "uploaded s3://scorefleet-local/in/kept/iris.csv (tags: " in out
     assert "keep_columns=sepal_length" in out
     assert out.count("sepal_length,label,probability") == 2, out  # submit and aws s3 cp

@@ -326,14 +326,29 @@ def _poll_outcome(
                 bar.close()
                 secs = time.time() - started
                 click.echo(f"{'scored' if good else 'FAILED'} in {secs:.1f}s: {dest}")
-                body = s3.get_object(Bucket=dest.bucket, Key=dest.key)["Body"]
-                head = body.read(2000).decode("utf-8", errors="replace")
-                body.close()
-                click.echo("\n".join(head.splitlines()[: 6 if good else 40]))
+                _show_start(s3, dest, meta, 6 if good else 80)
                 return good
         time.sleep(0.25)
     click.echo(f"no outcome after {wait}s; look at the worker logs", err=True)
     return False
+
+
+def _show_start(s3: Any, dest: Any, meta: dict[str, Any], lines: int) -> None:
+    """The first ``lines`` lines of an outcome, saying so when there is more (a
+    binary output, Parquet: its size and how to fetch it)."""
+    ctype = str(meta.get("ContentType", ""))
+    size = int(meta.get("ContentLength", 0))
+    whole = f"aws s3 cp {shlex.quote(str(dest))} -"
+    if not ctype.startswith("text/") and "json" not in ctype:
+        click.echo(f"({ctype or 'binary'}, {size:,} bytes: {whole} > FILE fetches it)")
+        return
+    body = s3.get_object(Bucket=dest.bucket, Key=dest.key, Range="bytes=0-16383")["Body"]
+    text = body.read().decode("utf-8", errors="replace")
+    body.close()
+    shown = text.splitlines()[:lines]
+    click.echo("\n".join(shown))
+    if size > len("\n".join(shown).encode()) + 1:
+        click.echo(f"(its first {len(shown)} lines; all of it: {whole})")
 
 
 # ---------------------------------------------------------------------- rerun
