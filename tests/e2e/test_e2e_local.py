@@ -208,7 +208,7 @@ def test_persistent_5xx_retries_the_step_through_sqs(outcomes, dropped, stack):
     assert suffix == ".scoreout", body.decode()
     log = (stack.state_dir / "logs" / "worker0.log").read_text()
     assert re.search(
-        r"in/flaky-task.csv\] tasks.steps: score failed \(ModelUnavailable: .*HTTP 500.*\); "
+        r"in/flaky-task.csv\] tasks.steps: score failed \(ModelUnavailable: .*HTTP 503.*\); "
         r"retry 1 of 2 in \d+s",
         log,
     )
