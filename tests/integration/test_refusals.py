@@ -16,7 +16,7 @@ from scorefleet.errors import Rejected
 from scorefleet.settings import load
 from scorefleet.storage.ledger import Ledger
 from scorefleet.storage.s3io import TAG_ALIASES, encode_tags
-from scorefleet.submission import USED_TAGS, meant_tag, misnamed_tags
+from scorefleet.submission import USED_TAGS
 from tests.helpers import base_env, run_cli
 from tests.integration.test_handler import s3_event, sent_tasks
 from tests.integration.test_sweep import pid_of
@@ -42,6 +42,8 @@ from workers.localstack.stack import emulator_client
     ],
 )
 def test_a_near_miss_names_the_tag_meant(name, meant):
+    from scorefleet.submission import meant_tag
+
     assert meant_tag(name) == meant
 
 
@@ -63,12 +65,16 @@ def test_a_near_miss_names_the_tag_meant(name, meant):
     ],
 )
 def test_other_tags_of_the_users_own_stay_allowed(name):
+    from scorefleet.submission import meant_tag
+
     assert meant_tag(name) is None
 
 
 def test_the_rule_follows_the_one_list_of_tags_scorefleet_reads():
     """Every tag scorefleet reads (a tag added to USED_TAGS, e.g. issue 24's, included)
     and every older name is read as itself, and its near misses are taken for it."""
+    from scorefleet.submission import meant_tag
+
     for tag in (*USED_TAGS, *TAG_ALIASES):
         meant = TAG_ALIASES.get(tag, tag)
         assert meant_tag(tag) is None
@@ -79,6 +85,8 @@ def test_the_rule_follows_the_one_list_of_tags_scorefleet_reads():
 
 
 def test_a_rerun_that_sets_the_tag_meant_makes_its_near_miss_moot():
+    from scorefleet.submission import misnamed_tags
+
     tags = {"model_imgae": "a/b:1", "keep_colums": "id", "team": "x"}
     assert misnamed_tags(tags) == {"keep_colums": "keep_columns", "model_imgae": "model_image"}
     assert misnamed_tags(tags, ["model_image"]) == {"keep_colums": "keep_columns"}
