@@ -49,7 +49,7 @@ def test_the_readme_block_is_what_this_test_runs():
 def test_scorefleet_up_prints_the_readmes_commands():
     """Issue 28, item 8: the next steps `scorefleet up` printed differed from the
     README's (`rerun` without `--model-image`)."""
-    from workers.cli.commands import tour
+    from workers.cli.tour import tour
 
     shown = [" ".join(c.split()) for c in tour(".scorefleet/stack.env", "examples/iris.csv")]
     lines = the_tour().replace("\\\n", " ").splitlines()
