@@ -61,7 +61,7 @@ def meant_tag(name: str) -> str | None:
     """The tag scorefleet reads that ``name`` is a near miss of, if it is one; None
     for a tag scorefleet reads and for a name of the user's own.
 
-    The rule (docs/formats.md#tags): compared in lower case with ``-``, ``.`` and
+    The rule (docs/tags.md): compared in lower case with ``-``, ``.`` and
     spaces read as ``_``, a name that is a tag scorefleet reads (or one of their older
     names), or within one edit of one, or two edits of one of 13 characters or more
     (a letter added, dropped, changed, or two swapped), is taken for that tag."""
