@@ -94,3 +94,24 @@ def enqueue(app: Celery, job: Job) -> str:
     """Send the chain for ``job``; returns the id of its first task."""
     build_chain(job, app).apply_async()
     return task_id(job.run_id, STEPS[0])
+
+
+#: The task that shows a file refused before any work (no chain ran for it) in Flower
+#: and ``celery events``, and counts it in the workers' metrics (tasks/operations.py).
+REFUSED_TASK = "tasks.refused"
+
+
+def send_refusal(app: Celery, job: Job, kind: str, message: str) -> str:
+    """Tell the workers that ``job`` was refused up front (its ``.error`` and run
+    record are written already): ``tasks.refused`` fails with the refusal, so the file
+    has its line in Flower's task list like a file whose step failed. One task id per
+    run: a duplicate notification does not add a line."""
+    sig = signature(
+        REFUSED_TASK,
+        args=(str(job.source), kind, message),
+        task_id=task_id(job.run_id, "refused"),
+        app=app,
+        **describe_job(job),
+    )
+    sig.apply_async()
+    return str(sig.id)

@@ -149,13 +149,25 @@ def ago(seconds: float) -> str:
     return f"{seconds / 86400:.1f}d"
 
 
+#: decimal units, as S3 and the AWS console count
+_UNITS = ((1e9, "GB"), (1e6, "MB"), (1e3, "kB"))
+
+
+def size_unit(size: float) -> tuple[float, str]:
+    """The unit ``size`` bytes read best in: (its size in bytes, its name)."""
+    return next(((u, name) for u, name in _UNITS if size >= u), (1.0, "bytes"))
+
+
 def progress_text(v: RunView) -> str:
     parts = []
     if v.rows is not None:
         parts.append(f"{v.rows:,} rows")
     if v.bytes_read is not None:
-        of = f" of {v.total_bytes / 1e6:.1f}" if v.total_bytes else ""
-        parts.append(f"{v.bytes_read / 1e6:.1f}{of} MB read")
+        # in the unit of the whole file: a small file in kB or bytes, not "0.0 of 0.0 MB"
+        unit, name = size_unit(max(v.total_bytes or 0, v.bytes_read))
+        digits = 0 if unit == 1.0 else 1
+        of = f" of {v.total_bytes / unit:,.{digits}f}" if v.total_bytes else ""
+        parts.append(f"{v.bytes_read / unit:,.{digits}f}{of} {name} read")
     if v.rejected_rows:
         parts.append(f"{v.rejected_rows:,} rows rejected")
     return ", ".join(parts)

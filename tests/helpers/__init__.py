@@ -99,7 +99,9 @@ def test_catalog() -> dict[str, Any]:
             "test/flaky:1": fake("fail-once"),
             # 3 failures exhaust the client's 3 attempts: the score task itself retries
             "test/flaky-task:1": fake("fail-n", "--fails", "3"),
-            "test/always-500:1": fake("fail-n", "--fails", "1000"),
+            "test/always-503:1": fake("fail-n", "--fails", "1000"),
+            # a model with a bug: the same 500 with its traceback, every time (issue 28)
+            "test/raises:1": fake("raise"),
             "test/few-rows:1": fake("few-rows"),
             "test/never-ready:1": {**fake("never-ready"), "launch_timeout": 4},
             "test/slow:1": fake("slow", "--delay", "0.5"),

@@ -6,7 +6,8 @@ Modes:
   ok          one result row per input row: "<row number>,<field count>"
   crash       prints a line with a planted secret and exits 3 before listening
   fail-once   answers HTTP 500 to the first /invocations, then behaves like ok
-  fail-n      answers HTTP 500 to the first --fails /invocations, then behaves like ok
+  fail-n      answers HTTP 503 (busy) to the first --fails /invocations, then like ok
+  raise       a model with a bug: HTTP 500 with its Python traceback, every time
   few-rows    answers one row fewer than it was sent
   never-ready listens, but /ping always answers 503
   leak400     answers HTTP 400 with credentials in the body
@@ -43,6 +44,12 @@ STATE = {"calls": 0}
 LEAKED_KEY_ID = "AKIAQWERTYUIOPASDFGH"
 LEAKED_SECRET = "wJalrXUtnFEMIK7MDENGbPxRfiCYzzPLANTED"
 LOCK = threading.Lock()
+#: What the "raise" model answers (as FastAPI's debug mode or a Flask error handler does).
+TRACEBACK = b"""Traceback (most recent call last):
+  File "/opt/model/app.py", line 31, in invocations
+    features = [float(v) for v in row]
+ValueError: could not convert string to float: ''
+"""
 
 
 def records(body: bytes) -> list[list[str]]:
@@ -87,10 +94,14 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             STATE["calls"] += 1
             calls = STATE["calls"]
-        if (self.mode == "fail-once" and calls == 1) or (
-            self.mode == "fail-n" and calls <= self.fails
-        ):
+        if self.mode == "fail-once" and calls == 1:
             self._send(500, b"transient model failure (call %d)" % calls, "text/plain")
+            return
+        if self.mode == "fail-n" and calls <= self.fails:
+            self._send(503, b"model busy, try again (call %d)" % calls, "text/plain")
+            return
+        if self.mode == "raise":
+            self._send(500, TRACEBACK, "text/plain")
             return
         if self.mode == "leak400":
             msg = f"bad row; connecting with token={LEAKED_SECRET} as {LEAKED_KEY_ID}"

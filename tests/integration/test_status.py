@@ -49,6 +49,21 @@ def test_state_of_a_record(record, state):
     assert state_of(record) is state
 
 
+@pytest.mark.parametrize(
+    ("read", "total", "text"),
+    [
+        (4_321, 4_321, "4.3 of 4.3 kB read"),  # issue 28: a small file said 0.0 of 0.0 MB
+        (310, 310, "310 of 310 bytes read"),
+        (5_000_000, 10_000_000, "5.0 of 10.0 MB read"),
+        (2_500_000_000, 12_000_000_000, "2.5 of 12.0 GB read"),
+        (900, None, "900 bytes read"),
+    ],
+)
+def test_the_bytes_read_in_the_files_own_unit(read, total, text):
+    rec = {"state": "published", "rows": 3, "bytes_read": read, "total_bytes": total}
+    assert render(view("s3://b/in/x.jsonl", "sf-1", rec)).count(text) == 1
+
+
 def test_view_of_a_run_scoring_and_one_that_stalled():
     now = 1_000_000.0
     rec = {
@@ -208,7 +223,8 @@ def test_cli_status_and_runs(env, settings, s3, bucket):
     res = run_cli(["workers.cli", "runs", "--failed"], env)
     assert "bad.csv" in res.stdout and "ok.csv" not in res.stdout
     res = run_cli(["workers.cli", "runs", "--max-scan", "1", "--limit", "1"], env)
-    assert len(res.stdout.splitlines()) == 1 and "--max-scan" in res.stderr
+    header, _line = res.stdout.splitlines()  # issue 28: the header says a line is an upload
+    assert "one line per upload of a file" in header and "--max-scan" in res.stderr
     assert ledger.get(pid_of(s3, bucket, "in/ok.csv")) is not None
 
 

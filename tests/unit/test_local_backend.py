@@ -76,6 +76,13 @@ def test_unknown_command(backend):
         backend.launch(job(), ModelSpec(image="test/unknown"))
 
 
+def test_unknown_command_lists_the_images_the_catalog_serves(tmp_path):
+    """Issue 28, item 9: the .error did not say which images have an entry."""
+    b = LocalBackend(tmp_path, launch_timeout=5, served=("reg/b:1", "reg/a*"))
+    with pytest.raises(ModelError, match=r"an image the catalog lists \(reg/a\*, reg/b:1\)$"):
+        b.launch(job(), ModelSpec(image="reg/c:1"))
+
+
 def test_teardown_stops_children_too(backend, tmp_path):
     # a model whose server runs as a grandchild in its own session
     script = tmp_path / "wrapper.py"

@@ -170,7 +170,8 @@ def status(uri: str, as_json: bool, env_file: Path | None) -> None:
 def runs(
     since: str, failed: bool, limit: int, max_scan: int, as_json: bool, env_file: Path | None
 ) -> None:
-    """Recent runs, newest first (from the run records)."""
+    """Recent runs, newest first, one line per upload of a file (from the run records;
+    files refused before any work included)."""
     from scorefleet.runstatus import ago, progress_text, view
     from scorefleet.storage import s3io
 
@@ -187,6 +188,11 @@ def runs(
     else:
         if not views:
             click.echo(f"no {'failed ' if failed else ''}runs in the last {since}")
+        else:
+            click.echo(
+                f"{'updated':>10}  {'state':10}  file  (newest first; one line per upload "
+                "of a file: a file uploaded twice has two lines)"
+            )
         for v in views:
             when = ago(now - (v.updated_at or now))
             first_error = (v.error or "").partition("\n")[0][:100]

@@ -84,6 +84,10 @@ __all__ = [
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_ARENA_MAX": "2"}
 
 
+#: seconds the local stack's sweep leaves a new file to its notification
+LOCAL_SWEEP_GRACE = 10
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -115,6 +119,9 @@ def stack_env(
         "SCOREFLEET_LAUNCH_BACKEND": "local",
         "SCOREFLEET_STATE_DIR": str(state_dir),
         "SCOREFLEET_VISIBILITY_TIMEOUT": "600",
+        # a laptop's notifications arrive within a second or two: `scorefleet sweep` finds
+        # a lost one after seconds, not the production default's quarter of an hour
+        "SCOREFLEET_SWEEP_GRACE_SECONDS": str(LOCAL_SWEEP_GRACE),
         "SCOREFLEET_MODEL_CATALOG": json.dumps(catalog if catalog is not None else iris_catalog()),
         # Flower listens on 127.0.0.1 here; anywhere else it needs FLOWER_BASIC_AUTH
         "SCOREFLEET_FLOWER_UNAUTHENTICATED": "true",

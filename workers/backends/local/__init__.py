@@ -23,6 +23,9 @@ def _make(settings: Settings) -> LaunchBackend:
         warm_max=settings.launch.warm_max_per_image,
         max_live=settings.local.max_live_models,
         model_aws=settings.local.model_aws,
+        served=tuple(
+            image for image, entry in settings.models.catalog.items() if entry.get("command")
+        ),
     )
 
 

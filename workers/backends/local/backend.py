@@ -85,7 +85,10 @@ class LocalBackend:
         warm_max: int = 4,
         max_live: int = 0,
         model_aws: Mapping[str, str] | None = None,
+        served: tuple[str, ...] = (),
     ) -> None:
+        #: the images (and ``prefix*`` patterns) the catalog has a command for
+        self.served = served
         self.launch_timeout = launch_timeout
         #: SCOREFLEET_LOCAL_MODEL_AWS: the models' own AWS access (catalog local_aws)
         self.model_aws = dict(model_aws or {})
@@ -113,6 +116,7 @@ class LocalBackend:
                 f'stack) has no entry for it. Add one, e.g. {{"{spec.image}": {{"command": '
                 '"<command that serves the model> --port {port}"}}, or tag the file with an '
                 "image the catalog lists"
+                + (f" ({', '.join(sorted(self.served))})" if self.served else "")
             )
         model_aws = self._model_aws(spec)  # before anything is made for the model
         if self.warm.enabled:

@@ -46,7 +46,13 @@ from workers.scoring.protocols.answers import (
     split_pointer,
 )
 from workers.scoring.protocols.base import HttpCheck, ModelProtocol, PortCheck, Readiness
-from workers.scoring.protocols.calls import CallLimits, check_status, fan_out, snippet
+from workers.scoring.protocols.calls import (
+    CallLimits,
+    check_status,
+    fan_out,
+    server_error,
+    snippet,
+)
 
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
 EVENTS = ("body-string", "body-object", "bare")
@@ -186,7 +192,7 @@ class LambdaProtocol(ModelProtocol):
         if not isinstance(status, int) or isinstance(status, bool):
             raise ModelError(f"the handler answered {span} with statusCode {status!r}")
         if status == 429 or status >= 500:
-            raise ModelUnavailable(f"the handler answered {status} for {span}: {snippet(text)}")
+            raise server_error(status, text, f"the handler answered {status} for {span}")
         if not 200 <= status < 300:
             raise RowsRefused(f"the handler rejected {span} with {status}: {snippet(text)}")
         if isinstance(body, str):
