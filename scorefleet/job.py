@@ -21,8 +21,9 @@ On the wire (a step's task message and return value) a job stays the one flat JS
 object it has always been (:meth:`Job.to_dict`): the same keys with the same values,
 so messages queued by an older worker read the same (:meth:`Job.from_dict` also
 takes the older forms), and an older worker reads ours (it ignores the keys it does
-not know; the only one added is ``model_pooled``). tests/unit/test_job_wire.py holds
-this against messages captured from the release before the split.
+not know; the ones added are ``model_pooled`` and ``model_image_id``).
+tests/unit/test_job_wire.py holds this against messages captured from the release
+before the split.
 """
 
 from __future__ import annotations
@@ -175,6 +176,9 @@ class ModelState:
     #: nothing is left for teardown to stop: the model was released after scoring
     #: (warm mode), or none was started (a file without rows)
     released: bool = False
+    #: what the backend knows of the image it ran (a pod's imageID, the digest the
+    #: kubelet pulled; the local backend: its catalog entry's identity): provenance
+    image_id: str | None = None
 
     @property
     def start_ms(self) -> int | None:
@@ -333,6 +337,7 @@ class Job:
             "skipped": self.skipped,
             "released": m.released,
             "model_pooled": m.pooled,
+            "model_image_id": m.image_id,
         }
 
     @classmethod
@@ -376,6 +381,7 @@ _MODEL_KEYS = {
     "handle": "handle",
     "model_pooled": "pooled",
     "released": "released",
+    "model_image_id": "image_id",
 }
 _OUTPUT_KEYS = {
     "staging_key": "staging_key",

@@ -48,7 +48,7 @@ from workers.backends.kubernetes.manifest import (
     pod_url,
     worker_identity,
 )
-from workers.backends.kubernetes.status import created_at, pod_state
+from workers.backends.kubernetes.status import created_at, image_id, pod_state
 from workers.backends.kubernetes.warm import WarmPool
 from workers.backends.kubernetes.watch import wait_ready
 from workers.scoring.protocols import probe, protocol_for
@@ -240,6 +240,7 @@ class KubernetesBackend:
         self._check_reachable(url, ns, name, spec)
         self._remember(job.run_id, name, url)
         return Endpoint(
+            image_id=image_id(pod),
             url=url,
             handle={
                 "cluster": cluster.name,

@@ -140,6 +140,8 @@ class LocalBackend:
             "source": str(job.source),
             "launch_timeout": float(spec.extra.get("launch_timeout", self.launch_timeout)),
             "home": home.name,
+            # what ran: on this machine an "image" is its catalog entry's command
+            "image_id": spec.entry_id,
         }
         write_record(run_dir, rec)  # a worker killed from here on leaves its HOME found
         try:
@@ -177,7 +179,11 @@ class LocalBackend:
                     raise ModelUnavailable(message, model_logs=logs)
                 raise ModelError(message, model_logs=logs)
             if probe(url, spec, timeout=1.0):
-                return Endpoint(url=url, handle={"pid": rec["pid"], "port": rec["port"]})
+                return Endpoint(
+                    url=url,
+                    handle={"pid": rec["pid"], "port": rec["port"]},
+                    image_id=rec.get("image_id") or None,
+                )
             if time.monotonic() > deadline:
                 raise ModelError(
                     f"the model did not answer {readiness} within {limit:g}s",

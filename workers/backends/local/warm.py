@@ -83,7 +83,12 @@ class WarmPool:
             log.info(
                 "reusing the warm model process %d (file %d it scores)", proc.pid, rec["serves"]
             )
-            return Endpoint(url=url, handle={"pid": rec["pid"], "port": rec["port"]}, warm=True)
+            return Endpoint(
+                url=url,
+                handle={"pid": rec["pid"], "port": rec["port"]},
+                warm=True,
+                image_id=rec.get("image_id") or None,
+            )
         return None
 
     def claim_or_wait(self, job: Job, spec: ModelSpec, room: Callable[[], bool]) -> Endpoint | None:
