@@ -119,11 +119,13 @@ CASES = [
         IRIS,
         "error:data row 1 (line 2) has 3 fields, the header has 4",
     ),
+    # the iris example declares its contract (its MLflow signature): a text value is
+    # named before the model starts (issue 27), as is a file that is not CSV
     Case(
         "c/iris-text.csv",
         b"sepal_length,sepal_width,petal_length,petal_width\n5.1,abc,1.4,0.2\n",
         IRIS,
-        "error:non-numeric",
+        "error:mistyped: sepal_width: 'abc' on data row 1 is not a number",
     ),
     Case(
         "c/iris-missing-values.csv",
@@ -131,7 +133,12 @@ CASES = [
         IRIS,
         "rows:1",
     ),
-    Case("c/json-not-csv.csv", b'{"a": 1}\n{"a": 2}\n', IRIS, "error:the model rejected"),
+    Case(
+        "c/json-not-csv.csv",
+        b'{"a": 1}\n{"a": 2}\n',
+        IRIS,
+        "error:the model takes 4 column(s), the file gives 1",
+    ),
     Case(
         "c/leaky-model.csv",
         b"a,b\n1,2\n",
@@ -468,6 +475,44 @@ def test_no_log_line_is_forged_by_a_key(outcomes, corpus, stack):
     for log in logs:
         forged = [ln for ln in log.read_text().splitlines() if ln.startswith(FORGED_LINE)]
         assert forged == [], (log.name, forged)
+
+
+#: What only a model can tell (a model that crashes, or refuses rows): the check,
+#: which starts none, says the file would be scored
+MODEL_ONLY = {"c/leaky-model.csv", "c/crash-leaks.csv"}
+
+
+@pytest.fixture(scope="module")
+def checker(stack) -> Any:
+    """``scorefleet check --full`` in this process (what the command runs: one Python
+    start per case would cost a minute), with the stack's settings."""
+    from workers.cli.check import run_check
+    from workers.settings import load
+
+    mp = pytest.MonkeyPatch()
+    for name, value in stack.env.items():
+        mp.setenv(name, value)
+    settings = load()
+    yield lambda uri: run_check(settings, uri, {}, key=None, full=True)
+    mp.undo()
+
+
+def error_line(text: str) -> str:
+    """The ``error:`` of an .error: ``kind: message`` (the message maybe on several lines)."""
+    return text.split("error:        ", 1)[1].split("\n\ninput:", 1)[0]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.key[:40] for c in CASES])
+def test_check_says_what_the_error_says(outcomes, corpus, checker, case):
+    """Issue 27: ``scorefleet check`` on each case of the corpus -- its message is the
+    .error's, word for word; a file that gets a .scoreout, it says would be scored."""
+    got, body = wait_at(outcomes.s3, case.key)
+    p = checker(f"s3://{BUCKET}/in/{case.key}")
+    if got == "error" and case.key not in MODEL_ONLY:
+        assert p.problem is not None, body.decode()[:800]
+        assert p.problem.line == error_line(body.decode())
+    else:
+        assert p.problem is None, (p.problem, body.decode()[:300])
 
 
 def test_worker_keeps_running(outcomes, corpus, stack):

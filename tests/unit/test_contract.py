@@ -151,8 +151,9 @@ def test_a_headerless_file_is_matched_by_position():
     (count, typed) = problems(iris(), sample)
     assert count.what == "count" and "takes 4 column(s), the file gives 3" in count.detail
     assert (typed.what, typed.column) == ("mistyped", "column 3")
-    with pytest.raises(ContractMismatch, match="give the file a header row"):
+    with pytest.raises(ContractMismatch, match="give the file a header row") as err:
         require(iris(), sample)
+    assert "the file's columns: 3, unnamed (no header row)" in err.value.message
 
 
 def test_a_tensor_is_matched_by_position():

@@ -180,7 +180,10 @@ def message(contract: Contract, sample: FileSample, found: Sequence[Problem]) ->
             lines.append(f"  count:    {p.detail}")
         else:
             lines.append(f"  {p.what + ':':9} {p.column}: {p.detail}")
-    lines.append(f"the file's columns: {_listing(sample.columns)}")
+    if sample.named:
+        lines.append(f"the file's columns: {_listing(sample.columns)}")
+    else:
+        lines.append(f"the file's columns: {len(sample.columns)}, unnamed (no header row)")
     if sample.left_out:
         lines.append(f"the model is sent:  {_listing(sample.model)}")
     takes = ", ".join(c.shown() for c in contract.columns[:_LIST_AT_MOST])
