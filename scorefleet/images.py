@@ -22,6 +22,13 @@ or a tag? write ``localhost:5000/``).
 The same grammar is in the chart's ``values.schema.json`` and in
 ``deploy/aws.yaml``'s ``AllowedImagePrefixes``: :data:`PREFIX_PATTERN` is the
 regular expression both use (tests/unit/test_images.py checks they agree).
+
+Images by digest only (``SCOREFLEET_REQUIRE_IMAGE_DIGEST``): a tag can be moved to
+other bytes by whoever may push to the registry, a digest cannot. With the option on,
+a reference must end in ``@sha256:<64 hex>`` (:func:`is_pinned`; a tag before it is
+allowed and ignored by the runtime), and :func:`unpinned` says how to find the digest
+of the tag that was given. The Lambda, the sweep, ``tasks.rescore`` and every step
+refuse alike (:func:`scorefleet.submission.validate`).
 """
 
 from __future__ import annotations
@@ -48,11 +55,47 @@ PREFIX_PATTERN = (
 _PREFIX = re.compile(PREFIX_PATTERN, re.ASCII)
 ANY = "*"
 MAX_IMAGE_LENGTH = 512
+_PINNED = re.compile(rf"@{_DIGEST}\Z", re.ASCII)
+#: <account>.dkr.ecr.<region>.amazonaws.com/<repository>[:<tag>]
+_ECR = re.compile(
+    r"(?P<account>[0-9]{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com"
+    r"/(?P<repository>[^:@]+)(?::[^@]+)?\Z",
+    re.ASCII,
+)
 
 
 def is_image_ref(image: str) -> bool:
     """Is ``image`` a container image reference (ASCII, nothing after it)?"""
     return len(image) <= MAX_IMAGE_LENGTH and IMAGE_REF.fullmatch(image) is not None
+
+
+def is_pinned(image: str) -> bool:
+    """Is ``image`` a valid reference that names its bytes (``…@sha256:<64 hex>``)?"""
+    return is_image_ref(image) and _PINNED.search(image) is not None
+
+
+def unpinned(image: str) -> str:
+    """Why ``image`` is refused when images run by digest only, and how to find the
+    digest of its tag (for ECR, the exact ``aws ecr`` command)."""
+    repository, tag = image, "latest"
+    if ":" in image.rsplit("/", 1)[-1]:
+        repository, tag = image.rsplit(":", 1)
+    ecr = _ECR.match(image)
+    if ecr:
+        how = (
+            f"aws ecr describe-images --region {ecr['region']} --registry-id {ecr['account']} "
+            f"--repository-name {ecr['repository']} --image-ids imageTag={tag} "
+            "--query 'imageDetails[0].imageDigest' --output text"
+        )
+    else:
+        how = f"crane digest {repository}:{tag}"
+    return (
+        f"model image {image!r} is not pinned by digest, and this deployment runs images "
+        "by digest only (SCOREFLEET_REQUIRE_IMAGE_DIGEST): tag the file with "
+        f"model_image={repository}@sha256:<64 hex>. The digest of the tag: `{how}` "
+        f"(or `docker buildx imagetools inspect {repository}:{tag}`); make sure it is "
+        "the image that was reviewed"
+    )
 
 
 def check_prefix(prefix: str) -> str:
@@ -79,6 +122,14 @@ def check_prefix(prefix: str) -> str:
             "registry/path, ending in '/', a whole name, ':', '@', or a tag)"
         )
     raise ValueError(f"{prefix!r} {why}")
+
+
+def parse_prefixes(value: str) -> tuple[str, ...]:
+    """``SCOREFLEET_ALLOWED_IMAGE_PREFIXES``: comma-separated, each checked."""
+    items = tuple(check_prefix(p.strip()) for p in value.split(",") if p.strip())
+    if not items:
+        raise ValueError("give at least one prefix")
+    return items
 
 
 def prefix_allows(prefix: str, image: str) -> bool:

@@ -137,6 +137,8 @@ def validate(settings: Settings, job: Job) -> None:
     if not settings.models.image_allowed(image):
         allowed = ", ".join(settings.models.allowed_image_prefixes)
         raise Rejected(f"model image {image!r} is not allowed here (allowed prefixes: {allowed})")
+    if settings.models.require_digest and not images.is_pinned(image):
+        raise Rejected(images.unpinned(image))
     if not DNS1123_LABEL.match(job.k8s_namespace):
         raise Rejected(
             f"k8s_namespace {job.k8s_namespace!r} is not a valid namespace name "

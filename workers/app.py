@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from typing import Any
 
 from celery import signals
@@ -20,6 +21,8 @@ from scorefleet import logctx
 from scorefleet.celeryconf import make_app
 from scorefleet.chain import describe_step
 from scorefleet.settings import ConfigError
+from workers import runtime
+from workers.backends.registry import start_checks
 from workers.monitoring import flowerconf, monitor
 from workers.process import hardening, metrics
 from workers.settings import load
@@ -83,6 +86,27 @@ def _prepare_flower(sender: Any = None, **kwargs: Any) -> None:
 def _serve_metrics(**_: Any) -> None:
     """The worker's main process serves its metrics (workers/process/metrics.py)."""
     metrics.serve(settings.metrics.port, settings.metrics.address)
+
+
+@signals.worker_ready.connect
+def _start_checks(**_: Any) -> None:
+    """The launch backend's checks of where models run (kubernetes: does each scoring
+    namespace enforce the restricted Pod Security Standard?), logged, a warning for
+    what is not as it should be; in a thread of their own, off the start-up path."""
+
+    log = logging.getLogger("workers.backends")
+
+    def run() -> None:
+        try:
+            checks = start_checks(settings, runtime.current().backend)
+        except Exception as exc:  # a check must never stop a worker
+            log.warning("start-up checks failed: %s", exc)
+            return
+        for check in checks:
+            level = logging.INFO if check.ok else logging.WARNING
+            log.log(level, "%s: %s: %s", check.name, check.subject, check.detail)
+
+    threading.Thread(target=run, name="start-checks", daemon=True).start()
 
 
 @signals.worker_process_shutdown.connect

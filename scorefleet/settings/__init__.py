@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
+from scorefleet import images
 from scorefleet.s3uri import S3Uri
 from scorefleet.settings.catalog import (
     ModelSpec,
@@ -115,6 +116,7 @@ def load(
     r = Reader(env)
     raw = {name: r.values(section) for name, section in SECTIONS.items()}
     _catalog(raw["models"], r, check_catalog)
+    _pinned_default(raw["models"], r)
     _storage(raw["storage"], r)
     aws = raw["aws"]
     aws["region"] = (
@@ -171,6 +173,17 @@ def _catalog(kw: dict[str, Any], r: Reader, check: CatalogCheck) -> None:
     for problem in check(kw["catalog"]):
         r.problems.append(
             variable.parser.problem(variable.env, r.raw(variable), ValueError(problem))
+        )
+
+
+def _pinned_default(kw: dict[str, Any], r: Reader) -> None:
+    """Images by digest only: the default image too (or files without a tag would all
+    get an .error)."""
+    image = kw["default_image"]
+    if kw["require_digest"] and image and not images.is_pinned(image):
+        r.problems.append(
+            f"{PREFIX}DEFAULT_MODEL_IMAGE={image!r} is not pinned by digest, and "
+            f"{PREFIX}REQUIRE_IMAGE_DIGEST is on: give it as <repository>@sha256:<64 hex>"
         )
 
 

@@ -38,13 +38,6 @@ def _queue_name(value: str) -> str:
     return value
 
 
-def _prefixes(value: str) -> tuple[str, ...]:
-    items = tuple(images.check_prefix(p.strip()) for p in value.split(",") if p.strip())
-    if not items:
-        raise ValueError("give at least one prefix")
-    return items
-
-
 def _state_dir(value: str) -> Path:
     return Path(value).expanduser() if value else Path.home() / ".local" / "state" / "scorefleet"
 
@@ -185,9 +178,17 @@ class Models:
         "comma-separated image prefixes that may be run, e.g. "
         "123456789012.dkr.ecr.eu-west-1.amazonaws.com/models/ ('*' allows any image: "
         "not for production)",
-        _prefixes,
+        images.parse_prefixes,
         expected="a list of prefixes",
         required=True,
+    )
+    require_digest: bool = var(
+        "REQUIRE_IMAGE_DIGEST",
+        "false",
+        "run model images by digest only (model_image=<repository>@sha256:<64 hex>): a file "
+        "naming a tag gets an .error saying how to find its digest (docs/security.md)",
+        flag,
+        expected="true or false",
     )
     catalog: Mapping[str, Mapping[str, Any]] = var(
         "MODEL_CATALOG",

@@ -278,3 +278,28 @@ def test_buckets_are_private_encrypted_and_versioned(resource):
     assert all(props["PublicAccessBlockConfiguration"].values())
     assert props["VersioningConfiguration"] == {"Status": "Enabled"}
     assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+
+
+def test_the_lambda_requires_digests_when_the_stack_says_so():
+    """RequireImageDigest reaches the Lambda as SCOREFLEET_REQUIRE_IMAGE_DIGEST, with the
+    settings' default, and the Lambda's settings load reads it."""
+    param = template()["Parameters"]["RequireImageDigest"]
+    assert param["AllowedValues"] == ["true", "false"]
+    default = next(v.default for v in VARIABLES if v.name == "REQUIRE_IMAGE_DIGEST")
+    assert param["Default"] == default == "false"
+    env = template()["Resources"]["EnqueueFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["SCOREFLEET_REQUIRE_IMAGE_DIGEST"] == {"Ref": "RequireImageDigest"}
+    lambda_group = next(
+        g
+        for g in template()["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+        if g["Label"]["default"] == "Lambda"
+    )
+    assert "RequireImageDigest" in lambda_group["Parameters"]
+    base = {
+        "SCOREFLEET_INPUT_URI": "s3://data-in/in/",
+        "SCOREFLEET_OUTPUT_URI": "s3://data-out/out/",
+        "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/models/",
+    }
+    for value in param["AllowedValues"]:
+        settings = load({**base, "SCOREFLEET_REQUIRE_IMAGE_DIGEST": value})
+        assert settings.models.require_digest is (value == "true")

@@ -58,6 +58,7 @@ CHART_OWNED = {
     "K8S_NAMESPACES",
     "ALLOWED_IMAGE_PREFIXES",
     "DEFAULT_MODEL_IMAGE",
+    "REQUIRE_IMAGE_DIGEST",
     "MODEL_CATALOG",
 }
 #: Not for a cluster: the broker is sqs:// over TLS with IRSA, the local backend's
@@ -136,6 +137,18 @@ BAD_VALUES = [
     ("kubernetes.namespaces", ["Scoring"], "not a DNS label"),
     ("kubernetes.namespaces", ["scoring", "scoring"], "duplicates"),
     ("kubernetes.clusterName", "prod cluster", "space"),
+    ("kubernetes.createNamespaces", "yes", "a string, not a boolean"),
+    ("kubernetes.podSecurityVersion", "1.30", "not latest or v1.<minor>"),
+    ("models.requireDigest", "true", "a string, not a boolean"),
+    (
+        "models",
+        {
+            "allowedImagePrefixes": ["reg.example/models/"],
+            "defaultImage": "reg.example/models/iris:1",
+            "requireDigest": True,
+        },
+        "digests required, a tagged default image",
+    ),
     ("config", {"SCOREFLEET_MAX_INFLIGHT": "4"}, "misspelt variable"),
     ("config", {"SCOREFLEET_QUEUE_URL": "https://x/123456789012/q"}, "chart-owned variable"),
     ("config", {"SCOREFLEET_FLOWER_UNAUTHENTICATED": "true"}, "Flower without login"),
@@ -417,7 +430,10 @@ def test_roles_match_docs_and_cover_every_scoring_namespace(render):
     bindings = by_kind(docs)["RoleBinding"]
     assert {r["metadata"]["namespace"] for r in roles} == {"scoring", "team-a"}
     for role in roles:
-        assert role["rules"] == documented["rules"]
+        # the documented Role is scoring's: each reads its own namespace only
+        ns = role["metadata"]["namespace"]
+        rules = json.loads(json.dumps(documented["rules"]).replace('"scoring"', json.dumps(ns)))
+        assert role["rules"] == rules
     for b in bindings:
         assert b["roleRef"] == {
             "apiGroup": "rbac.authorization.k8s.io",
@@ -466,6 +482,19 @@ def test_workers_flower_and_beat_each_run_with_their_own_iam_role(render):
     # the RBAC for model pods is bound to the workers' account only
     for binding in by_kind(docs)["RoleBinding"]:
         assert [s["name"] for s in binding["subjects"]] == ["scorefleet-worker"]
+
+
+def test_images_by_digest_only_reach_the_workers_settings(render):
+    values = ci_values("keda")
+    data = one(render(values), "ConfigMap", "-config")["data"]
+    assert data["SCOREFLEET_REQUIRE_IMAGE_DIGEST"] == "false"
+    assert load(data).models.require_digest is False
+    pinned = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/models/iris@sha256:" + "ab" * 32
+    values = merged(values, {"models": {"requireDigest": True, "defaultImage": pinned}})
+    data = one(render(values), "ConfigMap", "-config")["data"]
+    assert data["SCOREFLEET_REQUIRE_IMAGE_DIGEST"] == "true"
+    settings = load(data)
+    assert settings.models.require_digest is True and settings.models.default_image == pinned
 
 
 def test_warm_mode_adds_patch_to_the_roles(render):

@@ -92,6 +92,11 @@ def kstack(
             },
         }
         extra["SCOREFLEET_K8S_CLUSTERS"] = json.dumps(clusters)
+        # what the workers' start-up check reads: team-a does not enforce restricted
+        restricted = {"pod-security.kubernetes.io/enforce": "restricted"}
+        api.namespaces.update(
+            {"scoring": restricted, "blue-ns": restricted, "team-a": {"team": "a"}}
+        )
         with FakeKubelet(api, kubelet_settings) as node:
             stack = LocalStack(
                 tmp / "stack",
@@ -259,12 +264,33 @@ def test_beat_reaper_deletes_a_pod_a_dead_worker_left(kstack, dropped):
     wait_for(lambda: line in log.read_text(), 10, "the reaper's report")
 
 
+def test_the_worker_says_at_start_which_namespaces_do_not_enforce_restricted(kstack):
+    stack, api, _ = kstack
+    log = stack.state_dir / "logs" / "worker0.log"
+    warning = (
+        "pod_security: cluster local, namespace team-a: does not enforce restricted: no "
+        "pod-security.kubernetes.io/enforce label"
+    )
+    wait_for(lambda: warning in log.read_text(), 30, "the start-up check's warning")
+    text = log.read_text()
+    assert "kubectl label --overwrite namespace team-a" in text
+    for cluster, ns in (("local", "scoring"), ("blue", "blue-ns")):
+        line = f"pod_security: cluster {cluster}, namespace {ns}: enforces restricted"
+        assert line in text, line
+    reads = [r for r in api.requests() if r.verb == "get namespaces"]
+    assert sorted(r.path.rsplit("/", 1)[1] for r in reads) == ["blue-ns", "scoring", "team-a"]
+
+
 def test_zz_no_pod_and_no_process_left(kstack, kout, dropped):
     for key in SCENARIOS:
         kout.wait(key)
     _, api, node = kstack
     wait_for(lambda: not api.pods(), 30, "deletion of every pod")
     wait_for(lambda: not node.running_pids(), 15, "the end of every model process")
-    # per file, the worker only ever created, watched, read logs of and deleted pods
+    # per file, the worker only ever created, watched, read logs of and deleted pods (and
+    # read each namespace once, when it started)
     verbs = {r.verb for r in api.requests() if r.path.startswith("/api/v1/namespaces/")}
-    assert verbs <= {"create pods", "watch pods", "get pods/log", "delete pods", "list pods"}
+    assert verbs <= {
+        *("create pods", "watch pods", "get pods/log", "delete pods", "list pods"),
+        "get namespaces",
+    }

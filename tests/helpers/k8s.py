@@ -3,7 +3,8 @@
 * :class:`FakeApiServer` runs kmock's ``KubernetesEmulator`` (real HTTP on
   127.0.0.1) in a background event loop, with what a real API server adds: it
   stamps ``creationTimestamp``/``uid`` on create, honours ``labelSelector`` on
-  lists, serves ``pods/<name>/log`` from the fake kubelet's log files, records
+  lists, serves ``pods/<name>/log`` from the fake kubelet's log files and the
+  Namespace objects a test gives it (``namespaces``: their labels), records
   every request, and can answer chosen requests with an error (fault injection).
 * :class:`FakeKubelet` watches all pods, and for each new one does what a node
   would: it starts the model's command from the model catalog (as the local
@@ -27,6 +28,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -56,6 +58,7 @@ log = logging.getLogger("tests.k8s")
 
 KUBELET_AGENT = "fake-kubelet"
 PODS = kmock.resource("", "v1", "pods")
+NAMESPACE_PATH = re.compile(r"/api/v1/namespaces/([^/]+)")
 
 #: image -> what the fake kubelet does instead of running the model
 BEHAVIOURS = {
@@ -179,6 +182,15 @@ class _Emulator(kmock.KubernetesEmulator):
         if status:
             reason = {429: "TooManyRequests", 503: "ServiceUnavailable"}.get(status, "Injected")
             return _status(status, reason, f"injected HTTP {status}")
+        namespace = NAMESPACE_PATH.fullmatch(rec.path)
+        if namespace and rec.method == "GET":  # kmock has no cluster-scoped namespaces
+            labels = h.namespaces.get(namespace[1])
+            if labels is None:
+                return _status(404, "NotFound", f'namespaces "{namespace[1]}" not found')
+            meta = {"name": namespace[1], "labels": dict(labels)}
+            return aiohttp.web.json_response(
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
+            )
         is_pods = request.resource == PODS
         if is_pods and request.subresource == "log" and rec.method == "GET":
             return aiohttp.web.Response(
@@ -217,6 +229,8 @@ class FakeApiServer:
         self.log_dir = log_dir
         self.url = ""
         self._requests: list[Recorded] = []
+        #: the Namespace objects it serves (GET /api/v1/namespaces/<name>): {name: labels}
+        self.namespaces: dict[str, dict[str, str]] = {}
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()

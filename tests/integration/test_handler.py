@@ -85,6 +85,32 @@ def test_disallowed_image_gets_error_file_and_nothing_is_enqueued(
     assert "evil/miner:1" in text and "not allowed" in text and "tasks.rescore" in text
 
 
+def test_with_digests_required_a_tagged_image_gets_an_error_saying_how_to_pin_it(
+    s3, bucket, moto_endpoint, env
+):
+    digest = "sha256:" + "ab" * 32
+    env = {**env, "SCOREFLEET_REQUIRE_IMAGE_DIGEST": "true"}
+    env["SCOREFLEET_DEFAULT_MODEL_IMAGE"] = f"test/ok@{digest}"
+    settings = load(env)
+    rt = lam.Runtime(settings, emulator_client("s3", moto_endpoint), make_app(settings))
+    s3.put_object(
+        Bucket=bucket, Key="in/t.csv", Body=b"a\n1\n", Tagging="model_image=test%2Fok%3A2"
+    )
+    s3.put_object(
+        Bucket=bucket, Key="in/p.csv", Body=b"a\n1\n", Tagging=f"model_image=test%2Fok%40{digest}"
+    )
+    s3.put_object(Bucket=bucket, Key="in/d.csv", Body=b"a\n1\n")  # the (pinned) default image
+    result = lam.handle(
+        s3_notification(*(s3_record(bucket, f"in/{n}.csv", size=4) for n in "tpd")), rt
+    )
+    assert result == {"enqueued": 2, "rejected": 1, "ignored": 0}
+    text = s3.get_object(Bucket=bucket, Key="out/t.csv.error")["Body"].read().decode()
+    assert "'test/ok:2' is not pinned by digest" in text
+    assert "model_image=test/ok@sha256:<64 hex>" in text and "`crane digest test/ok:2`" in text
+    sent = sent_tasks(moto_endpoint, env["SCOREFLEET_QUEUE"])
+    assert sorted(args[0]["model_image"] for _, _, args, _ in sent) == [f"test/ok@{digest}"] * 2
+
+
 @pytest.mark.parametrize(
     ("tags", "needle"),
     [

@@ -32,6 +32,7 @@ from workers.backends import make_backend
 from workers.backends.kubernetes import (
     FLEET_LABEL,
     RUN_LABEL,
+    ClusterConfigError,
     ImagePullError,
     KubernetesApiError,
     KubernetesBackend,
@@ -745,3 +746,121 @@ def test_the_reaper_expires_parked_pods(cluster):
     time.sleep(1.1)
     assert job.run_id in reaper.reap(3600, lambda run: False)
     assert_gone(cluster, job.run_id)
+
+
+# ------------------------------------------------------------- pod security
+#: the namespaces of the start-up check, as the emulator serves them (None: not there)
+PSA_NAMESPACES: dict[str, dict[str, str] | None] = {
+    "psa-restricted": {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "v1.30",
+    },
+    "psa-baseline": {
+        "pod-security.kubernetes.io/enforce": "baseline",
+        "pod-security.kubernetes.io/warn": "restricted",
+    },
+    "psa-unlabelled": {},
+    "psa-missing": None,
+    "psa-forbidden": {"pod-security.kubernetes.io/enforce": "restricted"},
+}
+
+
+@pytest.fixture
+def psa_cluster(cluster):
+    cluster.api.namespaces.update({n: v for n, v in PSA_NAMESPACES.items() if v is not None})
+    # the worker may not read this one (its Role is missing there)
+    cluster.api.fail(403, lambda rec: rec.path == "/api/v1/namespaces/psa-forbidden")
+    clusters = {"emu": {"kubeconfig": str(cluster.kubeconfig), "namespaces": [*PSA_NAMESPACES]}}
+    yield cluster, clusters
+    for name in PSA_NAMESPACES:
+        cluster.api.namespaces.pop(name, None)
+
+
+def test_start_up_checks_say_which_namespaces_do_not_enforce_restricted(psa_cluster):
+    from prometheus_client import REGISTRY
+
+    from workers.backends.registry import start_checks
+
+    cluster, clusters = psa_cluster
+    env = {"SCOREFLEET_DEFAULT_K8S_NAMESPACE": "psa-restricted"}
+    backend = cluster.backend(clusters, **env)
+    before = len(cluster.api.requests())
+    checks = start_checks(backend.settings, backend)
+    assert [(c.name, c.subject, c.ok) for c in checks] == [
+        ("pod_security", f"cluster emu, namespace {ns}", ns == "psa-restricted")
+        for ns in PSA_NAMESPACES
+    ]
+    detail = {c.subject.rsplit(" ", 1)[1]: c.detail for c in checks}
+    assert detail["psa-restricted"] == "enforces restricted (version v1.30)"
+    assert detail["psa-baseline"].startswith(
+        "does not enforce restricted: pod-security.kubernetes.io/enforce is 'baseline'; "
+    )
+    assert detail["psa-unlabelled"].startswith(
+        "does not enforce restricted: no pod-security.kubernetes.io/enforce label"
+    )
+    assert (
+        "HTTP 404" in detail["psa-missing"] and "does the namespace exist" in detail["psa-missing"]
+    )
+    assert detail["psa-forbidden"].startswith("cannot tell whether it enforces restricted: ")
+    assert "HTTP 403" in detail["psa-forbidden"] and "docs/kubernetes.md" in detail["psa-forbidden"]
+    for ns in ("psa-baseline", "psa-unlabelled", "psa-missing", "psa-forbidden"):
+        assert (
+            f"kubectl label --overwrite namespace {ns} pod-security.kubernetes.io/enforce=restricted"
+            in detail[ns]
+        )
+    # one get per namespace, of the namespace itself, and nothing else
+    seen = [r for r in cluster.api.requests()[before:]]
+    assert sorted(r.path for r in seen) == sorted(f"/api/v1/namespaces/{n}" for n in PSA_NAMESPACES)
+    assert {r.verb for r in seen} == {"get namespaces"}
+    # the metric: 1 where restricted is enforced, 0 elsewhere
+    for ns in PSA_NAMESPACES:
+        value = REGISTRY.get_sample_value(
+            "scorefleet_k8s_namespace_restricted", {"cluster": "emu", "namespace": ns}
+        )
+        assert value == (1.0 if ns == "psa-restricted" else 0.0), ns
+
+
+def test_scorefleet_config_check_backend_prints_the_pod_security_of_each_namespace(psa_cluster):
+    from click.testing import CliRunner
+
+    from workers.cli.commands import main
+
+    cluster, clusters = psa_cluster
+    env = cluster.env(clusters, SCOREFLEET_DEFAULT_K8S_NAMESPACE="psa-restricted")
+    result = CliRunner().invoke(main, ["config", "--check-backend"], env=env)
+    assert result.exit_code == 1, result.output  # not every namespace enforces restricted
+    lines = [line for line in result.output.splitlines() if line.startswith("pod_security ")]
+    assert len(lines) == len(PSA_NAMESPACES)
+    assert lines[0].split(None, 1)[1] == (
+        "cluster emu, namespace psa-restricted: enforces restricted (version v1.30)"
+    )
+    assert all(": WARNING: " in line for line in lines[1:]), lines
+    # with every namespace restricted, it passes
+    only = {"emu": {**clusters["emu"], "namespaces": ["psa-restricted"]}}
+    env = cluster.env(only, SCOREFLEET_DEFAULT_K8S_NAMESPACE="psa-restricted")
+    result = CliRunner().invoke(main, ["config", "--check-backend"], env=env)
+    assert result.exit_code == 0, result.output
+    # and without the flag, it calls nothing
+    before = len(cluster.api.requests())
+    assert CliRunner().invoke(main, ["config"], env=env).exit_code == 0
+    assert len(cluster.api.requests()) == before
+
+
+def test_a_pod_that_would_fail_the_restricted_profile_is_never_created(cluster, monkeypatch):
+    """A bug in the manifest code (here: the readiness probe given a host, which would
+    let the kubelet probe any address from the node) is refused by the backend
+    itself, also in a namespace that enforces nothing."""
+    import workers.backends.kubernetes.manifest as manifest_module
+
+    def buggy(readiness, port):
+        return {"httpGet": {"path": "/ping", "port": port, "host": "169.254.169.254"}}
+
+    monkeypatch.setattr(manifest_module, "probe_handler", buggy)
+    backend = cluster.backend()
+    job = new_job("test/ok:1")
+    with pytest.raises(ClusterConfigError) as err:
+        backend.launch(job, spec(backend, "test/ok:1"))
+    assert "would fail the restricted Pod Security Standard" in str(err.value)
+    assert "Host Probes / Lifecycle Hooks: spec.containers[0].readinessProbe" in str(err.value)
+    assert not is_transient(err.value)
+    assert backend.calls.snapshot() == {} and job.run_id not in cluster.api.pod_names()

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -222,3 +223,31 @@ def test_the_local_backend_itself_refuses_a_path_for_a_run_id(env, tmp_path):
     with pytest.raises(Exception, match="is not one scorefleet makes"):
         backend.logs(make_job("../victim"), 10)
     assert victim.is_dir()
+
+
+# ------------------------------------------------------ images by digest only
+def test_with_digests_required_the_worker_refuses_a_tag_the_lambda_let_through(
+    env, s3, bucket, monkeypatch
+):
+    """A message sent by a Lambda (or `celery call`) that does not require digests: the
+    worker's own setting stops the launch before any model starts, and the failure the
+    .error is made of says how to find the tag's digest."""
+    import tasks.base
+
+    monkeypatch.setenv("SCOREFLEET_REQUIRE_IMAGE_DIGEST", "true")
+    monkeypatch.setenv("SCOREFLEET_DEFAULT_MODEL_IMAGE", "test/ok@sha256:" + "ab" * 32)
+    runtime.reset()
+    launched: list[Any] = []
+    monkeypatch.setattr(runtime.current().backend, "launch", lambda *a: launched.append(a))
+    tails: list[Any] = []
+    monkeypatch.setattr(
+        tasks.base,
+        "failure_tail",
+        lambda j, step, app=None: SimpleNamespace(apply_async=lambda: tails.append(j)),
+    )
+    result = launch.apply(args=[real_job(s3, bucket, model_image="test/ok:1")])
+    assert not result.successful() and launched == []
+    (job,) = tails
+    assert job.failure.kind == "Rejected" and job.failure.step == "launch"
+    assert "'test/ok:1' is not pinned by digest" in job.failure.message
+    assert "`crane digest test/ok:1`" in job.failure.message

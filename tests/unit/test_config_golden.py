@@ -182,6 +182,7 @@ ADDED_SINCE = (
     "MAX_REJECTED_ROWS",
     "MAX_ROW_GROUP_MB",
     "EVENT_FLUSH_SECONDS",
+    "REQUIRE_IMAGE_DIGEST",
 )
 #: ... and the Settings fields they fill (``scorefleet config`` prints the fields)
 ADDED_FIELDS = (
@@ -195,6 +196,7 @@ ADDED_FIELDS = (
     "max_rejected_rows",
     "max_row_group_bytes",
     "event_flush_seconds",
+    "require_image_digest",
 )
 
 

@@ -153,3 +153,94 @@ def test_validation_reads_to_the_end_of_every_value(field, value, needle):
     job = make_job(**{**fine, field: value})
     with pytest.raises(Rejected, match=re.escape(needle)):
         validate(settings, job)
+
+
+# -------------------------------------------------------- images by digest only
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+ECR12 = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+
+
+@pytest.mark.parametrize(
+    ("image", "pinned"),
+    [
+        (f"test/ok@{DIGEST}", True),
+        (f"test/ok:1@{DIGEST}", True),  # the tag is a comment: the runtime pulls the digest
+        (f"localhost:5000/team/m@{DIGEST}", True),
+        ("test/ok:1", False),
+        ("test/ok", False),  # :latest
+        (f"test/ok@{DIGEST[:-1]}", False),  # 63 hex
+        (f"test/ok@{DIGEST.upper()}", False),  # a digest is lowercase hex
+        (f"test/ok@sha512:{'a' * 128}", False),  # not the algorithm registries name images by
+        (f"test/ok@{DIGEST}\n", False),
+        (f"test/ok@{DIGEST}:1", False),
+    ],
+)
+def test_a_pinned_image_names_its_bytes(image, pinned):
+    assert images.is_pinned(image) is pinned
+
+
+def _digest_only(**extra: str):
+    return load(
+        {
+            **BASE,
+            "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": f"test/,{ECR12}/models/",
+            "SCOREFLEET_REQUIRE_IMAGE_DIGEST": "true",
+            **extra,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("image", "how"),
+    [
+        ("test/ok:1", "`crane digest test/ok:1`"),
+        ("test/ok", "`crane digest test/ok:latest`"),
+        (
+            f"{ECR12}/models/iris:2.1",
+            "`aws ecr describe-images --region eu-west-1 --registry-id 123456789012 "
+            "--repository-name models/iris --image-ids imageTag=2.1 "
+            "--query 'imageDetails[0].imageDigest' --output text`",
+        ),
+        (f"{ECR12}/models/iris", "--image-ids imageTag=latest"),
+    ],
+)
+def test_with_digests_required_a_tag_is_refused_saying_how_to_find_its_digest(image, how):
+    fine = {"bucket": "data", "k8s_cluster": "default", "k8s_namespace": "scoring"}
+    with pytest.raises(Rejected) as err:
+        validate(_digest_only(), make_job(**fine, model_image=image))
+    text = str(err.value)
+    assert "is not pinned by digest" in text and "SCOREFLEET_REQUIRE_IMAGE_DIGEST" in text
+    assert how in text, text
+    repository = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
+    assert f"model_image={repository}@sha256:<64 hex>" in text
+
+
+def test_with_digests_required_a_pinned_image_passes_and_by_default_a_tag_does():
+    fine = {"bucket": "data", "k8s_cluster": "default", "k8s_namespace": "scoring"}
+    validate(_digest_only(), make_job(**fine, model_image=f"test/ok@{DIGEST}"))
+    validate(_digest_only(), make_job(**fine, model_image=f"test/ok:1@{DIGEST}"))
+    settings = load({**BASE, "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": "test/"})
+    assert settings.models.require_digest is False
+    validate(settings, make_job(**fine, model_image="test/ok:1"))
+    # the allowlist still applies to a pinned image
+    with pytest.raises(Rejected, match="not allowed here"):
+        validate(_digest_only(), make_job(**fine, model_image=f"evil/miner@{DIGEST}"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (
+            {"SCOREFLEET_DEFAULT_MODEL_IMAGE": "test/ok:1"},
+            "SCOREFLEET_DEFAULT_MODEL_IMAGE='test/ok:1' is not pinned by digest, and "
+            "SCOREFLEET_REQUIRE_IMAGE_DIGEST is on",
+        ),
+        ({"SCOREFLEET_REQUIRE_IMAGE_DIGEST": "maybe"}, "SCOREFLEET_REQUIRE_IMAGE_DIGEST='maybe'"),
+    ],
+)
+def test_digests_required_stop_start_up_on_a_tagged_default_image(extra, needle):
+    with pytest.raises(ConfigError) as err:
+        _digest_only(**extra)
+    (problem,) = err.value.problems
+    assert problem.startswith(needle), problem
+    _digest_only(SCOREFLEET_DEFAULT_MODEL_IMAGE=f"test/ok@{DIGEST}")  # pinned: fine

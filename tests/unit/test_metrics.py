@@ -14,7 +14,7 @@ DOC = REPO / "docs" / "metrics.md"
 
 
 def documented() -> dict[str, set[str]]:
-    rows = re.findall(r"^\| `(scorefleet_[a-z_]+)` \| \w+ \|([^|]*)\|", DOC.read_text(), re.M)
+    rows = re.findall(r"^\| `(scorefleet_[a-z0-9_]+)` \| \w+ \|([^|]*)\|", DOC.read_text(), re.M)
     return {name: set(re.findall(r"`([a-z_]+)`", labels)) for name, labels in rows}
 
 

@@ -98,6 +98,25 @@ class LaunchBackend(Protocol):
 
 
 @dataclass(frozen=True)
+class StartCheck:
+    """One finding of a backend's start-up checks of where its containers run (the
+    kubernetes backend: what Pod Security Admission enforces in each namespace)."""
+
+    #: what was checked, e.g. ``pod_security``
+    name: str
+    #: where, e.g. ``cluster default, namespace scoring``
+    subject: str
+    #: as it should be?
+    ok: bool
+    #: what was found; when not ok, what to do about it
+    detail: str
+
+
+def no_start_checks(backend: LaunchBackend) -> list[StartCheck]:
+    return []
+
+
+@dataclass(frozen=True)
 class BackendKind:
     """A launch backend as its registry line names it. Defined in a module of the
     backend that loads nothing heavy (the kubernetes client is imported by
@@ -113,6 +132,10 @@ class BackendKind:
     #: what is wrong with its own variables in an environment, one problem per
     #: variable, worded as :func:`scorefleet.settings.load` words its own
     settings_problems: Callable[[Mapping[str, str]], list[str]] = lambda environ: []
+    #: its checks of where its containers run, made with the backend itself (so they
+    #: may call its API): a worker runs them once at start-up and logs what is not ok
+    #: as a warning; ``scorefleet config --check-backend`` prints them
+    start_checks: Callable[[LaunchBackend], list[StartCheck]] = no_start_checks
 
 
 def check_launch_timeout(value: Any) -> None:

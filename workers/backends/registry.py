@@ -14,7 +14,13 @@ from collections.abc import Mapping
 
 from scorefleet.settings import VARIABLES, Settings
 from scorefleet.settings.declare import Reader, nearest
-from workers.backends.base import COMMON_OPTIONS, BackendKind, LaunchBackend, OptionCheck
+from workers.backends.base import (
+    COMMON_OPTIONS,
+    BackendKind,
+    LaunchBackend,
+    OptionCheck,
+    StartCheck,
+)
 from workers.backends.kubernetes import BACKEND as KUBERNETES
 from workers.backends.local import BACKEND as LOCAL
 
@@ -67,3 +73,9 @@ def settings_problems(environ: Mapping[str, str]) -> list[str]:
     for kind in BACKENDS.values():
         found += kind.settings_problems(environ)
     return found
+
+
+def start_checks(settings: Settings, backend: LaunchBackend) -> list[StartCheck]:
+    """The configured backend's checks of where its containers run (a worker runs them
+    once at start-up, ``scorefleet config --check-backend`` on demand)."""
+    return backend_named(settings.launch.backend).start_checks(backend)

@@ -408,7 +408,14 @@ def dlq_redrive(message_ids: tuple[str, ...], redrive_all: bool, env_file: Path 
 @main.command()
 @click.option("--markdown", is_flag=True, help="print the configuration reference table")
 @click.option("--env-file", type=click.Path(path_type=Path), help="export-style settings file")
-def config(markdown: bool, env_file: Path | None) -> None:
+@click.option(
+    "--check-backend",
+    is_flag=True,
+    help="also run the launch backend's start-up checks, as a worker does (kubernetes: "
+    "does each scoring namespace enforce the restricted Pod Security Standard?); "
+    "exit 1 if one is not as it should be",
+)
+def config(markdown: bool, env_file: Path | None, check_backend: bool) -> None:
     """Check the configuration in the environment (or print the reference)."""
     from scorefleet.redact import shown_setting
     from scorefleet.settings import describe_markdown
@@ -419,6 +426,16 @@ def config(markdown: bool, env_file: Path | None) -> None:
     settings = load_settings(env_file)
     for name, value in sorted(settings.shown()):
         click.echo(f"{name:24} {shown_setting(name, value)}")
+    if check_backend:
+        from workers.backends import make_backend
+        from workers.backends.registry import start_checks
+
+        checks = start_checks(settings, make_backend(settings))
+        for check in checks:
+            warning = "" if check.ok else "WARNING: "
+            click.echo(f"{check.name:24} {check.subject}: {warning}{check.detail}")
+        if not all(c.ok for c in checks):
+            raise SystemExit(1)
 
 
 cli_runs.register(main)

@@ -11,7 +11,8 @@ and the client's multiprocess mode is used, the main process serving what every
 child wrote (``MultiProcessCollector``), each child's files marked dead when it exits.
 
 Labels stay few and bounded: a step name, a failure kind (a short class name), a
-sweep finding; never a file, a run id or a model image (unbounded).
+sweep finding, a configured cluster and namespace; never a file, a run id or a model
+image (unbounded).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,14 @@ SWEEP_FINDINGS = Counter(
     "scorefleet_sweep_findings",
     "Files the sweep looked at, by what it found (enqueued: their notification never came)",
     ["finding"],
+)
+
+K8S_NAMESPACE_RESTRICTED = Gauge(
+    "scorefleet_k8s_namespace_restricted",
+    "1 when a scoring namespace's Pod Security Admission label enforces restricted, 0 when "
+    "it does not or cannot be read (checked when the worker starts)",
+    ["cluster", "namespace"],
+    multiprocess_mode="max",
 )
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

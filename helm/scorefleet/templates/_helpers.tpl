@@ -129,3 +129,13 @@ topologySpreadConstraints:
 priorityClassName: {{ . }}
 {{- end }}
 {{- end -}}
+
+{{/* Pod Security Admission: the restricted profile enforced, warned and audited
+(docs/security.md; the workers check the same label at start-up). */}}
+{{- define "scorefleet.podSecurityLabels" -}}
+{{- $version := .Values.kubernetes.podSecurityVersion | default "latest" -}}
+{{- range $mode := list "enforce" "warn" "audit" }}
+pod-security.kubernetes.io/{{ $mode }}: restricted
+pod-security.kubernetes.io/{{ $mode }}-version: {{ $version }}
+{{- end }}
+{{- end -}}

@@ -47,7 +47,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from scorefleet.settings import Settings
-from workers.backends.base import BackendKind, LaunchBackend
+from workers.backends.base import BackendKind, LaunchBackend, StartCheck
 from workers.backends.kubernetes.config import CATALOG_OPTIONS, problems
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -122,10 +122,18 @@ def _make(settings: Settings) -> LaunchBackend:
     return KubernetesBackend(settings)
 
 
+def _start_checks(backend: LaunchBackend) -> list[StartCheck]:
+    from workers.backends.kubernetes.backend import KubernetesBackend
+
+    assert isinstance(backend, KubernetesBackend)
+    return backend.start_checks()
+
+
 #: the registry line's entry (workers/backends/registry.py)
 BACKEND = BackendKind(
     name="kubernetes",
     make=_make,
     catalog_options=CATALOG_OPTIONS,
     settings_problems=problems,
+    start_checks=_start_checks,
 )

@@ -239,6 +239,11 @@ class PodsApi:
             name, ns, body, _preload_content=False, _request_timeout=API_TIMEOUT
         )
 
+    def read_namespace(self, name: str) -> dict[str, Any]:
+        """The Namespace object itself (its Pod Security Admission labels)."""
+        resp = self._core.read_namespace(name, _preload_content=False, _request_timeout=API_TIMEOUT)
+        return cast(dict[str, Any], json.loads(resp.data))
+
     def list(self, ns: str, label_selector: str) -> list[dict[str, Any]]:
         resp = self._core.list_namespaced_pod(
             ns, label_selector=label_selector, _preload_content=False, _request_timeout=API_TIMEOUT

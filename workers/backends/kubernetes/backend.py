@@ -24,7 +24,7 @@ from scorefleet.errors import (
 from scorefleet.job import Job
 from scorefleet.settings import DNS1123_LABEL, ModelSpec, Settings
 from scorefleet.vouch import check_run_id
-from workers.backends.base import Endpoint
+from workers.backends.base import Endpoint, StartCheck
 from workers.backends.kubernetes.api import (
     CONTAINER,
     ApiCallCounter,
@@ -48,9 +48,15 @@ from workers.backends.kubernetes.manifest import (
     pod_url,
     worker_identity,
 )
+from workers.backends.kubernetes.podsecurity import (
+    NamespaceSecurity,
+    namespace_security,
+    unknown,
+)
 from workers.backends.kubernetes.status import created_at, image_id, pod_state
 from workers.backends.kubernetes.warm import WarmPool
 from workers.backends.kubernetes.watch import wait_ready
+from workers.process import metrics
 from workers.scoring.protocols import probe, protocol_for
 
 log = logging.getLogger("workers.backends.kubernetes")
@@ -172,6 +178,35 @@ class KubernetesBackend:
             self._endpoints[run_id] = (name, url)
             while len(self._endpoints) > 4096:
                 self._endpoints.popitem(last=False)
+
+    # ------------------------------------------------------------ pod security
+    def pod_security(self) -> list[NamespaceSecurity]:
+        """What Pod Security Admission enforces in every namespace pods may run in, from
+        each namespace's labels: one get per namespace (the Role grants get on that
+        namespace only). A namespace that cannot be read is reported as unknown."""
+        found: list[NamespaceSecurity] = []
+        for cluster_name in self.clusters_config:
+            for ns in self.settings.kubernetes.namespaces_of(cluster_name) or ():
+                try:
+                    cluster = self.cluster(cluster_name)
+                    with translated(f"read namespace {ns}", cluster_name):
+                        obj = cluster.api.read_namespace(ns)
+                except PipelineError as exc:
+                    found.append(unknown(cluster_name, ns, str(exc)))
+                    continue
+                found.append(namespace_security(cluster_name, ns, obj))
+        return found
+
+    def start_checks(self) -> list[StartCheck]:
+        """:meth:`pod_security` as start-up checks, and as the metric
+        ``scorefleet_k8s_namespace_restricted`` (1: enforces restricted)."""
+        checks = []
+        for found in self.pod_security():
+            gauge = metrics.K8S_NAMESPACE_RESTRICTED.labels(found.cluster, found.namespace)
+            gauge.set(1 if found.restricted else 0)
+            where = f"cluster {found.cluster}, namespace {found.namespace}"
+            checks.append(StartCheck("pod_security", where, found.restricted, found.describe()))
+        return checks
 
     # ----------------------------------------------------------------- launch
     def has_room(self, spec: ModelSpec) -> bool:

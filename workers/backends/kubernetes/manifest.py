@@ -12,8 +12,9 @@ from typing import Any
 
 from scorefleet.job import Job
 from scorefleet.settings import DNS1123_LABEL, ModelSpec, Settings
-from workers.backends.kubernetes.api import CONTAINER
+from workers.backends.kubernetes.api import CONTAINER, ClusterConfigError
 from workers.backends.kubernetes.config import port_of
+from workers.backends.kubernetes.podsecurity import restricted_violations
 from workers.scoring.protocols import HttpCheck, Readiness, protocol_for
 
 log = logging.getLogger("workers.backends.kubernetes")
@@ -72,7 +73,9 @@ def probe_handler(readiness: Readiness, port: int) -> dict[str, Any]:
 def pod_manifest(
     job: Job, spec: ModelSpec, settings: Settings, *, fleet: str, worker: str
 ) -> dict[str, Any]:
-    """The pod of one run. Catalog entry keys override the SCOREFLEET_K8S_* defaults."""
+    """The pod of one run. Catalog entry keys override the SCOREFLEET_K8S_* defaults.
+    Every pod the backend creates is made here, and one that would fail the restricted
+    Pod Security Standard (a bug here) is refused, whatever its namespace admits."""
     extra = spec.extra
     port = port_of(spec)
     container: dict[str, Any] = {
@@ -129,7 +132,7 @@ def pod_manifest(
     }
     if job.version_id:
         annotations["scorefleet.io/source-version"] = job.version_id
-    return {
+    pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -148,6 +151,13 @@ def pod_manifest(
         },
         "spec": pod_spec,
     }
+    refused = restricted_violations(pod)
+    if refused:
+        raise ClusterConfigError(
+            f"the pod of {spec.image} would fail the restricted Pod Security Standard "
+            f"({'; '.join(refused)}); not creating it"
+        )
+    return pod
 
 
 def pod_url(ip: str, port: int) -> str:
