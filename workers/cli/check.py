@@ -89,7 +89,7 @@ def preview_of(settings: Any, s3: Any, reader: Any, job: Any, *, full: bool) -> 
         note = ""
     if kept is not None:
         observed = kept.contract
-    p = look(settings, reader, job, spec, observed=observed)
+    p = look(settings, reader, job, spec, observed=observed, describe=True)
     if note:
         p.notes.append(note)
     if kept is not None:

@@ -161,11 +161,13 @@ def look(
     spec: ModelSpec,
     *,
     observed: Contract | None = None,
+    describe: bool = False,
 ) -> Preview:
     """Everything checked before a model starts (the module docstring says what), and
     what it found. ``observed``: a contract the model reported itself, as a worker
     last saw it (``scorefleet check``; the score step checks it on the first
-    mini-batch)."""
+    mini-batch). ``describe``: read the file's first rows for its columns and an
+    estimate of its rows even when no contract needs them (``scorefleet check``)."""
     p = Preview(
         source=str(job.source),
         image=job.model_image,
@@ -185,7 +187,12 @@ def look(
     step = "launch"
     try:
         head = data_source.look_first(
-            s3, job, spec.extra, read_limits(settings, spec), expansion_limits(settings)
+            s3,
+            job,
+            spec.extra,
+            read_limits(settings, spec),
+            expansion_limits(settings),
+            sample=describe or observed is not None or bool(spec.extra.get("inputs")),
         )
         _take_head(p, head)
         sample = head_sample(head)

@@ -214,12 +214,19 @@ def describe(s3: Any, job: Job, catalog: Any) -> Described:
 
 
 def look_first(
-    s3: Any, job: Job, catalog: Any, lim: ReadLimits, limits: compression.Limits
+    s3: Any,
+    job: Job,
+    catalog: Any,
+    lim: ReadLimits,
+    limits: compression.Limits,
+    *,
+    sample: bool = True,
 ) -> Head:
     """:func:`describe` and :func:`preflight` from one ranged GET of the file's first
     bytes, whose Content-Type and Content-Range say what a HEAD would (issue 17: a
     HEAD fewer per file). An empty object (S3 refuses the range) is described by a
-    HEAD, as before."""
+    HEAD, as before. ``sample``: read the whole rows of those bytes too (for a
+    contract, or to show the file's columns)."""
     from workers.scoring.formats.preflight import HEAD_BYTES, total_size
 
     try:
@@ -228,13 +235,14 @@ def look_first(
         )
     except ClientError as exc:
         if s3io.error_code(exc) in {"InvalidRange", "416"}:
-            return preflight(s3, job, describe(s3, job, catalog), lim, limits)
+            return preflight(s3, job, describe(s3, job, catalog), lim, limits, sample=sample)
         _gone_or_replaced(job, exc)
         raise
     body = resp["Body"].read()
     size = total_size(resp, len(body))
     options = resolve(job.key, str(resp.get("ContentType") or ""), job.data_tags, catalog)
-    return preflight(s3, job, Described(options, size), lim, limits, first=(body, size))
+    described = Described(options, size)
+    return preflight(s3, job, described, lim, limits, first=(body, size), sample=sample)
 
 
 def open_reader(
@@ -283,11 +291,13 @@ def preflight(
     lim: ReadLimits,
     limits: compression.Limits,
     first: tuple[bytes, int] | None = None,
+    *,
+    sample: bool = True,
 ) -> Head:
     """Raise :class:`BadInput` for what the first bytes (of a streamed format) or the
     footer (of a format read by ranges, Parquet) show cannot be scored, before a model
     starts; else what they show (:class:`Head`). ``first``: the first bytes and the
-    size, already read (:func:`look_first`)."""
+    size, already read (:func:`look_first`); ``sample``: their whole rows read too."""
     fmt = described.options.input
     if fmt.ranged is not None:
         reader = open_reader(s3, job, described, lim, limits)
@@ -304,8 +314,10 @@ def preflight(
         return Head(described)  # gone or replaced: the scoring step says so
     if fmt.check_head is not None:
         fmt.check_head(head, complete, described.options.columns, lim)
-    sampled = sample_head(fmt, head, complete, described.options.columns, lim)
     compressed = first is not None and not first[0].startswith(head[:64])
+    if not sample:
+        return Head(described, whole=complete, compressed=compressed)
+    sampled = sample_head(fmt, head, complete, described.options.columns, lim)
     if sampled is None:
         return Head(described, whole=complete, compressed=compressed)
     plan, named, batches, used = sampled
