@@ -167,6 +167,8 @@ def test_make_up_in_the_background_printed_steps_run_and_ctrl_c_stops_it(tmp_pat
         steps = next_steps(out)
         assert steps[0].startswith("source ") and any(s.startswith("aws ") for s in steps)
         fresh = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+        if os.environ.get("PYTHONPATH"):  # the code under test, also from a git worktree
+            fresh["PYTHONPATH"] = os.environ["PYTHONPATH"]
         shell = subprocess.run(
             ["bash", "-c", "set -euo pipefail\n" + "\n".join(steps)],
             cwd=tmp_path,

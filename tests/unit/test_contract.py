@@ -161,6 +161,9 @@ def test_a_tensor_is_matched_by_position():
     assert problems(tensor, csv_sample("a,b,c,d\n1,2,3,4\n")) == []
     assert whats(tensor, csv_sample("a,b,c\n1,2,3\n")) == [("count", "")]
     assert whats(tensor, csv_sample("a,b,c,d,e\n1,2,3,4,5\n")) == [("count", "")]
+    with pytest.raises(ContractMismatch) as err:
+        require(tensor, csv_sample("a,b,c\n1,2,3\n"))
+    assert "the model takes:    4 column(s) by position, each (number)" in err.value.message
 
 
 def test_a_parquet_footer_gives_types_and_empty_counts():

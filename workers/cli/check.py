@@ -150,11 +150,13 @@ def render(p: Any, shown: str) -> str:
     if p.format:
         rows = "unknown until read (--full reads it)"
         if p.rows is not None:
-            rows = f"{p.rows:,d} rows" if p.rows_exact else f"about {p.rows:,d} rows"
+            plural = "" if p.rows == 1 else "s"
+            rows = f"{'' if p.rows_exact else 'about '}{p.rows:,d} row{plural}"
         batches = f"{p.batches:,d}" if p.batches is not None else "?"
         exact = "" if p.rows_exact else "about "
         lines.append(
-            f"mini-batches   up to {p.batch_bytes / 1e6:g} MB each: {exact}{batches} ({rows})"
+            f"mini-batches   up to {p.batch_bytes / 2**20:g} MB each "
+            f"(SCOREFLEET_MAX_PAYLOAD_MB): {exact}{batches} ({rows})"
         )
     if p.output:
         lines.append(f"output         {p.output}")

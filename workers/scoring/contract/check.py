@@ -187,7 +187,10 @@ def message(contract: Contract, sample: FileSample, found: Sequence[Problem]) ->
     if sample.left_out:
         lines.append(f"the model is sent:  {_listing(sample.model)}")
     takes = ", ".join(c.shown() for c in contract.columns[:_LIST_AT_MOST])
-    if contract.positional:
+    if contract.positional and len(set(contract.columns)) == 1:
+        first = contract.columns[0].shown().removeprefix("(by position) ")
+        takes = f"{len(contract.columns)} column(s) by position, each {first}"
+    elif contract.positional:
         takes = f"{len(contract.columns)} column(s) by position: {takes}"
     lines.append(f"the model takes:    {takes}")
     lines.append("to fix it:")
@@ -204,13 +207,13 @@ def _hints(contract: Contract, sample: FileSample, found: Sequence[Problem]) -> 
             "give the file a header row naming its columns (or set SCOREFLEET_CSV_HEADER="
             "present if its first row is the header)"
         )
-    if any("leaves it out" in p.detail for p in missing):
+    left_out = [p.column for p in missing if p.column in sample.columns]
+    if left_out:
         hints.append(
-            "stop leaving out "
-            + ", ".join(p.column for p in missing if "leaves it out" in p.detail)
-            + " (the file's model_columns/drop_columns tag, or the image's catalog entry)"
+            f"stop leaving out {', '.join(left_out)} (the file's model_columns/drop_columns "
+            "tag, or the image's catalog entry)"
         )
-    absent = [p.column for p in missing if "leaves it out" not in p.detail]
+    absent = [p.column for p in missing if p.column not in sample.columns]
     if absent:
         hints.append(f"add {', '.join(absent)} to the file")
     extra = [p.column for p in found if p.what == "extra"]
