@@ -20,6 +20,7 @@ import pytest
 from scorefleet.s3uri import ERROR_SUFFIX, SCOREOUT_SUFFIX, S3Uri, output_uri
 from scorefleet.storage.s3io import encode_tags
 from tests.helpers import PLANTED_ENV_SECRETS, Outcomes, gzip_member_of, s3_notification, s3_record
+from tests.helpers.checks import error_line, in_process
 from tests.helpers.fakemodel import LEAKED_KEY_ID, LEAKED_SECRET, hash_row, records
 from workers.localstack.stack import BUCKET, IRIS_IMAGE, emulator_client
 from workers.scoring.formats.preflight import HEAD_BYTES
@@ -119,8 +120,7 @@ CASES = [
         IRIS,
         "error:data row 1 (line 2) has 3 fields, the header has 4",
     ),
-    # the iris example declares its contract (its MLflow signature): a text value is
-    # named before the model starts (issue 27), as is a file that is not CSV
+    # the iris example's MLflow signature names these before its model starts (issue 27)
     Case(
         "c/iris-text.csv",
         b"sepal_length,sepal_width,petal_length,petal_width\n5.1,abc,1.4,0.2\n",
@@ -137,7 +137,7 @@ CASES = [
         "c/json-not-csv.csv",
         b'{"a": 1}\n{"a": 2}\n',
         IRIS,
-        "error:the model takes 4 column(s), the file gives 1",
+        "error:takes 4 column(s), the file gives 1",
     ),
     Case(
         "c/leaky-model.csv",
@@ -477,29 +477,14 @@ def test_no_log_line_is_forged_by_a_key(outcomes, corpus, stack):
         assert forged == [], (log.name, forged)
 
 
-#: What only a model can tell (a model that crashes, or refuses rows): the check,
-#: which starts none, says the file would be scored
+#: What only a model can tell (a crash, a refusal): the check, starting none, cannot
 MODEL_ONLY = {"c/leaky-model.csv", "c/crash-leaks.csv"}
 
 
 @pytest.fixture(scope="module")
 def checker(stack) -> Any:
-    """``scorefleet check --full`` in this process (what the command runs: one Python
-    start per case would cost a minute), with the stack's settings."""
-    from workers.cli.check import run_check
-    from workers.settings import load
-
-    mp = pytest.MonkeyPatch()
-    for name, value in stack.env.items():
-        mp.setenv(name, value)
-    settings = load()
-    yield lambda uri: run_check(settings, uri, {}, key=None, full=True)
-    mp.undo()
-
-
-def error_line(text: str) -> str:
-    """The ``error:`` of an .error: ``kind: message`` (the message maybe on several lines)."""
-    return text.split("error:        ", 1)[1].split("\n\ninput:", 1)[0]
+    with in_process(stack) as check:
+        yield check
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.key[:40] for c in CASES])

@@ -23,6 +23,7 @@ import os
 import pytest
 
 from tests.helpers import REPO, Outcomes, run_cli
+from tests.helpers.checks import error_line
 from tests.helpers.servers import venvs
 from workers.localstack.stack import BUCKET
 
@@ -72,11 +73,6 @@ def dropped(outcomes: Outcomes) -> None:
 def models_started(stack, key: str) -> int:
     log = (stack.state_dir / "logs" / "worker0.log").read_text()
     return sum(1 for line in log.splitlines() if f"/in/{key}]" in line and "started model" in line)
-
-
-def error_line(text: str) -> str:
-    """The ``error:`` of an .error (kind: message, the message maybe on several lines)."""
-    return text.split("error:        ", 1)[1].split("\n\ninput:", 1)[0]
 
 
 @pytest.mark.parametrize(("family", "kind"), CASES, ids=[f"{f}-{k}" for f, k in CASES])
