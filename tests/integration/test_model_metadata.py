@@ -71,7 +71,7 @@ def v2() -> Iterator[tuple[str, Model]]:
             self._send(200, {"outputs": [{"name": "p", "shape": [rows], "data": [1] * rows}]})
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", model
