@@ -67,6 +67,7 @@ MODULES = (
     "scorefleet.intake",
     "scorefleet.job",
     "scorefleet.logctx",
+    "scorefleet.provenance",
     "scorefleet.redact",
     "scorefleet.s3uri",
     "scorefleet.settings",

@@ -21,9 +21,9 @@ On the wire (a step's task message and return value) a job stays the one flat JS
 object it has always been (:meth:`Job.to_dict`): the same keys with the same values,
 so messages queued by an older worker read the same (:meth:`Job.from_dict` also
 takes the older forms), and an older worker reads ours (it ignores the keys it does
-not know; the ones added are ``model_pooled`` and ``model_replicas``).
-tests/unit/test_job_wire.py holds
-this against messages captured from the release before the split.
+not know; the ones added are ``model_pooled``, ``model_replicas`` and
+``model_image_id``). tests/unit/test_job_wire.py holds this against messages captured
+from the release before the split.
 """
 
 from __future__ import annotations
@@ -180,6 +180,9 @@ class ModelState:
     #: empty: one model, replica 0, as before replicas. Like ``handle``, what the
     #: backend answered; a step bounds it by the catalog before it acts on it
     replicas: tuple[int, ...] = ()
+    #: what the backend knows of the image it ran (a pod's imageID, the digest the
+    #: kubelet pulled; the local backend: its catalog entry's identity): provenance
+    image_id: str | None = None
 
     @property
     def start_ms(self) -> int | None:
@@ -339,6 +342,7 @@ class Job:
             "released": m.released,
             "model_pooled": m.pooled,
             "model_replicas": list(m.replicas),
+            "model_image_id": m.image_id,
         }
 
     @classmethod
@@ -385,6 +389,7 @@ _MODEL_KEYS = {
     "model_pooled": "pooled",
     "released": "released",
     "model_replicas": "replicas",
+    "model_image_id": "image_id",
 }
 _OUTPUT_KEYS = {
     "staging_key": "staging_key",

@@ -85,6 +85,9 @@ class RunView:
     #: a running record whose lease has expired: its worker died, a redelivery takes over
     stalled: bool = False
     rerun: str = ""
+    #: where the outcome comes from (scorefleet/provenance.py): model_image,
+    #: model_image_id, model_protocol, catalog_entry, scorefleet_version
+    provenance: dict[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,7 +131,23 @@ def view(
         error=error_lines or (str(rec["error"]) if rec.get("error") else None),
         stalled=running and (_num(rec.get("lease_until")) or 0.0) < now,
         rerun=f"scorefleet rerun {shlex.quote(uri)}",
+        provenance=_provenance(rec.get("provenance")),
     )
+
+
+def _provenance(value: Any) -> dict[str, str] | None:
+    if not isinstance(value, Mapping):
+        return None
+    return {str(k): str(v) for k, v in value.items() if isinstance(v, str) and v} or None
+
+
+#: How ``scorefleet status`` labels each provenance field.
+PROVENANCE_LABELS = (
+    ("model_image_id", "image id"),
+    ("model_protocol", "protocol"),
+    ("catalog_entry", "catalog"),
+    ("scorefleet_version", "scorefleet"),
+)
 
 
 def _when(stamp: float | None, now: float) -> str:
@@ -209,6 +228,9 @@ def render(v: RunView, *, now: float | None = None) -> str:
             lines.append(f"{label:11} {_when(stamp, now)}")
     if v.outcome:
         lines.append(f"outcome     {v.outcome}")
+    for key, label in PROVENANCE_LABELS:
+        if v.provenance and v.provenance.get(key):
+            lines.append(f"{label:11} {v.provenance[key]}")
     if v.error:
         lines.append("error       " + "\n            ".join(v.error.splitlines()))
     lines.append(f"rerun       {v.rerun}")

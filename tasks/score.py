@@ -23,8 +23,10 @@ from workers.backends.base import Endpoint
 from workers.process import metrics
 from workers.process.heartbeat import Heartbeat
 from workers.runtime import WorkerRuntime
+from workers.scoring.contract import Contract, seen
 from workers.scoring.engine import no_model, reader_rows, score_stream
 from workers.scoring.formats import source as data_source
+from workers.scoring.preview import declared_for, first_batch_check
 from workers.scoring.progress import RunProgress
 from workers.scoring.protocols import CallLimits, ModelProtocol, open_protocol, protocol_for
 from workers.scoring.rejects import RowRejects, budget_for
@@ -58,9 +60,23 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
         # a file whose footer says it has no rows (Parquet): its empty output needs no model
         empty = reader_rows(reader) == 0
         client = None
+        # the model's contract: the catalog's, and the model's own once it is ready;
+        # the first mini-batch is checked against both before it is sent
+        contracts: list[Contract] = []
+        declared = declared_for(spec, rt.s3)
+        if declared is not None:
+            contracts.append(declared)
         if not empty:
             client, j = ready_client(rt, j, spec)
             hb.advance(j)  # a model started again is this run's, also if scoring fails
+            try:
+                observed = client.model_contract()
+            except Exception:
+                client.close()
+                raise
+            if observed is not None:
+                seen.remember(rt.s3, s, j.model_image, observed, j.run_id)
+                contracts.append(observed)
         if not first_delivery(self):
             # uploads of earlier attempts whose workers died: their leases expired
             # (a live attempt's upload is never touched, however old)
@@ -114,6 +130,7 @@ def score(self: PipelineStep, job: dict[str, Any]) -> Any:
                     checkpoint=hb.check,
                     progress=progress.update,
                     rejects=rejects,
+                    before_first=first_batch_check(contracts, reader) if contracts else None,
                 )
                 if hb.superseded:
                     sink.abort()
@@ -205,6 +222,7 @@ def ready_client(rt: WorkerRuntime, j: Job, spec: ModelSpec) -> tuple[ModelClien
             endpoint=first.url,
             handle=replicas.merged_handle(relaunched),
             ready_at=ready_at,
+            image_id=first.image_id,
         )
     else:
         model = replace(model, endpoint=started[0][1][0].endpoint)

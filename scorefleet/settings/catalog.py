@@ -13,6 +13,8 @@ no protocol, format or backend: docs/development.md, "What is validated where".
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,6 +78,17 @@ class ModelSpec:
     #: the entry's other keys, read by their owners: the protocol's options, the
     #: formats' keys, the launch backends' keys (command, resources, ...), env
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: the identity of the catalog entry as used (:func:`entry_id`; "" when the image
+    #: has no entry): an output's provenance names it
+    entry_id: str = ""
+
+
+def entry_id(entry: Mapping[str, Any]) -> str:
+    """``sha256:<hex>`` of a catalog entry's canonical JSON (keys sorted, no spaces,
+    UTF-8): the same entry gives the same identity wherever it is read, any change to
+    it another one. Values (an ``env`` secret too) are only hashed, never shown."""
+    text = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 #: The keys of a catalog entry the core reads or checks itself.
@@ -112,6 +125,7 @@ def spec_for(catalog: Mapping[str, Mapping[str, Any]], image: str) -> ModelSpec:
             else None
         ),
         extra={k: v for k, v in entry.items() if k not in ("protocol", "max_rejected_rows")},
+        entry_id=entry_id(entry) if entry else "",
     )
 
 

@@ -34,6 +34,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -357,7 +358,14 @@ class Ledger:
         return self._update(job, changes)
 
     def record_outcome(
-        self, job: Job, state: str, outcome: str | None, attempt: str, *, seen: Record | None
+        self,
+        job: Job,
+        state: str,
+        outcome: str | None,
+        attempt: str,
+        *,
+        seen: Record | None,
+        provenance: Mapping[str, str] | None = None,
     ) -> Publication:
         """Record how the run ended, before its outcome is published; say whether
         this attempt is the one to publish it.
@@ -366,8 +374,10 @@ class Ledger:
         or one name for "no output"): redeliveries and retries of its upload share it,
         the copy of the chain left by a worker killed between sending a step and
         acknowledging its own message does not. ``seen``: the record as just read.
+        ``provenance``: the outcome's (:mod:`scorefleet.provenance`), for ``scorefleet
+        status``: written with the rest, no request more.
         """
-        changes = {
+        changes: dict[str, Any] = {
             "state": state,
             "outcome": outcome,
             "lease_until": 0,
@@ -378,6 +388,8 @@ class Ledger:
         }
         if job.failure is not None:
             changes["error"] = f"{job.failure.kind}: {job.failure.message}"[:2000]
+        if provenance:
+            changes["provenance"] = dict(provenance)
         rec = seen
         for _ in range(_CAS_ATTEMPTS):
             if rec is not None and rec.run_id != job.run_id:

@@ -20,6 +20,7 @@ from tests.helpers.k8s import (
     FakeApiServer,
     FakeKubelet,
     calls_for,
+    image_id_of,
     k8s_catalog,
     now_iso,
     pod_of,
@@ -164,6 +165,10 @@ def test_iris_is_scored_in_a_pod(kstack, kout, dropped):
     assert suffix == ".scoreout", body.decode()
     assert body.decode().splitlines()[0] == "label,probability" and tags["rows"] == "150"
     assert tags["k8s_cluster"] == "local" and tags["k8s_namespace"] == "team-a"
+    # provenance (issue 27): the digest from the pod's status, as the kubelet reported it
+    meta = kout.s3.head_object(Bucket=BUCKET, Key="out/iris.csv.scoreout")["Metadata"]
+    assert meta["model-image-id"] == image_id_of(IRIS_IMAGE).removeprefix("docker-pullable://")
+    assert meta["model-image"] == IRIS_IMAGE and meta["model-protocol"] == "sagemaker"
     name = torn_down(kstack, "iris.csv")
     # one create, one watch, one delete: nothing listed, nothing polled
     assert step_calls(kstack, name) == {"create pods": 1, "watch pods": 1, "delete pods": 1}

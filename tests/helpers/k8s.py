@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import json
 import logging
@@ -351,6 +352,17 @@ class FakeApiServer:
 _IPS = itertools.count(2)
 
 
+def image_id_of(image: str) -> str:
+    """The ``imageID`` a kubelet reports for a started container of ``image``: the
+    repository and the digest it pulled, with the runtime's prefix (dockershim's
+    ``docker-pullable://``; containerd reports it without one)."""
+    repo = image.split("@", 1)[0]
+    name_at = repo.rfind("/") + 1
+    if ":" in repo[name_at:]:
+        repo = repo[: name_at + repo[name_at:].index(":")]
+    return f"docker-pullable://{repo}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
+
+
 def next_loopback_ip() -> str:
     n = next(_IPS)
     return f"127.0.{n // 250}.{2 + n % 250}"
@@ -501,6 +513,9 @@ class FakeKubelet:
 
     def _container(self, run: PodRun, **fields: Any) -> list[dict[str, Any]]:
         base = {"name": "model", "image": run.image, "ready": False, "restartCount": 0}
+        state = fields.get("state") or {}
+        if "running" in state or "terminated" in state:  # pulled: the kubelet knows its digest
+            base["imageID"] = image_id_of(run.image)
         return [{**base, **fields}]
 
     def _bring_up(self, run: PodRun, pod: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ from scorefleet.errors import ModelError, Rejected, is_transient
 from scorefleet.job import Failure
 from scorefleet.settings import ModelSpec, load
 from tests.helpers import REPO, launched, make_job
-from tests.helpers.k8s import FakeApiServer, FakeKubelet, fake_cluster, k8s_catalog
+from tests.helpers.k8s import FakeApiServer, FakeKubelet, fake_cluster, image_id_of, k8s_catalog
 from tests.helpers.protocols import invoke, sagemaker
 from workers.backends import make_backend
 from workers.backends.kubernetes import (
@@ -277,6 +277,10 @@ def test_launch_score_adopt_teardown(cluster):
     assert invoke(client, b"a,b\n1,2\n3,4\n", 1, 2).csv == b"1,2\n2,2\n"
     client.close()
     assert backend.calls.snapshot() == {"create pods": 1, "watch pods": 1}
+    # provenance: the digest the kubelet pulled, from the Ready pod the watch saw (issue
+    # 27: no call more), the runtime's prefix dropped
+    assert ep.image_id == image_id_of("test/ok:1").removeprefix("docker-pullable://")
+    assert ep.image_id.startswith("test/ok@sha256:")
     # the same run again (a retried step, another worker): the pod is adopted
     before = backend.calls.snapshot()
     again = backend.launch(job, spec(backend, "test/ok:1"))
@@ -679,13 +683,14 @@ def test_warm_mode_parks_and_reuses_a_pod(cluster):
     first = new_job("test/ok:1")
     ep = backend.launch(first, spec(backend, "test/ok:1"))
     first = launched(first, ep.url, ep.handle)
+    first = replace(first, model=replace(first.model, image_id=ep.image_id))
     before = backend.calls.snapshot()
     assert backend.teardown(first) is True  # parked, not deleted
     assert first.run_id in cluster.api.pod_names()
     second = new_job("test/ok:1")
     again = backend.launch(second, spec(backend, "test/ok:1"))
     assert again.url == ep.url and again.handle["pod"] == first.run_id and again.warm
-    assert not ep.warm
+    assert not ep.warm and again.image_id == ep.image_id  # what the pod runs, still
     # park + claim: no create, no watch; one get: the pod is still this run's to park
     assert backend.calls.since(before) == {"get pods": 1, "patch pods": 2}
     # another image never gets it

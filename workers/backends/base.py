@@ -32,6 +32,10 @@ class Endpoint:
     #: the model was taken over from the warm pool, ready before this run asked for it
     #: (not started for it)
     warm: bool = False
+    #: what the backend knows of the image it runs, for the outcome's provenance (a
+    #: pod's status imageID: the digest pulled; the local backend: its catalog
+    #: entry's identity); None when it knows nothing
+    image_id: str | None = None
 
 
 class LaunchBackend(Protocol):

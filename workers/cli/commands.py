@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from workers.cli import check as cli_check
 from workers.cli import runs as cli_runs
 from workers.cli.stackenv import DEFAULT_STATE, Group, load_settings
 from workers.cli.tags import TagOption, file_tags
@@ -173,6 +174,12 @@ def _run_demo(stack: Any) -> bool:
 @click.option("--tag", "tag_items", multiple=True, metavar="NAME=VALUE", cls=TagOption)
 @click.option("--key", help="path under the input prefix (default: the file name)")
 @click.option("--wait", default=0, help="seconds to wait for the outcome (0: do not wait)")
+@click.option(
+    "--check",
+    "check_first",
+    is_flag=True,
+    help="run `scorefleet check` first: no upload if it fails",
+)
 @click.option("--env-file", type=click.Path(path_type=Path), help="export-style settings file")
 def submit(
     file: Path,
@@ -182,6 +189,7 @@ def submit(
     tag_items: tuple[str, ...],
     key: str | None,
     wait: int,
+    check_first: bool,
     env_file: Path | None,
 ) -> None:
     """Upload FILE to the input prefix with its tags (the notification does the rest).
@@ -192,6 +200,13 @@ def submit(
     named = {"model_image": model_image, "k8s_cluster": cluster, "k8s_namespace": namespace}
     tags = file_tags(tag_items, named)
     settings = load_settings(env_file)
+    if check_first:
+        p = cli_check.run_check(settings, str(file), tags, key=key or file.name, full=False)
+        if p.problem is not None:
+            click.echo(cli_check.render(p, f"{file} -> {p.source}"), err=True)
+            click.echo("not uploaded (scorefleet check found it would fail)", err=True)
+            raise SystemExit(1)
+        click.echo(f"checked {file}: it would be scored")
     ok = _submit_and_wait(settings, file, key or file.name, tags, wait=wait)
     if not ok:
         raise SystemExit(1)
@@ -409,3 +424,4 @@ def config(markdown: bool, env_file: Path | None, check_backend: bool) -> None:
 
 
 cli_runs.register(main)
+cli_check.register(main)

@@ -73,6 +73,7 @@ def _outcome_without_record(settings: Any, s3: Any, source: Any, v: Any) -> Any:
     """No run record (say the state prefix was cleaned up): an outcome may be there."""
     import dataclasses
 
+    from scorefleet.provenance import FIELDS
     from scorefleet.storage import outcome, s3io
 
     for dest, state in (
@@ -80,8 +81,13 @@ def _outcome_without_record(settings: Any, s3: Any, source: Any, v: Any) -> Any:
         (outcome.error_location(settings, source), "failed"),
     ):
         meta = s3io.head(s3, dest)
-        if meta and meta.get("Metadata", {}).get("pipeline-id") == v.pipeline_id:
-            return dataclasses.replace(v, state=state, outcome=str(dest))
+        found = (meta or {}).get("Metadata", {})
+        if found.get("pipeline-id") == v.pipeline_id:
+            # what the run record would have said of it: the outcome's own metadata
+            provenance = {k.replace("-", "_"): str(found[k]) for k in FIELDS if found.get(k)}
+            return dataclasses.replace(
+                v, state=state, outcome=str(dest), provenance=provenance or None
+            )
     return v
 
 

@@ -83,12 +83,15 @@ def score_stream(
     progress: Callable[[ScoreStats], None] | None = None,
     checkpoint: Callable[[], None] | None = None,
     rejects: RowRejects | None = None,
+    before_first: Callable[[Batch], None] | None = None,
 ) -> ScoreStats:
     """``score``: the model protocol's call for one batch (in a pool thread).
     ``checkpoint`` is called after each mini-batch is written; it may raise to
     stop the file (the step's time is up). ``progress`` too (it throttles itself).
     ``rejects``: the file may lose some rows the model refuses (workers/scoring/rejects.py):
-    a refused mini-batch is bisected, the refused rows go to its ``.rejected``."""
+    a refused mini-batch is bisected, the refused rows go to its ``.rejected``.
+    ``before_first`` sees the first mini-batch before it is sent (the model's
+    contract: workers/scoring/preview.py); it may raise to stop the file."""
     started = time.monotonic()
     stats = ScoreStats()
     next_report = started + PROGRESS_EVERY_SECONDS
@@ -144,6 +147,9 @@ def score_stream(
         for piece in reader:
             # Only the batch goes to the pool; its rows are freed once sent.
             b = piece.batch
+            if before_first is not None:
+                before_first(b)
+                before_first = None
             if rejects is not None:
                 rows_batched = b.first_row + b.rows - 1
             pending.append((piece.kept, b.first_row, b.rows, b.span, pool.submit(call, b)))

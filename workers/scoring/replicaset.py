@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from scorefleet.errors import ModelUnavailable, PipelineError
 from workers.process import metrics
 from workers.scoring.batches import Batch, Scores
+from workers.scoring.contract import Contract
 from workers.scoring.protocols import ModelProtocol
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,11 @@ class ReplicaSet:
     def close(self) -> None:
         for m in self.members:
             m.client.close()
+
+    def model_contract(self) -> Contract | None:
+        """The model's own contract, as its first replica publishes it (every replica
+        runs the same image)."""
+        return self.members[0].client.model_contract()
 
     # ----------------------------------------------------------------- calls
     def _pick(self, tried: set[int]) -> _Member | None:

@@ -53,7 +53,7 @@ from workers.backends.kubernetes.podsecurity import (
     namespace_security,
     unknown,
 )
-from workers.backends.kubernetes.status import created_at, pod_state
+from workers.backends.kubernetes.status import created_at, image_id, pod_state
 from workers.backends.kubernetes.warm import WarmPool
 from workers.backends.kubernetes.watch import wait_ready
 from workers.backends.replicas import allowed, handle_of
@@ -298,7 +298,7 @@ class KubernetesBackend:
         }
         if replica:
             handle["replica"] = replica
-        return Endpoint(url=url, handle=handle)
+        return Endpoint(url=url, handle=handle, image_id=image_id(pod))
 
     def _check_reachable(self, url: str, ns: str, name: str, spec: ModelSpec) -> None:
         if not probe(url, spec, timeout=5.0):

@@ -43,6 +43,8 @@ class ParkedPod:
     url: str
     handle: dict[str, Any]
     parked_at: float
+    #: the image its pod runs, as its status said when the run that parked it began
+    image_id: str | None = None
 
 
 class WarmPool:
@@ -105,7 +107,7 @@ class WarmPool:
                 )
             log.info("reusing warm pod %s/%s for this file", ns, parked.name)
             handle = {**parked.handle, **({"replica": replica} if replica else {})}
-            return Endpoint(url=parked.url, handle=handle, warm=True)
+            return Endpoint(url=parked.url, handle=handle, warm=True, image_id=parked.image_id)
 
     def park(self, job: Job, cluster: Cluster, ns: str, name: str, url: str) -> bool:
         """Keep this run's healthy pod ``name`` (answering at ``url``) for this
@@ -133,6 +135,7 @@ class WarmPool:
                     url=url,
                     handle={"cluster": cluster.name, "namespace": ns, "pod": name},
                     parked_at=now,
+                    image_id=job.model.image_id,
                 )
             )
         log.info("parked pod %s/%s warm for %gs", ns, name, self.idle)

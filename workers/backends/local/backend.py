@@ -149,6 +149,8 @@ class LocalBackend:
             "launch_timeout": float(spec.extra.get("launch_timeout", self.launch_timeout)),
             "home": home.name,
             "replica": replica,
+            # what ran: on this machine an "image" is its catalog entry's command
+            "image_id": spec.entry_id,
         }
         write_record(run_dir, rec)  # a worker killed from here on leaves its HOME found
         try:
@@ -203,7 +205,9 @@ class LocalBackend:
             if probe(url, spec, timeout=1.0):
                 handle = {"pid": rec["pid"], "port": rec["port"]}
                 return Endpoint(
-                    url=url, handle={**handle, **({"replica": replica} if replica else {})}
+                    url=url,
+                    handle={**handle, **({"replica": replica} if replica else {})},
+                    image_id=rec.get("image_id") or None,
                 )
             if time.monotonic() > deadline:
                 raise ModelError(

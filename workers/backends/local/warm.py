@@ -90,7 +90,7 @@ class WarmPool:
                 "port": rec["port"],
                 **({"replica": replica} if replica else {}),
             }
-            return Endpoint(url=url, handle=handle, warm=True)
+            return Endpoint(url=url, handle=handle, warm=True, image_id=rec.get("image_id") or None)
         return None
 
     def claim_or_wait(

@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from scorefleet.errors import ModelError, RowsRefused
+from scorefleet.errors import ContractMismatch, ModelError, RowsRefused
 from scorefleet.settings import ModelSpec
 from workers.scoring.batches import Batch, Scores, column_names, scores_from_rows
+from workers.scoring.contract import Column, Contract
 from workers.scoring.protocols import wire
 from workers.scoring.protocols.answers import check_keys, option, parse_json
 from workers.scoring.protocols.base import HttpCheck, ModelProtocol, Readiness
@@ -147,6 +148,37 @@ class V2Protocol(ModelProtocol):
         """The server, then the model (the one a pod probe checks: the last)."""
         path = cls.options_of(spec).model_path
         return Readiness((HttpCheck("/v2/health/ready"), HttpCheck(f"{path}/ready")))
+
+    # -------------------------------------------------------------- metadata
+    def model_contract(self) -> Contract | None:
+        """The model's inputs from its metadata (``GET /v2/models/{name}[/versions/v]``:
+        each input's name, datatype and shape). With the ``tensor`` layout the file's
+        columns fill the input ``v2.input_name`` by position (its shape's second
+        dimension says how many); with ``columns`` each input is a column of that name.
+        None when the server lists no inputs (MLServer without them in its
+        model-settings.json) or has no metadata."""
+        opts = self.options
+        reply = with_deadline(
+            self.limits,
+            "its metadata",
+            self.http,
+            lambda: self.http.request(
+                "GET",
+                opts.model_path,
+                body=None,
+                headers={"Accept": "application/json"},
+                span="its metadata",
+                sent=64 * 1024,
+            ),
+        )
+        if reply.status != 200:
+            return None
+        try:
+            inputs = json.loads(reply.body).get("inputs") or []
+        except (ValueError, AttributeError):
+            return None
+        inputs = [i for i in inputs if isinstance(i, dict) and isinstance(i.get("name"), str)]
+        return _metadata_contract(opts, inputs, self.spec.image) if inputs else None
 
     # --------------------------------------------------------------- scoring
     def score(self, batch: Batch) -> Scores:
@@ -331,6 +363,72 @@ def _fast_column(column: wire.Column, dt: str) -> list[Any]:
     if dt == "BYTES" and column.kind == "text" and not column.nulls:
         return column.values
     raise wire.Fallback(f"a {column.kind} column into a {dt} tensor")
+
+
+#: what each v2 datatype holds (a contract type), and whether scorefleet can send an
+#: empty cell in it (JSON null in a float tensor, "" in BYTES)
+_KINDS = {"BOOL": ("boolean", False), "BYTES": ("any", True)}
+
+
+def _kind(datatype: str) -> tuple[str, bool]:
+    if datatype.startswith("FP"):
+        return "number", True
+    if datatype.startswith(("INT", "UINT")):
+        return "integer", False
+    return _KINDS.get(datatype, ("any", True))
+
+
+def _metadata_contract(
+    opts: V2Options, inputs: list[dict[str, Any]], image: str
+) -> Contract | None:
+    """The contract of a model's metadata inputs, as this entry's options send them
+    (None: a tensor whose width it does not say); :class:`ContractMismatch` when the
+    options send what the model does not take."""
+    source = f"the model's own metadata, GET {opts.model_path}"
+    remedy = (
+        f"change the v2 options of {image} in the model catalog (layout, input_name, "
+        "datatype, datatypes) to what the model's metadata says"
+    )
+    by_name = {str(i["name"]): i for i in inputs}
+
+    def sent_as(name: str, datatype: str) -> None:
+        said = str(by_name[name].get("datatype") or "")
+        if said and said != datatype:
+            key = "v2.datatype" if opts.layout == "tensor" else f"v2.datatypes.{name}"
+            raise ContractMismatch(
+                f"the model's metadata (GET {opts.model_path}) says its input {name!r} is "
+                f"{said}, but the model catalog sends {datatype} for {image}: set {key} "
+                f"to {said}"
+            )
+
+    if opts.layout == "tensor":
+        tensor = by_name.get(opts.input_name)
+        if tensor is None:
+            names = ", ".join(repr(n) for n in by_name)
+            fix = (
+                f"set v2.input_name to {next(iter(by_name))!r}"
+                if len(by_name) == 1
+                else "set v2.layout to columns (one input per column)"
+            )
+            raise ContractMismatch(
+                f"the model's metadata (GET {opts.model_path}) lists its inputs {names}, "
+                f"not {opts.input_name!r}, which the model catalog sends for {image}: {fix}"
+            )
+        sent_as(opts.input_name, opts.datatype)
+        shape = tensor.get("shape") or []
+        width = shape[1] if len(shape) == 2 and isinstance(shape[1], int) else -1
+        if width < 1:
+            return None  # [-1, -1]: any number of columns
+        kind, nullable = _kind(opts.datatype)
+        tensor_columns = (Column("", kind, nullable=nullable),) * width
+        return Contract(tensor_columns, closed=True, positional=True, source=source, remedy=remedy)
+    columns: list[Column] = []
+    for name in by_name:
+        datatype = opts.datatypes.get(name, opts.datatype)
+        sent_as(name, datatype)
+        kind, nullable = _kind(datatype)
+        columns.append(Column(name, kind, nullable=nullable))
+    return Contract(tuple(columns), closed=True, source=source, remedy=remedy)
 
 
 def _short(value: Any) -> str:
