@@ -42,6 +42,14 @@ class BadInput(PermanentError):
     kind = "BadInput"
 
 
+class ContractMismatch(BadInput):
+    """The file's columns do not fit the model's inputs (its contract: declared in the
+    model catalog, an MLflow signature, or the model's own metadata). Found before any
+    model starts, or before the first mini-batch: never retried."""
+
+    kind = "ContractMismatch"
+
+
 class Rejected(PermanentError):
     """The file was refused before any work: disallowed image, bad tags, wrong place."""
 

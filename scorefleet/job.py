@@ -21,9 +21,9 @@ On the wire (a step's task message and return value) a job stays the one flat JS
 object it has always been (:meth:`Job.to_dict`): the same keys with the same values,
 so messages queued by an older worker read the same (:meth:`Job.from_dict` also
 takes the older forms), and an older worker reads ours (it ignores the keys it does
-not know; the ones added are ``model_pooled`` and ``handovers``).
-tests/unit/test_job_wire.py holds this against messages captured from the release
-before the split.
+not know; the ones added are ``model_pooled``, ``model_replicas``,
+``model_image_id`` and ``handovers``). tests/unit/test_job_wire.py holds this against
+messages captured from the release before the split.
 """
 
 from __future__ import annotations
@@ -179,6 +179,13 @@ class ModelState:
     #: nothing is left for teardown to stop: the model was released after scoring
     #: (warm mode), or none was started (a file without rows)
     released: bool = False
+    #: the numbers of the model replicas the run has (workers/backends/replicas.py);
+    #: empty: one model, replica 0, as before replicas. Like ``handle``, what the
+    #: backend answered; a step bounds it by the catalog before it acts on it
+    replicas: tuple[int, ...] = ()
+    #: what the backend knows of the image it ran (a pod's imageID, the digest the
+    #: kubelet pulled; the local backend: its catalog entry's identity): provenance
+    image_id: str | None = None
 
     @property
     def start_ms(self) -> int | None:
@@ -342,6 +349,8 @@ class Job:
             "skipped": self.skipped,
             "released": m.released,
             "model_pooled": m.pooled,
+            "model_replicas": list(m.replicas),
+            "model_image_id": m.image_id,
             "handovers": self.handovers,
         }
 
@@ -361,6 +370,8 @@ class Job:
             values["failure"] = Failure(**values["failure"])
         if values.get("skipped") is not None:
             values["skipped"] = SkipReason(values["skipped"])
+        if isinstance(values.get("model_replicas"), list):
+            values["model_replicas"] = tuple(values["model_replicas"])
         ticket = Ticket(**_part(values, _TICKET_KEYS))
         return cls(
             ticket,
@@ -386,6 +397,8 @@ _MODEL_KEYS = {
     "handle": "handle",
     "model_pooled": "pooled",
     "released": "released",
+    "model_replicas": "replicas",
+    "model_image_id": "image_id",
 }
 _OUTPUT_KEYS = {
     "staging_key": "staging_key",

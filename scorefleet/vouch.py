@@ -66,6 +66,13 @@ def check_job(settings: Settings, job: Job) -> None:
         raise Untrusted("the job's staging_key is neither a string nor null")
     if not isinstance(job.model.handle, dict):
         raise Untrusted("the job's handle is not an object")
+    replicas = job.model.replicas
+    if not isinstance(replicas, tuple) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 1000 for i in replicas
+    ):
+        raise Untrusted("the job's model_replicas is not a list of replica numbers")
+    if not isinstance(job.model.image_id, str | None):
+        raise Untrusted("the job's model_image_id is neither a string nor null")
     tags = job.data_tags
     if not isinstance(tags, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in tags.items()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from scorefleet import images
@@ -36,10 +35,6 @@ def _queue_name(value: str) -> str:
     if not _SQS_NAME.match(value):
         raise ValueError("letters, digits, '-' and '_' only, at most 80 characters")
     return value
-
-
-def _state_dir(value: str) -> Path:
-    return Path(value).expanduser() if value else Path.home() / ".local" / "state" / "scorefleet"
 
 
 def _log_level(value: str) -> str:
@@ -259,27 +254,6 @@ class Launch:
         "a model container older than this many seconds is removed by the reaper "
         "whatever its state",
         num(60, 7 * 86400, integer=False),
-    )
-
-
-@dataclass(frozen=True)
-class Local:
-    """The local backend (a model process per file, on the worker's machine)."""
-
-    max_live_models: int = var(
-        "MAX_LIVE_MODELS",
-        "0",
-        "local backend: at most this many model processes on the machine at once (running or "
-        "warm); a launch beyond it waits its turn in the queue. 0: no limit (kubernetes: use a "
-        "ResourceQuota, which launches also wait for)",
-        num(0, 10000),
-    )
-    state_dir: Path = var(
-        "STATE_DIR",
-        "",
-        "local backend: directory for model process records and logs (default: "
-        "~/.local/state/scorefleet)",
-        _state_dir,
     )
 
 

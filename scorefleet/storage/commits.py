@@ -105,9 +105,7 @@ def belongs(settings: Settings, job: Job, entry: Committed) -> str | None:
     return None
 
 
-def commit(
-    ledger: Ledger, job: Job, entry: Committed, progress: dict[str, Any]
-) -> bool | None:
+def commit(ledger: Ledger, job: Job, entry: Committed, progress: dict[str, Any]) -> bool | None:
     """Record ``entry`` (and the run's ``progress``) as the run's committed parts: True;
     False if another attempt has taken this upload over; None if the run is no longer
     this chain's (superseded). The entry of another upload (an attempt of the run that

@@ -34,7 +34,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -264,6 +264,35 @@ class Ledger:
             log.warning("could not record %s as queued: %s", job.source, exc)
             return False
 
+    def refused(self, job: Job, outcome: str | None, error: str) -> bool:
+        """Record that ``job`` was refused before any work (its tags, its image: the
+        Lambda, the sweep, a rerun), so that ``scorefleet runs --failed`` lists it as
+        it lists a failed run. Only where no run of the file is queued or running (a
+        refused rerun leaves a live run alone). Best effort: False if not written."""
+        now = time.time()
+        data = {
+            "run_id": job.run_id,
+            "state": RunState.FAILED,
+            "step": "enqueue",
+            "source": str(job.source),
+            "model_image": job.model_image,
+            "queued_at": job.enqueued_at,
+            "finished_at": now,
+            "outcome": outcome,
+            "error": error[:2000],
+            "lease_until": 0,
+        }
+        try:
+            for _ in range(_CAS_ATTEMPTS):
+                rec = self.get(job.pipeline_id)
+                if rec is not None and rec.state not in FINISHED_STATES:
+                    return False
+                if self._put(job.pipeline_id, data, if_match=rec.etag if rec else None):
+                    return True
+        except Exception as exc:  # runs --failed then misses it; its .error is there
+            log.warning("could not record the refusal of %s: %s", job.source, exc)
+        return False
+
     def progress(self, job: Job, phase: Phase, **fields: Any) -> bool:
         """Record the run's phase (launching, scoring, publishing) and its progress
         (rows and bytes so far), while the claim is this chain's. Best effort."""
@@ -345,7 +374,14 @@ class Ledger:
         return self._update(job, changes)
 
     def record_outcome(
-        self, job: Job, state: str, outcome: str | None, attempt: str, *, seen: Record | None
+        self,
+        job: Job,
+        state: str,
+        outcome: str | None,
+        attempt: str,
+        *,
+        seen: Record | None,
+        provenance: Mapping[str, str] | None = None,
     ) -> Publication:
         """Record how the run ended, before its outcome is published; say whether
         this attempt is the one to publish it.
@@ -354,8 +390,10 @@ class Ledger:
         or one name for "no output"): redeliveries and retries of its upload share it,
         the copy of the chain left by a worker killed between sending a step and
         acknowledging its own message does not. ``seen``: the record as just read.
+        ``provenance``: the outcome's (:mod:`scorefleet.provenance`), for ``scorefleet
+        status``: written with the rest, no request more.
         """
-        changes = {
+        changes: dict[str, Any] = {
             "state": state,
             "outcome": outcome,
             "lease_until": 0,
@@ -366,6 +404,8 @@ class Ledger:
         }
         if job.failure is not None:
             changes["error"] = f"{job.failure.kind}: {job.failure.message}"[:2000]
+        if provenance:
+            changes["provenance"] = dict(provenance)
         rec = seen
         for _ in range(_CAS_ATTEMPTS):
             if rec is not None and rec.run_id != job.run_id:

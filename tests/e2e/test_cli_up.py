@@ -157,7 +157,10 @@ def test_up_demo_scores_the_iris_file_and_stops(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "scorefleet local stack is up." in proc.stdout
     assert "scored in" in proc.stdout and "label,probability" in proc.stdout
-    assert "stopped every process the local stack started." in proc.stdout
+    assert "stopped every process the local stack started" in proc.stdout
+    # issue 28: nothing of the emulator is kept across restarts, and it says so
+    assert "stopping the stack loses them, outputs included" in proc.stdout
+    assert "(the emulator's buckets and queues went with it)" in proc.stdout
     state = tmp_path / ".scorefleet"
     assert not (state / "stack.env").exists()  # the stack is gone: nothing points at it
     assert stackstate.holder(state) is None
@@ -183,6 +186,8 @@ def test_make_up_in_the_background_printed_steps_run_and_ctrl_c_stops_it(tmp_pat
         steps = next_steps(out)
         assert steps[0].startswith("source ") and any(s.startswith("aws ") for s in steps)
         fresh = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+        if os.environ.get("PYTHONPATH"):  # a worktree's code is the code the commands run
+            fresh["PYTHONPATH"] = os.environ["PYTHONPATH"]
         shell = subprocess.run(
             ["bash", "-c", "set -euo pipefail\n" + "\n".join(steps)],
             cwd=tmp_path,
@@ -193,7 +198,9 @@ def test_make_up_in_the_background_printed_steps_run_and_ctrl_c_stops_it(tmp_pat
             check=False,
         )
         assert shell.returncode == 0, "\n".join(steps) + "\n" + shell.stdout + shell.stderr
-        assert shell.stdout.count("scored in") == 2, shell.stdout  # submit and rerun --wait
+        assert shell.stdout.count("scored in") == 3, shell.stdout  # submit twice, rerun --wait
+        # issue 28: it says plainly that the emulator keeps nothing across restarts
+        assert "stopping the stack loses them, outputs included" in out
         assert "label,probability" in shell.stdout
         assert re.search(r"^[0-9a-f-]{36}$", shell.stdout, re.M)  # celery call: the task id
         assert up.stop(signal.SIGINT) == 0

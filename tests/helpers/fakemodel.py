@@ -6,7 +6,8 @@ Modes:
   ok          one result row per input row: "<row number>,<field count>"
   crash       prints a line with a planted secret and exits 3 before listening
   fail-once   answers HTTP 500 to the first /invocations, then behaves like ok
-  fail-n      answers HTTP 500 to the first --fails /invocations, then behaves like ok
+  fail-n      answers HTTP 503 (busy) to the first --fails /invocations, then like ok
+  raise       a model with a bug: HTTP 500 with its Python traceback, every time
   few-rows    answers one row fewer than it was sent
   never-ready listens, but /ping always answers 503
   leak400     answers HTTP 400 with credentials in the body
@@ -23,6 +24,10 @@ Modes:
 --log FILE (hash and refuse): appends "<first field of the first row> <rows>" for
 each mini-batch it scores, so a test can count the rows scored per file (issue 26:
 rows scored twice after a worker dies).
+
+--only-first PATH: of several processes started with the same PATH, the first to
+create it runs its mode; every other one crashes at start (exit 4) with a log line
+naming its port (one replica of a file that fails to start).
 """
 
 from __future__ import annotations
@@ -44,6 +49,12 @@ STATE = {"calls": 0}
 LEAKED_KEY_ID = "AKIAQWERTYUIOPASDFGH"
 LEAKED_SECRET = "wJalrXUtnFEMIK7MDENGbPxRfiCYzzPLANTED"
 LOCK = threading.Lock()
+#: What the "raise" model answers (as FastAPI's debug mode or a Flask error handler does).
+TRACEBACK = b"""Traceback (most recent call last):
+  File "/opt/model/app.py", line 31, in invocations
+    features = [float(v) for v in row]
+ValueError: could not convert string to float: ''
+"""
 
 
 def records(body: bytes) -> list[list[str]]:
@@ -94,10 +105,14 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             STATE["calls"] += 1
             calls = STATE["calls"]
-        if (self.mode == "fail-once" and calls == 1) or (
-            self.mode == "fail-n" and calls <= self.fails
-        ):
+        if self.mode == "fail-once" and calls == 1:
             self._send(500, b"transient model failure (call %d)" % calls, "text/plain")
+            return
+        if self.mode == "fail-n" and calls <= self.fails:
+            self._send(503, b"model busy, try again (call %d)" % calls, "text/plain")
+            return
+        if self.mode == "raise":
+            self._send(500, TRACEBACK, "text/plain")
             return
         if self.mode == "leak400":
             msg = f"bad row; connecting with token={LEAKED_SECRET} as {LEAKED_KEY_ID}"
@@ -148,7 +163,14 @@ def main() -> int:
     ap.add_argument("--delay", type=float, default=0.0)
     ap.add_argument("--fails", type=int, default=0)
     ap.add_argument("--log", default="")
+    ap.add_argument("--only-first", default="")
     args = ap.parse_args()
+    if args.only_first:
+        try:
+            os.close(os.open(args.only_first, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            print(f"fatal: replica on port {args.port} lost the race for its GPU", flush=True)
+            return 4
     if args.mode == "crash":
         secret = os.environ.get("FAKEMODEL_SECRET", "")
         print(f"loading weights with password={secret or 'hunter2-secret'}", flush=True)

@@ -192,7 +192,9 @@ def test_a_redelivered_launch_waits_for_the_live_lease_without_a_retry(
     # once the first delivery's lease has expired, the next delivery takes over
     rec = ledger.get(job.pipeline_id)
     assert ledger._put(job.pipeline_id, {**rec.data, "lease_until": 1}, if_match=rec.etag)
-    monkeypatch.setattr(tasks.launch, "preflight", lambda *a, **kw: None)
+    monkeypatch.setattr(
+        tasks.launch, "look", lambda *a, **kw: SimpleNamespace(error=None, head=None)
+    )
     result = launch.apply(args=args)
     assert result.successful(), result.traceback
     assert len(started) == 1 and len(sent) == 1
@@ -238,7 +240,9 @@ def test_a_launch_does_not_renew_a_lease_before_it_holds_the_claim(
     monkeypatch.setattr(
         runtime.current().backend, "launch", lambda j, spec: started.append(j) or model
     )
-    monkeypatch.setattr(tasks.launch, "preflight", lambda *a, **kw: None)
+    monkeypatch.setattr(
+        tasks.launch, "look", lambda *a, **kw: SimpleNamespace(error=None, head=None)
+    )
     sent = []
 
     def signature_from_request(self, request, args, **options):

@@ -182,6 +182,7 @@ ADDED_SINCE = (
     "MAX_REJECTED_ROWS",
     "MAX_ROW_GROUP_MB",
     "EVENT_FLUSH_SECONDS",
+    "LOCAL_MODEL_AWS",
     "REQUIRE_IMAGE_DIGEST",
 )
 #: ... and the Settings fields they fill (``scorefleet config`` prints the fields)
@@ -196,6 +197,7 @@ ADDED_FIELDS = (
     "max_rejected_rows",
     "max_row_group_bytes",
     "event_flush_seconds",
+    "local_model_aws",
     "require_image_digest",
 )
 

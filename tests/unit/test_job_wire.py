@@ -21,7 +21,7 @@ MESSAGES: dict[str, Any] = json.loads((GOLDEN / "job-messages.json").read_text()
 #: what the release before the split wrote, by the step whose message it is
 WRITTEN = ("launch", "score", "upload", "failure_tail", "teardown", "skipped")
 #: the keys this release adds (older workers ignore keys they do not know)
-ADDED = {"model_pooled": False, "handovers": 0}
+ADDED = {"model_pooled": False, "model_replicas": [], "model_image_id": None, "handovers": 0}
 
 
 def wire(job: Job) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from workers.localstack.aws import (
     DLQ,
     EVENTS_QUEUE,
     MAX_RECEIVE_COUNT,
+    MODEL_CREDENTIALS,
     QUEUE,
     Bridge,
     emulator_client,
@@ -84,6 +85,10 @@ __all__ = [
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_ARENA_MAX": "2"}
 
 
+#: seconds the local stack's sweep leaves a new file to its notification
+LOCAL_SWEEP_GRACE = 10
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -115,12 +120,20 @@ def stack_env(
         "SCOREFLEET_LAUNCH_BACKEND": "local",
         "SCOREFLEET_STATE_DIR": str(state_dir),
         "SCOREFLEET_VISIBILITY_TIMEOUT": str(LOCAL_VISIBILITY_TIMEOUT),
+        # a laptop's notifications arrive within a second or two: `scorefleet sweep` finds
+        # a lost one after seconds, not the production default's quarter of an hour
+        "SCOREFLEET_SWEEP_GRACE_SECONDS": str(LOCAL_SWEEP_GRACE),
         "SCOREFLEET_MODEL_CATALOG": json.dumps(catalog if catalog is not None else iris_catalog()),
         # Flower listens on 127.0.0.1 here; anywhere else it needs FLOWER_BASIC_AUTH
         "SCOREFLEET_FLOWER_UNAUTHENTICATED": "true",
         # a worker gets a metrics port of its own (LocalStack.start_worker); the other
         # processes, and a shell that sources stack.env, serve none
         "SCOREFLEET_METRICS_PORT": "0",
+        # what a model whose catalog entry says local_aws gets: the emulator, and a
+        # credential of the models' own, never the worker's (docs/models.md)
+        "SCOREFLEET_LOCAL_MODEL_AWS": json.dumps(
+            {"endpoint_url": endpoint, "region": CREDENTIALS["AWS_REGION"], **MODEL_CREDENTIALS}
+        ),
         **MALLOC_ENV,
     }
     env.update(extra or {})
@@ -210,9 +223,11 @@ class LocalStack:
             self.endpoint,
             int(self.extra_env.get("SCOREFLEET_VISIBILITY_TIMEOUT", LOCAL_VISIBILITY_TIMEOUT)),
         )
-        # one machine: at most one model per file slot, so a burst of files is
-        # scored a few at a time instead of starting every model at once
-        limit = {"SCOREFLEET_MAX_LIVE_MODELS": str(self.workers * self.concurrency)}
+        # one machine: at most one model (with its replicas) per file slot, so a burst
+        # of files is scored a few at a time instead of starting every model at once
+        replicas = [e.get("replicas") for e in (self.catalog or {}).values()]
+        most = max([r for r in replicas if isinstance(r, int) and r > 1] or [1])
+        limit = {"SCOREFLEET_MAX_LIVE_MODELS": str(self.workers * self.concurrency * most)}
         self.env = stack_env(
             self.endpoint,
             self.state_dir,

@@ -129,6 +129,7 @@ class Attempt:
         max_in_flight: int,
         checkpoint: Callable[[], None],
         superseded: Callable[[], bool],
+        before_first: Callable[[Batch], None] | None = None,
     ) -> tuple[Ending, ScoreStats]:
         try:
             stats = score_stream(
@@ -142,6 +143,7 @@ class Attempt:
                 progress=self.progress.update,
                 rejects=self.rejects,
                 checkpoints=self.checkpointer,
+                before_first=before_first,
             )
             cp = self.checkpointer
             if superseded() or (cp is not None and cp.superseded):

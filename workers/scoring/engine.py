@@ -100,6 +100,7 @@ def score_stream(
     checkpoint: Callable[[], None] | None = None,
     rejects: RowRejects | None = None,
     checkpoints: Checkpoints | None = None,
+    before_first: Callable[[Batch], None] | None = None,
 ) -> ScoreStats:
     """``score``: the model protocol's call for one batch (in a pool thread).
     ``checkpoint`` is called after each mini-batch is written; it may raise to
@@ -108,7 +109,9 @@ def score_stream(
     a refused mini-batch is bisected, the refused rows go to its ``.rejected``.
     ``checkpoints``: told of each piece written, and asked whether to stop reading
     (the mini-batches in flight are written first; ``stats.stopped`` then, and the
-    output is not closed)."""
+    output is not closed).
+    ``before_first`` sees the first mini-batch before it is sent (the model's
+    contract: workers/scoring/preview.py); it may raise to stop the file."""
     started = time.monotonic()
     stats = ScoreStats(rejected=rejects.rejected if rejects is not None else 0)
     next_report = started + PROGRESS_EVERY_SECONDS
@@ -178,6 +181,9 @@ def score_stream(
                 break
             # Only the batch goes to the pool; its rows are freed once sent.
             b = piece.batch
+            if before_first is not None:
+                before_first(b)
+                before_first = None
             if rejects is not None:
                 rows_batched = b.first_row + b.rows - 1
             fut = pool.submit(call, b)

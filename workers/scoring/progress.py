@@ -35,14 +35,17 @@ class RunProgress:
         every: float = PROGRESS_EVERY_SECONDS,
         first: float = FIRST_PROGRESS_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        replicas: int = 1,
     ) -> None:
-        """``read``: the bytes read so far, as the input's reader counts them."""
+        """``read``: the bytes read so far, as the input's reader counts them;
+        ``replicas``: the model replicas scoring the file (recorded when several)."""
         self.ledger = ledger
         self.job = job
         self.total_bytes = total_bytes
         self._read = read
         self.every = every
         self.clock = clock
+        self.replicas = replicas
         # the first write a moment after the start: a file scored sooner needs none
         self._next = clock() + min(first, every)
         self.writes = 0
@@ -65,6 +68,7 @@ class RunProgress:
             rows=rows,
             bytes_read=self.bytes_read,
             total_bytes=self.total_bytes,
+            **({"replicas": self.replicas} if self.replicas > 1 else {}),
             **extra,
         )
 

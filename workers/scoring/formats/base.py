@@ -61,6 +61,12 @@ class Reader(ABC):
         """The file's rows, if the reader knows them before reading (a footer says)."""
         return None
 
+    def footer_schema(self) -> tuple[pa.Schema, dict[str, int]] | None:
+        """The model columns' types and how many empty values each holds, if the reader
+        knows them before reading rows (a footer says; the counts when its statistics
+        have them)."""
+        return None
+
 
 class Writer(ABC):
     """Streams the output of one file into ``sink``; :meth:`close` ends it."""

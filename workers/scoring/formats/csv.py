@@ -213,6 +213,19 @@ def check_head(head: bytes, complete: bool, columns: Columns, lim: ReadLimits) -
     plan(columns, names, named=batcher.header is not None)
 
 
+def rows_end(data: bytes) -> int:
+    """Where the last whole (newline-ended) record of ``data`` ends; a newline inside
+    quotes ends no record."""
+    end, pos, in_quotes = 0, 0, False
+    while (nl := data.find(b"\n", pos)) >= 0:
+        if data.count(b'"', pos, nl) % 2:
+            in_quotes = not in_quotes
+        if not in_quotes:
+            end = nl + 1
+        pos = nl + 1
+    return end
+
+
 FORMAT = Format(
     name="csv",
     label="CSV",
@@ -222,5 +235,6 @@ FORMAT = Format(
     stream=read,
     writer=CsvWriter,
     check_head=check_head,
+    rows_end=rows_end,
     resumes=True,
 )

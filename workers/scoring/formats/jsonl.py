@@ -311,6 +311,11 @@ def check_head(head: bytes, complete: bool, columns: Columns, lim: ReadLimits) -
         raise BadInput("the file is empty")
 
 
+def rows_end(data: bytes) -> int:
+    """Where the last whole line of ``data`` ends (a JSON line holds no newline)."""
+    return data.rfind(b"\n") + 1
+
+
 FORMAT = Format(
     name="jsonl",
     label="JSON Lines",
@@ -330,5 +335,6 @@ FORMAT = Format(
     stream=read,
     writer=JsonlWriter,
     check_head=check_head,
+    rows_end=rows_end,
     resumes=True,
 )

@@ -53,6 +53,9 @@ class Format:
     #: a streamed file's launch preflight: raise BadInput for what its first
     #: (decompressed) bytes show cannot be scored; ``complete``: they are the whole file
     check_head: Callable[[bytes, bool, Columns, ReadLimits], None] | None = None
+    #: a streamed file's first bytes cut to its whole rows: where the last row that
+    #: ends within them ends (the launch samples those rows for the model's contract)
+    rows_end: Callable[[bytes], int] | None = None
     #: the rows a model refused go to the ``.rejected`` as one Parquet table written
     #: at the end (a columnar format), not line by line as the input had them
     rejected_as_table: bool = False

@@ -167,6 +167,27 @@ class ParquetReader(Reader):
         """From the footer, before any row group is read."""
         return self.num_rows
 
+    def footer_schema(self) -> tuple[pa.Schema, dict[str, int]] | None:
+        """The model columns' types, and their empty values by the row groups'
+        statistics (a column without statistics counts none)."""
+        pf = self.open()
+        assert self.plan is not None
+        meta = pf.metadata
+        model = set(self.plan.model)
+        nulls: dict[str, int] = dict.fromkeys(self.plan.model, 0)
+        for i in range(meta.num_row_groups):
+            rg = meta.row_group(i)
+            for j in range(rg.num_columns):
+                col = rg.column(j)
+                name = col.path_in_schema.split(".")[0]
+                stats = col.statistics
+                if name in model and stats is not None and stats.has_null_count:
+                    nulls[name] += int(stats.null_count)
+        import pyarrow as pa
+
+        schema = pf.schema_arrow
+        return pa.schema([schema.field(n) for n in self.plan.model]), nulls
+
     def kept_schema(self) -> pa.Schema | None:
         pf = self.open()
         assert self.plan is not None
