@@ -82,6 +82,13 @@ class Model:
         self.rows += batch.rows
         return hash_model(batch)
 
+    #: what the score step asks a model client (tasks/score.py): the bound of
+    #: mini-batches in flight, and the contract the model declares (none)
+    max_in_flight = 2
+
+    def model_contract(self) -> None:
+        return None
+
     def close(self) -> None:
         pass
 
