@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
@@ -44,9 +45,16 @@ TAG_ALIASES = {
 }
 
 
-@functools.cache
 def client(region: str | None = None) -> S3Client:
-    """One thread-safe S3 client per process (and region)."""
+    """One thread-safe S3 client per process (and region, and endpoint: boto3 reads
+    ``AWS_ENDPOINT_URL`` when a client is made, so a process whose environment points
+    elsewhere later, a test's, gets a client of the new endpoint)."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return _client(region, endpoint)
+
+
+@functools.cache
+def _client(region: str | None, endpoint: str | None) -> S3Client:
     cfg = Config(
         region_name=region,
         retries={"mode": "standard", "max_attempts": 5},

@@ -20,7 +20,7 @@ import pytest
 from scorefleet.s3uri import ERROR_SUFFIX, SCOREOUT_SUFFIX, S3Uri, output_uri
 from scorefleet.storage.s3io import encode_tags
 from tests.helpers import PLANTED_ENV_SECRETS, Outcomes, gzip_member_of, s3_notification, s3_record
-from tests.helpers.checks import error_line, in_process
+from tests.helpers.checks import as_written, error_line, in_process
 from tests.helpers.fakemodel import LEAKED_KEY_ID, LEAKED_SECRET, hash_row, records
 from workers.localstack.stack import BUCKET, IRIS_IMAGE, emulator_client
 from workers.scoring.formats.preflight import HEAD_BYTES
@@ -495,7 +495,7 @@ def test_check_says_what_the_error_says(outcomes, corpus, checker, case):
     p = checker(f"s3://{BUCKET}/in/{case.key}")
     if got == "error" and case.key not in MODEL_ONLY:
         assert p.problem is not None, body.decode()[:800]
-        assert p.problem.line == error_line(body.decode())
+        assert as_written(p.problem.line) == error_line(body.decode())
     else:
         assert p.problem is None, (p.problem, body.decode()[:300])
 

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import REPO, Outcomes, run_cli
-from tests.helpers.checks import error_line, in_process
+from tests.helpers.checks import as_written, error_line, in_process
 from tests.helpers.servers import venvs
 from workers.localstack.stack import BUCKET
 
@@ -123,7 +123,9 @@ def test_check_says_what_the_error_says(outcomes, dropped, checker, family, kind
     if kind == "fits":
         assert p.problem is None, p.problem
         return
-    assert p.problem is not None and p.problem.line == error_line(body.decode()), p.to_json()
+    assert p.problem is not None and as_written(p.problem.line) == error_line(body.decode()), (
+        p.to_json()
+    )
     assert p.problem.step == FAMILIES[family][1], p.to_json()
 
 
@@ -138,7 +140,7 @@ def test_the_check_command_says_it_too(outcomes, dropped, stack):
     report = json.loads(res.stdout) if res.stdout.startswith("{") else {}
     assert res.returncode == 1 and report.get("problem"), said
     problem = report["problem"]
-    assert f"{problem['kind']}: {problem['message']}" == error_line(body.decode()), said
+    assert as_written(f"{problem['kind']}: {problem['message']}") == error_line(body.decode()), said
     assert problem["step"] == "score", said
     assert any("as run sf-" in note for note in report["notes"]), said  # whose metadata
 

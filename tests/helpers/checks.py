@@ -10,10 +10,21 @@ from typing import Any
 
 import pytest
 
+#: what continues a message of several lines in an .error (scorefleet.storage.errordoc)
+_GOES_ON = "\n              "
+
 
 def error_line(text: str) -> str:
-    """The ``error:`` of an .error: ``kind: message`` (the message maybe on several lines)."""
-    return text.split("error:        ", 1)[1].split("\n\ninput:", 1)[0]
+    """The ``error:`` of an .error: ``kind: message``, its later lines (a message of
+    several lines goes on under its first in the file) as the message has them."""
+    written = text.split("error:        ", 1)[1].split("\n\ninput:", 1)[0]
+    return written.replace(_GOES_ON, "\n")
+
+
+def as_written(line: str) -> str:
+    """``kind: message`` as an .error holds it: one line per line of the message
+    (errordoc.render splits it with str.splitlines, which drops a last line end)."""
+    return "\n".join(line.splitlines())
 
 
 @contextmanager

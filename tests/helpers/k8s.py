@@ -680,12 +680,17 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def pod_of(api: FakeApiServer, source_suffix: str) -> str:
-    """The name of the pod the worker created for the file whose S3 URI ends so."""
+    """The name of the pod the worker created for the file whose S3 URI ends so (its
+    first model replica's: replicas are created together, in any order)."""
     for rec in api.requests():
         if rec.method == "POST" and rec.body:
-            notes = (rec.body.get("metadata") or {}).get("annotations") or {}
-            if str(notes.get("scorefleet.io/source", "")).endswith(source_suffix):
-                return str(rec.body["metadata"]["name"])
+            meta = rec.body.get("metadata") or {}
+            notes = meta.get("annotations") or {}
+            replica = (meta.get("labels") or {}).get("scorefleet.io/replica", "0")
+            if str(notes.get("scorefleet.io/source", "")).endswith(source_suffix) and (
+                replica == "0"
+            ):
+                return str(meta["name"])
     raise AssertionError(f"no pod was created for {source_suffix}")
 
 

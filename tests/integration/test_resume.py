@@ -27,7 +27,7 @@ import pytest
 import tasks.base
 import tasks.score
 from scorefleet.job import Job, pipeline_id
-from scorefleet.storage import commits, multipart, s3io
+from scorefleet.storage import commits, multipart
 from tasks.score import score
 from tests.helpers import base_env, make_job
 from tests.unit.test_formats import hash_model
@@ -116,7 +116,6 @@ def env(small_moto, monkeypatch, tmp_path) -> Iterator[Any]:
     )
     for name, value in values.items():
         monkeypatch.setenv(name, value)
-    s3io.client.cache_clear()  # (one client per process: this test's moto, not another's)
     runtime.reset()
     monkeypatch.setattr(multipart, "PART_SIZE", PART)
     ns = SimpleNamespace(s3=s3, bucket=bucket, first=True, model=None)
@@ -136,7 +135,6 @@ def env(small_moto, monkeypatch, tmp_path) -> Iterator[Any]:
 
     ns.use = use
     yield ns
-    s3io.client.cache_clear()
     runtime.reset()
 
 

@@ -48,11 +48,21 @@ def fake_checkout(tmp_path: Path) -> Path:
     return tmp_path
 
 
+#: make's own variables of a make that runs this test (``make test``): a make started
+#: under them is a sub-make and says "Entering directory" around its output
+_MAKES = ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")
+
+
+def clean_env(**env: str) -> dict[str, str]:
+    """This test's environment, as a user's shell has it (not a sub-make's)."""
+    return {**{k: v for k, v in os.environ.items() if k not in _MAKES}, **env}
+
+
 def make_up(cwd: Path, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         ["make", "up"],
         cwd=cwd,
-        env={**os.environ, **env},
+        env=clean_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -101,6 +111,12 @@ def test_a_second_make_up_installs_nothing(tmp_path):
     time.sleep(0.01)  # the stamp is newer than pyproject.toml
     (cwd / ".venv" / ".installed-local").touch()
     out = subprocess.run(
-        ["make", "up"], cwd=cwd, capture_output=True, text=True, timeout=30, check=True
+        ["make", "up"],
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     ).stdout
     assert out.splitlines() == [".venv/bin/scorefleet up --demo", "scorefleet up --demo"]

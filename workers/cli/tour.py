@@ -30,6 +30,7 @@ def _shown(path: Path) -> str:
 #: user's shell sees them; {image}, {bucket}: the example's.
 TOUR = (
     "source {env}",
+    "scorefleet check {iris} --model-image {image}",
     "scorefleet submit {iris} --model-image {image} --wait 60",
     "scorefleet submit {iris} --key kept/iris.csv --model-image {image} "
     "--tag keep_columns=sepal_length --wait 60",
