@@ -373,17 +373,27 @@ def test_a_step_at_its_time_limit_hands_the_file_to_a_continuation(env, monkeypa
     assert f"continued   {steps - 1} time(s)" in render(shown)
 
 
-@pytest.mark.parametrize("warm", [False, True], ids=["model per file", "warm models"])
-def test_a_resumed_step_whose_model_is_gone_starts_it_again(env, monkeypatch, tmp_path, warm):
+@pytest.mark.parametrize(
+    ("warm", "replicas"),
+    [(False, 1), (True, 1), (False, 2)],
+    ids=["model per file", "warm models", "two replicas"],
+)
+def test_a_resumed_step_whose_model_is_gone_starts_it_again(
+    env, monkeypatch, tmp_path, caplog, warm, replicas
+):
     """The real local backend and the fake model process: the worker dies mid-file
     and its model with it; the next delivery finds the model gone, starts one (or
-    takes a warm one) and goes on from the last committed part."""
+    takes a warm one, or starts its replicas again) and goes on from the last
+    committed part."""
     import psutil
 
     from tests.helpers import FAKEMODEL
 
     command = f"{{python}} {FAKEMODEL} --host {{host}} --port {{port}} --mode refuse"
-    catalog = {"test/ok:1": {"command": command, "keep_columns": ["id"], "max_rejected_rows": "50"}}
+    entry = {"command": command, "keep_columns": ["id"], "max_rejected_rows": "50"}
+    if replicas > 1:  # (however small the file: min_mb_per_replica 0)
+        entry.update(replicas=replicas, min_mb_per_replica=0)
+    catalog = {"test/ok:1": entry}
     monkeypatch.setenv("SCOREFLEET_MODEL_CATALOG", json.dumps(catalog))
     if warm:
         monkeypatch.setenv("SCOREFLEET_WARM_IDLE_SECONDS", "60")
@@ -411,10 +421,14 @@ def test_a_resumed_step_whose_model_is_gone_starts_it_again(env, monkeypatch, tm
         env.first = False
         entry = expire(env, job)
         monkeypatch.setattr(tasks.score, "ready_client", real_ready_client)
+        caplog.set_level(logging.INFO)
         result = score.apply(args=[job.to_dict()])
         assert result.successful(), result.traceback
         assert result.result["staging_key"] == entry.key
         assert staged(env, result.result) == want
+        assert "taking the file up at data row" in caplog.text
+        if replicas > 1:
+            assert f"scoring with {replicas} model replicas" in caplog.text
     finally:
         rt.backend.stop_all()  # type: ignore[attr-defined]
 
@@ -441,9 +455,10 @@ class Dies:
 
     def __call__(self, rt: Any, j: Job, spec: Any) -> tuple[Any, Job]:
         client, j = real_ready_client(rt, j, spec)
-        pid = (j.model.handle or {}).get("pid")
-        if pid:
-            self.models.append(int(pid))
+        handle = dict(j.model.handle or {})
+        for one in [handle, *dict(handle.get("replicas") or {}).values()]:
+            if one.get("pid"):
+                self.models.append(int(one["pid"]))
         score_batch = client.score
 
         def score(batch: Batch) -> Scores:
