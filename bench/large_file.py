@@ -8,12 +8,20 @@ emulator's input prefix, wait for ``.scoreout`` (Lambda bridge → SQS → worke
 model over HTTP → emulator). Both include starting Python and the model.
 
     python -m bench.large_file [--rows 1000000] [--payload-mb 1] [--in-flight 4] [--runs 3]
+                               [--against REV]
+
+``--against REV``: the same pipeline runs with the workers of commit REV too (checked
+out into a temporary git worktree), in the same run, the two stacks' drops taking
+turns, and the ratio of the medians is printed (issue 26: what committing each
+output part costs an undisturbed file).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
+import os
 import subprocess
 import sys
 import tempfile
@@ -86,6 +94,7 @@ def main() -> None:
     ap.add_argument("--payload-mb", default="1")
     ap.add_argument("--in-flight", default="4")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--against", help="also run the pipeline with this commit's workers")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="scorefleet-large-"))
     src = tmp / "large.csv"
@@ -97,17 +106,38 @@ def main() -> None:
         "SCOREFLEET_MAX_PAYLOAD_MB": args.payload_mb,
         "SCOREFLEET_MAX_IN_FLIGHT": args.in_flight,
     }
-    with local_stack(extra_env=extra) as stack:
-        client = Client(stack)
+    against: list[float] = []
+    #: the score step's own seconds (the .scoreout's score-ms): no model start, no queue
+    scoring: dict[str, list[float]] = {"this": [], "against": []}
+    with contextlib.ExitStack() as stacks:
+        if args.against:
+            # out of any checkout: each stack's PYTHONPATH decides its workers' code
+            # (`python -m celery` puts its working directory first on sys.path)
+            os.chdir(tmp)
+            extra["PYTHONPATH"] = str(REPO)
+        client = Client(stacks.enter_context(local_stack(extra_env=extra)))
+        other = None
+        if args.against:
+            from bench.resume import revision, worktree
+
+            tree = stacks.enter_context(worktree(revision(args.against)))
+            other = Client(
+                stacks.enter_context(local_stack(extra_env={**extra, "PYTHONPATH": str(tree)}))
+            )
         for i in range(args.runs):
-            t0 = client.drop(f"large-{i}.csv", src)
-            suffix, t1, head = client.wait(f"large-{i}.csv")
-            assert suffix == ".scoreout", suffix
-            pipe.append(t1 - t0)
-            starts.append(int(head["Metadata"]["model-start-ms"]) / 1000)
-            out = client.s3.get_object(Bucket="scorefleet-local", Key=f"out/large-{i}.csv.scoreout")
-            lines = out["Body"].read().count(b"\n")
-            assert lines == args.rows + 1, lines
+            for c, times, name in ((client, pipe, "this"), (other, against, "against")):
+                if c is None:
+                    continue
+                t0 = c.drop(f"large-{i}.csv", src)
+                suffix, t1, head = c.wait(f"large-{i}.csv")
+                assert suffix == ".scoreout", suffix
+                times.append(t1 - t0)
+                scoring[name].append(int(head["Metadata"]["score-ms"]) / 1000)
+                if c is client:
+                    starts.append(int(head["Metadata"]["model-start-ms"]) / 1000)
+                out = c.s3.get_object(Bucket="scorefleet-local", Key=f"out/large-{i}.csv.scoreout")
+                lines = out["Body"].read().count(b"\n")
+                assert lines == args.rows + 1, lines
     b, p = median([x[0] for x in base]), median(pipe)
     print(f"machine: {machine()}")
     print(
@@ -126,6 +156,19 @@ def main() -> None:
         f"  ratio pipeline / baseline: {p / b:.2f}x   "
         f"throughput {args.rows / p:,.0f} rows/s ({size_mb / p:.1f} MB/s)"
     )
+    if against:
+        a = median(against)
+        print(f"  pipeline runs, this checkout: {', '.join(f'{x:.2f}' for x in pipe)} s")
+        print(f"  pipeline runs, {args.against}:  {', '.join(f'{x:.2f}' for x in against)} s")
+        print(f"  this checkout / {args.against} (medians): {p:.2f} / {a:.2f} s = {p / a:.3f}x")
+        st, sa = median(scoring["this"]), median(scoring["against"])
+        print(
+            f"  the score step alone (score-ms), this checkout: "
+            f"{', '.join(f'{x:.2f}' for x in scoring['this'])} s"
+        )
+        print(f"  ... {args.against}: {', '.join(f'{x:.2f}' for x in scoring['against'])} s")
+        ratio = st / sa
+        print(f"  score step this / {args.against} (medians): {st:.2f} / {sa:.2f} s = {ratio:.3f}x")
 
 
 if __name__ == "__main__":

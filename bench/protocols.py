@@ -1,6 +1,7 @@
 """Each model protocol through the local stack, against its server called directly.
 
     python -m bench.protocols [--rows 100000] [--only v2,json] [--payload-mb 0.05] [--runs 3]
+                              [--before DIR]
 
 For each protocol, one iris file of ``--rows`` rows goes through the whole local
 stack (S3 emulator, the Lambda bridge, a worker, a model process); its scoring step's
@@ -9,16 +10,29 @@ server, started by this script, is called directly by a minimal client (urllib3 
 threads) that sends the same mini-batches -- the same bytes, built before the clock
 starts -- with the same concurrency (SCOREFLEET_MAX_IN_FLIGHT), and reads the answers
 (after one untimed call, so the server's warm-up counts against the stack only).
-The ratio stack / direct is what scorefleet costs on top of the model server.
+The ratio stack / direct is what scorefleet costs on top of the model server. The
+worker's CPU per 1,000 rows is its process's CPU time (user + system, psutil) from
+the drop to the outcome, over the rows; a small file of the same image goes first and
+leaves its model warm (SCOREFLEET_WARM_IDLE_SECONDS), so that the measured file's CPU is
+not the launch's (the readiness probes of a server that takes seconds to start).
+
+``--before DIR`` (a worktree of an earlier commit, e.g. the one before issue 25) runs
+a second stack whose worker runs that commit's code (PYTHONPATH=DIR) and models (its
+examples/catalog.json, from DIR), so before and after are measured in the same run,
+alternating with the direct client.
 
 Servers: sagemaker the iris example, v2 MLServer 1.7.1 (its own virtualenv,
 tests/helpers/servers/venvs.py), json the Flask app and KServe's ModelServer, lambda the
-handler behind workers/localstack/lambda_rie.py, sas-executions the executions server.
+handler under awslambdaric behind workers/localstack/lambda_emulator.py (before issue
+25: behind workers/localstack/lambda_rie.py), sas-executions the executions server.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
+import io
 import json
 import os
 import random
@@ -34,15 +48,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psutil
 import urllib3
 
 from bench.common import Client, local_stack, machine
 from scorefleet.settings import ModelSpec, load
 from tests.helpers.servers import venvs
 from tests.helpers.servers.catalog import protocol_catalog
-from workers.localstack.stack import free_port, iris_catalog
+from workers.localstack.stack import LocalStack, free_port, iris_catalog
 from workers.scoring.batches import Batch
-from workers.scoring.engine import _columns
 from workers.scoring.formats.csvsplit import CsvBatcher
 from workers.scoring.protocols import CallLimits, open_protocol, probe
 from workers.scoring.protocols.aws_lambda import INVOKE_PATH, LambdaProtocol, wrap
@@ -77,7 +91,8 @@ def batches(data: bytes, max_bytes: int) -> list[Batch]:
     out: list[Batch] = []
     cols: tuple[str, ...] | None = None
     for raw in b:
-        cols = cols or _columns(b.header, raw.data)
+        assert b.header is not None
+        cols = cols or tuple(next(csv.reader(io.StringIO(b.header.decode()))))
         out.append(
             Batch(raw.first_row, raw.rows, raw.span, cols, csv=raw.data, csv_header=b.header)
         )
@@ -90,7 +105,7 @@ def requests_for(spec: ModelSpec, url: str, bs: list[Batch]) -> list[Callable[[A
     proto = open_protocol(url, spec, CallLimits())
     calls: list[Callable[[Any], None]] = []
     try:
-        if spec.protocol == "sagemaker":
+        if spec.protocol in ("", "sagemaker"):
             for b in bs:
                 body = b.as_csv(header=True)
                 calls.append(lambda pool, body=body: _post(pool, "/invocations", body, "text/csv"))
@@ -177,18 +192,42 @@ def direct(spec: ModelSpec, bs: list[Batch], rows: int) -> float:
 
 
 # ------------------------------------------------------------------ the stack
+def worker_cpu(stack: LocalStack) -> float:
+    """CPU seconds (user + system) of the stack's worker process so far."""
+    proc = next(p for p in stack.procs if p.name == "worker0")
+    times = psutil.Process(proc.popen.pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def through_stack(
     client: Client, key: str, path: Path, image: str, rows: int
-) -> tuple[float, float]:
-    """(rows/s of the scoring step, wall seconds from drop to outcome)."""
+) -> tuple[float, float, float]:
+    """(rows/s of the scoring step, wall seconds from drop to outcome, the worker's CPU
+    milliseconds per 1,000 rows). A small file of the image goes first: its model is
+    then parked warm (SCOREFLEET_WARM_IDLE_SECONDS), so the measured file's CPU is its
+    own, not the launch's readiness probes of a slow-starting server."""
+    warmup = path.with_name("warmup.csv")
+    if not warmup.exists():
+        warmup.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:11]))
+    client.drop(f"{key[:-4]}-warmup.csv", warmup, image)
+    if client.wait(f"{key[:-4]}-warmup.csv", timeout=1800)[0] != ".scoreout":
+        raise RuntimeError(f"{key}: the warm-up file was not scored")
+    cpu = worker_cpu(client.stack)
     t0 = client.drop(key, path, image)
     suffix, t1, _ = client.wait(key, timeout=1800)
     if suffix != ".scoreout":
         raise RuntimeError(f"{key}: {suffix}")
+    cpu_ms = (worker_cpu(client.stack) - cpu) * 1000 / rows * 1000
     log = (client.stack.state_dir / "logs" / "worker0.log").read_text()
     pattern = rf"in/{re.escape(key)}\].*scored {rows} rows in \d+ mini-batches in ([\d.]+)s"
     seconds = float(re.findall(pattern, log)[-1])
-    return rows / seconds, t1 - t0
+    return rows / seconds, t1 - t0, cpu_ms
+
+
+def before_catalog(before: Path) -> dict[str, Any]:
+    """The earlier commit's example catalog, its commands run from its checkout."""
+    entries = json.loads((before / "examples" / "catalog.json").read_text())
+    return {image: {**entry, "cwd": str(before)} for image, entry in entries.items()}
 
 
 def main() -> None:
@@ -197,6 +236,7 @@ def main() -> None:
     p.add_argument("--only", default="")
     p.add_argument("--payload-mb", type=float, default=0.05)
     p.add_argument("--runs", type=int, default=1, help="median of this many, each way")
+    p.add_argument("--before", type=Path, default=None, help="a worktree of an earlier commit")
     a = p.parse_args()
     names = [n for n in CASES if not a.only or any(o in n for o in a.only.split(","))]
     if any("v2" in n or "KServe" in n for n in names):
@@ -226,32 +266,58 @@ def main() -> None:
         "SCOREFLEET_MAX_IN_FLIGHT": str(IN_FLIGHT),
         "SCOREFLEET_LAUNCH_TIMEOUT": "300",
         "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": "scorefleet-examples/,test/",
+        # the model of the warm-up file waits for the measured one (through_stack)
+        "SCOREFLEET_WARM_IDLE_SECONDS": "300",
     }
     results = []
-    with local_stack(workers=1, concurrency=2, catalog=catalog, extra_env=env) as stack:
-        client = Client(stack)
+    with contextlib.ExitStack() as stacks:
+        now = stacks.enter_context(
+            local_stack(workers=1, concurrency=2, catalog=catalog, extra_env=env)
+        )
+        clients = {"after": Client(now)}
+        if a.before is not None:
+            then = stacks.enter_context(
+                local_stack(
+                    workers=1,
+                    concurrency=2,
+                    catalog={**before_catalog(a.before), **iris_catalog()},
+                    extra_env={**env, "PYTHONPATH": str(a.before)},
+                )
+            )
+            clients = {"before": Client(then), **clients}
         for name in names:
             image = CASES[name]
             spec = settings.models.spec(image)
-            key = f"bench/{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.csv"
-            stack_runs, direct_runs, walls = [], [], []
-            for run in range(a.runs):  # alternating, so a busy moment hits both
-                rps, wall = through_stack(client, f"{key[:-4]}-{run}.csv", path, image, a.rows)
-                stack_runs.append(rps)
-                walls.append(wall)
+            key = f"bench/{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}"
+            runs: dict[str, list[tuple[float, float, float]]] = {k: [] for k in clients}
+            direct_runs = []
+            for run in range(a.runs):  # alternating, so a busy moment hits all
+                for which, client in clients.items():
+                    got = through_stack(client, f"{key}-{which}-{run}.csv", path, image, a.rows)
+                    runs[which].append(got)
                 direct_runs.append(direct(spec, bs, a.rows))
-            stack_rps, direct_rps = statistics.median(stack_runs), statistics.median(direct_runs)
-            wall = statistics.median(walls)
-            results.append((name, stack_rps, direct_rps, wall))
-            print(
-                f"{name:16s} stack {stack_rps:10,.0f} rows/s   direct {direct_rps:10,.0f} rows/s"
-                f"   ratio {stack_rps / direct_rps:5.2f}   (drop to outcome {wall:.1f}s)",
-                flush=True,
-            )
-    print("\n| protocol (server) | through the stack | direct client | ratio |")
-    print("|---|---:|---:|---:|")
-    for name, s, d, _ in results:
-        print(f"| {name} | {s:,.0f} rows/s | {d:,.0f} rows/s | {s / d:.2f} |")
+            direct_rps = statistics.median(direct_runs)
+            for which, got in runs.items():
+                rps = statistics.median(r for r, _, _ in got)
+                wall = statistics.median(w for _, w, _ in got)
+                cpu = statistics.median(c for _, _, c in got)
+                results.append((name, which, rps, direct_rps, cpu))
+                print(
+                    f"{name:16s} {which:6s} stack {rps:10,.0f} rows/s   direct "
+                    f"{direct_rps:10,.0f} rows/s   ratio {rps / direct_rps:5.2f}   worker CPU "
+                    f"{cpu:6.1f} ms/1000 rows   (drop to outcome {wall:.1f}s)",
+                    flush=True,
+                )
+    print(
+        "\n| protocol (server) | code | through the stack | direct client | ratio "
+        "| worker CPU per 1,000 rows |"
+    )
+    print("|---|---|---:|---:|---:|---:|")
+    for name, which, s_, d, cpu in results:
+        print(
+            f"| {name} | {which} | {s_:,.0f} rows/s | {d:,.0f} rows/s | {s_ / d:.2f} "
+            f"| {cpu:.1f} ms |"
+        )
 
 
 if __name__ == "__main__":

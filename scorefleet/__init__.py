@@ -7,3 +7,7 @@ tasks with the Celery configuration both sides need.
 It imports none of ``lambda_enqueue``, ``workers``, ``tasks`` or the kubernetes
 client (import-linter holds it to that: ``make lint``), so the Lambda can load it.
 """
+
+#: scorefleet's version (pyproject.toml reads it from here): every outcome's
+#: provenance names it (scorefleet/provenance.py), the Lambda's too
+__version__ = "0.1.0"

@@ -12,7 +12,9 @@ the score step has parked the model already, or a file without rows started none
 Every step carries a short ``argsrepr``/``kwargsrepr`` (what Celery events, and so
 Flower, show instead of the whole job): the file's S3 URI, and the image, cluster,
 namespace and run id as a dict, so that Flower's task list reads one line per step
-per file and can be searched by file name or ``kwargs:model_image=...``.
+per file and can be searched by file name or ``kwargs:model_image=...``; a file
+scored by several model replicas shows how many (``model_replicas``) from its score
+step on.
 """
 
 from __future__ import annotations
@@ -28,12 +30,16 @@ from scorefleet.job import STEPS, Job, task_id
 def describe_job(job: Job | dict[str, Any]) -> dict[str, str]:
     """``argsrepr``/``kwargsrepr`` of a step of ``job``."""
     d = job.to_dict() if isinstance(job, Job) else job
-    shown = {
+    shown: dict[str, Any] = {
         "model_image": d.get("model_image"),
         "k8s_cluster": d.get("k8s_cluster"),
         "k8s_namespace": d.get("k8s_namespace"),
         "run_id": d.get("run_id"),
     }
+    replicas = d.get("model_replicas")
+    if isinstance(replicas, list) and len(replicas) > 1:
+        # the model replicas the launch started (issue 25): on the score step's line on
+        shown["model_replicas"] = str(len(replicas))
     return {"argsrepr": f"s3://{d.get('bucket')}/{d.get('key')}", "kwargsrepr": repr(shown)}
 
 
@@ -88,3 +94,24 @@ def enqueue(app: Celery, job: Job) -> str:
     """Send the chain for ``job``; returns the id of its first task."""
     build_chain(job, app).apply_async()
     return task_id(job.run_id, STEPS[0])
+
+
+#: The task that shows a file refused before any work (no chain ran for it) in Flower
+#: and ``celery events``, and counts it in the workers' metrics (tasks/operations.py).
+REFUSED_TASK = "tasks.refused"
+
+
+def send_refusal(app: Celery, job: Job, kind: str, message: str) -> str:
+    """Tell the workers that ``job`` was refused up front (its ``.error`` and run
+    record are written already): ``tasks.refused`` fails with the refusal, so the file
+    has its line in Flower's task list like a file whose step failed. One task id per
+    run: a duplicate notification does not add a line."""
+    sig = signature(
+        REFUSED_TASK,
+        args=(str(job.source), kind, message),
+        task_id=task_id(job.run_id, "refused"),
+        app=app,
+        **describe_job(job),
+    )
+    sig.apply_async()
+    return str(sig.id)

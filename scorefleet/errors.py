@@ -42,6 +42,14 @@ class BadInput(PermanentError):
     kind = "BadInput"
 
 
+class ContractMismatch(BadInput):
+    """The file's columns do not fit the model's inputs (its contract: declared in the
+    model catalog, an MLflow signature, or the model's own metadata). Found before any
+    model starts, or before the first mini-batch: never retried."""
+
+    kind = "ContractMismatch"
+
+
 class Rejected(PermanentError):
     """The file was refused before any work: disallowed image, bad tags, wrong place."""
 
@@ -98,6 +106,13 @@ class LeaseHeld(MustWait):
     delivery of a redelivered message, still at work): wait until it has expired."""
 
     kind = "LeaseHeld"
+
+
+class Continues(MustWait):
+    """The score step hands the file to a continuation of itself (its committed parts
+    recorded) before it runs past SCOREFLEET_MAX_STEP_SECONDS (issue 26)."""
+
+    kind = "Continues"
 
 
 class ModelUnavailable(TransientError):

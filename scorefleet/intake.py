@@ -17,14 +17,14 @@ from botocore.exceptions import ClientError
 from celery import Celery
 
 from scorefleet import logctx
-from scorefleet.chain import enqueue
+from scorefleet.chain import enqueue, send_refusal
 from scorefleet.errors import Rejected
 from scorefleet.job import Failure, Job
 from scorefleet.s3uri import S3Uri
 from scorefleet.settings import Settings
 from scorefleet.storage import outcome, s3io
 from scorefleet.storage.ledger import Ledger
-from scorefleet.submission import identify, job_for_object, validate
+from scorefleet.submission import MisnamedTag, identify, job_for_object, validate
 
 log = logging.getLogger("scorefleet.intake")
 
@@ -51,6 +51,25 @@ def not_an_input(settings: Settings, source: S3Uri) -> NotInput | None:
     if not settings.storage.input_uri.contains(source) or source.key.endswith("/"):
         return NotInput.OUTSIDE
     return None
+
+
+def refuse(
+    settings: Settings, s3: s3io.S3Client, app: Celery | None, job: Job, exc: Rejected
+) -> S3Uri | None:
+    """A file refused before any work (the Lambda, the sweep, ``tasks.rescore``): its
+    ``.error``, a run record that says so (``scorefleet runs --failed``, ``scorefleet
+    status``) and, with ``app``, its line in Flower (:func:`scorefleet.chain.send_refusal`).
+    Where its ``.error`` is (None: outside the input prefix)."""
+    where = outcome.publish_error(
+        settings, s3, job, Failure(step="enqueue", kind=exc.kind, message=exc.message)
+    )
+    Ledger(settings, s3).refused(job, str(where) if where else None, f"{exc.kind}: {exc.message}")
+    if app is not None:
+        try:
+            send_refusal(app, job, exc.kind, exc.message)
+        except Exception as send_exc:  # the .error and the run record say it already
+            log.warning("could not show the refusal in Flower: %s", send_exc)
+    return where
 
 
 @dataclass(frozen=True)
@@ -88,7 +107,11 @@ def take_in(
                 source,
             )
             return Intaken(Intake.GONE, detail="replaced or deleted")
-        job = job_for_object(settings, s3, source, identity, sequencer=sequencer)
+        misnamed: MisnamedTag | None = None
+        try:
+            job = job_for_object(settings, s3, source, identity, sequencer=sequencer)
+        except MisnamedTag as exc:
+            job, misnamed = exc.job, exc
     except ClientError as exc:
         if s3io.error_code(exc) in {"NoSuchKey", "NoSuchVersion", "404"}:
             log.warning("ignoring %s: deleted before it could be queued", source)
@@ -99,15 +122,12 @@ def take_in(
         if reason:
             return Intaken(Intake.SKIPPED, job, reason)
         try:
+            if misnamed is not None:
+                raise misnamed
             validate(settings, job)
         except Rejected as exc:
             if not dry_run:
-                where = outcome.publish_error(
-                    settings,
-                    s3,
-                    job,
-                    Failure(step="enqueue", kind=exc.kind, message=exc.message),
-                )
+                where = refuse(settings, s3, app, job, exc)
                 log.warning("rejected: %s (error file: %s)", exc.message, where)
             return Intaken(Intake.REJECTED, job, exc.message)
         if dry_run or app is None:

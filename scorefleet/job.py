@@ -21,8 +21,9 @@ On the wire (a step's task message and return value) a job stays the one flat JS
 object it has always been (:meth:`Job.to_dict`): the same keys with the same values,
 so messages queued by an older worker read the same (:meth:`Job.from_dict` also
 takes the older forms), and an older worker reads ours (it ignores the keys it does
-not know; the only one added is ``model_pooled``). tests/unit/test_job_wire.py holds
-this against messages captured from the release before the split.
+not know; the ones added are ``model_pooled``, ``model_replicas``,
+``model_image_id`` and ``handovers``). tests/unit/test_job_wire.py holds this against
+messages captured from the release before the split.
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ class SkipReason(StrEnum):
     SOURCE_REPLACED = "source replaced"
     #: another attempt of the same run recorded (and publishes) the outcome
     PUBLISHED_ELSEWHERE = "published by another attempt"
+    #: a later delivery of the score step took this attempt's upload over (this one
+    #: was thought dead): it goes on with the file
+    TAKEN_OVER = "taken over by a later delivery"
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,13 @@ class ModelState:
     #: nothing is left for teardown to stop: the model was released after scoring
     #: (warm mode), or none was started (a file without rows)
     released: bool = False
+    #: the numbers of the model replicas the run has (workers/backends/replicas.py);
+    #: empty: one model, replica 0, as before replicas. Like ``handle``, what the
+    #: backend answered; a step bounds it by the catalog before it acts on it
+    replicas: tuple[int, ...] = ()
+    #: what the backend knows of the image it ran (a pod's imageID, the digest the
+    #: kubelet pulled; the local backend: its catalog entry's identity): provenance
+    image_id: str | None = None
 
     @property
     def start_ms(self) -> int | None:
@@ -212,6 +223,11 @@ class Job:
     # --- the chain's clock: when the last step finished, the total time between steps
     step_done_at: float | None = None
     waited: float = 0.0
+    #: how many times the score step went back to the queue with its file under way
+    #: (it reached SCOREFLEET_MAX_STEP_SECONDS, or waited for a dead attempt's lease
+    #: to end; issue 26): its next delivery takes the committed parts up although
+    #: its message is a first delivery
+    handovers: int = 0
 
     # ------------------------------------------------- the ticket, read through
     @property
@@ -333,6 +349,9 @@ class Job:
             "skipped": self.skipped,
             "released": m.released,
             "model_pooled": m.pooled,
+            "model_replicas": list(m.replicas),
+            "model_image_id": m.image_id,
+            "handovers": self.handovers,
         }
 
     @classmethod
@@ -351,6 +370,8 @@ class Job:
             values["failure"] = Failure(**values["failure"])
         if values.get("skipped") is not None:
             values["skipped"] = SkipReason(values["skipped"])
+        if isinstance(values.get("model_replicas"), list):
+            values["model_replicas"] = tuple(values["model_replicas"])
         ticket = Ticket(**_part(values, _TICKET_KEYS))
         return cls(
             ticket,
@@ -376,6 +397,8 @@ _MODEL_KEYS = {
     "handle": "handle",
     "model_pooled": "pooled",
     "released": "released",
+    "model_replicas": "replicas",
+    "model_image_id": "image_id",
 }
 _OUTPUT_KEYS = {
     "staging_key": "staging_key",
@@ -386,4 +409,7 @@ _OUTPUT_KEYS = {
     "output_bytes": "size",
     "score_seconds": "seconds",
 }
-_JOB_KEYS = {name: name for name in ("published", "failure", "skipped", "step_done_at", "waited")}
+_JOB_KEYS = {
+    name: name
+    for name in ("published", "failure", "skipped", "step_done_at", "waited", "handovers")
+}

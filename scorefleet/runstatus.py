@@ -69,6 +69,8 @@ class RunView:
     pipeline_id: str
     run_id: str | None = None
     model_image: str | None = None
+    #: the model replicas scoring the file, when several (its progress records it)
+    replicas: int | None = None
     attempts: int | None = None
     queued_at: float | None = None
     started_at: float | None = None
@@ -82,7 +84,16 @@ class RunView:
     error: str | None = None
     #: a running record whose lease has expired: its worker died, a redelivery takes over
     stalled: bool = False
+    #: output parts committed (the file goes on from the last after a worker dies),
+    #: and how many steps it took: hand-overs at SCOREFLEET_MAX_STEP_SECONDS, and
+    #: take-overs from a worker that stopped (issue 26)
+    parts_committed: int | None = None
+    continued: int = 0
+    resumed: int = 0
     rerun: str = ""
+    #: where the outcome comes from (scorefleet/provenance.py): model_image,
+    #: model_image_id, model_protocol, catalog_entry, scorefleet_version
+    provenance: dict[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,12 +116,17 @@ def view(
     rejected = _num(rec.get("rejected_rows"))
     read, total = _num(rec.get("bytes_read")), _num(rec.get("total_bytes"))
     attempts = _num(rec.get("attempts"))
+    raw = rec.get("resume")
+    committed: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
+    parts = _num(committed.get("parts"))
+    replicas = _num(rec.get("replicas"))
     return RunView(
         uri=uri,
         state=state.value,
         pipeline_id=pipeline_id,
         run_id=str(rec["run_id"]) if rec.get("run_id") else None,
         model_image=str(rec["model_image"]) if rec.get("model_image") else None,
+        replicas=int(replicas) if replicas is not None else None,
         attempts=int(attempts) if attempts is not None else None,
         queued_at=_num(rec.get("queued_at")),
         started_at=_num(rec.get("started_at")),
@@ -123,8 +139,27 @@ def view(
         outcome=str(rec["outcome"]) if rec.get("outcome") else None,
         error=error_lines or (str(rec["error"]) if rec.get("error") else None),
         stalled=running and (_num(rec.get("lease_until")) or 0.0) < now,
+        parts_committed=int(parts) if parts is not None and running else None,
+        continued=int(_num(committed.get("handovers")) or 0),
+        resumed=int(_num(committed.get("resumes")) or 0),
         rerun=f"scorefleet rerun {shlex.quote(uri)}",
+        provenance=_provenance(rec.get("provenance")),
     )
+
+
+def _provenance(value: Any) -> dict[str, str] | None:
+    if not isinstance(value, Mapping):
+        return None
+    return {str(k): str(v) for k, v in value.items() if isinstance(v, str) and v} or None
+
+
+#: How ``scorefleet status`` labels each provenance field.
+PROVENANCE_LABELS = (
+    ("model_image_id", "image id"),
+    ("model_protocol", "protocol"),
+    ("catalog_entry", "catalog"),
+    ("scorefleet_version", "scorefleet"),
+)
 
 
 def _when(stamp: float | None, now: float) -> str:
@@ -145,13 +180,25 @@ def ago(seconds: float) -> str:
     return f"{seconds / 86400:.1f}d"
 
 
+#: decimal units, as S3 and the AWS console count
+_UNITS = ((1e9, "GB"), (1e6, "MB"), (1e3, "kB"))
+
+
+def size_unit(size: float) -> tuple[float, str]:
+    """The unit ``size`` bytes read best in: (its size in bytes, its name)."""
+    return next(((u, name) for u, name in _UNITS if size >= u), (1.0, "bytes"))
+
+
 def progress_text(v: RunView) -> str:
     parts = []
     if v.rows is not None:
         parts.append(f"{v.rows:,} rows")
     if v.bytes_read is not None:
-        of = f" of {v.total_bytes / 1e6:.1f}" if v.total_bytes else ""
-        parts.append(f"{v.bytes_read / 1e6:.1f}{of} MB read")
+        # in the unit of the whole file: a small file in kB or bytes, not "0.0 of 0.0 MB"
+        unit, name = size_unit(max(v.total_bytes or 0, v.bytes_read))
+        digits = 0 if unit == 1.0 else 1
+        of = f" of {v.total_bytes / unit:,.{digits}f}" if v.total_bytes else ""
+        parts.append(f"{v.bytes_read / unit:,.{digits}f}{of} {name} read")
     if v.rejected_rows:
         parts.append(f"{v.rejected_rows:,} rows rejected")
     return ", ".join(parts)
@@ -179,9 +226,22 @@ def render(v: RunView, *, now: float | None = None) -> str:
             "queues it after its grace period, or queue it now:"
         )
     if v.model_image:
-        lines.append(f"model       {v.model_image}")
+        several = f" ({v.replicas} replicas)" if v.replicas and v.replicas > 1 else ""
+        lines.append(f"model       {v.model_image}{several}")
     if v.attempts:
         lines.append(f"attempts    {v.attempts}")
+    if v.parts_committed:
+        lines.append(
+            f"committed   {v.parts_committed} output part(s): a worker that stops, the file "
+            "goes on from the last"
+        )
+    if v.continued:
+        lines.append(
+            f"continued   {v.continued} time(s): each step hands the file on at "
+            "SCOREFLEET_MAX_STEP_SECONDS"
+        )
+    if v.resumed:
+        lines.append(f"resumed     {v.resumed} time(s) from its last committed part")
     for label, stamp in (
         ("queued", v.queued_at),
         ("started", v.started_at),
@@ -192,6 +252,9 @@ def render(v: RunView, *, now: float | None = None) -> str:
             lines.append(f"{label:11} {_when(stamp, now)}")
     if v.outcome:
         lines.append(f"outcome     {v.outcome}")
+    for key, label in PROVENANCE_LABELS:
+        if v.provenance and v.provenance.get(key):
+            lines.append(f"{label:11} {v.provenance[key]}")
     if v.error:
         lines.append("error       " + "\n            ".join(v.error.splitlines()))
     lines.append(f"rerun       {v.rerun}")

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,9 +16,11 @@ from scorefleet.errors import Rejected
 from scorefleet.job import Job, Ticket, pipeline_id
 from scorefleet.s3uri import S3Uri
 from scorefleet.settings import CLUSTER_NAME, DNS1123_LABEL, RejectBudget, Settings
-from scorefleet.storage.s3io import S3Client, error_code, read_tags
+from scorefleet.storage.s3io import TAG_ALIASES, S3Client, error_code, read_tags
 
-#: The tags of a file's formats and columns (read by workers.scoring.formats.options).
+#: The tags a worker resolves against the image's catalog entry, carried in the job's
+#: ``data_tags``: its formats and columns (workers.scoring.formats.options) and the
+#: model replicas it asks for (workers.backends.replicas).
 DATA_TAGS = (
     "content_type",
     "output_format",
@@ -25,8 +28,11 @@ DATA_TAGS = (
     "model_columns",
     "drop_columns",
     "csv_header",
+    "replicas",
 )
-#: The tags the pipeline reads (read_tags maps the older names onto these).
+#: The tags the pipeline reads (read_tags maps the older names onto these): the one
+#: list of them (the misnamed-tag rule, ``scorefleet submit --tag`` and the docs' table
+#: follow it).
 USED_TAGS = ("model_image", "k8s_cluster", "k8s_namespace", "max_rejected_rows", *DATA_TAGS)
 
 #: Under "scorefleet": the Lambda's own log configuration covers it.
@@ -37,6 +43,76 @@ def unused_tags(tags: Mapping[str, str]) -> list[str]:
     """Names of the tags scorefleet does not use (the older tool's
     ``k8singressurl``, a team's own labels)."""
     return sorted(k for k in tags if k not in USED_TAGS)
+
+
+# ------------------------------------------------------------ misnamed tags
+def _folded(name: str) -> str:
+    """A tag name as the rule compares it: lower case, ``-``, ``.`` and spaces as ``_``."""
+    return re.sub(r"[-. ]", "_", name.strip().casefold())
+
+
+def edits(a: str, b: str) -> int:
+    """Edits (a character added, dropped or changed, or two neighbours swapped) that
+    turn ``a`` into ``b``: the optimal string alignment distance."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], prev2[j - 2] + 1)
+        prev2, prev = prev, row
+    return prev[len(b)]
+
+
+def meant_tag(name: str) -> str | None:
+    """The tag scorefleet reads that ``name`` is a near miss of, if it is one; None
+    for a tag scorefleet reads and for a name of the user's own.
+
+    The rule (docs/tags.md): compared in lower case with ``-``, ``.`` and
+    spaces read as ``_``, a name that is a tag scorefleet reads (or one of their older
+    names), or within one edit of one, or two edits of one of 13 characters or more
+    (a letter added, dropped, changed, or two swapped), is taken for that tag."""
+    if name in USED_TAGS or name in TAG_ALIASES:
+        return None
+    folded = _folded(name)
+    best: tuple[int, str] | None = None
+    for known in (*USED_TAGS, *TAG_ALIASES):
+        n = edits(folded, known)
+        if n <= (2 if len(known) >= 13 else 1) and (best is None or n < best[0]):
+            best = (n, TAG_ALIASES.get(known, known))
+    return best[1] if best else None
+
+
+def misnamed_tags(tags: Mapping[str, str], meant_given: Iterable[str] = ()) -> dict[str, str]:
+    """The file's tags that are near misses of tags scorefleet reads: name -> the tag
+    meant. ``meant_given``: tags a rerun sets itself (their near misses are moot)."""
+    given = set(meant_given)
+    found = {name: meant_tag(name) for name in tags}
+    return {name: meant for name, meant in sorted(found.items()) if meant and meant not in given}
+
+
+class MisnamedTag(Rejected):
+    """The file carries a tag whose name is a near miss of one scorefleet reads: it
+    is refused, so that a typo never falls back silently (``job``: the file's job as
+    its tags make it, for its ``.error``)."""
+
+    def __init__(self, job: Job, misnamed: Mapping[str, str]) -> None:
+        names = ", ".join(f"{name!r} (did you mean {meant!r}?)" for name, meant in misnamed.items())
+        plural = len(misnamed) > 1
+        super().__init__(
+            f"tag{'s' if plural else ''} {names} {'are' if plural else 'is'} not "
+            f"{'tags' if plural else 'a tag'} scorefleet reads, and so close to one that "
+            "it is taken for a typo: the file is not scored with a fallback instead. Fix "
+            "the tag's name (scorefleet submit --tag NAME=VALUE, or aws s3api "
+            "put-object-tagging) and upload or rerun the file. Tags of your own are "
+            "welcome when their names are not this close to one scorefleet reads "
+            f"({', '.join(USED_TAGS)})"
+        )
+        self.job = job
+        self.misnamed = dict(misnamed)
 
 
 @dataclass(frozen=True)
@@ -184,9 +260,14 @@ def job_for_object(
     run_id: str | None = None,
     force: bool = False,
 ) -> Job:
-    """Read the upload's tags and build its job (overrides win over tags)."""
+    """Read the upload's tags and build its job (overrides win over tags).
+
+    Raises :class:`MisnamedTag` (a :class:`Rejected`, with the job) when a tag's name
+    is a near miss of one scorefleet reads (:func:`meant_tag`), unless an override
+    sets the tag it meant."""
     tags = read_tags(s3, source.bucket, source.key, identity.version_id)
-    ignored = unused_tags(tags)
+    misnamed = misnamed_tags(tags, [k for k, v in (overrides or {}).items() if v])
+    ignored = [k for k in unused_tags(tags) if k not in misnamed]
     if ignored:
         log.info(
             "ignoring tag%s %s of %s: not used by scorefleet (it reads %s)",
@@ -196,7 +277,7 @@ def job_for_object(
             ", ".join(USED_TAGS),
         )
     tags.update({k: v for k, v in (overrides or {}).items() if v})
-    return build_job(
+    job = build_job(
         settings,
         source,
         tags,
@@ -208,3 +289,6 @@ def job_for_object(
         run_id=run_id,
         force=force,
     )
+    if misnamed:
+        raise MisnamedTag(job, misnamed)
+    return job

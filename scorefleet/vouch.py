@@ -66,6 +66,13 @@ def check_job(settings: Settings, job: Job) -> None:
         raise Untrusted("the job's staging_key is neither a string nor null")
     if not isinstance(job.model.handle, dict):
         raise Untrusted("the job's handle is not an object")
+    replicas = job.model.replicas
+    if not isinstance(replicas, tuple) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 1000 for i in replicas
+    ):
+        raise Untrusted("the job's model_replicas is not a list of replica numbers")
+    if not isinstance(job.model.image_id, str | None):
+        raise Untrusted("the job's model_image_id is neither a string nor null")
     tags = job.data_tags
     if not isinstance(tags, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
@@ -76,6 +83,8 @@ def check_job(settings: Settings, job: Job) -> None:
         raise Untrusted(f"run id {job.run_id!r} is not a run of pipeline {job.pipeline_id!r}")
     if not isinstance(job.last_modified, int | float | None) or isinstance(job.last_modified, bool):
         raise Untrusted("the job's last_modified is not a number")
+    if not isinstance(job.handovers, int) or isinstance(job.handovers, bool) or job.handovers < 0:
+        raise Untrusted("the job's handovers is not a count")
     derived = pipeline_id(job.bucket, job.key, job.version_id, job.etag, job.last_modified)
     if derived != job.pipeline_id:
         raise Untrusted(

@@ -13,13 +13,13 @@ from celery import shared_task
 from scorefleet.errors import AtCapacity, LeaseHeld
 from scorefleet.job import Job, SkipReason
 from scorefleet.storage.ledger import Claim
-from scorefleet.submission import validate
 from tasks.base import RNG, STEP_LOGGER, PipelineStep, Step, delivery_id
-from tasks.inputs import preflight
 from tasks.policies import lease_wait
+from workers.backends import replicas
 from workers.process import metrics
 from workers.process.heartbeat import Heartbeat
 from workers.runtime import WorkerRuntime
+from workers.scoring.preview import look
 
 log = logging.getLogger(STEP_LOGGER)
 
@@ -67,11 +67,18 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
         j = hb.advance(j.claimed(owner, holder))
         if not j.model.started_at:
             metrics.FILES_STARTED.inc()
-        validate(s, j)
         spec = s.models.spec(j.model_image)
-        # an empty, header-only or binary file, a Parquet file whose footer is bad,
-        # columns that are not the file's: all fail here, before any container starts
-        rows = preflight(rt, j, spec)
+        # a disallowed image; an empty, header-only or binary file, a Parquet file whose
+        # footer is bad, columns that are not the file's, columns that do not fit the
+        # model's declared contract: all fail here, before any container starts (the
+        # one code path of `scorefleet check`: workers/scoring/preview.py)
+        preview = look(s, rt.s3, j, spec)
+        if preview.error is not None:
+            raise preview.error
+        rows = preview.head.rows if preview.head is not None else None
+        plan = replicas.plan(spec, j)  # a bad replicas tag fails here too
+        if plan.count > 1 or plan.asked is not None:
+            log.info("the file gets %s", plan.describe())
         if rows == 0:
             log.info("the file has no rows: its output needs no model")
             # nothing for teardown to stop
@@ -84,10 +91,28 @@ def launch(self: PipelineStep, job: dict[str, Any]) -> Any:
             log.info("a warm model of %s is parked: nothing to start", j.model_image)
             metrics.MODEL_START.observe(0.0)
             return replace(j, model=replace(j.model, ready_at=time.time(), pooled=True))
-        ep = rt.backend.launch(j, spec)
-        model = replace(j.model, endpoint=ep.url, handle=ep.handle, ready_at=time.time())
+        launched = replicas.start(
+            lambda i: replicas.for_replica(rt.backend.launch, i, j, spec),
+            list(range(plan.count)),
+            image=j.model_image,
+        )
+        ep = launched[0][1]
+        model = replace(
+            j.model,
+            endpoint=ep.url,
+            handle=replicas.merged_handle(launched),
+            ready_at=time.time(),
+            replicas=tuple(i for i, _ in launched) if plan.count > 1 else (),
+            image_id=ep.image_id,
+        )
         j = hb.advance(replace(j, model=model))
-        log.info("model %s ready at %s after %d ms", j.model_image, ep.url, j.model.start_ms)
+        log.info(
+            "model %s ready at %s after %d ms%s",
+            j.model_image,
+            ep.url,
+            j.model.start_ms,
+            f" ({len(launched)} replicas)" if len(launched) > 1 else "",
+        )
         metrics.MODEL_START.observe((j.model.start_ms or 0) / 1000)
         if rt.backend.park(j):  # warm mode, and a pool any worker takes from
             log.info("the model is parked until a score of its image claims it")

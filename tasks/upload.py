@@ -9,6 +9,7 @@ from typing import Any
 from celery import shared_task
 
 from scorefleet.job import Job, SkipReason
+from scorefleet.provenance import Provenance
 from scorefleet.redact import redact
 from scorefleet.s3uri import S3Uri
 from scorefleet.storage import outcome, s3io
@@ -18,6 +19,7 @@ from tasks.teardown import log_done
 from workers.process import metrics
 from workers.process.heartbeat import Heartbeat
 from workers.runtime import WorkerRuntime
+from workers.scoring.protocols import protocol_for
 
 log = logging.getLogger(STEP_LOGGER)
 
@@ -74,6 +76,18 @@ def upload(self: PipelineStep, job: dict[str, Any]) -> Any:
     return self.run_step(UPLOAD, job, body)
 
 
+def provenance_of(rt: WorkerRuntime, j: Job) -> Provenance:
+    """Where the run's outcome comes from (scorefleet/provenance.py): the image as run,
+    what the backend knew of it, the protocol and the catalog entry as used."""
+    spec = rt.settings.models.spec(j.model_image)
+    return Provenance(
+        model_image=j.model_image,
+        model_image_id=j.model.image_id or "",
+        protocol=protocol_for(spec.protocol).name,
+        catalog_entry=spec.entry_id,
+    )
+
+
 def publish(
     rt: WorkerRuntime, j: Job, staging: S3Uri | None, rec: Record | None, hb: Heartbeat
 ) -> tuple[Job, bool]:
@@ -88,12 +102,14 @@ def publish(
         if failed
         else outcome.scoreout_location(s, j.source)
     )
+    prov = provenance_of(rt, j)
     verdict = rt.ledger.record_outcome(
         j,
         RunState.FAILED if failed else RunState.PUBLISHED,
         str(dest) if dest else None,
         j.output.staging_key or NO_OUTPUT,
         seen=rec,
+        provenance=prov.record(),
     )
     if verdict is Publication.SUPERSEDED:
         log.warning("a newer run of this file took over; not publishing")
@@ -113,7 +129,7 @@ def publish(
                 j = hb.advance(replace(j, failure=failure))
             except Exception as exc:
                 log.warning("could not read the model's logs: %s", exc)
-        published = outcome.publish_error(s, s3, j, failure, maybe_done=again)
+        published = outcome.publish_error(s, s3, j, failure, maybe_done=again, provenance=prov)
         log.warning("published %s", published)
         if not again:
             metrics.FILES_FAILED.labels(failure.step, failure.kind).inc()
@@ -122,7 +138,9 @@ def publish(
         # this attempt's staging object, and any of a copy's: deleted with the file's
         # stale outcomes once published, in one request
         leftovers = tuple(s3io.list_prefix(s3, staging_prefix(s, j.run_id)))
-        dest = outcome.publish_scoreout(s, s3, j, staging, maybe_done=again, then_delete=leftovers)
+        dest = outcome.publish_scoreout(
+            s, s3, j, staging, maybe_done=again, then_delete=leftovers, provenance=prov
+        )
         j = replace(j, published=str(dest))
         log.info("published %s (%d rows)", j.published, j.output.rows or 0)
         if not again:

@@ -63,12 +63,13 @@ def worker_env(
     runtime built from it. The models its backend started are stopped at the end."""
     made: list[WorkerRuntime] = []
 
-    def settle(**extra: str) -> WorkerRuntime:
+    def settle(catalog: dict[str, Any] | None = None, **extra: str) -> WorkerRuntime:
+        """``catalog``: entries added to the test models'."""
         values = base_env(
             moto_endpoint,
             bucket,
             SCOREFLEET_STATE_DIR=str(tmp_path / "state"),
-            SCOREFLEET_MODEL_CATALOG=json.dumps(test_catalog()),
+            SCOREFLEET_MODEL_CATALOG=json.dumps({**test_catalog(), **(catalog or {})}),
             **extra,
         )
         for name, value in values.items():

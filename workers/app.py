@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import threading
+import warnings
 from typing import Any
 
 from celery import signals
@@ -24,7 +25,7 @@ from scorefleet.settings import ConfigError
 from workers import runtime
 from workers.backends.registry import start_checks
 from workers.monitoring import flowerconf, monitor
-from workers.process import hardening, metrics
+from workers.process import hardening, metrics, reach
 from workers.settings import load
 
 # Before anything reads credentials: a model process of the same user (local backend)
@@ -44,10 +45,23 @@ TASK_MODULES = (
 try:
     settings = load()
 except ConfigError as _exc:
-    print(f"scorefleet: {_exc}", file=sys.stderr)
+    _problem = str(_exc)
+    if not any(name.startswith("SCOREFLEET_") for name in os.environ):
+        # nothing configured at all: a shell that did not source a stack's stack.env
+        _problem = (
+            "not configured: no SCOREFLEET_* variable is set (for the local stack: "
+            "`source .scorefleet/stack.env` while `scorefleet up` runs; every variable: "
+            "`scorefleet config --markdown`)"
+        )
+    print(f"scorefleet: {_problem}", file=sys.stderr)
     raise SystemExit(2) from None
 
 app = make_app(settings)
+# celery's own commands (call, inspect, events, ...) say in one line that the broker
+# cannot be reached, before they try (workers/process/reach.py)
+reach.install(app, settings)
+# Celery 5.7's `events` declares -d twice (--dump, --detach): Click warns on every run
+warnings.filterwarnings("ignore", message="The parameter -d is used more than once")
 # Celery events carry exception text and tracebacks: masked (workers/monitoring/maskedevents.py)
 app.events_cls = "workers.monitoring.maskedevents:MaskedEvents"
 # Events and remote control over SNS fanout (Flower, celery events/inspect): docs/flower.md

@@ -11,6 +11,7 @@
   :mod:`workers.scoring.formats.options`;
 * the launch backends' keys (``command``, ``resources``, ``port``, ...):
   :mod:`workers.backends.registry`, whichever backend runs (a catalog may serve both);
+* the model's declared input contract (``inputs``): :mod:`workers.scoring.contract`;
 * any other key is refused, naming the nearest known one.
 
 Every problem is reported at once, each naming the image and the key. The worker
@@ -29,6 +30,8 @@ from scorefleet.settings.catalog import CORE_KEYS
 from scorefleet.settings.catalog import entry_problems as core_problems
 from scorefleet.settings.declare import unknown_key
 from workers.backends.registry import catalog_options
+from workers.scoring.contract import CATALOG_KEYS as CONTRACT_KEYS
+from workers.scoring.contract import catalog_problems as contract_problems
 from workers.scoring.formats.options import CATALOG_KEYS as FORMAT_KEYS
 from workers.scoring.formats.options import catalog_problems as format_problems
 from workers.scoring.protocols.registry import catalog_keys as protocol_keys
@@ -38,7 +41,9 @@ from workers.scoring.protocols.registry import entry_problems as protocol_proble
 def known_keys() -> frozenset[str]:
     """Every key a catalog entry may hold (asked of the owners: a new protocol, format
     or backend brings its keys with it)."""
-    return frozenset({*CORE_KEYS, *protocol_keys(), *FORMAT_KEYS, *catalog_options()})
+    return frozenset(
+        {*CORE_KEYS, *protocol_keys(), *FORMAT_KEYS, *CONTRACT_KEYS, *catalog_options()}
+    )
 
 
 class CatalogError(ValueError):
@@ -67,6 +72,7 @@ def entry_problems(image: str, entry: Mapping[str, Any]) -> list[str]:
     found = core_problems(image, entry)
     found += protocol_problems(image, entry)
     found += [f"{image}: {p}" for p in format_problems(entry)]
+    found += [f"{image}: {p}" for p in contract_problems(entry)]
     for key, checks in catalog_options().items():
         if key in entry:
             for check_value in checks:

@@ -2,8 +2,13 @@
 
 ``CMD ["app.handler"]`` in an image ``FROM public.ecr.aws/lambda/python``; behind
 API Gateway, or the Runtime Interface Emulator on port 8080 outside Lambda. On the
-local stack: ``{python} -m workers.localstack.lambda_rie app.handler --path examples/iris_lambda
---port {port}`` (docs/models.md).
+local stack it runs as in the image, under ``awslambdaric`` behind scorefleet's
+stand-in for the emulator: ``{python} -m workers.localstack.lambda_emulator app.handler
+--path examples/iris_lambda --port {port}`` (docs/models.md).
+
+With ``MODEL_S3_URI`` (``s3://bucket/key`` of a joblib artifact, ``train.py``'s), the
+model is downloaded from S3 at init (seed 001's pattern; docs/models.md, "Models that
+load their own artifacts").
 
 The event's ``body`` (an object, or a JSON string as API Gateway sends it) holds the
 four iris features; a missing or empty feature is imputed (the pipeline's median
@@ -18,13 +23,32 @@ import json
 import math
 import os
 import sys
+import tempfile
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "iris"))
 
 from model import FEATURES, load_or_train
 
-MODEL = load_or_train(os.environ.get("IRIS_MODEL_PATH"))  # at init, as Lambda loads it
+
+def model_path() -> str | None:
+    """Where the model is: downloaded from ``MODEL_S3_URI`` when it is set (as seed
+    001's image does at start, with boto3 and the function's own credentials and
+    endpoint: on the local stack, those the catalog's ``local_aws`` gives it), else
+    ``IRIS_MODEL_PATH`` (else the model is trained in memory)."""
+    uri = os.environ.get("MODEL_S3_URI")
+    if not uri:
+        return os.environ.get("IRIS_MODEL_PATH")
+    import boto3
+
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    path = os.path.join(tempfile.mkdtemp(), os.path.basename(key) or "model.joblib")
+    boto3.client("s3").download_file(bucket, key, path)  # a missing model fails the init
+    print(f"loaded the model from {uri}", flush=True)
+    return path
+
+
+MODEL = load_or_train(model_path())  # at init, as Lambda loads it
 
 
 def _answer(status: int, body: dict[str, Any]) -> dict[str, Any]:

@@ -33,12 +33,12 @@ from scorefleet.settings.catalog import (
 )
 from scorefleet.settings.declare import PREFIX, ConfigError, Reader, Variable, variables
 from scorefleet.settings.kubernetes import CLUSTER_NAME, DNS1123_LABEL, Kubernetes
+from scorefleet.settings.local import Local
 from scorefleet.settings.sections import (
     SQS_VISIBILITY_CAP,
     Aws,
     Broker,
     Launch,
-    Local,
     Metrics,
     Models,
     Monitoring,
@@ -132,6 +132,12 @@ def load(
             "12 hours, and a step checks its time between mini-batches"
         )
     _kubernetes(raw["kubernetes"], raw["launch"]["backend"], r.problems)
+    model_key = (raw["local"].get("model_aws") or {}).get("access_key_id")
+    if model_key and model_key == env.get("AWS_ACCESS_KEY_ID"):
+        r.problems.append(
+            f"{PREFIX}LOCAL_MODEL_AWS: its access_key_id is the worker's own (AWS_ACCESS_KEY_ID); "
+            "give the models a credential of their own"
+        )
     if r.problems:
         raise ConfigError(r.problems)
     return Settings(**{name: section(**raw[name]) for name, section in SECTIONS.items()})

@@ -13,6 +13,8 @@ no protocol, format or backend: docs/development.md, "What is validated where".
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,6 +78,17 @@ class ModelSpec:
     #: the entry's other keys, read by their owners: the protocol's options, the
     #: formats' keys, the launch backends' keys (command, resources, ...), env
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: the identity of the catalog entry as used (:func:`entry_id`; "" when the image
+    #: has no entry): an output's provenance names it
+    entry_id: str = ""
+
+
+def entry_id(entry: Mapping[str, Any]) -> str:
+    """``sha256:<hex>`` of a catalog entry's canonical JSON (keys sorted, no spaces,
+    UTF-8): the same entry gives the same identity wherever it is read, any change to
+    it another one. Values (an ``env`` secret too) are only hashed, never shown."""
+    text = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 #: The keys of a catalog entry the core reads or checks itself.
@@ -112,6 +125,7 @@ def spec_for(catalog: Mapping[str, Mapping[str, Any]], image: str) -> ModelSpec:
             else None
         ),
         extra={k: v for k, v in entry.items() if k not in ("protocol", "max_rejected_rows")},
+        entry_id=entry_id(entry) if entry else "",
     )
 
 
@@ -174,3 +188,37 @@ def check_model_env(obj: Any) -> dict[str, Any]:
             "the worker's credentials and settings; give the model its own under other names)"
         )
     return obj
+
+
+#: The keys of SCOREFLEET_LOCAL_MODEL_AWS (what a local model whose catalog entry says
+#: ``local_aws`` gets as its AWS_* variables).
+MODEL_AWS_KEYS = {
+    "endpoint_url": "AWS_ENDPOINT_URL",
+    "region": "AWS_REGION",
+    "access_key_id": "AWS_ACCESS_KEY_ID",
+    "secret_access_key": "AWS_SECRET_ACCESS_KEY",
+}
+
+
+def parse_model_aws(value: str) -> dict[str, str]:
+    """SCOREFLEET_LOCAL_MODEL_AWS: the AWS endpoint, region and credentials of the
+    models themselves on a machine without IAM roles for them (the local stack). JSON
+    or a file; every key of :data:`MODEL_AWS_KEYS`, each a non-empty string."""
+    if not value:
+        return {}
+    data = json_or_file(value)
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object")
+    unknown = sorted(set(data) - set(MODEL_AWS_KEYS))
+    missing = sorted(set(MODEL_AWS_KEYS) - set(data))
+    if unknown or missing:
+        raise ValueError(
+            f"expected the keys {', '.join(MODEL_AWS_KEYS)}"
+            + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+        )
+    if not all(isinstance(v, str) and v.strip() for v in data.values()):
+        raise ValueError("every value must be a non-empty string")
+    if not data["endpoint_url"].startswith(("http://", "https://")):
+        raise ValueError("endpoint_url must be an http:// or https:// URL")
+    return {str(k): str(v) for k, v in data.items()}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from scorefleet import images
@@ -36,10 +35,6 @@ def _queue_name(value: str) -> str:
     if not _SQS_NAME.match(value):
         raise ValueError("letters, digits, '-' and '_' only, at most 80 characters")
     return value
-
-
-def _state_dir(value: str) -> Path:
-    return Path(value).expanduser() if value else Path.home() / ".local" / "state" / "scorefleet"
 
 
 def _log_level(value: str) -> str:
@@ -263,27 +258,6 @@ class Launch:
 
 
 @dataclass(frozen=True)
-class Local:
-    """The local backend (a model process per file, on the worker's machine)."""
-
-    max_live_models: int = var(
-        "MAX_LIVE_MODELS",
-        "0",
-        "local backend: at most this many model processes on the machine at once (running or "
-        "warm); a launch beyond it waits its turn in the queue. 0: no limit (kubernetes: use a "
-        "ResourceQuota, which launches also wait for)",
-        num(0, 10000),
-    )
-    state_dir: Path = var(
-        "STATE_DIR",
-        "",
-        "local backend: directory for model process records and logs (default: "
-        "~/.local/state/scorefleet)",
-        _state_dir,
-    )
-
-
-@dataclass(frozen=True)
 class Scoring:
     """The data path: mini-batches, the model's answers, input limits, step time."""
 
@@ -339,9 +313,10 @@ class Scoring:
     max_step_seconds: float = var(
         "MAX_STEP_SECONDS",
         "42300",
-        "a step that runs this long stops with an .error rather than run past what SQS can "
-        "protect (a message's visibility cannot be extended past 12 hours from its receipt); "
-        "MAX_STEP_SECONDS + MODEL_TIMEOUT must stay under 43200",
+        "a score step that runs this long hands its file to a continuation of itself, its "
+        "output parts committed (SQS cannot keep a message hidden past 12 hours from its "
+        "receipt): a file may take any number of steps; MAX_STEP_SECONDS + MODEL_TIMEOUT "
+        "must stay under 43200",
         num(5, 43200, integer=False),
     )
     max_rejected_rows: RejectBudget = var(

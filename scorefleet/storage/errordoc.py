@@ -22,6 +22,15 @@ def rerun_commands(source: S3Uri, model_image: str | None = None) -> list[str]:
     return [celery, cli]
 
 
+#: What a failure at a step means, where its name alone misleads (a file refused by
+#: the launch's look at its first bytes never started a model).
+STEP_NOTES = {
+    ("launch", "BadInput"): " (the input was checked before any model started: the file, "
+    "not the model, is what to fix)",
+    ("enqueue", "Rejected"): " (refused before any work: no model was started)",
+}
+
+
 def render(
     *,
     source: S3Uri,
@@ -38,11 +47,13 @@ def render(
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     attempts = "" if failure.attempts <= 1 else f" (after {failure.attempts} attempts)"
     celery_cmd, cli_cmd = rerun_commands(source)
+    # a message of several lines (a model's traceback) goes on under its first line
+    message = "\n              ".join(redact(failure.message).splitlines() or [""])
     lines = [
         f"scorefleet could not score {source}",
         "",
-        f"failed step:  {failure.step}{attempts}",
-        f"error:        {failure.kind}: {redact(failure.message)}",
+        f"failed step:  {failure.step}{attempts}{STEP_NOTES.get((failure.step, failure.kind), '')}",
+        f"error:        {failure.kind}: {message}",
         "",
         f"input:        {source}" + (f"  (version {version})" if version else ""),
         f"model image:  {model_image or '(none)'}",

@@ -34,6 +34,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,6 +132,15 @@ def is_staging_key(settings: Settings, run_id: str, key: str) -> bool:
     return key.startswith(prefix) and bool(_STAGING_NAME.match(key[len(prefix) :]))
 
 
+def writer_lease(visibility_timeout: float) -> float:
+    """How long a scoring attempt's lease on its upload lasts from each renewal: a
+    little less than the visibility timeout, so that a dead attempt's lease is over
+    when SQS hands its message on (the redelivery then takes its committed parts up
+    at once: issue 26), and still far more than the third of it between two renewals
+    of a live attempt."""
+    return max(visibility_timeout / 2, visibility_timeout - 10)
+
+
 def held_by(rec: Record, job: Job) -> bool:
     """Is the run's claim in ``rec`` this chain's? It is when it was claimed by the
     chain's launch message (``job.claim.owner``) and, within the launch step itself,
@@ -196,6 +206,11 @@ class Ledger:
             if rec is not None and rec.run_id == job.run_id:
                 # the deliveries of one run: how many launches it took (for status)
                 mine["attempts"] = int(rec.data.get("attempts", 0)) + 1
+                # its scoring attempts' uploads and committed parts stay the run's:
+                # a score step of it may still take them up (issue 26)
+                for kept in ("writers", "resume"):
+                    if kept in rec.data:
+                        mine[kept] = rec.data[kept]
             if rec is None:
                 if self._put(job.pipeline_id, mine, if_match=None):
                     return Claim.CLAIMED
@@ -249,6 +264,35 @@ class Ledger:
             log.warning("could not record %s as queued: %s", job.source, exc)
             return False
 
+    def refused(self, job: Job, outcome: str | None, error: str) -> bool:
+        """Record that ``job`` was refused before any work (its tags, its image: the
+        Lambda, the sweep, a rerun), so that ``scorefleet runs --failed`` lists it as
+        it lists a failed run. Only where no run of the file is queued or running (a
+        refused rerun leaves a live run alone). Best effort: False if not written."""
+        now = time.time()
+        data = {
+            "run_id": job.run_id,
+            "state": RunState.FAILED,
+            "step": "enqueue",
+            "source": str(job.source),
+            "model_image": job.model_image,
+            "queued_at": job.enqueued_at,
+            "finished_at": now,
+            "outcome": outcome,
+            "error": error[:2000],
+            "lease_until": 0,
+        }
+        try:
+            for _ in range(_CAS_ATTEMPTS):
+                rec = self.get(job.pipeline_id)
+                if rec is not None and rec.state not in FINISHED_STATES:
+                    return False
+                if self._put(job.pipeline_id, data, if_match=rec.etag if rec else None):
+                    return True
+        except Exception as exc:  # runs --failed then misses it; its .error is there
+            log.warning("could not record the refusal of %s: %s", job.source, exc)
+        return False
+
     def progress(self, job: Job, phase: Phase, **fields: Any) -> bool:
         """Record the run's phase (launching, scoring, publishing) and its progress
         (rows and bytes so far), while the claim is this chain's. Best effort."""
@@ -274,13 +318,15 @@ class Ledger:
         until = time.time() + lease_seconds
         if writer is None:
             return self._update(job, {"lease_until": until}, create=False, owned=True)
-        return self._update_writers(job, writer, until, {"lease_until": until}, owned=True)
+        mine = time.time() + writer_lease(lease_seconds)
+        return self._update_writers(job, writer, mine, {"lease_until": until}, owned=True)
 
     def register_writer(self, job: Job, writer: str, lease_seconds: float) -> bool:
         """Record that a scoring attempt writes ``writer`` (its staging key), before it
-        starts the upload; expired writers are dropped. False if superseded."""
+        starts the upload; expired writers are dropped. False if superseded.
+        ``lease_seconds``: the visibility timeout (see :func:`writer_lease`)."""
         return self._update_writers(
-            job, writer, time.time() + lease_seconds, {"phase": Phase.SCORING}
+            job, writer, time.time() + writer_lease(lease_seconds), {"phase": Phase.SCORING}
         )
 
     def writers(self, pipeline_id: str) -> dict[str, float]:
@@ -328,7 +374,14 @@ class Ledger:
         return self._update(job, changes)
 
     def record_outcome(
-        self, job: Job, state: str, outcome: str | None, attempt: str, *, seen: Record | None
+        self,
+        job: Job,
+        state: str,
+        outcome: str | None,
+        attempt: str,
+        *,
+        seen: Record | None,
+        provenance: Mapping[str, str] | None = None,
     ) -> Publication:
         """Record how the run ended, before its outcome is published; say whether
         this attempt is the one to publish it.
@@ -337,8 +390,10 @@ class Ledger:
         or one name for "no output"): redeliveries and retries of its upload share it,
         the copy of the chain left by a worker killed between sending a step and
         acknowledging its own message does not. ``seen``: the record as just read.
+        ``provenance``: the outcome's (:mod:`scorefleet.provenance`), for ``scorefleet
+        status``: written with the rest, no request more.
         """
-        changes = {
+        changes: dict[str, Any] = {
             "state": state,
             "outcome": outcome,
             "lease_until": 0,
@@ -349,6 +404,8 @@ class Ledger:
         }
         if job.failure is not None:
             changes["error"] = f"{job.failure.kind}: {job.failure.message}"[:2000]
+        if provenance:
+            changes["provenance"] = dict(provenance)
         rec = seen
         for _ in range(_CAS_ATTEMPTS):
             if rec is not None and rec.run_id != job.run_id:
@@ -374,6 +431,22 @@ class Ledger:
         """Is the run over (or superseded by another run of its file)? For the reaper."""
         rec = self.get(run_id[: len("sf-") + 20])
         return rec is not None and (rec.run_id != run_id or rec.state in FINISHED_STATES)
+
+    def change(self, job: Job, change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> bool:
+        """Rewrite the run's record with ``change(data)`` (``None``: leave it as it is),
+        while the run and its claim are this chain's (:func:`held_by`), with a
+        conditional write, read again and retried if another write came first.
+        False if the record is not this chain's, or ``change`` left it."""
+        for _ in range(_CAS_ATTEMPTS):
+            rec = self.get(job.pipeline_id)
+            if rec is None or rec.run_id != job.run_id or not held_by(rec, job):
+                return False
+            data = change(dict(rec.data))
+            if data is None:
+                return False
+            if self._put(job.pipeline_id, data, if_match=rec.etag):
+                return True
+        raise RuntimeError(f"could not update the run record of {job.pipeline_id}")
 
     def _update(
         self, job: Job, changes: dict[str, Any], *, create: bool = True, owned: bool = False

@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 
 from scorefleet.errors import TransientError
 from scorefleet.job import Failure, Job
+from scorefleet.provenance import Provenance, before_any_model, fit
 from scorefleet.s3uri import ERROR_SUFFIX, REJECTED_SUFFIX, SCOREOUT_SUFFIX, S3Uri, output_uri
 from scorefleet.settings import Settings
 from scorefleet.storage import errordoc
@@ -73,15 +74,19 @@ def _common_tags(job: Job) -> dict[str, object]:
     return tags
 
 
-def _metadata(job: Job) -> dict[str, str]:
+def _metadata(job: Job, provenance: Provenance) -> dict[str, str]:
+    """The outcome's metadata: its source's identity, its provenance, its timings;
+    within S3's 2 KB (:func:`scorefleet.provenance.fit`)."""
     meta = {
-        # S3 metadata is ASCII only: the URI is percent-encoded
-        "source-uri": urllib.parse.quote(str(job.source), safe=":/")[:1024],
+        # S3 metadata is ASCII only: the URI is percent-encoded (and shortened from its
+        # start if the whole would not fit: scorefleet.provenance.fit)
+        "source-uri": urllib.parse.quote(str(job.source), safe=":/"),
         "source-version": job.version_id or "",
         "source-etag": job.etag or "",
         "source-last-modified": _stamp(job.last_modified),
         "pipeline-id": job.pipeline_id,
         "run-id": job.run_id,
+        **provenance.metadata(),
     }
     if job.model.start_ms is not None:
         meta["model-start-ms"] = str(job.model.start_ms)
@@ -90,7 +95,7 @@ def _metadata(job: Job) -> dict[str, str]:
     meta["enqueued-at"] = f"{job.enqueued_at:.3f}"
     if job.output.seconds is not None:
         meta["score-ms"] = str(round(job.output.seconds * 1000))
-    return {k: v for k, v in meta.items() if v}
+    return fit({k: v for k, v in meta.items() if v})
 
 
 def _stamp(last_modified: float | None) -> str:
@@ -151,12 +156,15 @@ def publish_scoreout(
     *,
     maybe_done: bool = True,
     then_delete: tuple[S3Uri, ...] = (),
+    provenance: Provenance | None = None,
 ) -> S3Uri:
     """``maybe_done``: this publication may have happened already (a redelivered or
     retried upload): look before copying. ``then_delete``: objects to delete once it
     is published (the run's staging objects), in the same request as the other
-    outcomes of the file (issue 17: one DeleteObjects instead of three requests)."""
+    outcomes of the file (issue 17: one DeleteObjects instead of three requests).
+    ``provenance``: the model that made it (:mod:`scorefleet.provenance`)."""
     out = job.output
+    prov = provenance or before_any_model(settings, job)
     dest = scoreout_location(settings, job.source)
     rejected = rejected_location(settings, job.source)
     if out.rejected_rows:
@@ -171,11 +179,12 @@ def publish_scoreout(
             out.rejected_media_type,
             None,
             maybe_done,
+            prov,
         )
     tags: dict[str, object] = {"rows": out.rows or 0}
     if out.rejected_rows:
         tags["rejected_rows"] = out.rejected_rows
-    _copy_once(s3, job, staging, dest, tags, out.media_type, out.size, maybe_done)
+    _copy_once(s3, job, staging, dest, tags, out.media_type, out.size, maybe_done, prov)
     stale = [error_location(settings, job.source)]
     if not out.rejected_rows:
         stale.append(rejected)  # an earlier run's
@@ -221,6 +230,7 @@ def _copy_once(
     content_type: str | None,
     size: int | None,
     maybe_done: bool,
+    provenance: Provenance,
 ) -> None:
     """Publish the staged ``part`` at ``dest`` with the run's tags, unless this run
     published it already (``maybe_done``: a redelivered or retried upload)."""
@@ -232,15 +242,23 @@ def _copy_once(
         part,
         dest,
         tags={**_common_tags(job), **tags},
-        metadata=_metadata(job),
+        metadata=_metadata(job, provenance),
         content_type=content_type or "text/csv",
         size=size,
     )
 
 
 def publish_error(
-    settings: Settings, s3: S3Client, job: Job, failure: Failure, *, maybe_done: bool = True
+    settings: Settings,
+    s3: S3Client,
+    job: Job,
+    failure: Failure,
+    *,
+    maybe_done: bool = True,
+    provenance: Provenance | None = None,
 ) -> S3Uri | None:
+    """``provenance``: the model that ran, if one did (else what would have run:
+    :func:`scorefleet.provenance.before_any_model`)."""
     dest = error_location_or_none(settings, job.source)
     if dest is None:
         log.error(
@@ -268,5 +286,6 @@ def publish_error(
     else:
         tags = _common_tags(job)
         tags["error_step"] = failure.step
-        put_text(s3, dest, text, tags=tags, metadata=_metadata(job))
+        prov = provenance or before_any_model(settings, job)
+        put_text(s3, dest, text, tags=tags, metadata=_metadata(job, prov))
     return dest

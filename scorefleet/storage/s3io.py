@@ -1,4 +1,5 @@
-"""All S3 I/O: clients, tags, streaming reads, multipart writes, atomic publishing.
+"""All S3 I/O: clients, tags, streaming reads, atomic publishing (a multipart upload
+written as a stream: scorefleet.storage.multipart, which the Lambda does not load).
 
 Endpoints come from boto3's own configuration (``AWS_ENDPOINT_URL`` /
 ``AWS_ENDPOINT_URL_S3`` point it at the local emulator), credentials from the
@@ -10,8 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import queue
-import threading
+import os
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
@@ -34,20 +34,6 @@ else:
 
 log = logging.getLogger(__name__)
 
-#: Size of the first parts of a multipart upload: S3's minimum (5 MiB; the last part
-#: may be smaller). A writer holds two parts (one filling, one going up).
-PART_SIZE = 5 * 1024 * 1024
-#: Parts of one size before the size doubles: S3's 10,000 parts then hold 4.9 TiB (its
-#: largest object is 5 TiB; parts of 8 MiB throughout held 78 GiB), while an output of
-#: a few GB is held in pieces of 5 MiB.
-PARTS_PER_SIZE = 1000
-
-
-def part_size(number: int, first: int = PART_SIZE) -> int:
-    """The size of part ``number`` (1-based) of an upload whose first part is ``first``."""
-    return first << ((number - 1) // PARTS_PER_SIZE)
-
-
 #: Objects up to this size are published with a single CopyObject (atomic with tags).
 SINGLE_COPY_LIMIT = 5 * 1024**3
 
@@ -59,9 +45,16 @@ TAG_ALIASES = {
 }
 
 
-@functools.cache
 def client(region: str | None = None) -> S3Client:
-    """One thread-safe S3 client per process (and region)."""
+    """One thread-safe S3 client per process (and region, and endpoint: boto3 reads
+    ``AWS_ENDPOINT_URL`` when a client is made, so a process whose environment points
+    elsewhere later, a test's, gets a client of the new endpoint)."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return _client(region, endpoint)
+
+
+@functools.cache
+def _client(region: str | None, endpoint: str | None) -> S3Client:
     cfg = Config(
         region_name=region,
         retries={"mode": "standard", "max_attempts": 5},
@@ -156,6 +149,7 @@ class SourceStream:
     content_encoding: str
     content_type: str = ""
     close: Callable[[], None] = lambda: None
+    etag: str = ""
 
 
 def open_source(
@@ -165,10 +159,14 @@ def open_source(
     etag: str | None,
     last_modified: float | None = None,
     chunk_size: int = 1024 * 1024,
+    start: int = 0,
 ) -> SourceStream:
     """Stream one exact upload of the input: by version id, else by ETag and (when
-    known) LastModified, so the same bytes uploaded again later are not taken for it."""
+    known) LastModified, so the same bytes uploaded again later are not taken for it.
+    ``start``: from that byte on (a ranged GET)."""
     kwargs: dict[str, Any] = version_args(version_id)
+    if start:
+        kwargs["Range"] = f"bytes={start}-"
     if not version_id and etag:
         kwargs["IfMatch"] = etag if etag.startswith('"') else f'"{etag}"'
         if last_modified is not None:
@@ -191,153 +189,11 @@ def open_source(
         content_encoding=str(resp.get("ContentEncoding", "") or ""),
         content_type=str(resp.get("ContentType", "") or ""),
         close=body.close,
+        etag=str(resp.get("ETag", "") or "").strip('"'),
     )
 
 
 # ---------------------------------------------------------------------- writes
-class MultipartWriter:
-    """Stream bytes into a multipart upload; parts go up on a background thread.
-
-    Memory is bounded by two parts: the one filling and the one uploading. A full
-    part waits until the part before it is up (backpressure), and a part is sent
-    as the buffer it was filled in (no copy of it). Nothing is visible at the
-    destination until :meth:`complete`;
-    :meth:`abort` (also on ``with`` exit with an exception) discards everything.
-    The multipart upload is only started once a first part is full: an output
-    smaller than one part is written with a single PUT (one request, not three).
-    ``on_start`` is called just before the multipart upload is created (the scoring
-    step registers its writer there: an upload that is never started needs none).
-    """
-
-    def __init__(
-        self,
-        s3: S3Client,
-        dest: S3Uri,
-        *,
-        content_type: str = "text/csv",
-        part_size: int = PART_SIZE,
-        on_start: Callable[[], object] | None = None,
-    ) -> None:
-        self.s3 = s3
-        self.on_start = on_start
-        self.dest = dest
-        self.part_size = part_size
-        self.bytes_written = 0
-        self._buf = bytearray()
-        self._parts: list[dict[str, Any]] = []
-        self._parts_sent = 0
-        self._error: BaseException | None = None
-        self._queue: queue.Queue[tuple[int, bytearray] | None] = queue.Queue()
-        #: taken by a part handed to the uploader, given back once it is up
-        self._uploading = threading.Semaphore(1)
-        self.content_type = content_type
-        self.upload_id: str | None = None
-        self._thread = threading.Thread(target=self._upload_loop, daemon=True, name="s3-parts")
-
-    def _start(self) -> None:
-        if self.on_start is not None:
-            self.on_start()
-        resp = self.s3.create_multipart_upload(
-            Bucket=self.dest.bucket, Key=self.dest.key, ContentType=self.content_type
-        )
-        self.upload_id = resp["UploadId"]
-        self._thread.start()
-
-    def _upload_loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self._error is not None:
-                self._uploading.release()
-                continue  # drain without uploading after a failure
-            number, data = item
-            try:
-                resp = self.s3.upload_part(
-                    Bucket=self.dest.bucket,
-                    Key=self.dest.key,
-                    UploadId=str(self.upload_id),
-                    PartNumber=number,
-                    Body=data,  # type: ignore[arg-type]  # botocore takes a bytearray as a blob; the stubs say bytes
-                )
-                self._parts.append({"PartNumber": number, "ETag": resp["ETag"]})
-            except BaseException as exc:  # surfaced to the writer thread
-                self._error = exc
-            finally:
-                del item, data  # the part's memory goes before the next one is filled
-                self._uploading.release()
-
-    def _check(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def _send(self, part: bytearray) -> None:
-        if self.upload_id is None:
-            self._start()
-        self._uploading.acquire()  # while the part before is still going up: backpressure
-        self._check()
-        self._parts_sent += 1
-        self._queue.put((self._parts_sent, part))
-
-    def write(self, data: bytes) -> None:
-        self._check()
-        self.bytes_written += len(data)
-        # in pieces of at most one part: what is copied past a full part stays small
-        with memoryview(data) as view:
-            for start in range(0, len(view), self.part_size):
-                self._buf += view[start : start + self.part_size]
-                while len(self._buf) >= (size := part_size(self._parts_sent + 1, self.part_size)):
-                    # the full buffer is the part; only what is past it is copied
-                    part, self._buf = self._buf, self._buf[size:]
-                    del part[size:]
-                    self._send(part)
-
-    def complete(self) -> None:
-        if self.upload_id is None:  # all of it fits in one part: a single PUT
-            self.s3.put_object(
-                Bucket=self.dest.bucket,
-                Key=self.dest.key,
-                Body=bytes(self._buf),
-                ContentType=self.content_type,
-            )
-            self._buf.clear()
-            return
-        if self._buf:  # the last part may be small
-            part, self._buf = self._buf, bytearray()
-            self._send(part)
-        self._queue.put(None)
-        self._thread.join()
-        self._check()
-        parts = sorted(self._parts, key=lambda p: p["PartNumber"])
-        self.s3.complete_multipart_upload(
-            Bucket=self.dest.bucket,
-            Key=self.dest.key,
-            UploadId=self.upload_id,
-            MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
-        )
-
-    def abort(self) -> None:
-        if self._error is None:
-            self._error = RuntimeError("aborted")
-        if self.upload_id is None:
-            return  # nothing was sent
-        self._queue.put(None)
-        self._thread.join(timeout=60)
-        try:
-            self.s3.abort_multipart_upload(
-                Bucket=self.dest.bucket, Key=self.dest.key, UploadId=self.upload_id
-            )
-        except ClientError as exc:  # the lifecycle rule reaps it anyway
-            log.warning("could not abort multipart upload of %s: %s", self.dest, exc)
-
-    def __enter__(self) -> MultipartWriter:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is not None:
-            self.abort()
-
-
 def abort_dead_uploads(
     s3: S3Client,
     prefix: S3Uri,

@@ -63,7 +63,13 @@ CHART_OWNED = {
 }
 #: Not for a cluster: the broker is sqs:// over TLS with IRSA, the local backend's
 #: state dir, and Flower without a login.
-NOT_IN_CLUSTER = {"BROKER_URL", "BROKER_TLS", "STATE_DIR", "FLOWER_UNAUTHENTICATED"}
+NOT_IN_CLUSTER = {
+    "BROKER_URL",
+    "BROKER_TLS",
+    "STATE_DIR",
+    "FLOWER_UNAUTHENTICATED",
+    "LOCAL_MODEL_AWS",
+}
 
 
 def unavailable(reason: str) -> None:

@@ -164,11 +164,15 @@ def test_the_package_handles_events_on_its_own(package, moto_endpoint, bucket):
     # the rejected file got its .error from the Lambda itself
     error = s3.get_object(Bucket=bucket, Key="out/evil.csv.error")["Body"].read().decode()
     assert "evil/x:1" in error and "not allowed" in error
-    # the accepted one is on the task queue, first step by name, as kombu sends it
-    (msg,) = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
-    body = json.loads(base64.b64decode(msg["Body"]))
-    assert body["headers"]["task"] == "tasks.launch"
-    assert "ok file.csv" in body["headers"]["argsrepr"]
+    # the accepted one is on the task queue, first step by name, as kombu sends it; the
+    # refused one has its notice there, for Flower (tasks.refused)
+    msgs = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    bodies = {
+        b["headers"]["task"]: b for b in (json.loads(base64.b64decode(m["Body"])) for m in msgs)
+    }
+    assert sorted(bodies) == ["tasks.launch", "tasks.refused"]
+    assert "ok file.csv" in bodies["tasks.launch"]["headers"]["argsrepr"]
+    assert "evil.csv" in bodies["tasks.refused"]["headers"]["argsrepr"]
 
 
 def test_measure_cold_import(package):

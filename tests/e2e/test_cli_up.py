@@ -42,7 +42,7 @@ class BackgroundUp:
     as `make up &` or a script's `scorefleet up &` does: such a job starts with
     SIGINT ignored."""
 
-    def __init__(self, cwd: Path, *args: str) -> None:
+    def __init__(self, cwd: Path, *args: str, **env: str) -> None:
         self.cwd = cwd
         self.out = cwd / "up.out"
         pidfile = cwd / "up.pid"
@@ -50,7 +50,7 @@ class BackgroundUp:
         self.shell = subprocess.Popen(
             ["bash", "-c", f"{command} > {self.out} 2>&1 & echo $! > {pidfile}; wait $!"],
             cwd=cwd,
-            env=clean_env(),
+            env=clean_env(**env),
             stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
@@ -93,8 +93,24 @@ class BackgroundUp:
         time.sleep(0.5)
         return [c for c in self.children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
 
+    def workers(self) -> list[psutil.Process]:
+        """Its Celery workers now (one it started again after another died included)."""
+        with contextlib.suppress(psutil.NoSuchProcess):
+            self.children = list(
+                {c.pid: c for c in self.children + psutil.Process(self.pid).children(True)}.values()
+            )
+        return [
+            c
+            for c in self.children
+            if c.is_running()
+            and c.status() != psutil.STATUS_ZOMBIE
+            and " worker " in " ".join(c.cmdline())
+        ]
+
     def kill_all(self) -> None:
         """Only when a test failed half way: what it started, by PID."""
+        with contextlib.suppress(psutil.NoSuchProcess):
+            self.workers()  # (the ones started since wait_up too)
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
         for c in self.children:
@@ -141,7 +157,10 @@ def test_up_demo_scores_the_iris_file_and_stops(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "scorefleet local stack is up." in proc.stdout
     assert "scored in" in proc.stdout and "label,probability" in proc.stdout
-    assert "stopped every process the local stack started." in proc.stdout
+    assert "stopped every process the local stack started" in proc.stdout
+    # issue 28: nothing of the emulator is kept across restarts, and it says so
+    assert "stopping the stack loses them, outputs included" in proc.stdout
+    assert "(the emulator's buckets and queues went with it)" in proc.stdout
     state = tmp_path / ".scorefleet"
     assert not (state / "stack.env").exists()  # the stack is gone: nothing points at it
     assert stackstate.holder(state) is None
@@ -167,6 +186,8 @@ def test_make_up_in_the_background_printed_steps_run_and_ctrl_c_stops_it(tmp_pat
         steps = next_steps(out)
         assert steps[0].startswith("source ") and any(s.startswith("aws ") for s in steps)
         fresh = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+        if os.environ.get("PYTHONPATH"):  # a worktree's code is the code the commands run
+            fresh["PYTHONPATH"] = os.environ["PYTHONPATH"]
         shell = subprocess.run(
             ["bash", "-c", "set -euo pipefail\n" + "\n".join(steps)],
             cwd=tmp_path,
@@ -177,7 +198,9 @@ def test_make_up_in_the_background_printed_steps_run_and_ctrl_c_stops_it(tmp_pat
             check=False,
         )
         assert shell.returncode == 0, "\n".join(steps) + "\n" + shell.stdout + shell.stderr
-        assert shell.stdout.count("scored in") == 2, shell.stdout  # submit and rerun --wait
+        assert shell.stdout.count("scored in") == 3, shell.stdout  # submit twice, rerun --wait
+        # issue 28: it says plainly that the emulator keeps nothing across restarts
+        assert "stopping the stack loses them, outputs included" in out
         assert "label,probability" in shell.stdout
         assert re.search(r"^[0-9a-f-]{36}$", shell.stdout, re.M)  # celery call: the task id
         assert up.stop(signal.SIGINT) == 0
@@ -272,15 +295,25 @@ def test_own_model_one_stack_per_directory_sigterm_and_a_stopped_stack(tmp_path)
     assert all("scorefleet up" in out for _, out in got.values())
 
 
-def test_a_part_that_dies_stops_the_stack_with_its_error(tmp_path):
+def test_a_worker_that_keeps_dying_stops_the_stack_with_its_error(tmp_path):
+    """A worker that dies is started again, as its Deployment would (issue 26); one
+    that keeps dying stops the stack, with its last log lines."""
     up = BackgroundUp(tmp_path, "--no-flower")
     try:
         up.wait_up()
-        (worker,) = [c for c in up.children if " worker " in " ".join(c.cmdline())]
-        worker.kill()
+        killed = set()
+        deadline = time.monotonic() + 90
+        while up.shell.poll() is None and time.monotonic() < deadline:
+            for worker in up.workers():
+                if worker.pid not in killed:
+                    worker.kill()
+                    killed.add(worker.pid)
+            time.sleep(0.2)
         assert up.wait_exit(60) == 1
         out = up.output()
+        assert "worker0 exited on signal SIGKILL; starting it again in 1s" in out, out
         assert "scorefleet up: worker0 exited on signal SIGKILL; the end of" in out, out
+        assert len(killed) == 4  # started again three times, then given up
         assert "worker0.log" in out and "stopped every process" in out
         assert up.alive_children() == []
     finally:

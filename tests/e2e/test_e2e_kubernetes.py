@@ -20,6 +20,7 @@ from tests.helpers.k8s import (
     FakeApiServer,
     FakeKubelet,
     calls_for,
+    image_id_of,
     k8s_catalog,
     now_iso,
     pod_of,
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.slow
 
 IRIS = (REPO / "examples" / "iris.csv").read_bytes()
 ROWS = b"a,b,c\n1,2,3\n4,5,6\n7,8,9\n"
+MANY = b"a,b,c\n" + b"".join(b"%d,%d,%d\n" % (i, i + 1, i + 2) for i in range(120))
 
 SCENARIOS: dict[str, tuple[bytes, dict[str, str]]] = {
     "iris.csv": (IRIS, {"model_image": IRIS_IMAGE, "k8s_namespace": "team-a"}),
@@ -46,6 +48,7 @@ SCENARIOS: dict[str, tuple[bytes, dict[str, str]]] = {
     "unschedulable.csv": (ROWS, {"model_image": "test/unschedulable:1"}),
     "unknown-cluster.csv": (ROWS, {"model_image": "test/ok:1", "k8s_cluster": "nowhere"}),
     "api-503.csv": (ROWS, {"model_image": "test/ok:1"}),
+    "replicas.csv": (MANY, {"model_image": "test/hash-replicas:1"}),
 }
 
 
@@ -162,6 +165,10 @@ def test_iris_is_scored_in_a_pod(kstack, kout, dropped):
     assert suffix == ".scoreout", body.decode()
     assert body.decode().splitlines()[0] == "label,probability" and tags["rows"] == "150"
     assert tags["k8s_cluster"] == "local" and tags["k8s_namespace"] == "team-a"
+    # provenance (issue 27): the digest from the pod's status, as the kubelet reported it
+    meta = kout.s3.head_object(Bucket=BUCKET, Key="out/iris.csv.scoreout")["Metadata"]
+    assert meta["model-image-id"] == image_id_of(IRIS_IMAGE).removeprefix("docker-pullable://")
+    assert meta["model-image"] == IRIS_IMAGE and meta["model-protocol"] == "sagemaker"
     name = torn_down(kstack, "iris.csv")
     # one create, one watch, one delete: nothing listed, nothing polled
     assert step_calls(kstack, name) == {"create pods": 1, "watch pods": 1, "delete pods": 1}
@@ -234,6 +241,36 @@ def test_api_server_error_is_retried(kstack, kout, dropped):
     assert step_calls(kstack, name) == {"create pods": 2, "watch pods": 1, "delete pods": 1}
     log = (kstack[0].state_dir / "logs" / "worker0.log").read_text()
     assert "launch failed (KubernetesError: create pod" in log and "HTTP 503" in log
+
+
+def test_a_file_with_replicas_gets_a_pod_for_each(kstack, kout, dropped):
+    """Issue 25: three pods (the run's, -1, -2), labelled with their replica, created
+    and watched together; the output is the one model's, in order; teardown deletes
+    all three (and lists the run's pods once, for any the job did not learn of)."""
+    from tests.helpers.fakemodel import hash_row
+
+    suffix, body, _ = kout.wait("replicas.csv")
+    assert suffix == ".scoreout", body.decode()
+    rows = [r.split(",") for r in MANY.decode().splitlines()[1:]]
+    assert body == b"".join(hash_row(r) for r in rows)
+    _, api, node = kstack
+    first = pod_of(api, "in/replicas.csv")
+    names = [first, f"{first}-1", f"{first}-2"]
+    created = {
+        rec.body["metadata"]["name"]: rec.body["metadata"]["labels"]
+        for rec in api.requests()
+        if rec.method == "POST" and rec.body and rec.body["metadata"]["name"] in names
+    }
+    assert sorted(created) == sorted(names)
+    assert {created[n]["scorefleet.io/replica"] for n in names} == {"0", "1", "2"}
+    for name in names:
+        wait_for(lambda name=name: name not in api.pod_names(), 30, f"deletion of {name}")
+        node.wait_gone(name)
+        # created and watched once each; deleted by teardown (and maybe by the beat's
+        # reaper too, which deletes a finished run's pods, every 10 s here)
+        calls = calls_for(api, name)
+        assert calls["create pods"] == 1 and calls["watch pods"] == 1, calls
+        assert calls["delete pods"] >= 1, calls
 
 
 def test_beat_reaper_deletes_a_pod_a_dead_worker_left(kstack, dropped):

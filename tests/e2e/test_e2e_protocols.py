@@ -22,7 +22,6 @@ import pytest
 
 from tests.helpers import Outcomes
 from tests.helpers.servers import venvs
-from workers.localstack.stack import IRIS_IMAGE
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +29,6 @@ REPO = Path(__file__).resolve().parents[2]
 IRIS = (REPO / "examples" / "iris.csv").read_bytes()
 # row 3's petal_length is text: every iris server refuses it (4xx), or the client does
 BAD_IRIS = IRIS.replace(b"\n4.7,3.2,1.3,0.2\n", b"\n4.7,3.2,tall,0.2\n", 1)
-NO_FEATURE = b"sepal_length,sepal_width,petal_length\n5.1,3.5,1.4\n4.9,3.0,1.4\n"
 PROTOCOLS = ("sagemaker", "v2", "json", "lambda", "sas-executions")
 
 #: key -> (image, expected header of the .scoreout)
@@ -48,24 +46,16 @@ SUCCESSES = {
         "p_setosa,p_versicolor,p_virginica",
     ),
 }
-#: key -> (image, body, what the .error must say)
+#: key -> (image, body, what the .error must say). The example servers declare their
+#: contracts (a file that does not fit them stops before they see it:
+#: tests/e2e/test_contract_e2e.py): a refusal is a fake server's of each protocol, and
+#: KServe's (its entry declares none)
 REFUSALS = {
-    "proto/sagemaker-bad.csv": (IRIS_IMAGE, BAD_IRIS, "with HTTP 400"),
-    "proto/json-flask-bad.csv": ("scorefleet-examples/iris-flask:1", BAD_IRIS, "with HTTP 400: "),
+    "proto/sagemaker-bad.csv": ("test/refuse-sagemaker:1", IRIS, "with HTTP 400: "),
+    "proto/json-flask-bad.csv": ("test/refuse-json:1", IRIS, "with HTTP 400: "),
     "proto/json-kserve-bad.csv": ("scorefleet-examples/iris-kserve:1", BAD_IRIS, "with HTTP 400: "),
-    "proto/lambda-bad.csv": (
-        "scorefleet-examples/iris-lambda:1",
-        BAD_IRIS,
-        "rejected data row 3 with 400",
-    ),
-    "proto/sas-bad.csv": ("scorefleet-examples/iris-sas:1", NO_FEATURE, "header lacks petal_width"),
-    # MLServer answers 500 for what its model cannot take; a text cell in an FP64
-    # tensor is refused before it is sent, naming the cell
-    "proto/v2-mlserver-bad.csv": (
-        "scorefleet-examples/iris-v2:1",
-        BAD_IRIS,
-        "data row 3, column 'petal_length': 'tall' is not a number",
-    ),
+    "proto/lambda-bad.csv": ("test/refuse-lambda:1", IRIS, "expected a number"),
+    "proto/sas-bad.csv": ("test/refuse-sas-executions:1", IRIS, "expected a number"),
     "proto/v2-refuse.csv": ("test/refuse-v2:1", IRIS, "with HTTP 400: "),
 }
 DEATHS = {f"proto/die-{p}.csv": f"test/die-{p}:1" for p in PROTOCOLS}

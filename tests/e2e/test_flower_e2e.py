@@ -41,6 +41,8 @@ FILES = {
     "good.csv": (b"a,b\n1,2\n3,4\n", "test/ok:1"),
     "bad.csv": (b"a,b\n1,2\n", "test/crash:1"),
     "retried.csv": (b"a,b\n1,2\n", "test/flaky-task:1"),
+    # refused by the Lambda: no chain runs (issue 28, item 4)
+    "refused.csv": (b"a,b\n1,2\n", "evil.example/miner:1"),
 }
 
 
@@ -245,6 +247,21 @@ def test_every_step_of_every_file_with_its_state(stack, flower, scored):
     assert set(found) == {f"{bad}-launch", f"{bad}-upload", f"{bad}-teardown"}
     found = flower.json("/api/tasks?search=kwargs:model_image=test/ok:1")
     assert set(found) == {f"{good}-{s}" for s in STEPS}
+
+
+def test_a_file_refused_by_the_lambda_has_its_failed_line(stack, flower, scored):
+    """Issue 28, item 4: a file refused up front (an image not allowed) was in
+    `scorefleet status` only; Flower had nothing for it."""
+    run = scored["refused.csv"]
+    task = flower.wait(
+        "the refusal's line",
+        lambda: (t := flower.tasks().get(f"{run}-refused")) and t.get("state") == "FAILURE" and t,
+    )
+    assert task["name"] == "tasks.refused"
+    assert task["args"] == f"s3://{BUCKET}/in/refused.csv"
+    assert "evil.example/miner:1" in task["exception"] and "not allowed" in task["exception"]
+    assert not any(f"{run}-{step}" in flower.tasks() for step in STEPS)
+    assert set(flower.json("/api/tasks?search=refused.csv")) == {f"{run}-refused"}
 
 
 def test_a_new_stack_starts_flower_with_fresh_state(stack, flower, scored):

@@ -42,6 +42,12 @@ def test_refused_rows_are_set_aside_and_the_rest_is_scored(outcomes: Outcomes, s
     assert body == expect
     got_rejected = outcomes.s3.get_object(Bucket=BUCKET, Key=f"out/{key}.rejected")
     assert got_rejected["ContentType"] == "text/csv"
+    # its provenance is the .scoreout's (issue 27)
+    meta = got_rejected["Metadata"]
+    scoreout = outcomes.s3.head_object(Bucket=BUCKET, Key=f"out/{key}.scoreout")["Metadata"]
+    assert meta["model-image"] == "test/refuse:1" and meta["model-protocol"] == "sagemaker"
+    for field in ("model-image-id", "catalog-entry", "scorefleet-version", "run-id"):
+        assert meta[field] == scoreout[field], field
     lines = list(csv.reader(io.StringIO(got_rejected["Body"].read().decode())))
     assert lines[0] == ["scorefleet_row", "a", "b", "c", "scorefleet_message"]
     assert [line[:4] for line in lines[1:]] == [

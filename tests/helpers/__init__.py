@@ -99,11 +99,15 @@ def test_catalog() -> dict[str, Any]:
             "test/flaky:1": fake("fail-once"),
             # 3 failures exhaust the client's 3 attempts: the score task itself retries
             "test/flaky-task:1": fake("fail-n", "--fails", "3"),
-            "test/always-500:1": fake("fail-n", "--fails", "1000"),
+            "test/always-503:1": fake("fail-n", "--fails", "1000"),
+            # a model with a bug: the same 500 with its traceback, every time (issue 28)
+            "test/raises:1": fake("raise"),
             "test/few-rows:1": fake("few-rows"),
             "test/never-ready:1": {**fake("never-ready"), "launch_timeout": 4},
             "test/slow:1": fake("slow", "--delay", "0.5"),
             "test/hash:1": fake("hash"),
+            # three replicas for every file (issue 25: tests/e2e/test_e2e_kubernetes.py)
+            "test/hash-replicas:1": {**fake("hash"), "replicas": 3, "min_mb_per_replica": 0},
             # formats and columns from the catalog (tests/e2e/test_formats_e2e.py)
             "test/hash-keep:1": {
                 **fake("hash"),
@@ -118,6 +122,14 @@ def test_catalog() -> dict[str, Any]:
         }
     )
     catalog.update(protocol_catalog())  # tests/e2e/test_e2e_protocols.py
+    # a Lambda handler that loads its model from S3 at init, with the models' own
+    # credentials and endpoint (tests/e2e/test_model_artifacts_e2e.py)
+    lambda_iris = catalog["scorefleet-examples/iris-lambda:1"]
+    catalog["test/iris-lambda-s3:1"] = {
+        **lambda_iris,
+        "env": {"MODEL_S3_URI": f"s3://{BUCKET}/models/iris/model.joblib"},
+        "local_aws": True,
+    }
     return catalog
 
 

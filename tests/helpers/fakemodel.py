@@ -6,18 +6,28 @@ Modes:
   ok          one result row per input row: "<row number>,<field count>"
   crash       prints a line with a planted secret and exits 3 before listening
   fail-once   answers HTTP 500 to the first /invocations, then behaves like ok
-  fail-n      answers HTTP 500 to the first --fails /invocations, then behaves like ok
+  fail-n      answers HTTP 503 (busy) to the first --fails /invocations, then like ok
+  raise       a model with a bug: HTTP 500 with its Python traceback, every time
   few-rows    answers one row fewer than it was sent
   never-ready listens, but /ping always answers 503
   leak400     answers HTTP 400 with credentials in the body
   refuse      answers like hash, but HTTP 400 for any mini-batch with a field "BAD"
-              (naming the first such row of the request), as a model refuses a value
+              (naming the first such row of the request), as a model refuses a value;
+              with --delay, that long per 1,000 rows it scores
   slow        like ok, but sleeps --delay seconds per request
   json        like ok, but answers {"predictions": [...]} as JSON
   hash        one row per input row: "<12 hex of sha1(row)>,<field count>" (the same
               whatever the batching; honours --delay)
   drip        like ok, but sends its answer one byte every --delay seconds (a model
               that holds a mini-batch far longer than any one socket timeout)
+
+--log FILE (hash and refuse): appends "<first field of the first row> <rows>" for
+each mini-batch it scores, so a test can count the rows scored per file (issue 26:
+rows scored twice after a worker dies).
+
+--only-first PATH: of several processes started with the same PATH, the first to
+create it runs its mode; every other one crashes at start (exit 4) with a log line
+naming its port (one replica of a file that fails to start).
 """
 
 from __future__ import annotations
@@ -39,6 +49,12 @@ STATE = {"calls": 0}
 LEAKED_KEY_ID = "AKIAQWERTYUIOPASDFGH"
 LEAKED_SECRET = "wJalrXUtnFEMIK7MDENGbPxRfiCYzzPLANTED"
 LOCK = threading.Lock()
+#: What the "raise" model answers (as FastAPI's debug mode or a Flask error handler does).
+TRACEBACK = b"""Traceback (most recent call last):
+  File "/opt/model/app.py", line 31, in invocations
+    features = [float(v) for v in row]
+ValueError: could not convert string to float: ''
+"""
 
 
 def records(body: bytes) -> list[list[str]]:
@@ -59,6 +75,12 @@ class Handler(BaseHTTPRequestHandler):
     mode = "ok"
     delay = 0.0
     fails = 0
+    log_path = ""
+
+    def _scored(self, rows: list[list[str]]) -> None:
+        if self.log_path and rows:
+            with LOCK, open(self.log_path, "a") as f:
+                f.write(f"{rows[0][0]} {len(rows)}\n")
 
     def log_message(self, format: str, *args: object) -> None:
         sys.stderr.write("fakemodel: " + (format % args) + "\n")
@@ -83,10 +105,14 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             STATE["calls"] += 1
             calls = STATE["calls"]
-        if (self.mode == "fail-once" and calls == 1) or (
-            self.mode == "fail-n" and calls <= self.fails
-        ):
+        if self.mode == "fail-once" and calls == 1:
             self._send(500, b"transient model failure (call %d)" % calls, "text/plain")
+            return
+        if self.mode == "fail-n" and calls <= self.fails:
+            self._send(503, b"model busy, try again (call %d)" % calls, "text/plain")
+            return
+        if self.mode == "raise":
+            self._send(500, TRACEBACK, "text/plain")
             return
         if self.mode == "leak400":
             msg = f"bad row; connecting with token={LEAKED_SECRET} as {LEAKED_KEY_ID}"
@@ -101,6 +127,8 @@ class Handler(BaseHTTPRequestHandler):
                 msg = f"cannot score record {bad} of the request: value BAD is not a number"
                 self._send(400, msg.encode(), "text/plain")
                 return
+            time.sleep(self.delay * len(rows) / 1000)
+            self._scored(rows)
             self._send(200, b"".join(hash_row(r) for r in rows))
             return
         if self.mode == "few-rows":
@@ -110,6 +138,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, json.dumps({"predictions": preds}).encode(), "application/json")
             return
         if self.mode == "hash":
+            self._scored(rows)
             self._send(200, b"".join(hash_row(r) for r in rows))
             return
         if self.mode == "drip":
@@ -133,7 +162,15 @@ def main() -> int:
     ap.add_argument("--mode", default="ok")
     ap.add_argument("--delay", type=float, default=0.0)
     ap.add_argument("--fails", type=int, default=0)
+    ap.add_argument("--log", default="")
+    ap.add_argument("--only-first", default="")
     args = ap.parse_args()
+    if args.only_first:
+        try:
+            os.close(os.open(args.only_first, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            print(f"fatal: replica on port {args.port} lost the race for its GPU", flush=True)
+            return 4
     if args.mode == "crash":
         secret = os.environ.get("FAKEMODEL_SECRET", "")
         print(f"loading weights with password={secret or 'hunter2-secret'}", flush=True)
@@ -143,6 +180,7 @@ def main() -> int:
     Handler.mode = args.mode
     Handler.delay = args.delay
     Handler.fails = args.fails
+    Handler.log_path = args.log
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     print(f"fakemodel {args.mode} listening on {args.port}", flush=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import json
 import logging
@@ -159,6 +160,7 @@ class Fault:
     status: int
     times: int
     when: Callable[[Recorded], bool]
+    message: str = ""
 
 
 class _Emulator(kmock.KubernetesEmulator):
@@ -177,10 +179,10 @@ class _Emulator(kmock.KubernetesEmulator):
             body=request.data if isinstance(request.data, dict) else None,
         )
         h.record(rec)
-        status = h.take_fault(rec)
+        status, message = h.take_fault(rec)
         if status:
             reason = {429: "TooManyRequests", 503: "ServiceUnavailable"}.get(status, "Injected")
-            return _status(status, reason, f"injected HTTP {status}")
+            return _status(status, reason, message or f"injected HTTP {status}")
         namespace = NAMESPACE_PATH.fullmatch(rec.path)
         if namespace and rec.method == "GET":  # kmock has no cluster-scoped namespaces
             labels = h.namespaces.get(namespace[1])
@@ -287,20 +289,23 @@ class FakeApiServer:
         with self._lock:
             return [r for r in self._requests if r.from_worker or not worker_only]
 
-    def fail(self, status: int, when: Callable[[Recorded], bool], times: int = 1) -> None:
-        """Answer the next ``times`` requests for which ``when`` is true with ``status``."""
+    def fail(
+        self, status: int, when: Callable[[Recorded], bool], times: int = 1, message: str = ""
+    ) -> None:
+        """Answer the next ``times`` requests for which ``when`` is true with ``status``
+        (and ``message``, as the API server's Status says it)."""
         with self._lock:
-            self._faults.append(Fault(status, times, when))
+            self._faults.append(Fault(status, times, when, message))
 
-    def take_fault(self, rec: Recorded) -> int:
+    def take_fault(self, rec: Recorded) -> tuple[int, str]:
         if rec.agent == KUBELET_AGENT:
-            return 0
+            return 0, ""
         with self._lock:
             for f in self._faults:
                 if f.times > 0 and f.when(rec):
                     f.times -= 1
-                    return f.status
-        return 0
+                    return f.status, f.message
+        return 0, ""
 
     def log_text(self, namespace: str | None, name: str | None, query: dict[str, str]) -> str:
         path = self.log_dir / f"{namespace}_{name}.log"
@@ -345,6 +350,17 @@ class FakeApiServer:
 
 # --------------------------------------------------------------------- kubelet
 _IPS = itertools.count(2)
+
+
+def image_id_of(image: str) -> str:
+    """The ``imageID`` a kubelet reports for a started container of ``image``: the
+    repository and the digest it pulled, with the runtime's prefix (dockershim's
+    ``docker-pullable://``; containerd reports it without one)."""
+    repo = image.split("@", 1)[0]
+    name_at = repo.rfind("/") + 1
+    if ":" in repo[name_at:]:
+        repo = repo[: name_at + repo[name_at:].index(":")]
+    return f"docker-pullable://{repo}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
 
 
 def next_loopback_ip() -> str:
@@ -497,6 +513,9 @@ class FakeKubelet:
 
     def _container(self, run: PodRun, **fields: Any) -> list[dict[str, Any]]:
         base = {"name": "model", "image": run.image, "ready": False, "restartCount": 0}
+        state = fields.get("state") or {}
+        if "running" in state or "terminated" in state:  # pulled: the kubelet knows its digest
+            base["imageID"] = image_id_of(run.image)
         return [{**base, **fields}]
 
     def _bring_up(self, run: PodRun, pod: dict[str, Any]) -> None:
@@ -661,12 +680,17 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def pod_of(api: FakeApiServer, source_suffix: str) -> str:
-    """The name of the pod the worker created for the file whose S3 URI ends so."""
+    """The name of the pod the worker created for the file whose S3 URI ends so (its
+    first model replica's: replicas are created together, in any order)."""
     for rec in api.requests():
         if rec.method == "POST" and rec.body:
-            notes = (rec.body.get("metadata") or {}).get("annotations") or {}
-            if str(notes.get("scorefleet.io/source", "")).endswith(source_suffix):
-                return str(rec.body["metadata"]["name"])
+            meta = rec.body.get("metadata") or {}
+            notes = meta.get("annotations") or {}
+            replica = (meta.get("labels") or {}).get("scorefleet.io/replica", "0")
+            if str(notes.get("scorefleet.io/source", "")).endswith(source_suffix) and (
+                replica == "0"
+            ):
+                return str(meta["name"])
     raise AssertionError(f"no pod was created for {source_suffix}")
 
 

@@ -63,6 +63,9 @@ SAMPLES: dict[str, Any] = {
     "image_pull_secrets": ["gpu-cred"],
     "service_account": "gpu-runner",
     "run_as_user": 1000,
+    "replicas": 4,
+    "min_mb_per_replica": 2.5,
+    "local_aws": True,
     # the formats'
     "content_type": "csv",
     "output_format": "jsonl",
@@ -70,6 +73,8 @@ SAMPLES: dict[str, Any] = {
     "model_columns": ["a", "b"],
     "drop_columns": ["c"],
     "csv_header": "present",
+    # the model's declared contract (it shapes no pod: checked before one is made)
+    "inputs": {"columns": [{"name": "a", "type": "number"}], "closed": True},
     # the sagemaker protocol's options at the top level (on its entries only)
     "send_header": False,
     "response_header": True,
@@ -131,6 +136,11 @@ def every_manifest() -> Iterator[tuple[str, dict[str, Any]]]:
             spec = settings.models.spec(IMAGE)
             manifest = pod_manifest(job, spec, settings, fleet="scorefleet", worker="w-1")
             yield f"{name} ({settings_name})", manifest
+            if entry.get("replicas"):  # another replica's pod (issue 25): the same checks
+                other = pod_manifest(
+                    job, spec, settings, fleet="scorefleet", worker="w-1", replica=3
+                )
+                yield f"{name} replica 3 ({settings_name})", other
 
 
 def applied_samples() -> set[str]:

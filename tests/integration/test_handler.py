@@ -81,7 +81,7 @@ def test_the_lambda_carries_every_data_tag_to_the_job_csv_header_included(
     from scorefleet.submission import DATA_TAGS
     from workers.scoring.formats.options import TAGS
 
-    assert set(DATA_TAGS) == set(TAGS) and "csv_header" in DATA_TAGS
+    assert set(TAGS) <= set(DATA_TAGS) and "csv_header" in DATA_TAGS
     key = "in/said.csv"
     tags = "csv_header=present&keep_columns=id&content_type=csv"
     s3.put_object(Bucket=bucket, Key=key, Body=b"0,1\n2,3\n", Tagging=tags)
@@ -102,7 +102,11 @@ def test_disallowed_image_gets_error_file_and_nothing_is_enqueued(
         Bucket=bucket, Key="in/x.csv", Body=b"a\n1\n", Tagging="model_image=evil%2Fminer%3A1"
     )
     result = lam.handle(s3_event(bucket, "in/x.csv"), rt)
-    assert result["rejected"] == 1 and sent_tasks(moto_endpoint, env["SCOREFLEET_QUEUE"]) == []
+    assert result["rejected"] == 1
+    # no chain: only the notice that shows the refusal in Flower (issue 28)
+    ((name, task_id, args, chain),) = sent_tasks(moto_endpoint, env["SCOREFLEET_QUEUE"])
+    assert (name, chain) == ("tasks.refused", []) and task_id.endswith("-refused")
+    assert args[0] == f"s3://{bucket}/in/x.csv" and "not allowed" in args[2]
     text = s3.get_object(Bucket=bucket, Key="out/x.csv.error")["Body"].read().decode()
     assert "evil/miner:1" in text and "not allowed" in text and "tasks.rescore" in text
 
@@ -130,7 +134,8 @@ def test_with_digests_required_a_tagged_image_gets_an_error_saying_how_to_pin_it
     assert "'test/ok:2' is not pinned by digest" in text
     assert "model_image=test/ok@sha256:<64 hex>" in text and "`crane digest test/ok:2`" in text
     sent = sent_tasks(moto_endpoint, env["SCOREFLEET_QUEUE"])
-    assert sorted(args[0]["model_image"] for _, _, args, _ in sent) == [f"test/ok@{digest}"] * 2
+    chains = [args for name, _, args, _ in sent if name == "tasks.launch"]  # not tasks.refused
+    assert sorted(args[0]["model_image"] for args in chains) == [f"test/ok@{digest}"] * 2
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from scorefleet.errors import ModelError, Rejected, is_transient
 from scorefleet.job import Failure
 from scorefleet.settings import ModelSpec, load
 from tests.helpers import REPO, launched, make_job
-from tests.helpers.k8s import FakeApiServer, FakeKubelet, fake_cluster, k8s_catalog
+from tests.helpers.k8s import FakeApiServer, FakeKubelet, fake_cluster, image_id_of, k8s_catalog
 from tests.helpers.protocols import invoke, sagemaker
 from workers.backends import make_backend
 from workers.backends.kubernetes import (
@@ -277,6 +277,10 @@ def test_launch_score_adopt_teardown(cluster):
     assert invoke(client, b"a,b\n1,2\n3,4\n", 1, 2).csv == b"1,2\n2,2\n"
     client.close()
     assert backend.calls.snapshot() == {"create pods": 1, "watch pods": 1}
+    # provenance: the digest the kubelet pulled, from the Ready pod the watch saw (issue
+    # 27: no call more), the runtime's prefix dropped
+    assert ep.image_id == image_id_of("test/ok:1").removeprefix("docker-pullable://")
+    assert ep.image_id.startswith("test/ok@sha256:")
     # the same run again (a retried step, another worker): the pod is adopted
     before = backend.calls.snapshot()
     again = backend.launch(job, spec(backend, "test/ok:1"))
@@ -679,13 +683,14 @@ def test_warm_mode_parks_and_reuses_a_pod(cluster):
     first = new_job("test/ok:1")
     ep = backend.launch(first, spec(backend, "test/ok:1"))
     first = launched(first, ep.url, ep.handle)
+    first = replace(first, model=replace(first.model, image_id=ep.image_id))
     before = backend.calls.snapshot()
     assert backend.teardown(first) is True  # parked, not deleted
     assert first.run_id in cluster.api.pod_names()
     second = new_job("test/ok:1")
     again = backend.launch(second, spec(backend, "test/ok:1"))
     assert again.url == ep.url and again.handle["pod"] == first.run_id and again.warm
-    assert not ep.warm
+    assert not ep.warm and again.image_id == ep.image_id  # what the pod runs, still
     # park + claim: no create, no watch; one get: the pod is still this run's to park
     assert backend.calls.since(before) == {"get pods": 1, "patch pods": 2}
     # another image never gets it
@@ -741,6 +746,102 @@ def test_the_reaper_expires_parked_pods(cluster):
     time.sleep(1.1)
     assert job.run_id in reaper.reap(3600, lambda run: False)
     assert_gone(cluster, job.run_id)
+
+
+# ------------------------------------------------------------ replicas (issue 25)
+#: several model processes start at once on the fake kubelet: more than the 2 s the
+#: single-pod tests give one
+SLOW_START = "15"
+
+
+def test_a_runs_replicas_are_pods_of_their_own_that_teardown_and_the_reaper_find(cluster):
+    """Three replicas: three pods created and watched together, named ``<run>``,
+    ``<run>-1``, ``<run>-2``, each labelled with its run and replica; each answers at
+    its own URL; teardown deletes every one."""
+    from workers.backends import replicas
+
+    catalog = {**k8s_catalog(PORT)}
+    catalog["test/ok:1"] = {**catalog["test/ok:1"], "replicas": 3, "min_mb_per_replica": 0}
+    backend = cluster.backend(
+        SCOREFLEET_MODEL_CATALOG=json.dumps(catalog), SCOREFLEET_LAUNCH_TIMEOUT=SLOW_START
+    )
+    job = new_job("test/ok:1")
+    s = spec(backend, "test/ok:1")
+    t0 = time.monotonic()
+    started = replicas.start(lambda i: backend.launch(job, s, i), [0, 1, 2], image=s.image)
+    assert time.monotonic() - t0 < 8  # together: not three launches one after another
+    names = [job.run_id, f"{job.run_id}-1", f"{job.run_id}-2"]
+    assert [ep.handle["pod"] for _, ep in started] == names
+    assert len({ep.url for _, ep in started}) == 3
+    pods = {p["metadata"]["name"]: p["metadata"]["labels"] for p in cluster.api.pods("scoring")}
+    for i, name in enumerate(names):
+        assert pods[name][RUN_LABEL] == job.run_id and pods[name]["scorefleet.io/replica"] == str(i)
+    job = replace(
+        job,
+        model=replace(job.model, handle=replicas.merged_handle(started), replicas=(0, 1, 2)),
+    )
+    for i, (_, ep) in enumerate(started):
+        assert backend.endpoint(job, i) == ep.url
+        client = sagemaker(ep.url)
+        assert invoke(client, b"a\n1\n", 1, 1).rows == 1
+        client.close()
+    assert backend.is_alive(job, 2) and "listening" in backend.logs(job, 5, 2)
+    # another worker (no memory of the launch) finds replica 1 by its name
+    other = cluster.backend(SCOREFLEET_MODEL_CATALOG=json.dumps(catalog))
+    assert other.endpoint(job, 1) == started[1][1].url
+    before = backend.calls.snapshot()
+    assert backend.teardown(job) is True
+    for name in names:
+        assert_gone(cluster, name)
+    # one delete per replica, and one list for any the job did not learn of
+    assert backend.calls.since(before) == {"delete pods": 3, "list pods": 1}
+
+
+def test_teardown_finds_the_replicas_of_a_launch_that_failed_half_way(cluster):
+    """A launch that failed after two of its replicas were made: the job the failure
+    tail carries knows none of them; teardown finds them by the run's label."""
+    catalog = {**k8s_catalog(PORT)}
+    catalog["test/ok:1"] = {**catalog["test/ok:1"], "replicas": 4}
+    backend = cluster.backend(
+        SCOREFLEET_MODEL_CATALOG=json.dumps(catalog), SCOREFLEET_LAUNCH_TIMEOUT=SLOW_START
+    )
+    job = new_job("test/ok:1")
+    s = spec(backend, "test/ok:1")
+    for i in (1, 3):
+        backend.launch(job, s, i)
+    # a pod of another run of the fleet, and a stranger with the run's label: kept
+    other = new_job("test/ok:1")
+    backend.launch(other, s, 1)
+    failed = replace(job, failure=Failure(step="launch", kind="ModelError", message="x"))
+    assert backend.teardown(failed) is True
+    for name in (f"{job.run_id}-1", f"{job.run_id}-3"):
+        assert_gone(cluster, name)
+    assert f"{other.run_id}-1" in cluster.api.pod_names("scoring")
+    # the reaper finds a run's replicas by its labels, like its one pod
+    assert backend.reap(0, lambda run: False) == [other.run_id]
+    assert_gone(cluster, f"{other.run_id}-1")
+
+
+def test_a_replica_the_quota_refuses_is_dropped(cluster):
+    """The namespace's ResourceQuota refuses the third pod: the file goes on with two."""
+    from workers.backends import replicas
+
+    backend = cluster.backend(SCOREFLEET_LAUNCH_TIMEOUT=SLOW_START)
+    job = new_job("test/ok:1")
+    s = spec(backend, "test/ok:1")
+    third = f"{job.run_id}-2"
+    cluster.api.fail(
+        403,
+        lambda rec: rec.method == "POST" and rec.concerns(third),
+        message='pods "x" is forbidden: exceeded quota: scoring-quota, requested: pods=1',
+    )
+    started = replicas.start(lambda i: backend.launch(job, s, i), [0, 1, 2], image=s.image)
+    assert [i for i, _ in started] == [0, 1]
+    assert third not in cluster.api.pod_names("scoring")
+    job = replace(job, model=replace(job.model, replicas=(0, 1)))
+    assert backend.teardown(job)
+    for name in (job.run_id, f"{job.run_id}-1"):
+        assert_gone(cluster, name)
 
 
 # ------------------------------------------------------------- pod security

@@ -1,7 +1,8 @@
 """Issue 10 item 6: a redelivery aborts only uploads whose writer's lease expired,
-never a live writer's however long it has run; a step stops cleanly before it runs
-past the 12 hours SQS can protect a message. The real score task runs in this
-process against moto and a fake model on 127.0.0.1."""
+never a live writer's however long it has run; the heartbeat never asks SQS for
+more than its 12 hours (a step that reaches SCOREFLEET_MAX_STEP_SECONDS hands its
+file to a continuation of itself: tests/integration/test_resume.py). The real score
+task runs in this process against moto and a fake model on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -116,43 +117,6 @@ def test_a_redelivery_leaves_a_live_writers_upload_alone(
     assert result.result["staging_key"] not in ledger.writers(job.pipeline_id)
 
 
-@pytest.mark.parametrize("model", [("--mode", "slow", "--delay", "0.5")], indirect=True)
-def test_a_step_stops_cleanly_before_what_sqs_can_protect(
-    monkeypatch, moto_endpoint, bucket, model, clean_caches
-):
-    """A step that would run past SCOREFLEET_MAX_STEP_SECONDS stops with OutOfTime
-    (the failure tail then writes the .error) instead of being redelivered mid-way."""
-    settle(
-        monkeypatch,
-        moto_endpoint,
-        bucket,
-        SCOREFLEET_MAX_STEP_SECONDS="5",
-        SCOREFLEET_MAX_PAYLOAD_MB="0.01",
-        SCOREFLEET_MAX_IN_FLIGHT="1",
-        SCOREFLEET_VISIBILITY_TIMEOUT="30",
-        SCOREFLEET_MODEL_TIMEOUT="10",
-    )
-    s3 = emulator_client("s3", moto_endpoint)
-    big = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(20000))  # ~20 batches x 0.5 s
-    job = claimed_job(s3, bucket, model, big)
-    monkeypatch.setattr(tasks.score, "first_delivery", lambda task: True)
-    tails = []
-    monkeypatch.setattr(
-        tasks.base,
-        "failure_tail",
-        lambda j, step, app=None: SimpleNamespace(apply_async=lambda: tails.append((j, step))),
-    )
-    t0 = time.monotonic()
-    result = score.apply(args=[job.to_dict()])
-    assert not result.successful()
-    assert "OutOfTime" in str(result.result)
-    assert time.monotonic() - t0 < 9
-    ((failed, step),) = tails  # the .error and teardown are queued
-    assert step == "score" and failed.failure.kind == "OutOfTime"
-    assert "SCOREFLEET_MAX_STEP_SECONDS=5" in failed.failure.message
-    assert uploads(s3, bucket) == set()  # its own upload was aborted on the way out
-
-
 class Recorder:
     def __init__(self):
         self.calls = []
@@ -228,7 +192,9 @@ def test_a_redelivered_launch_waits_for_the_live_lease_without_a_retry(
     # once the first delivery's lease has expired, the next delivery takes over
     rec = ledger.get(job.pipeline_id)
     assert ledger._put(job.pipeline_id, {**rec.data, "lease_until": 1}, if_match=rec.etag)
-    monkeypatch.setattr(tasks.launch, "preflight", lambda *a, **kw: None)
+    monkeypatch.setattr(
+        tasks.launch, "look", lambda *a, **kw: SimpleNamespace(error=None, head=None)
+    )
     result = launch.apply(args=args)
     assert result.successful(), result.traceback
     assert len(started) == 1 and len(sent) == 1
@@ -274,7 +240,9 @@ def test_a_launch_does_not_renew_a_lease_before_it_holds_the_claim(
     monkeypatch.setattr(
         runtime.current().backend, "launch", lambda j, spec: started.append(j) or model
     )
-    monkeypatch.setattr(tasks.launch, "preflight", lambda *a, **kw: None)
+    monkeypatch.setattr(
+        tasks.launch, "look", lambda *a, **kw: SimpleNamespace(error=None, head=None)
+    )
     sent = []
 
     def signature_from_request(self, request, args, **options):

@@ -89,3 +89,12 @@ def test_the_s3_requests_of_one_small_file(env, bucket):
     assert calls.take() == {}
     got = rt.s3.get_object(Bucket=bucket, Key="out/a.csv.scoreout")["Body"].read()
     assert got.count(b"\n") == 50  # one score per row (the fake model sends no header)
+    # issue 27: the outcome's provenance rode on the requests counted above (the copy's
+    # metadata, the run record's outcome): none was added for it
+    meta = rt.s3.head_object(Bucket=bucket, Key="out/a.csv.scoreout")["Metadata"]
+    spec = rt.settings.models.spec("test/ok:1")
+    assert meta["model-image"] == "test/ok:1" and meta["model-protocol"] == "sagemaker"
+    assert meta["catalog-entry"] == spec.entry_id and meta["scorefleet-version"]
+    assert meta["model-image-id"] == spec.entry_id  # the local backend: the entry ran
+    record = rt.ledger.get(job["pipeline_id"])
+    assert record is not None and record.data["provenance"]["catalog_entry"] == spec.entry_id

@@ -8,7 +8,8 @@ from scorefleet.job import Output
 from scorefleet.s3uri import S3Uri
 from scorefleet.settings import load
 from scorefleet.storage.ledger import Claim, Ledger
-from scorefleet.storage.s3io import MultipartWriter, publish_copy, read_tags
+from scorefleet.storage.multipart import MultipartWriter
+from scorefleet.storage.s3io import publish_copy, read_tags
 from tests.helpers import base_env, make_job
 
 

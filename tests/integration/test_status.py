@@ -49,6 +49,21 @@ def test_state_of_a_record(record, state):
     assert state_of(record) is state
 
 
+@pytest.mark.parametrize(
+    ("read", "total", "text"),
+    [
+        (4_321, 4_321, "4.3 of 4.3 kB read"),  # issue 28: a small file said 0.0 of 0.0 MB
+        (310, 310, "310 of 310 bytes read"),
+        (5_000_000, 10_000_000, "5.0 of 10.0 MB read"),
+        (2_500_000_000, 12_000_000_000, "2.5 of 12.0 GB read"),
+        (900, None, "900 bytes read"),
+    ],
+)
+def test_the_bytes_read_in_the_files_own_unit(read, total, text):
+    rec = {"state": "published", "rows": 3, "bytes_read": read, "total_bytes": total}
+    assert render(view("s3://b/in/x.jsonl", "sf-1", rec)).count(text) == 1
+
+
 def test_view_of_a_run_scoring_and_one_that_stalled():
     now = 1_000_000.0
     rec = {
@@ -127,6 +142,32 @@ def test_the_record_through_a_run(settings, s3, bucket):
     assert v.finished_at and v.started_at and v.queued_at
 
 
+def test_status_shows_the_replicas_a_file_is_scored_with(settings, s3, bucket):
+    """Issue 25: the score step's progress records its model replicas (when several),
+    and ``scorefleet status`` shows them beside the image."""
+    job = make_job(bucket=bucket, key="in/r.csv")
+    ledger = Ledger(settings, s3)
+    ledger.claim(job, "owner-1", 60)
+    job = job.claimed("owner-1")
+    clock = [0.0]
+    progress = RunProgress(
+        ledger, job, 10, read=lambda: 5, every=5, clock=lambda: clock[0], replicas=4
+    )
+
+    class Stats:
+        rows = 7
+
+    clock[0] = 2.0
+    progress.update(Stats)
+    rec = ledger.get(job.pipeline_id).data
+    assert rec["replicas"] == 4
+    text = render(view("s3://b/in/r.csv", job.pipeline_id, {**rec, "model_image": "i:1"}))
+    assert "model       i:1 (4 replicas)" in text
+    single = RunProgress(ledger, job, 10, read=lambda: 5, every=5, clock=lambda: clock[0])
+    assert single.replicas == 1
+    assert "(1 replicas)" not in render(view("s3://b/x", "p", {"model_image": "i:1"}))
+
+
 def test_a_file_scored_within_a_second_writes_no_progress(settings, s3, bucket):
     """Issue 17: a small file's record goes from its claim straight to its outcome;
     the progress and publishing writes (a GET and a PUT each) are for longer files."""
@@ -182,7 +223,8 @@ def test_cli_status_and_runs(env, settings, s3, bucket):
     res = run_cli(["workers.cli", "runs", "--failed"], env)
     assert "bad.csv" in res.stdout and "ok.csv" not in res.stdout
     res = run_cli(["workers.cli", "runs", "--max-scan", "1", "--limit", "1"], env)
-    assert len(res.stdout.splitlines()) == 1 and "--max-scan" in res.stderr
+    header, _line = res.stdout.splitlines()  # issue 28: the header says a line is an upload
+    assert "one line per upload of a file" in header and "--max-scan" in res.stderr
     assert ledger.get(pid_of(s3, bucket, "in/ok.csv")) is not None
 
 

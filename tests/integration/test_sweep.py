@@ -53,8 +53,11 @@ def sweep(settings, s3, app, **limits):
 
 
 def queued_keys(moto_endpoint, settings):
+    """The keys whose chain was sent (not the refusals shown in Flower: tasks.refused)."""
     return sorted(
-        args[0]["key"] for _n, _id, args, _chain in sent_tasks(moto_endpoint, settings.broker.queue)
+        args[0]["key"]
+        for name, _id, args, _chain in sent_tasks(moto_endpoint, settings.broker.queue)
+        if name == "tasks.launch"
     )
 
 
@@ -83,6 +86,8 @@ def test_queues_unscored_files_only_and_heads_no_scored_one(
     assert report.findings[Finding.SCORED] == 6
     assert report.findings[Finding.ENQUEUED] == 2
     assert report.complete and report.listed == 9
+    # issue 28: "(2 has its outcome)"
+    assert report.summary().endswith("queued 2 (2 enqueued, 6 have their outcome)")
     # the scored files cost nothing beyond the listings: a HEAD and a tag read per
     # queued file (the notification path), never one per scored file
     assert calls["HeadObject"] == 2

@@ -23,6 +23,8 @@ from workers import catalog
 from workers.backends import registry as backends
 from workers.backends.base import BackendKind
 from workers.catalog import CatalogError
+from workers.scoring.contract import CATALOG_KEYS as CONTRACT_KEYS
+from workers.scoring.contract.spec import COLUMN_OPTIONS, INPUT_OPTIONS
 from workers.scoring.formats import registry as formats
 from workers.scoring.formats.options import CATALOG_KEYS as FORMAT_KEYS
 from workers.scoring.formats.options import resolve
@@ -128,10 +130,54 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("model_columns", {"model_columns": [""]}, "model_columns must be a list of column names"),
     ("drop_columns", {"drop_columns": ["a", "a"]}, "drop_columns names the column 'a' twice"),
     ("csv_header", {"csv_header": "sometimes"}, "csv_header must be one of auto, present, absent"),
+    # --- the model's declared contract (workers/scoring/contract/spec.py)
+    ("inputs", {"inputs": ["a"]}, "inputs: expected an object"),
+    ("inputs.columns", {"inputs": {"columns": []}}, "inputs: columns must be a list"),
+    ("inputs.mlflow", {"inputs": {"mlflow": ""}}, "inputs: mlflow must be where"),
+    (
+        "inputs.columns and inputs.mlflow",
+        {"inputs": {"columns": ["a"], "mlflow": "m"}},
+        "inputs: give either columns",
+    ),
+    ("inputs.closed", {"inputs": {"columns": ["a"], "closed": 1}}, "inputs: closed must be"),
+    ("inputs.ordered", {"inputs": {"columns": ["a"], "ordered": "y"}}, "inputs: ordered must"),
+    (
+        "inputs.columns[].name",
+        {"inputs": {"columns": [{"type": "number"}]}},
+        "inputs: columns[0]: name is required",
+    ),
+    (
+        "inputs.columns[].type",
+        {"inputs": {"columns": [{"name": "a", "type": "float128"}]}},
+        "inputs: columns[0].type must be one of any, number",
+    ),
+    (
+        "inputs.columns[].required",
+        {"inputs": {"columns": [{"name": "a", "required": "no"}]}},
+        "inputs: columns[0].required must be true or false",
+    ),
+    (
+        "inputs.columns[].nullable",
+        {"inputs": {"columns": [{"name": "a", "nullable": 0}]}},
+        "inputs: columns[0].nullable must be true or false",
+    ),
+    (
+        "a typo in a column of inputs",
+        {"inputs": {"columns": [{"name": "a", "typ": "number"}]}},
+        "inputs: columns[0]: unknown option 'typ': did you mean 'type'?",
+    ),
+    (
+        "a column named twice",
+        {"inputs": {"columns": ["a", {"name": "a"}]}},
+        "inputs: columns names 'a' twice",
+    ),
     # --- the backends' keys
     ("command", {"command": "serve --port 80"}, "command: expected a string with a {port}"),
     ("cwd", {"cwd": ""}, "cwd: expected the path of a directory"),
     ("launch_timeout", {"launch_timeout": -1}, "launch_timeout: expected seconds"),
+    ("replicas", {"replicas": 0}, "replicas: expected a whole number from 1 to 64"),
+    ("local_aws", {"local_aws": "yes"}, "local_aws: expected true or false"),
+    ("min_mb_per_replica", {"min_mb_per_replica": "1"}, "min_mb_per_replica: expected megabytes"),
     ("port", {"port": 0}, "port: expected a port number"),
     ("resources", {"resources": {"requests": {"cpu": "lots"}}}, "resources: requests.cpu"),
     ("node_selector", {"node_selector": {"gpu": 1}}, "node_selector: expected an object"),
@@ -183,6 +229,9 @@ def test_every_option_has_a_bad_case():
     missing = sorted(options - cased - NO_BAD_VALUE)
     missing += sorted(set(CORE_KEYS) - cased)
     missing += sorted(set(FORMAT_KEYS) - cased)
+    missing += sorted(set(CONTRACT_KEYS) - cased)
+    missing += sorted({f"inputs.{o}" for o in INPUT_OPTIONS} - cased)
+    missing += sorted({f"inputs.columns[].{o}" for o in COLUMN_OPTIONS} - cased)
     missing += sorted(set(backends.catalog_options()) - cased)
     assert not missing, f"no bad catalog for {missing}"
 

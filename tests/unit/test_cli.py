@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import click
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from click.testing import CliRunner
@@ -190,3 +192,68 @@ def test_unreachable_services_are_one_line_that_says_what_to_do(monkeypatch):
     denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "PutObject")
     assert clienv.unreachable(denied) == "PutObject failed: AccessDenied: no"
     assert clienv.unreachable(ValueError("a bug")) is None  # bugs keep their traceback
+
+
+def test_a_port_a_server_just_left_is_free_for_flower_again():
+    """Issue 28, item 5: after a quick restart Flower moved off 5555, because the
+    free-port test bound without SO_REUSEADDR and the old Flower's connections in
+    TIME-WAIT made the port look taken (Flower itself binds with SO_REUSEADDR)."""
+    import socket
+
+    from workers.cli.commands import _port_free
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = server.accept()
+    conn.close()  # the server side closes first: its end of the connection in TIME-WAIT
+    client.close()
+    assert not _port_free(port)  # still listening: taken
+    server.close()
+    bare = socket.socket()  # what the old test did: bind without SO_REUSEADDR
+    with pytest.raises(OSError):
+        bare.bind(("127.0.0.1", port))
+    bare.close()
+    assert _port_free(port)
+
+
+def test_submit_tag_sets_any_tag_scorefleet_reads_and_refuses_the_rest():
+    """Issue 28, item 7: submit set only image, cluster and namespace."""
+    from scorefleet.submission import USED_TAGS
+    from workers.cli.tags import file_tags
+
+    every = tuple(f"{name}=v{i}" for i, name in enumerate(USED_TAGS))
+    assert file_tags(every, {}) == {name: f"v{i}" for i, name in enumerate(USED_TAGS)}
+    got = file_tags(("keep_columns=id customer_id", "max_rejected_rows=0.1%"), {"model_image": "a"})
+    assert got == {
+        "model_image": "a",
+        "keep_columns": "id customer_id",
+        "max_rejected_rows": "0.1%",
+    }
+    for given, needle in (
+        (
+            "keep_colums=id",
+            "'keep_colums' is not a tag scorefleet reads: did you mean 'keep_columns'?",
+        ),
+        ("team=risk", "'team' is not a tag scorefleet reads: it reads model_image, "),
+        ("keep_columns", "'keep_columns': give NAME=VALUE"),
+        ("model_image=b", "model_image is given twice, as 'a' and 'b'"),
+    ):
+        with pytest.raises(click.BadParameter, match=re.escape(needle)):
+            file_tags((given,), {"model_image": "a"})
+    result = CliRunner().invoke(main, ["submit", "--help"])
+    assert "--tag NAME=VALUE" in result.output and "drop_columns" in result.output
+
+
+def test_the_local_stack_sweeps_after_seconds_and_production_after_a_quarter_hour(tmp_path):
+    """Issue 28, item 9: the local stack kept the production grace (900 s), so
+    `scorefleet sweep` found a lost notification only after a quarter of an hour."""
+    from workers.localstack.stack import stack_env
+
+    env = stack_env("http://127.0.0.1:1", tmp_path)
+    assert load(env).sweep.grace == 10
+    production = {k: v for k, v in env.items() if k != "SCOREFLEET_SWEEP_GRACE_SECONDS"}
+    assert load(production).sweep.grace == 900

@@ -182,6 +182,7 @@ ADDED_SINCE = (
     "MAX_REJECTED_ROWS",
     "MAX_ROW_GROUP_MB",
     "EVENT_FLUSH_SECONDS",
+    "LOCAL_MODEL_AWS",
     "REQUIRE_IMAGE_DIGEST",
 )
 #: ... and the Settings fields they fill (``scorefleet config`` prints the fields)
@@ -196,13 +197,21 @@ ADDED_FIELDS = (
     "max_rejected_rows",
     "max_row_group_bytes",
     "event_flush_seconds",
+    "local_model_aws",
     "require_image_digest",
 )
 
 
+#: Variables whose meaning a later issue changed (issue 26: MAX_STEP_SECONDS hands
+#: the file over instead of ending in an .error): their rows are compared on their
+#: name and default only.
+CHANGED_SINCE = ("MAX_STEP_SECONDS",)
+
+
 def without_added(lines: list[str]) -> list[str]:
+    changed = tuple(f"| `SCOREFLEET_{n}`" for n in CHANGED_SINCE)
     return [
-        line
+        "|".join(line.split("|")[:3]) if line.startswith(changed) else line
         for line in lines
         if not line.startswith(tuple(f"| `SCOREFLEET_{n}`" for n in ADDED_SINCE))
         and line.split(" ", 1)[0] not in ADDED_FIELDS
@@ -242,7 +251,7 @@ def test_scorefleet_config_prints_what_it_printed_before(case):
 def test_the_reference_table_has_the_rows_it_had_before():
     proc = run_config({}, "--markdown")
     assert proc.returncode == 0, proc.stderr
-    before = (GOLDEN / "config-markdown.md").read_text().splitlines()
+    before = without_added((GOLDEN / "config-markdown.md").read_text().splitlines())
     now = without_added(proc.stdout.splitlines())
     assert now[:2] == before[:2]  # the header
     assert sorted(now[2:]) == sorted(before[2:])

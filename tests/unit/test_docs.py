@@ -448,3 +448,15 @@ def test_every_import_contract_is_explained():
     documented = set(re.findall(r"^\| `([\w-]+)` \|", section, re.M))
     contracts = {c["id"] for c in pyproject()["tool"]["importlinter"]["contracts"]}
     assert documented == contracts
+
+
+# --------------------------------------------------------------------- tags.md
+def test_the_tags_page_lists_every_tag_scorefleet_reads_and_only_those():
+    """docs/tags.md's table is the one list (scorefleet.submission.USED_TAGS) with
+    the older names (TAG_ALIASES): a tag added to the code needs its row."""
+    from scorefleet.storage.s3io import TAG_ALIASES
+    from scorefleet.submission import USED_TAGS
+
+    rows = re.findall(r"^\| `(\w+)` \| (?:`(\w+)`)? *\|", text("docs/tags.md"), re.M)
+    assert [tag for tag, _ in rows] == list(USED_TAGS)
+    assert {old: tag for tag, old in rows if old} == TAG_ALIASES

@@ -119,3 +119,33 @@ def test_outputs_of_very_long_keys_stay_within_the_s3_limit():
     assert out.key.startswith("results/d/éé") and out.key.endswith(".scoreout")
     assert out.key.rsplit("~", 1)[1][:16] == err.key.rsplit("~", 1)[1][:16]
     assert out == output_uri(S3Uri("in", "input/"), S3Uri("out", "results/"), src, ".scoreout")
+
+
+def _render(failure: Failure) -> str:
+    return render(
+        source=S3Uri("data", "in/x.csv"),
+        version=None,
+        model_image="reg/iris:1",
+        k8s_cluster="prod",
+        k8s_namespace="scoring",
+        pipeline_id="sf-123",
+        failure=failure,
+    )
+
+
+def test_a_models_traceback_goes_on_under_the_error_line():
+    """Issue 28, item 2: the model's answer (its traceback) is in the .error whole,
+    each line indented under the error's first."""
+    message = "the model failed on data rows 1-5: ...\nTraceback (most recent call last):\n  x\nValueError: no"
+    text = _render(Failure(step="score", kind="ModelError", message=message))
+    assert "error:        ModelError: the model failed on data rows 1-5: ...\n" in text
+    assert "\n              Traceback (most recent call last):\n                x\n" in text
+    assert "\n              ValueError: no\n" in text
+
+
+def test_bad_input_at_launch_says_the_model_is_not_what_failed():
+    """Issue 28, item 9: "failed step: launch" read as the model failing to start."""
+    text = _render(Failure(step="launch", kind="BadInput", message="the file is empty"))
+    assert "failed step:  launch (the input was checked before any model started" in text
+    text = _render(Failure(step="launch", kind="ModelError", message="exited with code 3"))
+    assert "failed step:  launch\n" in text

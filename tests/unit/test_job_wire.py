@@ -20,8 +20,8 @@ from tests.helpers import GOLDEN, make_job
 MESSAGES: dict[str, Any] = json.loads((GOLDEN / "job-messages.json").read_text())
 #: what the release before the split wrote, by the step whose message it is
 WRITTEN = ("launch", "score", "upload", "failure_tail", "teardown", "skipped")
-#: the one key this release adds (older workers ignore keys they do not know)
-ADDED = {"model_pooled": False}
+#: the keys this release adds (older workers ignore keys they do not know)
+ADDED = {"model_pooled": False, "model_replicas": [], "model_image_id": None, "handovers": 0}
 
 
 def wire(job: Job) -> dict[str, Any]:

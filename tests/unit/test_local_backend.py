@@ -1,5 +1,6 @@
 """The local launch backend with real processes."""
 
+import json
 import os
 import sys
 import time
@@ -73,6 +74,13 @@ def test_model_that_never_gets_ready(tmp_path):
 def test_unknown_command(backend):
     with pytest.raises(ModelError, match=r"no model command for image 'test/unknown' on this"):
         backend.launch(job(), ModelSpec(image="test/unknown"))
+
+
+def test_unknown_command_lists_the_images_the_catalog_serves(tmp_path):
+    """Issue 28, item 9: the .error did not say which images have an entry."""
+    b = LocalBackend(tmp_path, launch_timeout=5, served=("reg/b:1", "reg/a*"))
+    with pytest.raises(ModelError, match=r"an image the catalog lists \(reg/a\*, reg/b:1\)$"):
+        b.launch(job(), ModelSpec(image="reg/c:1"))
 
 
 def test_teardown_stops_children_too(backend, tmp_path):
@@ -387,7 +395,7 @@ def test_making_room_never_stops_a_parked_model_of_the_image_being_launched(tmp_
         first = b.launch(a, spec("ok"))
         assert b.teardown(a)  # parked
         # c looked at the pool before a's model got there
-        monkeypatch.setattr(b.warm, "claim_or_wait", lambda j, s, room: None)
+        monkeypatch.setattr(b.warm, "claim_or_wait", lambda j, s, room, replica=0: None)
         second = b.launch(c, spec("ok"))
         assert second.handle["pid"] == first.handle["pid"] and second.warm
     finally:
@@ -446,3 +454,67 @@ def test_the_backend_is_split_along_its_concerns():
     sizes = {p.name: len(p.read_text().splitlines()) for p in package.glob("*.py")}
     assert {"warm.py", "capacity.py", "runs.py", "reaper.py"} <= sizes.keys()
     assert max(sizes.values()) <= 500, sizes
+
+
+# ------------------------------------------ the models' own AWS access (issue 25)
+MODEL_AWS = {
+    "endpoint_url": "http://127.0.0.1:4566",
+    "region": "eu-west-1",
+    "access_key_id": "model-key",
+    "secret_access_key": "model-secret",
+}
+#: a model that writes its environment to a file, then serves as the fake model
+ENV_DUMP = (
+    "import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], 'w')); "
+    f"os.execv(sys.executable, [sys.executable, {str(FAKEMODEL)!r}, '--port', sys.argv[2]])"
+)
+
+
+def env_spec(out: Path, **extra):
+    import shlex
+
+    cmd = f"{{python}} -c {shlex.quote(ENV_DUMP)} {out} {{port}}"
+    return ModelSpec(image="test/env", extra={"command": cmd, **extra})
+
+
+def test_local_aws_hands_the_model_its_own_credentials_and_endpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "worker-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "worker-secret")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://worker-endpoint")
+    b = LocalBackend(tmp_path / "state", launch_timeout=5, model_aws=MODEL_AWS)
+    try:
+        out = tmp_path / "env.json"
+        b.launch(job(), env_spec(out, local_aws=True))
+        env = json.loads(out.read_text())
+        assert env["AWS_ACCESS_KEY_ID"] == "model-key"
+        assert env["AWS_SECRET_ACCESS_KEY"] == "model-secret"
+        assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:4566"
+        assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "eu-west-1"
+        assert "worker-key" not in out.read_text() and "worker-secret" not in out.read_text()
+        # an entry that does not say local_aws: no AWS_* at all, as before
+        plain = tmp_path / "plain.json"
+        b.launch(job("sf-00000000000000000002"), env_spec(plain))
+        assert not [k for k in json.loads(plain.read_text()) if k.startswith("AWS_")]
+    finally:
+        b.stop_all()
+
+
+def test_local_aws_without_the_variable_fails_the_launch_naming_it(tmp_path):
+    b = LocalBackend(tmp_path / "state", launch_timeout=5)
+    with pytest.raises(ModelError, match="no SCOREFLEET_LOCAL_MODEL_AWS"):
+        b.launch(job(), env_spec(tmp_path / "x.json", local_aws=True))
+    assert not (tmp_path / "x.json").exists() and b.runs.replicas(job().run_id) == []
+
+
+def test_the_models_credential_is_never_the_workers():
+    from scorefleet.settings import ConfigError, load
+    from tests.unit.test_settings import BASE
+
+    aws = json.dumps({**MODEL_AWS, "access_key_id": "worker-key"})
+    with pytest.raises(ConfigError, match="LOCAL_MODEL_AWS: its access_key_id is the worker's"):
+        load({**BASE, "AWS_ACCESS_KEY_ID": "worker-key", "SCOREFLEET_LOCAL_MODEL_AWS": aws})
+    with pytest.raises(ConfigError, match=r"LOCAL_MODEL_AWS=.*missing: secret_access_key"):
+        bad = {k: v for k, v in MODEL_AWS.items() if k != "secret_access_key"}
+        load({**BASE, "SCOREFLEET_LOCAL_MODEL_AWS": json.dumps(bad)})
+    ok = load({**BASE, "SCOREFLEET_LOCAL_MODEL_AWS": json.dumps(MODEL_AWS)})
+    assert ok.local.model_aws == MODEL_AWS

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from scorefleet.s3uri import S3Uri
-from scorefleet.storage.s3io import MultipartWriter
+from scorefleet.storage.multipart import MultipartWriter
 
 PART = 1024
 
@@ -79,7 +79,7 @@ def test_a_failed_part_fails_the_next_write_and_never_hangs():
 
 
 def test_parts_double_every_thousand_so_10000_parts_hold_nearly_s3s_largest_object():
-    from scorefleet.storage.s3io import PART_SIZE, part_size
+    from scorefleet.storage.multipart import PART_SIZE, part_size
 
     assert part_size(1) == part_size(1000) == PART_SIZE == 5 << 20  # S3's minimum
     assert part_size(1001) == 2 * PART_SIZE and part_size(10_000) == 512 * PART_SIZE

@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from scorefleet.errors import ModelError, ModelUnavailable, is_transient
+from scorefleet.errors import ModelError, ModelUnavailable, RowsRefused, is_transient
 from tests.helpers.protocols import invoke, sagemaker
 from workers.scoring.protocols.sagemaker import count_records
 
@@ -107,6 +107,79 @@ def test_persistent_5xx_is_transient(server):
     with pytest.raises(ModelUnavailable, match="HTTP 503") as err:
         invoke(client, b"h\n1\n", 1, 1)
     assert is_transient(err.value) and calls["n"] == 3
+
+
+TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "/app/main.py", line 42, in predict\n'
+    "    x = float(row['petal_width'])\n"
+    "ValueError: could not convert string to float: ''\n"
+)
+
+
+def raises_every_time(n, body):
+    """A FastAPI/Flask model with a bug: its exception as a 500, every time (with
+    what varies between two answers of one error: a request number, an address)."""
+    return 500, "text/plain", f"request {n} at 0x7f{n:08x}\n{TRACEBACK}".encode()
+
+
+@pytest.mark.parametrize("server", [raises_every_time], indirect=True)
+def test_the_same_500_twice_is_a_model_bug_not_retried_with_its_traceback(server):
+    """Issue 28, item 2: the same traceback six times, 52 s before the .error. Now the
+    second identical answer ends it: permanent (no task retry), the whole traceback
+    kept in its message (the .error's), one line first."""
+    client, calls = server
+    with pytest.raises(RowsRefused) as err:
+        invoke(client, b"h\n1\n2\n", 1, 2)
+    assert not is_transient(err.value) and calls["n"] == 2
+    message = str(err.value)
+    first, *rest = message.splitlines()
+    assert "answered HTTP 500 twice in a row with the same error" in first
+    assert rest[-1] == "ValueError: could not convert string to float: ''"
+    assert "    x = float(row['petal_width'])" in rest
+
+
+def different_500s(n, body):
+    return 500, "text/plain", [b"database locked", b"out of memory", b"worker lost"][n % 3]
+
+
+@pytest.mark.parametrize(
+    "server", [always_503, different_500s, lambda n, b: (502, "", b"bad gateway")], indirect=True
+)
+def test_busy_answers_and_changing_errors_stay_transient(server):
+    client, calls = server
+    with pytest.raises(ModelUnavailable) as err:
+        invoke(client, b"h\n1\n", 1, 1)
+    assert is_transient(err.value) and calls["n"] == 3
+
+
+def too_many_requests(n, body):
+    return 429, "text/plain", b"slow down"
+
+
+@pytest.mark.parametrize("server", [too_many_requests], indirect=True)
+def test_429_stays_transient(server):
+    client, calls = server
+    with pytest.raises(ModelUnavailable, match="HTTP 429"):
+        invoke(client, b"h\n1\n", 1, 1)
+    assert calls["n"] == 3
+
+
+def test_a_long_traceback_keeps_its_end():
+    from workers.scoring.protocols.calls import MAX_ANSWER_KEPT, kept_answer
+
+    answer = "\n".join(f"  frame {i}" for i in range(2000)) + "\nKeyError: 'x'"
+    kept = kept_answer(answer)
+    assert len(kept) <= MAX_ANSWER_KEPT + 40 and kept.endswith("KeyError: 'x'")
+    assert kept.startswith("[... ") and "lines before]" in kept.splitlines()[0]
+
+
+def test_connection_refused_while_scaling_stays_transient():
+    client = sagemaker("http://127.0.0.1:1", timeout=2, pool_size=1, backoff=0.01)
+    with pytest.raises(ModelUnavailable) as err:
+        invoke(client, b"h\n1\n", 1, 1)
+    assert is_transient(err.value)
+    client.close()
 
 
 def bad_request(n, body):

@@ -1,8 +1,9 @@
-"""What a launch backend does: start one model container per run, tell whether it
-is alive, hand out its logs, let it go once its file is scored, remove it, and reap
-what dead workers left behind (:class:`LaunchBackend`); and what the registry knows of
-a backend without loading it (:class:`BackendKind`: its name, how it is made, its
-catalog keys and settings checks).
+"""What a launch backend does: start a run's model containers (one per replica:
+:mod:`workers.backends.replicas`), tell whether each is alive, hand out its logs, let
+them go once their file is scored, remove them, and reap what dead workers left
+behind (:class:`LaunchBackend`); and what the registry knows of a backend without
+loading it (:class:`BackendKind`: its name, how it is made, its catalog keys and
+settings checks).
 
 The steps (tasks/) know a backend by this interface only: a backend's ``handle``
 (:attr:`Endpoint.handle`) is its own, travelling with the job for the backend to read
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 
 from scorefleet.job import Job
 from scorefleet.settings import ModelSpec, Settings
+from workers.backends.replicas import CATALOG_OPTIONS as REPLICA_OPTIONS
 
 #: A check of one catalog value (its key's): ValueError says what is wrong.
 OptionCheck = Callable[[Any], None]
@@ -30,15 +32,23 @@ class Endpoint:
     #: the model was taken over from the warm pool, ready before this run asked for it
     #: (not started for it)
     warm: bool = False
+    #: what the backend knows of the image it runs, for the outcome's provenance (a
+    #: pod's status imageID: the digest pulled; the local backend: its catalog
+    #: entry's identity); None when it knows nothing
+    image_id: str | None = None
 
 
 class LaunchBackend(Protocol):
     name: str
 
-    def launch(self, job: Job, spec: ModelSpec) -> Endpoint:
-        """Start (or adopt, if this run already has one) the model container and
-        return once it answers ``GET /ping``. Raises ModelError when it cannot start,
-        a TransientError when trying again later may help."""
+    def launch(self, job: Job, spec: ModelSpec, replica: int = 0) -> Endpoint:
+        """Start (or adopt, if this run already has it) the model container of the
+        run's ``replica`` and return once it is ready (its protocol's readiness).
+        Raises ModelError when it cannot start, a TransientError when trying again
+        later may help, AtCapacity (or an error whose ``no_room`` is true) when there
+        is no room for it now. Replica 0 is the run's one model when it has one;
+        each replica is a container of its own, named so that teardown, the reaper
+        and ``scorefleet status`` find every one."""
         ...
 
     def has_room(self, spec: ModelSpec) -> bool:
@@ -60,18 +70,19 @@ class LaunchBackend(Protocol):
         backend whose parked models only their own worker reuses."""
         ...
 
-    def endpoint(self, job: Job) -> str | None:
-        """The base URL of this run's model as this backend itself recorded it (never
-        the job's ``endpoint``, which a task message can set to anything); None when
-        the run has no container."""
+    def endpoint(self, job: Job, replica: int = 0) -> str | None:
+        """The base URL of this run's model (its ``replica``) as this backend itself
+        recorded it (never the job's ``endpoint``, which a task message can set to
+        anything); None when the run has no such container."""
         ...
 
-    def is_alive(self, job: Job) -> bool:
-        """Is this run's container still running?"""
+    def is_alive(self, job: Job, replica: int = 0) -> bool:
+        """Is this run's container (its ``replica``) still running?"""
         ...
 
-    def logs(self, job: Job, lines: int) -> str:
-        """The container's last ``lines`` log lines ('' if none)."""
+    def logs(self, job: Job, lines: int, replica: int = 0) -> str:
+        """The last ``lines`` log lines of the run's container (its ``replica``)
+        ('' if none)."""
         ...
 
     def release(self, job: Job) -> bool:
@@ -83,8 +94,8 @@ class LaunchBackend(Protocol):
         ...
 
     def teardown(self, job: Job) -> bool:
-        """Remove this run's container (warm mode, after a success: park it); idempotent.
-        True if something was removed (or parked)."""
+        """Remove this run's containers, every replica (warm mode, after a success:
+        park them); idempotent. True if something was removed (or parked)."""
         ...
 
     def reap(self, max_age: float, is_finished: Callable[[str], bool]) -> list[str]:
@@ -145,5 +156,9 @@ def check_launch_timeout(value: Any) -> None:
 
 
 #: Catalog keys every backend reads (``env``, the model's environment, is the core's:
-#: scorefleet/settings/catalog.py checks it whatever the backend).
-COMMON_OPTIONS: Mapping[str, OptionCheck] = {"launch_timeout": check_launch_timeout}
+#: scorefleet/settings/catalog.py checks it whatever the backend): the launch timeout,
+#: and how many replicas a file gets (workers/backends/replicas.py).
+COMMON_OPTIONS: Mapping[str, OptionCheck] = {
+    "launch_timeout": check_launch_timeout,
+    **REPLICA_OPTIONS,
+}

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import click
 
+from workers.cli import check as cli_check
 from workers.cli import runs as cli_runs
 from workers.cli.stackenv import DEFAULT_STATE, Group, load_settings
+from workers.cli.tags import TagOption, file_tags
+from workers.cli.tour import print_next_steps
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,7 +68,8 @@ def up(
 
     Models: the examples, plus the entries of SCOREFLEET_MODEL_CATALOG and --catalog
     (allowed to run, with SCOREFLEET_ALLOWED_IMAGE_PREFIXES). Ctrl-C (SIGINT) or
-    SIGTERM stops every process it started; so does any part that dies, with its error.
+    SIGTERM stops every process it started; so does any part that dies, with its error
+    (a worker that dies is started again, as a Deployment would, unless it keeps dying).
     """
     from workers.localstack.stack import LocalStack, PartFailed, free_port, local_models
     from workers.localstack.state import StackRunning
@@ -106,12 +108,14 @@ def up(
     try:
         click.echo("starting the local stack ...")
         stack.start()
-        _print_next_steps(stack, state_dir)
+        print_next_steps(stack, state_dir)
         if demo or exit_after_demo:
             ok = _run_demo(stack)
             code = 0 if ok or not exit_after_demo else 1
         while not exit_after_demo:
             stack.check()
+            while stack.notices:
+                click.echo(f"scorefleet up: {stack.notices.pop(0)}", err=True)
             time.sleep(0.5)
     except StackRunning as exc:
         refused = True
@@ -126,62 +130,26 @@ def up(
         stopping = True
         stack.stop()
         if not refused:
-            click.echo("stopped every process the local stack started.")
+            click.echo(
+                "stopped every process the local stack started (the emulator's buckets "
+                "and queues went with it)."
+            )
     raise SystemExit(code)
 
 
 def _port_free(port: int) -> bool:
+    """Can a server listen on ``port``? Bound as Flower (Tornado) binds it, with
+    SO_REUSEADDR: the connections a Flower stopped a moment ago leaves in TIME-WAIT
+    do not keep the next one off its port."""
     import socket
 
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
             return False
     return True
-
-
-def _shown(path: Path) -> str:
-    """``path`` as a shell word: relative to the current directory when inside it."""
-    try:
-        shown = str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        shown = str(path.resolve())
-    return shlex.quote(shown)
-
-
-def _print_next_steps(stack: Any, state_dir: Path) -> None:
-    from workers.localstack.stack import BUCKET, IRIS_IMAGE
-
-    bin_dir = Path(sys.executable).parent
-    iris = _shown(REPO / "examples" / "iris.csv")
-    flower = stack.flower_url or "(not started)"
-    src = f"s3://{BUCKET}/in/iris.csv"
-    tag = shlex.quote(f"model_image={IRIS_IMAGE}")
-    aws = shutil.which("aws", path=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    aws_lines = (
-        f"  aws s3api put-object --bucket {BUCKET} --key in/iris.csv --body {iris} "
-        f"--tagging {tag}\n"
-        f"  aws s3 cp s3://{BUCKET}/out/iris.csv.scoreout -\n"
-        if aws
-        else "  (the aws CLI is not installed here: `make up` installs it)\n"
-    )
-    rescore = shlex.quote(f'["{src}"]')
-    click.echo(f"""
-scorefleet local stack is up.
-  S3/SQS/SNS emulator  {stack.endpoint}
-  input                s3://{BUCKET}/in/      outputs  s3://{BUCKET}/out/
-  Flower               {flower}
-  logs                 {_shown(state_dir / "logs")}
-
-In another shell, from this directory (stack.env also puts scorefleet, celery and aws on PATH):
-  source {_shown(state_dir / "stack.env")}
-  scorefleet submit {iris} --model-image {IRIS_IMAGE} --wait 60
-{aws_lines}  scorefleet rerun {src} --wait 60
-  celery -A workers.app call tasks.rescore --args {rescore}
-
-Ctrl-C stops everything.
-""")
 
 
 def _run_demo(stack: Any) -> bool:
@@ -206,24 +174,43 @@ def _run_demo(stack: Any) -> bool:
 @click.option("--model-image", help="tag model_image (default: the configured fallback)")
 @click.option("--cluster", help="tag k8s_cluster")
 @click.option("--namespace", help="tag k8s_namespace")
+@click.option("--tag", "tag_items", multiple=True, metavar="NAME=VALUE", cls=TagOption)
 @click.option("--key", help="path under the input prefix (default: the file name)")
 @click.option("--wait", default=0, help="seconds to wait for the outcome (0: do not wait)")
+@click.option(
+    "--check",
+    "check_first",
+    is_flag=True,
+    help="run `scorefleet check` first: no upload if it fails",
+)
 @click.option("--env-file", type=click.Path(path_type=Path), help="export-style settings file")
 def submit(
     file: Path,
     model_image: str | None,
     cluster: str | None,
     namespace: str | None,
+    tag_items: tuple[str, ...],
     key: str | None,
     wait: int,
+    check_first: bool,
     env_file: Path | None,
 ) -> None:
-    """Upload FILE to the input prefix with its tags (the notification does the rest)."""
+    """Upload FILE to the input prefix with its tags (the notification does the rest).
+
+    Any tag scorefleet reads is set with --tag, e.g. --tag keep_columns=id --tag
+    max_rejected_rows=10 (--model-image, --cluster and --namespace are short for three
+    of them)."""
+    named = {"model_image": model_image, "k8s_cluster": cluster, "k8s_namespace": namespace}
+    tags = file_tags(tag_items, named)
     settings = load_settings(env_file)
-    tags = {"model_image": model_image, "k8s_cluster": cluster, "k8s_namespace": namespace}
-    ok = _submit_and_wait(
-        settings, file, key or file.name, {k: v for k, v in tags.items() if v}, wait=wait
-    )
+    if check_first:
+        p = cli_check.run_check(settings, str(file), tags, key=key or file.name, full=False)
+        if p.problem is not None:
+            click.echo(cli_check.render(p, f"{file} -> {p.source}"), err=True)
+            click.echo("not uploaded (scorefleet check found it would fail)", err=True)
+            raise SystemExit(1)
+        click.echo(f"checked {file}: it would be scored")
+    ok = _submit_and_wait(settings, file, key or file.name, tags, wait=wait)
     if not ok:
         raise SystemExit(1)
 
@@ -288,14 +275,29 @@ def _poll_outcome(
                 bar.close()
                 secs = time.time() - started
                 click.echo(f"{'scored' if good else 'FAILED'} in {secs:.1f}s: {dest}")
-                body = s3.get_object(Bucket=dest.bucket, Key=dest.key)["Body"]
-                head = body.read(2000).decode("utf-8", errors="replace")
-                body.close()
-                click.echo("\n".join(head.splitlines()[: 6 if good else 40]))
+                _show_start(s3, dest, meta, 6 if good else 80)
                 return good
         time.sleep(0.25)
     click.echo(f"no outcome after {wait}s; look at the worker logs", err=True)
     return False
+
+
+def _show_start(s3: Any, dest: Any, meta: dict[str, Any], lines: int) -> None:
+    """The first ``lines`` lines of an outcome, saying so when there is more (a
+    binary output, Parquet: its size and how to fetch it)."""
+    ctype = str(meta.get("ContentType", ""))
+    size = int(meta.get("ContentLength", 0))
+    whole = f"aws s3 cp {shlex.quote(str(dest))} -"
+    if not ctype.startswith("text/") and "json" not in ctype:
+        click.echo(f"({ctype or 'binary'}, {size:,} bytes: {whole} > FILE fetches it)")
+        return
+    body = s3.get_object(Bucket=dest.bucket, Key=dest.key, Range="bytes=0-16383")["Body"]
+    text = body.read().decode("utf-8", errors="replace")
+    body.close()
+    shown = text.splitlines()[:lines]
+    click.echo("\n".join(shown))
+    if size > len("\n".join(shown).encode()) + 1:
+        click.echo(f"(its first {len(shown)} lines; all of it: {whole})")
 
 
 # ---------------------------------------------------------------------- rerun
@@ -425,3 +427,4 @@ def config(markdown: bool, env_file: Path | None, check_backend: bool) -> None:
 
 
 cli_runs.register(main)
+cli_check.register(main)

@@ -73,6 +73,7 @@ def _outcome_without_record(settings: Any, s3: Any, source: Any, v: Any) -> Any:
     """No run record (say the state prefix was cleaned up): an outcome may be there."""
     import dataclasses
 
+    from scorefleet.provenance import FIELDS
     from scorefleet.storage import outcome, s3io
 
     for dest, state in (
@@ -80,8 +81,13 @@ def _outcome_without_record(settings: Any, s3: Any, source: Any, v: Any) -> Any:
         (outcome.error_location(settings, source), "failed"),
     ):
         meta = s3io.head(s3, dest)
-        if meta and meta.get("Metadata", {}).get("pipeline-id") == v.pipeline_id:
-            return dataclasses.replace(v, state=state, outcome=str(dest))
+        found = (meta or {}).get("Metadata", {})
+        if found.get("pipeline-id") == v.pipeline_id:
+            # what the run record would have said of it: the outcome's own metadata
+            provenance = {k.replace("-", "_"): str(found[k]) for k in FIELDS if found.get(k)}
+            return dataclasses.replace(
+                v, state=state, outcome=str(dest), provenance=provenance or None
+            )
     return v
 
 
@@ -170,7 +176,8 @@ def status(uri: str, as_json: bool, env_file: Path | None) -> None:
 def runs(
     since: str, failed: bool, limit: int, max_scan: int, as_json: bool, env_file: Path | None
 ) -> None:
-    """Recent runs, newest first (from the run records)."""
+    """Recent runs, newest first, one line per upload of a file (from the run records;
+    files refused before any work included)."""
     from scorefleet.runstatus import ago, progress_text, view
     from scorefleet.storage import s3io
 
@@ -187,6 +194,11 @@ def runs(
     else:
         if not views:
             click.echo(f"no {'failed ' if failed else ''}runs in the last {since}")
+        else:
+            click.echo(
+                f"{'updated':>10}  {'state':10}  file  (newest first; one line per upload "
+                "of a file: a file uploaded twice has two lines)"
+            )
         for v in views:
             when = ago(now - (v.updated_at or now))
             first_error = (v.error or "").partition("\n")[0][:100]

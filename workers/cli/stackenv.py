@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from workers.localstack import state as stackstate
+from workers.process.reach import START_HINT, unreachable
 
 if TYPE_CHECKING:
     from scorefleet.settings import Settings
 
 DEFAULT_STATE = Path(".scorefleet")
-
-START_HINT = "start it with `scorefleet up` (in this directory)"
 
 
 def _apply(env: Mapping[str, str]) -> None:
@@ -72,51 +71,6 @@ def load_settings(env_file: Path | None) -> Settings:
         return load()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-
-
-# --------------------------------------------------------------- one-line errors
-def _local_endpoint() -> str | None:
-    url = os.environ.get("AWS_ENDPOINT_URL", "")
-    return url if url.startswith(("http://127.", "http://localhost")) else None
-
-
-def unreachable(exc: BaseException) -> str | None:
-    """A one-line message saying what to do about ``exc``, if it means that the
-    stack or an AWS service could not be reached or refused us; None otherwise."""
-    from botocore.exceptions import (
-        ClientError,
-        NoCredentialsError,
-        NoRegionError,
-    )
-    from botocore.exceptions import (
-        ConnectionError as BotoConnectionError,
-    )
-    from kombu.exceptions import OperationalError
-
-    local = _local_endpoint()
-    if isinstance(exc, BotoConnectionError | OperationalError | ConnectionError):
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if local:
-            return (
-                f"cannot reach the local stack's emulator at {local} ({reason}): "
-                f"is `scorefleet up` still running? {START_HINT[0].upper()}{START_HINT[1:]}"
-            )
-        return (
-            f"cannot reach AWS ({reason}): check the network, AWS_REGION / "
-            "AWS_ENDPOINT_URL and your credentials"
-        )
-    if isinstance(exc, NoCredentialsError):
-        return (
-            "no AWS credentials found: set AWS_PROFILE (or AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY), or run where a role provides them"
-        )
-    if isinstance(exc, NoRegionError):
-        return "no AWS region configured: set AWS_REGION"
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        code, message = err.get("Code", "?"), err.get("Message", "")
-        return f"{exc.operation_name} failed: {code}: {message}".rstrip(": ")
-    return None
 
 
 class Command(click.Command):

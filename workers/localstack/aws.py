@@ -46,6 +46,13 @@ CREDENTIALS = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
 }
+#: The models' own credential on the local stack (SCOREFLEET_LOCAL_MODEL_AWS): not the
+#: worker's. The emulator checks no permission; what it shows is that a model reaches
+#: S3 with a credential of its own while the worker's never leave the worker.
+MODEL_CREDENTIALS = {
+    "access_key_id": "scorefleet-local-model",
+    "secret_access_key": "scorefleet-local-model-secret",
+}
 
 
 def wait_http(url: str, timeout: float) -> None:

@@ -27,6 +27,9 @@ def iris_catalog() -> dict[str, Any]:
         IRIS_IMAGE: {
             "command": f"{{python}} {shlex.quote(str(serve))} --host {{host}} --port {{port}}",
             "response_header": True,
+            # its four features, by position: a file that does not fit gets its .error
+            # before the model starts (the MLflow signature beside the model)
+            "inputs": {"mlflow": str(serve.with_name("MLmodel")), "closed": True, "ordered": True},
             "env": {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
         }
     }

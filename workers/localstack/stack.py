@@ -44,6 +44,7 @@ from workers.localstack.aws import (
     DLQ,
     EVENTS_QUEUE,
     MAX_RECEIVE_COUNT,
+    MODEL_CREDENTIALS,
     QUEUE,
     Bridge,
     emulator_client,
@@ -52,6 +53,7 @@ from workers.localstack.aws import (
     wait_http,
 )
 from workers.localstack.models import EXAMPLES_PREFIX, IRIS_IMAGE, REPO, iris_catalog, local_models
+from workers.localstack.restarts import LOCAL_VISIBILITY_TIMEOUT, Restarts
 from workers.localstack.state import StateLock, remove_env_file, write_env_file
 
 log = logging.getLogger("scorefleet.local")
@@ -81,6 +83,10 @@ __all__ = [
 #: returned to the OS when freed (instead of the dynamic threshold letting them
 #: pile up in per-thread arenas), so RSS stays flat whatever the file size.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_ARENA_MAX": "2"}
+
+
+#: seconds the local stack's sweep leaves a new file to its notification
+LOCAL_SWEEP_GRACE = 10
 
 
 def free_port() -> int:
@@ -113,13 +119,21 @@ def stack_env(
         "SCOREFLEET_DEFAULT_K8S_NAMESPACE": "scoring",
         "SCOREFLEET_LAUNCH_BACKEND": "local",
         "SCOREFLEET_STATE_DIR": str(state_dir),
-        "SCOREFLEET_VISIBILITY_TIMEOUT": "600",
+        "SCOREFLEET_VISIBILITY_TIMEOUT": str(LOCAL_VISIBILITY_TIMEOUT),
+        # a laptop's notifications arrive within a second or two: `scorefleet sweep` finds
+        # a lost one after seconds, not the production default's quarter of an hour
+        "SCOREFLEET_SWEEP_GRACE_SECONDS": str(LOCAL_SWEEP_GRACE),
         "SCOREFLEET_MODEL_CATALOG": json.dumps(catalog if catalog is not None else iris_catalog()),
         # Flower listens on 127.0.0.1 here; anywhere else it needs FLOWER_BASIC_AUTH
         "SCOREFLEET_FLOWER_UNAUTHENTICATED": "true",
         # a worker gets a metrics port of its own (LocalStack.start_worker); the other
         # processes, and a shell that sources stack.env, serve none
         "SCOREFLEET_METRICS_PORT": "0",
+        # what a model whose catalog entry says local_aws gets: the emulator, and a
+        # credential of the models' own, never the worker's (docs/models.md)
+        "SCOREFLEET_LOCAL_MODEL_AWS": json.dumps(
+            {"endpoint_url": endpoint, "region": CREDENTIALS["AWS_REGION"], **MODEL_CREDENTIALS}
+        ),
         **MALLOC_ENV,
     }
     env.update(extra or {})
@@ -167,6 +181,10 @@ class LocalStack:
     #: for tests: the share of S3 notifications the bridge loses (Bridge.drop)
     bridge_drop: float = 0.0
     lock: StateLock | None = None
+    #: a worker that dies is started again (workers.localstack.restarts)
+    restarts: Restarts | None = field(default_factory=Restarts)
+    #: what :meth:`check` did that the user should hear of (``scorefleet up`` prints it)
+    notices: list[str] = field(default_factory=list)
     _started: bool = False
 
     @property
@@ -202,11 +220,14 @@ class LocalStack:
         moto = start_moto(self.moto_port, self.state_dir / "logs" / "moto.log")
         self.procs.append(Proc("moto", moto, self.state_dir / "logs" / "moto.log"))
         self.urls = provision(
-            self.endpoint, int(self.extra_env.get("SCOREFLEET_VISIBILITY_TIMEOUT", "600"))
+            self.endpoint,
+            int(self.extra_env.get("SCOREFLEET_VISIBILITY_TIMEOUT", LOCAL_VISIBILITY_TIMEOUT)),
         )
-        # one machine: at most one model per file slot, so a burst of files is
-        # scored a few at a time instead of starting every model at once
-        limit = {"SCOREFLEET_MAX_LIVE_MODELS": str(self.workers * self.concurrency)}
+        # one machine: at most one model (with its replicas) per file slot, so a burst
+        # of files is scored a few at a time instead of starting every model at once
+        replicas = [e.get("replicas") for e in (self.catalog or {}).values()]
+        most = max([r for r in replicas if isinstance(r, int) and r > 1] or [1])
+        limit = {"SCOREFLEET_MAX_LIVE_MODELS": str(self.workers * self.concurrency * most)}
         self.env = stack_env(
             self.endpoint,
             self.state_dir,
@@ -314,15 +335,28 @@ class LocalStack:
         self._wait_for("flower", self._flower_ready, timeout)
 
     def check(self) -> None:
-        """Raise :class:`PartFailed` if a part of the stack has died."""
-        for p in self.procs:
+        """Raise :class:`PartFailed` if a part of the stack has died (a worker that
+        dies is started again, unless it keeps dying: :attr:`restarts`)."""
+        for p in list(self.procs):
             rc = p.popen.poll()
-            if rc is not None:
+            if rc is None:
+                continue
+            pause = None
+            if p.name.startswith("worker") and self.restarts is not None:
+                pause = self.restarts.died(p.name, rc, time.monotonic())
+            if pause is None:
                 lines = _log_tail(p.log_path, p.log_offset, ERROR_LOG_LINES)
                 raise PartFailed(
                     p.name,
                     f"exited{_exit_text(rc)}; the end of {p.log_path}:\n{lines}",
                 )
+            self.procs.remove(p)
+            self.notices.append(
+                f"{p.name} exited{_exit_text(rc)}; starting it again in {pause:g}s (its "
+                f"file goes on from its last committed part; see {p.log_path})"
+            )
+        for name in self.restarts.ready(time.monotonic()) if self.restarts else []:
+            self.start_worker(int(name.removeprefix("worker")))
         if self.bridge is not None:
             if self.bridge.failure:
                 raise PartFailed("the S3 -> Lambda bridge", self.bridge.failure)

@@ -63,6 +63,10 @@ class Finding(enum.Enum):
     OVER_CAP = "left for the next run"  # beyond max_enqueue
 
 
+#: findings whose words change with their count ("2 have their outcome")
+_PLURALS = {Finding.SCORED: "have their outcome"}
+
+
 @dataclass(frozen=True)
 class SweepLimits:
     grace_seconds: float = 900.0
@@ -90,7 +94,10 @@ class SweepReport:
     problems: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        counts = ", ".join(f"{n} {f.value}" for f, n in sorted(self.findings.items(), key=str))
+        counts = ", ".join(
+            f"{n} {_PLURALS.get(f, f.value) if n != 1 else f.value}"
+            for f, n in sorted(self.findings.items(), key=str)
+        )
         where = "to the end" if self.complete else f"up to {self.next_after!r}"
         verb = "would queue" if self.dry_run else "queued"
         return f"swept {self.listed} keys of {self.prefix} {where}: {verb} {len(self.queued)}" + (

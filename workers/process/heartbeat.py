@@ -105,6 +105,25 @@ class Heartbeat:
                 "(SCOREFLEET_MAX_IN_FLIGHT, a faster model)"
             )
 
+    #: how long before SQS's 12 hours a step that hands its file over at
+    #: ``max_seconds`` is stopped all the same (check_cap)
+    CAP_MARGIN = 120
+
+    @property
+    def due(self) -> bool:
+        """Has the step run ``max_seconds``? (A step that can hand its file over to
+        a continuation of itself does so then: issue 26.)"""
+        return self.elapsed >= self.max_seconds
+
+    def check_cap(self) -> None:
+        """Raise :class:`OutOfTime` only when SQS can no longer protect the message
+        (what a step handing its file over at ``max_seconds`` checks meanwhile)."""
+        if self.elapsed >= SQS_VISIBILITY_CAP - self.CAP_MARGIN:
+            raise OutOfTime(
+                f"the {self.step} step ran for {self.elapsed / 3600:.1f} h: SQS cannot keep "
+                "a message invisible for more than 12 hours after it was received"
+            )
+
     @property
     def holds_claim(self) -> bool:
         """May this step renew the run's lease? Not a step that claims the run itself

@@ -66,6 +66,15 @@ BATCH_LATENCY = Histogram(
     "One mini-batch's model call, from sending it to its checked answer",
     buckets=_BATCH_SECONDS,
 )
+MODEL_REPLICAS = Histogram(
+    "scorefleet_model_replicas",
+    "Model replicas a file's score step scored it with (catalog replicas)",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
+REPLICA_FAILOVERS = Counter(
+    "scorefleet_replica_failovers",
+    "Mini-batches sent to another model replica after theirs stayed unavailable",
+)
 SWEEP_FINDINGS = Counter(
     "scorefleet_sweep_findings",
     "Files the sweep looked at, by what it found (enqueued: their notification never came)",

@@ -35,14 +35,17 @@ class RunProgress:
         every: float = PROGRESS_EVERY_SECONDS,
         first: float = FIRST_PROGRESS_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        replicas: int = 1,
     ) -> None:
-        """``read``: the bytes read so far, as the input's reader counts them."""
+        """``read``: the bytes read so far, as the input's reader counts them;
+        ``replicas``: the model replicas scoring the file (recorded when several)."""
         self.ledger = ledger
         self.job = job
         self.total_bytes = total_bytes
         self._read = read
         self.every = every
         self.clock = clock
+        self.replicas = replicas
         # the first write a moment after the start: a file scored sooner needs none
         self._next = clock() + min(first, every)
         self.writes = 0
@@ -65,6 +68,7 @@ class RunProgress:
             rows=rows,
             bytes_read=self.bytes_read,
             total_bytes=self.total_bytes,
+            **({"replicas": self.replicas} if self.replicas > 1 else {}),
             **extra,
         )
 
@@ -74,6 +78,16 @@ class RunProgress:
         if now >= self._next:
             self._next = now + self.every
             self._write(Phase.SCORING, int(stats.rows), **_rejected(stats))
+
+    def fields(self) -> dict[str, Any]:
+        """What a commit of the file's parts records of its progress (bytes read)."""
+        return {"bytes_read": self.bytes_read, "total_bytes": self.total_bytes}
+
+    def committed(self) -> None:
+        """A commit recorded the progress (workers.scoring.checkpoint): the next
+        progress write waits its interval from now."""
+        self.writes += 1
+        self._next = self.clock() + self.every
 
     def done(self, stats: Any) -> None:
         """Scored: the file now waits for its publication. Recorded only for a file

@@ -78,12 +78,21 @@ class OverBudget(RowsRefused):
     """More rows refused than the file's budget allows: the file fails as it would
     without a budget, naming the first refused rows found."""
 
-    def __init__(self, budget: RejectBudget, refused: Sequence[Refusal], rows_seen: int) -> None:
+    def __init__(
+        self,
+        budget: RejectBudget,
+        refused: Sequence[Refusal],
+        rows_seen: int,
+        count: int | None = None,
+    ) -> None:
+        """``count``: the rows refused in all, when ``refused`` are not all of them
+        (a file taken up again keeps only the first few it had refused)."""
+        count = len(refused) if count is None else count
         shown = sorted(refused, key=lambda r: r.row)[:ERROR_ROWS_SHOWN]
         lines = "\n".join(f"  data row {r.row}: {redact(first_line(r.message))}" for r in shown)
-        more = len(refused) - len(shown)
+        more = count - len(shown)
         super().__init__(
-            f"the model refused {len(refused)} row(s) so far, more than this file may lose "
+            f"the model refused {count} row(s) so far, more than this file may lose "
             f"(max_rejected_rows={budget}; {rows_seen} rows read); the first refused:\n{lines}"
             + (f"\n  ... and {more} more" if more > 0 else "")
         )
@@ -121,6 +130,8 @@ class Bisector(Generic[B, S]):
         self.budget = budget
         self.rows_expected = rows_expected
         self.refused: list[Refusal] = []
+        #: refused before this file was taken up again, beside the few kept in ``refused``
+        self.earlier = 0
         self.extra_calls = 0
         self._lock = threading.Lock()
 
@@ -173,16 +184,17 @@ class Bisector(Generic[B, S]):
         out.refused.append(refusal)
         with self._lock:
             self.refused.append(refusal)
-            count = len(self.refused)
+            count = self.earlier + len(self.refused)
             refused = list(self.refused)
         seen = max(self.rows_expected(), refusal.row)
         if not self.budget.allows(count, seen):
-            raise OverBudget(self.budget, refused, seen)
+            raise OverBudget(self.budget, refused, seen, count)
 
     def check_final(self, rows: int) -> None:
         """At the end of the file, against its real row count."""
-        if self.refused and not self.budget.allows(len(self.refused), rows):
-            raise OverBudget(self.budget, self.refused, rows)
+        count = self.earlier + len(self.refused)
+        if count and not self.budget.allows(count, rows):
+            raise OverBudget(self.budget, self.refused, rows, count)
 
 
 # ------------------------------------------------------------------ .rejected
@@ -206,6 +218,9 @@ class RejectedWriter:
         self.rows = 0
         self._started = False
         self._tables: list[Any] = []  # Parquet: one Arrow table per refused row
+        #: what was written (or held) since :meth:`side` was last asked
+        self._new = bytearray()
+        self._new_tables = 0
 
     def write(self, refusals: Sequence[Refusal]) -> None:
         for r in sorted(refusals, key=lambda r: r.row):
@@ -223,9 +238,9 @@ class RejectedWriter:
                 header = getattr(batch, "csv_header", None)
                 if header is not None:
                     names = header.rstrip(b"\r\n")
-                    self.sink.write(
-                        f"{ROW_COLUMN},".encode() + names + f",{MESSAGE_COLUMN}\n".encode()
-                    )
+                    head = f"{ROW_COLUMN},".encode() + names + f",{MESSAGE_COLUMN}\n".encode()
+                    self.sink.write(head)
+                    self._new += head
             out = io.StringIO()
             csv.writer(out, lineterminator="\n").writerow([message])
             line = f"{r.row},".encode() + batch.csv.rstrip(b"\r\n") + b"," + out.getvalue().encode()
@@ -235,6 +250,7 @@ class RejectedWriter:
             table = batch.as_table()
             table = table.add_column(0, ROW_COLUMN, pa.array([r.row], pa.int64()))
             self._tables.append(table.append_column(MESSAGE_COLUMN, pa.array([message])))
+            self._new_tables += 1
             self.rows += 1
             return
         else:
@@ -243,7 +259,37 @@ class RejectedWriter:
             line = (json.dumps(obj, default=str, ensure_ascii=False) + "\n").encode()
         self._started = True
         self.sink.write(line)
+        self._new += line
         self.rows += 1
+
+    # --------------------------------------------- taken up again (issue 26)
+    def side(self) -> bytes:
+        """The refused rows since the last call, as a committed part keeps them: the
+        lines written (CSV, JSON Lines), or the rows held (Parquet: Arrow IPC)."""
+        if self._new_tables:
+            import pyarrow as pa
+
+            tables, self._new_tables = self._tables[-self._new_tables :], 0
+            table = pa.concat_tables(tables, promote_options="permissive")
+            out = pa.BufferOutputStream()
+            with pa.ipc.new_stream(out, table.schema) as ipc:
+                ipc.write_table(table)
+            return b"T" + bytes(out.getvalue().to_pybytes())
+        lines, self._new = bytes(self._new), bytearray()
+        return b"L" + lines if lines else b""
+
+    def restore(self, sides: Sequence[bytes], rows: int) -> None:
+        """Take the ``.rejected`` up where a writer of it left it (its committed
+        parts' :meth:`side`, and the ``rows`` it had written)."""
+        import pyarrow as pa
+
+        for side in sides:
+            if side.startswith(b"L"):
+                self.sink.write(side[1:])
+                self._started = True
+            elif side.startswith(b"T"):
+                self._tables.append(pa.ipc.open_stream(pa.py_buffer(side[1:])).read_all())
+        self.rows = rows
 
     def close(self) -> None:
         """Write what is held (Parquet); nothing to do for the line formats."""
@@ -305,7 +351,31 @@ class RowRejects:
 
     def wrap(self, score: Callable[[B], S]) -> Callable[[B], Bisected[S]]:
         self.bisector = Bisector(score, self.budget, self.rows_expected)
+        if self._restored is not None:
+            shown = self._restored["shown"]
+            self.bisector.refused = [Refusal(int(row), None, str(msg)) for row, msg in shown]
+            self.bisector.earlier = int(self._restored["rejected"]) - len(shown)
         return self.bisector
+
+    # --------------------------------------------- taken up again (issue 26)
+    _restored: dict[str, Any] | None = None
+
+    def state(self) -> dict[str, Any]:
+        """What a file taken up again needs to go on counting: the rows refused so far
+        and the first few of them (what an .error over the budget lists)."""
+        refused = self.bisector.refused if self.bisector is not None else []
+        shown = sorted(refused, key=lambda r: r.row)[:ERROR_ROWS_SHOWN]
+        return {
+            "rejected": self.rejected,
+            "shown": [[r.row, first_line(redact(r.message))] for r in shown],
+        }
+
+    def side(self) -> bytes:
+        return self.writer.side()
+
+    def restore(self, state: dict[str, Any], sides: Sequence[bytes]) -> None:
+        self.writer.restore(sides, int(state["rejected"]))
+        self._restored = dict(state)
 
     def keep(self, refused: Sequence[Refusal]) -> None:
         self.writer.write(refused)

@@ -6,7 +6,12 @@ Run with the interpreter of the third-party servers' virtualenv (tests/helpers/s
 
 Trains the example pipeline (examples/iris/model.py) with that virtualenv's
 scikit-learn, writes MLServer's settings in a temporary folder and runs
-``mlserver start`` there in this process (exec). MLServer 1.7.1 needs
+``mlserver start`` there in this process (exec). Its model settings declare the
+model's input (one FP64 tensor ``input-0`` of shape ``[-1, 4]``), which MLServer
+publishes at its metadata endpoint (``GET /v2/models/iris``): the v2 protocol checks
+a file against it before the first mini-batch. ``--log-requests`` turns MLServer's
+access log on (its ``debug`` setting), one line per request, for the tests that show
+which requests a file caused. MLServer 1.7.1 needs
 ``"parallel_workers": 0`` on this machine (its worker pool crashes at start with
 the current uvloop); its gRPC and metrics ports are free ones, so that several
 servers can run at once.
@@ -36,6 +41,7 @@ def main() -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--name", default="iris")
+    p.add_argument("--log-requests", action="store_true", help="MLServer's access log")
     a = p.parse_args()
     sys.path.insert(0, str(REPO / "examples" / "iris"))
     import joblib
@@ -46,7 +52,7 @@ def main() -> None:
     (folder / "settings.json").write_text(
         json.dumps(
             {
-                "debug": False,
+                "debug": a.log_requests,
                 "host": a.host,
                 "http_port": a.port,
                 "grpc_port": free_port(),
@@ -61,6 +67,7 @@ def main() -> None:
                 "name": a.name,
                 "implementation": "mlserver_sklearn.SKLearnModel",
                 "parameters": {"uri": "./model.joblib", "version": "v1"},
+                "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}],
             }
         )
     )

@@ -63,6 +63,9 @@ class PodUnschedulable(TransientError):
     """No node can take the pod (yet); the launch is retried later."""
 
     kind = "Unschedulable"
+    #: no room rather than a failure: a file's other replicas go on without this one
+    #: (workers/backends/replicas.py)
+    no_room = True
 
 
 class ClusterConfigError(PermanentError):

@@ -44,8 +44,8 @@ from workers.backends.kubernetes.manifest import (
     WARM_LABEL,
     label_value,
     pod_manifest,
-    pod_name,
     pod_url,
+    replica_pod_name,
     worker_identity,
 )
 from workers.backends.kubernetes.podsecurity import (
@@ -53,9 +53,10 @@ from workers.backends.kubernetes.podsecurity import (
     namespace_security,
     unknown,
 )
-from workers.backends.kubernetes.status import created_at, pod_state
+from workers.backends.kubernetes.status import created_at, image_id, pod_state
 from workers.backends.kubernetes.warm import WarmPool
 from workers.backends.kubernetes.watch import wait_ready
+from workers.backends.replicas import allowed, handle_of
 from workers.process import metrics
 from workers.scoring.protocols import probe, protocol_for
 
@@ -86,8 +87,8 @@ class KubernetesBackend:
         self.warm = WarmPool(
             float(settings.launch.warm_idle_seconds), int(settings.launch.warm_max_per_image)
         )
-        # the pod name and URL of each run this process launched (see endpoint())
-        self._endpoints: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        # the pod name and URL of each run's replica this process launched (endpoint())
+        self._endpoints: OrderedDict[tuple[str, int], tuple[str, str]] = OrderedDict()
 
     # --------------------------------------------------------------- clusters
     def cluster(self, name: str) -> Cluster:
@@ -119,13 +120,14 @@ class KubernetesBackend:
             )
         return cluster, ns
 
-    def _target(self, job: Job) -> tuple[Cluster, str, str]:
-        """The run's cluster, namespace and pod name: the name made from its run id.
-        A warm pod this run reused keeps the name of the run that created it; such a
-        pod (and, in warm mode, any) is taken only if it says it is this run's."""
+    def _target(self, job: Job, replica: int = 0) -> tuple[Cluster, str, str]:
+        """The run's cluster, namespace and the pod name of its ``replica``: the name
+        made from its run id. A warm pod this run reused keeps the name of the run
+        that created it; such a pod (and, in warm mode, any) is taken only if it says
+        it is this run's."""
         cluster, ns = self._place(job)
-        name = pod_name(check_run_id(job.run_id))
-        claimed = job.model.handle.get("pod")
+        name = replica_pod_name(check_run_id(job.run_id), replica)
+        claimed = handle_of(job.model.handle, replica).get("pod")
         if claimed is not None and claimed != name:
             if not isinstance(claimed, str) or not DNS1123_LABEL.match(claimed):
                 raise Untrusted(f"{claimed!r} is not a pod name")
@@ -154,14 +156,17 @@ class KubernetesBackend:
             )
         return pod
 
-    def endpoint(self, job: Job) -> str | None:
-        """The URL of the run's pod: the one this process recorded at launch, else read
-        from the API by the run's pod name, labelled as this fleet's pod of the run."""
-        return self._url_of(*self._target(job), job)
+    def endpoint(self, job: Job, replica: int = 0) -> str | None:
+        """The URL of the pod of the run's ``replica``: the one this process recorded
+        at launch, else read from the API by its pod name, labelled as this fleet's
+        pod of the run."""
+        return self._url_of(*self._target(job, replica), job, replica)
 
-    def _url_of(self, cluster: Cluster, ns: str, name: str, job: Job) -> str | None:
+    def _url_of(
+        self, cluster: Cluster, ns: str, name: str, job: Job, replica: int = 0
+    ) -> str | None:
         with self._lock:
-            known = self._endpoints.get(job.run_id)
+            known = self._endpoints.get((job.run_id, replica))
         if known is not None and known[0] == name:
             return known[1]
         pod = self._owned(cluster, ns, name, job)
@@ -173,9 +178,9 @@ class KubernetesBackend:
         port = int(((model.get("ports") or [{}])[0]).get("containerPort") or DEFAULT_PORT)
         return pod_url(str(ip), port)
 
-    def _remember(self, run_id: str, name: str, url: str) -> None:
+    def _remember(self, run_id: str, replica: int, name: str, url: str) -> None:
         with self._lock:
-            self._endpoints[run_id] = (name, url)
+            self._endpoints[(run_id, replica)] = (name, url)
             while len(self._endpoints) > 4096:
                 self._endpoints.popitem(last=False)
 
@@ -224,17 +229,26 @@ class KubernetesBackend:
         so the run keeps its pod until its score is done."""
         return False
 
-    def launch(self, job: Job, spec: ModelSpec) -> Endpoint:
+    def launch(self, job: Job, spec: ModelSpec, replica: int = 0) -> Endpoint:
         cluster, ns = self._place(job)
-        name = pod_name(check_run_id(job.run_id))  # its own (not a dead warm one it had)
-        if self.warm.enabled and "pod" not in job.model.handle:
+        # its own (not a dead warm one it had)
+        name = replica_pod_name(check_run_id(job.run_id), replica)
+        if self.warm.enabled and "pod" not in handle_of(job.model.handle, replica):
             warm = self.warm.take(
-                job, spec, cluster, ns, cluster_of=self.cluster, delete=self._delete_quietly
+                job,
+                spec,
+                cluster,
+                ns,
+                cluster_of=self.cluster,
+                delete=self._delete_quietly,
+                replica=replica,
             )
             if warm is not None:
-                self._remember(job.run_id, str(warm.handle["pod"]), warm.url)
+                self._remember(job.run_id, replica, str(warm.handle["pod"]), warm.url)
                 return warm
-        manifest = pod_manifest(job, spec, self.settings, fleet=self.fleet, worker=self.worker)
+        manifest = pod_manifest(
+            job, spec, self.settings, fleet=self.fleet, worker=self.worker, replica=replica
+        )
         created: dict[str, Any] | None = None
         try:
             with translated(f"create pod {ns}/{name}", cluster.name):
@@ -273,18 +287,18 @@ class KubernetesBackend:
         ip = str(pod["status"]["podIP"])
         url = pod_url(ip, port_of(spec))
         self._check_reachable(url, ns, name, spec)
-        self._remember(job.run_id, name, url)
-        return Endpoint(
-            url=url,
-            handle={
-                "cluster": cluster.name,
-                "namespace": ns,
-                "pod": name,
-                "pod_ip": ip,
-                "port": port_of(spec),
-                "node": (pod.get("spec") or {}).get("nodeName"),
-            },
-        )
+        self._remember(job.run_id, replica, name, url)
+        handle = {
+            "cluster": cluster.name,
+            "namespace": ns,
+            "pod": name,
+            "pod_ip": ip,
+            "port": port_of(spec),
+            "node": (pod.get("spec") or {}).get("nodeName"),
+        }
+        if replica:
+            handle["replica"] = replica
+        return Endpoint(url=url, handle=handle, image_id=image_id(pod))
 
     def _check_reachable(self, url: str, ns: str, name: str, spec: ModelSpec) -> None:
         if not probe(url, spec, timeout=5.0):
@@ -295,9 +309,9 @@ class KubernetesBackend:
             )
 
     # ---------------------------------------------------------------- queries
-    def is_alive(self, job: Job) -> bool:
+    def is_alive(self, job: Job, replica: int = 0) -> bool:
         try:
-            cluster, ns, name = self._target(job)
+            cluster, ns, name = self._target(job, replica)
         except Rejected:
             return False
         pod = self._owned(cluster, ns, name, job)
@@ -306,9 +320,9 @@ class KubernetesBackend:
         state = pod_state(pod, job.model_image)
         return not state.failure and (pod.get("status") or {}).get("phase") == "Running"
 
-    def logs(self, job: Job, lines: int) -> str:
+    def logs(self, job: Job, lines: int, replica: int = 0) -> str:
         try:
-            cluster, ns, name = self._target(job)
+            cluster, ns, name = self._target(job, replica)
         except Rejected:
             return ""
         return self._read_logs(cluster, ns, name, lines)
@@ -328,12 +342,12 @@ class KubernetesBackend:
         return "\n".join(text.splitlines()[-lines:])
 
     # -------------------------------------------------------------------- warm
-    def _park(self, job: Job, cluster: Cluster, ns: str, name: str) -> bool:
+    def _park(self, job: Job, cluster: Cluster, ns: str, name: str, replica: int) -> bool:
         """Keep this run's healthy pod (``name``, as _target found it) for this
         worker's next file of its image (:class:`.warm.WarmPool`)."""
-        if not job.model.handle.get("pod"):
+        if not handle_of(job.model.handle, replica).get("pod"):
             return False
-        url = self._url_of(cluster, ns, name, job)
+        url = self._url_of(cluster, ns, name, job, replica)
         if not url or not probe(url, self.settings.models.spec(job.model_image)):
             return False
         return self.warm.park(job, cluster, ns, name, url)
@@ -354,20 +368,53 @@ class KubernetesBackend:
         return True
 
     def teardown(self, job: Job) -> bool:
-        """Delete the run's pod, or park it (warm mode, after a success)."""
+        """Delete the run's pods (every replica), or park them (warm mode, after a
+        success)."""
         try:
-            cluster, ns, name = self._target(job)
+            cluster, ns = self._place(job)
         except Rejected:
             return False  # the launch was refused too: nothing was made
         if not DNS1123_LABEL.match(ns):
             return False
-        if self.warm.enabled and job.failure is None and not job.skipped:
-            try:
-                if self._park(job, cluster, ns, name):
-                    return True
-            except PipelineError as exc:
-                log.warning("could not park pod %s/%s: %s", ns, name, exc)
-        return self._delete(cluster, ns, name)
+        done = False
+        seen: set[str] = set()
+        for replica in sorted({0, *job.model.replicas}):
+            _, _, name = self._target(job, replica)
+            seen.add(name)
+            if self.warm.enabled and job.failure is None and not job.skipped:
+                try:
+                    if self._park(job, cluster, ns, name, replica):
+                        done = True
+                        continue
+                except PipelineError as exc:
+                    log.warning("could not park pod %s/%s: %s", ns, name, exc)
+            done = self._delete(cluster, ns, name) or done
+        if allowed(self.settings.models.spec(job.model_image)) > 1:
+            # an image whose files may have several: any replica the job did not
+            # learn of (a launch that failed half way), found by its run's label
+            done = self._delete_run_pods(cluster, ns, job, seen) or done
+        return done
+
+    def _delete_run_pods(self, cluster: Cluster, ns: str, job: Job, seen: set[str]) -> bool:
+        """Delete this fleet's pods of ``job``'s run not in ``seen`` (one list call)."""
+        selector = f"{FLEET_LABEL}={self.fleet},{RUN_LABEL}={label_value(job.run_id)}"
+        with translated(f"list pods in {ns}", cluster.name):
+            pods = cluster.api.list(ns, label_selector=selector)
+        done = False
+        for pod in pods:
+            meta = pod.get("metadata") or {}
+            labels = meta.get("labels") or {}
+            name = str(meta.get("name") or "")
+            if (
+                name
+                and name not in seen
+                and not meta.get("deletionTimestamp")  # already going
+                and labels.get(FLEET_LABEL) == self.fleet
+                and labels.get(RUN_LABEL) == label_value(job.run_id)
+                and labels.get(WARM_LABEL) != "idle"
+            ):
+                done = self._delete(cluster, ns, name) or done
+        return done
 
     def _delete(self, cluster: Cluster, ns: str, name: str) -> bool:
         with self._lock:
@@ -419,6 +466,8 @@ class KubernetesBackend:
             run_id = notes.get(RUN_ANNOTATION) or labels.get(RUN_LABEL)
             if labels.get(FLEET_LABEL) != self.fleet or not run_id or not meta.get("name"):
                 continue  # not ours, whatever the server's selector said
+            if meta.get("deletionTimestamp"):
+                continue  # already being deleted (by teardown, or an earlier pass)
             created = created_at(pod)
             try:
                 if labels.get(WARM_LABEL) == "idle":  # parked: expires after the idle limit

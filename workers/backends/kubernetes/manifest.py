@@ -23,6 +23,8 @@ FLEET_LABEL = "scorefleet.io/fleet"
 RUN_LABEL = "scorefleet.io/run-id"
 PIPELINE_LABEL = "scorefleet.io/pipeline-id"
 WORKER_LABEL = "scorefleet.io/worker"
+#: which of a run's model replicas a pod is ("0" for a run's one model)
+REPLICA_LABEL = "scorefleet.io/replica"
 RUN_ANNOTATION = "scorefleet.io/run-id"
 SOURCE_ANNOTATION = "scorefleet.io/source"
 IMAGE_ANNOTATION = "scorefleet.io/image"
@@ -40,6 +42,16 @@ def pod_name(run_id: str) -> str:
         return base
     digest = hashlib.sha256(run_id.encode()).hexdigest()[:10]
     return f"{base[:52].strip('-') or 'sf'}-{digest}"
+
+
+def replica_pod_name(run_id: str, replica: int = 0) -> str:
+    """The pod of a run's ``replica``: the run's pod name for replica 0 (a run's one
+    model, as before replicas), ``<that>-<n>`` for the others (a run id never ends
+    in ``-<digits>``, so no run's pod has another's replica's name)."""
+    base = pod_name(run_id)
+    if replica == 0:
+        return base
+    return f"{base[: 62 - len(str(replica))].rstrip('-')}-{replica}"
 
 
 def label_value(value: str) -> str:
@@ -71,11 +83,12 @@ def probe_handler(readiness: Readiness, port: int) -> dict[str, Any]:
 
 
 def pod_manifest(
-    job: Job, spec: ModelSpec, settings: Settings, *, fleet: str, worker: str
+    job: Job, spec: ModelSpec, settings: Settings, *, fleet: str, worker: str, replica: int = 0
 ) -> dict[str, Any]:
-    """The pod of one run. Catalog entry keys override the SCOREFLEET_K8S_* defaults.
-    Every pod the backend creates is made here, and one that would fail the restricted
-    Pod Security Standard (a bug here) is refused, whatever its namespace admits."""
+    """The pod of one run's ``replica``. Catalog entry keys override the
+    SCOREFLEET_K8S_* defaults. Every pod the backend creates is made here, and one that
+    would fail the restricted Pod Security Standard (a bug here) is refused, whatever
+    its namespace admits."""
     extra = spec.extra
     port = port_of(spec)
     container: dict[str, Any] = {
@@ -136,7 +149,7 @@ def pod_manifest(
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": pod_name(job.run_id),
+            "name": replica_pod_name(job.run_id, replica),
             "namespace": job.k8s_namespace,
             "labels": {
                 "app.kubernetes.io/name": "scorefleet-model",
@@ -146,6 +159,7 @@ def pod_manifest(
                 RUN_LABEL: label_value(job.run_id),
                 PIPELINE_LABEL: label_value(job.pipeline_id),
                 WORKER_LABEL: worker,
+                REPLICA_LABEL: str(replica),
             },
             "annotations": annotations,
         },

@@ -61,6 +61,16 @@ def readiness_of(pod: Mapping[str, Any]) -> str:
     return "GET /ping"
 
 
+def image_id(pod: Mapping[str, Any]) -> str | None:
+    """The model container's ``imageID`` in the pod's status: the image the kubelet
+    pulled, by digest (``docker.io/reg/iris@sha256:...``; a runtime's
+    ``docker-pullable://`` prefix dropped). None before the container started."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    cs: Mapping[str, Any] = next((c for c in statuses if c.get("name") == CONTAINER), {})
+    found = str(cs.get("imageID") or "")
+    return found.split("://", 1)[-1] or None
+
+
 def pod_state(pod: Mapping[str, Any], image: str) -> PodState:
     """Sort a pod (as JSON) into ready / failed (how) / still starting."""
     meta = pod.get("metadata") or {}

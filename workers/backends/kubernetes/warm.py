@@ -22,6 +22,7 @@ from workers.backends.kubernetes.api import Cluster, translated
 from workers.backends.kubernetes.manifest import (
     PARKED_ANNOTATION,
     PIPELINE_LABEL,
+    REPLICA_LABEL,
     RUN_ANNOTATION,
     RUN_LABEL,
     SOURCE_ANNOTATION,
@@ -42,6 +43,8 @@ class ParkedPod:
     url: str
     handle: dict[str, Any]
     parked_at: float
+    #: the image its pod runs, as its status said when the run that parked it began
+    image_id: str | None = None
 
 
 class WarmPool:
@@ -66,9 +69,11 @@ class WarmPool:
         *,
         cluster_of: Callable[[str], Cluster],
         delete: Delete,
+        replica: int = 0,
     ) -> Endpoint | None:
         """A parked pod of ``spec``'s image that still answers, relabelled as this
-        run's; None if there is none."""
+        run's ``replica`` (each parked pod is one replica: a run of several takes one
+        per replica); None if there is none."""
         self.expire(cluster_of=cluster_of, delete=delete)
         key = (cluster.name, ns, spec.image)
         while True:
@@ -90,6 +95,7 @@ class WarmPool:
                                 WARM_LABEL: None,
                                 RUN_LABEL: label_value(job.run_id),
                                 PIPELINE_LABEL: label_value(job.pipeline_id),
+                                REPLICA_LABEL: str(replica),
                             },
                             "annotations": {
                                 PARKED_ANNOTATION: None,
@@ -100,7 +106,8 @@ class WarmPool:
                     },
                 )
             log.info("reusing warm pod %s/%s for this file", ns, parked.name)
-            return Endpoint(url=parked.url, handle=dict(parked.handle), warm=True)
+            handle = {**parked.handle, **({"replica": replica} if replica else {})}
+            return Endpoint(url=parked.url, handle=handle, warm=True, image_id=parked.image_id)
 
     def park(self, job: Job, cluster: Cluster, ns: str, name: str, url: str) -> bool:
         """Keep this run's healthy pod ``name`` (answering at ``url``) for this
@@ -128,6 +135,7 @@ class WarmPool:
                     url=url,
                     handle={"cluster": cluster.name, "namespace": ns, "pod": name},
                     parked_at=now,
+                    image_id=job.model.image_id,
                 )
             )
         log.info("parked pod %s/%s warm for %gs", ns, name, self.idle)

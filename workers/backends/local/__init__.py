@@ -22,6 +22,10 @@ def _make(settings: Settings) -> LaunchBackend:
         warm_idle=settings.launch.warm_idle_seconds,
         warm_max=settings.launch.warm_max_per_image,
         max_live=settings.local.max_live_models,
+        model_aws=settings.local.model_aws,
+        served=tuple(
+            image for image, entry in settings.models.catalog.items() if entry.get("command")
+        ),
     )
 
 

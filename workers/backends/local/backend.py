@@ -41,7 +41,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,24 +84,30 @@ class LocalBackend:
         warm_idle: float = 0.0,
         warm_max: int = 4,
         max_live: int = 0,
+        model_aws: Mapping[str, str] | None = None,
+        served: tuple[str, ...] = (),
     ) -> None:
+        #: the images (and ``prefix*`` patterns) the catalog has a command for
+        self.served = served
         self.launch_timeout = launch_timeout
+        #: SCOREFLEET_LOCAL_MODEL_AWS: the models' own AWS access (catalog local_aws)
+        self.model_aws = dict(model_aws or {})
         self.log_lines = log_lines
         self.runs = Runs(state_dir)
         self.warm = WarmPool(self.runs, warm_idle, warm_max)
         self.capacity = Capacity(self.runs, self.warm, max_live)
 
     # ------------------------------------------------------------------ launch
-    def launch(self, job: Job, spec: ModelSpec) -> Endpoint:
+    def launch(self, job: Job, spec: ModelSpec, replica: int = 0) -> Endpoint:
         runs = self.runs
         runs.reap_children()
-        earlier = runs.record(job.run_id)
+        earlier = runs.record(job.run_id, replica)
         running = runs.process(earlier)
         if earlier and running:
             log.info("adopting the model process %s of this run", earlier["pid"])
-            return self._wait_ready(job, earlier, running)
+            return self._wait_ready(job, earlier, running, replica)
         if earlier:
-            runs.remove(job.run_id)  # a dead one from an earlier attempt
+            runs.remove(job.run_id, replica)  # a dead one from an earlier attempt
         command = command_of(spec)
         if not command:
             raise ModelError(
@@ -110,17 +116,19 @@ class LocalBackend:
                 f'stack) has no entry for it. Add one, e.g. {{"{spec.image}": {{"command": '
                 '"<command that serves the model> --port {port}"}}, or tag the file with an '
                 "image the catalog lists"
+                + (f" ({', '.join(sorted(self.served))})" if self.served else "")
             )
+        model_aws = self._model_aws(spec)  # before anything is made for the model
         if self.warm.enabled:
             self.warm.expire()
-            warm = self.warm.claim_or_wait(job, spec, self.capacity.room)
+            warm = self.warm.claim_or_wait(job, spec, self.capacity.room, replica)
             if warm is not None:
                 return warm
-        run_dir = runs.dir(job.run_id)
+        run_dir = runs.dir(job.run_id, replica)
         with self.capacity.lock():  # count and reserve a slot in one go
             if not self.capacity.make_room(spec.image):
                 # a model of this image parked since the look above: take it
-                warm = self.warm.claim(job, spec)
+                warm = self.warm.claim(job, spec, replica)
                 if warm is not None:
                     return warm
                 raise self.capacity.full()
@@ -128,7 +136,7 @@ class LocalBackend:
         port = free_port()
         argv = shlex.split(command.format(port=port, python=sys.executable, host=HOST))
         home = runs.new_home(job.run_id)
-        env = model_environment(os.environ, spec.extra.get("env") or {}, home)
+        env = model_environment(os.environ, spec.extra.get("env") or {}, home, model_aws)
         cwd = spec.extra.get("cwd") or None
         rec = {
             "port": port,
@@ -140,6 +148,9 @@ class LocalBackend:
             "source": str(job.source),
             "launch_timeout": float(spec.extra.get("launch_timeout", self.launch_timeout)),
             "home": home.name,
+            "replica": replica,
+            # what ran: on this machine an "image" is its catalog entry's command
+            "image_id": spec.entry_id,
         }
         write_record(run_dir, rec)  # a worker killed from here on leaves its HOME found
         try:
@@ -156,10 +167,25 @@ class LocalBackend:
         except OSError as exc:
             runs.remove_home(rec)
             raise ModelError(f"could not start the model command {argv[0]!r}: {exc}") from exc
-        log.info("started model %s as pid %d on port %d", spec.image, popen.pid, port)
-        return self._wait_ready(job, rec, proc)
+        which = f" (replica {replica})" if replica else ""
+        log.info("started model %s%s as pid %d on port %d", spec.image, which, popen.pid, port)
+        return self._wait_ready(job, rec, proc, replica)
 
-    def _wait_ready(self, job: Job, rec: dict[str, Any], proc: psutil.Process) -> Endpoint:
+    def _model_aws(self, spec: ModelSpec) -> Mapping[str, str] | None:
+        """The models' own AWS access, for an entry that says ``local_aws``."""
+        if not spec.extra.get("local_aws"):
+            return None
+        if not self.model_aws:
+            raise ModelError(
+                f"the catalog entry of {spec.image!r} says local_aws, but the worker has no "
+                "SCOREFLEET_LOCAL_MODEL_AWS (the AWS endpoint and credentials of the models "
+                "themselves; `scorefleet up` sets it for its emulator)"
+            )
+        return self.model_aws
+
+    def _wait_ready(
+        self, job: Job, rec: dict[str, Any], proc: psutil.Process, replica: int
+    ) -> Endpoint:
         url = f"http://{HOST}:{rec['port']}"
         spec = spec_of(rec)
         readiness = protocol_for(spec.protocol).describe_readiness(spec)
@@ -170,35 +196,41 @@ class LocalBackend:
             if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
                 rc = self.runs.exit_code(int(rec["pid"]))
                 message = f"the model exited{describe_exit(rc)} before it answered {readiness}"
-                logs = self.logs(job, self.log_lines)
+                logs = self.logs(job, self.log_lines, replica)
                 if rc is not None and -rc in KILLED_FROM_OUTSIDE:
                     # killed by someone else (an operator, a node going away): a new
                     # launch may well work; retried, and an .error after the last try
                     raise ModelUnavailable(message, model_logs=logs)
                 raise ModelError(message, model_logs=logs)
             if probe(url, spec, timeout=1.0):
-                return Endpoint(url=url, handle={"pid": rec["pid"], "port": rec["port"]})
+                handle = {"pid": rec["pid"], "port": rec["port"]}
+                return Endpoint(
+                    url=url,
+                    handle={**handle, **({"replica": replica} if replica else {})},
+                    image_id=rec.get("image_id") or None,
+                )
             if time.monotonic() > deadline:
                 raise ModelError(
                     f"the model did not answer {readiness} within {limit:g}s",
-                    model_logs=self.logs(job, self.log_lines),
+                    model_logs=self.logs(job, self.log_lines, replica),
                 )
             time.sleep(delay)
             delay = min(delay * 1.5, 0.05)
 
     # --------------------------------------------------------------- queries
-    def endpoint(self, job: Job) -> str | None:
-        """From the run's own record (the port this backend picked), if its process runs."""
-        rec = self.runs.record(job.run_id)
+    def endpoint(self, job: Job, replica: int = 0) -> str | None:
+        """From the record of the run's replica (the port this backend picked), if its
+        process runs."""
+        rec = self.runs.record(job.run_id, replica)
         if rec is None or self.runs.process(rec) is None:
             return None
         return f"http://{HOST}:{int(rec['port'])}"
 
-    def is_alive(self, job: Job) -> bool:
-        return self.runs.process(self.runs.record(job.run_id)) is not None
+    def is_alive(self, job: Job, replica: int = 0) -> bool:
+        return self.runs.process(self.runs.record(job.run_id, replica)) is not None
 
-    def logs(self, job: Job, lines: int) -> str:
-        return tail(self.runs.dir(job.run_id) / "model.log", lines)
+    def logs(self, job: Job, lines: int, replica: int = 0) -> str:
+        return tail(self.runs.dir(job.run_id, replica) / "model.log", lines)
 
     def has_room(self, spec: ModelSpec) -> bool:
         """Could a launch of this image go ahead now (a free slot, or a warm model of
@@ -212,11 +244,13 @@ class LocalBackend:
         return self.warm.parked(spec.image)
 
     def park(self, job: Job) -> bool:
-        """Warm mode: the run's ready model into the pool now (the launch step's
-        hand-over; the score step claims a model of the image from the pool)."""
+        """Warm mode: the run's ready models into the pool now, each replica a
+        parked model of its own (the launch step's hand-over; the score step claims
+        models of the image from the pool). True when every one was parked."""
         if not self.warm.enabled:
             return False
-        return self.warm.park(job)
+        parked = [self.warm.park(job, i) for i in self.runs.replicas(job.run_id)]
+        return bool(parked) and all(parked)
 
     def release(self, job: Job) -> bool:
         """Warm mode: park the run's model for the next file of its image now (or
@@ -228,11 +262,18 @@ class LocalBackend:
 
     # -------------------------------------------------------------- teardown
     def teardown(self, job: Job) -> bool:
-        """Stop the run's model, or park it (warm mode, after a success)."""
-        if self.warm.enabled and job.failure is None and not job.skipped and self.warm.park(job):
+        """Stop the run's models (every replica it has here), or park them (warm
+        mode, after a success)."""
+        done = False
+        keep = self.warm.enabled and job.failure is None and not job.skipped
+        for replica in self.runs.replicas(job.run_id):
+            if keep and self.warm.park(job, replica):
+                done = True
+                continue
+            done = self.runs.remove(job.run_id, replica) or done
+        if keep:
             self.warm.expire()
-            return True
-        return self.runs.remove(job.run_id)
+        return done
 
     def reap(self, max_age: float, is_finished: Callable[[str], bool]) -> list[str]:
         return reaper.reap(self.runs, self.warm, max_age, is_finished)

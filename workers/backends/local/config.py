@@ -1,5 +1,5 @@
-"""The ``local`` backend's catalog keys (``command``, ``cwd``) and their checks.
-Importing this module loads nothing of the backend itself."""
+"""The ``local`` backend's catalog keys (``command``, ``cwd``, ``local_aws``) and their
+checks. Importing this module loads nothing of the backend itself."""
 
 from __future__ import annotations
 
@@ -21,8 +21,16 @@ def check_cwd(value: Any) -> None:
         raise ValueError("expected the path of a directory")
 
 
+def check_local_aws(value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(
+            "expected true or false (true: the model gets SCOREFLEET_LOCAL_MODEL_AWS as its "
+            "AWS endpoint and credentials)"
+        )
+
+
 #: the per-image catalog keys of the local backend
-CATALOG_OPTIONS = {"command": check_command, "cwd": check_cwd}
+CATALOG_OPTIONS = {"command": check_command, "cwd": check_cwd, "local_aws": check_local_aws}
 
 
 def command_of(spec: ModelSpec) -> str | None:

@@ -16,6 +16,8 @@ from typing import IO, Any
 
 import psutil
 
+from scorefleet.settings.catalog import MODEL_AWS_KEYS
+
 HOST = "127.0.0.1"
 #: Environment variables a model process inherits (nothing secret; HOME and TMPDIR
 #: are its own).
@@ -54,14 +56,23 @@ def tail(path: Path, lines: int) -> str:
 
 
 def model_environment(
-    environ: Mapping[str, str], catalog_env: Mapping[str, Any], home: Path
+    environ: Mapping[str, str],
+    catalog_env: Mapping[str, Any],
+    home: Path,
+    model_aws: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """What a model process gets: a few harmless variables of the worker's, its own
     HOME and TMPDIR, and its catalog entry's env (settings refuse AWS_* and
-    SCOREFLEET_* names there)."""
+    SCOREFLEET_* names there). ``model_aws``: the models' own AWS endpoint, region
+    and credentials (SCOREFLEET_LOCAL_MODEL_AWS), for an entry that says
+    ``local_aws``: as the AWS_* variables boto3 and the AWS CLI read, never the
+    worker's (settings refuse the worker's key there)."""
     env = {k: environ[k] for k in PASSED_ENV if k in environ}
     env.update({"HOME": str(home), "TMPDIR": str(home / "tmp")})
     env.update({str(k): str(v) for k, v in catalog_env.items()})
+    if model_aws:
+        env.update({variable: model_aws[key] for key, variable in MODEL_AWS_KEYS.items()})
+        env["AWS_DEFAULT_REGION"] = model_aws["region"]
     return env
 
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from scorefleet.job import run_pipeline
 from workers.backends.local.runrecords import read_record
-from workers.backends.local.runs import EXPIRING, Runs
+from workers.backends.local.runs import EXPIRING, Runs, slot_run
 from workers.backends.local.warm import WarmPool
 
 
@@ -30,10 +29,12 @@ def reap(
             runs.stop_doomed(run_dir, read_record(run_dir))
             removed.append(run_dir.name.removeprefix(EXPIRING))
             continue
-        if run_dir.name.startswith("_") or run_pipeline(run_dir.name) is None:
+        named = slot_run(run_dir.name)
+        if run_dir.name.startswith("_") or named is None:
             continue  # the warm pool (expired above), or nothing this backend made
-        rec = runs.record(run_dir.name)
+        run_id, replica = named  # each replica of a run has its own directory
+        rec = runs.record(run_id, replica)
         started = float(rec.get("started", 0)) if rec else run_dir.stat().st_mtime
-        if (now - started > max_age or is_finished(run_dir.name)) and runs.remove(run_dir.name):
+        if (now - started > max_age or is_finished(run_id)) and runs.remove(run_id, replica):
             removed.append(run_dir.name)
     return removed

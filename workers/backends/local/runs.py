@@ -3,6 +3,7 @@
 Layout, shared by every worker on the machine::
 
     STATE_DIR/local/<run id>/             a run's model: record.json, model.log
+    STATE_DIR/local/<run id>.<n>/         the run's replica n (n >= 1; replica 0 is the above)
     STATE_DIR/local/_warm/<pool>/<run id>/  a parked model (warm mode, :mod:`.warm`)
     STATE_DIR/local/_expiring-<run id>/   a parked model being stopped
     STATE_DIR/local-homes/<run id>-<hex>/ a model process's private HOME (and TMPDIR)
@@ -38,6 +39,29 @@ WARM = "_warm"
 EXPIRING = "_expiring-"
 #: Beside the run directories: the model processes' private HOMEs.
 HOMES = "local-homes"
+#: Between a run id and a replica's number in its directory's name.
+REPLICA_SEP = "."
+
+
+def slot(run_id: str, replica: int = 0) -> str:
+    """The directory name of a run's replica: the run id for replica 0 (a run's one
+    model, as before replicas), ``<run id>.<n>`` for the others."""
+    check_run_id(run_id)
+    if isinstance(replica, bool) or not isinstance(replica, int) or replica < 0:
+        raise Untrusted(f"{replica!r} is not a replica number")
+    return run_id if replica == 0 else f"{run_id}{REPLICA_SEP}{replica}"
+
+
+def slot_run(name: str) -> tuple[str, int] | None:
+    """(run id, replica) of a directory name :func:`slot` makes; None otherwise."""
+    run_id, sep, number = name.partition(REPLICA_SEP)
+    if run_pipeline(run_id) is None:
+        return None
+    if not sep:
+        return run_id, 0
+    if not number.isdigit() or number.startswith("0"):
+        return None
+    return run_id, int(number)
 
 
 class Runs:
@@ -52,17 +76,29 @@ class Runs:
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------- records
-    def dir(self, run_id: str) -> Path:
-        """The run's directory: only for a run id scorefleet makes, and only under the
-        root (an absolute or dotted "run id" from a crafted message would replace or
-        leave it)."""
-        path = self.root / check_run_id(run_id)
+    def dir(self, run_id: str, replica: int = 0) -> Path:
+        """The directory of a run's replica: only for a run id scorefleet makes, and
+        only under the root (an absolute or dotted "run id" from a crafted message
+        would replace or leave it)."""
+        path = self.root / slot(run_id, replica)
         if path.resolve().parent != self.root.resolve():
             raise Untrusted(f"the directory of run {run_id} is not under {self.root}")
         return path
 
-    def record(self, run_id: str) -> dict[str, Any] | None:
-        return read_record(self.dir(run_id))
+    def record(self, run_id: str, replica: int = 0) -> dict[str, Any] | None:
+        return read_record(self.dir(run_id, replica))
+
+    def replicas(self, run_id: str) -> list[int]:
+        """The replicas of a run that have a directory here, in order."""
+        check_run_id(run_id)
+        if not self.root.exists():
+            return []
+        found = []
+        for path in self.root.glob(f"{run_id}*"):
+            named = slot_run(path.name)
+            if named is not None and named[0] == run_id:
+                found.append(named[1])
+        return sorted(found)
 
     def new_home(self, run_id: str) -> Path:
         """A fresh, private HOME for one model process (outside its run directory,
@@ -92,7 +128,7 @@ class Runs:
         """Is a model of ``image`` scoring a file now?"""
         if not self.root.exists():
             return False
-        runs = [p for p in self.root.iterdir() if run_pipeline(p.name) is not None]
+        runs = [p for p in self.root.iterdir() if slot_run(p.name) is not None]
         return any((read_record(p) or {}).get("image") == image for p in runs)
 
     # --------------------------------------------------------------- processes
@@ -134,16 +170,18 @@ class Runs:
             return self._exit_codes.pop(pid, None)
 
     # ---------------------------------------------------------------- stopping
-    def remove(self, run_id: str) -> bool:
-        """Stop the run's model and remove its directory; False if it had none."""
-        run_dir = self.dir(run_id)
+    def remove(self, run_id: str, replica: int = 0) -> bool:
+        """Stop the model of a run's replica and remove its directory; False if it
+        had none."""
+        run_dir = self.dir(run_id, replica)
         if not run_dir.exists():
             return False
-        rec = self.record(run_id)
+        rec = self.record(run_id, replica)
         proc = self.process(rec)
         if proc is not None:
             stop_tree(proc)
-            log.info("stopped model process %d of run %s", proc.pid, run_id)
+            which = f" (replica {replica})" if replica else ""
+            log.info("stopped model process %d of run %s%s", proc.pid, run_id, which)
         self.reap_children()
         self.remove_home(rec)
         shutil.rmtree(run_dir, ignore_errors=True)

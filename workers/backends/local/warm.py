@@ -56,24 +56,26 @@ class WarmPool:
         return self.enabled and any(self.pool(image).glob("*"))
 
     # ----------------------------------------------------------------- claiming
-    def claim(self, job: Job, spec: ModelSpec) -> Endpoint | None:
-        """Take over a parked model of this image, if a healthy one is there."""
+    def claim(self, job: Job, spec: ModelSpec, replica: int = 0) -> Endpoint | None:
+        """Take over a parked model of this image as the run's ``replica``, if a
+        healthy one is there (a parked model is one replica: a run of several takes
+        one per replica, and starts the others)."""
         pool = self.pool(spec.image)
         try:
             parked = sorted(pool.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
         except FileNotFoundError:
             return None
-        target = self.runs.dir(job.run_id)
+        target = self.runs.dir(job.run_id, replica)
         for candidate in parked:
             try:
                 candidate.rename(target)  # atomic: one launch wins each parked model
             except OSError:
                 continue
-            rec = self.runs.record(job.run_id)
+            rec = self.runs.record(job.run_id, replica)
             proc = self.runs.process(rec)
             url = f"http://{HOST}:{rec['port']}" if rec else ""
             if rec is None or proc is None or not probe(url, spec_of(rec)):
-                self.runs.remove(job.run_id)
+                self.runs.remove(job.run_id, replica)
                 continue
             rec.update(started=time.time(), source=str(job.source), serves=rec.get("serves", 1) + 1)
             rec.pop("parked_at", None)
@@ -83,10 +85,17 @@ class WarmPool:
             log.info(
                 "reusing the warm model process %d (file %d it scores)", proc.pid, rec["serves"]
             )
-            return Endpoint(url=url, handle={"pid": rec["pid"], "port": rec["port"]}, warm=True)
+            handle = {
+                "pid": rec["pid"],
+                "port": rec["port"],
+                **({"replica": replica} if replica else {}),
+            }
+            return Endpoint(url=url, handle=handle, warm=True, image_id=rec.get("image_id") or None)
         return None
 
-    def claim_or_wait(self, job: Job, spec: ModelSpec, room: Callable[[], bool]) -> Endpoint | None:
+    def claim_or_wait(
+        self, job: Job, spec: ModelSpec, room: Callable[[], bool], replica: int = 0
+    ) -> Endpoint | None:
         """A parked model of this image; with none, no ``room`` to start one, and one of
         this image scoring (parked once its file is scored), wait up to
         :data:`WARM_WAIT_SECONDS` for it: a launch that lost it to another after its
@@ -96,7 +105,7 @@ class WarmPool:
             # looked at before the claim: a model parked since is in the pool for it
             # (else making room could stop the model just parked and start another)
             busy = self.runs.busy(spec.image)
-            warm = self.claim(job, spec)
+            warm = self.claim(job, spec, replica)
             if warm is not None:
                 return warm
             if room() or time.monotonic() > deadline or not busy:
@@ -104,9 +113,10 @@ class WarmPool:
             time.sleep(0.02)
 
     # ------------------------------------------------------------------ parking
-    def park(self, job: Job) -> bool:
-        """Keep this run's healthy model for the next file of its image."""
-        rec = self.runs.record(job.run_id)
+    def park(self, job: Job, replica: int = 0) -> bool:
+        """Keep this run's healthy model (its ``replica``) for the next file of its
+        image: each replica is parked as a model of its own."""
+        rec = self.runs.record(job.run_id, replica)
         if (
             rec is None
             or self.runs.process(rec) is None
@@ -118,10 +128,10 @@ class WarmPool:
         if sum(1 for _ in pool.iterdir()) >= self.max_per_image:
             return False
         rec["parked_at"] = time.time()
-        run_dir = self.runs.dir(job.run_id)
+        run_dir = self.runs.dir(job.run_id, replica)
         write_record(run_dir, rec)
         try:
-            run_dir.rename(pool / job.run_id)
+            run_dir.rename(pool / run_dir.name)
         except OSError:
             return False
         log.info("parked model process %s warm for %gs", rec["pid"], self.idle)

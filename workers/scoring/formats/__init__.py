@@ -9,7 +9,7 @@ them. See docs/formats.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from workers.scoring.formats.base import Piece, Reader, Sink, Writer
@@ -36,22 +36,36 @@ __all__ = [
 
 
 def stream_reader(
-    fmt: Format, chunks: Iterable[bytes], columns: Columns, lim: ReadLimits
+    fmt: Format,
+    chunks: Iterable[bytes],
+    columns: Columns,
+    lim: ReadLimits,
+    start: Mapping[str, Any] | None = None,
 ) -> Reader:
-    """A reader of a streamed (decompressed) file."""
+    """A reader of a streamed (decompressed) file; ``start``: a resume point of a
+    format that ``resumes`` (the chunks are then spliced as :class:`Format` says)."""
     if fmt.stream is None:
         raise ValueError(f"{fmt.label} is not read as a stream")
-    return fmt.stream(chunks, columns, lim)
+    if start is None:
+        return fmt.stream(chunks, columns, lim)
+    return fmt.stream(chunks, columns, lim, start=start)
 
 
 def ranged_reader(
-    fmt: Format, file: Any, columns: Columns, lim: ReadLimits, size: int | None = None
+    fmt: Format,
+    file: Any,
+    columns: Columns,
+    lim: ReadLimits,
+    size: int | None = None,
+    start: Mapping[str, Any] | None = None,
 ) -> Reader:
     """A reader of a file read by ranges (any seekable file object: a
     :class:`~workers.scoring.formats.source.RangeFile` on S3)."""
     if fmt.ranged is None:
         raise ValueError(f"{fmt.label} is not read by ranges")
-    return fmt.ranged(file, columns, lim, size)
+    if start is None:
+        return fmt.ranged(file, columns, lim, size)
+    return fmt.ranged(file, columns, lim, size, start=start)
 
 
 def make_writer(fmt: Format, sink: Sink, plan: ColumnPlan) -> Writer:

@@ -14,7 +14,7 @@ import io
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from scorefleet.errors import BadInput
 from workers.scoring.batches import Batch, Scores, table_csv
@@ -36,6 +36,9 @@ class Piece:
 
     batch: Batch
     kept: pa.Table | None = None  # the kept input columns of the same rows
+    #: where the input goes on after this piece (its format's resume point, JSON);
+    #: None from a format that cannot be taken up again mid-file
+    at: dict[str, Any] | None = None
 
 
 class Reader(ABC):
@@ -58,6 +61,12 @@ class Reader(ABC):
     @property
     def known_rows(self) -> int | None:
         """The file's rows, if the reader knows them before reading (a footer says)."""
+        return None
+
+    def footer_schema(self) -> tuple[pa.Schema, dict[str, int]] | None:
+        """The model columns' types and how many empty values each holds, if the reader
+        knows them before reading rows (a footer says; the counts when its statistics
+        have them)."""
         return None
 
 
@@ -94,6 +103,43 @@ class Writer(ABC):
     def close(self, empty_schema: pa.Schema | None = None) -> None:
         """End the output (``empty_schema``: the kept columns of a file with no rows)."""
         del empty_schema
+
+    def end_batch(self) -> None:  # noqa: B027 - most writers hold nothing back
+        """A mini-batch's answers are all written (the place to write what was held
+        for it: a Parquet row group)."""
+
+    # ------------------------------------------- taken up again (issue 26)
+    @property
+    def settled(self) -> bool:
+        """Is everything written so far in the sink (nothing held back)? Only then
+        may the output be cut and committed here."""
+        return True
+
+    def state(self) -> dict[str, Any]:
+        """What a writer that takes this output up from here needs (JSON)."""
+        return {
+            "rows": self.rows,
+            "bytes": self.bytes_out,
+            "names": list(self.names) if self.names else None,
+        }
+
+    def side(self) -> bytes:
+        """What the bytes written since the last call need kept beside them (a
+        Parquet file's row groups' metadata, for its footer); b"" for nothing."""
+        return b""
+
+    def held(self) -> bytes:
+        """What the writer holds and has not written (Parquet: buffered rows), for a
+        hand-over between steps; b"" for nothing."""
+        return b""
+
+    def restore(self, state: dict[str, Any], sides: list[bytes], held: bytes) -> None:
+        """Take the output up where a writer of the same output left it: its
+        :meth:`state`, the :meth:`side` of every committed part, and what it
+        :meth:`held`."""
+        del sides, held
+        self.rows, self.bytes_out = int(state["rows"]), int(state["bytes"])
+        self.names = tuple(state["names"]) if state.get("names") else None
 
 
 def answer_width(scores: Scores) -> int:

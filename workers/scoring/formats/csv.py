@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import csv as _csv
 import io
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from scorefleet.errors import BadInput
 from workers.scoring.batches import Batch, Scores
@@ -55,20 +55,28 @@ class CsvReader(Reader):
         columns: Columns,
         header_mode: str = "auto",
         send_header: bool = True,
+        start: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.columns = columns
         self.batcher = CsvBatcher(
-            chunks, max_bytes, header_mode=header_mode, send_header=send_header
+            chunks, max_bytes, header_mode=header_mode, send_header=send_header, start=start
         )
+        if start is not None:
+            self.rows = int(start["rows"])
+            # the bytes skipped count as read (the share of the file read so far)
+            self._skipped = int(start["offset"]) - int(start["head"])
+
+    _skipped = 0
 
     def __iter__(self) -> Iterator[Piece]:
         for b in self.batcher:
-            self.bytes_in = self.batcher.bytes_in
+            self.bytes_in = self.batcher.bytes_in + self._skipped
             if self.plan is None:
                 names = header_names(self.batcher.header, self.batcher.fields or 1)
                 self.plan = plan(self.columns, names, named=self.batcher.header is not None)
             self.rows += b.rows
+            at = self.batcher.position(b)
             if self.plan.passthrough:
                 yield Piece(
                     Batch(
@@ -78,12 +86,18 @@ class CsvReader(Reader):
                         columns=self.plan.input,
                         csv=b.data,
                         csv_header=self.batcher.header,
-                    )
+                    ),
+                    at=at,
                 )
                 continue
-            yield self._selected(b.data, b.first_row, b.rows, b.span)
+            yield self._selected(b.data, b.first_row, b.rows, b.span, at)
+        if self.plan is None:  # taken up again after its last row: its columns still
+            names = header_names(self.batcher.header, self.batcher.fields or 1)
+            self.plan = plan(self.columns, names, named=self.batcher.header is not None)
 
-    def _selected(self, data: bytes, first_row: int, rows: int, span: str) -> Piece:
+    def _selected(
+        self, data: bytes, first_row: int, rows: int, span: str, at: dict[str, Any]
+    ) -> Piece:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
@@ -120,7 +134,7 @@ class CsvReader(Reader):
             csv=csv_bytes(model),
             csv_header=header,
         )
-        return Piece(batch, table.select(list(p.keep)) if p.keep else None)
+        return Piece(batch, table.select(list(p.keep)) if p.keep else None, at=at)
 
 
 class CsvWriter(Writer):
@@ -152,6 +166,13 @@ class CsvWriter(Writer):
         if self.rows == 0 and self.plan.keep:
             self._emit(_header_line(self.plan.keep))
 
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "started": self._started}
+
+    def restore(self, state: dict[str, Any], sides: list[bytes], held: bytes) -> None:
+        super().restore(state, sides, held)
+        self._started = bool(state.get("started"))
+
 
 def _header_line(names: Iterable[str]) -> bytes:
     out = io.StringIO()
@@ -159,13 +180,19 @@ def _header_line(names: Iterable[str]) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
-def read(chunks: Iterable[bytes], columns: Columns, lim: ReadLimits) -> CsvReader:
+def read(
+    chunks: Iterable[bytes],
+    columns: Columns,
+    lim: ReadLimits,
+    start: Mapping[str, Any] | None = None,
+) -> CsvReader:
     return CsvReader(
         chunks,
         lim.max_bytes,
         columns=columns,
         header_mode=lim.header_mode,
         send_header=lim.send_header,
+        start=start,
     )
 
 
@@ -192,6 +219,19 @@ def check_head(head: bytes, complete: bool, columns: Columns, lim: ReadLimits) -
     plan(columns, names, named=batcher.header is not None)
 
 
+def rows_end(data: bytes) -> int:
+    """Where the last whole (newline-ended) record of ``data`` ends; a newline inside
+    quotes ends no record."""
+    end, pos, in_quotes = 0, 0, False
+    while (nl := data.find(b"\n", pos)) >= 0:
+        if data.count(b'"', pos, nl) % 2:
+            in_quotes = not in_quotes
+        if not in_quotes:
+            end = nl + 1
+        pos = nl + 1
+    return end
+
+
 FORMAT = Format(
     name="csv",
     label="CSV",
@@ -201,4 +241,6 @@ FORMAT = Format(
     stream=read,
     writer=CsvWriter,
     check_head=check_head,
+    rows_end=rows_end,
+    resumes=True,
 )

@@ -19,8 +19,8 @@ stripped of spaces:
 3. **Header** if every first cell is a name and, in some column, no cell below is
    (``sentence`` over English sentences).
 4. **Data** if the first record has a number over numbers, and each of its other
-   cells is empty, a number over numbers, or text (not a name) over a column that
-   has text (the first of many rows of numbers; ``"Ann Lee",31``).
+   cells is empty, a number, or text (not a name) over a column that has text (the
+   first of many rows of numbers; ``"Ann Lee",31``; ``1,2,3`` over ``4,5,x``).
 5. Otherwise scorefleet cannot tell, and says so in the ``.error`` instead of
    guessing: a name over names (``region`` over ``north``, ``bob`` over ``ann``) may be
    a header or the first value, and a header of numbers over numbers (``2024`` over
@@ -88,8 +88,7 @@ def has_header(first: list[str], below: list[list[str]]) -> bool | None:
         return True
     numbers = [s == {NUMBER} and k == NUMBER for s, k in zip(seen, mine, strict=True)]
     like = [
-        k == EMPTY or n or (k == TEXT and TEXT in s)
-        for s, k, n in zip(seen, mine, numbers, strict=True)
+        k in (EMPTY, NUMBER) or (k == TEXT and TEXT in s) for s, k in zip(seen, mine, strict=True)
     ]
     if any(numbers) and all(like):
         return False  # 4. a row like the rows below it

@@ -17,8 +17,9 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from scorefleet.errors import BadInput
 from workers.scoring.formats.csvheader import detect_header
@@ -49,6 +50,7 @@ class CsvChunk:
     data: bytes  # the records, each ending with a newline; no header
     first_line: int | None = None  # 1-based line of its first record in the file
     last_line: int | None = None  # ... and of the end of its last record
+    end: int = 0  # the (decompressed) file's offset just past its last record
 
     @property
     def last_row(self) -> int:
@@ -85,7 +87,12 @@ def take(buf: bytearray, n: int) -> bytes:
 
 
 class CsvBatcher:
-    """Iterate over :class:`CsvChunk` objects; :attr:`header` is known after the first."""
+    """Iterate over :class:`CsvChunk` objects; :attr:`header` is known after the first.
+
+    ``start``: a resume point (:meth:`position` of an earlier batcher of the same
+    file): ``chunks`` are then the file's first ``start["head"]`` bytes (its header)
+    followed by its bytes from ``start["offset"]`` on, and the batches, rows and
+    lines go on from there as they did in that batcher."""
 
     def __init__(
         self,
@@ -94,9 +101,13 @@ class CsvBatcher:
         *,
         header_mode: str = "auto",
         send_header: bool = True,
+        start: Mapping[str, Any] | None = None,
     ) -> None:
         self._chunks = iter(chunks)
         self.max_bytes = max_bytes
+        self.start = start
+        if start is not None:  # the header was found before: no guess this time
+            header_mode = "present" if start["header"] else "absent"
         self.header_mode = header_mode
         self.send_header = send_header
         self.header: bytes | None = None  # the header record, with its newline
@@ -107,6 +118,8 @@ class CsvBatcher:
         self._buf = bytearray()
         self._eof = False
         self._plain = True  # the last scanned batch has no quote character
+        #: the file's offset of its first record (past the header)
+        self.data_start = 0
 
     # ------------------------------------------------------------------ input
     def _fill(self, want: int) -> None:
@@ -118,6 +131,25 @@ class CsvBatcher:
                 return
             self._buf += chunk
             self.bytes_in += len(chunk)
+
+    def _offset(self) -> int:
+        """The file's offset of the first byte not consumed yet."""
+        consumed = self.bytes_in - len(self._buf)
+        if self.start is None or consumed < int(self.start["head"]):
+            return consumed
+        return consumed - int(self.start["head"]) + int(self.start["offset"])
+
+    def position(self, batch: CsvChunk) -> dict[str, Any]:
+        """Where the file goes on after ``batch`` (the last one yielded), as
+        ``start`` takes it."""
+        return {
+            "offset": batch.end,
+            "head": self.data_start,
+            "rows": self.rows,
+            "lines": self.lines,
+            "header": self.header is not None,
+            "fields": self.fields,
+        }
 
     # ------------------------------------------------------------ boundaries
     def _scan(self, limit: int) -> tuple[int, int, bool]:
@@ -311,6 +343,15 @@ class CsvBatcher:
     # -------------------------------------------------------------------- loop
     def __iter__(self) -> Iterator[CsvChunk]:
         self._read_header()
+        self.data_start = self.bytes_in - len(self._buf)
+        if self.start is not None:
+            if self.data_start != int(self.start["head"]):
+                raise ValueError(
+                    f"the header ends at byte {self.data_start}, not at "
+                    f"{self.start['head']} as when the resume point was taken"
+                )
+            self.rows, self.lines = int(self.start["rows"]), int(self.start["lines"])
+            self.fields = self.start["fields"]
         header_len = len(self.header) if (self.header and self.send_header) else 0
         room = self.max_bytes - header_len
         if room <= 0:
@@ -348,6 +389,7 @@ class CsvBatcher:
                 data=data,
                 first_line=first_line + (_leading_blank_lines(raw) if blank else 0),
                 last_line=self.lines - (_trailing_blank_lines(raw) if blank else 0),
+                end=self._offset(),
             )
             self._check_fields(data, raw, records, batch)
             self.rows += records

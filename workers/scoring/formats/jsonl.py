@@ -15,10 +15,11 @@ typed (numbers as numbers, null for a missing value or NaN).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from scorefleet.errors import BadInput
@@ -222,7 +223,18 @@ def _rounded(table: pa.Table, block: bytes, first_line: int) -> str | None:
 
 
 class JsonlReader(Reader):
-    def __init__(self, chunks: Iterable[bytes], max_bytes: int, *, columns: Columns) -> None:
+    """``start``: a resume point (a piece's ``at``): ``chunks`` are then the file's
+    bytes from ``start["offset"]`` on, read with the columns, types and line
+    numbers the file had reached there."""
+
+    def __init__(
+        self,
+        chunks: Iterable[bytes],
+        max_bytes: int,
+        *,
+        columns: Columns,
+        start: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         self._chunks = iter(chunks)
         self.max_bytes = max_bytes
@@ -232,6 +244,33 @@ class JsonlReader(Reader):
         self.lines = 0
         self.schema: pa.Schema | None = None
         self._seen: dict[str, tuple[str, int]] = {}
+        self.start = start
+        self._base = 0  # the file's offset of the first byte of ``chunks``
+        self._encoded: tuple[Any, str] | None = None  # (schema, its serialized form)
+        if start is not None:
+            import pyarrow as pa
+
+            self._base = int(start["offset"])
+            self.bytes_in = self._base
+            self.rows, self.lines = int(start["rows"]), int(start["lines"])
+            self.schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(start["schema"])))
+            self.plan = plan(self.columns, self.schema.names)
+            self._seen = {k: (str(v[0]), int(v[1])) for k, v in start["seen"].items()}
+
+    def _position(self) -> dict[str, Any]:
+        """Where the file goes on after the block just taken."""
+        assert self.schema is not None
+        if self._encoded is None or self._encoded[0] is not self.schema:
+            data = base64.b64encode(self.schema.serialize().to_pybytes()).decode()
+            self._encoded = (self.schema, data)
+        return {
+            "offset": self.bytes_in - len(self._buf),
+            "head": 0,
+            "rows": self.rows,
+            "lines": self.lines,
+            "schema": self._encoded[1],
+            "seen": {k: list(v) for k, v in self._seen.items()},
+        }
 
     def _fill(self, want: int) -> None:
         while len(self._buf) < want and not self._eof:
@@ -260,11 +299,12 @@ class JsonlReader(Reader):
 
     def __iter__(self) -> Iterator[Piece]:
         self._fill(64 * 1024)
-        problem = binary_problem(bytes(self._buf[:4096]), "JSON Lines")
-        if problem:
-            raise BadInput(problem)
-        if self._buf.startswith(BOM):
-            del self._buf[: len(BOM)]
+        if self.start is None:  # (a file taken up again was looked at from its start)
+            problem = binary_problem(bytes(self._buf[:4096]), "JSON Lines")
+            if problem:
+                raise BadInput(problem)
+            if self._buf.startswith(BOM):
+                del self._buf[: len(BOM)]
         while (block := self._next_block()) is not None:
             first_line = self.lines + 1
             self.lines += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
@@ -289,6 +329,7 @@ class JsonlReader(Reader):
                     table=table.select(list(self.plan.model)),
                 ),
                 table.select(list(self.plan.keep)) if self.plan.keep else None,
+                at=self._position(),
             )
         if self.rows == 0:
             raise BadInput("the file is empty" if self.lines == 0 else "the file has no data rows")
@@ -400,8 +441,13 @@ class JsonlWriter(Writer):
         self.rows += scores.rows
 
 
-def read(chunks: Iterable[bytes], columns: Columns, lim: ReadLimits) -> JsonlReader:
-    return JsonlReader(chunks, lim.max_bytes, columns=columns)
+def read(
+    chunks: Iterable[bytes],
+    columns: Columns,
+    lim: ReadLimits,
+    start: Mapping[str, Any] | None = None,
+) -> JsonlReader:
+    return JsonlReader(chunks, lim.max_bytes, columns=columns, start=start)
 
 
 def check_head(head: bytes, complete: bool, columns: Columns, lim: ReadLimits) -> None:
@@ -415,6 +461,11 @@ def check_head(head: bytes, complete: bool, columns: Columns, lim: ReadLimits) -
                 break
     elif complete:
         raise BadInput("the file is empty")
+
+
+def rows_end(data: bytes) -> int:
+    """Where the last whole line of ``data`` ends (a JSON line holds no newline)."""
+    return data.rfind(b"\n") + 1
 
 
 FORMAT = Format(
@@ -436,4 +487,6 @@ FORMAT = Format(
     stream=read,
     writer=JsonlWriter,
     check_head=check_head,
+    rows_end=rows_end,
+    resumes=True,
 )

@@ -15,19 +15,23 @@ Mini-batches are sized so their CSV form is about ``max_bytes``: a sample of eac
 record batch read (16 Ki rows) is written as CSV to measure a row's size.
 
 Writing: :class:`ParquetWriter` buffers answers into row groups of
-``ROW_GROUP_ROWS`` rows and streams the file into the sink (the multipart staging
-upload) as pyarrow writes it; the first row group fixes the schema, later ones are
+``ROW_GROUP_ROWS`` rows and streams each into the sink (the multipart staging
+upload) as it fills, the footer at the end (:mod:`.parquet_footer`: the bytes
+pyarrow's own writer makes); the first row group fixes the schema, later ones are
 cast to it.
 """
 
 from __future__ import annotations
 
+import base64
 import io
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from scorefleet.errors import BadInput
 from workers.scoring.batches import Batch, Scores, span_of
+from workers.scoring.formats import parquet_footer as footer
 from workers.scoring.formats.base import (
     Piece,
     Reader,
@@ -85,6 +89,9 @@ def _not_parquet(head: bytes, tail: bytes, size: int, exc: Exception) -> str:
 
 
 class ParquetReader(Reader):
+    """``start``: a resume point (a piece's ``at``): the rows from ``next`` on, cut
+    into the same mini-batches as the reader that gave it would have."""
+
     def __init__(
         self,
         file: Any,
@@ -93,6 +100,7 @@ class ParquetReader(Reader):
         columns: Columns,
         max_group_bytes: int,
         size: int | None = None,
+        start: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.file = file
@@ -101,6 +109,10 @@ class ParquetReader(Reader):
         self.max_group_bytes = max_group_bytes
         self.size = size
         self.pf: pq.ParquetFile | None = None
+        self.start = start
+        #: rows of the file read into record batches so far (pieces are cut from them)
+        self._read_to = 0
+        self._per_batch = 0
 
     # --------------------------------------------------------------------- open
     def open(self) -> pq.ParquetFile:
@@ -156,6 +168,27 @@ class ParquetReader(Reader):
         """From the footer, before any row group is read."""
         return self.num_rows
 
+    def footer_schema(self) -> tuple[pa.Schema, dict[str, int]] | None:
+        """The model columns' types, and their empty values by the row groups'
+        statistics (a column without statistics counts none)."""
+        pf = self.open()
+        assert self.plan is not None
+        meta = pf.metadata
+        model = set(self.plan.model)
+        nulls: dict[str, int] = dict.fromkeys(self.plan.model, 0)
+        for i in range(meta.num_row_groups):
+            rg = meta.row_group(i)
+            for j in range(rg.num_columns):
+                col = rg.column(j)
+                name = col.path_in_schema.split(".")[0]
+                stats = col.statistics
+                if name in model and stats is not None and stats.has_null_count:
+                    nulls[name] += int(stats.null_count)
+        import pyarrow as pa
+
+        schema = pf.schema_arrow
+        return pa.schema([schema.field(n) for n in self.plan.model]), nulls
+
     def kept_schema(self) -> pa.Schema | None:
         pf = self.open()
         assert self.plan is not None
@@ -182,20 +215,34 @@ class ParquetReader(Reader):
         assert p is not None
         if pf.metadata.num_rows == 0:
             return
+        first = int(self.start["next"]) if self.start else 0
+        held_to = int(self.start["read_to"]) if self.start else 0
         pending: pa.Table | None = None
+        held: list[pa.Table] = []  # rows [first, held_to): read, not yet yielded
+        self.rows = first
         try:
-            for rb in self._record_batches(pf, list(p.needed)):
-                table = pa.Table.from_batches([rb])
-                first = self.rows + (pending.num_rows if pending is not None else 0) + 1
-                model = _model_text(table.select(list(p.model)), first)
-                # measured again on each record batch: row sizes drift along a file
-                step = max(1, table.num_rows // _SAMPLE_ROWS)
-                sample = model.take(pa.array(range(0, table.num_rows, step)))
-                rows_per_batch = self._rows_per_batch(sample)
-                pending = table if pending is None else pa.concat_tables([pending, table])
-                while pending.num_rows >= rows_per_batch:
-                    yield self._piece(pending.slice(0, rows_per_batch))
-                    pending = pending.slice(rows_per_batch)
+            for at, rb in self._record_batches(pf, list(p.needed), first):
+                end = at + rb.num_rows
+                if at < held_to:  # taken up again: the rows it had read and not sent
+                    held.append(pa.Table.from_batches([rb]).slice(max(0, first - at)))
+                    if end < held_to:
+                        continue
+                    self._read_to, self._per_batch = end, int(self.start["per_batch"])  # type: ignore[index]
+                    pending = pa.concat_tables(held)
+                    held = []
+                else:
+                    self._read_to = end
+                    table = pa.Table.from_batches([rb])
+                    # measured again on each record batch: row sizes drift along a file
+                    step = max(1, table.num_rows // _SAMPLE_ROWS)
+                    model = _model_text(table.select(list(p.model)), at + 1)
+                    sample = model.take(pa.array(range(0, table.num_rows, step)))
+                    self._per_batch = self._rows_per_batch(sample)
+                    pending = table if pending is None else pa.concat_tables([pending, table])
+                assert pending is not None
+                while pending.num_rows >= self._per_batch:
+                    yield self._piece(pending.slice(0, self._per_batch))
+                    pending = pending.slice(self._per_batch)
         except (pa.ArrowException, OSError) as exc:
             raise BadInput(
                 f"the Parquet file cannot be read after data row {self.rows:,d} "
@@ -205,14 +252,26 @@ class ParquetReader(Reader):
             yield self._piece(pending)
 
     @staticmethod
-    def _record_batches(pf: pq.ParquetFile, columns: list[str]) -> Iterator[pa.RecordBatch]:
-        """The file's rows, one row group at a time: a single ``iter_batches`` over
-        all row groups keeps what it has read (a 1 GB file grew the worker past 1 GB;
-        one call per row group stays at one row group)."""
-        for group in range(pf.metadata.num_row_groups):
-            yield from pf.iter_batches(
+    def _record_batches(
+        pf: pq.ParquetFile, columns: list[str], first: int = 0
+    ) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """The file's rows as (first row, record batch), one row group at a time, from
+        the row group that holds row ``first`` (0-based): a single ``iter_batches``
+        over all row groups keeps what it has read (a 1 GB file grew the worker past
+        1 GB; one call per row group stays at one row group)."""
+        at = 0
+        meta = pf.metadata
+        for group in range(meta.num_row_groups):
+            rows = meta.row_group(group).num_rows
+            if at + rows <= first:
+                at += rows
+                continue
+            for rb in pf.iter_batches(
                 batch_size=_READ_ROWS, row_groups=[group], columns=columns, use_threads=False
-            )
+            ):
+                if at + rb.num_rows > first:
+                    yield at, rb
+                at += rb.num_rows
 
     def _piece(self, table: pa.Table) -> Piece:
         p = self.plan
@@ -229,7 +288,10 @@ class ParquetReader(Reader):
             columns=p.model,
             table=_model_text(table.select(list(p.model)), first),
         )
-        return Piece(batch, table.select(list(p.keep)) if p.keep else None)
+        # where it goes on: the rows read and not sent are read again from the row
+        # group of the first, and cut as they were
+        at = {"next": self.rows, "read_to": self._read_to, "per_batch": self._per_batch}
+        return Piece(batch, table.select(list(p.keep)) if p.keep else None, at=at)
 
 
 def _model_text(model: pa.Table, first_row: int) -> pa.Table:
@@ -241,32 +303,22 @@ def _model_text(model: pa.Table, first_row: int) -> pa.Table:
         raise BadInput(str(exc)) from None
 
 
-class _SinkFile(io.RawIOBase):
-    """What pyarrow writes the Parquet file to: every write forwarded to the sink."""
-
-    def __init__(self, sink: Sink) -> None:
-        super().__init__()
-        self.sink = sink
-        self.written = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        chunk = bytes(data)
-        self.sink.write(chunk)
-        self.written += len(chunk)
-        return len(chunk)
-
-    def tell(self) -> int:
-        return self.written
-
-
 class ParquetWriter(Writer):
+    """Buffers answers into row groups of ``ROW_GROUP_ROWS`` rows, written at the
+    end of the mini-batch that fills them (each by its own pyarrow writer:
+    :mod:`.parquet_footer`), and the
+    footer at the end, from the row groups' metadata. So the output can be cut and
+    committed after any row group, and taken up there by another process (issue 26):
+    :meth:`side` is the metadata of the row groups written since it was last asked,
+    :meth:`held` the rows buffered."""
+
     def __init__(self, sink: Sink, plan: ColumnPlan) -> None:
         super().__init__(sink, plan)
-        self._file = _SinkFile(sink)
-        self._writer: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+        self._template: footer.Struct | None = None  # the first row group's footer
+        self._template_kept = False
+        self._groups: list[footer.Struct] = []  # every row group, for the footer
+        self._new: list[footer.Struct] = []  # those written since side()
         self._buffer: list[pa.Table] = []
         self._buffered = 0
         #: answer columns the first rows made text: later ones are the model's text too
@@ -297,18 +349,25 @@ class ParquetWriter(Writer):
         self._buffer.append(joined(kept, typed, self.names))
         self._buffered += scores.rows
         self.rows += scores.rows
+
+    def end_batch(self) -> None:
+        # at a mini-batch's end, never inside one: the output can then be cut and
+        # committed right after (settled), and taken up at the next mini-batch
         if self._buffered >= ROW_GROUP_ROWS:
             self._flush()
 
+    @property
+    def settled(self) -> bool:
+        return not self._buffer
+
     def _flush(self) -> None:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         if not self._buffer:
             return
         first = self.rows - self._buffered + 1  # of the buffered rows
-        if self._writer is not None:
-            schema = self._writer.schema
+        if self._schema is not None:
+            schema = self._schema
         else:  # the first rows decide each column's type (all null so far: a later one)
             schema = (
                 pa.unify_schemas([t.schema for t in self._buffer], promote_options="permissive")
@@ -319,12 +378,24 @@ class ParquetWriter(Writer):
         for part in self._buffer:
             parts.append(part if part.schema == schema else self._cast(part, schema, first))
             first += part.num_rows
-        table = pa.concat_tables(parts)
+        # one chunk: the pages of a column chunk do not depend on how the rows came
+        table = pa.concat_tables(parts).combine_chunks()
         self._buffer, self._buffered = [], 0
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self._file, table.schema)
-        self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
-        self.bytes_out = self._file.written
+        if self._schema is None:
+            self._schema = table.schema
+        for offset in range(0, table.num_rows, ROW_GROUP_ROWS):
+            self._write_group(table.slice(offset, ROW_GROUP_ROWS))
+
+    def _write_group(self, table: pa.Table) -> None:
+        one = footer.split(footer.one_group_file(table, self._schema))
+        if self.bytes_out == 0:
+            self._emit(footer.MAGIC)
+        if self._template is None:
+            self._template = one.meta
+        group = footer.moved(one.row_group, self.bytes_out - len(footer.MAGIC), len(self._groups))
+        self._emit(one.body)
+        self._groups.append(group)
+        self._new.append(group)
 
     def _same_kinds(self) -> bool:
         """The buffered tables' schemas unify (nulls and integer widths aside)."""
@@ -368,19 +439,79 @@ class ParquetWriter(Writer):
         import pyarrow.parquet as pq
 
         self._flush()
-        if self._writer is None:  # no rows: the kept columns' schema, no row
+        if self._template is None:  # no rows: the kept columns' schema, no row
             schema = empty_schema if empty_schema is not None else pa.schema([])
-            self._writer = pq.ParquetWriter(self._file, schema)
-            self._writer.write_table(schema.empty_table())
-        self._writer.close()
-        self.bytes_out = self._file.written
+            out = io.BytesIO()
+            writer = pq.ParquetWriter(out, schema)
+            writer.write_table(schema.empty_table())
+            writer.close()
+            self._emit(out.getvalue())
+            return
+        self._emit(footer.footer(self._template, self._groups))
+
+    # ------------------------------------------- taken up again (issue 26)
+    def state(self) -> dict[str, Any]:
+        schema = self._schema
+        encoded = base64.b64encode(schema.serialize().to_pybytes()).decode() if schema else None
+        return {**super().state(), "schema": encoded}
+
+    def side(self) -> bytes:
+        template = b""
+        if self._template is not None and not self._template_kept:
+            template, self._template_kept = footer.template_bytes(self._template), True
+        new, self._new = self._new, []
+        if not (template or new):
+            return b""
+        head = json.dumps({"template": len(template)}).encode()
+        return head + b"\n" + template + footer.pack(new)
+
+    def held(self) -> bytes:
+        import pyarrow as pa
+
+        if not self._buffer:
+            return b""
+        table = pa.concat_tables(self._buffer, promote_options="permissive")
+        out = pa.BufferOutputStream()
+        with pa.ipc.new_stream(out, table.schema) as ipc:
+            ipc.write_table(table)
+        return bytes(out.getvalue().to_pybytes())
+
+    def restore(self, state: dict[str, Any], sides: list[bytes], held: bytes) -> None:
+        import pyarrow as pa
+
+        super().restore(state, sides, held)
+        if state.get("schema"):
+            self._schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(state["schema"])))
+        for side in sides:
+            if not side:
+                continue
+            head, _, rest = side.partition(b"\n")
+            n = int(json.loads(head)["template"])
+            if n:
+                self._template = footer.template_from(rest[:n])
+                self._template_kept = True
+            self._groups += footer.unpack(rest[n:])
+        if held:
+            table = pa.ipc.open_stream(pa.py_buffer(held)).read_all()
+            self._buffer, self._buffered = [table], table.num_rows
 
 
-def read(file: Any, columns: Columns, lim: ReadLimits, size: int | None = None) -> ParquetReader:
+def read(
+    file: Any,
+    columns: Columns,
+    lim: ReadLimits,
+    size: int | None = None,
+    start: Mapping[str, Any] | None = None,
+) -> ParquetReader:
     """A reader of a Parquet file (any seekable file object: a
     :class:`~workers.scoring.formats.source.RangeFile` on S3)."""
     return ParquetReader(
-        file, lim.max_bytes, columns=columns, max_group_bytes=lim.max_group_bytes, size=size
+        file,
+        lim.max_bytes,
+        columns=columns,
+        max_group_bytes=lim.max_group_bytes,
+        size=size,
+        start=start,
     )
 
 
@@ -393,4 +524,5 @@ FORMAT = Format(
     ranged=read,
     writer=ParquetWriter,
     rejected_as_table=True,
+    resumes=True,
 )

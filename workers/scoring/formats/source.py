@@ -9,7 +9,9 @@ its ETag and LastModified), as :func:`scorefleet.storage.s3io.open_source` is.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,9 +20,13 @@ from botocore.exceptions import ClientError
 from scorefleet.errors import BadInput
 from scorefleet.job import Job
 from scorefleet.storage import s3io
-from workers.scoring.formats import ReadLimits, compression, ranged_reader, stream_reader
+from workers.scoring.batches import Batch
+from workers.scoring.formats import ReadLimits, compression, magic, ranged_reader, stream_reader
 from workers.scoring.formats.base import Reader
+from workers.scoring.formats.kind import Format
+from workers.scoring.formats.magic import Compression
 from workers.scoring.formats.options import DataOptions, resolve
+from workers.scoring.formats.select import ColumnPlan, Columns
 
 #: What the preflight reads of a CSV or JSON Lines file (one ranged GET).
 HEAD_BYTES = 64 * 1024
@@ -128,6 +134,61 @@ class RangeFile(io.RawIOBase):
 class Described:
     options: DataOptions
     size: int
+    #: the ETag of the upload as its GET said (what a resumed read checks it against)
+    etag: str = ""
+
+
+@dataclass(frozen=True)
+class Head:
+    """What the launch preflight saw of a file, before any model starts: its formats
+    and size; its rows when a footer says; its columns (when its first bytes show
+    them) with the rows those bytes hold as the model would be sent them, or a
+    footer's types of them."""
+
+    described: Described
+    #: the file's rows, from its footer (Parquet)
+    rows: int | None = None
+    plan: ColumnPlan | None = None
+    #: the file names its columns (a CSV without a header row does not)
+    named: bool = True
+    #: the first rows, as mini-batches of the model's columns (streamed formats)
+    batches: tuple[Batch, ...] = ()
+    #: the model columns' types and empty-value counts, from a footer (Parquet)
+    schema: Any = None
+    nulls: Mapping[str, int] = field(default_factory=dict)
+    #: the batches hold every row of the file
+    whole: bool = False
+    #: the decompressed bytes the batches were read from, and whether the file's
+    #: bytes are compressed (then its size says little of its rows)
+    sampled_bytes: int = 0
+    compressed: bool = False
+
+    @property
+    def sampled_rows(self) -> int:
+        return sum(b.rows for b in self.batches)
+
+
+def sample_head(
+    fmt: Format, head: bytes, complete: bool, columns: Columns, lim: ReadLimits
+) -> tuple[ColumnPlan, bool, tuple[Batch, ...], int] | None:
+    """The whole rows of a streamed file's first bytes, read as the scoring step reads
+    them: (its column plan, whether it names its columns, the mini-batches of model
+    rows, the bytes they came from). None when they hold no whole row, or a row cut
+    short by the end of the first bytes cannot be read (the score step checks its
+    first mini-batch instead)."""
+    data = head if complete or fmt.rows_end is None else head[: fmt.rows_end(head)]
+    if not data.strip():
+        return None
+    reader = stream_reader(fmt, [data], columns, lim)
+    try:
+        batches = tuple(piece.batch for piece in reader)
+    except BadInput:
+        if complete:
+            raise
+        return None
+    if reader.plan is None:
+        return None
+    return reader.plan, any(reader.plan.input), batches, len(data)
 
 
 def _gone_or_replaced(job: Job, exc: ClientError) -> None:
@@ -157,12 +218,19 @@ def describe(s3: Any, job: Job, catalog: Any) -> Described:
 
 
 def look_first(
-    s3: Any, job: Job, catalog: Any, lim: ReadLimits, limits: compression.Limits
-) -> int | None:
+    s3: Any,
+    job: Job,
+    catalog: Any,
+    lim: ReadLimits,
+    limits: compression.Limits,
+    *,
+    sample: bool = True,
+) -> Head:
     """:func:`describe` and :func:`preflight` from one ranged GET of the file's first
     bytes, whose Content-Type and Content-Range say what a HEAD would (issue 17: a
     HEAD fewer per file). An empty object (S3 refuses the range) is described by a
-    HEAD, as before."""
+    HEAD, as before. ``sample``: read the whole rows of those bytes too (for a
+    contract, or to show the file's columns)."""
     from workers.scoring.formats.preflight import HEAD_BYTES, total_size
 
     try:
@@ -171,13 +239,14 @@ def look_first(
         )
     except ClientError as exc:
         if s3io.error_code(exc) in {"InvalidRange", "416"}:
-            return preflight(s3, job, describe(s3, job, catalog), lim, limits)
+            return preflight(s3, job, describe(s3, job, catalog), lim, limits, sample=sample)
         _gone_or_replaced(job, exc)
         raise
     body = resp["Body"].read()
     size = total_size(resp, len(body))
     options = resolve(job.key, str(resp.get("ContentType") or ""), job.data_tags, catalog)
-    return preflight(s3, job, Described(options, size), lim, limits, first=(body, size))
+    described = Described(options, size)
+    return preflight(s3, job, described, lim, limits, first=(body, size), sample=sample)
 
 
 def open_reader(
@@ -210,14 +279,90 @@ def open_described(
     """:func:`describe` and :func:`open_reader` in one request: the GET of the upload
     says its Content-Type and size as a HEAD would (issue 17: a HEAD fewer per file).
     A file read by ranges (Parquet, from its footer) closes that GET unread."""
-    source = s3io.open_source(s3, job.source, job.version_id, job.etag, job.last_modified)
-    options = resolve(job.key, source.content_type, job.data_tags, catalog)
-    described = Described(options, source.content_length)
-    if options.input.ranged is not None:
-        source.close()
-        return described, open_reader(s3, job, described, lim, limits)
-    chunks = compression.decompress(source.chunks, limits)
-    return described, stream_reader(options.input, chunks, options.columns, options.limits(lim))
+    opened = Opened.get(s3, job, catalog)
+    return opened.described, opened.reader(s3, job, lim, limits)
+
+
+@dataclass
+class Opened:
+    """The GET of a job's input, described (its formats, size and ETag) before it is
+    read: the reader then starts at the beginning, or at a resume point (issue 26)."""
+
+    described: Described
+    source: s3io.SourceStream
+
+    @classmethod
+    def get(cls, s3: Any, job: Job, catalog: Any) -> Opened:
+        source = s3io.open_source(s3, job.source, job.version_id, job.etag, job.last_modified)
+        options = resolve(job.key, source.content_type, job.data_tags, catalog)
+        return cls(Described(options, source.content_length, source.etag), source)
+
+    def reader(
+        self,
+        s3: Any,
+        job: Job,
+        lim: ReadLimits,
+        limits: compression.Limits,
+        start: Mapping[str, Any] | None = None,
+    ) -> Reader:
+        """The input's reader, from ``start`` (a piece's resume point) when given:
+        Parquet from its row group (ranged GETs); plain CSV or JSON Lines by a
+        ranged GET from the point (the header read again first); compressed, read
+        and decompressed from the start, the bytes before the point skipped unread
+        by the format."""
+        options = self.described.options
+        lim = options.limits(lim)  # the file's own csv_header
+        if options.input.ranged is not None:
+            self.source.close()
+            file = RangeFile(s3, job.bucket, job.key, size=self.described.size, pin=pin(job))
+            return ranged_reader(
+                options.input, file, options.columns, lim, size=self.described.size, start=start
+            )
+        if start is None:
+            chunks = compression.decompress(self.source.chunks, limits)
+            return stream_reader(options.input, chunks, options.columns, lim)
+        return stream_reader(
+            options.input,
+            self._resumed(s3, job, int(start["head"]), int(start["offset"]), limits),
+            options.columns,
+            lim,
+            start=start,
+        )
+
+    def _resumed(
+        self, s3: Any, job: Job, head: int, offset: int, limits: compression.Limits
+    ) -> Iterator[bytes]:
+        """The file's first ``head`` (decompressed) bytes, then those from ``offset``."""
+        it = iter(self.source.chunks)
+        first = b""
+        for chunk in it:
+            first += chunk
+            if len(first) >= max(head, magic.SNIFF):
+                break
+        if compression.sniff(first) is Compression.PLAIN:
+            self.source.close()
+            if head:
+                yield first[:head]
+            rest = s3io.open_source(
+                s3, job.source, job.version_id, job.etag, job.last_modified, start=offset
+            )
+            yield from rest.chunks
+            return
+        expanded = compression.decompress(itertools.chain([first], it), limits)
+        yield from splice(expanded, head, offset)
+
+
+def splice(chunks: Iterable[bytes], head: int, offset: int) -> Iterator[bytes]:
+    """``chunks``' first ``head`` bytes, then those from ``offset`` on (the bytes
+    between are read and dropped)."""
+    pos = 0
+    for chunk in chunks:
+        end = pos + len(chunk)
+        if pos < head:
+            yield chunk[: head - pos]
+        if end > offset:
+            yield chunk[max(0, offset - pos) :]
+        pos = end
 
 
 def preflight(
@@ -227,21 +372,43 @@ def preflight(
     lim: ReadLimits,
     limits: compression.Limits,
     first: tuple[bytes, int] | None = None,
-) -> int | None:
+    *,
+    sample: bool = True,
+) -> Head:
     """Raise :class:`BadInput` for what the first bytes (of a streamed format) or the
     footer (of a format read by ranges, Parquet) show cannot be scored, before a model
-    starts. Returns the number of rows when it is known (from a footer), else None.
-    ``first``: the first bytes and the size, already read (:func:`look_first`)."""
+    starts; else what they show (:class:`Head`). ``first``: the first bytes and the
+    size, already read (:func:`look_first`); ``sample``: their whole rows read too."""
     fmt = described.options.input
+    lim = described.options.limits(lim)  # the file's own csv_header
     if fmt.ranged is not None:
-        return open_reader(s3, job, described, lim, limits).known_rows
+        reader = open_reader(s3, job, described, lim, limits)
+        rows = reader.known_rows
+        footer = reader.footer_schema()
+        schema, nulls = footer if footer is not None else (None, {})
+        return Head(described, rows=rows, plan=reader.plan, schema=schema, nulls=nulls)
     from workers.scoring.formats.preflight import preflight as first_bytes
 
     head, complete = first_bytes(
         s3, job.source, job.version_id, job.etag, label=fmt.label, limits=limits, first=first
     )
     if head is None:
-        return None  # gone or replaced: the scoring step says so
+        return Head(described)  # gone or replaced: the scoring step says so
     if fmt.check_head is not None:
-        fmt.check_head(head, complete, described.options.columns, described.options.limits(lim))
-    return None
+        fmt.check_head(head, complete, described.options.columns, lim)
+    compressed = first is not None and not first[0].startswith(head[:64])
+    if not sample:
+        return Head(described, whole=complete, compressed=compressed)
+    sampled = sample_head(fmt, head, complete, described.options.columns, lim)
+    if sampled is None:
+        return Head(described, whole=complete, compressed=compressed)
+    plan, named, batches, used = sampled
+    return Head(
+        described,
+        plan=plan,
+        named=named,
+        batches=batches,
+        whole=complete,
+        sampled_bytes=used,
+        compressed=compressed,
+    )

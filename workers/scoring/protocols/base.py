@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 from scorefleet.settings import ModelSpec
 from workers.scoring.batches import Batch, Scores
+from workers.scoring.contract import Contract
 from workers.scoring.protocols.calls import CallLimits, HttpModel
 
 __all__ = ["CallLimits", "HttpCheck", "ModelProtocol", "PortCheck", "Readiness"]
@@ -164,6 +165,20 @@ class ModelProtocol(ABC):
             if check.contains and check.contains not in reply.body.decode("utf-8", "replace"):
                 return False
         return True
+
+    @property
+    def max_in_flight(self) -> int:
+        """Mini-batches this model may have in flight (``limits.pool_size``:
+        SCOREFLEET_MAX_IN_FLIGHT): what the scoring loop keeps in flight for it."""
+        return self.limits.pool_size
+
+    def model_contract(self) -> Contract | None:
+        """The model's own input contract, read from the ready model where its
+        protocol publishes one (the v2 protocol's model metadata); None otherwise.
+        Checked against the file before the first mini-batch. Raises
+        :class:`~scorefleet.errors.ContractMismatch` when the model's inputs contradict
+        the catalog's options for it."""
+        return None
 
     @abstractmethod
     def score(self, batch: Batch) -> Scores:

@@ -10,6 +10,12 @@
 * The status sorted once for all: connection problems, timeouts, 429 and 5xx are
   transient (:class:`ModelUnavailable`); any other non-2xx answer is the model
   refusing the rows (:class:`RowsRefused`), with the server's message.
+* A model bug told from a passing fault (:func:`retrying`): the same error answer
+  (HTTP 500, or another 5xx but 502, 503 and 504; numbers aside) to the same request
+  twice in a row is the model failing on what it was sent -- an exception in its code
+  -- which no retry fixes. It is :class:`RowsRefused` at once, with the model's whole
+  answer (its traceback), not six retries a minute later. 429, 502, 503, 504, timeouts
+  and refused connections (a model busy, starting, or scaling) stay retried.
 * A connection pool of ``pool_size`` connections that blocks when all are busy: at
   most that many requests are in flight, whatever the protocol sends concurrently.
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import re
 import socket
 import threading
 import time
@@ -286,13 +293,73 @@ class HttpModel:
         )
 
 
+#: 5xx answers of a server that is busy, starting, or behind a proxy that lost it:
+#: retried however often they repeat (as are 429, timeouts and refused connections)
+BUSY_STATUSES = frozenset({502, 503, 504})
+#: of a model's error answer, the end kept in an .error (a traceback ends with its cause)
+MAX_ANSWER_KEPT = 4000
+#: what may differ between two answers of the same error: numbers, addresses, ids
+_VARYING = re.compile(r"0x[0-9a-fA-F]+|[0-9a-fA-F]{8,}(?:-[0-9a-fA-F]{4,})*|\d+")
+
+
+class ServerError(ModelUnavailable):
+    """A 5xx (or 429) answer: transient, retried; but see :meth:`repeats`."""
+
+    def __init__(self, message: str, *, status: int, answer: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.answer = answer
+
+    def repeats(self, earlier: ModelUnavailable | None) -> bool:
+        """Is this the same error answer as ``earlier`` (the previous try of the same
+        request), and one a busy server does not give? Then the model fails on what
+        it is sent: a bug, not a passing fault."""
+        return (
+            isinstance(earlier, ServerError)
+            and self.status == earlier.status
+            and self.status >= 500
+            and self.status not in BUSY_STATUSES
+            and _VARYING.sub("#", self.answer) == _VARYING.sub("#", earlier.answer)
+        )
+
+
+def server_error(status: int, body: bytes | str, message: str) -> ServerError:
+    """A :class:`ServerError` of ``status`` (``message``: what the one-line error says)."""
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    return ServerError(f"{message}: {snippet(text)}", status=status, answer=text)
+
+
+def kept_answer(answer: str) -> str:
+    """The end of a model's error answer, whole lines, at most :data:`MAX_ANSWER_KEPT`
+    characters (a traceback's last lines name its cause)."""
+    text = answer.strip()
+    if len(text) <= MAX_ANSWER_KEPT:
+        return text
+    tail = text[-MAX_ANSWER_KEPT:]
+    tail = tail.split("\n", 1)[1] if "\n" in tail else tail
+    skipped = text[: len(text) - len(tail)].count("\n")
+    return f"[... {skipped} lines before]\n{tail}"
+
+
+def model_failed(exc: ServerError, span: str) -> RowsRefused:
+    """What the same error answer twice is: the model failing on ``span``."""
+    answer = kept_answer(exc.answer) or "(an empty answer)"
+    return RowsRefused(
+        f"the model failed on {span}: it answered HTTP {exc.status} twice in a row with "
+        "the same error, which retrying does not fix (an exception in the model's code, "
+        "perhaps on these rows' values; a model that is busy or starting answers 503 or "
+        "429, which are retried). The model's answer:\n" + answer
+    )
+
+
 def check_status(reply: Reply, span: str, first_row: int, *, ok: tuple[int, ...] = (200,)) -> None:
-    """429 and 5xx: transient; any other status not in ``ok``: the rows refused."""
+    """429 and 5xx: transient (:class:`ServerError`); any other status not in ``ok``:
+    the rows refused."""
     if reply.status in ok:
         return
     if reply.status == 429 or reply.status >= 500:
-        raise ModelUnavailable(
-            f"the model answered HTTP {reply.status} for {span}: {snippet(reply.body)}"
+        raise server_error(
+            reply.status, reply.body, f"the model answered HTTP {reply.status} for {span}"
         )
     raise RowsRefused(
         f"the model rejected {span} with HTTP {reply.status}: {snippet(reply.body)}"
@@ -325,11 +392,17 @@ def with_deadline(limits: CallLimits, span: str, http: HttpModel, call: Callable
 
 
 def retrying(limits: CallLimits, span: str, attempt_once: Callable[[], T]) -> T:
-    """Try a transient failure a few times (full jitter) before it is the task's."""
+    """Try a transient failure a few times (full jitter) before it is the task's; the
+    same error answer twice in a row (:meth:`ServerError.repeats`) is the model's
+    failure (:func:`model_failed`), not retried any more."""
+    last: ModelUnavailable | None = None
     for attempt in range(1, limits.attempts + 1):
         try:
             return attempt_once()
         except ModelUnavailable as exc:
+            if isinstance(exc, ServerError) and exc.repeats(last):
+                raise model_failed(exc, span) from exc
+            last = exc
             if attempt >= limits.attempts:
                 raise
             delay = random.uniform(0, limits.backoff * 2 ** (attempt - 1))

@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 from scorefleet.errors import ModelError
 from scorefleet.settings import ModelSpec
 from workers.scoring.batches import Batch, Scores, column_names, scores_from_rows
+from workers.scoring.protocols import wire
 from workers.scoring.protocols.answers import (
     AnswerColumns,
     check_keys,
@@ -142,7 +143,10 @@ class JsonProtocol(ModelProtocol):
     def score(self, batch: Batch) -> Scores:
         if self.options.request == "single":
             return self._score_single(batch)
-        body = json.dumps(self.request_body(batch), separators=(",", ":")).encode("utf-8")
+        try:
+            body = wire.dumps(self.fast_body(batch))
+        except wire.Fallback:
+            body = json.dumps(self.request_body(batch), separators=(",", ":")).encode("utf-8")
 
         def once() -> Scores:
             answer = self._post(body, batch.span, batch.first_row)
@@ -174,10 +178,35 @@ class JsonProtocol(ModelProtocol):
         rows: list[Any] = batch.as_records() if o.instances_as == "objects" else batch.as_rows()
         return {"instances": rows}
 
+    def fast_body(self, batch: Batch) -> Any:
+        """:meth:`request_body`, its values typed by pyarrow (:mod:`.wire`); raises
+        :class:`~.wire.Fallback` when only :meth:`request_body` can type them exactly."""
+        o = self.options
+        columns = wire.values_of(wire.typed_columns(batch))
+        if o.request == "records" or (o.request == "instances" and o.instances_as == "objects"):
+            records = wire.records_of(batch.columns, columns)
+            return records if o.request == "records" else {"instances": records}
+        rows = wire.rows_of(columns)
+        if o.request == "dataframe_split":
+            return {"dataframe_split": {"columns": column_names(batch.columns), "data": rows}}
+        return {"instances": rows}
+
+    def records(self, batch: Batch) -> tuple[list[dict[str, Any]], bool]:
+        """The batch's records (one request each, ``single``), typed fast when it can
+        (then True: their numbers are finite, orjson writes them)."""
+        try:
+            columns = wire.values_of(wire.typed_columns(batch))
+            return wire.records_of(batch.columns, columns), True
+        except wire.Fallback:
+            return batch.as_records(), False
+
     def _post(self, body: bytes, span: str, first_row: int) -> Any:
         reply = self.http.request("POST", self.options.path, body=body, headers=_JSON, span=span)
         check_status(reply, span, first_row)
-        return parse_json(reply.body, span)
+        try:
+            return wire.loads(reply.body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return parse_json(reply.body, span)  # the reference's error
 
     def _rows(self, preds: list[Any], first_row: int) -> Scores:
         header, rows = rows_of(self.options.columns, preds, first_row)
@@ -188,16 +217,17 @@ class JsonProtocol(ModelProtocol):
         """Each record its own request (:func:`fan_out`); nothing is written unless
         every row has its prediction."""
         assert self._fanout is not None
+        records, fast = self.records(batch)
         calls = [
-            functools.partial(self._one, rec, batch.first_row + i)
-            for i, rec in enumerate(batch.as_records())
+            functools.partial(self._one, rec, batch.first_row + i, fast)
+            for i, rec in enumerate(records)
         ]
         preds = fan_out(self._fanout, self.limits, self.http, batch.span, calls)
         return self._rows(preds, batch.first_row)
 
-    def _one(self, record: Mapping[str, Any], row: int) -> Any:
+    def _one(self, record: Mapping[str, Any], row: int, fast: bool = False) -> Any:
         span = f"data row {row}"
-        body = json.dumps(record, separators=(",", ":")).encode("utf-8")
+        body = wire.dumps(record) if fast else json.dumps(record, separators=(",", ":")).encode()
         answer = self._post(body, span, 1)
         pred = resolve(answer, self.options.response)
         if is_missing(pred):

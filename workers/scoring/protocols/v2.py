@@ -31,9 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from scorefleet.errors import ModelError, RowsRefused
+from scorefleet.errors import ContractMismatch, ModelError, RowsRefused
 from scorefleet.settings import ModelSpec
 from workers.scoring.batches import Batch, Scores, column_names, scores_from_rows
+from workers.scoring.contract import Column, Contract
+from workers.scoring.protocols import wire
 from workers.scoring.protocols.answers import check_keys, option, parse_json
 from workers.scoring.protocols.base import HttpCheck, ModelProtocol, Readiness
 from workers.scoring.protocols.calls import check_status, retrying, row_note, with_deadline
@@ -158,9 +160,43 @@ class V2Protocol(ModelProtocol):
         path = cls.options_of(spec).model_path
         return Readiness((HttpCheck("/v2/health/ready"), HttpCheck(f"{path}/ready")))
 
+    # -------------------------------------------------------------- metadata
+    def model_contract(self) -> Contract | None:
+        """The model's inputs from its metadata (``GET /v2/models/{name}[/versions/v]``:
+        each input's name, datatype and shape). With the ``tensor`` layout the file's
+        columns fill the input ``v2.input_name`` by position (its shape's second
+        dimension says how many); with ``columns`` each input is a column of that name.
+        None when the server lists no inputs (MLServer without them in its
+        model-settings.json) or has no metadata."""
+        opts = self.options
+        reply = with_deadline(
+            self.limits,
+            "its metadata",
+            self.http,
+            lambda: self.http.request(
+                "GET",
+                opts.model_path,
+                body=None,
+                headers={"Accept": "application/json"},
+                span="its metadata",
+                sent=64 * 1024,
+            ),
+        )
+        if reply.status != 200:
+            return None
+        try:
+            inputs = json.loads(reply.body).get("inputs") or []
+        except (ValueError, AttributeError):
+            return None
+        inputs = [i for i in inputs if isinstance(i, dict) and isinstance(i.get("name"), str)]
+        return _metadata_contract(opts, inputs, self.spec.image) if inputs else None
+
     # --------------------------------------------------------------- scoring
     def score(self, batch: Batch) -> Scores:
-        body = json.dumps(self.request(batch), separators=(",", ":"), allow_nan=False).encode()
+        try:
+            body = self.fast_request(batch)
+        except wire.Fallback:
+            body = json.dumps(self.request(batch), separators=(",", ":"), allow_nan=False).encode()
         return retrying(
             self.limits,
             batch.span,
@@ -207,6 +243,36 @@ class V2Protocol(ModelProtocol):
             req["parameters"] = dict(opts.parameters)
         return req
 
+    def fast_request(self, batch: Batch) -> bytes:
+        """:meth:`request` as JSON bytes, built from the CSV mini-batch by pyarrow and
+        orjson (:mod:`.wire`); :class:`~.wire.Fallback` when only :meth:`request` can
+        build it exactly (a cell a tensor cannot hold: it names the cell)."""
+        opts = self.options
+        columns = wire.typed_columns(batch)
+        names = column_names(batch.columns)
+        if opts.layout == "tensor":
+            data = [_fast_column(c, opts.datatype) for c in columns]
+            inputs = [
+                {
+                    "name": opts.input_name,
+                    "shape": [batch.rows, len(names)],
+                    "datatype": opts.datatype,
+                    "data": wire.flat(data),
+                }
+            ]
+        else:
+            inputs = []
+            for col, name in zip(columns, names, strict=True):
+                dt = opts.datatypes.get(name, opts.datatype)
+                data = _fast_column(col, dt)
+                inputs.append({"name": name, "shape": [batch.rows], "datatype": dt, "data": data})
+        req: dict[str, Any] = {"inputs": inputs}
+        if opts.outputs:
+            req["outputs"] = [{"name": o} for o in opts.outputs]
+        if opts.parameters:
+            req["parameters"] = dict(opts.parameters)
+        return wire.dumps(req)
+
     def _column(self, batch: Batch, values: list[Any], column: str, dt: str) -> list[Any]:
         """One column's values as ``dt`` elements: as they are when as_rows typed them
         so already (the usual case: no work per cell), else converted cell by cell."""
@@ -236,7 +302,10 @@ class V2Protocol(ModelProtocol):
         )
         if reply.status != 200:
             check_status(reply, span, batch.first_row)
-        answer = parse_json(reply.body, span)
+        try:
+            answer = wire.loads(reply.body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            answer = parse_json(reply.body, span)  # the reference's error
         return self.scores(answer, batch)
 
     def scores(self, answer: Any, batch: Batch) -> Scores:
@@ -303,6 +372,85 @@ def _columns_of(
         [f"{name}_{k}" for k in range(width)],
         [data[k::width] for k in range(width)],
     )
+
+
+def _fast_column(column: wire.Column, dt: str) -> list[Any]:
+    """A typed column as ``dt`` elements, when the reference sends it as it is (every
+    value already of a type ``dt`` takes, :data:`_FITS`); else the reference converts
+    it cell by cell (or refuses a cell, naming it)."""
+    if dt in ("FP32", "FP64") and column.kind in ("int", "float"):
+        return column.values
+    if dt == "INT64" and column.kind == "int" and not column.nulls:
+        return column.values
+    if dt == "BYTES" and column.kind == "text" and not column.nulls:
+        return column.values
+    raise wire.Fallback(f"a {column.kind} column into a {dt} tensor")
+
+
+#: what each v2 datatype holds (a contract type), and whether scorefleet can send an
+#: empty cell in it (JSON null in a float tensor, "" in BYTES)
+_KINDS = {"BOOL": ("boolean", False), "BYTES": ("any", True)}
+
+
+def _kind(datatype: str) -> tuple[str, bool]:
+    if datatype.startswith("FP"):
+        return "number", True
+    if datatype.startswith(("INT", "UINT")):
+        return "integer", False
+    return _KINDS.get(datatype, ("any", True))
+
+
+def _metadata_contract(
+    opts: V2Options, inputs: list[dict[str, Any]], image: str
+) -> Contract | None:
+    """The contract of a model's metadata inputs, as this entry's options send them
+    (None: a tensor whose width it does not say); :class:`ContractMismatch` when the
+    options send what the model does not take."""
+    source = f"the model's own metadata, GET {opts.model_path}"
+    remedy = (
+        f"change the v2 options of {image} in the model catalog (layout, input_name, "
+        "datatype, datatypes) to what the model's metadata says"
+    )
+    by_name = {str(i["name"]): i for i in inputs}
+
+    def sent_as(name: str, datatype: str) -> None:
+        said = str(by_name[name].get("datatype") or "")
+        if said and said != datatype:
+            key = "v2.datatype" if opts.layout == "tensor" else f"v2.datatypes.{name}"
+            raise ContractMismatch(
+                f"the model's metadata (GET {opts.model_path}) says its input {name!r} is "
+                f"{said}, but the model catalog sends {datatype} for {image}: set {key} "
+                f"to {said}"
+            )
+
+    if opts.layout == "tensor":
+        tensor = by_name.get(opts.input_name)
+        if tensor is None:
+            names = ", ".join(repr(n) for n in by_name)
+            fix = (
+                f"set v2.input_name to {next(iter(by_name))!r}"
+                if len(by_name) == 1
+                else "set v2.layout to columns (one input per column)"
+            )
+            raise ContractMismatch(
+                f"the model's metadata (GET {opts.model_path}) lists its inputs {names}, "
+                f"not {opts.input_name!r}, which the model catalog sends for {image}: {fix}"
+            )
+        sent_as(opts.input_name, opts.datatype)
+        shape = tensor.get("shape") or []
+        width = shape[1] if len(shape) == 2 and isinstance(shape[1], int) else -1
+        if width < 1:
+            return None  # [-1, -1]: any number of columns
+        kind, nullable = _kind(opts.datatype)
+        tensor_columns = (Column("", kind, nullable=nullable),) * width
+        return Contract(tensor_columns, closed=True, positional=True, source=source, remedy=remedy)
+    columns: list[Column] = []
+    for name in by_name:
+        datatype = opts.datatypes.get(name, opts.datatype)
+        sent_as(name, datatype)
+        kind, nullable = _kind(datatype)
+        columns.append(Column(name, kind, nullable=nullable))
+    return Contract(tuple(columns), closed=True, source=source, remedy=remedy)
 
 
 def _short(value: Any) -> str:
