@@ -181,7 +181,8 @@ def csv_batch(data: bytes, columns: tuple[str, ...]) -> Batch:
 
 
 @pytest.mark.parametrize(
-    "text", ["1_000", "١٢", "１２", " 12", "007", "+5", "nan", "Infinity", "1e400", "0x10"]
+    "text",
+    ["1_000", "١٢", "１２", " 12", "007", "+5", "nan", "Infinity", "1e400", "0x10", "9" * 5000],
 )
 def test_5_csv_text_that_is_no_json_number_is_sent_as_text(text):
     row = [f'"{text}"' if "," in text else text]
@@ -345,6 +346,21 @@ def test_json_answers_keep_their_types_in_typed_outputs():
     ]
 
 
+def test_a_number_too_long_for_python_is_text_wherever_it_crosses():
+    """An integer of more than 4,300 digits is a JSON number by its grammar, but the
+    json module refuses to read it (Python's integer-string limit): it is text, and
+    neither a model's request, a dry run's sample nor a CSV answer stops on it
+    (found by the bad-input corpus's 64 KiB case after the merge with issue 27)."""
+    from workers.scoring.values import json_number, typed_text
+
+    huge = "9" * 5000
+    assert json_number(huge) is None
+    data = f"{huge}\n1.5\n".encode()
+    assert csv_batch(data, ("a",)).as_rows() == [[huge], ["1.5"]]  # the column is text
+    column = typed_text(pa.array([huge, "1.5"]))
+    assert column.to_pylist() == [huge, "1.5"]
+
+
 def test_csv_answers_are_typed_by_the_json_number_rule():
     from workers.scoring.formats.base import answer_table
 
@@ -396,3 +412,10 @@ def test_a_json_answer_without_names_gets_no_csv_header_it_did_not_send():
     scores = json_rows({"predictions": [[1, 2.5], [3, 4.0]]})
     assert scores.header_line() is None and scores.as_csv() == b"1,2.5\n3,4\n"
     assert json_rows([0.5, 1]).header_line() is None
+
+
+def test_a_cell_too_long_to_show_is_cut_in_the_error():
+    p = make(V2Protocol, "v2", {"model_name": "m", "datatype": "FP64"})
+    with pytest.raises(RowsRefused) as caught:
+        p.request(csv_batch(("9" * 5000 + "\n").encode(), ("a",)))
+    assert "'9999999999" in str(caught.value) and len(str(caught.value)) < 300

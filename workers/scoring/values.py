@@ -49,11 +49,16 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 def json_number(text: str) -> int | float | None:
     """The number ``text`` is as a JSON number (what ``json.loads`` reads), or None
-    when it is not one, or not finite (``1e400``)."""
+    when it is not one, not finite (``1e400``), or an integer too long for Python to
+    read (more than ``sys.get_int_max_str_digits()`` digits: ``json.loads`` refuses
+    it too)."""
     if not _NUMBER.match(text):
         return None
     if _INTEGER.match(text):
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:  # beyond Python's integer-string limit
+            return None
     number = float(text)
     return number if math.isfinite(number) else None
 
@@ -161,12 +166,19 @@ def typed_text(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray
     lengths = pc.utf8_length(filled)
     if pc.max(lengths).as_py() > 15:
         long_ints = pc.filter(filled, pc.greater(lengths, 15)).to_pylist()
-        if any(_INTEGER.match(v) and abs(int(v)) > EXACT_IN_DOUBLE for v in long_ints):
+        if any(_INTEGER.match(v) and _beyond_double(v) for v in long_ints):
             return blank  # an integer a double would round: exact only as text
     doubles = blank.cast(pa.float64())
     if not pc.all(pc.is_finite(pc.drop_null(doubles))).as_py():
         return blank  # 1e400: not a finite number
     return doubles
+
+
+def _beyond_double(integer: str) -> bool:
+    """Whether the integer text ``integer`` is beyond what a double holds exactly
+    (by its digits first: no ``int()`` of a number too long for Python to read)."""
+    digits = len(integer.lstrip("-"))
+    return digits > 16 or (digits == 16 and abs(int(integer)) > EXACT_IN_DOUBLE)
 
 
 def json_values(column: pa.Array | pa.ChunkedArray) -> list[Any]:

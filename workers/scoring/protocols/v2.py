@@ -95,22 +95,28 @@ def _to(datatype: str, value: Any) -> Any:
     if datatype == "BYTES":
         return value if isinstance(value, str) else json.dumps(value)
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a number")
+        raise ValueError(f"{_shown(value)} is not a number")
     number = json_number(value) if isinstance(value, str) else value
     if not isinstance(number, int | float):
-        raise ValueError(f"{value!r} is not a number")
+        raise ValueError(f"{_shown(value)} is not a number")
     if datatype == "INT64":
         if isinstance(number, float) and not number.is_integer():
-            raise ValueError(f"{value!r} is not an integer")
+            raise ValueError(f"{_shown(value)} is not an integer")
         whole = int(number)
         if not INT64_MIN <= whole <= INT64_MAX:
-            raise ValueError(f"{value!r} is beyond 64-bit integers")
+            raise ValueError(f"{_shown(value)} is beyond 64-bit integers")
         return whole
     if not math.isfinite(number):
-        raise ValueError(f"{value!r} is not a finite number")
+        raise ValueError(f"{_shown(value)} is not a finite number")
     if datatype == "FP32" and abs(number) > FP32_MAX:
-        raise ValueError(f"{value!r} is beyond the range of FP32")
+        raise ValueError(f"{_shown(value)} is beyond the range of FP32")
     return number
+
+
+def _shown(value: Any) -> str:
+    """A cell as an error names it: its repr, cut to 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class V2Protocol(ModelProtocol):
@@ -378,7 +384,9 @@ def _fast_column(column: wire.Column, dt: str) -> list[Any]:
     """A typed column as ``dt`` elements, when the reference sends it as it is (every
     value already of a type ``dt`` takes, :data:`_FITS`); else the reference converts
     it cell by cell (or refuses a cell, naming it)."""
-    if dt in ("FP32", "FP64") and column.kind in ("int", "float"):
+    if dt == "FP64" and column.kind in ("int", "float"):
+        return column.values
+    if dt == "FP32" and column.kind in ("int", "float") and column.magnitude <= FP32_MAX:
         return column.values
     if dt == "INT64" and column.kind == "int" and not column.nulls:
         return column.values
