@@ -9,7 +9,11 @@
 * ``s3:TestEvent`` (sent when a notification is configured): recognised and ignored.
 
 S3 notification keys are URL-encoded in form style (space -> '+', '+' -> '%2B');
-EventBridge keys are not encoded. The result is a flat list of :class:`Item`, one
+EventBridge keys are not encoded (AWS's documentation shows only "example-key"; AWS's
+guidance sample guidance-for-medialake-on-aws uses EventBridge keys as they come after
+testing "test+b.png" and "%2B++ %20.mp3" on real events, where libraries that decode
+them, such as Powertools' S3EventBridgeNotificationObject, would turn such keys into
+others: tests/unit/test_events.py). The result is a flat list of :class:`Item`, one
 per SQS record (so partial batch failures can name the record) or one per
 invocation for the other sources. Every record is decoded on its own: one that
 cannot be read (not JSON, ``null``, nested too deeply, fields missing) is noted in

@@ -53,17 +53,26 @@ class S3Uri:
         return f"s3://{self.bucket}/{self.key}"
 
 
+#: the end of a shortened name: ``~`` and 16 hex digits of the SHA-256 of the whole
+#: relative path (before the suffix)
+_SHORTENED = re.compile(r"~[0-9a-f]{16}\Z")
+
+
 def output_uri(input_prefix: S3Uri, output_prefix: S3Uri, source: S3Uri, suffix: str) -> S3Uri:
     """``<output prefix>/<path of source relative to the input prefix><suffix>``.
 
     When that would exceed S3's 1,024-byte key limit (a long input key under a
     longer output prefix), the relative path is cut short and ``~<16 hex digits of
     its SHA-256>`` keeps the name unique and deterministic; the output's metadata
-    still names the full source URI.
+    still names the full source URI. A relative path that itself ends like such a
+    name (``~`` and 16 hex digits) gets the ``~<hash>`` of its own too, so that no
+    input key can name another's shortened output: two distinct input keys never
+    share an output (the shortened names all end with a hash of the whole path,
+    the others never do).
     """
     rel = input_prefix.relative(source)
     key = output_prefix.key + rel + suffix
-    if len(key.encode()) <= MAX_KEY_BYTES:
+    if len(key.encode()) <= MAX_KEY_BYTES and not _SHORTENED.search(rel):
         return S3Uri(output_prefix.bucket, key)
     tail = "~" + hashlib.sha256(rel.encode()).hexdigest()[:16] + suffix
     room = MAX_KEY_BYTES - len((output_prefix.key + tail).encode())

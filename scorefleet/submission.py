@@ -27,6 +27,7 @@ DATA_TAGS = (
     "keep_columns",
     "model_columns",
     "drop_columns",
+    "csv_header",
     "replicas",
 )
 #: The tags the pipeline reads (read_tags maps the older names onto these): the one

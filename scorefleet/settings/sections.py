@@ -340,7 +340,8 @@ class Scoring:
     csv_header: str = var(
         "CSV_HEADER",
         "auto",
-        "whether input files start with a header row: auto, present or absent",
+        "whether CSV input files start with a header row: auto (the rule of docs/formats.md), "
+        "present or absent; a file's csv_header tag or its image's catalog entry overrides it",
         choice("auto", "present", "absent"),
         expected="a header mode",
     )

@@ -4,7 +4,11 @@ could lose (workers/scoring/rejects.py).
 
 The latest run for a key wins: publishing one outcome removes the other, so a
 file that failed and was fixed by a rerun does not keep its stale ``.error`` (nor a
-``.rejected`` of an earlier run).
+``.rejected`` of an earlier run). An ``.error`` is written only once the earlier
+``.scoreout`` is gone; a ``.scoreout``'s publication deletes the earlier ``.error`` in
+the request that deletes its staging objects. An outcome S3 refuses to delete (a
+role without ``s3:DeleteObject``) fails the step or the event, to be retried
+(:class:`OutcomeNotRemoved`), instead of leaving both (issue 24).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import urllib.parse
 
 from botocore.exceptions import ClientError
 
+from scorefleet.errors import TransientError
 from scorefleet.job import Failure, Job
 from scorefleet.provenance import Provenance, before_any_model, fit
 from scorefleet.s3uri import ERROR_SUFFIX, REJECTED_SUFFIX, SCOREOUT_SUFFIX, S3Uri, output_uri
@@ -183,13 +188,37 @@ def publish_scoreout(
     stale = [error_location(settings, job.source)]
     if not out.rejected_rows:
         stale.append(rejected)  # an earlier run's
-    try:
-        delete_many(s3, [*stale, *then_delete])
-    except ClientError as exc:
-        # an earlier run's outcome that cannot be deleted does not undo this one
-        log.warning("could not delete %s: %s", ", ".join(map(str, stale)), exc)
-        delete_many(s3, list(then_delete))  # the staging objects: raises, as before
+    # in the same request as the staging objects; a stale .error that stays is an error
+    # of this step (retried: a retry finds the .scoreout published and deletes again)
+    remove_stale(s3, stale, also=then_delete)
     return dest
+
+
+def remove_stale(s3: S3Client, stale: list[S3Uri], also: tuple[S3Uri, ...] = ()) -> None:
+    """Delete an earlier run's outcomes (``stale``; ``also``: objects deleted in the
+    same request, whose failure is only logged). A file never keeps a ``.scoreout``
+    beside an ``.error``: :class:`OutcomeNotRemoved` (transient, the step or the event
+    is retried) when S3 refused to delete one of ``stale``, as it does for a role
+    without ``s3:DeleteObject`` there (DeleteObjects answers 200 with the refusals)."""
+    try:
+        failed = delete_many(s3, [*stale, *also])
+    except ClientError as exc:
+        raise OutcomeNotRemoved(
+            f"could not delete {', '.join(map(str, stale))}: {exc}; retrying"
+        ) from exc
+    left = [u for u in failed if u in stale]
+    if left:
+        raise OutcomeNotRemoved(
+            f"could not delete {', '.join(map(str, left))}, an earlier outcome of this file: "
+            "a file never keeps a .scoreout beside an .error. The role writing outcomes "
+            "needs s3:DeleteObject on the output (and error) prefix (deploy/aws.yaml)"
+        )
+
+
+class OutcomeNotRemoved(TransientError):
+    """An earlier outcome of the file could not be deleted (its step is retried)."""
+
+    kind = "OutcomeNotRemoved"
 
 
 def _copy_once(
@@ -247,6 +276,11 @@ def publish_error(
         pipeline_id=job.run_id,
         failure=failure,
     )
+    # the earlier .scoreout first: if it cannot go, no .error beside it (the event or
+    # the step is retried, and the file has neither for that while, never both)
+    remove_stale(
+        s3, [scoreout_location(settings, job.source), rejected_location(settings, job.source)]
+    )
     if maybe_done and _published_by(s3, dest, job):
         log.info("%s was already published by this run", dest)
     else:
@@ -254,9 +288,4 @@ def publish_error(
         tags["error_step"] = failure.step
         prov = provenance or before_any_model(settings, job)
         put_text(s3, dest, text, tags=tags, metadata=_metadata(job, prov))
-    stale = [scoreout_location(settings, job.source), rejected_location(settings, job.source)]
-    try:
-        delete_many(s3, stale)
-    except ClientError as exc:
-        log.warning("could not delete %s: %s", ", ".join(map(str, stale)), exc)
     return dest

@@ -1,5 +1,7 @@
-"""Flower and beat run with their own IAM roles (deploy/aws.yaml): every AWS request
-they really make is allowed by their role, checked against moto's request recording.
+"""The Lambda, the workers, Flower and beat run with their own IAM roles
+(deploy/aws.yaml): every AWS request each really makes is allowed by its role,
+checked against moto's request recording (S3 requests mapped to their IAM actions
+by tests/helpers/iam.py).
 
 Each test starts moto (recording), the queues as the template makes them, and one
 process — beat, or Flower with a remote-control query — with the settings the chart
@@ -31,7 +33,9 @@ import pytest
 
 from bench.flower_events import recorded_requests
 from tests.helpers.cloudformation import template
+from tests.helpers.iam import credential, is_s3, s3_calls
 from workers.localstack.stack import (
+    BUCKET,
     CREDENTIALS,
     QUEUE,
     free_port,
@@ -62,7 +66,12 @@ def _resolve(value: Any, params: dict[str, str]) -> str:
     if "Fn::Sub" in value:
         known = {"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT}
         names = {**params, **known}
-        return re.sub(r"\$\{([^}]+)\}", lambda m: names[m.group(1)], str(value["Fn::Sub"]))
+        # ${Resource.Arn} (the Lambda's log group): nothing here requests it
+        return re.sub(
+            r"\$\{([^}]+)\}",
+            lambda m: names.get(m.group(1), f"arn:unresolved:{m.group(1)}"),
+            str(value["Fn::Sub"]),
+        )
     if "Ref" in value:
         return params[value["Ref"]]
     raise AssertionError(f"cannot resolve {value}")
@@ -70,6 +79,8 @@ def _resolve(value: Any, params: dict[str, str]) -> str:
 
 def role_statements(role: str) -> list[tuple[set[str], list[str]]]:
     params = {k: str(v.get("Default", "")) for k, v in template()["Parameters"].items()}
+    # the local stack's buckets (the template has no default for them)
+    params.update(InputBucketName=BUCKET, OutputBucketName=BUCKET)
     out = []
     for policy in template()["Resources"][role]["Properties"]["Policies"]:
         for st in policy["PolicyDocument"]["Statement"]:
@@ -88,12 +99,18 @@ def allowed(statements: list[tuple[set[str], list[str]]], action: str, arn: str)
 
 
 # ----------------------------------------------------------- the recording
-def calls(recording: bytes) -> set[tuple[str, str]]:
-    """(IAM action, resource ARN) of every recorded request."""
+def calls(recording: bytes, by: str | None = None) -> set[tuple[str, str]]:
+    """(IAM action, resource ARN) of every recorded request (``by``: only those signed
+    with that access key id)."""
     entries, unreadable = recorded_requests(recording)
     assert unreadable == 0
     out: set[tuple[str, str]] = set()
     for e in (e for e in entries if not _observers(e)):
+        if by is not None and credential(e) != by:
+            continue
+        if is_s3(e):
+            out |= s3_calls(e)
+            continue
         headers = {k.lower(): v for k, v in (e.get("headers") or {}).items()}
         body = e.get("body") or ""
         if e.get("body_encoded"):
@@ -264,3 +281,85 @@ def test_flower_needs_only_its_own_role(aws, tmp_path):
         arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
         assert {a for a, r in made if r == arn} == {"sqs:GetQueueAttributes"}, name
     check("FlowerRole", made)
+
+
+# ------------------------------------------------ the Lambda and a worker
+LAMBDA_KEY = "AKIALAMBDA0000000000"
+WORKER_KEY = "AKIAWORKER0000000000"
+
+
+def as_role(env: dict[str, str], key: str, endpoint: str) -> dict[str, str]:
+    """The environment with the credentials of one role (the broker's too)."""
+    port = endpoint.rsplit(":", 1)[1]
+    return {
+        **env,
+        "AWS_ACCESS_KEY_ID": key,
+        "AWS_SECRET_ACCESS_KEY": f"{key.lower()}-secret",
+        "SCOREFLEET_BROKER_URL": f"sqs://{key}:{key.lower()}-secret@127.0.0.1:{port}",
+    }
+
+
+def test_the_lambda_and_a_worker_need_only_their_own_roles(aws, tmp_path, monkeypatch):
+    """The Lambda, as deploy/aws.yaml configures it, takes in a file and refuses a
+    re-upload whose earlier .scoreout it replaces with an .error (issue 24: its role
+    could not delete it); then a worker scores the file, replacing an earlier .error.
+    Each one's requests against its own role."""
+    from lambda_enqueue.handler import Runtime, handle
+    from scorefleet.celeryconf import make_app
+    from scorefleet.settings import load
+    from scorefleet.storage import s3io
+    from tests.helpers import s3_notification, s3_record, test_catalog
+
+    endpoint, env = aws
+    env = {
+        **env,
+        "SCOREFLEET_ALLOWED_IMAGE_PREFIXES": "test/",
+        "SCOREFLEET_DEFAULT_MODEL_IMAGE": "test/hash:1",
+        "SCOREFLEET_MODEL_CATALOG": json.dumps(test_catalog()),
+        "SCOREFLEET_EVENTS": "false",
+    }
+    s3 = observer("s3", endpoint)
+    files = {"in/good.csv": "model_image=test/hash:1", "in/refused.csv": "model_image=evil/x:1"}
+    for key, tags in files.items():
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"a,b\n1,2\n3,4\n", Tagging=tags)
+    s3.put_object(Bucket=BUCKET, Key="out/refused.csv.scoreout", Body=b"old\n")
+    s3.put_object(Bucket=BUCKET, Key="out/good.csv.error", Body=b"an earlier failure\n")
+    record = Recorder(endpoint)
+    record("start-recording")
+
+    lambda_env = as_role(env, LAMBDA_KEY, endpoint)
+    for name, value in lambda_env.items():
+        monkeypatch.setenv(name, value)
+    settings = load(lambda_env)
+    rt = Runtime(settings, s3io.client(settings.aws.region), make_app(settings))
+    records = []
+    for key in files:
+        head = s3.head_object(Bucket=BUCKET, Key=key)
+        etag = head["ETag"].strip('"')
+        records.append(s3_record(BUCKET, key, size=head["ContentLength"], etag=etag))
+    assert handle(s3_notification(*records), rt) == {"enqueued": 1, "rejected": 1, "ignored": 0}
+    listed = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="out/")["Contents"]}
+    assert "out/refused.csv.error" in listed and "out/refused.csv.scoreout" not in listed
+
+    worker = spawn(
+        ["worker", "-P", "threads", "-c", "2", "-l", "INFO"],
+        as_role(env, WORKER_KEY, endpoint),
+        tmp_path / "worker.log",
+    )
+
+    def scored() -> bool:
+        keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="out/")["Contents"]}
+        return "out/good.csv.scoreout" in keys and "out/good.csv.error" not in keys
+
+    try:
+        wait_for(scored, 120, "the worker did not publish the .scoreout")
+    finally:
+        stop_process(worker, grace=15)
+    record("stop-recording")
+    recording = record("download-recording")
+    made = calls(recording, LAMBDA_KEY)
+    assert ("s3:DeleteObject", f"arn:aws:s3:::{BUCKET}/out/refused.csv.scoreout") in made
+    check("EnqueueRole", made)
+    made = calls(recording, WORKER_KEY)
+    assert ("s3:DeleteObject", f"arn:aws:s3:::{BUCKET}/out/good.csv.error") in made
+    check("WorkerRole", made)

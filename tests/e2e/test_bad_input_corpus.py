@@ -19,6 +19,7 @@ import pytest
 
 from scorefleet.s3uri import ERROR_SUFFIX, SCOREOUT_SUFFIX, S3Uri, output_uri
 from scorefleet.storage.s3io import encode_tags
+from tests.e2e.bad_input_values import VALUE_CASES
 from tests.helpers import PLANTED_ENV_SECRETS, Outcomes, gzip_member_of, s3_notification, s3_record
 from tests.helpers.checks import as_written, error_line, in_process
 from tests.helpers.fakemodel import LEAKED_KEY_ID, LEAKED_SECRET, hash_row, records
@@ -137,7 +138,7 @@ CASES = [
         "c/json-not-csv.csv",
         b'{"a": 1}\n{"a": 2}\n',
         IRIS,
-        "error:takes 4 column(s), the file gives 1",
+        "error:it looks like JSON Lines: name it .jsonl or tag it content_type=jsonl",
     ),
     Case(
         "c/leaky-model.csv",
@@ -334,6 +335,8 @@ FORMAT_CASES = [
     ),
 ]
 CASES += FORMAT_CASES
+# ---- issue 24: values, headers, line ends
+CASES += [Case(key, body, tags, expect) for key, body, tags, expect in VALUE_CASES]
 
 
 def locations(key: str) -> tuple[str, str]:
@@ -374,7 +377,7 @@ def corpus(outcomes: Outcomes) -> dict[str, Case]:
 
 
 def test_corpus_is_big_enough():
-    assert len(CASES) + len(SPECIAL_EVENTS) >= 50
+    assert len(CASES) >= 80
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.key[:40] for c in CASES])
@@ -394,6 +397,9 @@ def test_case(outcomes, corpus, case):
             assert pq.read_table(io.BytesIO(body)).num_rows == int(arg)
         elif kind == "rows":
             assert len(body.splitlines()) == int(arg) + (1 if case.tags == IRIS else 0)
+        elif kind == "ids":  # JSON Lines ids kept exactly, from this one on
+            ids = [json.loads(line)["id"] for line in body.splitlines()]
+            assert ids == [int(arg) + 3 * i for i in range(len(ids))] and len(ids) == 400
         else:
             plain = case.plain if case.plain is not None else case.body
             assert body == hashed(plain.lstrip("\ufeff".encode()))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,4 +63,8 @@ def test_without_its_artifact_the_launch_fails_with_the_handlers_init_error(
     suffix, body, _ = outcomes.wait("artifacts/missing.csv", timeout=180)
     text = body.decode(errors="replace")
     assert suffix == ".error", text[:2000]
-    assert "the model exited with code 1" in text and "404" in text, text
+    # "with code 1" when this worker started the process; a launch that adopted the
+    # process of an earlier delivery of the same step cannot read its exit status
+    # (only the parent can): seen once under a loaded full run
+    assert re.search(r"the model exited( with code 1)? before it answered", text), text
+    assert "404" in text, text

@@ -72,6 +72,7 @@ SAMPLES: dict[str, Any] = {
     "keep_columns": ["id"],
     "model_columns": ["a", "b"],
     "drop_columns": ["c"],
+    "csv_header": "present",
     # the model's declared contract (it shapes no pod: checked before one is made)
     "inputs": {"columns": [{"name": "a", "type": "number"}], "closed": True},
     # the sagemaker protocol's options at the top level (on its entries only)

@@ -73,6 +73,28 @@ def test_enqueues_chain_by_name_with_fallbacks_and_deterministic_id(
     assert job["k8s_namespace"] == "team-a" and job["k8s_cluster"] == "default"
 
 
+def test_the_lambda_carries_every_data_tag_to_the_job_csv_header_included(
+    rt, s3, bucket, moto_endpoint, env
+):
+    """The format tags travel in the job (scorefleet.submission.DATA_TAGS) and are the
+    ones the workers read (workers/scoring/formats/options.TAGS): csv_header too."""
+    from scorefleet.submission import DATA_TAGS
+    from workers.scoring.formats.options import TAGS
+
+    assert set(TAGS) <= set(DATA_TAGS) and "csv_header" in DATA_TAGS
+    key = "in/said.csv"
+    tags = "csv_header=present&keep_columns=id&content_type=csv"
+    s3.put_object(Bucket=bucket, Key=key, Body=b"0,1\n2,3\n", Tagging=tags)
+    etag = s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+    assert lam.handle(s3_event(bucket, key, etag), rt)["enqueued"] == 1
+    ((_, _, args, _),) = sent_tasks(moto_endpoint, env["SCOREFLEET_QUEUE"])
+    assert args[0]["data_tags"] == {
+        "csv_header": "present",
+        "keep_columns": "id",
+        "content_type": "csv",
+    }
+
+
 def test_disallowed_image_gets_error_file_and_nothing_is_enqueued(
     rt, s3, bucket, moto_endpoint, env
 ):

@@ -193,8 +193,9 @@ def test_newer_source_is_detected(s3, bucket):
 
 
 class DeniedStaleDeletes:
-    """The real client, but a DeleteObjects naming an outcome key is refused (say the
-    role may not delete under the error prefix)."""
+    """The real client, but the outcome keys of a DeleteObjects are refused as S3
+    refuses them to a role without s3:DeleteObject there: a 200 answer that lists
+    them under Errors (AccessDenied), the others deleted."""
 
     def __init__(self, s3):
         self.s3 = s3
@@ -206,17 +207,22 @@ class DeniedStaleDeletes:
     def delete_objects(self, **kw):
         keys = [o["Key"] for o in kw["Delete"]["Objects"]]
         self.deletes.append(keys)
-        if any(k.startswith("out/") for k in keys):
-            from botocore.exceptions import ClientError
-
-            raise ClientError({"Error": {"Code": "AccessDenied"}}, "DeleteObjects")
-        return self.s3.delete_objects(**kw)
+        allowed = [{"Key": k} for k in keys if not k.startswith("out/")]
+        if allowed:
+            self.s3.delete_objects(Bucket=kw["Bucket"], Delete={"Objects": allowed})
+        return {
+            "Errors": [
+                {"Key": k, "Code": "AccessDenied", "Message": "Access Denied"}
+                for k in keys
+                if k.startswith("out/")
+            ]
+        }
 
 
 def test_publishing_deletes_stale_outcomes_and_staging_in_one_request(s3, bucket, moto_endpoint):
     """Issue 17: the earlier run's .error and .rejected and this run's staging objects
-    go in one DeleteObjects; when S3 refuses it, the stale outcomes are only logged
-    (they never undo a published .scoreout) and the staging objects go on their own."""
+    go in one DeleteObjects. Issue 24: when S3 refuses to delete the stale .error, the
+    step fails to be retried (a file never keeps both), where it was only logged."""
     from scorefleet.storage import outcome
 
     settings = load(base_env(moto_endpoint, bucket))
@@ -234,9 +240,34 @@ def test_publishing_deletes_stale_outcomes_and_staging_in_one_request(s3, bucket
     for key in ("out/a.csv.error", "staging/x", "staging/y"):
         s3.put_object(Bucket=bucket, Key=key, Body=b"p\n")
     denied = DeniedStaleDeletes(s3)
-    outcome.publish_scoreout(
-        settings, denied, job, staging[0], maybe_done=False, then_delete=staging
-    )
-    assert denied.deletes[-1] == ["staging/x", "staging/y"]  # on their own, after the refusal
+    with pytest.raises(outcome.OutcomeNotRemoved, match=r"could not delete s3://.*a\.csv\.error"):
+        outcome.publish_scoreout(
+            settings, denied, job, staging[0], maybe_done=False, then_delete=staging
+        )
+    assert len(denied.deletes) == 1  # still one request
+    # the retry, once the role may delete: the .scoreout is there, the .error goes
+    outcome.publish_scoreout(settings, s3, job, staging[0], maybe_done=True, then_delete=staging)
     listed = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
-    assert listed == {"out/a.csv.scoreout", "out/a.csv.error"}
+    assert listed == {"out/a.csv.scoreout"}
+
+
+def test_an_error_is_published_only_once_the_earlier_scoreout_is_gone(s3, bucket, moto_endpoint):
+    """Issue 24, defect 8: a re-upload refused (by the Lambda, or failing in a worker)
+    deletes the earlier .scoreout and .rejected before its .error is written; when S3
+    refuses that delete, no .error is written beside the stale .scoreout: the event or
+    the step fails, to be retried."""
+    from scorefleet.job import Failure
+    from scorefleet.storage import outcome
+
+    settings = load(base_env(moto_endpoint, bucket))
+    job = make_job(bucket=bucket, key="in/b.csv")
+    for key in ("out/b.csv.scoreout", "out/b.csv.rejected"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"old\n")
+    failure = Failure(step="enqueue", kind="Rejected", message="not an allowed image")
+    with pytest.raises(outcome.OutcomeNotRemoved, match="needs s3:DeleteObject"):
+        outcome.publish_error(settings, DeniedStaleDeletes(s3), job, failure)
+    listed = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+    assert listed == {"out/b.csv.scoreout", "out/b.csv.rejected"}  # no .error beside them
+    outcome.publish_error(settings, s3, job, failure)
+    listed = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+    assert listed == {"out/b.csv.error"}

@@ -61,13 +61,21 @@ def queued_keys(moto_endpoint, settings):
     )
 
 
+def next_second() -> None:
+    """Wait for the next whole second: S3 (and moto) keep LastModified to the second,
+    and an outcome of the same second as its input is looked at more closely."""
+    time.sleep(1.01 - time.time() % 1)
+
+
 def test_queues_unscored_files_only_and_heads_no_scored_one(
     settings, s3, app, bucket, moto_endpoint
 ):
     for i in range(5):
         put(s3, bucket, f"in/scored-{i}.csv")
-        put(s3, bucket, f"out/scored-{i}.csv.scoreout", b"x\n")
     put(s3, bucket, "in/failed.csv")
+    next_second()
+    for i in range(5):
+        put(s3, bucket, f"out/scored-{i}.csv.scoreout", b"x\n")
     put(s3, bucket, "out/failed.csv.error", b"why\n")
     put(s3, bucket, "in/lost-1.csv")
     put(s3, bucket, "in/sub/lost-2.csv")
@@ -145,10 +153,36 @@ def test_young_files_wait_and_an_outcome_older_than_the_file_does_not_count(
     assert report.queued == [f"s3://{bucket}/in/replaced.csv"]
 
 
+def test_an_outcome_of_the_same_second_counts_only_if_it_is_this_uploads(
+    settings, s3, app, bucket, moto_endpoint
+):
+    """S3 keeps LastModified to the second: a re-upload in the second its previous
+    outcome was written (and whose notification is lost) is not taken for scored;
+    an outcome of the same second made from this very upload is (issue 24)."""
+    next_second()  # the puts below take well under a second
+    old = put(s3, bucket, "in/again.csv", b"a\n1\n")
+    mine = put(s3, bucket, "in/mine.csv")
+    for key, source in (("again", old), ("mine", mine)):
+        s3.put_object(
+            Bucket=bucket,
+            Key=f"out/{key}.csv.scoreout",
+            Body=b"x\n",
+            Metadata={"source-etag": source["ETag"].strip('"')},
+        )
+    put(s3, bucket, "in/again.csv", b"a\n2\n")  # re-uploaded in the same second
+    listed = {o["Key"]: o["LastModified"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert listed["in/again.csv"] == listed["out/again.csv.scoreout"]
+    report = sweep(settings, s3, app).run()
+    assert queued_keys(moto_endpoint, settings) == ["in/again.csv"]
+    assert report.findings[Finding.SCORED] == 1  # mine.csv
+
+
 def test_keys_that_sort_apart_from_their_outcomes(settings, s3, app, bucket):
     """``a`` < ``a-1`` but ``a-1.scoreout`` < ``a.scoreout``: both are found scored."""
     for key in ("a", "a-1", "a.b", "a0"):
         put(s3, bucket, f"in/{key}")
+    next_second()
+    for key in ("a", "a-1", "a.b", "a0"):
         put(s3, bucket, f"out/{key}.scoreout", b"x\n")
     calls = counted(s3)
     report = sweep(settings, s3, app, max_keys=2).run()

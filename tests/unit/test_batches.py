@@ -80,5 +80,9 @@ def test_scores_header_line():
 
 def test_scores_from_json_values():
     s = scores_from_rows([["a", 0.5, None, True, {"k": [1]}]], header=["l", "p", "n", "b", "o"])
-    assert s.rows == 1 and s.csv == b'a,0.5,,true,"{""k"":[1]}"\n'
+    assert s.rows == 1 and s.as_csv() == b'a,0.5,,true,"{""k"":[1]}"\n'
+    # typed as the model answered (workers/scoring/values.py), not re-read from text
+    assert s.table is not None and s.table.to_pylist() == [
+        {"l": "a", "p": 0.5, "n": None, "b": True, "o": '{"k":[1]}'}
+    ]
     assert s.header == ("l", "p", "n", "b", "o")

@@ -129,6 +129,7 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("keep_columns", {"keep_columns": []}, "keep_columns names no column"),
     ("model_columns", {"model_columns": [""]}, "model_columns must be a list of column names"),
     ("drop_columns", {"drop_columns": ["a", "a"]}, "drop_columns names the column 'a' twice"),
+    ("csv_header", {"csv_header": "sometimes"}, "csv_header must be one of auto, present, absent"),
     # --- the model's declared contract (workers/scoring/contract/spec.py)
     ("inputs", {"inputs": ["a"]}, "inputs: expected an object"),
     ("inputs.columns", {"inputs": {"columns": []}}, "inputs: columns must be a list"),

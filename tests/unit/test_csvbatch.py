@@ -66,8 +66,11 @@ def test_header_mode_can_be_forced():
 
 
 def test_detect_header_heuristics():
+    """The rule's cases (workers/scoring/formats/csvheader.py) are in
+    tests/unit/test_csv_values.py; here, its entry point."""
     assert detect_header(b"x,y\n", b"x,y\n1,2\n")
-    assert not detect_header(b"1,y\n", b"1,y\n1,2\n")
+    assert detect_header(b"1,y\n", b"1,y\n1,2\n")  # a name (y) over numbers
+    assert not detect_header(b"1,2\n", b"1,2\n3,4\n")
 
 
 def test_gzip_input_is_decompressed():

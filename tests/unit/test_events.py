@@ -43,6 +43,19 @@ def test_eventbridge_keys_are_not_decoded():
     assert e.key == "in/eb+plus.csv" and e.version_id == "v" and e.is_created
 
 
+def test_eventbridge_keys_are_used_as_they_are_whatever_they_hold():
+    """Issue 24's suspicion, settled: EventBridge "Object Created" events carry the key
+    as it is (AWS's own guidance sample guidance-for-medialake-on-aws tested keys such
+    as "test+b.png", "ARTISTS K to O.png" and "%2B++ %20.mp3" against real EventBridge
+    events and uses them as they come; S3's own notifications encode them form-style,
+    "+" for a space). Decoding them would turn these into other keys."""
+    event = load_event("eventbridge-object-created.json", etag="e", version="v")
+    for key in ("in/test+b.csv", "in/ARTISTS K to O.csv", "in/%2B++ %20.csv"):
+        event["detail"]["object"]["key"] = key
+        items, _ = decode(event)
+        assert [e.key for e in items[0].events] == [key]
+
+
 def test_delete_events_are_not_created_events():
     items, _ = decode(load_event("s3-delete.json", version="v"))
     (e,) = items[0].events

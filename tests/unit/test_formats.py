@@ -522,7 +522,7 @@ def test_jsonl_integers_then_a_fraction_in_a_later_mini_batch():
     _, _, out = score_file(body, JSONL, Columns(keep=("a",)), PARQUET, lim)
     assert pq.read_table(io.BytesIO(out)).column("a").to_pylist()[-1] == 2.5
     late = b"".join(b'{"a": %d}\n' % i for i in range(100_000)) + b'{"a": 2.5}\n'
-    with pytest.raises(BadInput, match="the output's columns changed type after data row"):
+    with pytest.raises(BadInput, match=r"the output column 'a' changed type in data rows"):
         score_file(late, JSONL, Columns(keep=("a",)), PARQUET, ReadLimits(100_000, 1 << 30))
 
 

@@ -82,7 +82,7 @@ def json_answer(n, body):
 def test_json_answer_becomes_csv_with_header(server):
     client, _ = server
     ans = invoke(client, b"x\n1\n2\n", 1, 2)
-    assert ans.csv == b"a,0.5\nb,1\n" and ans.header == ("label", "p")
+    assert ans.as_csv() == b"a,0.5\nb,1\n" and ans.header == ("label", "p")
     assert ans.header_line() == b"label,p\n"
 
 

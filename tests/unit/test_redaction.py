@@ -70,6 +70,60 @@ SECRETS = [
     ("token: eyJhbGciOiJSUzI1NiIsImtpZCI6IjEyMyJ9.eyJzdWIiOiJ4In0.sig", "eyJhbGciOiJSUzI1NiIs"),
     ("-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA75\n-----END RSA PRIVATE KEY-----", "MIIEp"),
     (f"connecting with {PLANTED} to the feature store", PLANTED),
+    # issue 24: shapes that leaked (11 of 13), and more of the same families
+    ("serve.py --password hunter2 --port 8080", "hunter2"),
+    ("java -jar model.jar -token s3cr3t-t0ken-value", "s3cr3t-t0ken-value"),
+    ("exec --api-key 'quoted key value'", "quoted key value"),
+    (
+        "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=Zm9vYmFyYmF6cXV4cXV1eA==;"
+        "EndpointSuffix=core.windows.net",
+        "Zm9vYmFyYmF6cXV4cXV1eA==",
+    ),
+    (
+        "https://acct.blob.core.windows.net/c/b?sv=2022-11-02&ss=b&sig=aBcD%2Fef0123456789xyz%3D",
+        "aBcD%2Fef0123456789xyz",
+    ),
+    ("SharedAccessKey=b64sharedaccesskeyvalue0123=", "b64sharedaccesskeyvalue0123"),
+    (
+        "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBGPGPprivatekeybody0123456789abcd\n"
+        "=Ab12\n-----END PGP PRIVATE KEY BLOCK-----",
+        "lQOYBGPGPprivatekeybody",
+    ),
+    (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAE\n"
+        "-----END OPENSSH PRIVATE KEY-----",
+        "b3BlbnNzaC1rZXktdjEA",
+    ),
+    ("-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHDBOBgkqhkiG9w0BBQ0wQTAp\n", "MIIFHDBOBgkqhkiG"),
+    ("https://user:p@ssw0rd@db.internal/models", "ssw0rd"),
+    ("mongodb+srv://svc:pa/ss@word@cluster0.example.net/db", "ss@word"),
+    ("Cookie: session=8f14e45fceea167a5a36dedd4bea2543; theme=dark", "8f14e45fceea167a"),
+    ("Set-Cookie: sid=abcdef0123456789; HttpOnly", "abcdef0123456789"),
+    ('{"cookie": "sessionid=0123456789abcdef"}', "0123456789abcdef"),
+    (
+        "got eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9",
+        "dozjgNryP4J3jVmNHl0w5N",
+    ),
+    ("slack xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", "AbCdEfGhIjKlMnOp"),
+    ("app token xapp-1-A0123456789-0123456789012-abcdef0123456789", "abcdef0123456789"),
+    ("stripe sk_live_51HaBcDeFgHiJkLmNoPqRsTuV", "51HaBcDeFgHiJkLmNoPqRsTuV"),
+    ("webhook whsec_0123456789abcdefghijABCDEFGHIJ", "0123456789abcdefghij"),
+    ("maps AIzaSyA-1234567890abcdefghijklmnopqrstu", "AIzaSyA-1234567890"),
+    ("oauth ya29.a0AfH6SMBx0123456789abcdefghijk", "a0AfH6SMBx0123456789"),
+    ("clone with ghp_0123456789abcdefghijklmnopqrstuvwxyz", "0123456789abcdefghijklmnopq"),
+    ("github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123456789", "11ABCDEFG0123"),
+    ("gitlab glpat-0123456789abcdefABCD", "0123456789abcdefABCD"),
+    ("openai sk-proj-0123456789abcdefghijKLMNOP", "0123456789abcdefghijKLMNOP"),
+    ("hub hf_abcdefghijklmnopqrstuvwxyz01234567", "abcdefghijklmnopqrstuvwxyz0"),
+    ("npm_0123456789abcdefghijklmnopqrstuvwxyz in .npmrc", "0123456789abcdefghijklmn"),
+    (
+        "pypi-AgEIcHlwaS5vcmcCJDAwMDAwMDAwLTAwMDAtMDAwMC0wMDAwLTAwMDAwMDAwMDAwMAAC",
+        "AgEIcHlwaS5vcmc",
+    ),
+    ("SG.abcdefghijklmnopqrstuv.ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopq", "ABCDEFGHIJKLMNOP"),
+    ("databricks dapi0123456789abcdef0123456789abcdef", "0123456789abcdef0123"),
+    ("twilio SK0123456789abcdef0123456789abcdef", "0123456789abcdef0123"),
+    ("client_secret: oauth-client-secret-2", "oauth-client-secret-2"),
 ]
 
 #: What must come through untouched: URIs, commands, ids and log lines that only
@@ -90,6 +144,21 @@ INNOCENT = [
     "Bearer tokens are refused by this model",
     "user@example.com wrote in/2026/q3.csv",
     'Traceback (most recent call last):\n  File "/app/tasks/steps.py", line 120, in run_step',
+    # issue 24: look-alikes of the new shapes
+    "--password-file /run/secrets/db is read at start",
+    "pass --token-ttl 30 to refresh sooner",
+    "the sky is blue; sig=1 in the results table",
+    "tokenizer: bert-base-uncased, max tokens 512",
+    "key-value store: ready",
+    "sk-learn 1.5 loaded the model",
+    "eyJ is how a base64 JSON object starts",
+    "-----BEGIN CERTIFICATE-----",
+    "AccountName=acct;EndpointSuffix=core.windows.net",
+    "cookie policy: none set",
+    "s3://b/in/pk_live/2026.csv",
+    "AIza is a Google key prefix",
+    "scored 100 rows in 2.5s, 0 refused",
+    "in/sig=2026/input.csv",
 ]
 
 
@@ -105,7 +174,41 @@ def test_innocent_look_alikes_are_left_alone(text):
 
 
 def test_the_corpus_is_as_large_as_promised():
-    assert len(SECRETS) >= 20 and len(INNOCENT) >= 10
+    assert len(SECRETS) >= 40 and len(INNOCENT) >= 20
+
+
+#: a model's log: a PEM private key printed in the middle (issue 24)
+KEY_BODY = [f"MIIEvQIBADANBgkqhkiG9w0BAQEFAASC{i:04d}abcdefghij" for i in range(30)]
+LOG = [f"line {i}: loading" for i in range(10)] + [
+    "-----BEGIN PRIVATE KEY-----",
+    *KEY_BODY,
+    "-----END PRIVATE KEY-----",
+    *[f"line {i}: scoring" for i in range(10, 30)],
+]
+
+
+@pytest.mark.parametrize(
+    "excerpt",
+    [
+        [*LOG[:5], "[...]", *LOG[-40:]],  # the BEGIN line cut away: body and END kept
+        [*LOG[:12], "[...]", *LOG[-20:]],  # BEGIN and some body kept, the END cut away
+        LOG[-25:],  # a pod's last lines: from the middle of the key on
+    ],
+    ids=["begin-cut", "end-cut", "tail-only"],
+)
+def test_a_key_split_by_the_cut_of_a_log_excerpt_is_masked(excerpt):
+    out = redact("\n".join(excerpt))
+    assert not any(line in out for line in KEY_BODY), out
+    assert "line 29: scoring" in out or "line 9" in out  # the rest stays
+
+
+def test_the_local_backends_excerpt_masks_a_key_its_cut_split(tmp_path):
+    from workers.backends.local.processes import tail
+
+    log = tmp_path / "model.log"
+    log.write_text("\n".join(LOG) + "\n")
+    out = redact(tail(log, 45))
+    assert "[...]" in out and not any(line in out for line in KEY_BODY)
 
 
 def test_an_error_file_keeps_the_uri_and_rerun_command_exact_and_masks_the_rest():

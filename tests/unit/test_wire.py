@@ -60,6 +60,11 @@ TRICKY = [
     "-1e400",
     "\u0661\u0662",
     "9" * 25,
+    "9" * 5000,  # beyond Python's integer-string limit: json.loads refuses it (text)
+    "0.0",
+    "7.50",
+    "-0.0",
+    "9007199254740993",
     str(2**63),
     str(-(2**63)),
     str(2**63 - 1),
@@ -143,17 +148,29 @@ def test_the_usual_batch_takes_the_fast_path():
 
 
 @pytest.mark.parametrize(
-    ("column", "why"),
+    ("column", "kind"),
     [
-        (["1", " 7"], r"int\(\) reads"),
-        (["1.5", "1_0.5"], r"float\(\) reads"),
-        (["1", "inf"], r"float\(\) reads"),
-        ([str(2**64), "1"], "beyond 64 bits"),
+        (["1", " 7"], "text"),  # int() reads ' 7'; JSON does not (issue 24)
+        (["1.5", "1_0.5"], "text"),
+        (["1", "inf"], "text"),
+        (["1", "1e400"], "text"),  # not finite: no JSON number
+        (["1", "2.5"], "float"),  # json reads 1 as an integer beside 2.5
+        (["0", "0.0", "-1"], "float"),
     ],
 )
-def test_what_python_reads_otherwise_is_left_to_the_reference(column, why):
+def test_the_json_number_rule_is_the_fast_paths_own(column, kind):
+    """Issue 24's rule (a column of JSON numbers, each as json.loads reads it, else
+    text) needs no fallback: the fast path types these as the reference does."""
     batch = Batch(1, len(column), "r", ("a",), csv="".join(f"{c}\n" for c in column).encode())
-    with pytest.raises(wire.Fallback, match=why):
+    fast = wire.typed_columns(batch)
+    assert fast[0].kind == kind
+    assert same(wire.rows_of(wire.values_of(fast)), batch.as_rows())
+
+
+@pytest.mark.parametrize("column", [[str(2**64), "1"], [str(2**64), "1.5"], ["9" * 5000, "1"]])
+def test_an_integer_beyond_64_bits_is_left_to_the_reference(column):
+    batch = Batch(1, len(column), "r", ("a",), csv="".join(f"{c}\n" for c in column).encode())
+    with pytest.raises(wire.Fallback, match="beyond 64 bits"):
         wire.typed_columns(batch)
 
 
@@ -250,3 +267,18 @@ def test_what_orjson_refuses_the_json_module_reads_or_refuses():
 def test_a_lambda_event_carries_the_record_the_reference_carries(record: dict[str, Any]) -> None:
     ours = wrap(record, "body-string", lambda v: wire.dumps(v).decode())
     assert same(json.loads(ours["body"]), json.loads(wrap(record, "body-string")["body"]))
+
+
+def test_a_number_beyond_fp32_is_left_to_the_reference_which_names_it():
+    """The fast path sends a number column as it is only when the tensor's type holds
+    every number (found by the generated batches after merging issue 24's FP32 check)."""
+    from scorefleet.errors import RowsRefused
+
+    p = proto("v2", {"model_name": "m", "datatype": "FP32"})
+    batch = Batch(1, 1, "data rows 1-1", ("a", "b"), csv=b"0,3.402823466385289e+38\n")
+    with pytest.raises(wire.Fallback):
+        p.fast_request(batch)
+    with pytest.raises(RowsRefused, match=r"column 'b'.*beyond the range of FP32"):
+        p.request(batch)
+    fits = Batch(1, 1, "data rows 1-1", ("a", "b"), csv=b"0,3.4028234663852886e+38\n")
+    assert same(json.loads(p.fast_request(fits)), json.loads(json.dumps(p.request(fits))))

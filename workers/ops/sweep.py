@@ -44,6 +44,7 @@ from scorefleet.s3uri import ERROR_SUFFIX, SCOREOUT_SUFFIX, S3Uri
 from scorefleet.settings import Settings
 from scorefleet.storage import s3io
 from scorefleet.storage.ledger import Ledger
+from scorefleet.storage.outcome import error_location, scoreout_location
 
 log = logging.getLogger(__name__)
 
@@ -216,27 +217,56 @@ class Sweep:
                     o["LastModified"].timestamp(),
                 )
 
-    def _outcomes(self, first_rel: str, bound: str) -> dict[str, float]:
+    def _outcomes(self, first_rel: str, bound: str) -> dict[S3Uri, Listed]:
         """Outcome objects of the inputs listed after ``first_rel`` (the checkpoint),
-        as relative path of the input -> newest LastModified of its ``.scoreout`` or
-        ``.error``. Listed from ``first_rel`` on (``r > first_rel`` implies
-        ``r + suffix > first_rel``) up to ``bound``, the greatest outcome key of the
-        window's inputs (``<rel>.scoreout`` need not sort as ``<rel>`` does: ``a`` <
-        ``a-1`` but ``a-1.scoreout`` < ``a.scoreout``)."""
-        found: dict[str, float] = {}
+        by key. Listed from ``first_rel`` on (``r > first_rel`` implies ``r + suffix >
+        first_rel``) up to ``bound``, the greatest outcome key of the window's inputs
+        (``<rel>.scoreout`` need not sort as ``<rel>`` does: ``a`` < ``a-1`` but
+        ``a-1.scoreout`` < ``a.scoreout``). The shortened name of a very long key
+        (scorefleet.s3uri.output_uri) may fall outside: such a file is looked up in
+        its run record instead."""
+        found: dict[S3Uri, Listed] = {}
         prefixes = {self.settings.storage.output_uri.key: self.settings.storage.output_uri}
         prefixes.setdefault(self.settings.storage.error_uri.key, self.settings.storage.error_uri)
         for out in prefixes.values():
             start = out.key + first_rel if first_rel else ""
             for o in self._list(out, start, None):
-                rel = o.key[len(out.key) :]
-                if rel > bound:
+                if o.key[len(out.key) :] > bound:
                     break
-                for suffix in _OUTCOME_SUFFIXES:
-                    if rel.endswith(suffix):
-                        stem = rel[: -len(suffix)]
-                        found[stem] = max(found.get(stem, 0.0), o.modified)
+                if o.key.endswith(_OUTCOME_SUFFIXES):
+                    found[S3Uri(out.bucket, o.key)] = o
         return found
+
+    def _done(self, source: S3Uri, item: Listed, outcomes: dict[S3Uri, Listed]) -> bool:
+        """Whether the file's ``.scoreout`` or ``.error`` is this upload's. Newer than
+        the file: yes. Of the same second (S3 keeps LastModified to the second), the
+        listing cannot tell a re-upload in that second from the upload it scored: the
+        outcome's own record of its source (its metadata, one HEAD) decides."""
+        s = self.settings
+        found = [
+            (where, outcomes[where])
+            for where in (scoreout_location(s, source), error_location(s, source))
+            if where in outcomes
+        ]
+        if any(o.modified > item.modified for _, o in found):
+            return True
+        return any(
+            o.modified == item.modified and self._made_from(where, source, item)
+            for where, o in found
+        )
+
+    def _made_from(self, outcome: S3Uri, source: S3Uri, item: Listed) -> bool:
+        """The outcome's metadata names this upload of the source."""
+        meta = s3io.head(self.s3, outcome)
+        if meta is None:
+            return False
+        m = meta.get("Metadata", {})
+        if m.get("source-version"):
+            current = s3io.head(self.s3, source)
+            return current is not None and current.get("VersionId") == m["source-version"]
+        if m.get("source-etag"):
+            return bool(m["source-etag"] == item.etag)
+        return True  # not written by scorefleet: nothing better to go by than its time
 
     # ------------------------------------------------------------------ run
     def run(self, prefix: S3Uri | None = None, *, dry_run: bool = False) -> SweepReport:
@@ -273,8 +303,7 @@ class Sweep:
             source = S3Uri(s.storage.input_uri.bucket, item.key)
             if not_an_input(s, source) is not None:
                 continue  # the pipeline's own objects, "folders"
-            done_at = outcomes.get(item.key[len(rel_of) :])
-            if done_at is not None and done_at >= item.modified:
+            if self._done(source, item, outcomes):
                 report.findings[Finding.SCORED] += 1
             elif now - item.modified < self.limits.grace_seconds:
                 report.findings[Finding.YOUNG] += 1

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
+
+from workers.scoring.values import answer_table, json_values, typed_cells
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -61,31 +62,66 @@ def record_starts(data: bytes) -> list[int]:
 
 
 def _typed_column(values: list[str]) -> list[Any]:
-    """A CSV column as JSON-friendly values: all integers, else all numbers, else the
-    strings as they are; an empty cell is None (so a model with an imputer sees a null)."""
-    present = [v for v in values if v != ""]
-    for kind in (int, float):
-        try:
-            converted = {v: kind(v) for v in set(present)}
-        except ValueError:
-            continue
-        if kind is float and not all(math.isfinite(c) for c in converted.values()):
-            break  # nan/inf are not JSON numbers: keep such a column as text
-        return [converted[v] if v != "" else None for v in values]
-    return [v if v != "" else None for v in values]
+    """A CSV column as JSON values (:func:`workers.scoring.values.typed_cells`: JSON
+    numbers as numbers when the whole column is, else the text; empty cells None)."""
+    return typed_cells(values)
 
 
 def table_csv(table: pa.Table, *, header: bool) -> bytes:
-    """An Arrow table as CSV (values quoted where they must be)."""
+    """An Arrow table as CSV: values quoted only where they must be (a comma, a quote,
+    a line break), so a CSV model sees text as a CSV writer writes it."""
+    import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    if table.num_columns == 1 and _has_empty(table.column(0)):
+        return _quoted_csv(table, header)
     out = io.BytesIO()
-    pacsv.write_csv(
-        table,
-        out,
-        write_options=pacsv.WriteOptions(include_header=header, quoting_style="needed"),
-    )
-    return out.getvalue()
+    try:
+        pacsv.write_csv(
+            table,
+            out,
+            write_options=pacsv.WriteOptions(include_header=header, quoting_style="none"),
+        )
+        return out.getvalue()
+    except pa.ArrowInvalid:
+        pass  # a value with a comma, quote or newline: quote those values only
+    return _quoted_csv(table, header)
+
+
+def _has_empty(column: pa.ChunkedArray) -> bool:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if column.null_count:
+        return True
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return False
+    return bool(pc.any(pc.equal(pc.utf8_length(column), 0)).as_py())
+
+
+def _quoted_csv(table: pa.Table, header: bool) -> bytes:
+    """CSV with quotes around the values that need them and no others."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def field(column: pa.ChunkedArray) -> pa.ChunkedArray:
+        text = pc.fill_null(column.cast(pa.string()), "")
+        # one column: an empty value is written "", else its row would be a blank line
+        pattern = r'^$|[",\r\n]' if table.num_columns == 1 else r'[",\r\n]'
+        needs = pc.match_substring_regex(text, pattern)
+        quoted = pc.binary_join_element_wise('"', pc.replace_substring(text, '"', '""'), '"', "")
+        return pc.if_else(needs, quoted, text)
+
+    if table.num_rows == 0:
+        lines: list[str] = []
+    else:
+        rows = pc.binary_join_element_wise(*[field(c) for c in table.columns], ",")
+        lines = rows.to_pylist()
+    if header:
+        names = io.StringIO()
+        csv.writer(names, lineterminator="").writerow(table.column_names)
+        lines.insert(0, names.getvalue())
+    return "".join(f"{line}\n" for line in lines).encode("utf-8")
 
 
 def column_names(columns: Sequence[str]) -> list[str]:
@@ -141,7 +177,10 @@ class Batch:
         """One list of values per row, in column order; numbers typed per column, an
         empty CSV cell None."""
         if self.table is not None:
-            cols = [c.to_pylist() for c in self.table.columns]
+            cols = [
+                self._json_values(n, c)
+                for n, c in zip(self.table.column_names, self.table.columns, strict=True)
+            ]
             return [list(r) for r in zip(*cols, strict=True)] if cols else []
         assert self.csv is not None
         records = csv_records(self.csv)
@@ -150,6 +189,17 @@ class Batch:
             records = [r + [""] * (width - len(r)) for r in records]
         typed = [_typed_column(list(col)) for col in zip(*records, strict=True)]
         return [list(r) for r in zip(*typed, strict=True)] if typed else [[] for _ in records]
+
+    def _json_values(self, name: str, column: Any) -> list[Any]:
+        try:
+            return json_values(column)
+        except ValueError as exc:
+            from scorefleet.errors import RowsRefused
+
+            raise RowsRefused(
+                f"data row {self.first_row + int(str(exc))}, column {name!r} holds an "
+                "infinity, which JSON cannot carry"
+            ) from None
 
     def as_records(self) -> list[dict[str, Any]]:
         """One object per row, keyed by column name (see :func:`column_names`)."""
@@ -201,7 +251,7 @@ class Scores:
         """The answer's header as one CSV line (None: the model named no columns)."""
         if self.csv_header is not None:
             return self.csv_header
-        names = self.header or (tuple(self.table.column_names) if self.table is not None else None)
+        names = self.header  # (a JSON answer's table has score_0... names of its own)
         if not names:
             return None
         out = io.StringIO()
@@ -231,25 +281,10 @@ class Scores:
 
 
 def scores_from_rows(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) -> Scores:
-    """Scores from Python values (JSON answers): one CSV row per answer row; None is
-    an empty cell, booleans as JSON spells them, nested values as JSON text."""
-    import json
-
-    plain = (str, int, float)
-
-    def cell(v: Any) -> Any:
-        if v is None:
-            return ""
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, dict | list):
-            return json.dumps(v, separators=(",", ":"))
-        return v
-
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    for row in rows:
-        # the usual answer: strings and numbers only, written as they are
-        w.writerow(row if all(type(v) in plain for v in row) else [cell(v) for v in row])
+    """Scores from Python values (JSON answers): typed columns that hold each value
+    exactly (:func:`workers.scoring.values.answer_column`); without a header they are
+    ``score_0``, ``score_1``..."""
+    width = len(rows[0]) if rows else len(header or ())
     names = tuple(str(h) for h in header) if header else None
-    return Scores(rows=len(rows), csv=out.getvalue().encode("utf-8"), header=names)
+    table = answer_table(rows, names or tuple(f"score_{i}" for i in range(width)))
+    return Scores(rows=len(rows), table=table, header=names)

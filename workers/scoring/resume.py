@@ -64,6 +64,7 @@ def fingerprint(described: Described, lim: ReadLimits, spec: ModelSpec, budget: 
         "input": o.input.name,
         "output": o.output.name,
         "columns": [list(o.columns.keep), o.columns.model, list(o.columns.drop)],
+        "csv_header": o.csv_header,
         "limits": [lim.max_bytes, lim.max_group_bytes, lim.header_mode, lim.send_header],
         "image": spec.image,
         "protocol": spec.protocol,

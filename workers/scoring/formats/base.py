@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from scorefleet.errors import BadInput
-from workers.scoring.batches import Batch, Scores
+from workers.scoring.batches import Batch, Scores, table_csv
+from workers.scoring.formats.csvsplit import BOM, keep_bom
 from workers.scoring.formats.select import ColumnPlan
+from workers.scoring.values import typed_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -153,8 +155,10 @@ def answer_width(scores: Scores) -> int:
 
 
 def answer_table(scores: Scores, names: Sequence[str], *, text: bool) -> pa.Table:
-    """The answer as Arrow columns named ``names``; ``text``: every column as the
-    model wrote it (a CSV answer is not re-typed), else typed (CSV: inferred)."""
+    """The answer as Arrow columns named ``names``; ``text``: every column as text (a
+    CSV answer exactly as the model wrote it), else typed: a CSV answer's columns by
+    :func:`workers.scoring.values.typed_text` (JSON numbers as numbers, the rest as
+    the text it is), a JSON answer's as the model's values."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -166,19 +170,21 @@ def answer_table(scores: Scores, names: Sequence[str], *, text: bool) -> pa.Tabl
             )
         return table
     data = scores.csv or b""
-    convert = pacsv.ConvertOptions(
-        column_types=dict.fromkeys(names, pa.string()) if text else None,
-        strings_can_be_null=not text,
-        quoted_strings_can_be_null=not text,
-    )
     try:
         table = pacsv.read_csv(
-            io.BytesIO(data),
+            io.BytesIO(keep_bom(data)),
             read_options=pacsv.ReadOptions(
-                column_names=list(names), use_threads=False, block_size=max(1 << 16, len(data) + 1)
+                column_names=list(names),
+                skip_rows=int(data.startswith(BOM)),
+                use_threads=False,
+                block_size=max(1 << 16, len(data) + 2),
             ),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=convert,
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
         )
     except (pa.ArrowInvalid, pa.ArrowException) as exc:
         from scorefleet.errors import ModelError
@@ -187,6 +193,10 @@ def answer_table(scores: Scores, names: Sequence[str], *, text: bool) -> pa.Tabl
     if table.num_rows != scores.rows:
         raise BadInput(
             f"the model's answer holds {table.num_rows} rows where {scores.rows} were expected"
+        )
+    if not text:
+        table = pa.Table.from_arrays(
+            [typed_text(c) for c in table.columns], names=table.column_names
         )
     return table
 
@@ -218,7 +228,6 @@ def csv_bytes(table: pa.Table, *, header: bool = False) -> bytes:
     """``table`` as CSV: values unquoted unless they must be (pyarrow quotes every
     string when asked for 'needed' quoting, which would change what models see)."""
     import pyarrow as pa
-    import pyarrow.csv as pacsv
 
     nested = [f.name for f in table.schema if pa.types.is_nested(f.type)]
     if nested:
@@ -227,37 +236,4 @@ def csv_bytes(table: pa.Table, *, header: bool = False) -> bytes:
             "which CSV cannot hold: keep it out (keep_columns/model_columns) or write "
             "JSON Lines or Parquet (output_format=jsonl|parquet)"
         )
-    out = io.BytesIO()
-    try:
-        pacsv.write_csv(
-            table,
-            out,
-            write_options=pacsv.WriteOptions(include_header=header, quoting_style="none"),
-        )
-        return out.getvalue()
-    except pa.ArrowInvalid:
-        pass  # a value with a comma, quote or newline: quote those values only
-    return _quoted_csv(table, header)
-
-
-def _quoted_csv(table: pa.Table, header: bool) -> bytes:
-    """CSV with quotes around the values that need them and no others."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    def field(column: pa.ChunkedArray) -> pa.ChunkedArray:
-        text = pc.fill_null(column.cast(pa.string()), "")
-        needs = pc.match_substring_regex(text, r'[",\r\n]')
-        quoted = pc.binary_join_element_wise('"', pc.replace_substring(text, '"', '""'), '"', "")
-        return pc.if_else(needs, quoted, text)
-
-    if table.num_rows == 0:
-        lines: list[str] = []
-    else:
-        rows = pc.binary_join_element_wise(*[field(c) for c in table.columns], ",")
-        lines = rows.to_pylist()
-    if header:
-        names = io.StringIO()
-        csv.writer(names, lineterminator="").writerow(table.column_names)
-        lines.insert(0, names.getvalue())
-    return "".join(f"{line}\n" for line in lines).encode("utf-8")
+    return table_csv(table, header=header)

@@ -29,9 +29,10 @@ from workers.scoring.formats.base import (
     csv_bytes,
     joined,
 )
-from workers.scoring.formats.csvsplit import CsvBatcher
+from workers.scoring.formats.csvsplit import BOM, CsvBatcher, keep_bom
 from workers.scoring.formats.kind import Format, ReadLimits
 from workers.scoring.formats.select import ColumnPlan, Columns, plan
+from workers.scoring.values import binary_as_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -104,11 +105,12 @@ class CsvReader(Reader):
         p = self.plan
         try:
             table = pacsv.read_csv(
-                io.BytesIO(data),
+                io.BytesIO(keep_bom(data)),
                 read_options=pacsv.ReadOptions(
                     column_names=list(p.input),
+                    skip_rows=int(data.startswith(BOM)),
                     use_threads=False,
-                    block_size=max(1 << 16, len(data) + 1),
+                    block_size=max(1 << 16, len(data) + 2),
                 ),
                 parse_options=pacsv.ParseOptions(newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(
@@ -152,8 +154,12 @@ class CsvWriter(Writer):
         if self.names is None:
             self.names = self.plan.output_names(answer)
             self._emit(_header_line(self.names))
-        table = answer_table(scores, answer, text=True)
-        self._emit(csv_bytes(joined(kept, table, self.names)))
+        table = joined(kept, answer_table(scores, answer, text=True), self.names)
+        try:
+            table = binary_as_text(table, self.rows + 1)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        self._emit(csv_bytes(table))
         self.rows += scores.rows
 
     def close(self, empty_schema: pa.Schema | None = None) -> None:

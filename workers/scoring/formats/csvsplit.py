@@ -16,15 +16,25 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from scorefleet.errors import BadInput
+from workers.scoring.formats.csvheader import detect_header
 from workers.scoring.formats.magic import binary_problem
 
 BOM = b"\xef\xbb\xbf"
 _SNIFF_BYTES = 64 * 1024
+#: every byte but the comma and the newline (what is left of a record: its commas)
+_NOT_SEPARATORS = bytes(b for b in range(256) if b not in b",\n")
+_LONE_CR = re.compile(rb"\r(?!\n)")
+_NUL_HINT = ": the file is binary or damaged here; a CSV file holds text"
+_CR_HINT = (
+    " that does not end its line and is outside quotes: a value holding a line break "
+    "must be quoted, and lines end with LF or CRLF"
+)
 
 
 def where(row: int, line: int | None) -> str:
@@ -60,47 +70,20 @@ class CsvChunk:
         return text
 
 
+def keep_bom(data: bytes) -> bytes:
+    """``data`` for pyarrow's CSV reader, which takes a U+FEFF starting its input for
+    a byte-order mark and drops it: a value's own one (a mini-batch, an answer, whose
+    first value starts with it) is kept behind a blank line that ``skip_rows=1`` skips
+    (only then: ``skip_rows=int(data.startswith(BOM))``)."""
+    return b"\n" + data if data.startswith(BOM) else data
+
+
 def take(buf: bytearray, n: int) -> bytes:
     """Remove and return the first ``n`` bytes of ``buf``, copying them once."""
     with memoryview(buf) as view:
         out = bytes(view[:n])
     del buf[:n]
     return out
-
-
-def _looks_numeric(field: str) -> bool:
-    try:
-        float(field)
-    except ValueError:
-        return False
-    return True
-
-
-def detect_header(first: bytes, sample: bytes) -> bool:
-    """Guess whether ``first`` (the first record) is a header row.
-
-    A row with no numeric field above rows that have numeric fields is a header;
-    otherwise ask :class:`csv.Sniffer`. Operators can pin the answer with
-    ``SCOREFLEET_CSV_HEADER=present|absent``.
-    """
-    text = first.decode("utf-8", errors="replace").rstrip("\r\n")
-    try:
-        fields = next(csv.reader([text]), [])
-    except csv.Error:
-        fields = text.split(",")
-    if any(_looks_numeric(f) for f in fields if f.strip()):
-        return False
-    rest = sample[len(first) :].decode("utf-8", errors="replace")
-    lines = [line for line in rest.splitlines()[:5] if line.strip()]
-    try:
-        if any(any(_looks_numeric(f) for f in row) for row in csv.reader(lines)):
-            return True
-    except csv.Error:
-        pass
-    try:
-        return csv.Sniffer().has_header(sample.decode("utf-8", errors="replace"))
-    except csv.Error:
-        return bool(fields)
 
 
 class CsvBatcher:
@@ -247,17 +230,26 @@ class CsvBatcher:
     # ----------------------------------------------------------------- fields
     def _check_fields(self, data: bytes, raw: bytes, records: int, batch: CsvChunk) -> None:
         """Every record of ``data`` (``raw``: the same before blank lines were
-        dropped) has :attr:`fields` fields, or :class:`BadInput` names the first
-        record that has not."""
+        dropped) has :attr:`fields` fields, holds no NUL byte and no carriage return
+        outside quotes that does not end its line, or :class:`BadInput` names the
+        first record that does."""
         if self.fields is None:
             self.fields = _field_count(data[: data.find(b"\n") + 1] or data)
-        if not self._plain:  # commas outside quotes: every other piece between quotes
-            commas = sum(piece.count(b",") for piece in data.split(b'"')[::2])
-        else:
-            commas = data.count(b",")
-        if commas == (self.fields - 1) * records:
-            return
-        self._name_bad_record(raw, batch)
+        outside = data if self._plain else b"".join(data.split(b'"')[::2])
+        if b"\x00" in data:
+            self._refuse_at(raw, raw.index(b"\x00"), batch, "holds a NUL byte (\\x00)", _NUL_HINT)
+        if b"\r" in outside and _LONE_CR.search(outside):
+            pos = _lone_cr(raw)
+            if pos is not None:
+                self._refuse_at(raw, pos, batch, "has a carriage return (CR)", _CR_HINT)
+        # commas and newlines outside quotes, record by record: ",,\n,,\n" for 3 fields
+        if outside.translate(None, _NOT_SEPARATORS) != (b"," * (self.fields - 1) + b"\n") * records:
+            self._name_bad_record(raw, batch)
+
+    def _refuse_at(self, raw: bytes, pos: int, batch: CsvChunk, what: str, hint: str) -> None:
+        first_line = (batch.first_line or batch.first_row) - _leading_blank_lines(raw)
+        row, line = _position(raw, pos, batch.first_row, first_line)
+        raise BadInput(f"{where(row, line)} {what}{hint}")
 
     def _name_bad_record(self, raw: bytes, batch: CsvChunk) -> None:
         text = raw.decode("utf-8", errors="replace")
@@ -283,6 +275,9 @@ class CsvBatcher:
                     )
         except csv.Error:
             return  # a quoting problem: reported where the batcher finds it
+        if not self._plain:
+            return  # a quote inside a field: the csv module reads every row as whole
+        raise BadInput(f"{batch.span}: the rows do not all have {self.fields} fields")
 
     # ------------------------------------------------------------------ header
     def _read_header(self) -> None:
@@ -300,6 +295,12 @@ class CsvBatcher:
                 self._fill(_SNIFF_BYTES)
         if not self._buf.strip():
             raise BadInput("the file is empty")
+        head = bytes(self._buf[:_SNIFF_BYTES])
+        if b"\n" not in head and b"\r" in head.rstrip(b"\r") and head.count(b'"') % 2 == 0:
+            raise BadInput(
+                "the file's lines end with a carriage return (CR) alone, as old Mac OS "
+                "wrote them: save it with LF or CRLF line ends (in Excel: CSV UTF-8)"
+            )
         cut = self._first_record_end()
         while cut == 0 and not self._eof:
             self._fill(len(self._buf) + _SNIFF_BYTES)
@@ -315,7 +316,8 @@ class CsvBatcher:
         elif self.header_mode == "absent":
             has_header = False
         else:
-            has_header = detect_header(first, bytes(self._buf[:_SNIFF_BYTES]))
+            sample = bytes(self._buf[:_SNIFF_BYTES])
+            has_header = detect_header(first, sample, self.lines + 1)
         if has_header:
             try:
                 first.decode("utf-8")
@@ -429,6 +431,18 @@ def _trailing_blank_lines(data: bytes) -> int:
     """Blank lines at the end of ``data`` (which ends with a record's newline)."""
     stripped = data.rstrip(b"\r\n")
     return max(0, data[len(stripped) :].count(b"\n") - 1)
+
+
+def _lone_cr(data: bytes) -> int | None:
+    """Where the first carriage return outside quotes that is not part of a CRLF is
+    in ``data`` (None: every one is inside quotes)."""
+    in_quotes = False
+    for m in re.finditer(rb'"|\r(?!\n)', data):
+        if m.group() == b'"':
+            in_quotes = not in_quotes
+        elif not in_quotes:
+            return m.start()
+    return None
 
 
 def _position(data: bytes, pos: int, first_row: int, first_line: int) -> tuple[int, int]:

@@ -29,6 +29,7 @@ from workers.scoring.formats.csvsplit import BOM, take
 from workers.scoring.formats.kind import Format, ReadLimits
 from workers.scoring.formats.magic import binary_problem
 from workers.scoring.formats.select import Columns, plan
+from workers.scoring.values import EXACT_IN_DOUBLE, binary_as_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -48,21 +49,50 @@ def _kind(value: Any) -> str:
     return "an object"
 
 
+def _object(raw: bytes, n: int) -> tuple[Any, str | None]:
+    """Line ``n`` read by the ``json`` module, and what is wrong with it (None: it is a
+    JSON object pyarrow reads as the json module does)."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in items]
+        for k in keys:
+            if keys.count(k) > 1:
+                raise _Refused(f"line {n} has the key {k!r} twice; a key may appear once")
+        return dict(items)
+
+    def constant(name: str) -> Any:
+        raise _Refused(
+            f"line {n} holds {name}, which is not a JSON number: write null, or the "
+            "value as a string"
+        )
+
+    try:
+        value = json.loads(raw, object_pairs_hook=pairs, parse_constant=constant)
+    except _Refused as exc:
+        return None, str(exc)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        return None, f"line {n} is not valid JSON ({exc})"
+    if not isinstance(value, dict):
+        return value, (
+            f"line {n} is {_kind(value)}, not a JSON object: every line of a JSON Lines "
+            'file must be one object, such as {"id": 1, "x": 2.5}'
+        )
+    return value, None
+
+
+class _Refused(ValueError):
+    pass
+
+
 def diagnose(data: bytes, first_line: int, seen: dict[str, tuple[str, int]]) -> str | None:
     """What is wrong with the first bad line of ``data`` (lines numbered from
     ``first_line``); ``seen``: each key's kind and the line it was first seen on."""
     for n, raw in enumerate(data.split(b"\n"), start=first_line):
         if not raw.strip():
             continue
-        try:
-            value = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return f"line {n} is not valid JSON ({exc})"
-        if not isinstance(value, dict):
-            return (
-                f"line {n} is {_kind(value)}, not a JSON object: every line of a JSON Lines "
-                'file must be one object, such as {"id": 1, "x": 2.5}'
-            )
+        value, problem = _object(raw, n)
+        if problem:
+            return problem
         for key, v in value.items():
             kind = _kind(v)
             if kind == "null":
@@ -74,6 +104,121 @@ def diagnose(data: bytes, first_line: int, seen: dict[str, tuple[str, int]]) -> 
                     "a key must keep its type on every line"
                 )
             seen.setdefault(key, (kind, n))
+    return _arrow_refuses(data, first_line)
+
+
+def _arrow_refuses(data: bytes, first_line: int) -> str | None:
+    """The first line pyarrow cannot read on its own (a number too big for a double,
+    a string that is no text), named with pyarrow's words."""
+    import pyarrow as pa
+    import pyarrow.json as pajson
+
+    for n, raw in enumerate(data.split(b"\n"), start=first_line):
+        if not raw.strip():
+            continue
+        try:
+            pajson.read_json(io.BytesIO(raw))
+        except pa.ArrowInvalid as exc:
+            why = str(exc).removeprefix("JSON parse error: ").removesuffix(" in row 0")
+            return f"line {n} cannot be read: {why}"
+    return None
+
+
+def _read(block: bytes, schema: pa.Schema | None) -> pa.Table:
+    import pyarrow.json as pajson
+
+    return pajson.read_json(
+        io.BytesIO(block),
+        read_options=pajson.ReadOptions(block_size=max(1 << 20, len(block) + 1)),
+        parse_options=pajson.ParseOptions(
+            explicit_schema=schema, unexpected_field_behavior="infer"
+        ),
+    )
+
+
+def _same_kinds(read: pa.Schema, before: pa.Schema) -> None:
+    """An integer column read again (as it comes) is still numbers: ArrowInvalid (for
+    :func:`diagnose` to name the line) when a later line made it text or booleans."""
+    import pyarrow as pa
+
+    for f in before:
+        if pa.types.is_integer(f.type) and f.name in read.names:
+            t = read.field(f.name).type
+            if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)):
+                raise pa.ArrowInvalid(f"the key {f.name!r} changed type")
+
+
+def _not_finite(table: pa.Table) -> bool:
+    """Whether a number column read a NaN or an infinity (JSON has neither)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return any(
+        pa.types.is_floating(c.type) and not pc.all(pc.is_finite(c)).as_py() for c in table.columns
+    )
+
+
+def _constants(block: bytes, first_line: int) -> str | None:
+    """The first line holding NaN or Infinity outside a string (the json module and
+    pyarrow take them; JSON has no such numbers, and an output could not keep them)."""
+    for n, raw in enumerate(block.split(b"\n"), start=first_line):
+        if b"NaN" in raw or b"Infinity" in raw:
+            _, problem = _object(raw, n)
+            if problem:
+                return problem
+    return None
+
+
+def _text_types(t: pa.DataType) -> pa.DataType:
+    """``t`` with every date or time in it a string (pyarrow's reader takes strings
+    that look like dates for timestamps; JSON has no dates: they stay strings)."""
+    import pyarrow as pa
+
+    if pa.types.is_temporal(t):
+        return pa.string()
+    if pa.types.is_struct(t):
+        return pa.struct([f.with_type(_text_types(f.type)) for f in t])
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return pa.list_(t.value_field.with_type(_text_types(t.value_type)))
+    return t
+
+
+def _rounded(table: pa.Table, block: bytes, first_line: int) -> str | None:
+    """An integer of the text that pyarrow read as a double, from 2**53 on (beside a
+    fraction, beyond 64 bits, or -2**63, which pyarrow's reader takes for one): a
+    double cannot be trusted to be it, and its text would be a float's; None when
+    every such number is the ``json`` module's."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    lines: list[tuple[int, bytes]] | None = None
+    for name in table.column_names:
+        column = table.column(name)
+        if not pa.types.is_floating(column.type):
+            continue
+        biggest = pc.max(pc.abs(column)).as_py()
+        if biggest is None or not biggest >= EXACT_IN_DOUBLE:
+            continue  # the usual case: nothing from 2**53 on, no row to look at
+        big = pc.and_(
+            pc.greater_equal(pc.abs(column), float(EXACT_IN_DOUBLE)),
+            pc.equal(pc.floor(column), column),
+        )
+        for i in pc.indices_nonzero(pc.fill_null(big, False)).to_pylist():
+            if lines is None:
+                lines = [
+                    (n, raw)
+                    for n, raw in enumerate(block.split(b"\n"), start=first_line)
+                    if raw.strip()
+                ]
+            n, raw = lines[i]
+            read = json.loads(raw).get(name)
+            if isinstance(read, int) and not isinstance(read, bool):
+                return (
+                    f"line {n}: the key {name!r} holds the integer {read}, which a number "
+                    "column that also holds fractions, or beyond 64-bit integers, can only "
+                    f"hold as a double ({column[i].as_py()!r}): write such ids as strings "
+                    f'("{name}": "{read}")'
+                )
     return None
 
 
@@ -191,31 +336,34 @@ class JsonlReader(Reader):
 
     def _parse(self, block: bytes, first_line: int) -> pa.Table:
         import pyarrow as pa
-        import pyarrow.json as pajson
 
         known = None
         if self.schema is not None:
-            # integers seen so far may be followed by 2.5: read numbers as numbers
+            # the types so far, less the integers: read as they come, so that a 64-bit
+            # id stays exact and a later 2.5 is a number (_as_before)
             known = pa.schema(
                 [
-                    pa.field(f.name, pa.float64()) if pa.types.is_integer(f.type) else f
+                    f
                     for f in self.schema
-                    if not pa.types.is_null(f.type)
+                    if not pa.types.is_null(f.type) and not pa.types.is_integer(f.type)
                 ]
             )
         try:
-            table = pajson.read_json(
-                io.BytesIO(block),
-                read_options=pajson.ReadOptions(block_size=max(1 << 20, len(block) + 1)),
-                parse_options=pajson.ParseOptions(
-                    explicit_schema=known, unexpected_field_behavior="infer"
-                ),
-            )
+            table = _read(block, known)
+            texts = pa.schema([f.with_type(_text_types(f.type)) for f in table.schema])
+            if texts != table.schema:
+                table = _read(block, texts)
             if self.schema is not None:
+                _same_kinds(table.schema, self.schema)
                 table = _as_before(table, self.schema)
+            lost = _rounded(table, block, first_line)
+            if lost is None and _not_finite(table):  # NaN, Infinity: find the line
+                lost = _constants(block, first_line)
         except pa.ArrowInvalid as exc:
             why = diagnose(block, first_line, self._seen)
             raise BadInput(why or f"lines {first_line}-{self.lines} cannot be read: {exc}") from exc
+        if lost:
+            raise BadInput(lost)
         if self.schema is None:
             self.schema = table.schema
             self.plan = plan(self.columns, table.column_names)
@@ -281,6 +429,10 @@ class JsonlWriter(Writer):
         if self.names is None:
             self.names = self.plan.output_names(answer)
         table = joined(kept, answer_table(scores, answer, text=False), self.names)
+        try:
+            table = binary_as_text(table, self.rows + 1)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
         names = self.names
         columns = [_finite(c).to_pylist() for c in table.columns]
         dumps = json.JSONEncoder(ensure_ascii=False, default=str, allow_nan=False).encode

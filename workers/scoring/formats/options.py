@@ -19,6 +19,10 @@ output format is the input's unless the ``output_format`` tag or catalog key say
 otherwise. A name that is no format is an error; so is Parquet behind an outer
 compression (a Parquet file compresses inside, and is read with ranged GETs).
 
+``csv_header`` (tag, else catalog, else ``SCOREFLEET_CSV_HEADER``): whether a CSV
+file's first row is a header, ``present``, ``absent`` or ``auto`` (the rule of
+:mod:`.csvheader`).
+
 Column lists (``keep_columns``, ``model_columns``, ``drop_columns``): in tags,
 names separated by spaces (S3 tag values cannot hold commas); in the catalog, a JSON
 list of names (or one string, split like a tag). A tag overrides the catalog, and
@@ -29,12 +33,13 @@ setting either replaces both of the catalog's.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from scorefleet.errors import BadInput
 from workers.scoring.formats import registry
-from workers.scoring.formats.kind import Format
+from workers.scoring.formats.csvheader import MODES as HEADER_MODES
+from workers.scoring.formats.kind import Format, ReadLimits
 from workers.scoring.formats.select import ALL_COLUMNS, Columns
 
 #: Compression suffixes looked through (the bytes decide the compression:
@@ -57,7 +62,14 @@ GENERIC_TYPES = frozenset(
 )
 
 #: The tags this module reads (beside the model image and cluster tags).
-TAGS = ("content_type", "output_format", "keep_columns", "model_columns", "drop_columns")
+TAGS = (
+    "content_type",
+    "output_format",
+    "keep_columns",
+    "model_columns",
+    "drop_columns",
+    "csv_header",
+)
 #: The catalog keys it reads (per image).
 CATALOG_KEYS = TAGS
 
@@ -125,7 +137,23 @@ def catalog_problems(entry: Mapping[str, Any]) -> list[str]:
                 found.append(str(exc))
     if "model_columns" in entry and "drop_columns" in entry:
         found.append("set model_columns or drop_columns, not both")
+    if "csv_header" in entry:
+        try:
+            header_mode(entry["csv_header"], "csv_header")
+        except ValueError as exc:
+            found.append(str(exc))
     return found
+
+
+def header_mode(value: Any, what: str) -> str:
+    """A ``csv_header`` value (tag or catalog): auto, present or absent."""
+    mode = value.strip().lower() if isinstance(value, str) else value
+    if mode not in HEADER_MODES:
+        raise ValueError(
+            f"{what} must be one of {', '.join(HEADER_MODES)} (whether a CSV file's first "
+            f"row is a header), not {value!r}"
+        )
+    return str(mode)
 
 
 def check_catalog_entry(entry: Mapping[str, Any]) -> None:
@@ -143,6 +171,14 @@ class DataOptions:
     columns: Columns
     #: how the input format was decided, for messages ("the key's suffix .csv")
     decided_by: str = ""
+    #: a CSV file's header, as its tag or the catalog says (None: SCOREFLEET_CSV_HEADER)
+    csv_header: str | None = None
+
+    def limits(self, lim: ReadLimits) -> ReadLimits:
+        """The reading limits of this file: the stack's, with its own ``csv_header``."""
+        if self.csv_header is None or self.csv_header == lim.header_mode:
+            return lim
+        return replace(lim, header_mode=self.csv_header)
 
 
 def _pick(tags: Mapping[str, str], catalog: Mapping[str, Any], key: str) -> tuple[Any, str]:
@@ -198,12 +234,14 @@ def _resolve(
         )
     out_named, out_where = _pick(tags, catalog, "output_format")
     output = format_named(str(out_named), out_where) if out_named is not None else fmt
+    header, header_where = _pick(tags, catalog, "csv_header")
     return DataOptions(
         input=fmt,
         output=output,
         compression=compression,
         columns=_columns(tags, catalog),
         decided_by=decided,
+        csv_header=header_mode(header, header_where) if header is not None else None,
     )
 
 

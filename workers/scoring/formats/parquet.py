@@ -44,6 +44,7 @@ from workers.scoring.formats.base import (
 )
 from workers.scoring.formats.kind import Format, ReadLimits
 from workers.scoring.formats.select import ColumnPlan, Columns, plan
+from workers.scoring.values import EXACT_IN_DOUBLE, binary_as_text, json_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -234,9 +235,8 @@ class ParquetReader(Reader):
                     table = pa.Table.from_batches([rb])
                     # measured again on each record batch: row sizes drift along a file
                     step = max(1, table.num_rows // _SAMPLE_ROWS)
-                    sample = table.select(list(p.model)).take(
-                        pa.array(range(0, table.num_rows, step))
-                    )
+                    model = _model_text(table.select(list(p.model)), at + 1)
+                    sample = model.take(pa.array(range(0, table.num_rows, step)))
                     self._per_batch = self._rows_per_batch(sample)
                     pending = table if pending is None else pa.concat_tables([pending, table])
                 assert pending is not None
@@ -286,12 +286,21 @@ class ParquetReader(Reader):
             rows=table.num_rows,
             span=span_of(first, table.num_rows),
             columns=p.model,
-            table=table.select(list(p.model)),
+            table=_model_text(table.select(list(p.model)), first),
         )
         # where it goes on: the rows read and not sent are read again from the row
         # group of the first, and cut as they were
         at = {"next": self.rows, "read_to": self._read_to, "per_batch": self._per_batch}
         return Piece(batch, table.select(list(p.keep)) if p.keep else None, at=at)
+
+
+def _model_text(model: pa.Table, first_row: int) -> pa.Table:
+    """The model's columns with binary ones as the text they hold (BadInput naming the
+    row and column of bytes that are not UTF-8: a model is sent text)."""
+    try:
+        return binary_as_text(model, first_row)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
 
 class ParquetWriter(Writer):
@@ -312,12 +321,32 @@ class ParquetWriter(Writer):
         self._new: list[footer.Struct] = []  # those written since side()
         self._buffer: list[pa.Table] = []
         self._buffered = 0
+        #: answer columns the first rows made text: later ones are the model's text too
+        self._text: list[int] | None = None
 
     def write(self, kept: pa.Table | None, scores: Scores) -> None:
+        import pyarrow as pa
+
         answer = self.answer_names(scores)
         if self.names is None:
             self.names = self.plan.output_names(answer)
-        self._buffer.append(joined(kept, answer_table(scores, answer, text=False), self.names))
+        typed = answer_table(scores, answer, text=False)
+        if self._text is None:
+            self._text = [i for i, c in enumerate(typed.columns) if pa.types.is_string(c.type)]
+        elif any(not pa.types.is_string(typed.column(i).type) for i in self._text):
+            # numbers here in a column the first rows made text: the model's own text
+            # (a CSV answer's; a JSON answer's JSON text), not pyarrow's ("-0.0" is not "-0")
+            text = answer_table(scores, answer, text=True) if scores.csv is not None else None
+            typed = pa.Table.from_arrays(
+                [
+                    c
+                    if i not in self._text
+                    else (text.column(i) if text is not None else json_text(c))
+                    for i, c in enumerate(typed.columns)
+                ],
+                names=typed.column_names,
+            )
+        self._buffer.append(joined(kept, typed, self.names))
         self._buffered += scores.rows
         self.rows += scores.rows
 
@@ -336,20 +365,24 @@ class ParquetWriter(Writer):
 
         if not self._buffer:
             return
+        first = self.rows - self._buffered + 1  # of the buffered rows
+        if self._schema is not None:
+            schema = self._schema
+        else:  # the first rows decide each column's type (all null so far: a later one)
+            schema = (
+                pa.unify_schemas([t.schema for t in self._buffer], promote_options="permissive")
+                if self._same_kinds()
+                else self._buffer[0].schema
+            )
+        parts = []
+        for part in self._buffer:
+            parts.append(part if part.schema == schema else self._cast(part, schema, first))
+            first += part.num_rows
         # one chunk: the pages of a column chunk do not depend on how the rows came
-        table = pa.concat_tables(self._buffer, promote_options="permissive").combine_chunks()
+        table = pa.concat_tables(parts).combine_chunks()
         self._buffer, self._buffered = [], 0
         if self._schema is None:
             self._schema = table.schema
-        elif table.schema != self._schema:
-            try:
-                table = table.cast(self._schema)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise BadInput(
-                    f"the output's columns changed type after data row "
-                    f"{self.rows - table.num_rows:,d} ({exc}); Parquet output needs one "
-                    "type per column (the first rows decide it)"
-                ) from exc
         for offset in range(0, table.num_rows, ROW_GROUP_ROWS):
             self._write_group(table.slice(offset, ROW_GROUP_ROWS))
 
@@ -363,6 +396,43 @@ class ParquetWriter(Writer):
         self._emit(one.body)
         self._groups.append(group)
         self._new.append(group)
+
+    def _same_kinds(self) -> bool:
+        """The buffered tables' schemas unify (nulls and integer widths aside)."""
+        import pyarrow as pa
+
+        try:
+            pa.unify_schemas([t.schema for t in self._buffer], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return False
+        return True
+
+    @staticmethod
+    def _cast(table: pa.Table, schema: pa.Schema, first: int) -> pa.Table:
+        """``table`` (data rows ``first`` on) in the types of ``schema``, which the
+        first rows fixed; BadInput naming the first column that cannot be cast."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        columns = []
+        for field, column in zip(schema, table.columns, strict=True):
+            try:
+                if pa.types.is_integer(column.type) and pa.types.is_floating(field.type):
+                    biggest = pc.max(pc.abs(column)).as_py()
+                    if biggest is not None and biggest > EXACT_IN_DOUBLE:
+                        raise pa.ArrowInvalid(
+                            f"the integer {biggest} beside fractions, which a double would round"
+                        )
+                columns.append(column.cast(field.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                last = first + table.num_rows - 1
+                raise BadInput(
+                    f"the output column {field.name!r} changed type in data rows "
+                    f"{first:,d}-{last:,d} ({column.type} where the first rows had "
+                    f"{field.type}: {exc}); Parquet output needs one type per column (the "
+                    "first rows decide it): write JSON Lines or CSV (output_format=jsonl|csv)"
+                ) from exc
+        return pa.Table.from_arrays(columns, schema=schema)
 
     def close(self, empty_schema: pa.Schema | None = None) -> None:
         import pyarrow as pa

@@ -63,7 +63,9 @@ class ColumnPlan:
         return tuple(c for c in self.input if c in wanted)
 
     def output_names(self, answer: Sequence[str]) -> tuple[str, ...]:
-        """The output's column names: the kept ones, then the answer's."""
+        """The output's column names: the kept ones, then the answer's; an answer name
+        already taken (by a kept column or an earlier answer column) is prefixed with
+        ``score_`` until it is free, so no column hides another."""
         taken = set(self.keep)
         names = list(self.keep)
         for answer_name in answer:
@@ -85,7 +87,7 @@ def plan(columns: Columns, input_columns: Sequence[str], *, named: bool = True) 
     if not named:
         raise BadInput(
             "keep_columns, model_columns and drop_columns name columns, but this CSV file "
-            "has no header row: add one (or set SCOREFLEET_CSV_HEADER=present if the first "
+            "has no header row: add one (or tag the file csv_header=present if the first "
             "row is the header)"
         )
     if len(set(cols)) != len(cols):

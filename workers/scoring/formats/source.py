@@ -259,6 +259,7 @@ def open_reader(
     """The reader of the job's input (over ranged GETs when its format is read so,
     Parquet; else streamed and decompressed)."""
     opts = described.options
+    lim = opts.limits(lim)
     if opts.input.ranged is not None:
         file = RangeFile(s3, job.bucket, job.key, size=described.size, pin=pin(job))
         return ranged_reader(opts.input, file, opts.columns, lim, size=described.size)
@@ -310,6 +311,7 @@ class Opened:
         and decompressed from the start, the bytes before the point skipped unread
         by the format."""
         options = self.described.options
+        lim = options.limits(lim)  # the file's own csv_header
         if options.input.ranged is not None:
             self.source.close()
             file = RangeFile(s3, job.bucket, job.key, size=self.described.size, pin=pin(job))
@@ -378,6 +380,7 @@ def preflight(
     starts; else what they show (:class:`Head`). ``first``: the first bytes and the
     size, already read (:func:`look_first`); ``sample``: their whole rows read too."""
     fmt = described.options.input
+    lim = described.options.limits(lim)  # the file's own csv_header
     if fmt.ranged is not None:
         reader = open_reader(s3, job, described, lim, limits)
         rows = reader.known_rows

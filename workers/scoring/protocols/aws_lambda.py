@@ -43,6 +43,7 @@ from workers.scoring.protocols.answers import (
     option,
     parse_json,
     resolve,
+    rows_of,
     split_pointer,
 )
 from workers.scoring.protocols.base import HttpCheck, ModelProtocol, PortCheck, Readiness
@@ -148,10 +149,7 @@ class LambdaProtocol(ModelProtocol):
             for i, rec in enumerate(records)
         ]
         preds = fan_out(self._fanout, self.limits, self.http, batch.span, calls)
-        cols = self.options.columns
-        header = cols.header(preds[0]) if preds else None
-        width = len(header or ())
-        rows = [cols.row(p, width, batch.first_row + i) for i, p in enumerate(preds)]
+        header, rows = rows_of(self.options.columns, preds, batch.first_row)
         return scores_from_rows(rows, header)
 
     def _invoke(self, record: Mapping[str, Any], row: int, fast: bool = False) -> Any:

@@ -40,6 +40,7 @@ from workers.scoring.protocols.answers import (
     option,
     parse_json,
     resolve,
+    rows_of,
     split_pointer,
 )
 from workers.scoring.protocols.base import HttpCheck, ModelProtocol, Readiness
@@ -208,10 +209,7 @@ class JsonProtocol(ModelProtocol):
             return parse_json(reply.body, span)  # the reference's error
 
     def _rows(self, preds: list[Any], first_row: int) -> Scores:
-        cols = self.options.columns
-        header = cols.header(preds[0]) if preds else None
-        width = len(header or ())
-        rows = [cols.row(p, width, first_row + i) for i, p in enumerate(preds)]
+        header, rows = rows_of(self.options.columns, preds, first_row)
         return scores_from_rows(rows, header)
 
     # ------------------------------------------- one record per request

@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 
 from scorefleet.errors import ModelError
 from scorefleet.settings import ModelSpec
-from workers.scoring.batches import Batch, Scores
-from workers.scoring.protocols.answers import check_keys, option
+from workers.scoring.batches import Batch, Scores, scores_from_rows
+from workers.scoring.protocols.answers import AnswerColumns, check_keys, option, rows_of
 from workers.scoring.protocols.base import ModelProtocol
 from workers.scoring.protocols.calls import check_count, check_status, retrying, with_deadline
 
@@ -55,29 +55,20 @@ def normalise(data: bytes) -> bytes:
     return data + b"\n" if data else b""
 
 
-def json_rows(payload: Any) -> tuple[bytes, int, bytes | None]:
-    """A JSON answer (``{"predictions": [...]}`` or a list) as CSV rows (+ header when
-    the predictions are objects)."""
+def json_rows(payload: Any, first_row: int = 1) -> Scores:
+    """A JSON answer (``{"predictions": [...]}`` or a list) as result rows: objects
+    become columns named by the first one's keys (every prediction must have those
+    keys and no other), lists one column per item, a value one column; each value as
+    the model answered it (workers/scoring/values.py)."""
     preds = payload.get("predictions") if isinstance(payload, dict) else payload
     if not isinstance(preds, list):
         raise ModelError(
             "the model answered JSON without a list of predictions "
             '(expected {"predictions": [...]} or a list)'
         )
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    header: list[str] | None = None
-    for p in preds:
-        if isinstance(p, dict):
-            if header is None:
-                header = [str(k) for k in p]
-            w.writerow([p.get(k, "") for k in header])
-        elif isinstance(p, list | tuple):
-            w.writerow(p)
-        else:
-            w.writerow([p])
-    head = (",".join(header) + "\n").encode() if header else None
-    return out.getvalue().encode("utf-8"), len(preds), head
+    header, rows = rows_of(AnswerColumns(), preds, first_row)
+    names = header if preds and isinstance(preds[0], dict) else None
+    return scores_from_rows(rows, names)
 
 
 def _names(line: bytes | None) -> tuple[str, ...] | None:
@@ -144,19 +135,21 @@ class SageMakerProtocol(ModelProtocol):
         )
         check_status(reply, span, batch.first_row)
         fmt = self._format(reply.ctype, span)
-        header: bytes | None
         if fmt == "json":
             try:
-                data, n, header = json_rows(json.loads(reply.body))
+                answer = json.loads(reply.body)
             except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
                 raise ModelError(f"the model answered invalid JSON for {span}: {exc}") from exc
-        else:
-            data = normalise(reply.body)
-            header = None
-            if self.options.response_header and data:
-                nl = data.index(b"\n") + 1
-                header, data = data[:nl], data[nl:]
-            n = count_records(data)
+            preds = answer.get("predictions") if isinstance(answer, dict) else answer
+            if isinstance(preds, list):
+                check_count(len(preds), batch.rows, span)
+            return json_rows(answer, batch.first_row)
+        data = normalise(reply.body)
+        header: bytes | None = None
+        if self.options.response_header and data:
+            nl = data.index(b"\n") + 1
+            header, data = data[:nl], data[nl:]
+        n = count_records(data)
         check_count(n, batch.rows, span)
         return Scores(rows=n, csv=data, header=_names(header), csv_header=header)
 

@@ -39,6 +39,7 @@ from workers.scoring.protocols import wire
 from workers.scoring.protocols.answers import check_keys, option, parse_json
 from workers.scoring.protocols.base import HttpCheck, ModelProtocol, Readiness
 from workers.scoring.protocols.calls import check_status, retrying, row_note, with_deadline
+from workers.scoring.values import INT64_MAX, INT64_MIN, json_number
 
 DATATYPES = ("FP32", "FP64", "INT64", "BYTES")
 #: the Python types (from Batch.as_rows) a datatype takes unchanged: numbers as typed
@@ -49,6 +50,8 @@ _FITS: dict[str, tuple[type, ...]] = {
     "INT64": (int,),
     "BYTES": (str,),
 }
+#: the largest finite FP32
+FP32_MAX = 3.4028234663852886e38
 LAYOUTS = ("tensor", "columns")
 
 
@@ -78,8 +81,12 @@ def _datatype(value: Any, key: str) -> str:
 
 
 def _to(datatype: str, value: Any) -> Any:
-    """One cell as a tensor element of ``datatype``; ValueError if it cannot be."""
-    if value is None:  # an empty CSV cell (JSON null)
+    """One cell as a tensor element of ``datatype``; ValueError if it cannot be. Text
+    is a number only when it is a JSON number (:func:`json_number`: ``1_000``,
+    ``nan`` or ``١٢`` are not), and a number must fit the tensor's type exactly
+    enough to mean the same: an INT64 a whole number within 64 bits, an FP32 a
+    finite number within its range."""
+    if value is None:  # an empty cell (JSON null)
         if datatype in ("FP32", "FP64"):
             return None  # JSON null: MLServer reads it as NaN, an imputer scores it
         if datatype == "BYTES":
@@ -88,18 +95,28 @@ def _to(datatype: str, value: Any) -> Any:
     if datatype == "BYTES":
         return value if isinstance(value, str) else json.dumps(value)
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a number")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{value!r} is not a number") from None
+        raise ValueError(f"{_shown(value)} is not a number")
+    number = json_number(value) if isinstance(value, str) else value
+    if not isinstance(number, int | float):
+        raise ValueError(f"{_shown(value)} is not a number")
     if datatype == "INT64":
-        if not number.is_integer():
-            raise ValueError(f"{value!r} is not an integer")
-        return int(number)
+        if isinstance(number, float) and not number.is_integer():
+            raise ValueError(f"{_shown(value)} is not an integer")
+        whole = int(number)
+        if not INT64_MIN <= whole <= INT64_MAX:
+            raise ValueError(f"{_shown(value)} is beyond 64-bit integers")
+        return whole
     if not math.isfinite(number):
-        raise ValueError(f"{value!r} is not a finite number")
+        raise ValueError(f"{_shown(value)} is not a finite number")
+    if datatype == "FP32" and abs(number) > FP32_MAX:
+        raise ValueError(f"{_shown(value)} is beyond the range of FP32")
     return number
+
+
+def _shown(value: Any) -> str:
+    """A cell as an error names it: its repr, cut to 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class V2Protocol(ModelProtocol):
@@ -266,7 +283,7 @@ class V2Protocol(ModelProtocol):
         """One column's values as ``dt`` elements: as they are when as_rows typed them
         so already (the usual case: no work per cell), else converted cell by cell."""
         kinds = _FITS[dt]
-        if all(type(v) in kinds for v in values):
+        if all(type(v) in kinds for v in values) and _in_range(values, dt):
             return values
         return [self._cell(batch, i, v, column, dt) for i, v in enumerate(values)]
 
@@ -320,6 +337,17 @@ class V2Protocol(ModelProtocol):
         return scores_from_rows(rows, header)
 
 
+def _in_range(values: list[Any], dt: str) -> bool:
+    """Every number of a column (of types the tensor takes) is within its range."""
+    if dt == "INT64":
+        return all(INT64_MIN <= v <= INT64_MAX for v in values)
+    if dt == "FP32":
+        return all(v is None or abs(v) <= FP32_MAX for v in values)
+    if dt == "FP64":
+        return all(v is None or math.isfinite(v) for v in values)
+    return True
+
+
 def _columns_of(
     tensor: Mapping[str, Any], name: str, rows: int, span: str
 ) -> tuple[list[str], list[list[Any]]]:
@@ -356,7 +384,9 @@ def _fast_column(column: wire.Column, dt: str) -> list[Any]:
     """A typed column as ``dt`` elements, when the reference sends it as it is (every
     value already of a type ``dt`` takes, :data:`_FITS`); else the reference converts
     it cell by cell (or refuses a cell, naming it)."""
-    if dt in ("FP32", "FP64") and column.kind in ("int", "float"):
+    if dt == "FP64" and column.kind in ("int", "float"):
+        return column.values
+    if dt == "FP32" and column.kind in ("int", "float") and column.magnitude <= FP32_MAX:
         return column.values
     if dt == "INT64" and column.kind == "int" and not column.nulls:
         return column.values

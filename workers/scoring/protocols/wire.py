@@ -17,9 +17,9 @@ Two well-kept libraries do the work:
 The rule: **the same values as the reference conversion or nothing.** Each function
 returns what :meth:`workers.scoring.batches.Batch.as_rows` and the protocols' own
 request builders (``V2Protocol.request``, ``JsonProtocol.request_body``) give, value
-for value, or raises :class:`Fallback` when it cannot promise that (a quoted field, a
-cell Python's ``int()``/``float()`` reads but the fast rules do not, an integer beyond
-64 bits, a datatype the fast path does not build), and the protocol then takes the
+for value, or raises :class:`Fallback` when it cannot promise that (a quoted field, an
+integer beyond 64 bits, a datatype the fast path does not build), and the protocol
+then takes the
 reference path: slower, never different. tests/unit/test_wire.py checks both against
 each other on generated mini-batches (Hypothesis).
 """
@@ -36,14 +36,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from workers.scoring.batches import Batch, column_names
+from workers.scoring.values import JSON_NUMBER
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
 
-#: What the fast rules read as integers and as numbers (ASCII only): every such text
-#: is read by Python's int() / float() too, to the same value.
-FAST_INT = r"^-?[0-9]+$"
-FAST_FLOAT = r"^-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
+#: A JSON number (RFC 8259, ASCII digits: RE2's ``[0-9]`` is ASCII only), the
+#: reference's rule (:data:`workers.scoring.values.JSON_NUMBER`)
+JSON_NUMBER_CELL = "^" + JSON_NUMBER + "$"
 
 
 class Fallback(Exception):
@@ -61,6 +61,9 @@ class Column:
     values: list[Any]
     #: it has empty cells (None)
     nulls: bool
+    #: the largest absolute value of its numbers (0 for text or no number): what a
+    #: tensor type's range is checked against
+    magnitude: float = 0.0
 
 
 def typed_columns(batch: Batch) -> list[Column]:
@@ -109,64 +112,47 @@ def _text_columns(batch: Batch) -> list[pa.ChunkedArray]:
 
 
 def _typed(text: pa.ChunkedArray) -> Column:
-    """One column of text as the reference types it (see :func:`typed_columns`)."""
+    """One column of text as the reference types it (:func:`workers.scoring.values.
+    typed_cells`): when every non-empty cell is a JSON number, each is the number
+    ``json.loads`` reads (``7`` an integer, ``7.50`` a float), else every cell is its
+    text; an empty cell None."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     present = pc.not_equal(text, "")
     nulls = pc.all(present).as_py() is False
-    cells = pc.if_else(present, text, pa.scalar(None, pa.string()))
-    # the reference's integer rule holds when int() reads every cell: a cell with
-    # another character than digits and '-' decides at once (the first one: if int()
-    # reads it, `` 7`` or ``+5``, only the reference can say); without one, pyarrow's
-    # cast reads exactly -?[0-9]+, as int() does
-    odd = pc.filter(cells, pc.match_substring_regex(cells, "[^0-9-]"))
-    if len(odd) == 0:
-        try:
-            return Column("int", cells.cast(pa.int64()).to_pylist(), nulls)
-        except pa.ArrowInvalid:
-            raise Fallback("an integer beyond 64 bits, or a lone '-'") from None
-    first = odd[0].as_py()
-    if _int_reads(first):
-        raise Fallback(f"{first!r}: Python's int() reads it")
-    if _all_match(cells, FAST_FLOAT):
-        numbers = cells.cast(pa.float64())
-        if pc.all(pc.is_finite(numbers)).as_py() is not False:
-            return Column("float", numbers.to_pylist(), nulls)
-        return Column("text", cells.to_pylist(), nulls)  # 1e400: not a JSON number
-    _refuses(cells, FAST_FLOAT, float)
-    return Column("text", cells.to_pylist(), nulls)
-
-
-def _int_reads(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _all_match(cells: pa.ChunkedArray, pattern: str) -> bool:
-    import pyarrow.compute as pc
-
+    cells = pc.if_else(present, text, pa.scalar(None, pa.string())).combine_chunks()
     # nulls (empty cells) count as matching, as the reference skips them
-    return pc.all(pc.match_substring_regex(cells, pattern)).as_py() is not False
+    if pc.all(pc.match_substring_regex(cells, JSON_NUMBER_CELL)).as_py() is False:
+        return Column("text", cells.to_pylist(), nulls)  # 007, +5, 1_000, nan, ١٢
+    fraction = pc.match_substring_regex(cells, "[.eE]")
+    if pc.any(fraction).as_py() is not True:  # integers only (or no cell at all)
+        try:
+            ints = cells.cast(pa.int64())
+        except pa.ArrowInvalid:
+            raise Fallback("an integer beyond 64 bits") from None
+        return Column("int", ints.to_pylist(), nulls, _magnitude(ints))
+    numbers = cells.cast(pa.float64())
+    if pc.all(pc.is_finite(numbers)).as_py() is False:
+        return Column("text", cells.to_pylist(), nulls)  # 1e400: not a finite number
+    values = numbers.to_pylist()
+    whole = pc.invert(fraction)  # integers beside fractions stay integers, as json reads
+    if pc.any(whole).as_py() is True:
+        try:
+            ints = pc.filter(cells, whole).cast(pa.int64()).to_pylist()
+        except pa.ArrowInvalid:
+            raise Fallback("an integer beyond 64 bits") from None
+        where = pc.indices_nonzero(pc.fill_null(whole, False)).to_pylist()
+        for i, v in zip(where, ints, strict=True):
+            values[i] = v
+    return Column("float", values, nulls, _magnitude(numbers))
 
 
-def _refuses(cells: pa.ChunkedArray, pattern: str, kind: type) -> None:
-    """The reference's rule fails for this column only if Python's ``kind()`` refuses
-    a cell the fast pattern does not match: the first such cell decides, and a cell
-    that ``kind()`` reads after all (`` 7``, ``1_000``, ``+5``, ``inf``, other digits)
-    is for the reference to type."""
+def _magnitude(numbers: pa.Array) -> float:
     import pyarrow.compute as pc
 
-    misses = pc.filter(cells, pc.invert(pc.match_substring_regex(cells, pattern)))
-    first = misses[0].as_py()
-    try:
-        kind(first)
-    except (ValueError, TypeError):
-        return
-    raise Fallback(f"{first!r}: Python's {kind.__name__}() reads it")
+    bounds = pc.min_max(numbers).as_py()
+    return float(max(abs(bounds["min"] or 0), abs(bounds["max"] or 0)))
 
 
 def rows_of(columns: Sequence[list[Any]]) -> list[list[Any]]:
