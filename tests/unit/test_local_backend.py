@@ -518,3 +518,84 @@ def test_the_models_credential_is_never_the_workers():
         load({**BASE, "SCOREFLEET_LOCAL_MODEL_AWS": json.dumps(bad)})
     ok = load({**BASE, "SCOREFLEET_LOCAL_MODEL_AWS": json.dumps(MODEL_AWS)})
     assert ok.local.model_aws == MODEL_AWS
+
+
+# ------------------------------------------------- a port another process took
+class _Stranger:
+    """An HTTP server of someone else's that answers every GET with 200."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        class Ok(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_port_answered_by_another_process_is_not_the_model(tmp_path, monkeypatch):
+    """Two launches were handed one port 0.4 s apart (seen in CI): the second model
+    could not bind it, and its launch took the first model's answer for its own, so
+    the file's score step met another image's model. An answer counts only from the
+    model's own process tree; a model that then dies of the taken port is retried
+    (ModelUnavailable), not an .error of its own."""
+    from scorefleet.errors import ModelUnavailable
+    from workers.backends.local import backend as backend_module
+
+    stranger = _Stranger()
+    monkeypatch.setattr(backend_module, "free_port", lambda: stranger.port)
+    b = LocalBackend(tmp_path, launch_timeout=5, log_lines=10)
+    try:
+        j = job()
+        with pytest.raises(ModelUnavailable, match="another process was listening on its port"):
+            b.launch(j, spec("ok"))  # fakemodel cannot bind the stranger's port: it exits
+        assert not b.is_alive(j)
+    finally:
+        stranger.close()
+        b.stop_all()
+
+
+def test_a_model_that_never_binds_beside_a_stranger_is_stopped_and_retried(tmp_path, monkeypatch):
+    """The same, with a model that lives on without its port: at the launch's limit it
+    is stopped (so the retry chooses another port) and the launch is retried."""
+    from scorefleet.errors import ModelUnavailable
+    from workers.backends.local import backend as backend_module
+
+    stranger = _Stranger()
+    monkeypatch.setattr(backend_module, "free_port", lambda: stranger.port)
+    b = LocalBackend(tmp_path, launch_timeout=1.5, log_lines=10)
+    sleeper = ModelSpec(
+        image="test/sleeper", extra={"command": "{python} -c 'import time; time.sleep(60)'"}
+    )
+    try:
+        j = job()
+        with pytest.raises(ModelUnavailable, match="held by another process"):
+            b.launch(j, sleeper)
+        assert not b.is_alive(j)
+    finally:
+        stranger.close()
+        b.stop_all()
+
+
+def test_free_port_never_hands_one_port_to_two_launches(monkeypatch):
+    from workers.backends.local import processes
+
+    given = iter([40001, 40001, 40002])
+    monkeypatch.setattr(processes, "_any_free_port", lambda: next(given))
+    monkeypatch.setattr(processes, "_reserved", {})
+    assert processes.free_port() == 40001
+    assert processes.free_port() == 40002

@@ -61,6 +61,7 @@ from workers.backends.local.processes import (
     find_command,
     free_port,
     held_process,
+    listens_on,
     model_environment,
     tail,
 )
@@ -192,17 +193,53 @@ class LocalBackend:
         limit = float(rec.get("launch_timeout", self.launch_timeout))
         deadline = time.monotonic() + limit
         delay = 0.02
+        #: the port answered, but from a process not the model's: another process took
+        #: the port between its choice and the model's bind
+        stranger = False
         while True:
             if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
                 rc = self.runs.exit_code(int(rec["pid"]))
                 message = f"the model exited{describe_exit(rc)} before it answered {readiness}"
                 logs = self.logs(job, self.log_lines, replica)
+                if stranger:
+                    # most likely it could not bind its port: not the model's fault; a
+                    # new launch (a new port) is retried
+                    raise ModelUnavailable(
+                        f"{message}; another process was listening on its port "
+                        f"{rec['port']}, taken between the launch's choice and the model's "
+                        "start (a new launch chooses another)",
+                        model_logs=logs,
+                    )
                 if rc is not None and -rc in KILLED_FROM_OUTSIDE:
                     # killed by someone else (an operator, a node going away): a new
                     # launch may well work; retried, and an .error after the last try
                     raise ModelUnavailable(message, model_logs=logs)
                 raise ModelError(message, model_logs=logs)
             if probe(url, spec, timeout=1.0):
+                if not listens_on(proc, int(rec["port"])):
+                    # an answer from whoever holds the port is not the model's: never
+                    # score a file with another process's model
+                    if not stranger:
+                        log.warning(
+                            "port %s answered %s, but not from the model (pid %s): "
+                            "another process holds it",
+                            rec["port"],
+                            readiness,
+                            rec["pid"],
+                        )
+                    stranger = True
+                    if time.monotonic() > deadline:
+                        logs = self.logs(job, self.log_lines, replica)
+                        self.runs.remove(job.run_id, replica)  # so a new launch, a new port
+                        raise ModelUnavailable(
+                            f"the model's port {rec['port']} is held by another process: "
+                            "the model never answered there itself (a new launch chooses "
+                            "another port)",
+                            model_logs=logs,
+                        )
+                    time.sleep(delay)
+                    delay = min(delay * 1.5, 0.05)
+                    continue
                 handle = {"pid": rec["pid"], "port": rec["port"]}
                 return Endpoint(
                     url=url,

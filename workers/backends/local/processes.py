@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,10 +27,53 @@ STOP_GRACE_SECONDS = 5.0
 LOG_TAIL_BYTES = 64 * 1024
 
 
-def free_port() -> int:
+#: how long a port handed to a model stays reserved in this process: the model binds
+#: it some time after it is chosen, and the kernel may hand the same free port out
+#: again meanwhile (seen: twice in 0.4 s, to two launches of one worker)
+PORT_RESERVED_SECONDS = 120.0
+_reserved: dict[int, float] = {}
+_reserved_lock = threading.Lock()
+
+
+def _any_free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
+
+
+def free_port() -> int:
+    """A port nothing listens on now and that this process has not handed to another
+    model in the last :data:`PORT_RESERVED_SECONDS`. (Another process may still take
+    it before the model binds it: :func:`listens_on` tells whose a listener is.)"""
+    with _reserved_lock:
+        now = time.monotonic()
+        for port, at in list(_reserved.items()):
+            if now - at > PORT_RESERVED_SECONDS:
+                del _reserved[port]
+        for _ in range(64):
+            port = _any_free_port()
+            if port not in _reserved:
+                _reserved[port] = now
+                return port
+    raise OSError("no free port that was not handed to a model already")
+
+
+def listens_on(proc: psutil.Process, port: int) -> bool:
+    """Whether ``proc`` or one of its descendants holds the listening TCP socket of
+    ``port``: an answer on the port is then the model's, not another process's that
+    took the port first."""
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return False
+    for p in procs:
+        try:
+            conns = p.net_connections(kind="tcp")
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns):
+            return True
+    return False
 
 
 def tail(path: Path, lines: int) -> str:
