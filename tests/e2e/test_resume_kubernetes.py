@@ -19,7 +19,7 @@ import pytest
 from scorefleet.settings import load
 from tests.e2e.test_resume_e2e import hash_of, versions, wait_committed, wait_outcome
 from tests.helpers import FAKEMODEL
-from tests.helpers.k8s import FakeApiServer, FakeKubelet, calls_for, pod_of
+from tests.helpers.k8s import FakeApiServer, FakeKubelet, calls_for, pod_of, wait_for
 from workers.localstack.restarts import Restarts
 from workers.localstack.stack import BUCKET, LocalStack, emulator_client, free_port
 
@@ -123,6 +123,11 @@ def test_a_resumed_step_goes_on_with_its_runs_pod(kstack: tuple[LocalStack, Fake
     log = (stack.state_dir / "logs" / "worker0.log").read_text()
     assert "taking the file up at data row" in log
     pod = pod_of(api, "in/k8s-big.csv")
+    # teardown runs after the upload that published the outcome: wait for it (it
+    # came after this check once in CI)
+    wait_for(lambda: "delete pods" in calls_for(api, pod), 60, "the pod's teardown")
     calls = calls_for(api, pod)
     assert calls.get("create pods") == 1, calls  # the resumed step used the run's pod
-    assert calls.get("delete pods") == 1, calls
+    # teardown's delete, and maybe the beat's reaper's of a finished run before it
+    # (as test_e2e_kubernetes.step_calls counts them)
+    assert calls.get("delete pods") in (1, 2), calls
