@@ -31,7 +31,7 @@ from tests.helpers import FAKEMODEL
 from workers.localstack.restarts import Restarts
 from workers.localstack.stack import BUCKET, LocalStack, emulator_client
 from workers.localstack.state import read_env_file
-from workers.scoring.formats import parquet
+from workers.scoring.formats import parquet_writer
 
 pytestmark = pytest.mark.slow
 
@@ -244,6 +244,6 @@ def test_chaos_a_worker_killed_past_the_first_part_changes_nothing(chaos_stack, 
     twice = rows_scored(scored, fmt, since) - (rows - len(BAD_ROWS))
     per_part = rows * PART_SIZE / len(want)
     if fmt == "parquet":  # a Parquet output is cut between its row groups only
-        per_part = max(per_part, parquet.ROW_GROUP_ROWS + 40_000)
+        per_part = max(per_part, parquet_writer.ROW_GROUP_ROWS + 40_000)
     in_flight = 2 * 0.5e6 / (len(data) / rows if fmt != "gz" else 280)
     assert 0 <= twice <= per_part + in_flight, (twice, per_part, in_flight)

@@ -179,3 +179,19 @@ def test_a_planted_import_breaks_its_contract(copy, path, code, broken):
     assert rc != 0, out
     for name in ALL:
         assert f"{name} {'BROKEN' if name in broken else 'KEPT'}" in out, (name, out)
+
+
+#: the layout's size rule (docs/development.md): a module that grows past it is split
+MAX_MODULE_LINES = 500
+
+
+def test_no_module_of_the_packages_is_over_500_lines():
+    """parquet.py reached 528 lines after issue 24's merge and went unnoticed: the rule
+    is checked, not remembered."""
+    sizes = {
+        str(path.relative_to(REPO)): len(path.read_text(encoding="utf-8").splitlines())
+        for package in PACKAGES
+        for path in (REPO / package).rglob("*.py")
+    }
+    over = {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES}
+    assert not over, f"split these modules (the rule: at most {MAX_MODULE_LINES} lines): {over}"

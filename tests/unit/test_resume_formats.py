@@ -144,9 +144,9 @@ CASES = [
     ids=lambda v: v.name if hasattr(v, "name") else ("gz" if v else "plain"),
 )
 def test_a_file_taken_up_at_any_resume_point_comes_out_the_same(fmt, out, gz, monkeypatch):
-    from workers.scoring.formats import parquet
+    from workers.scoring.formats import parquet_writer
 
-    monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 300)  # several row groups out
+    monkeypatch.setattr(parquet_writer, "ROW_GROUP_ROWS", 300)  # several row groups out
     data = as_file(table_of(3000), fmt, row_group=700)
     whole, rejected, points, stats = run(data, fmt, out, gz=gz)
     assert stats.rejected == 4 and rejected  # the rows holding BAD
