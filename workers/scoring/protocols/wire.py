@@ -46,6 +46,11 @@ if TYPE_CHECKING:  # pragma: no cover
 JSON_NUMBER_CELL = "^" + JSON_NUMBER + "$"
 
 
+#: UTF-8's byte-order mark: pyarrow's CSV reader drops it at the start of its data,
+#: where in a mini-batch it is the first value's own character
+_BOM = b"\xef\xbb\xbf"
+
+
 class Fallback(Exception):
     """The fast path cannot promise the reference's exact values: take the reference."""
 
@@ -92,6 +97,8 @@ def _text_columns(batch: Batch) -> list[pa.ChunkedArray]:
         raise Fallback("quoted fields or carriage returns")
     if data.startswith(b"\n") or b"\n\n" in data:
         raise Fallback("an empty line (csv.reader reads it as a record of no fields)")
+    if data.startswith(_BOM):
+        raise Fallback("a first value starting with U+FEFF, which pyarrow drops as a BOM")
     names = [f"c{i}" for i in range(len(batch.columns))]
     try:
         table = pacsv.read_csv(
