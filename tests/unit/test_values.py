@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -82,6 +83,15 @@ def test_1_family_numbers_json_reads_otherwise_are_errors_naming_the_line(body, 
 def test_1_family_fractions_after_integers_are_still_exact_numbers():
     body = lines([{"a": i} for i in range(100)] + [{"a": 2.5}, {"a": 3}])
     assert [r["a"] for r in kept(body)][-3:] == [99, 2.5, 3]
+
+
+def test_1_family_a_negative_zero_after_integers_keeps_its_sign():
+    """The values oracle's long run: a later mini-batch of an integer column holding
+    -0.0 was cast back to integers, and the model was sent 0."""
+    body = lines([{"a": i} for i in range(100)] + [{"a": -0.0}, {"a": 3}])
+    got = [r["a"] for r in sent(body)][-2:]
+    assert got == [-0.0, 3] and math.copysign(1.0, got[0]) == -1.0
+    assert math.copysign(1.0, [r["a"] for r in kept(body)][-2]) == -1.0
 
 
 # ---------------------------------------------- 2. JSON Lines date strings

@@ -201,6 +201,21 @@ def json_values(column: pa.Array | pa.ChunkedArray) -> list[Any]:
     return list(column.to_pylist())
 
 
+def negative_zero(column: pa.Array | pa.ChunkedArray) -> bool:
+    """Whether a floating point column holds -0.0 (``1 / -0.0`` is -inf): a column of
+    integers must not take it, or its sign is lost (the values oracle found a later
+    JSON Lines mini-batch's -0.0 in a column of integers sent as 0)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not pa.types.is_floating(column.type):
+        return False
+    zeros = pc.filter(column, pc.equal(column, 0.0))
+    if len(zeros) == 0:
+        return False
+    return bool(pc.any(pc.less(pc.divide(1.0, zeros), 0.0)).as_py())
+
+
 def _is_binary(t: pa.DataType) -> bool:
     import pyarrow as pa
 

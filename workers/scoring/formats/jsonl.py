@@ -29,7 +29,7 @@ from workers.scoring.formats.csvsplit import BOM, take
 from workers.scoring.formats.kind import Format, ReadLimits
 from workers.scoring.formats.magic import binary_problem
 from workers.scoring.formats.select import Columns, plan
-from workers.scoring.values import EXACT_IN_DOUBLE, binary_as_text
+from workers.scoring.values import EXACT_IN_DOUBLE, binary_as_text, negative_zero
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -399,7 +399,11 @@ def _as_before(table: pa.Table, schema: pa.Schema) -> pa.Table:
     columns = []
     for name in table.column_names:
         column = table.column(name)
-        if name in schema.names and pa.types.is_integer(schema.field(name).type):
+        if (
+            name in schema.names
+            and pa.types.is_integer(schema.field(name).type)
+            and not negative_zero(column)  # -0.0 is no integer: cast, it would lose its sign
+        ):
             with contextlib.suppress(pa.ArrowInvalid):  # 2.5 does not cast: kept as is
                 column = column.cast(schema.field(name).type)
         columns.append(column)
