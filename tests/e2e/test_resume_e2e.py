@@ -16,7 +16,6 @@ import json
 import os
 import random
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ import pytest
 from scorefleet.job import pipeline_id
 from scorefleet.storage.multipart import PART_SIZE
 from tests.e2e.test_cli_up import BackgroundUp
-from tests.helpers import FAKEMODEL
+from tests.helpers import FAKEMODEL, supervised
 from workers.localstack.restarts import Restarts
 from workers.localstack.stack import BUCKET, LocalStack, emulator_client
 from workers.localstack.state import read_env_file
@@ -185,24 +184,8 @@ def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Loca
             "SCOREFLEET_MAX_IN_FLIGHT": "2",
         },
     )
-    stack.start()
-    stop = threading.Event()
-
-    def supervise() -> None:  # what `scorefleet up` does: a dead worker starts again
-        while not stop.wait(0.3):
-            try:
-                stack.check()
-            except Exception:  # the test sees the file fail
-                return
-
-    supervisor = threading.Thread(target=supervise, daemon=True)
-    supervisor.start()
-    try:
+    with supervised(stack):
         yield stack, scored
-    finally:
-        stop.set()
-        supervisor.join(5)
-        stack.stop()
 
 
 def rows_scored(scored: Path, tag: str, since: int) -> int:

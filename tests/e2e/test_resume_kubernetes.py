@@ -10,7 +10,6 @@ import json
 import os
 import random
 import signal
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 
 from scorefleet.settings import load
 from tests.e2e.test_resume_e2e import hash_of, versions, wait_committed, wait_outcome
-from tests.helpers import FAKEMODEL
+from tests.helpers import FAKEMODEL, supervised
 from tests.helpers.k8s import FakeApiServer, FakeKubelet, calls_for, pod_of, wait_for
 from workers.localstack.restarts import Restarts
 from workers.localstack.stack import BUCKET, LocalStack, emulator_client, free_port
@@ -78,25 +77,9 @@ def kstack(
                     "SCOREFLEET_MAX_IN_FLIGHT": "2",
                 },
             )
-            stack.start()
-            stop = threading.Event()
-
-            def supervise() -> None:  # as `scorefleet up` does: a dead worker starts again
-                while not stop.wait(0.3):
-                    try:
-                        stack.check()
-                    except Exception:  # the test sees the file fail
-                        return
-
-            supervisor = threading.Thread(target=supervise, daemon=True)
-            supervisor.start()
-            try:
+            with supervised(stack):
                 stack.wait_worker_ready()
                 yield stack, api
-            finally:
-                stop.set()
-                supervisor.join(5)
-                stack.stop()
 
 
 @pytest.mark.timeout(400)

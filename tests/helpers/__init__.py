@@ -10,12 +10,15 @@ a script), :mod:`tests.helpers.k8s` (the Kubernetes API emulator and its kubelet
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -262,3 +265,28 @@ def sqs_record(message_id: str, body: str) -> dict[str, Any]:
     (record, _) = load_event("sqs-batch-poison.json")["Records"]
     record.update(messageId=message_id, body=body)
     return record  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def supervised(stack: LocalStack) -> Iterator[LocalStack]:
+    """``stack`` started, with what ``scorefleet up`` does around it: a worker that
+    dies is started again (``stack.check()`` every 0.3 s; a crash loop ends the
+    supervision and the test sees its file fail). Stopped on the way out."""
+    stack.start()
+    stop = threading.Event()
+
+    def supervise() -> None:
+        while not stop.wait(0.3):
+            try:
+                stack.check()
+            except Exception:
+                return
+
+    supervisor = threading.Thread(target=supervise, daemon=True)
+    supervisor.start()
+    try:
+        yield stack
+    finally:
+        stop.set()
+        supervisor.join(5)
+        stack.stop()
