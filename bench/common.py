@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -70,3 +74,21 @@ class Client:
 
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
+
+
+def measure_in(checkout: Path, script: str, args: list[str], timeout: float) -> dict[str, Any]:
+    """Run ``script`` (a bench file, with ``args``) on ``checkout``'s code (its
+    working directory and PYTHONPATH) and return the JSON object its last line of
+    output prints: one arm of a before/after measurement."""
+    proc = subprocess.run(
+        [sys.executable, str(Path(script).resolve()), *args],
+        cwd=checkout,
+        env={**os.environ, "PYTHONPATH": str(checkout)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{checkout}: {proc.stderr[-3000:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))

@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -93,19 +90,9 @@ def wait(s3: Any, bucket: str, key: str, timeout: float = 900) -> str:
 
 
 def run_arm(checkout: Path, runs: int) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(checkout)}
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--measure", str(runs)],
-        cwd=checkout,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"{checkout}: {proc.stderr[-3000:]}")
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    from bench.common import measure_in  # here: the --measure child may run older code
+
+    return measure_in(checkout, __file__, ["--measure", str(runs)], timeout=3600)
 
 
 def main() -> None:

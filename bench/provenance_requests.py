@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -97,19 +96,9 @@ def measure() -> dict[str, Any]:
 
 
 def run_arm(checkout: Path) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(checkout)}
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--measure"],
-        cwd=checkout,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"{checkout}: {proc.stderr[-3000:]}")
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    from bench.common import measure_in  # here: the --measure child may run older code
+
+    return measure_in(checkout, __file__, ["--measure"], timeout=600)
 
 
 def main() -> None:
